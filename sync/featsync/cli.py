@@ -1,0 +1,156 @@
+"""The `featsync` command line: a thin click layer over the library.
+
+Every command takes --project-dir, --target and --profiles-dir, prints rich tables by
+default and JSON with --json, and exits non-zero with a one-line reason on failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from featsync import catalog, datagen
+from featsync.errors import FeatsyncError
+from featsync.project import Project
+
+# Piped output gets a wide console so tables stay readable in logs and CI.
+out = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+
+def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the common project options and pass the opened Project as `project`."""
+
+    @click.option("--project-dir", type=click.Path(file_okay=False), default=None, envvar="FEATSYNC_PROJECT_DIR",
+                  help="dbt project directory (default: current directory).")
+    @click.option("--profiles-dir", type=click.Path(file_okay=False), default=None,
+                  help="Directory with profiles.yml (default: the project's, else ~/.dbt).")
+    @click.option("--target", default=None, envvar="FEATSYNC_TARGET", help="dbt target (default: the profile's).")
+    @functools.wraps(command)
+    def wrapper(project_dir: str | None, profiles_dir: str | None, target: str | None, **kwargs: Any) -> Any:
+        return command(Project.open(project_dir, profiles_dir, target), **kwargs)
+
+    return wrapper
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables.")
+
+
+class FeatsyncGroup(click.Group):
+    """Turns FeatsyncError into a clean message and its exit code instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FeatsyncError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=FeatsyncGroup)
+@click.version_option(package_name="featsync")
+def main() -> None:
+    """featsync: dbt models as feature views, synced to Redis and served online."""
+
+
+@main.command("list")
+@project_options
+@json_option
+def list_command(project: Project, as_json: bool) -> None:
+    """List feature views, feature services and entities."""
+    data = catalog.catalog(project.registry())
+    if as_json:
+        _print_json(data)
+        return
+    out.print(_table("Feature views", ("name", "version", "entities", "ttl", "online", "features"), [
+        (v["name"], f"v{v['version']}", ", ".join(v["entities"]), v["ttl"], _yes(v["online"]), v["features"])
+        for v in data["feature_views"]
+    ]))
+    out.print(_table("Feature services", ("name", "version", "exposure", "features", "feature views"), [
+        (s["name"], f"v{s['version']}", s["exposure"], s["features"], ", ".join(s["feature_views"]))
+        for s in data["feature_services"]
+    ]))
+    out.print(_table("Entities", ("name", "type", "feature views", "description"), [
+        (e["name"], e["data_type"], ", ".join(e["feature_views"]), e["description"]) for e in data["entities"]
+    ]))
+
+
+@main.command()
+@click.argument("name")
+@project_options
+@json_option
+def describe(project: Project, name: str, as_json: bool) -> None:
+    """Show one feature view, feature service (NAME, NAME:vN or exposure name) or entity."""
+    data = catalog.describe(project.registry(), name)
+    if as_json:
+        _print_json(data)
+        return
+    kind = data["kind"].replace("_", " ")
+    out.print(f"[bold]{data['name']}[/] ({kind}{', v' + str(data['version']) if 'version' in data else ''})")
+    if data.get("description"):
+        out.print(data["description"], markup=False, highlight=False)
+    if data["kind"] == "feature_view":
+        facts = []
+        for key in ("relation", "entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "owner", "tags", "file"):
+            value = data[key]
+            if isinstance(value, list):
+                value = ", ".join(value)
+            elif isinstance(value, dict):
+                value = ", ".join(f"{k}={v}" if v else k for k, v in value.items())
+            facts.append((key, value))
+        facts.append(("upstream sources", ", ".join(data["lineage"]["sources"]) or "-"))
+        facts.append(("upstream models", ", ".join(data["lineage"]["models"]) or "-"))
+        facts.append(("used by services", ", ".join(data["used_by"]["services"]) or "-"))
+        facts.append(("used by models", ", ".join(data["used_by"]["models"]) or "-"))
+        facts = _table(None, ("key", "value"), facts, show_header=False, box=None)
+        out.print(facts)
+        out.print(_table("Columns", ("name", "type", "role", "description"),
+                         [(c["name"], c["data_type"], c["role"], c["description"]) for c in data["columns"]]))
+    elif data["kind"] == "feature_service":
+        out.print(f"exposure: {data['exposure']}   owner: {data['owner'] or '-'}   file: {data['file']}", markup=False)
+        out.print(_table("Features", ("feature view", "feature"), [ref.split(":", 1) for ref in data["features"]]))
+    else:
+        out.print(f"type: {data['data_type']}   feature views: {', '.join(data['feature_views'])}", markup=False)
+
+
+@main.command()
+@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Size multiplier: 1 is the checked-in demo (4k transactions).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Random seed; same seed, same files.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="parquet", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="data/raw", show_default=True)
+def generate(scale: int, seed: int, fmt: str, out_dir: str) -> None:
+    """Write the example payments data (deterministic).
+
+    CSV at scale 1 is what seeds/ holds; parquet files are read by dbt through the
+    raw_parquet sources with --vars '{featsync_raw_data: parquet}'.
+    """
+    for path in datagen.write(Path(out_dir), scale=scale, seed=seed, fmt=fmt):
+        out.print(f"wrote {path}")
+
+
+def _table(title: str | None, columns: tuple[str, ...], rows: Any, **options: Any) -> Table:
+    """A rich table whose cells are plain text (never markup) and fold instead of truncating."""
+    table = Table(title=title, title_justify="left", **options)
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+    return table
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _yes(value: bool) -> str:
+    return "yes" if value else "no"

@@ -1,0 +1,177 @@
+"""A dbt project as featsync sees it: where it is, which target, and its manifest.
+
+featsync keeps one manifest per target under ``target/featsync/<target>/`` (relation
+names differ between targets) and runs ``dbt parse`` in-process, through dbt's own
+``dbtRunner``, whenever that manifest is missing or older than any project file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from featsync.errors import DbtError, FeatsyncError
+from featsync.registry import Registry
+
+# dbt's default folders, used when dbt_project.yml does not name its own.
+_DEFAULT_PATHS = {
+    "model-paths": ["models"],
+    "macro-paths": ["macros"],
+    "seed-paths": ["seeds"],
+    "snapshot-paths": ["snapshots"],
+    "test-paths": ["tests"],
+    "analysis-paths": ["analyses"],
+}
+_PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
+
+
+@dataclass(frozen=True)
+class Project:
+    """A dbt project directory plus the profile target featsync works against."""
+
+    project_dir: Path
+    profiles_dir: Path
+    target: str | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
+
+    @classmethod
+    def open(cls, project_dir: str | os.PathLike | None = None, profiles_dir: str | os.PathLike | None = None,
+             target: str | None = None) -> "Project":
+        root = Path(project_dir or os.environ.get("FEATSYNC_PROJECT_DIR") or ".").resolve()
+        if not (root / "dbt_project.yml").is_file():
+            raise FeatsyncError(f"{root} is not a dbt project (no dbt_project.yml); pass --project-dir")
+        if profiles_dir is None:
+            profiles_dir = os.environ.get("DBT_PROFILES_DIR") or (root if (root / "profiles.yml").is_file() else Path.home() / ".dbt")
+        return cls(root, Path(profiles_dir).resolve(), target or os.environ.get("FEATSYNC_TARGET") or None)
+
+    # -- dbt ---------------------------------------------------------------------
+
+    def dbt_args(self, command: Sequence[str], target_path: Path | None = None) -> list[str]:
+        args = [*command, "--project-dir", str(self.project_dir), "--profiles-dir", str(self.profiles_dir)]
+        if self.target:
+            args += ["--target", self.target]
+        if target_path is not None:
+            args += ["--target-path", str(target_path)]
+        return args
+
+    def run_dbt(self, command: Sequence[str], target_path: Path | None = None, quiet: bool = True) -> Any:
+        """Run a dbt command in-process and return dbt's result; raise DbtError when it fails."""
+        os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+        from dbt.cli.main import dbtRunner  # imported lazily: it costs about a second
+
+        args = self.dbt_args(command, target_path)
+        if quiet:
+            args = ["--quiet", *args]
+        errors: list[str] = []
+
+        def collect(event: Any) -> None:  # dbt's own error lines, to say *why* it failed
+            if event.info.level == "error" and event.info.msg:
+                errors.append(str(event.info.msg).strip())
+
+        try:
+            result = dbtRunner(callbacks=[collect]).invoke(args)
+        finally:
+            _release_duckdb()
+        if not result.success:
+            reason = "\n".join(dict.fromkeys(errors)) or str(result.exception or "") or _failed_nodes(result.result)
+            raise DbtError(f"dbt {' '.join(command)} failed in {self.project_dir}:\n{reason}")
+        return result
+
+    # -- manifest and registry ---------------------------------------------------
+
+    @property
+    def target_path(self) -> Path:
+        return self.project_dir / "target" / "featsync" / (self.target or "default")
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.target_path / "manifest.json"
+
+    def manifest_is_stale(self) -> bool:
+        if not self.manifest_path.is_file():
+            return True
+        built = self.manifest_path.stat().st_mtime
+        return any(p.stat().st_mtime > built for p in self.source_files())
+
+    def manifest(self, refresh: bool = False) -> dict[str, Any]:
+        """The parsed manifest for this target, running `dbt parse` first when it is stale."""
+        if refresh or self.manifest_is_stale():
+            self.run_dbt(["parse"], target_path=self.target_path)
+            self._cache.pop("manifest", None)
+            self._cache.pop("registry", None)
+        if "manifest" not in self._cache:
+            with self.manifest_path.open() as fh:
+                self._cache["manifest"] = json.load(fh)
+        return self._cache["manifest"]
+
+    def registry(self, refresh: bool = False) -> Registry:
+        """The validated registry; built once per Project and reused."""
+        manifest = self.manifest(refresh)
+        if "registry" not in self._cache:
+            self._cache["registry"] = Registry.from_manifest(manifest)
+        return self._cache["registry"]
+
+    def source_files(self) -> Iterator[Path]:
+        """Every file whose change can change the manifest, in this project and its local packages."""
+        yield from _project_source_files(self.project_dir)
+        if self.profiles_dir != self.project_dir and (self.profiles_dir / "profiles.yml").is_file():
+            yield self.profiles_dir / "profiles.yml"
+        packages = self.project_dir / "dbt_packages"
+        if packages.is_dir():
+            for package in packages.iterdir():
+                if (package / "dbt_project.yml").is_file():
+                    yield from _project_source_files(package)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        with (self.project_dir / "dbt_project.yml").open() as fh:
+            return yaml.safe_load(fh) or {}
+
+
+def _project_source_files(root: Path) -> Iterator[Path]:
+    try:
+        with (root / "dbt_project.yml").open() as fh:
+            config = yaml.safe_load(fh) or {}
+    except OSError:
+        return
+    for name in _PROJECT_FILES:
+        if (root / name).is_file():
+            yield root / name
+    for key, default in _DEFAULT_PATHS.items():
+        for folder in config.get(key, default) or []:
+            base = root / folder
+            if base.is_dir():
+                yield from (p for p in base.rglob("*") if p.is_file())
+
+
+def _release_duckdb() -> None:
+    """Close the DuckDB database dbt-duckdb keeps open in-process after an invocation.
+
+    dbt-duckdb caches one database handle per process (DuckDBConnectionManager._ENV);
+    while it is open, nothing else in this process can open the same file with another
+    configuration (read-only, say), so featsync drops it after every dbt call.
+    """
+    try:
+        from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    except ImportError:  # dbt-duckdb not installed: nothing to release
+        return
+    with DuckDBConnectionManager._LOCK:
+        env, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+    if env is not None and getattr(env, "conn", None) is not None:
+        env.conn.close()
+        env.conn = None
+
+
+def _failed_nodes(results: Any) -> str:
+    failures = []
+    for r in getattr(results, "results", None) or []:
+        if str(getattr(r, "status", "")).lower() in {"error", "fail", "runtime error"}:
+            failures.append(f"{r.node.name}: {r.message}")
+    return "; ".join(failures) or "see dbt's output above"

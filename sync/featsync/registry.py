@@ -1,0 +1,493 @@
+"""The registry: typed feature views, entities and feature services read from dbt's manifest.
+
+The dbt manifest is the only source of truth. Feature views are models whose
+``config.meta.feature_view`` declares entities, timestamps, ttl and so on; feature
+services are exposures of type ``ml`` whose ``config.meta.feature_service`` lists
+``feature_view:feature`` references. This module turns that JSON into frozen
+dataclasses and validates it, reporting every invalid declaration with its file,
+node and key, so a typo never reaches a training set or the online store.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from featsync.errors import DeclarationError, NotFoundError, Problem
+
+FEATURE_VIEW_KEYS = frozenset(
+    {"entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "version", "owner", "tags", "description"}
+)
+FEATURE_SERVICE_KEYS = frozenset({"name", "version", "features", "description"})
+# Timestamps are naive UTC everywhere; a zoned column type would make every comparison
+# depend on the session time zone, so it is rejected at load time.
+NAIVE_TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"})
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhms]?)\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
+
+
+def parse_duration(value: Any) -> int | None:
+    """Seconds in a ttl/window: an int of seconds or '<n>d|h|m|s'; None, '' and 0 mean no limit.
+
+    The dbt macro ``featsync.duration_seconds`` implements the same grammar; the tests
+    run one table of cases through both.
+    """
+    if value is None or value == "" or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"{value} is negative; a duration is a whole number of seconds >= 0")
+        return value
+    if isinstance(value, float):
+        if value < 0 or value != int(value):
+            raise ValueError(f"{value} is not a whole number of seconds >= 0")
+        return int(value) or None
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"'{value}' is not a duration; use seconds or <n>d, <n>h, <n>m, <n>s (e.g. 90d, 12h, 30m)")
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    return seconds or None
+
+
+def format_duration(seconds: int | None) -> str:
+    """The shortest exact '<n><unit>' for a number of seconds; 'none' for no limit."""
+    if not seconds:
+        return "none"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    data_type: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """A dbt model declared as a feature view."""
+
+    name: str
+    unique_id: str
+    package: str
+    relation: str
+    entities: tuple[str, ...]
+    timestamp: str
+    created_timestamp: str | None
+    valid_to: str | None
+    ttl_seconds: int | None
+    online: bool
+    version: int
+    owner: str | None
+    tags: Mapping[str, str]
+    description: str
+    columns: tuple[Column, ...]
+    file: str
+
+    @property
+    def features(self) -> tuple[Column, ...]:
+        """Every declared column that is not a key or one of the view's timestamps."""
+        reserved = {*self.entities, self.timestamp, self.created_timestamp, self.valid_to}
+        return tuple(c for c in self.columns if c.name not in reserved)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.features)
+
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """A join key shared by feature views; its type and description come from their columns."""
+
+    name: str
+    data_type: str
+    description: str
+    feature_views: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    feature_view: str
+    feature: str
+
+    def __str__(self) -> str:
+        return f"{self.feature_view}:{self.feature}"
+
+
+@dataclass(frozen=True)
+class FeatureService:
+    """A versioned feature set used by an ML model: a dbt exposure of type ml."""
+
+    name: str
+    version: int
+    exposure: str
+    unique_id: str
+    features: tuple[FeatureRef, ...]
+    description: str
+    owner: str | None
+    file: str
+
+    @property
+    def feature_views(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(ref.feature_view for ref in self.features))
+
+
+@dataclass(frozen=True)
+class Registry:
+    """Everything featsync knows about a dbt project, read from one manifest."""
+
+    project_name: str
+    adapter_type: str
+    feature_views: Mapping[str, FeatureView]
+    services: Mapping[str, FeatureService]  # by exposure name, e.g. fraud_detection_v1
+    entities: Mapping[str, Entity]
+    manifest: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> "Registry":
+        problems: list[Problem] = []
+        views = {}
+        invalid: set[str] = set()  # reported once here, not again by every service using them
+        for node in manifest.get("nodes", {}).values():
+            spec = (node.get("config") or {}).get("meta", {}).get("feature_view")
+            if node.get("resource_type") != "model" or spec is None:
+                continue
+            view = _feature_view(node, spec, problems)
+            if view is None:
+                invalid.add(node["name"])
+            else:
+                views[view.name] = view
+        entities = _entities(views, problems)
+        services = {}
+        for exposure in manifest.get("exposures", {}).values():
+            spec = (exposure.get("config") or {}).get("meta", {}).get("feature_service") or exposure.get("meta", {}).get(
+                "feature_service"
+            )
+            if spec is None:
+                continue
+            service = _feature_service(exposure, spec, views, invalid, problems)
+            if service is not None:
+                services[service.exposure] = service
+        _check_service_versions(services.values(), problems)
+        if problems:
+            raise DeclarationError(problems)
+        metadata = manifest.get("metadata", {})
+        return cls(
+            project_name=metadata.get("project_name", ""),
+            adapter_type=metadata.get("adapter_type", ""),
+            feature_views=dict(sorted(views.items())),
+            services=dict(sorted(services.items())),
+            entities=dict(sorted(entities.items())),
+            manifest=manifest,
+        )
+
+    # -- lookups -----------------------------------------------------------------
+
+    def feature_view(self, name: str) -> FeatureView:
+        try:
+            return self.feature_views[name]
+        except KeyError:
+            raise NotFoundError(_unknown("feature view", name, self.feature_views)) from None
+
+    def service(self, name: str) -> FeatureService:
+        """A service by exposure name (``fraud_detection_v1``), ``name:vN``, or name (latest version)."""
+        if name in self.services:
+            return self.services[name]
+        base, _, version = name.partition(":")
+        candidates = [s for s in self.services.values() if s.name == base]
+        if version:
+            candidates = [s for s in candidates if f"v{s.version}" == version.lower() or str(s.version) == version]
+        if not candidates:
+            known = sorted({s.name for s in self.services.values()} | set(self.services))
+            raise NotFoundError(_unknown("feature service", name, known))
+        return max(candidates, key=lambda s: s.version)
+
+    def versions(self, service_name: str) -> list[FeatureService]:
+        return sorted((s for s in self.services.values() if s.name == service_name), key=lambda s: s.version)
+
+    def entity(self, name: str) -> Entity:
+        try:
+            return self.entities[name]
+        except KeyError:
+            raise NotFoundError(_unknown("entity", name, self.entities)) from None
+
+    # -- lineage -----------------------------------------------------------------
+
+    def upstream(self, unique_id: str) -> list[str]:
+        """Every model, snapshot, seed and source the node is built from, nearest first."""
+        parent_map = self.manifest.get("parent_map", {})
+        seen: dict[str, None] = {}
+        frontier = list(parent_map.get(unique_id, []))
+        while frontier:
+            nxt = []
+            for uid in frontier:
+                if uid not in seen:
+                    seen[uid] = None
+                    nxt.extend(parent_map.get(uid, []))
+            frontier = nxt
+        return [uid for uid in seen if uid.split(".", 1)[0] in {"model", "snapshot", "seed", "source"}]
+
+    def used_by(self, feature_view: str) -> dict[str, list[str]]:
+        """The services that list the view, and the models built on it (training sets and others)."""
+        view = self.feature_view(feature_view)
+        services = [s.exposure for s in self.services.values() if view.name in s.feature_views]
+        child_map = self.manifest.get("child_map", {})
+        models = sorted(uid.split(".")[-1] for uid in child_map.get(view.unique_id, []) if uid.startswith("model."))
+        return {"services": services, "models": models}
+
+    def node(self, unique_id: str) -> Mapping[str, Any]:
+        for section in ("nodes", "sources", "exposures"):
+            if unique_id in self.manifest.get(section, {}):
+                return self.manifest[section][unique_id]
+        raise KeyError(unique_id)
+
+
+# -- building and validating ------------------------------------------------------
+
+
+def _yaml_file(node: Mapping[str, Any]) -> str:
+    """The YAML file that declares a node (patch_path is 'package://path')."""
+    patch = node.get("patch_path") or node.get("original_file_path") or "?"
+    return patch.split("://", 1)[-1]
+
+
+def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -> FeatureView | None:
+    name = node["name"]
+    where = f"model '{name}'"
+    file = _yaml_file(node)
+    start = len(problems)
+
+    def problem(key: str, message: str) -> None:
+        problems.append(Problem(file, where, f"feature_view.{key}" if key else "feature_view", message))
+
+    if not isinstance(spec, Mapping):
+        problem("", f"must be a mapping of {', '.join(sorted(FEATURE_VIEW_KEYS))}, got {type(spec).__name__}")
+        return None
+    for key in sorted(set(spec) - FEATURE_VIEW_KEYS):
+        problem(key, f"unknown key; expected one of {', '.join(sorted(FEATURE_VIEW_KEYS))}")
+
+    columns = []
+    for col in (node.get("columns") or {}).values():
+        if not col.get("data_type"):
+            problems.append(Problem(file, where, f"columns.{col['name']}.data_type", "every column of a feature view needs a data_type"))
+        columns.append(Column(col["name"], (col.get("data_type") or "").strip().lower(), col.get("description") or ""))
+    declared = {c.name: c for c in columns}
+    declared_list = ", ".join(declared) or "none"
+
+    entities = spec.get("entities")
+    if isinstance(entities, str):
+        entities = [entities]
+    if not entities or not isinstance(entities, list) or not all(isinstance(e, str) for e in entities):
+        problem("entities", "must be a non-empty list of join-key column names")
+        entities = []
+    for entity in entities:
+        if entity not in declared:
+            problem("entities", f"unknown entity column '{entity}' (declared columns: {declared_list})")
+    if len(set(entities)) != len(entities):
+        problem("entities", f"lists a column twice: {entities}")
+
+    def timestamp_column(key: str, required: bool) -> str | None:
+        value = spec.get(key)
+        if value is None:
+            if required:
+                problem(key, "missing: name the event-time column (naive UTC timestamp)")
+            return None
+        if not isinstance(value, str):
+            problem(key, f"must be a column name, got {value!r}")
+            return None
+        if value not in declared:
+            problem(key, f"column '{value}' is not declared in the model's columns (declared columns: {declared_list})")
+            return None
+        data_type = declared[value].data_type
+        if data_type and data_type not in NAIVE_TIMESTAMP_TYPES:
+            problem(
+                key,
+                f"column '{value}' has type '{data_type}'; featsync timestamps are naive UTC "
+                f"(one of {', '.join(sorted(NAIVE_TIMESTAMP_TYPES))}). Convert in SQL, e.g. "
+                f"`cast({value} at time zone 'UTC' as timestamp)`",
+            )
+        return value
+
+    timestamp = timestamp_column("timestamp", required=True)
+    created = timestamp_column("created_timestamp", required=False)
+    valid_to = timestamp_column("valid_to", required=False)
+
+    try:
+        ttl = parse_duration(spec.get("ttl"))
+    except ValueError as exc:
+        problem("ttl", str(exc))
+        ttl = None
+
+    online = spec.get("online", False)
+    if not isinstance(online, bool):
+        problem("online", f"must be true or false, got {online!r}")
+    version = spec.get("version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        problem("version", f"must be a whole number >= 1, got {version!r}")
+    owner = spec.get("owner")
+    if owner is not None and not isinstance(owner, str):
+        problem("owner", f"must be a string, got {owner!r}")
+    tags = spec.get("tags") or {}
+    if isinstance(tags, list) and all(isinstance(t, str) for t in tags):
+        tags = {t: "" for t in tags}
+    if not isinstance(tags, Mapping):
+        problem("tags", f"must be a mapping of tag to value (or a list of tags), got {tags!r}")
+        tags = {}
+    if entities and timestamp and not any(c.name not in {*entities, timestamp, created, valid_to} for c in columns):
+        problem("", "declares no feature columns besides its keys and timestamps")
+
+    if len(problems) > start:
+        return None
+    return FeatureView(
+        name=name,
+        unique_id=node["unique_id"],
+        package=node.get("package_name", ""),
+        relation=node.get("relation_name") or "",
+        entities=tuple(entities),
+        timestamp=timestamp,
+        created_timestamp=created,
+        valid_to=valid_to,
+        ttl_seconds=ttl,
+        online=online,
+        version=version,
+        owner=owner,
+        tags={str(k): str(v) for k, v in tags.items()},
+        description=spec.get("description") or node.get("description") or "",
+        columns=tuple(columns),
+        file=file,
+    )
+
+
+def _entities(views: Mapping[str, FeatureView], problems: list[Problem]) -> dict[str, Entity]:
+    found: dict[str, list[tuple[FeatureView, Column]]] = {}
+    for view in views.values():
+        for key in view.entities:
+            found.setdefault(key, []).append((view, view.column(key)))
+    entities = {}
+    for key, uses in found.items():
+        types = {col.data_type for _, col in uses}
+        if len(types) > 1:
+            detail = ", ".join(f"{v.name}: {c.data_type}" for v, c in uses)
+            first = uses[0][0]
+            problems.append(
+                Problem(first.file, f"model '{first.name}'", "feature_view.entities", f"entity '{key}' has different types across feature views ({detail})")
+            )
+        description = next((c.description for _, c in uses if c.description), "")
+        entities[key] = Entity(key, uses[0][1].data_type, description, tuple(v.name for v, _ in uses))
+    return entities
+
+
+def _feature_service(
+    exposure: Mapping[str, Any],
+    spec: Any,
+    views: Mapping[str, FeatureView],
+    invalid_views: set[str],
+    problems: list[Problem],
+) -> FeatureService | None:
+    exposure_name = exposure["name"]
+    where = f"exposure '{exposure_name}'"
+    file = exposure.get("original_file_path", "?")
+    start = len(problems)
+
+    def problem(key: str, message: str) -> None:
+        problems.append(Problem(file, where, f"feature_service.{key}" if key else "feature_service", message))
+
+    if exposure.get("type") != "ml":
+        problems.append(Problem(file, where, "type", f"a feature service is an exposure of type ml, got '{exposure.get('type')}'"))
+    if not isinstance(spec, Mapping):
+        problem("", "must be a mapping with name, version and features")
+        return None
+    for key in sorted(set(spec) - FEATURE_SERVICE_KEYS):
+        problem(key, f"unknown key; expected one of {', '.join(sorted(FEATURE_SERVICE_KEYS))}")
+    name = spec.get("name", exposure_name)
+    if not isinstance(name, str) or not name:
+        problem("name", f"must be a non-empty string, got {name!r}")
+    version = spec.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        problem("version", f"must be a whole number >= 1, got {version!r}")
+
+    raw = spec.get("features")
+    if not raw or not isinstance(raw, list):
+        problem("features", "must be a non-empty list of 'feature_view:feature' strings")
+        raw = []
+    refs: list[FeatureRef] = []
+    unusable = False
+    for item in raw:
+        view_name, sep, feature = str(item).partition(":")
+        if not sep or not view_name or not feature:
+            problem("features", f"'{item}' is not 'feature_view:feature' (or 'feature_view:*')")
+            continue
+        view = views.get(view_name)
+        if view is None and view_name in invalid_views:
+            unusable = True  # its feature view is invalid and was reported already
+            continue
+        if view is None:
+            problem("features", f"'{item}': no feature view named '{view_name}' (known: {', '.join(sorted(views)) or 'none'})")
+            continue
+        if feature == "*":
+            refs.extend(FeatureRef(view_name, f) for f in view.feature_names)
+        elif feature not in view.feature_names:
+            problem("features", f"'{item}': feature view '{view_name}' has no feature '{feature}' (features: {', '.join(view.feature_names)})")
+        else:
+            refs.append(FeatureRef(view_name, feature))
+
+    seen: dict[str, FeatureRef] = {}
+    for ref in refs:
+        if ref.feature in seen:
+            other = seen[ref.feature]
+            what = "is listed twice" if other == ref else f"is provided by both '{other}' and '{ref}'"
+            problem("features", f"duplicate feature name '{ref.feature}': it {what}")
+        seen[ref.feature] = ref
+
+    depends = set(exposure.get("depends_on", {}).get("nodes", []))
+    for view_name in dict.fromkeys(r.feature_view for r in refs):
+        if views[view_name].unique_id not in depends:
+            problem("features", f"uses feature view '{view_name}' but depends_on lacks ref('{view_name}'); add it so dbt lineage is right")
+
+    if unusable or len(problems) > start:
+        return None
+    owner = exposure.get("owner") or {}
+    return FeatureService(
+        name=name,
+        version=version,
+        exposure=exposure_name,
+        unique_id=exposure["unique_id"],
+        features=tuple(refs),
+        description=spec.get("description") or exposure.get("description") or "",
+        owner=owner.get("email") or owner.get("name"),
+        file=file,
+    )
+
+
+def _check_service_versions(services: Iterable[FeatureService], problems: list[Problem]) -> None:
+    seen: dict[tuple[str, int], FeatureService] = {}
+    for service in services:
+        key = (service.name, service.version)
+        if key in seen:
+            problems.append(
+                Problem(
+                    service.file,
+                    f"exposure '{service.exposure}'",
+                    "feature_service.version",
+                    f"{service.name} v{service.version} is also declared by exposure '{seen[key].exposure}'",
+                )
+            )
+        seen[key] = service
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    known = sorted(known)
+    return f"no {kind} named '{name}' (known: {', '.join(known) or 'none'})"

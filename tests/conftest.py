@@ -1,0 +1,134 @@
+"""Shared fixtures: one real dbt build per engine per test run.
+
+Services are real: DuckDB in a temp file, PostgreSQL on 127.0.0.1:5432 (own schema,
+dropped afterwards). When a service is missing the tests that need it skip locally
+and fail under CI (CI=true), so CI can never pass by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from featsync.project import Project
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_DSN = dict(
+    host=os.environ.get("FEATSYNC_PG_HOST", "127.0.0.1"),
+    port=int(os.environ.get("FEATSYNC_PG_PORT", "5432")),
+    user=os.environ.get("FEATSYNC_PG_USER", "postgres"),
+    dbname=os.environ.get("FEATSYNC_PG_DATABASE", "test"),
+)
+
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+
+def missing_service(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable ({exc})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI requires it", pytrace=False)
+    pytest.skip(message)
+
+
+@dataclass
+class Build:
+    """A dbt project built once on one engine for the whole test run."""
+
+    project: Project
+    target_path: Path
+    schema: str
+
+    def manifest_registry(self):
+        import json
+
+        from featsync.registry import Registry
+
+        with (self.target_path / "manifest.json").open() as fh:
+            return Registry.from_manifest(json.load(fh))
+
+
+@pytest.fixture(scope="session")
+def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("featsync")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dbt_logs(tmp_session: Path) -> None:
+    # dbt writes logs/ into the project by default; keep test runs out of the tree.
+    os.environ["DBT_LOG_PATH"] = str(tmp_session / "dbt-logs")
+
+
+@pytest.fixture(scope="session")
+def duckdb_build(tmp_session: Path) -> Iterator[Build]:
+    """The whole example project built on DuckDB (seeds, snapshot, models, tests)."""
+    db = tmp_session / "featsync.duckdb"
+    os.environ["FEATSYNC_DUCKDB_PATH"] = str(db)
+    project = Project.open(ROOT, ROOT, "dev")
+    target_path = tmp_session / "target-duckdb"
+    project.run_dbt(["build"], target_path=target_path)
+    yield Build(project, target_path, "main")
+
+
+@pytest.fixture(scope="session")
+def duckdb_con(duckdb_build: Build) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = duckdb.connect(os.environ["FEATSYNC_DUCKDB_PATH"], read_only=True)
+    yield con
+    con.close()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> dict:
+    try:
+        import psycopg2
+
+        psycopg2.connect(connect_timeout=3, **PG_DSN).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        missing_service("PostgreSQL at {host}:{port}".format(**PG_DSN), exc)
+    return PG_DSN
+
+
+@pytest.fixture(scope="session")
+def postgres_build(pg_dsn: dict, tmp_session: Path) -> Iterator[Build]:
+    """The whole example project built on PostgreSQL, in a schema of its own."""
+    import psycopg2
+
+    schema = f"featsync_test_{uuid.uuid4().hex[:8]}"
+    os.environ["FEATSYNC_PG_SCHEMA"] = schema
+    project = Project.open(ROOT, ROOT, "postgres")
+    target_path = tmp_session / "target-postgres"
+    try:
+        project.run_dbt(["build"], target_path=target_path)
+        yield Build(project, target_path, schema)
+    finally:
+        with psycopg2.connect(**pg_dsn) as con, con.cursor() as cur:
+            for suffix in ("", "_raw", "_snapshots"):
+                cur.execute(f'drop schema if exists "{schema}{suffix}" cascade')
+
+
+@pytest.fixture(scope="session")
+def pg_con(postgres_build: Build, pg_dsn: dict):
+    import psycopg2
+
+    con = psycopg2.connect(**pg_dsn, options=f"-c search_path={postgres_build.schema}")
+    con.autocommit = True
+    yield con
+    con.close()
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A private copy of the dbt project (no data, no venv) that a test may break."""
+    dest = tmp_path / "project"
+    dest.mkdir()
+    for name in ("dbt_project.yml", "profiles.yml"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("models", "macros", "seeds", "snapshots"):
+        shutil.copytree(ROOT / name, dest / name)
+    return dest

@@ -1,0 +1,125 @@
+"""The featsync CLI end to end: real dbt parse, real manifests, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from featsync.cli import main
+from featsync.project import Project
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, ok: bool = True):
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def project_dir(tmp_path_factory) -> Path:
+    """A copy of the project whose featsync manifest is parsed once for this module."""
+    dest = tmp_path_factory.mktemp("cli") / "project"
+    dest.mkdir()
+    for name in ("dbt_project.yml", "profiles.yml"):
+        shutil.copy(ROOT / name, dest / name)
+    for name in ("models", "macros", "seeds", "snapshots"):
+        shutil.copytree(ROOT / name, dest / name)
+    return dest
+
+
+def test_list_json(project_dir):
+    data = json.loads(run("list", "--project-dir", str(project_dir), "--json").output)
+    assert {v["name"] for v in data["feature_views"]} >= {"user_transaction_features", "merchant_risk_features"}
+    assert [(s["name"], s["version"]) for s in data["feature_services"]] == [("fraud_detection", 1), ("fraud_detection", 2)]
+    assert {e["name"] for e in data["entities"]} == {"user_id", "merchant_id", "product_id"}
+    assert (project_dir / "target/featsync/default/manifest.json").is_file()
+
+
+def test_list_table(project_dir):
+    output = run("list", "--project-dir", str(project_dir)).output
+    for text in ("Feature views", "user_merchant_features", "user_id, merchant_id", "Feature services",
+                 "fraud_detection_v2", "Entities", "product_id"):
+        assert text in output
+
+
+def test_describe_feature_view(project_dir):
+    data = json.loads(run("describe", "merchant_profile_features", "--project-dir", str(project_dir), "--json").output)
+    assert data["kind"] == "feature_view" and data["valid_to"] == "valid_to" and data["ttl"] == "none"
+    assert data["lineage"]["models"] == ["merchants_snapshot (snapshot)", "stg_merchants (model)", "raw_merchants (seed)"]
+    assert data["used_by"]["services"] == ["fraud_detection_v2"]
+    roles = {c["name"]: (c["role"], c["data_type"]) for c in data["columns"]}
+    assert roles["merchant_id"] == ("entity", "text") and roles["risk_tier"] == ("feature", "text")
+    table = run("describe", "user_transaction_features", "--project-dir", str(project_dir)).output
+    for text in ("user_transaction_features (feature view, v1)", "[t - window, t]", "90d", "risk-team@example.com",
+                 "domain=user_behavior", "stg_transactions (model)", "fraud_detection_v1", "transaction_count_7d"):
+        assert text in table
+
+
+def test_describe_service_and_entity(project_dir):
+    v1 = json.loads(run("describe", "fraud_detection:v1", "--project-dir", str(project_dir), "--json").output)
+    assert v1["version"] == 1 and len(v1["features"]) == 5
+    latest = run("describe", "fraud_detection", "--project-dir", str(project_dir)).output
+    assert "fraud_detection (feature service, v2)" in latest and "pair_transaction_count_90d" in latest
+    entity = json.loads(run("describe", "user_id", "--project-dir", str(project_dir), "--json").output)
+    assert entity["kind"] == "entity" and entity["data_type"] == "text"
+
+
+def test_unknown_name_exits_2(project_dir):
+    result = run("describe", "nope", "--project-dir", str(project_dir), ok=False)
+    assert result.exit_code == 2
+    assert "no feature view, feature service or entity named 'nope'" in result.output
+
+
+def test_not_a_project(tmp_path):
+    result = run("list", "--project-dir", str(tmp_path), ok=False)
+    assert result.exit_code == 1 and "is not a dbt project" in result.output
+
+
+def test_manifest_is_reparsed_when_yaml_changes(project_copy):
+    project = Project.open(project_copy)
+    assert project.manifest_is_stale()
+    assert project.registry().feature_view("product_sales_features").ttl_seconds == 30 * 86400
+    assert not Project.open(project_copy).manifest_is_stale()
+    yml = project_copy / "models/features/product_sales_features.yml"
+    yml.write_text(yml.read_text().replace("ttl: 30d", "ttl: 12h"))
+    fresh = Project.open(project_copy)
+    assert fresh.manifest_is_stale()
+    assert fresh.registry().feature_view("product_sales_features").ttl_seconds == 12 * 3600
+
+
+def test_invalid_yaml_fails_with_file_model_and_key(project_copy):
+    yml = project_copy / "models/features/user_merchant_features.yml"
+    yml.write_text(yml.read_text().replace("entities: [user_id, merchant_id]", "entities: [user_id, shop_id]"))
+    result = run("list", "--project-dir", str(project_copy), ok=False)
+    assert result.exit_code == 2
+    assert ("models/features/user_merchant_features.yml: model 'user_merchant_features': "
+            "feature_view.entities: unknown entity column 'shop_id'") in " ".join(result.output.split())
+
+
+def test_dbt_parse_errors_are_reported(project_copy):
+    (project_copy / "models/features/broken.yml").write_text("models:\n  - name: [unclosed\n")
+    result = run("list", "--project-dir", str(project_copy), ok=False)
+    assert result.exit_code == 3
+    assert "dbt parse failed" in result.output and "broken.yml" in result.output
+
+
+def test_generate_is_deterministic(tmp_path):
+    run("generate", "--out", str(tmp_path / "a"), "--format", "csv")
+    run("generate", "--out", str(tmp_path / "b"), "--format", "csv")
+    for name in ("raw_transactions", "raw_fraud_labels", "raw_merchants"):
+        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (tmp_path / "b" / f"{name}.csv").read_bytes()
+        # The checked-in seeds are exactly scale 1 of the generator.
+        assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (ROOT / "seeds" / f"{name}.csv").read_bytes()
+    run("generate", "--out", str(tmp_path / "p"), "--scale", "3", "--seed", "11")
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(tmp_path / "p" / "raw_transactions.parquet")
+    assert table.num_rows == 12000
+    assert set(table.column("status").unique().to_pylist()) == {"completed", "refunded", "chargeback"}
