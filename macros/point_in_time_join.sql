@@ -1,0 +1,213 @@
+{#-
+  featsync.point_in_time_join: a point-in-time correct training set in one SELECT.
+
+    {{ featsync.point_in_time_join(
+        spine=ref('stg_fraud_labels'),            -- any relation with entity keys and a timestamp
+        features=['user_transaction_features:transaction_count_7d', 'merchant_risk_features:*'],
+        feature_service=none,                     -- or 'fraud_detection' / 'fraud_detection:v1'
+        spine_timestamp='event_timestamp',
+        join_key_map={},                          -- {join_key: spine column}, e.g. {'merchant_id': 'shop_id'}
+        full_feature_names=false,                 -- true: columns named <feature_view>__<feature>
+        as_of='event',                            -- 'available': also require created_timestamp <= spine ts
+        strategy=none,                            -- 'lateral' forces the LATERAL plan (cross-checks)
+    ) }}
+
+  Semantics, identical on every engine (README, "Point-in-time joins"):
+    - a feature row matches when its event timestamp <= the spine timestamp (inclusive);
+    - ties on the event timestamp: the latest created_timestamp wins, then the row with the
+      greatest feature values in declared column order (NULLs lowest, text compared bytewise);
+    - TTL is applied after the match: a match older than spine ts - ttl gives NULLs, never an
+      older row; the bound is inclusive; no ttl means no bound;
+    - SCD2 views (meta valid_to) also need spine ts < valid_to: the range [valid_from, valid_to);
+    - as_of='available' makes a row usable only from greatest(event ts, created ts) on, so
+      values backfilled after the spine time cannot leak;
+    - every spine row is kept, duplicates too; NULL keys or timestamps give NULL features.
+
+  Entities, timestamps and ttl come from each feature view's meta in dbt's graph. The graph is
+  empty while dbt parses, so a model that names a feature_service must declare its feature
+  views with `-- depends_on: {{ ref('view') }}` lines; views named in `features` are ref'd here.
+-#}
+{% macro point_in_time_join(spine, features=none, feature_service=none, spine_timestamp='event_timestamp', join_key_map={}, full_feature_names=false, as_of='event', strategy=none) %}
+  {%- if as_of not in ['event', 'available'] -%}
+    {{ exceptions.raise_compiler_error("featsync.point_in_time_join: as_of must be 'event' or 'available', got '" ~ as_of ~ "'") }}
+  {%- endif -%}
+  {%- if strategy not in [none, 'asof', 'lateral'] -%}
+    {{ exceptions.raise_compiler_error("featsync.point_in_time_join: strategy must be 'asof' or 'lateral', got '" ~ strategy ~ "'") }}
+  {%- endif -%}
+  {%- if (features is none) == (feature_service is none) -%}
+    {{ exceptions.raise_compiler_error("featsync.point_in_time_join: pass exactly one of features=[...] or feature_service='name'") }}
+  {%- endif -%}
+  {%- if not execute -%}
+    {#- Parse time: register the dependencies we can see, emit nothing. -#}
+    {%- for item in (features or []) -%}
+      {%- do ref(item.split(':')[0]) -%}
+    {%- endfor -%}
+    {{ return('select 1 as featsync_parse_placeholder') }}
+  {%- endif -%}
+  {%- set plan = featsync._pit_plan(features, feature_service, join_key_map, full_feature_names) -%}
+  {{ return(adapter.dispatch('point_in_time_join', 'featsync')(spine, plan, spine_timestamp, as_of, strategy)) }}
+{% endmacro %}
+
+
+{#- LATERAL: Postgres and the default. One ordered, limited lookup per spine row and view;
+    the feature view's (keys, event time) index (featsync.feature_view_index) serves it. -#}
+{% macro default__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy) %}
+select
+    featsync_spine.*
+    {%- for view in plan %}
+    {%- for column, output in view.features %},
+    featsync_fv{{ view.index }}.{{ column }} as {{ output }}
+    {%- endfor %}
+    {%- endfor %}
+from {{ spine }} as featsync_spine
+{%- for view in plan %}
+left join lateral (
+    select featsync_match.*
+    from (
+        select {{ view.select_columns | join(', ') }}
+        from {{ view.relation }} as featsync_row
+        where {% for key in view.entities %}featsync_row.{{ key }} = featsync_spine.{{ view.spine_keys[loop.index0] }}
+          and {% endfor %}featsync_row.{{ view.timestamp }} <= featsync_spine.{{ spine_timestamp }}
+          {%- if as_of == 'available' and view.created_timestamp %}
+          and coalesce(featsync_row.{{ view.created_timestamp }}, featsync_row.{{ view.timestamp }}) <= featsync_spine.{{ spine_timestamp }}
+          {%- endif %}
+        order by {{ featsync._pit_order(view, 'featsync_row', 'desc') }}
+        limit 1
+    ) as featsync_match
+    where {{ featsync._pit_still_valid(view, 'featsync_match', 'featsync_spine', spine_timestamp) }}
+) as featsync_fv{{ view.index }} on true
+{%- endfor %}
+{%- endmacro %}
+
+
+{#- ASOF (DuckDB, Snowflake): deduplicate each view to one row per (keys, as-of time) first,
+    because ASOF picks an arbitrary row among equal right-side timestamps. -#}
+{% macro duckdb__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy) %}
+  {%- if strategy == 'lateral' -%}
+    {{ return(featsync.default__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy)) }}
+  {%- endif -%}
+  {{ return(featsync._pit_asof(spine, plan, spine_timestamp, as_of, 'duckdb')) }}
+{% endmacro %}
+
+{% macro snowflake__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy) %}
+  {%- if strategy == 'lateral' -%}
+    {{ return(featsync.default__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy)) }}
+  {%- endif -%}
+  {{ return(featsync._pit_asof(spine, plan, spine_timestamp, as_of, 'snowflake')) }}
+{% endmacro %}
+
+{% macro _pit_asof(spine, plan, spine_timestamp, as_of, dialect) %}
+with
+{%- for view in plan %}
+{%- set available = as_of == 'available' and view.created_timestamp %}
+{%- if available %}
+featsync_ranked{{ view.index }} as (
+    {#- Rank every row per entity in the tie-break order; a row becomes usable at
+        greatest(event ts, created ts). -#}
+    select
+        {{ view.select_columns | join(', ') }},
+        row_number() over (partition by {{ view.entities | join(', ') }} order by {{ featsync._pit_order(view, none, 'asc') }}) as featsync_rank,
+        greatest({{ view.timestamp }}, coalesce({{ view.created_timestamp }}, {{ view.timestamp }})) as featsync_asof
+    from {{ view.relation }}
+    where {% for key in view.entities %}{{ key }} is not null and {% endfor %}{{ view.timestamp }} is not null
+),
+featsync_best{{ view.index }} as (
+    {#- The best row usable at each availability time: a running max of the rank. -#}
+    select
+        {{ view.entities | join(', ') }},
+        featsync_asof,
+        max(max(featsync_rank)) over (partition by {{ view.entities | join(', ') }} order by featsync_asof rows between unbounded preceding and current row) as featsync_rank
+    from featsync_ranked{{ view.index }}
+    group by {{ view.entities | join(', ') }}, featsync_asof
+),
+featsync_fv{{ view.index }} as (
+    select {% for c in view.select_columns %}featsync_ranked.{{ c }}, {% endfor %}featsync_best.featsync_asof
+    from featsync_best{{ view.index }} as featsync_best
+    join featsync_ranked{{ view.index }} as featsync_ranked
+      on {% for key in view.entities %}featsync_ranked.{{ key }} = featsync_best.{{ key }} and {% endfor %}featsync_ranked.featsync_rank = featsync_best.featsync_rank
+){{ ',' if not loop.last }}
+{%- else %}
+featsync_fv{{ view.index }} as (
+    select {{ view.select_columns | join(', ') }}, featsync_asof
+    from (
+        select
+            {{ view.select_columns | join(', ') }},
+            {{ view.timestamp }} as featsync_asof,
+            row_number() over (partition by {{ view.entities | join(', ') }}, {{ view.timestamp }} order by {{ featsync._pit_order(view, none, 'desc') }}) as featsync_pick
+        from {{ view.relation }}
+        where {% for key in view.entities %}{{ key }} is not null and {% endfor %}{{ view.timestamp }} is not null
+    ) as featsync_deduplicated
+    where featsync_pick = 1
+){{ ',' if not loop.last }}
+{%- endif %}
+{%- endfor %}
+
+select
+    featsync_spine.*
+    {%- for view in plan %}
+    {%- set valid = featsync._pit_still_valid(view, 'featsync_fv' ~ view.index, 'featsync_spine', spine_timestamp) %}
+    {%- for column, output in view.features %},
+    {% if valid == 'true' %}featsync_fv{{ view.index }}.{{ column }}{% else %}case when {{ valid }} then featsync_fv{{ view.index }}.{{ column }} end{% endif %} as {{ output }}
+    {%- endfor %}
+    {%- endfor %}
+from {{ spine }} as featsync_spine
+{%- for view in plan %}
+{%- set fv = 'featsync_fv' ~ view.index %}
+{%- if dialect == 'snowflake' %}
+asof join {{ fv }}
+  match_condition (featsync_spine.{{ spine_timestamp }} >= {{ fv }}.featsync_asof)
+  on {% for key in view.entities %}featsync_spine.{{ view.spine_keys[loop.index0] }} = {{ fv }}.{{ key }}{{ ' and ' if not loop.last }}{% endfor %}
+{%- else %}
+asof left join {{ fv }}
+  on {% for key in view.entities %}featsync_spine.{{ view.spine_keys[loop.index0] }} = {{ fv }}.{{ key }}
+  and {% endfor %}featsync_spine.{{ spine_timestamp }} >= {{ fv }}.featsync_asof
+{%- endif %}
+{%- endfor %}
+{%- endmacro %}
+
+
+{#- The total order that decides between candidate rows: event time, then created time,
+    then every other column in declared order; NULLs lowest, text bytewise. 'desc' puts
+    the winner first, 'asc' last. -#}
+{% macro _pit_order(view, alias, direction) -%}
+  {%- set prefix = alias ~ '.' if alias else '' -%}
+  {%- set nulls = 'nulls last' if direction == 'desc' else 'nulls first' -%}
+  {%- set parts = [] -%}
+  {%- for column, data_type in view.order_columns -%}
+    {%- do parts.append(featsync.bytewise(prefix ~ column, data_type) ~ ' ' ~ direction ~ ' ' ~ nulls) -%}
+  {%- endfor -%}
+  {{ parts | join(', ') }}
+{%- endmacro %}
+
+
+{#- A matched row still applies at the spine time: within the TTL (inclusive bound) and,
+    for SCD2 views, before valid_to. 'true' when neither applies. -#}
+{% macro _pit_still_valid(view, match, spine, spine_timestamp) -%}
+  {%- set conditions = [] -%}
+  {%- if view.ttl -%}
+    {%- do conditions.append(match ~ '.' ~ view.timestamp ~ ' >= ' ~ spine ~ '.' ~ spine_timestamp ~ ' - ' ~ featsync.interval_literal(view.ttl)) -%}
+  {%- endif -%}
+  {%- if view.valid_to -%}
+    {%- do conditions.append('(' ~ match ~ '.' ~ view.valid_to ~ ' is null or ' ~ spine ~ '.' ~ spine_timestamp ~ ' < ' ~ match ~ '.' ~ view.valid_to ~ ')') -%}
+  {%- endif -%}
+  {{ conditions | join(' and ') if conditions else 'true' }}
+{%- endmacro %}
+
+
+{#- Compare text bytewise (as DuckDB and Snowflake do by default) so ties break the same
+    way on every engine. -#}
+{% macro bytewise(expression, data_type) %}
+  {{ return(adapter.dispatch('bytewise', 'featsync')(expression, data_type)) }}
+{% endmacro %}
+
+{% macro default__bytewise(expression, data_type) -%}
+  {{ expression }}
+{%- endmacro %}
+
+{% macro postgres__bytewise(expression, data_type) -%}
+  {%- if (data_type or '') | lower in ['text', 'varchar', 'character varying', 'string', 'char', 'character', 'bpchar'] -%}
+    {{ expression }} collate "C"
+  {%- else -%}
+    {{ expression }}
+  {%- endif -%}
+{%- endmacro %}
