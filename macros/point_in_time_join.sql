@@ -211,3 +211,22 @@ asof left join {{ fv }}
     {{ expression }}
   {%- endif -%}
 {%- endmacro %}
+
+
+{#- Post-hook for feature view models: the index LATERAL lookups need on engines that have
+    no ASOF join, on (entity keys, event time). Nothing elsewhere. Enabled for every model
+    under models/features in dbt_project.yml: +post-hook: "{{ featsync.feature_view_index() }}". -#}
+{% macro feature_view_index() %}
+  {{ return(adapter.dispatch('feature_view_index', 'featsync')()) }}
+{% endmacro %}
+
+{% macro default__feature_view_index() %}{% endmacro %}
+
+{% macro postgres__feature_view_index() -%}
+  {%- set spec = (config.get('meta') or {}).get('feature_view') -%}
+  {%- if spec and model.config.materialized in ['table', 'incremental'] -%}
+    {%- set entities = [spec.entities] if spec.entities is string else spec.entities -%}
+    create index if not exists "{{ this.identifier ~ '__featsync_pit' }}"
+      on {{ this }} ({{ (entities + [spec.timestamp]) | join(', ') }})
+  {%- endif -%}
+{%- endmacro %}

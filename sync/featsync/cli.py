@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from featsync import catalog, datagen
+from featsync import catalog, datagen, training
 from featsync.errors import FeatsyncError
 from featsync.project import Project
 
@@ -120,6 +121,37 @@ def describe(project: Project, name: str, as_json: bool) -> None:
         out.print(_table("Features", ("feature view", "feature"), [ref.split(":", 1) for ref in data["features"]]))
     else:
         out.print(f"type: {data['data_type']}   feature views: {', '.join(data['feature_views'])}", markup=False)
+
+
+@main.command("training-set")
+@project_options
+@click.option("--service", "feature_service", default=None, help="Feature service: NAME (latest), NAME:vN or exposure.")
+@click.option("--features", "features", multiple=True, help="feature_view:feature or feature_view:* (repeatable).")
+@click.option("--spine", required=True, help="Spine: a .parquet or .csv file, or a relation / dbt model name.")
+@click.option("--spine-timestamp", default="event_timestamp", show_default=True)
+@click.option("--join-key-map", "join_key_map", multiple=True, metavar="KEY=COLUMN",
+              help="Map a join key to a differently named spine column (repeatable).")
+@click.option("--full-feature-names", is_flag=True, help="Name columns <feature_view>__<feature>.")
+@click.option("--as-of", type=click.Choice(["event", "available"]), default="event", show_default=True,
+              help="'available' also requires created_timestamp <= the spine time.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output parquet file.")
+def training_set(project: Project, feature_service: str | None, features: tuple[str, ...], spine: str,
+                 spine_timestamp: str, join_key_map: tuple[str, ...], full_feature_names: bool, as_of: str,
+                 out_path: str) -> None:
+    """Build a point-in-time correct training set into a parquet file (same macro as the models)."""
+    mapping = {}
+    for item in join_key_map:
+        key, sep, column = item.partition("=")
+        if not sep or not key or not column:
+            raise click.BadParameter(f"'{item}' is not KEY=COLUMN", param_hint="--join-key-map")
+        mapping[key] = column
+    request = training.TrainingSetRequest(list(features) or None, feature_service, spine_timestamp, mapping,
+                                          full_feature_names, as_of)
+    path = Path(spine)
+    source = training.read_spine(path, spine_timestamp) if path.suffix.lower() in (".csv", ".parquet") else spine
+    table = training.get_historical_features(project, source, request)
+    pq.write_table(table, out_path)
+    out.print(f"wrote {table.num_rows} rows x {table.num_columns} columns to {out_path}", markup=False)
 
 
 @main.command()

@@ -67,8 +67,8 @@ class Project:
         from dbt.cli.main import dbtRunner  # imported lazily: it costs about a second
 
         args = self.dbt_args(command, target_path)
-        if quiet:
-            args = ["--quiet", *args]
+        if quiet:  # errors still reach the DbtError below through the callback
+            args = ["--log-level", "none", *args]
         errors: list[str] = []
 
         def collect(event: Any) -> None:  # dbt's own error lines, to say *why* it failed
@@ -81,7 +81,7 @@ class Project:
             _release_duckdb()
         if not result.success:
             reason = "\n".join(dict.fromkeys(errors)) or str(result.exception or "") or _failed_nodes(result.result)
-            raise DbtError(f"dbt {' '.join(command)} failed in {self.project_dir}:\n{reason}")
+            raise DbtError(f"dbt {command[0]} failed in {self.project_dir}:\n{reason}")
         return result
 
     # -- manifest and registry ---------------------------------------------------

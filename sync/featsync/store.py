@@ -1,0 +1,57 @@
+"""FeatureStore: the Python entry point, shaped like Feast's for familiarity."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from featsync.project import Project
+from featsync.registry import Registry
+from featsync.training import TrainingSetRequest, get_historical_features, read_spine
+
+
+class FeatureStore:
+    """A featsync project (a dbt project) on one target.
+
+    >>> store = FeatureStore(project_dir=".", target="dev")
+    >>> table = store.get_historical_features(labels_df, feature_service="fraud_detection:v1")
+    >>> df = table.to_pandas()
+    """
+
+    def __init__(self, project_dir: str | os.PathLike = ".", target: str | None = None,
+                 profiles_dir: str | os.PathLike | None = None, redis_url: str | None = None):
+        self.project = Project.open(project_dir, profiles_dir, target)
+        self.redis_url = redis_url
+
+    @property
+    def registry(self) -> Registry:
+        return self.project.registry()
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        spine_timestamp: str = "event_timestamp",
+        join_key_map: Mapping[str, str] | None = None,
+        full_feature_names: bool = False,
+        as_of: str = "event",
+    ) -> pa.Table:
+        """Point-in-time correct features for every row of `entity_df`, via the dbt macro.
+
+        `entity_df` is a pandas DataFrame or Arrow table whose timestamp column is
+        UTC-aware, a path to a parquet/CSV file, or a relation / dbt model name in the
+        warehouse. Returns an Arrow table (``.to_pandas()`` for pandas); every spine row
+        is kept, in no particular order.
+        """
+        request = TrainingSetRequest(features, feature_service, spine_timestamp, dict(join_key_map or {}),
+                                     full_feature_names, as_of)
+        if isinstance(entity_df, Path) or (isinstance(entity_df, str) and entity_df.lower().endswith((".csv", ".parquet"))):
+            entity_df = read_spine(Path(entity_df), spine_timestamp)
+        elif not isinstance(entity_df, (str, pa.Table)):
+            entity_df = pa.Table.from_pandas(entity_df, preserve_index=False)
+        return get_historical_features(self.project, entity_df, request)

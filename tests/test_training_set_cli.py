@@ -1,0 +1,148 @@
+"""The ad-hoc training-set paths (CLI and FeatureStore) run the same macro as the models.
+
+The property cases of test_point_in_time go through `featsync training-set` end to end:
+a CSV spine with UTC timestamps, dbt compiling the macro, the warehouse joining, parquet out.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from datetime import timezone
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, Phase, given, settings
+
+from featsync.cli import main
+from featsync.errors import FeatsyncError
+from featsync.store import FeatureStore
+from test_point_in_time import DDL, oracle, pair_rows, profile_rows, spines, user_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = ["fv_user:amount", "fv_user:label", "fv_pair:score", "fv_profile:tier"]
+
+
+@pytest.fixture(scope="module")
+def pit_dir(tmp_path_factory) -> Path:
+    """A built copy of tests/pit_project on DuckDB; tables are refilled per example."""
+    tmp = tmp_path_factory.mktemp("pit-cli")
+    dest = tmp / "pit_project"
+    shutil.copytree(ROOT / "tests" / "pit_project", dest)
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+    os.environ["FEATSYNC_PIT_DUCKDB_PATH"] = str(tmp / "pit.duckdb")
+    with duckdb.connect(str(tmp / "pit.duckdb")) as con:
+        for table, columns in DDL.items():
+            con.execute(f"create table {table} ({columns})")
+    store = FeatureStore(dest, target="duckdb")
+    store.project.run_dbt(["deps"])
+    store.project.run_dbt(["run"])
+    return dest
+
+
+def load(rows: dict[str, list[tuple]]) -> None:
+    # A short-lived connection: featsync and dbt open the same file in this process.
+    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+        for table, values in rows.items():
+            con.execute(f"delete from {table}")
+            if values:
+                con.executemany(f"insert into {table} values ({', '.join('?' * len(values[0]))})", values)
+
+
+def spine_csv(path: Path, spine: list[tuple]) -> None:
+    table = pa.table({
+        "spine_id": pa.array([r[0] for r in spine], pa.int64()),
+        "user_id": pa.array([r[1] for r in spine], pa.string()),
+        "shop_id": pa.array([r[2] for r in spine], pa.string()),
+        "ts": pa.array([None if r[3] is None else r[3].replace(tzinfo=timezone.utc) for r in spine],
+                       pa.timestamp("us", tz="UTC")),
+    })
+    pacsv.write_csv(table, path)
+
+
+# Each example runs the whole CLI (about 3 s), so: few examples and no shrinking.
+@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spine=spines, user=user_rows, pair=pair_rows, profile=profile_rows)
+@pytest.mark.parametrize("as_of", ["event", "available"])
+def test_cli_matches_oracle(pit_dir, tmp_path, as_of, spine, user, pair, profile):
+    rows = {"user_rows": user, "pair_rows": pair, "profile_rows": profile}
+    load(rows)
+    spine_csv(tmp_path / "spine.csv", spine)
+    out = tmp_path / "out.parquet"
+    args = ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb", "--spine", str(tmp_path / "spine.csv"),
+            "--spine-timestamp", "ts", "--join-key-map", "merchant_id=shop_id", "--as-of", as_of, "--out", str(out)]
+    for feature in FEATURES:
+        args += ["--features", feature]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    got = Counter(zip(*(table.column(c).to_pylist() for c in ("spine_id", "amount", "label", "score", "tier"))))
+    assert got == oracle(spine, rows, as_of)
+
+
+def test_feature_store_with_pandas(pit_dir):
+    load({"user_rows": [("a", pd.Timestamp("2024-01-01 01:00").to_pydatetime(), None, 7, "x")],
+          "pair_rows": [], "profile_rows": []})
+    store = FeatureStore(pit_dir, target="duckdb")
+    entity_df = pd.DataFrame({
+        "user_id": ["a", "a", None],
+        "shop_id": ["m1", "m1", "m1"],
+        # 03:00+02:00 is 01:00 UTC: zones are converted, not dropped.
+        "ts": pd.to_datetime(["2024-01-01T03:00:00+02:00", "2024-01-01T00:59:59Z", "2024-01-01T05:00:00Z"], utc=True),
+    })
+    table = store.get_historical_features(entity_df, features=["fv_user:amount"], spine_timestamp="ts",
+                                          join_key_map={"merchant_id": "shop_id"}, full_feature_names=True)
+    df = table.to_pandas().sort_values("ts")
+    assert list(df.columns) == ["user_id", "shop_id", "ts", "fv_user__amount"]
+    # 00:59:59Z is before the row; 03:00+02:00 is exactly its time; a NULL key matches nothing.
+    assert df["fv_user__amount"].isna().tolist() == [True, False, True]
+    assert df["fv_user__amount"].iloc[1] == 7
+    assert str(df["ts"].dt.tz) == "UTC"
+
+
+def test_bad_spines_are_rejected(pit_dir, tmp_path):
+    store = FeatureStore(pit_dir, target="duckdb")
+    naive = pd.DataFrame({"user_id": ["a"], "ts": pd.to_datetime(["2024-01-01 01:00"])})
+    with pytest.raises(FeatsyncError, match="spine column 'ts' holds naive timestamps"):
+        store.get_historical_features(naive, features=["fv_user:amount"], spine_timestamp="ts")
+    with pytest.raises(FeatsyncError, match="the spine has no column 'event_timestamp'"):
+        store.get_historical_features(naive, features=["fv_user:amount"])
+    aware = naive.assign(ts=naive["ts"].dt.tz_localize("UTC"))
+    with pytest.raises(FeatsyncError, match="feature view 'fv_user' has no feature 'nope'"):
+        store.get_historical_features(aware, features=["fv_user:nope"], spine_timestamp="ts")
+    with pytest.raises(FeatsyncError, match="exactly one of features or a feature service"):
+        store.get_historical_features(naive, spine_timestamp="ts")
+    result = CliRunner().invoke(main, ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb",
+                                       "--features", "fv_user:amount", "--spine", str(tmp_path / "missing.csv"),
+                                       "--out", str(tmp_path / "o.parquet")])
+    assert result.exit_code == 1 and "does not exist" in result.output
+    (tmp_path / "naive.csv").write_text("user_id,ts\na,2024-01-01 01:00:00\n")
+    result = CliRunner().invoke(main, ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb",
+                                       "--features", "fv_user:amount", "--spine", str(tmp_path / "naive.csv"),
+                                       "--spine-timestamp", "ts", "--out", str(tmp_path / "o.parquet")])
+    assert result.exit_code == 1 and "Timestamps need a zone" in result.output, result.output
+
+
+def test_training_set_from_a_model_relation(duckdb_build):
+    """The shipped project: the CLI over the labels model equals the fraud_training_set_v1 table."""
+    out = Path(os.environ["FEATSYNC_DUCKDB_PATH"]).with_name("adhoc.parquet")
+    result = CliRunner().invoke(main, ["training-set", "--project-dir", str(ROOT), "--target", "dev", "--service",
+                                       "fraud_detection:v1", "--spine", "stg_fraud_labels", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    adhoc = pq.read_table(out).to_pandas()
+    with duckdb.connect(os.environ["FEATSYNC_DUCKDB_PATH"], read_only=True) as con:
+        model = con.execute("select * from fraud_training_set_v1").fetch_df()
+    key = ["transaction_id"]
+    adhoc = adhoc.sort_values(key).reset_index(drop=True)
+    model = model.sort_values(key).reset_index(drop=True)
+    model["event_timestamp"] = model["event_timestamp"].dt.tz_localize("UTC")
+    pd.testing.assert_frame_equal(adhoc, model, check_dtype=False)
