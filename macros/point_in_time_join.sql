@@ -83,20 +83,17 @@ left join lateral (
 {#- ASOF (DuckDB, Snowflake): deduplicate each view to one row per (keys, as-of time) first,
     because ASOF picks an arbitrary row among equal right-side timestamps. -#}
 {% macro duckdb__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy) %}
-  {%- if strategy == 'lateral' -%}
-    {{ return(featsync.default__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy)) }}
-  {%- endif -%}
-  {{ return(featsync._pit_asof(spine, plan, spine_timestamp, as_of, 'duckdb')) }}
+  {{ return(featsync._pit_asof(spine, plan, spine_timestamp, as_of, strategy, 'duckdb')) }}
 {% endmacro %}
 
 {% macro snowflake__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy) %}
-  {%- if strategy == 'lateral' -%}
-    {{ return(featsync.default__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy)) }}
-  {%- endif -%}
-  {{ return(featsync._pit_asof(spine, plan, spine_timestamp, as_of, 'snowflake')) }}
+  {{ return(featsync._pit_asof(spine, plan, spine_timestamp, as_of, strategy, 'snowflake')) }}
 {% endmacro %}
 
-{% macro _pit_asof(spine, plan, spine_timestamp, as_of, dialect) %}
+{% macro _pit_asof(spine, plan, spine_timestamp, as_of, strategy, dialect) %}
+{%- if strategy == 'lateral' -%}
+  {{ return(featsync.default__point_in_time_join(spine, plan, spine_timestamp, as_of, strategy)) }}
+{%- endif %}
 with
 {%- for view in plan %}
 {%- set available = as_of == 'available' and view.created_timestamp %}
@@ -128,16 +125,17 @@ featsync_fv{{ view.index }} as (
 ){{ ',' if not loop.last }}
 {%- else %}
 featsync_fv{{ view.index }} as (
-    select {{ view.select_columns | join(', ') }}, featsync_asof
+    {#- Keep the last row of each (keys, event time) group in tie-break order: one sort per
+        entity, cheaper than partitioning by (keys, event time) for row_number. -#}
+    select {{ view.select_columns | join(', ') }}, {{ view.timestamp }} as featsync_asof
     from (
         select
             {{ view.select_columns | join(', ') }},
-            {{ view.timestamp }} as featsync_asof,
-            row_number() over (partition by {{ view.entities | join(', ') }}, {{ view.timestamp }} order by {{ featsync._pit_order(view, none, 'desc') }}) as featsync_pick
+            lead({{ view.timestamp }}) over (partition by {{ view.entities | join(', ') }} order by {{ featsync._pit_order(view, none, 'asc') }}) as featsync_next
         from {{ view.relation }}
         where {% for key in view.entities %}{{ key }} is not null and {% endfor %}{{ view.timestamp }} is not null
     ) as featsync_deduplicated
-    where featsync_pick = 1
+    where featsync_next is null or featsync_next <> {{ view.timestamp }}
 ){{ ',' if not loop.last }}
 {%- endif %}
 {%- endfor %}

@@ -122,13 +122,17 @@ def pg_con(postgres_build: Build, pg_dsn: dict):
     con.close()
 
 
-@pytest.fixture
-def project_copy(tmp_path: Path) -> Path:
-    """A private copy of the dbt project (no data, no venv) that a test may break."""
-    dest = tmp_path / "project"
-    dest.mkdir()
+def copy_project(dest: Path) -> Path:
+    """A private copy of the dbt project (sources only: no data, target or venv)."""
+    dest.mkdir(parents=True)
     for name in ("dbt_project.yml", "profiles.yml"):
         shutil.copy(ROOT / name, dest / name)
     for name in ("models", "macros", "seeds", "snapshots"):
         shutil.copytree(ROOT / name, dest / name)
     return dest
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Path:
+    """A copy of the project that a test may break."""
+    return copy_project(tmp_path / "project")

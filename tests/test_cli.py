@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import copy_project
 from featsync.cli import main
 from featsync.project import Project
 
@@ -25,13 +25,7 @@ def run(*args: str, ok: bool = True):
 @pytest.fixture(scope="module")
 def project_dir(tmp_path_factory) -> Path:
     """A copy of the project whose featsync manifest is parsed once for this module."""
-    dest = tmp_path_factory.mktemp("cli") / "project"
-    dest.mkdir()
-    for name in ("dbt_project.yml", "profiles.yml"):
-        shutil.copy(ROOT / name, dest / name)
-    for name in ("models", "macros", "seeds", "snapshots"):
-        shutil.copytree(ROOT / name, dest / name)
-    return dest
+    return copy_project(tmp_path_factory.mktemp("cli") / "project")
 
 
 def test_list_json(project_dir):

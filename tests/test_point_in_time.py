@@ -226,3 +226,18 @@ def test_duckdb_matches_oracle(duck, strategy, as_of, spine, user, pair, profile
 def test_postgres_matches_oracle(pg, as_of, spine, user, pair, profile):
     assert pg.run((as_of, "lateral"), spine, user, pair, profile) == oracle(spine, {
         "user_rows": user, "pair_rows": pair, "profile_rows": profile}, as_of)
+
+
+@pytest.mark.parametrize("as_of", ["event", "available"])
+def test_snowflake_plan_is_valid_snowflake_sql(duck, as_of):
+    """The Snowflake ASOF plan, rendered from the same plan, parses in sqlglot's Snowflake dialect."""
+    import sqlglot
+    from sqlglot import exp
+
+    inline = ("{{ featsync.snowflake__point_in_time_join(source('pit_raw', 'spine'), featsync._pit_plan("
+              + FEATURES + ", none, {'merchant_id': 'shop_id'}, false), 'ts', '" + as_of + "', none) }}")
+    sql = duck.project.run_dbt(["compile", "--inline", inline]).result.results[0].node.compiled_code
+    tree = sqlglot.parse_one(sql, read="snowflake")
+    joins = [j for j in tree.find_all(exp.Join) if j.args.get("match_condition") is not None]
+    assert len(joins) == 3  # one ASOF JOIN ... MATCH_CONDITION per feature view
+    assert "ASOF JOIN" in tree.sql(dialect="snowflake")

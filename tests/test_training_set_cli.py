@@ -146,3 +146,16 @@ def test_training_set_from_a_model_relation(duckdb_build):
     model = model.sort_values(key).reset_index(drop=True)
     model["event_timestamp"] = model["event_timestamp"].dt.tz_localize("UTC")
     pd.testing.assert_frame_equal(adhoc, model, check_dtype=False)
+
+
+def test_feature_name_collisions_name_both_views(pit_dir):
+    store = FeatureStore(pit_dir, target="duckdb")
+    load({"user_rows": [("a", pd.Timestamp("2024-01-01 01:00").to_pydatetime(), None, 7, "x")],
+          "pair_rows": [], "profile_rows": []})
+    spine = pd.DataFrame({"user_id": ["a"], "ts": pd.to_datetime(["2024-01-01T02:00:00Z"])})
+    with pytest.raises(FeatsyncError, match="'amount' is provided by both feature views 'fv_user' and 'fv_user_copy'"):
+        store.get_historical_features(spine, features=["fv_user:amount", "fv_user_copy:amount"], spine_timestamp="ts")
+    table = store.get_historical_features(spine, features=["fv_user:amount", "fv_user_copy:amount"],
+                                          spine_timestamp="ts", full_feature_names=True)
+    assert table.select(["fv_user__amount", "fv_user_copy__amount"]).to_pylist() == [
+        {"fv_user__amount": 7, "fv_user_copy__amount": 7}]
