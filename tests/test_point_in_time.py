@@ -148,6 +148,9 @@ def build(tmp: Path, target: str, variants: list[tuple[str, str]]) -> tuple[Proj
                   f"strategy='{strategy}') }}}}")
         result = project.run_dbt(["compile", "--inline", inline])
         sql[(as_of, strategy)] = result.result.results[0].node.compiled_code
+    for name in ("fv_user", "fv_pair", "fv_profile"):
+        inline = f"{{{{ featsync.latest_rows('{name}') }}}}"
+        sql["latest", name] = project.run_dbt(["compile", "--inline", inline]).result.results[0].node.compiled_code
     return project, sql
 
 
@@ -241,3 +244,22 @@ def test_snowflake_plan_is_valid_snowflake_sql(duck, as_of):
     joins = [j for j in tree.find_all(exp.Join) if j.args.get("match_condition") is not None]
     assert len(joins) == 3  # one ASOF JOIN ... MATCH_CONDITION per feature view
     assert "ASOF JOIN" in tree.sql(dialect="snowflake")
+
+
+@SETTINGS
+@given(user=user_rows, pair=pair_rows, profile=profile_rows)
+def test_latest_rows_use_the_join_order(duck, user, pair, profile):
+    """featsync.latest_rows (what push sends online) picks the row the join would pick."""
+    duck.run(("event", "asof"), [], user, pair, profile)  # loads the rows
+    rows = {"user_rows": user, "pair_rows": pair, "profile_rows": profile}
+    for view, name in zip(VIEWS, ("fv_user", "fv_pair", "fv_profile"), strict=True):
+        expected = {}
+        for raw in rows[view.table]:
+            r = dict(zip(view.columns, raw, strict=True))
+            key = tuple(r[k] for k in view.keys)
+            if None in key or r["event_timestamp"] is None:
+                continue
+            if key not in expected or order_key(view, r) > order_key(view, expected[key]):
+                expected[key] = r
+        got = duck.execute(f"select {', '.join(view.columns)} from ({duck.sql['latest', name]}) as l", fetch=True)
+        assert Counter(got) == Counter(tuple(r[c] for c in view.columns) for r in expected.values())

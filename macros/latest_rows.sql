@@ -1,0 +1,24 @@
+{#-
+  featsync.latest_rows: the latest row of every entity of a feature view, as one SELECT.
+
+  What the online store holds: the same row a point-in-time join would pick for a spine
+  time after every event, by the same order (featsync._pit_order: event time, created
+  time, then the other columns). Rows with NULL keys or event times are never returned.
+  TTL is not applied here: the online store expires each row at event time + ttl.
+-#}
+{% macro latest_rows(feature_view) %}
+  {%- if not execute -%}
+    {%- do ref(feature_view) -%}
+    {{ return('select 1 as featsync_parse_placeholder') }}
+  {%- endif -%}
+  {%- set view = featsync._pit_plan([feature_view ~ ':*'], none, {}, false)[0] -%}
+select {{ view.select_columns | join(', ') }}
+from (
+    select
+        {{ view.select_columns | join(', ') }},
+        row_number() over (partition by {{ view.entities | join(', ') }} order by {{ featsync._pit_order(view, none, 'desc') }}) as featsync_pick
+    from {{ view.relation }}
+    where {% for key in view.entities %}{{ key }} is not null and {% endfor %}{{ view.timestamp }} is not null
+) as featsync_latest
+where featsync_pick = 1
+{%- endmacro %}
