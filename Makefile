@@ -20,8 +20,10 @@ demo: install
 	$(BIN)/dbt build --project-dir . --profiles-dir .
 	$(BIN)/featsync list
 
-## The test suite (real DuckDB, Postgres and Redis; under CI=true missing services fail).
+## Lint, then the test suite (real DuckDB, Postgres and Redis; under CI=true missing services fail).
 test: install
+	$(BIN)/ruff check sync tests bench
+	$(BIN)/ruff format --check sync tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

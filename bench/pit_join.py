@@ -12,19 +12,16 @@ ones, and peak RSS (DuckDB runs in this process).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import duckdb
 
 from featsync.project import Project
+from workspace import Workspace
 
-ROOT = Path(__file__).resolve().parent.parent
 DAY = 86_400
 
 GENERATE = """
@@ -60,8 +57,10 @@ FEATURES = "['bench_user_features:txn_count', 'bench_user_features:amount_avg', 
 
 
 def compile_macro(project: Project, as_of: str, strategy: str = "asof") -> str:
-    inline = (f"{{{{ featsync.point_in_time_join(spine=source('bench_raw', 'spine'), features={FEATURES}, "
-              f"spine_timestamp='ts', as_of='{as_of}', strategy='{strategy}') }}}}")
+    inline = (
+        f"{{{{ featsync.point_in_time_join(spine=source('bench_raw', 'spine'), features={FEATURES}, "
+        f"spine_timestamp='ts', as_of='{as_of}', strategy='{strategy}') }}}}"
+    )
     return project.run_dbt(["compile", "--inline", inline]).result.results[0].node.compiled_code
 
 
@@ -81,22 +80,25 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="also time the LATERAL plan on PostgreSQL")
     args = parser.parse_args()
     n = 1_000_000 * args.scale
-    sizes = dict(users=100_000 * args.scale, merchants=10_000 * args.scale, span=365 * DAY,
-                 user_rows=n, merchant_rows=n // 10, spine_rows=n)
+    sizes = dict(
+        users=100_000 * args.scale,
+        merchants=10_000 * args.scale,
+        span=365 * DAY,
+        user_rows=n,
+        merchant_rows=n // 10,
+        spine_rows=n,
+    )
 
-    work = Path(tempfile.mkdtemp(prefix="featsync-bench-"))
-    project_dir = work / "pit_project"
-    shutil.copytree(ROOT / "bench" / "pit_project", project_dir)
-    (project_dir / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
-    db = work / "bench.duckdb"
-    os.environ["FEATSYNC_BENCH_DUCKDB_PATH"] = str(db)
-    os.environ.setdefault("DBT_LOG_PATH", str(work / "logs"))
+    work = Workspace.create()
+    project_dir, db = work.project_dir, work.db
     try:
         start = time.perf_counter()
         with duckdb.connect(str(db)) as con:
             con.execute(GENERATE.format(**sizes))
-        print(f"data: {n:,} spine rows, {n:,} user-feature rows, {n // 10:,} merchant-feature rows "
-              f"({time.perf_counter() - start:.1f}s to generate)")
+        print(
+            f"data: {n:,} spine rows, {n:,} user-feature rows, {n // 10:,} merchant-feature rows "
+            f"({time.perf_counter() - start:.1f}s to generate)"
+        )
         project = Project.open(project_dir, project_dir, "duckdb")
         project.run_dbt(["deps"])
         project.run_dbt(["run"])
@@ -121,7 +123,7 @@ def main() -> None:
         if args.postgres:
             bench_postgres(project_dir, db, min(n, 200_000))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        work.remove()
 
 
 def bench_postgres(project_dir: Path, db: Path, rows: int) -> None:
@@ -129,8 +131,10 @@ def bench_postgres(project_dir: Path, db: Path, rows: int) -> None:
     import adbc_driver_postgresql.dbapi as adbc
 
     with duckdb.connect(str(db)) as con:
-        tables = {t: con.execute(f"select * from {t}" + (f" limit {rows}" if t == "spine" else "")).to_arrow_table()
-                  for t in ("user_rows", "merchant_rows", "spine")}
+        tables = {
+            t: con.execute(f"select * from {t}" + (f" limit {rows}" if t == "spine" else "")).to_arrow_table()
+            for t in ("user_rows", "merchant_rows", "spine")
+        }
     pg = adbc.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True)
     cur = pg.cursor()
     cur.execute("drop schema if exists featsync_bench cascade")
@@ -148,8 +152,10 @@ def bench_postgres(project_dir: Path, db: Path, rows: int) -> None:
             start = time.perf_counter()
             cur.execute(f"select count(*) from ({sql}) j")
             cur.fetchall()
-            print(f"PostgreSQL LATERAL, as_of={as_of}: {rows:,} spine rows x {tables['user_rows'].num_rows:,} "
-                  f"user rows in {time.perf_counter() - start:.2f}s")
+            print(
+                f"PostgreSQL LATERAL, as_of={as_of}: {rows:,} spine rows x {tables['user_rows'].num_rows:,} "
+                f"user rows in {time.perf_counter() - start:.2f}s"
+            )
     finally:
         cur.execute("drop schema if exists featsync_bench cascade")
         pg.close()

@@ -136,3 +136,53 @@ def copy_project(dest: Path) -> Path:
 def project_copy(tmp_path: Path) -> Path:
     """A copy of the project that a test may break."""
     return copy_project(tmp_path / "project")
+
+
+PIT_TABLES = {
+    "user_rows": "user_id text, event_timestamp timestamp, created_timestamp timestamp, amount bigint, label text",
+    "pair_rows": "user_id text, merchant_id text, event_timestamp timestamp, score float8",
+    "profile_rows": "user_id text, event_timestamp timestamp, valid_to timestamp, tier text",
+    "spine": "spine_id bigint, user_id text, shop_id text, ts timestamp",
+}
+
+
+def build_pit_project(tmp: Path, target: str, execute) -> Project:
+    """A copy of tests/pit_project (featsync as a local package) built on `target`.
+
+    `execute` runs SQL on the target's schema; the source tables are created with it
+    first, so that dbt can build the feature views (plain views) over them.
+    """
+    dest = tmp / f"pit_project_{target}"
+    shutil.copytree(ROOT / "tests" / "pit_project", dest)
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+    for table, columns in PIT_TABLES.items():
+        execute(f"create table {table} ({columns})")
+    project = Project.open(dest, dest, target)
+    project.run_dbt(["deps"])
+    project.run_dbt(["run"])
+    return project
+
+
+def duckdb_pit_project(tmp: Path) -> Project:
+    """The pit project on a DuckDB file of its own (FEATSYNC_PIT_DUCKDB_PATH points at it)."""
+    path = str(tmp / "pit.duckdb")
+    os.environ["FEATSYNC_PIT_DUCKDB_PATH"] = path
+
+    def execute(sql: str) -> None:  # short-lived: dbt opens the file next, in this process
+        with duckdb.connect(path) as con:
+            con.execute(sql)
+
+    return build_pit_project(tmp, "duckdb", execute)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The real Redis the tests use (127.0.0.1:6379 unless FEATSYNC_TEST_REDIS_URL says otherwise)."""
+    import redis
+
+    url = os.environ.get("FEATSYNC_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=3).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+        missing_service(f"Redis at {url}", exc)
+    return url

@@ -38,8 +38,15 @@ def test_list_json(project_dir):
 
 def test_list_table(project_dir):
     output = run("list", "--project-dir", str(project_dir)).output
-    for text in ("Feature views", "user_merchant_features", "user_id, merchant_id", "Feature services",
-                 "fraud_detection_v2", "Entities", "product_id"):
+    for text in (
+        "Feature views",
+        "user_merchant_features",
+        "user_id, merchant_id",
+        "Feature services",
+        "fraud_detection_v2",
+        "Entities",
+        "product_id",
+    ):
         assert text in output
 
 
@@ -51,8 +58,16 @@ def test_describe_feature_view(project_dir):
     roles = {c["name"]: (c["role"], c["data_type"]) for c in data["columns"]}
     assert roles["merchant_id"] == ("entity", "text") and roles["risk_tier"] == ("feature", "text")
     table = run("describe", "user_transaction_features", "--project-dir", str(project_dir)).output
-    for text in ("user_transaction_features (feature view, v1)", "[t - window, t]", "90d", "risk-team@example.com",
-                 "domain=user_behavior", "stg_transactions (model)", "fraud_detection_v1", "transaction_count_7d"):
+    for text in (
+        "user_transaction_features (feature view, v1)",
+        "[t - window, t]",
+        "90d",
+        "risk-team@example.com",
+        "domain=user_behavior",
+        "stg_transactions (model)",
+        "fraud_detection_v1",
+        "transaction_count_7d",
+    ):
         assert text in table
 
 
@@ -93,8 +108,10 @@ def test_invalid_yaml_fails_with_file_model_and_key(project_copy):
     yml.write_text(yml.read_text().replace("entities: [user_id, merchant_id]", "entities: [user_id, shop_id]"))
     result = run("list", "--project-dir", str(project_copy), ok=False)
     assert result.exit_code == 2
-    assert ("models/features/user_merchant_features.yml: model 'user_merchant_features': "
-            "feature_view.entities: unknown entity column 'shop_id'") in " ".join(result.output.split())
+    assert (
+        "models/features/user_merchant_features.yml: model 'user_merchant_features': "
+        "feature_view.entities: unknown entity column 'shop_id'"
+    ) in " ".join(result.output.split())
 
 
 def test_dbt_parse_errors_are_reported(project_copy):

@@ -16,12 +16,18 @@ BAD_SCD2 = """(select * from (values
 
 
 def compiled(build, call: str) -> str:
-    return build.project.run_dbt(["compile", "--inline", call], target_path=build.target_path).result.results[0].node.compiled_code
+    return (
+        build.project.run_dbt(["compile", "--inline", call], target_path=build.target_path).result.results[0].node.compiled_code
+    )
 
 
 def test_scd2_valid_ranges_finds_each_dbt_snapshot_bug(duckdb_build):
-    sql = compiled(duckdb_build, '{{ featsync.test_scd2_valid_ranges(model="' + BAD_SCD2 +
-                   '", unique_key="k", valid_from="valid_from", valid_to="valid_to") }}')
+    sql = compiled(
+        duckdb_build,
+        '{{ featsync.test_scd2_valid_ranges(model="'
+        + BAD_SCD2
+        + '", unique_key="k", valid_from="valid_from", valid_to="valid_to") }}',
+    )
     problems = sorted((k, p) for k, _, _, p in duckdb.sql(sql).fetchall())
     assert problems == [
         ("a", "overlaps the next version"),

@@ -31,8 +31,8 @@ def test_other_project_uses_featsync_macros(tmp_path, monkeypatch):
     assert view.version == 3 and view.ttl_seconds == 7 * 86400 and view.tags == {"growth": ""}
     service = registry.service("recommender")
     assert [str(r) for r in service.features] == [
-        f"visitor_features:{f}" for f in
-        ("views_1d", "views_7d", "pricing_share_1d", "pricing_share_7d", "longest_view_1d", "longest_view_7d")
+        f"visitor_features:{f}"
+        for f in ("views_1d", "views_7d", "pricing_share_1d", "pricing_share_7d", "longest_view_1d", "longest_view_7d")
     ]
     with duckdb.connect(str(db), read_only=True) as con:
         rows = con.execute("select visitor_id, views_1d, views_7d from visitor_features order by 1, event_timestamp").fetchall()

@@ -10,7 +10,6 @@ path (DuckDB ASOF, DuckDB LATERAL, Postgres LATERAL) and mode (event, available)
 from __future__ import annotations
 
 import os
-import shutil
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -22,19 +21,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from conftest import build_pit_project, duckdb_pit_project
 from featsync.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = datetime(2024, 1, 1)
 HOUR = timedelta(hours=1)
 
+
 # The feature views of tests/pit_project, as the oracle needs them.
 @dataclass(frozen=True)
 class View:
     table: str
-    keys: tuple[str, ...]       # join keys in the view
+    keys: tuple[str, ...]  # join keys in the view
     spine_keys: tuple[str, ...]  # the spine columns they match
-    columns: tuple[str, ...]     # declared order
+    columns: tuple[str, ...]  # declared order
     created: str | None
     valid_to: str | None
     ttl: timedelta | None
@@ -42,19 +43,37 @@ class View:
 
 
 VIEWS = (
-    View("user_rows", ("user_id",), ("user_id",), ("user_id", "event_timestamp", "created_timestamp", "amount", "label"),
-         "created_timestamp", None, 3 * HOUR, ("amount", "label")),
-    View("pair_rows", ("user_id", "merchant_id"), ("user_id", "shop_id"), ("user_id", "merchant_id", "event_timestamp", "score"),
-         None, None, None, ("score",)),
-    View("profile_rows", ("user_id",), ("user_id",), ("user_id", "event_timestamp", "valid_to", "tier"),
-         None, "valid_to", 5 * HOUR, ("tier",)),
+    View(
+        "user_rows",
+        ("user_id",),
+        ("user_id",),
+        ("user_id", "event_timestamp", "created_timestamp", "amount", "label"),
+        "created_timestamp",
+        None,
+        3 * HOUR,
+        ("amount", "label"),
+    ),
+    View(
+        "pair_rows",
+        ("user_id", "merchant_id"),
+        ("user_id", "shop_id"),
+        ("user_id", "merchant_id", "event_timestamp", "score"),
+        None,
+        None,
+        None,
+        ("score",),
+    ),
+    View(
+        "profile_rows",
+        ("user_id",),
+        ("user_id",),
+        ("user_id", "event_timestamp", "valid_to", "tier"),
+        None,
+        "valid_to",
+        5 * HOUR,
+        ("tier",),
+    ),
 )
-DDL = {
-    "user_rows": "user_id text, event_timestamp timestamp, created_timestamp timestamp, amount bigint, label text",
-    "pair_rows": "user_id text, merchant_id text, event_timestamp timestamp, score float8",
-    "profile_rows": "user_id text, event_timestamp timestamp, valid_to timestamp, tier text",
-    "spine": "spine_id bigint, user_id text, shop_id text, ts timestamp",
-}
 FEATURES = "['fv_user:amount', 'fv_user:label', 'fv_pair:score', 'fv_profile:tier']"
 
 # -- the oracle -----------------------------------------------------------------------------
@@ -102,18 +121,34 @@ def order_key(view: View, row: dict) -> tuple:
 times = st.integers(0, 8).map(lambda h: BASE + h * HOUR)
 maybe_time = st.one_of(times, times, times, st.none())  # NULL event times now and then
 users = st.sampled_from(["a", "b", "é", None])
-user_rows = st.lists(st.builds(
-    lambda u, t, lag, amount, label: (u, t, None if lag is None or t is None else t + lag * HOUR, amount, label),
-    users, maybe_time, st.one_of(st.none(), st.integers(0, 3)), st.one_of(st.none(), st.integers(0, 3)),
-    st.sampled_from([None, "x", "y", "Y"])), max_size=12)
-pair_rows = st.lists(st.tuples(users, st.sampled_from(["m1", "m2", None]), maybe_time,
-                               st.one_of(st.none(), st.sampled_from([0.5, 1.25, -2.0]))), max_size=8)
-profile_rows = st.lists(st.builds(
-    lambda u, t, span, tier: (u, t, None if span is None or t is None else t + span * HOUR, tier),
-    users, maybe_time, st.one_of(st.none(), st.integers(0, 4)), st.sampled_from([None, "gold", "Gold", "silver"])),
-    max_size=6)
+user_rows = st.lists(
+    st.builds(
+        lambda u, t, lag, amount, label: (u, t, None if lag is None or t is None else t + lag * HOUR, amount, label),
+        users,
+        maybe_time,
+        st.one_of(st.none(), st.integers(0, 3)),
+        st.one_of(st.none(), st.integers(0, 3)),
+        st.sampled_from([None, "x", "y", "Y"]),
+    ),
+    max_size=12,
+)
+pair_rows = st.lists(
+    st.tuples(users, st.sampled_from(["m1", "m2", None]), maybe_time, st.one_of(st.none(), st.sampled_from([0.5, 1.25, -2.0]))),
+    max_size=8,
+)
+profile_rows = st.lists(
+    st.builds(
+        lambda u, t, span, tier: (u, t, None if span is None or t is None else t + span * HOUR, tier),
+        users,
+        maybe_time,
+        st.one_of(st.none(), st.integers(0, 4)),
+        st.sampled_from([None, "gold", "Gold", "silver"]),
+    ),
+    max_size=6,
+)
 spines = st.lists(st.tuples(users, st.sampled_from(["m1", "m2", None]), maybe_time), min_size=1, max_size=10).map(
-    lambda rows: [(i % 4, *row) for i, row in enumerate(rows)])  # spine_id repeats: duplicates kept
+    lambda rows: [(i % 4, *row) for i, row in enumerate(rows)]
+)  # spine_id repeats: duplicates kept
 
 # -- engines --------------------------------------------------------------------------------
 
@@ -133,41 +168,27 @@ class Engine:
         return Counter(self.execute(f"select {columns} from ({self.sql[variant]}) as j", fetch=True))
 
 
-def build(tmp: Path, target: str, variants: list[tuple[str, str]]) -> tuple[Project, dict]:
-    """Copy and build the project (views over the source tables) and compile each variant once."""
-    dest = tmp / f"pit_project_{target}"
-    shutil.copytree(ROOT / "tests" / "pit_project", dest)
-    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
-    project = Project.open(dest, dest, target)
-    project.run_dbt(["deps"])
-    project.run_dbt(["run"])
+def compile_variants(project: Project, variants: list[tuple[str, str]]) -> dict:
+    """The join SQL for each (as_of, strategy) and featsync.latest_rows per view, compiled once."""
     sql = {}
     for as_of, strategy in variants:
-        inline = (f"{{{{ featsync.point_in_time_join(spine=source('pit_raw', 'spine'), features={FEATURES}, "
-                  f"spine_timestamp='ts', join_key_map={{'merchant_id': 'shop_id'}}, as_of='{as_of}', "
-                  f"strategy='{strategy}') }}}}")
-        result = project.run_dbt(["compile", "--inline", inline])
-        sql[(as_of, strategy)] = result.result.results[0].node.compiled_code
+        inline = (
+            f"{{{{ featsync.point_in_time_join(spine=source('pit_raw', 'spine'), features={FEATURES}, "
+            f"spine_timestamp='ts', join_key_map={{'merchant_id': 'shop_id'}}, as_of='{as_of}', "
+            f"strategy='{strategy}') }}}}"
+        )
+        sql[(as_of, strategy)] = project.run_dbt(["compile", "--inline", inline]).result.results[0].node.compiled_code
     for name in ("fv_user", "fv_pair", "fv_profile"):
         inline = f"{{{{ featsync.latest_rows('{name}') }}}}"
         sql["latest", name] = project.run_dbt(["compile", "--inline", inline]).result.results[0].node.compiled_code
-    return project, sql
-
-
-def create_tables(execute) -> None:
-    for table, columns in DDL.items():
-        execute(f"create table {table} ({columns})")
+    return sql
 
 
 @pytest.fixture(scope="module")
 def duck(tmp_path_factory) -> Engine:
-    tmp = tmp_path_factory.mktemp("pit-duckdb")
-    path = str(tmp / "pit.duckdb")
-    os.environ["FEATSYNC_PIT_DUCKDB_PATH"] = path
-    with duckdb.connect(path) as con:
-        create_tables(con.execute)
-    project, sql = build(tmp, "duckdb", [(a, s) for a in ("event", "available") for s in ("asof", "lateral")])
-    con = duckdb.connect(path)
+    project = duckdb_pit_project(tmp_path_factory.mktemp("pit-duckdb"))
+    sql = compile_variants(project, [(a, s) for a in ("event", "available") for s in ("asof", "lateral")])
+    con = duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"])
 
     def execute(query, fetch=False):
         cursor = con.execute(query)
@@ -185,7 +206,6 @@ def pg(tmp_path_factory, pg_dsn) -> Engine:
     import psycopg2
     from psycopg2.extras import execute_values
 
-    tmp = tmp_path_factory.mktemp("pit-postgres")
     schema = f"featsync_pit_{uuid.uuid4().hex[:8]}"
     os.environ["FEATSYNC_PIT_PG_SCHEMA"] = schema
     con = psycopg2.connect(**pg_dsn)
@@ -203,8 +223,8 @@ def pg(tmp_path_factory, pg_dsn) -> Engine:
     try:
         execute(f'create schema "{schema}"')
         execute(f'set search_path to "{schema}"')
-        create_tables(execute)
-        project, sql = build(tmp, "postgres", [("event", "lateral"), ("available", "lateral")])
+        project = build_pit_project(tmp_path_factory.mktemp("pit-postgres"), "postgres", execute)
+        sql = compile_variants(project, [("event", "lateral"), ("available", "lateral")])
         yield Engine(project, execute, insert, sql)
     finally:
         execute(f'drop schema if exists "{schema}" cascade')
@@ -219,16 +239,18 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(spine=spines, user=user_rows, pair=pair_rows, profile=profile_rows)
 def test_duckdb_matches_oracle(duck, strategy, as_of, spine, user, pair, profile):
-    assert duck.run((as_of, strategy), spine, user, pair, profile) == oracle(spine, {
-        "user_rows": user, "pair_rows": pair, "profile_rows": profile}, as_of)
+    assert duck.run((as_of, strategy), spine, user, pair, profile) == oracle(
+        spine, {"user_rows": user, "pair_rows": pair, "profile_rows": profile}, as_of
+    )
 
 
 @pytest.mark.parametrize("as_of", ["event", "available"])
 @SETTINGS
 @given(spine=spines, user=user_rows, pair=pair_rows, profile=profile_rows)
 def test_postgres_matches_oracle(pg, as_of, spine, user, pair, profile):
-    assert pg.run((as_of, "lateral"), spine, user, pair, profile) == oracle(spine, {
-        "user_rows": user, "pair_rows": pair, "profile_rows": profile}, as_of)
+    assert pg.run((as_of, "lateral"), spine, user, pair, profile) == oracle(
+        spine, {"user_rows": user, "pair_rows": pair, "profile_rows": profile}, as_of
+    )
 
 
 @pytest.mark.parametrize("as_of", ["event", "available"])
@@ -237,8 +259,13 @@ def test_snowflake_plan_is_valid_snowflake_sql(duck, as_of):
     import sqlglot
     from sqlglot import exp
 
-    inline = ("{{ featsync.snowflake__point_in_time_join(source('pit_raw', 'spine'), featsync._pit_plan("
-              + FEATURES + ", none, {'merchant_id': 'shop_id'}, false), 'ts', '" + as_of + "', none) }}")
+    inline = (
+        "{{ featsync.snowflake__point_in_time_join(source('pit_raw', 'spine'), featsync._pit_plan("
+        + FEATURES
+        + ", none, {'merchant_id': 'shop_id'}, false), 'ts', '"
+        + as_of
+        + "', none) }}"
+    )
     sql = duck.project.run_dbt(["compile", "--inline", inline]).result.results[0].node.compiled_code
     tree = sqlglot.parse_one(sql, read="snowflake")
     joins = [j for j in tree.find_all(exp.Join) if j.args.get("match_condition") is not None]

@@ -27,8 +27,11 @@ def registry(manifest) -> Registry:
 
 def test_feature_views_are_typed_from_yaml(registry):
     assert set(registry.feature_views) == {
-        "user_transaction_features", "user_merchant_features", "merchant_risk_features",
-        "product_sales_features", "merchant_profile_features",
+        "user_transaction_features",
+        "user_merchant_features",
+        "merchant_risk_features",
+        "product_sales_features",
+        "merchant_profile_features",
     }
     view = registry.feature_view("user_transaction_features")
     assert view.entities == ("user_id",)
@@ -58,10 +61,14 @@ def test_services_are_versioned_exposures(registry):
     v1 = registry.service("fraud_detection:v1")
     assert v1.exposure == "fraud_detection_v1" and registry.service("fraud_detection_v1") == v1
     assert [str(r) for r in v1.features][:2] == [
-        "user_transaction_features:transaction_count_7d", "user_transaction_features:transaction_count_30d",
+        "user_transaction_features:transaction_count_7d",
+        "user_transaction_features:transaction_count_30d",
     ]
     assert registry.service("fraud_detection:v2").feature_views == (
-        "user_transaction_features", "merchant_risk_features", "user_merchant_features", "merchant_profile_features",
+        "user_transaction_features",
+        "merchant_risk_features",
+        "user_merchant_features",
+        "merchant_profile_features",
     )
     with pytest.raises(NotFoundError, match="no feature service named 'fraud:v9'"):
         registry.service("fraud:v9")
@@ -148,12 +155,17 @@ def test_duplicate_feature_names_in_service(manifest):
 
     def collide(m):
         m["nodes"]["model.featsync.merchant_risk_features"]["columns"]["transaction_count_7d"] = {
-            "name": "transaction_count_7d", "data_type": "bigint", "description": ""}
+            "name": "transaction_count_7d",
+            "data_type": "bigint",
+            "description": "",
+        }
         fs(m)["features"].append("merchant_risk_features:transaction_count_7d")
 
     message = rejected(manifest, collide)
-    assert ("duplicate feature name 'transaction_count_7d': it is provided by both "
-            "'user_transaction_features:transaction_count_7d' and 'merchant_risk_features:transaction_count_7d'") in message
+    assert (
+        "duplicate feature name 'transaction_count_7d': it is provided by both "
+        "'user_transaction_features:transaction_count_7d' and 'merchant_risk_features:transaction_count_7d'"
+    ) in message
 
 
 def test_service_must_depend_on_its_views(manifest):
@@ -193,8 +205,20 @@ def test_services_of_an_invalid_view_are_not_reported_twice(manifest):
 
 # -- durations: one grammar, parsed identically in Python and in the dbt macro -----------------
 
-DURATIONS = [("90d", 7776000), ("12h", 43200), ("30m", 1800), ("45s", 45), ("3600", 3600), (86400, 86400),
-             ("7D", 604800), (" 2d ", 172800), (None, None), ("", None), (0, None), ("0d", None)]
+DURATIONS = [
+    ("90d", 7776000),
+    ("12h", 43200),
+    ("30m", 1800),
+    ("45s", 45),
+    ("3600", 3600),
+    (86400, 86400),
+    ("7D", 604800),
+    (" 2d ", 172800),
+    (None, None),
+    ("", None),
+    (0, None),
+    ("0d", None),
+]
 BAD_DURATIONS = ["9x", "d", "1.5d", "-1d", "90 days"]
 
 
@@ -214,15 +238,19 @@ def test_format_duration():
 
 
 def test_macro_parses_durations_like_python(duckdb_build):
-    calls = ", ".join(f"featsync.duration_seconds({v!r})" if v is not None else "featsync.duration_seconds(none)"
-                      for v, _ in DURATIONS)
-    result = duckdb_build.project.run_dbt(["compile", "--inline", f"select '{{{{ [{calls}] | tojson }}}}'"],
-                                          target_path=duckdb_build.target_path)
+    calls = ", ".join(
+        f"featsync.duration_seconds({v!r})" if v is not None else "featsync.duration_seconds(none)" for v, _ in DURATIONS
+    )
+    result = duckdb_build.project.run_dbt(
+        ["compile", "--inline", f"select '{{{{ [{calls}] | tojson }}}}'"], target_path=duckdb_build.target_path
+    )
     compiled = result.result.results[0].node.compiled_code
     assert json.loads(compiled.split("'")[1]) == [s for _, s in DURATIONS]
     for bad in BAD_DURATIONS:
         from featsync.errors import DbtError
 
         with pytest.raises(DbtError, match="is not a duration"):
-            duckdb_build.project.run_dbt(["compile", "--inline", f"select {{{{ featsync.duration_seconds({bad!r}) }}}}"],
-                                         target_path=duckdb_build.target_path)
+            duckdb_build.project.run_dbt(
+                ["compile", "--inline", f"select {{{{ featsync.duration_seconds({bad!r}) }}}}"],
+                target_path=duckdb_build.target_path,
+            )

@@ -7,9 +7,8 @@ a CSV spine with UTC timestamps, dbt compiling the macro, the warehouse joining,
 from __future__ import annotations
 
 import os
-import shutil
 from collections import Counter
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
@@ -21,10 +20,11 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings
 
+from conftest import duckdb_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.store import FeatureStore
-from test_point_in_time import DDL, oracle, pair_rows, profile_rows, spines, user_rows
+from test_point_in_time import oracle, pair_rows, profile_rows, spines, user_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = ["fv_user:amount", "fv_user:label", "fv_pair:score", "fv_profile:tier"]
@@ -33,18 +33,7 @@ FEATURES = ["fv_user:amount", "fv_user:label", "fv_pair:score", "fv_profile:tier
 @pytest.fixture(scope="module")
 def pit_dir(tmp_path_factory) -> Path:
     """A built copy of tests/pit_project on DuckDB; tables are refilled per example."""
-    tmp = tmp_path_factory.mktemp("pit-cli")
-    dest = tmp / "pit_project"
-    shutil.copytree(ROOT / "tests" / "pit_project", dest)
-    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
-    os.environ["FEATSYNC_PIT_DUCKDB_PATH"] = str(tmp / "pit.duckdb")
-    with duckdb.connect(str(tmp / "pit.duckdb")) as con:
-        for table, columns in DDL.items():
-            con.execute(f"create table {table} ({columns})")
-    store = FeatureStore(dest, target="duckdb")
-    store.project.run_dbt(["deps"])
-    store.project.run_dbt(["run"])
-    return dest
+    return duckdb_pit_project(tmp_path_factory.mktemp("pit-cli")).project_dir
 
 
 def load(rows: dict[str, list[tuple]]) -> None:
@@ -57,19 +46,24 @@ def load(rows: dict[str, list[tuple]]) -> None:
 
 
 def spine_csv(path: Path, spine: list[tuple]) -> None:
-    table = pa.table({
-        "spine_id": pa.array([r[0] for r in spine], pa.int64()),
-        "user_id": pa.array([r[1] for r in spine], pa.string()),
-        "shop_id": pa.array([r[2] for r in spine], pa.string()),
-        "ts": pa.array([None if r[3] is None else r[3].replace(tzinfo=timezone.utc) for r in spine],
-                       pa.timestamp("us", tz="UTC")),
-    })
+    table = pa.table(
+        {
+            "spine_id": pa.array([r[0] for r in spine], pa.int64()),
+            "user_id": pa.array([r[1] for r in spine], pa.string()),
+            "shop_id": pa.array([r[2] for r in spine], pa.string()),
+            "ts": pa.array([None if r[3] is None else r[3].replace(tzinfo=UTC) for r in spine], pa.timestamp("us", tz="UTC")),
+        }
+    )
     pacsv.write_csv(table, path)
 
 
 # Each example runs the whole CLI (about 3 s), so: few examples and no shrinking.
-@settings(max_examples=8, deadline=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=8,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(spine=spines, user=user_rows, pair=pair_rows, profile=profile_rows)
 @pytest.mark.parametrize("as_of", ["event", "available"])
 def test_cli_matches_oracle(pit_dir, tmp_path, as_of, spine, user, pair, profile):
@@ -77,30 +71,57 @@ def test_cli_matches_oracle(pit_dir, tmp_path, as_of, spine, user, pair, profile
     load(rows)
     spine_csv(tmp_path / "spine.csv", spine)
     out = tmp_path / "out.parquet"
-    args = ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb", "--spine", str(tmp_path / "spine.csv"),
-            "--spine-timestamp", "ts", "--join-key-map", "merchant_id=shop_id", "--as-of", as_of, "--out", str(out)]
+    args = [
+        "training-set",
+        "--project-dir",
+        str(pit_dir),
+        "--target",
+        "duckdb",
+        "--spine",
+        str(tmp_path / "spine.csv"),
+        "--spine-timestamp",
+        "ts",
+        "--join-key-map",
+        "merchant_id=shop_id",
+        "--as-of",
+        as_of,
+        "--out",
+        str(out),
+    ]
     for feature in FEATURES:
         args += ["--features", feature]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
     assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
-    got = Counter(zip(*(table.column(c).to_pylist() for c in ("spine_id", "amount", "label", "score", "tier"))))
+    got = Counter(zip(*(table.column(c).to_pylist() for c in ("spine_id", "amount", "label", "score", "tier")), strict=True))
     assert got == oracle(spine, rows, as_of)
 
 
 def test_feature_store_with_pandas(pit_dir):
-    load({"user_rows": [("a", pd.Timestamp("2024-01-01 01:00").to_pydatetime(), None, 7, "x")],
-          "pair_rows": [], "profile_rows": []})
+    load(
+        {
+            "user_rows": [("a", pd.Timestamp("2024-01-01 01:00").to_pydatetime(), None, 7, "x")],
+            "pair_rows": [],
+            "profile_rows": [],
+        }
+    )
     store = FeatureStore(pit_dir, target="duckdb")
-    entity_df = pd.DataFrame({
-        "user_id": ["a", "a", None],
-        "shop_id": ["m1", "m1", "m1"],
-        # 03:00+02:00 is 01:00 UTC: zones are converted, not dropped.
-        "ts": pd.to_datetime(["2024-01-01T03:00:00+02:00", "2024-01-01T00:59:59Z", "2024-01-01T05:00:00Z"], utc=True),
-    })
-    table = store.get_historical_features(entity_df, features=["fv_user:amount"], spine_timestamp="ts",
-                                          join_key_map={"merchant_id": "shop_id"}, full_feature_names=True)
+    entity_df = pd.DataFrame(
+        {
+            "user_id": ["a", "a", None],
+            "shop_id": ["m1", "m1", "m1"],
+            # 03:00+02:00 is 01:00 UTC: zones are converted, not dropped.
+            "ts": pd.to_datetime(["2024-01-01T03:00:00+02:00", "2024-01-01T00:59:59Z", "2024-01-01T05:00:00Z"], utc=True),
+        }
+    )
+    table = store.get_historical_features(
+        entity_df,
+        features=["fv_user:amount"],
+        spine_timestamp="ts",
+        join_key_map={"merchant_id": "shop_id"},
+        full_feature_names=True,
+    )
     df = table.to_pandas().sort_values("ts")
     assert list(df.columns) == ["user_id", "shop_id", "ts", "fv_user__amount"]
     # 00:59:59Z is before the row; 03:00+02:00 is exactly its time; a NULL key matches nothing.
@@ -121,22 +142,64 @@ def test_bad_spines_are_rejected(pit_dir, tmp_path):
         store.get_historical_features(aware, features=["fv_user:nope"], spine_timestamp="ts")
     with pytest.raises(FeatsyncError, match="exactly one of features or a feature service"):
         store.get_historical_features(naive, spine_timestamp="ts")
-    result = CliRunner().invoke(main, ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb",
-                                       "--features", "fv_user:amount", "--spine", str(tmp_path / "missing.csv"),
-                                       "--out", str(tmp_path / "o.parquet")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "training-set",
+            "--project-dir",
+            str(pit_dir),
+            "--target",
+            "duckdb",
+            "--features",
+            "fv_user:amount",
+            "--spine",
+            str(tmp_path / "missing.csv"),
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ],
+    )
     assert result.exit_code == 1 and "does not exist" in result.output
     (tmp_path / "naive.csv").write_text("user_id,ts\na,2024-01-01 01:00:00\n")
-    result = CliRunner().invoke(main, ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb",
-                                       "--features", "fv_user:amount", "--spine", str(tmp_path / "naive.csv"),
-                                       "--spine-timestamp", "ts", "--out", str(tmp_path / "o.parquet")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "training-set",
+            "--project-dir",
+            str(pit_dir),
+            "--target",
+            "duckdb",
+            "--features",
+            "fv_user:amount",
+            "--spine",
+            str(tmp_path / "naive.csv"),
+            "--spine-timestamp",
+            "ts",
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ],
+    )
     assert result.exit_code == 1 and "Timestamps need a zone" in result.output, result.output
 
 
 def test_training_set_from_a_model_relation(duckdb_build):
     """The shipped project: the CLI over the labels model equals the fraud_training_set_v1 table."""
     out = Path(os.environ["FEATSYNC_DUCKDB_PATH"]).with_name("adhoc.parquet")
-    result = CliRunner().invoke(main, ["training-set", "--project-dir", str(ROOT), "--target", "dev", "--service",
-                                       "fraud_detection:v1", "--spine", "stg_fraud_labels", "--out", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "training-set",
+            "--project-dir",
+            str(ROOT),
+            "--target",
+            "dev",
+            "--service",
+            "fraud_detection:v1",
+            "--spine",
+            "stg_fraud_labels",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     adhoc = pq.read_table(out).to_pandas()
     with duckdb.connect(os.environ["FEATSYNC_DUCKDB_PATH"], read_only=True) as con:
@@ -150,12 +213,19 @@ def test_training_set_from_a_model_relation(duckdb_build):
 
 def test_feature_name_collisions_name_both_views(pit_dir):
     store = FeatureStore(pit_dir, target="duckdb")
-    load({"user_rows": [("a", pd.Timestamp("2024-01-01 01:00").to_pydatetime(), None, 7, "x")],
-          "pair_rows": [], "profile_rows": []})
+    load(
+        {
+            "user_rows": [("a", pd.Timestamp("2024-01-01 01:00").to_pydatetime(), None, 7, "x")],
+            "pair_rows": [],
+            "profile_rows": [],
+        }
+    )
     spine = pd.DataFrame({"user_id": ["a"], "ts": pd.to_datetime(["2024-01-01T02:00:00Z"])})
     with pytest.raises(FeatsyncError, match="'amount' is provided by both feature views 'fv_user' and 'fv_user_copy'"):
         store.get_historical_features(spine, features=["fv_user:amount", "fv_user_copy:amount"], spine_timestamp="ts")
-    table = store.get_historical_features(spine, features=["fv_user:amount", "fv_user_copy:amount"],
-                                          spine_timestamp="ts", full_feature_names=True)
+    table = store.get_historical_features(
+        spine, features=["fv_user:amount", "fv_user_copy:amount"], spine_timestamp="ts", full_feature_names=True
+    )
     assert table.select(["fv_user__amount", "fv_user_copy__amount"]).to_pylist() == [
-        {"fv_user__amount": 7, "fv_user_copy__amount": 7}]
+        {"fv_user__amount": 7, "fv_user_copy__amount": 7}
+    ]

@@ -18,12 +18,16 @@ def test_duckdb_and_postgres_training_sets_are_equal(duckdb_con, pg_con, model):
         pg = cur.fetchall()
     assert len(duck) == len(pg) == duckdb_con.execute("select count(*) from stg_fraud_labels").fetchone()[0]
     for d, p in zip(duck, pg, strict=True):
-        assert all(a == b or (isinstance(a, float) and math.isclose(a, b, rel_tol=1e-12)) for a, b in zip(d, p, strict=True)), (d, p)
+        assert all(a == b or (isinstance(a, float) and math.isclose(a, b, rel_tol=1e-12)) for a, b in zip(d, p, strict=True)), (
+            d,
+            p,
+        )
 
 
 def test_every_label_row_is_kept_and_features_are_filled(duckdb_con):
     total, with_user, with_merchant = duckdb_con.execute(
-        "select count(*), count(transaction_count_7d), count(chargeback_rate_30d) from fraud_training_set_v1").fetchone()
+        "select count(*), count(transaction_count_7d), count(chargeback_rate_30d) from fraud_training_set_v1"
+    ).fetchone()
     assert total == duckdb_con.execute("select count(*) from stg_fraud_labels").fetchone()[0]
     # Each label is a transaction, so the user's own feature row exists at that instant.
     assert with_user == total

@@ -18,14 +18,32 @@ CASES = [
     ("user_transaction_features", ["user_id"], "event", "created_timestamp", "max(ingested_at)", "90 days"),
     ("user_merchant_features", ["user_id", "merchant_id"], "event", "pair_amount_sum_90d", "coalesce(sum(amount), 0)", "90 days"),
     ("merchant_risk_features", ["merchant_id"], "day", "merchant_transaction_count_30d", "count(*)", "30 days"),
-    ("merchant_risk_features", ["merchant_id"], "day", "chargeback_rate_90d",
-     "avg(case when status = 'chargeback' then 1.0 else 0.0 end)", "90 days"),
+    (
+        "merchant_risk_features",
+        ["merchant_id"],
+        "day",
+        "chargeback_rate_90d",
+        "avg(case when status = 'chargeback' then 1.0 else 0.0 end)",
+        "90 days",
+    ),
     ("merchant_risk_features", ["merchant_id"], "day", "avg_ticket_size_30d", "avg(amount)", "30 days"),
     ("product_sales_features", ["product_id"], "day", "units_sold_1d", "count(*)", "1 days"),
-    ("product_sales_features", ["product_id"], "day", "revenue_30d",
-     "coalesce(sum(case when status = 'completed' then amount else 0 end), 0)", "30 days"),
-    ("product_sales_features", ["product_id"], "day", "product_refund_rate_30d",
-     "avg(case when status <> 'completed' then 1.0 else 0.0 end)", "30 days"),
+    (
+        "product_sales_features",
+        ["product_id"],
+        "day",
+        "revenue_30d",
+        "coalesce(sum(case when status = 'completed' then amount else 0 end), 0)",
+        "30 days",
+    ),
+    (
+        "product_sales_features",
+        ["product_id"],
+        "day",
+        "product_refund_rate_30d",
+        "avg(case when status <> 'completed' then 1.0 else 0.0 end)",
+        "30 days",
+    ),
 ]
 
 

@@ -53,8 +53,13 @@ def describe(registry: Registry, name: str) -> dict[str, Any]:
         return describe_feature_view(registry, registry.feature_views[name])
     if name in registry.entities:
         entity = registry.entities[name]
-        return {"kind": "entity", "name": entity.name, "data_type": entity.data_type,
-                "description": entity.description, "feature_views": list(entity.feature_views)}
+        return {
+            "kind": "entity",
+            "name": entity.name,
+            "data_type": entity.data_type,
+            "description": entity.description,
+            "feature_views": list(entity.feature_views),
+        }
     try:
         return describe_service(registry.service(name))
     except NotFoundError:

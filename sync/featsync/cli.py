@@ -16,6 +16,7 @@ from typing import Any
 import click
 import pyarrow.parquet as pq
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -31,10 +32,19 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add the common project options and pass the opened Project as `project`."""
 
-    @click.option("--project-dir", type=click.Path(file_okay=False), default=None, envvar="FEATSYNC_PROJECT_DIR",
-                  help="dbt project directory (default: current directory).")
-    @click.option("--profiles-dir", type=click.Path(file_okay=False), default=None,
-                  help="Directory with profiles.yml (default: the project's, else ~/.dbt).")
+    @click.option(
+        "--project-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        envvar="FEATSYNC_PROJECT_DIR",
+        help="dbt project directory (default: current directory).",
+    )
+    @click.option(
+        "--profiles-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Directory with profiles.yml (default: the project's, else ~/.dbt).",
+    )
     @click.option("--target", default=None, envvar="FEATSYNC_TARGET", help="dbt target (default: the profile's).")
     @functools.wraps(command)
     def wrapper(project_dir: str | None, profiles_dir: str | None, target: str | None, **kwargs: Any) -> Any:
@@ -72,17 +82,33 @@ def list_command(project: Project, as_json: bool) -> None:
     if as_json:
         _print_json(data)
         return
-    out.print(_table("Feature views", ("name", "version", "entities", "ttl", "online", "features"), [
-        (v["name"], f"v{v['version']}", ", ".join(v["entities"]), v["ttl"], _yes(v["online"]), v["features"])
-        for v in data["feature_views"]
-    ]))
-    out.print(_table("Feature services", ("name", "version", "exposure", "features", "feature views"), [
-        (s["name"], f"v{s['version']}", s["exposure"], s["features"], ", ".join(s["feature_views"]))
-        for s in data["feature_services"]
-    ]))
-    out.print(_table("Entities", ("name", "type", "feature views", "description"), [
-        (e["name"], e["data_type"], ", ".join(e["feature_views"]), e["description"]) for e in data["entities"]
-    ]))
+    out.print(
+        _table(
+            "Feature views",
+            ("name", "version", "entities", "ttl", "online", "features"),
+            [
+                (v["name"], f"v{v['version']}", ", ".join(v["entities"]), v["ttl"], _yes(v["online"]), v["features"])
+                for v in data["feature_views"]
+            ],
+        )
+    )
+    out.print(
+        _table(
+            "Feature services",
+            ("name", "version", "exposure", "features", "feature views"),
+            [
+                (s["name"], f"v{s['version']}", s["exposure"], s["features"], ", ".join(s["feature_views"]))
+                for s in data["feature_services"]
+            ],
+        )
+    )
+    out.print(
+        _table(
+            "Entities",
+            ("name", "type", "feature views", "description"),
+            [(e["name"], e["data_type"], ", ".join(e["feature_views"]), e["description"]) for e in data["entities"]],
+        )
+    )
 
 
 @main.command()
@@ -101,7 +127,18 @@ def describe(project: Project, name: str, as_json: bool) -> None:
         out.print(data["description"], markup=False, highlight=False)
     if data["kind"] == "feature_view":
         facts = []
-        for key in ("relation", "entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "owner", "tags", "file"):
+        for key in (
+            "relation",
+            "entities",
+            "timestamp",
+            "created_timestamp",
+            "valid_to",
+            "ttl",
+            "online",
+            "owner",
+            "tags",
+            "file",
+        ):
             value = data[key]
             if isinstance(value, list):
                 value = ", ".join(value)
@@ -114,8 +151,13 @@ def describe(project: Project, name: str, as_json: bool) -> None:
         facts.append(("used by models", ", ".join(data["used_by"]["models"]) or "-"))
         facts = _table(None, ("key", "value"), facts, show_header=False, box=None)
         out.print(facts)
-        out.print(_table("Columns", ("name", "type", "role", "description"),
-                         [(c["name"], c["data_type"], c["role"], c["description"]) for c in data["columns"]]))
+        out.print(
+            _table(
+                "Columns",
+                ("name", "type", "role", "description"),
+                [(c["name"], c["data_type"], c["role"], c["description"]) for c in data["columns"]],
+            )
+        )
     elif data["kind"] == "feature_service":
         out.print(f"exposure: {data['exposure']}   owner: {data['owner'] or '-'}   file: {data['file']}", markup=False)
         out.print(_table("Features", ("feature view", "feature"), [ref.split(":", 1) for ref in data["features"]]))
@@ -129,15 +171,33 @@ def describe(project: Project, name: str, as_json: bool) -> None:
 @click.option("--features", "features", multiple=True, help="feature_view:feature or feature_view:* (repeatable).")
 @click.option("--spine", required=True, help="Spine: a .parquet or .csv file, or a relation / dbt model name.")
 @click.option("--spine-timestamp", default="event_timestamp", show_default=True)
-@click.option("--join-key-map", "join_key_map", multiple=True, metavar="KEY=COLUMN",
-              help="Map a join key to a differently named spine column (repeatable).")
+@click.option(
+    "--join-key-map",
+    "join_key_map",
+    multiple=True,
+    metavar="KEY=COLUMN",
+    help="Map a join key to a differently named spine column (repeatable).",
+)
 @click.option("--full-feature-names", is_flag=True, help="Name columns <feature_view>__<feature>.")
-@click.option("--as-of", type=click.Choice(["event", "available"]), default="event", show_default=True,
-              help="'available' also requires created_timestamp <= the spine time.")
+@click.option(
+    "--as-of",
+    type=click.Choice(["event", "available"]),
+    default="event",
+    show_default=True,
+    help="'available' also requires created_timestamp <= the spine time.",
+)
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output parquet file.")
-def training_set(project: Project, feature_service: str | None, features: tuple[str, ...], spine: str,
-                 spine_timestamp: str, join_key_map: tuple[str, ...], full_feature_names: bool, as_of: str,
-                 out_path: str) -> None:
+def training_set(
+    project: Project,
+    feature_service: str | None,
+    features: tuple[str, ...],
+    spine: str,
+    spine_timestamp: str,
+    join_key_map: tuple[str, ...],
+    full_feature_names: bool,
+    as_of: str,
+    out_path: str,
+) -> None:
     """Build a point-in-time correct training set into a parquet file (same macro as the models)."""
     mapping = {}
     for item in join_key_map:
@@ -145,8 +205,9 @@ def training_set(project: Project, feature_service: str | None, features: tuple[
         if not sep or not key or not column:
             raise click.BadParameter(f"'{item}' is not KEY=COLUMN", param_hint="--join-key-map")
         mapping[key] = column
-    request = training.TrainingSetRequest(list(features) or None, feature_service, spine_timestamp, mapping,
-                                          full_feature_names, as_of)
+    request = training.TrainingSetRequest(
+        list(features) or None, feature_service, spine_timestamp, mapping, full_feature_names, as_of
+    )
     path = Path(spine)
     source = training.read_spine(path, spine_timestamp) if path.suffix.lower() in (".csv", ".parquet") else spine
     table = training.get_historical_features(project, source, request)
@@ -155,8 +216,80 @@ def training_set(project: Project, feature_service: str | None, features: tuple[
 
 
 @main.command()
-@click.option("--scale", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Size multiplier: 1 is the checked-in demo (4k transactions).")
+@project_options
+@click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every online view.")
+@click.option(
+    "--redis-url",
+    default=None,
+    envvar="FEATSYNC_REDIS_URL",
+    help="redis:// or rediss:// URL (user, password, TLS). Default: an embedded Redis under the project.",
+)
+@click.option(
+    "--key-prefix",
+    default=None,
+    envvar="FEATSYNC_KEY_PREFIX",
+    help="Namespace of the online keys (default: the dbt project name).",
+)
+@click.option("--dry-run", is_flag=True, help="Read and encode everything, write nothing.")
+@json_option
+def push(
+    project: Project, select: tuple[str, ...], redis_url: str | None, key_prefix: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Push the latest row of every entity of the online feature views to Redis."""
+    from featsync.push import Pusher, redis_client
+
+    pusher = Pusher(project, redis_client(project, redis_url), key_prefix=key_prefix)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[rows]:,} rows"),
+        TextColumn("{task.fields[rate]:,.0f} rows/s"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=as_json,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(stats: Any) -> None:
+            if stats.feature_view not in tasks:
+                tasks[stats.feature_view] = bar.add_task(stats.feature_view, total=None, rows=0, rate=0.0)
+            rate = stats.rows_read / stats.seconds if stats.seconds else 0.0
+            bar.update(tasks[stats.feature_view], rows=stats.rows_read, rate=rate)
+
+        results = pusher.push(select, dry_run=dry_run, progress=report)
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+        return
+    title = "Push (dry run: nothing written)" if dry_run else "Push"
+    out.print(
+        _table(
+            title,
+            ("feature view", "version", "rows read", "keys written", "skipped stale", "skipped expired", "seconds"),
+            [
+                (
+                    r.feature_view,
+                    f"v{r.version}",
+                    f"{r.rows_read:,}",
+                    f"{r.keys_written:,}",
+                    f"{r.skipped_stale:,}",
+                    f"{r.skipped_expired:,}",
+                    f"{r.seconds:.2f}",
+                )
+                for r in results
+            ],
+        )
+    )
+
+
+@main.command()
+@click.option(
+    "--scale",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Size multiplier: 1 is the checked-in demo (4k transactions).",
+)
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed; same seed, same files.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="parquet", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="data/raw", show_default=True)

@@ -37,7 +37,7 @@ class Sizes:
     transactions: int
 
     @classmethod
-    def for_scale(cls, scale: int) -> "Sizes":
+    def for_scale(cls, scale: int) -> Sizes:
         if scale < 1:
             raise ValueError(f"--scale must be >= 1, got {scale}")
         return cls(users=200 * scale, merchants=40 * scale, products=120 * scale, transactions=4000 * scale)
@@ -136,9 +136,7 @@ def generate(scale: int = 1, seed: int = 7) -> dict[str, pa.Table]:
             "is_fraud": pa.array((rng.random(len(labelled)) < fraud_p).astype(np.int64)),
         }
     )
-    return dict(
-        zip(TABLES, (users, merchants, products, transactions, labels), strict=True)
-    )
+    return dict(zip(TABLES, (users, merchants, products, transactions, labels), strict=True))
 
 
 def write(out_dir: Path, scale: int = 1, seed: int = 7, fmt: str = "csv") -> list[Path]:
@@ -168,4 +166,3 @@ def _write_csv(table: pa.Table, path: Path) -> None:
             )
         columns[field.name] = column
     pacsv.write_csv(pa.table(columns), path, pacsv.WriteOptions(quoting_style="needed"))
-

@@ -42,13 +42,19 @@ class Project:
     _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     @classmethod
-    def open(cls, project_dir: str | os.PathLike | None = None, profiles_dir: str | os.PathLike | None = None,
-             target: str | None = None) -> "Project":
+    def open(
+        cls,
+        project_dir: str | os.PathLike | None = None,
+        profiles_dir: str | os.PathLike | None = None,
+        target: str | None = None,
+    ) -> Project:
         root = Path(project_dir or os.environ.get("FEATSYNC_PROJECT_DIR") or ".").resolve()
         if not (root / "dbt_project.yml").is_file():
             raise FeatsyncError(f"{root} is not a dbt project (no dbt_project.yml); pass --project-dir")
         if profiles_dir is None:
-            profiles_dir = os.environ.get("DBT_PROFILES_DIR") or (root if (root / "profiles.yml").is_file() else Path.home() / ".dbt")
+            profiles_dir = os.environ.get("DBT_PROFILES_DIR") or (
+                root if (root / "profiles.yml").is_file() else Path.home() / ".dbt"
+            )
         return cls(root, Path(profiles_dir).resolve(), target or os.environ.get("FEATSYNC_TARGET") or None)
 
     # -- dbt ---------------------------------------------------------------------

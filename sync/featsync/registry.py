@@ -157,7 +157,7 @@ class Registry:
     manifest: Mapping[str, Any] = field(repr=False, compare=False)
 
     @classmethod
-    def from_manifest(cls, manifest: Mapping[str, Any]) -> "Registry":
+    def from_manifest(cls, manifest: Mapping[str, Any]) -> Registry:
         problems: list[Problem] = []
         views = {}
         invalid: set[str] = set()  # reported once here, not again by every service using them
@@ -282,7 +282,9 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
     columns = []
     for col in (node.get("columns") or {}).values():
         if not col.get("data_type"):
-            problems.append(Problem(file, where, f"columns.{col['name']}.data_type", "every column of a feature view needs a data_type"))
+            problems.append(
+                Problem(file, where, f"columns.{col['name']}.data_type", "every column of a feature view needs a data_type")
+            )
         columns.append(Column(col["name"], (col.get("data_type") or "").strip().lower(), col.get("description") or ""))
     declared = {c.name: c for c in columns}
     declared_list = ", ".join(declared) or "none"
@@ -383,7 +385,12 @@ def _entities(views: Mapping[str, FeatureView], problems: list[Problem]) -> dict
             detail = ", ".join(f"{v.name}: {c.data_type}" for v, c in uses)
             first = uses[0][0]
             problems.append(
-                Problem(first.file, f"model '{first.name}'", "feature_view.entities", f"entity '{key}' has different types across feature views ({detail})")
+                Problem(
+                    first.file,
+                    f"model '{first.name}'",
+                    "feature_view.entities",
+                    f"entity '{key}' has different types across feature views ({detail})",
+                )
             )
         description = next((c.description for _, c in uses if c.description), "")
         entities[key] = Entity(key, uses[0][1].data_type, description, tuple(v.name for v, _ in uses))
@@ -406,7 +413,9 @@ def _feature_service(
         problems.append(Problem(file, where, f"feature_service.{key}" if key else "feature_service", message))
 
     if exposure.get("type") != "ml":
-        problems.append(Problem(file, where, "type", f"a feature service is an exposure of type ml, got '{exposure.get('type')}'"))
+        problems.append(
+            Problem(file, where, "type", f"a feature service is an exposure of type ml, got '{exposure.get('type')}'")
+        )
     if not isinstance(spec, Mapping):
         problem("", "must be a mapping with name, version and features")
         return None
@@ -440,7 +449,10 @@ def _feature_service(
         if feature == "*":
             refs.extend(FeatureRef(view_name, f) for f in view.feature_names)
         elif feature not in view.feature_names:
-            problem("features", f"'{item}': feature view '{view_name}' has no feature '{feature}' (features: {', '.join(view.feature_names)})")
+            problem(
+                "features",
+                f"'{item}': feature view '{view_name}' has no feature '{feature}' (features: {', '.join(view.feature_names)})",
+            )
         else:
             refs.append(FeatureRef(view_name, feature))
 
@@ -455,7 +467,10 @@ def _feature_service(
     depends = set(exposure.get("depends_on", {}).get("nodes", []))
     for view_name in dict.fromkeys(r.feature_view for r in refs):
         if views[view_name].unique_id not in depends:
-            problem("features", f"uses feature view '{view_name}' but depends_on lacks ref('{view_name}'); add it so dbt lineage is right")
+            problem(
+                "features",
+                f"uses feature view '{view_name}' but depends_on lacks ref('{view_name}'); add it so dbt lineage is right",
+            )
 
     if unusable or len(problems) > start:
         return None

@@ -22,8 +22,13 @@ class FeatureStore:
     >>> df = table.to_pandas()
     """
 
-    def __init__(self, project_dir: str | os.PathLike = ".", target: str | None = None,
-                 profiles_dir: str | os.PathLike | None = None, redis_url: str | None = None):
+    def __init__(
+        self,
+        project_dir: str | os.PathLike = ".",
+        target: str | None = None,
+        profiles_dir: str | os.PathLike | None = None,
+        redis_url: str | None = None,
+    ):
         self.project = Project.open(project_dir, profiles_dir, target)
         self.redis_url = redis_url
 
@@ -48,8 +53,9 @@ class FeatureStore:
         warehouse. Returns an Arrow table (``.to_pandas()`` for pandas); every spine row
         is kept, in no particular order.
         """
-        request = TrainingSetRequest(features, feature_service, spine_timestamp, dict(join_key_map or {}),
-                                     full_feature_names, as_of)
+        request = TrainingSetRequest(
+            features, feature_service, spine_timestamp, dict(join_key_map or {}), full_feature_names, as_of
+        )
         if isinstance(entity_df, Path) or (isinstance(entity_df, str) and entity_df.lower().endswith((".csv", ".parquet"))):
             entity_df = read_spine(Path(entity_df), spine_timestamp)
         elif not isinstance(entity_df, (str, pa.Table)):

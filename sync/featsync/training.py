@@ -81,8 +81,7 @@ def read_spine(path: Path, spine_timestamp: str = "event_timestamp") -> pa.Table
         # An empty CSV field is a missing value (NULL key), not an empty string.
         # The spine timestamp is read as UTC-aware whatever its values (even all empty);
         # a value without a zone is an error from the CSV reader, naming the column.
-        options = pacsv.ConvertOptions(strings_can_be_null=True,
-                                       column_types={spine_timestamp: pa.timestamp("us", tz="UTC")})
+        options = pacsv.ConvertOptions(strings_can_be_null=True, column_types={spine_timestamp: pa.timestamp("us", tz="UTC")})
         try:
             return pacsv.read_csv(path, convert_options=options)
         except pa.ArrowInvalid as exc:
@@ -132,8 +131,9 @@ def compile_join(project: Project, request: TrainingSetRequest, spine_relation: 
                 raise FeatsyncError(f"'{ref}' is not 'feature_view:feature' (or 'feature_view:*')")
             view = registry.feature_view(view_name)
             if feature != "*" and feature not in view.feature_names:
-                raise NotFoundError(f"feature view '{view_name}' has no feature '{feature}' "
-                                    f"(features: {', '.join(view.feature_names)})")
+                raise NotFoundError(
+                    f"feature view '{view_name}' has no feature '{feature}' (features: {', '.join(view.feature_names)})"
+                )
         views = tuple(dict.fromkeys(ref.split(":", 1)[0] for ref in request.features or ()))
     inline = request.inline_sql(spine_relation, views)
     result = project.run_dbt(["compile", "--inline", inline], target_path=project.target_path)
@@ -147,8 +147,14 @@ def get_historical_features(project: Project, spine: pa.Table | str, request: Tr
     the warehouse: a dbt model name or a qualified relation.
     """
     if isinstance(spine, str):
-        model = next((n for n in project.registry().manifest["nodes"].values()
-                      if n.get("name") == spine and n.get("resource_type") in ("model", "seed", "snapshot")), None)
+        model = next(
+            (
+                n
+                for n in project.registry().manifest["nodes"].values()
+                if n.get("name") == spine and n.get("resource_type") in ("model", "seed", "snapshot")
+            ),
+            None,
+        )
         relation = model["relation_name"] if model else spine
         sql = compile_join(project, request, relation)
         with connect(project) as warehouse:

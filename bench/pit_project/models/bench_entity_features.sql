@@ -1,0 +1,1 @@
+select * from {{ source('bench_raw', 'entity_rows') }}

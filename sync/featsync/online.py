@@ -1,0 +1,182 @@
+"""The online layout: Redis keys and values for feature rows, encoded column-wise.
+
+One Redis string per (project, feature view, version, entity key):
+
+    key    featsync:<project>:<feature_view>:v<version>:<k1>|<k2>...
+           entity values as text, '\\' and '|' escaped with '\\', so composite keys,
+           separators inside values and non-ASCII (UTF-8) are unambiguous.
+    value  8 bytes   event time, microseconds since the epoch (UTC), big-endian float64:
+                     exact up to 2**53 us (year 2255); the server-side stale check reads it
+           N bytes   null bitmap, one bit per feature in declared order (1 = NULL)
+           then each feature in declared order:
+                     int64 / timestamp (us, UTC): 8 bytes little-endian
+                     float64: 8 bytes little-endian IEEE 754
+                     boolean: 1 byte
+                     text: 4-byte little-endian length, then UTF-8 bytes
+
+A new feature-view version writes new keys, so versions coexist for rollback. Values are
+built for a whole Arrow batch at once (numpy and Arrow kernels, no per-row Python), which
+is what lets a push outrun a per-row client loop.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featsync.errors import FeatsyncError
+from featsync.registry import FeatureView
+
+KEY_PREFIX = "featsync"
+FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def kind_of(data_type: str) -> str:
+    """The codec kind of a declared column type (the manifest's data_type)."""
+    t = data_type.lower().strip()
+    if t.startswith(("bigint", "int", "integer", "smallint", "tinyint", "hugeint", "long", "number(38,0)")):
+        return "int"
+    if t.startswith(("float", "double", "real", "numeric", "decimal", "number")):
+        return "float"
+    if t.startswith(("bool",)):
+        return "bool"
+    if t.startswith(("timestamp", "datetime")):
+        return "timestamp"
+    if t.startswith(("text", "varchar", "string", "char", "character")):
+        return "text"
+    raise FeatsyncError(
+        f"featsync cannot store a column of type '{data_type}' online (supported: integers, floats, "
+        "booleans, timestamps and text)"
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one feature view version is laid out in Redis."""
+
+    project: str
+    view: FeatureView
+
+    @property
+    def prefix(self) -> str:
+        return f"{KEY_PREFIX}:{self.project}:{self.view.name}:v{self.view.version}:"
+
+    @property
+    def features(self) -> tuple[tuple[str, str], ...]:
+        """(feature name, codec kind) in declared order."""
+        return tuple((c.name, kind_of(c.data_type)) for c in self.view.features)
+
+    def key(self, entity_values: Sequence[object]) -> bytes:
+        """The key of one entity, for reads; the same text encode_keys builds for a batch."""
+        return (self.prefix + "|".join(_escape(_key_text(v)) for v in entity_values)).encode()
+
+    def encode_keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
+        parts = []
+        for name in self.view.entities:
+            column = batch.column(name)
+            if column.null_count:
+                raise FeatsyncError(f"feature view '{self.view.name}': entity column '{name}' has NULL values")
+            text = (
+                column
+                if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+                else pc.cast(column, pa.string())
+            )
+            parts.append(pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), "|", "\\|"))
+        return pc.binary_join_element_wise(pa.scalar(self.prefix), *_interleave(parts, "|"), "")
+
+    def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
+        n = batch.num_rows
+        features = self.features
+        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(features) + 7) // 8,))]
+        fixed += [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(features) if kind != "text"]
+        rows = np.zeros(n, dtype=np.dtype(fixed))
+        rows["ts"] = _micros(batch.column(self.view.timestamp)).astype(np.float64)
+        nulls = np.zeros((n, len(features)), dtype=bool)
+        texts = []
+        for i, (name, kind) in enumerate(features):
+            column = batch.column(name)
+            nulls[:, i] = column.is_null().to_numpy(zero_copy_only=False)
+            if kind == "text":
+                filled = pc.fill_null(pc.cast(column, pa.string()), "")
+                length = pc.binary_length(filled).to_numpy(zero_copy_only=False).astype("<u4")
+                texts += [pc.cast(_fixed_binary(length.tobytes(), 4, n), pa.binary()), pc.cast(filled, pa.binary())]
+            elif kind == "timestamp":
+                rows[f"f{i}"] = np.where(nulls[:, i], 0, _micros(column))
+            elif kind == "bool":
+                rows[f"f{i}"] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
+            else:
+                rows[f"f{i}"] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+        if features:
+            rows["nulls"] = np.packbits(nulls, axis=1, bitorder="little")
+        head = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
+        if not texts:
+            return head
+        return pc.binary_join_element_wise(head, *texts, b"")
+
+    def decode(self, value: bytes) -> tuple[datetime, dict[str, object]]:
+        """One stored value back into (event time, {feature: value}) with Python types."""
+        (micros,) = struct.unpack_from(">d", value, 0)
+        features = self.features
+        width = (len(features) + 7) // 8
+        null_bits = int.from_bytes(value[8 : 8 + width], "little")
+        offset = 8 + width
+        fixed = [(name, kind) for name, kind in features if kind != "text"]
+        texts = [name for name, kind in features if kind == "text"]
+        out: dict[str, object] = {}
+        for name, kind in fixed:
+            if kind == "bool":
+                out[name] = bool(value[offset])
+                offset += 1
+            else:
+                (raw,) = struct.unpack_from("<d" if kind == "float" else "<q", value, offset)
+                out[name] = _from_micros(raw) if kind == "timestamp" else raw
+                offset += 8
+        for name in texts:
+            (length,) = struct.unpack_from("<I", value, offset)
+            out[name] = value[offset + 4 : offset + 4 + length].decode()
+            offset += 4 + length
+        for i, (name, _) in enumerate(features):
+            if null_bits >> i & 1:
+                out[name] = None
+        return _from_micros(int(micros)), {name: out[name] for name, _ in features}
+
+
+def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Timestamps (naive = UTC) as int64 microseconds since the epoch."""
+    if not pa.types.is_timestamp(column.type):
+        raise FeatsyncError(f"expected a timestamp column, got {column.type}")
+    return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+
+
+def _from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(microsecond=micros % 1_000_000)
+
+
+def _fixed_binary(buffer: bytes, width: int, n: int) -> pa.Array:
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(buffer)])
+
+
+def _interleave(parts: list[pa.Array], separator: str) -> list[pa.Array | str]:
+    out: list[pa.Array | str] = []
+    for i, part in enumerate(parts):
+        if i:
+            out.append(separator)
+        out.append(part)
+    return out
+
+
+def _key_text(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        raise FeatsyncError(f"entity key value {value!r} is not a string or an integer")
+    return str(value)
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|")

