@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import duckdb_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
-from featsync.push import Pusher, redis_client
+from featsync.push import WRITE_NEWER, Pusher, redis_client
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 H = timedelta(hours=1)
@@ -109,7 +109,7 @@ def test_pushing_twice_is_idempotent(pusher):
     load(USERS, PAIRS, PROFILES)
 
     def snapshot() -> dict:
-        keys = [k for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*") if b":_state:" not in k]
+        keys = [k for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000) if b":_state:" not in k]
         return {k: pusher.client.get(k) for k in keys}
 
     pusher.push()
@@ -135,7 +135,7 @@ def test_concurrent_writers_keep_the_newest_value(pusher):
         return layout.encode_values(batch)[0].as_py()
 
     key = layout.key(["r", "m"])
-    script = pusher.client.register_script(__import__("featsync.push", fromlist=["WRITE_NEWER"]).WRITE_NEWER)
+    script = pusher.client.register_script(WRITE_NEWER)
 
     def writer(order):
         client = redis.Redis(connection_pool=pusher.client.connection_pool)
@@ -157,7 +157,7 @@ def test_dry_run_writes_nothing(pusher):
     load(USERS, PAIRS, PROFILES)
     stats = pusher.push(dry_run=True)
     assert sum(s.keys_written for s in stats) == 7
-    assert not list(pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*"))
+    assert not list(pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000))
 
 
 def test_unreachable_redis_is_a_clear_error(project):
@@ -197,7 +197,7 @@ def test_cli_push_json(project, redis_url):
         assert stats["fv_user"]["keys_written"] == 3 and stats["fv_user"]["skipped_expired"] == 1
     finally:
         client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"featsync:{prefix}:*"))
+        keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=10_000))
         if keys:
             client.delete(*keys)
 

@@ -83,12 +83,12 @@ class Layout:
             column = batch.column(name)
             if column.null_count:
                 raise FeatsyncError(f"feature view '{self.view.name}': entity column '{name}' has NULL values")
-            text = (
-                column
-                if pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-                else pc.cast(column, pa.string())
-            )
-            parts.append(pc.replace_substring(pc.replace_substring(text, "\\", "\\\\"), "|", "\\|"))
+            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+                parts.append(pc.cast(column, pa.string()))  # integers: nothing to escape
+                continue
+            if pc.any(pc.match_substring_regex(column, r"[\\|]")).as_py():  # escaping only when needed
+                column = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), "|", "\\|")
+            parts.append(column)
         return pc.binary_join_element_wise(pa.scalar(self.prefix), *_interleave(parts, "|"), "")
 
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:

@@ -82,6 +82,14 @@ class PushStats:
 
 
 @dataclass
+class InFlight:
+    """A batch whose script calls were sent and whose replies are not read yet."""
+
+    commands: list[list[bytes | memoryview]]
+    connection: Any  # None when sending failed and the batch must be resent
+
+
+@dataclass
 class Pusher:
     """Pushes the online feature views of one project into one Redis."""
 
@@ -90,6 +98,7 @@ class Pusher:
     key_prefix: str | None = None
     chunk_rows: int = CHUNK_ROWS
     now: Callable[[], float] = time.time
+    retry: Retry = field(default_factory=lambda: Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES))
     _script: Any = field(default=None, init=False, repr=False)
 
     def views(self, select: Iterable[str] = ()) -> list[FeatureView]:
@@ -131,14 +140,19 @@ class Pusher:
                 since = state.get("watermark")
                 stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=since)
                 start = time.perf_counter()
-                for batch in warehouse.arrow_batches(changed_since(view, queries[view.name], since)):
-                    self._push_batch(view, batch, stats, dry_run)
+                in_flight: InFlight | None = None
+                with self._redis_errors(view):
+                    for batch in warehouse.arrow_batches(changed_since(view, queries[view.name], since)):
+                        commands = self._prepare(view, batch, stats, dry_run)
+                        # Encode batch n+1 while Redis runs batch n, then collect n's replies.
+                        self._complete(in_flight, stats)
+                        in_flight = self._start(commands)
+                        stats.seconds = time.perf_counter() - start
+                        if progress:
+                            progress(stats)
+                    self._complete(in_flight, stats)
                     stats.seconds = time.perf_counter() - start
-                    if progress:
-                        progress(stats)
-                stats.seconds = time.perf_counter() - start
-                if not dry_run:
-                    with self._redis_errors(view):
+                    if not dry_run:
                         self._save_state(view, stats)
                 results.append(stats)
         return results
@@ -161,7 +175,8 @@ class Pusher:
             fields["watermark"] = stats.watermark
         self.client.hset(self.state_key(view), mapping=fields)
 
-    def _push_batch(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> None:
+    def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> list | None:
+        """Count, filter out expired rows, encode and pack one batch; None when nothing to send."""
         stats.rows_read += batch.num_rows
         if batch.num_rows:
             marker = batch.column(view.timestamp)
@@ -178,24 +193,68 @@ class Pusher:
             batch = batch.filter(pa.array(live))
             expire_ms = expire_ms[live]
         if batch.num_rows == 0:
-            return
+            return None
         layout = self.layout(view)
-        keys = layout.encode_keys(batch).to_pylist()
-        values = layout.encode_values(batch).to_pylist()
-        expires = expire_ms.astype(str).tolist()
+        keys = layout.encode_keys(batch)
         if dry_run:
             stats.keys_written += len(keys)
+            return None
+        return pack_writes(self.script_sha, keys, layout.encode_values(batch), expire_ms, self.chunk_rows)
+
+    def _start(self, commands: list | None) -> InFlight | None:
+        """Send a batch's script calls without waiting for the replies."""
+        if not commands:
+            return None
+        connection = self.client.connection_pool.get_connection()
+        try:
+            for command in commands:
+                connection.send_packed_command(command, check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            connection.disconnect()
+            self.client.connection_pool.release(connection)
+            return InFlight(commands, None)  # _complete resends it with retries
+        return InFlight(commands, connection)
+
+    def _complete(self, in_flight: InFlight | None, stats: PushStats) -> None:
+        """Read a sent batch's replies; on connection loss resend it (idempotent) with retries."""
+        if in_flight is None:
             return
-        pipe = self.client.pipeline(transaction=False)
-        for lo in range(0, len(keys), self.chunk_rows):
-            hi = lo + self.chunk_rows
-            args = [x for pair in zip(values[lo:hi], expires[lo:hi], strict=True) for x in pair]
-            self.script(keys=keys[lo:hi], args=args, client=pipe)
-        with self._redis_errors(view):
-            replies = pipe.execute()
-        for written, stale in replies:
+        replies = None
+        if in_flight.connection is not None:
+            try:
+                replies = [in_flight.connection.read_response() for _ in in_flight.commands]
+            except (redis.ConnectionError, redis.TimeoutError):
+                in_flight.connection.disconnect()  # a half-read reply stream must not be reused
+            finally:
+                self.client.connection_pool.release(in_flight.connection)
+        if replies is None:
+            replies = self.retry.call_with_retry(lambda: self._send(in_flight.commands), lambda error: None)
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                raise FeatsyncError(f"Redis refused a featsync write: {reply}")
+            written, stale = reply
             stats.keys_written += written
             stats.skipped_stale += stale
+
+    def _send(self, commands: list[list[bytes | memoryview]]) -> list[Any]:
+        """Send every packed script call, then read every reply."""
+        pool = self.client.connection_pool
+        connection = pool.get_connection()
+        try:
+            for command in commands:
+                connection.send_packed_command(command, check_health=False)
+            return [connection.read_response() for _ in commands]
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+
+    @property
+    def script_sha(self) -> str:
+        if self._script is None:
+            self._script = self.client.script_load(WRITE_NEWER)
+        return self._script.decode() if isinstance(self._script, bytes) else self._script
 
     @contextmanager
     def _redis_errors(self, view: FeatureView) -> Iterator[None]:
@@ -207,17 +266,48 @@ class Pusher:
                 "Nothing of this view was marked done; re-run featsync push to finish."
             ) from exc
 
-    @property
-    def script(self) -> Any:
-        if self._script is None:
-            self._script = self.client.register_script(WRITE_NEWER)
-        return self._script
-
     def _ping(self) -> None:
         try:
             self.client.ping()
         except redis.RedisError as exc:
             raise FeatsyncError(f"cannot reach Redis at {describe_client(self.client)}: {exc}") from exc
+
+
+def pack_writes(
+    sha: str, keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, chunk_rows: int
+) -> list[list[bytes | memoryview]]:
+    """EVALSHA calls of WRITE_NEWER in Redis' wire format (RESP), built column-wise.
+
+    Each key and each (value, expire-at) pair is framed by Arrow kernels over the whole
+    batch; a chunk's command is then a header plus two slices of those buffers. No
+    per-row Python runs, which is what lets a push go faster than redis-py's packer.
+    """
+    binary = pa.binary()
+    crlf = pa.scalar(b"\r\n", binary)
+
+    def framed(array: pa.Array) -> pa.Array:  # "$<len>\r\n<bytes>\r\n" per element
+        array = pc.cast(array, binary)
+        length = pc.cast(pc.cast(pc.binary_length(array), pa.string()), binary)
+        return pc.binary_join_element_wise(pa.scalar(b"$", binary), length, crlf, array, crlf, pa.scalar(b"", binary))
+
+    key_frames = framed(keys)
+    row_frames = pc.binary_join_element_wise(
+        framed(values), framed(pc.cast(pa.array(expire_ms), pa.string())), pa.scalar(b"", binary)
+    )
+    commands = []
+    for lo in range(0, len(keys), chunk_rows):
+        hi = min(lo + chunk_rows, len(keys))
+        n = hi - lo
+        head = f"*{3 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
+        commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi)])
+    return commands
+
+
+def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:
+    """The bytes of elements lo..hi of a binary array, without copying."""
+    _, offsets, data = array.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    return memoryview(data)[bounds[lo] : bounds[hi]]
 
 
 def change_marker(view: FeatureView) -> str:
