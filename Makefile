@@ -15,10 +15,17 @@ $(BIN)/featsync: pyproject.toml
 
 install: $(BIN)/featsync
 
-## The main job on the embedded defaults: the whole dbt build on DuckDB, then the registry.
+# The example data ends on 2024-04-29; the demo shifts it to end yesterday (UTC), so that
+# feature TTLs have not run out when it is pushed. Tests build it unshifted.
+SHIFT_DAYS := $(shell $(PYTHON) -c "import datetime as d; print((d.datetime.now(d.timezone.utc).date() - d.date(2024, 4, 30)).days)")
+
+## The main job on the embedded defaults: dbt build on DuckDB, the registry, a push to the
+## embedded Redis, and one entity's online features.
 demo: install
-	$(BIN)/dbt build --project-dir . --profiles-dir .
+	$(BIN)/dbt build --project-dir . --profiles-dir . --vars '{featsync_example_shift_days: $(SHIFT_DAYS)}'
 	$(BIN)/featsync list
+	$(BIN)/featsync push --full-refresh
+	$(BIN)/featsync get --service fraud_detection --entity user_id=u0137 --entity merchant_id=m0035
 
 ## Lint, then the test suite (real DuckDB, Postgres and Redis; under CI=true missing services fail).
 test: install
@@ -27,4 +34,4 @@ test: install
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf target logs dbt_packages featsync.duckdb tests/integration_project/target tests/integration_project/dbt_packages
+	rm -rf target logs dbt_packages featsync.duckdb .featsync tests/integration_project/target tests/integration_project/dbt_packages

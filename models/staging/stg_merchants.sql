@@ -2,5 +2,5 @@ select
     merchant_id,
     category,
     risk_tier,
-    cast(updated_at as timestamp) as updated_at
+    {{ featsync.example_time('updated_at') }} as updated_at
 from {{ featsync.example_raw('raw_merchants') }}

@@ -2,5 +2,5 @@ select
     product_id,
     merchant_id,
     cast(price as float8) as price,
-    cast(updated_at as timestamp) as updated_at
+    {{ featsync.example_time('updated_at') }} as updated_at
 from {{ featsync.example_raw('raw_products') }}

@@ -5,6 +5,6 @@ select
     product_id,
     cast(amount as float8) as amount,
     status,
-    cast(created_at as timestamp) as created_at,
-    cast(ingested_at as timestamp) as ingested_at
+    {{ featsync.example_time('created_at') }} as created_at,
+    {{ featsync.example_time('ingested_at') }} as ingested_at
 from {{ featsync.example_raw('raw_transactions') }}

@@ -1,5 +1,5 @@
 select
     user_id,
     country,
-    cast(signup_at as timestamp) as signup_at
+    {{ featsync.example_time('signup_at') }} as signup_at
 from {{ featsync.example_raw('raw_users') }}

@@ -295,6 +295,56 @@ def push(
 
 
 @main.command()
+@project_options
+@click.option("--service", "feature_service", default=None, help="Feature service: NAME (latest), NAME:vN or exposure.")
+@click.option("--features", "features", multiple=True, help="feature_view:feature or feature_view:* (repeatable).")
+@click.option(
+    "--entity",
+    "entities",
+    multiple=True,
+    required=True,
+    metavar="KEY=VALUE",
+    help="An entity key of the row to read (repeatable), e.g. --entity user_id=u0001.",
+)
+@click.option("--full-feature-names", is_flag=True, help="Name features <feature_view>__<feature>.")
+@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
+@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@json_option
+def get(
+    project: Project,
+    feature_service: str | None,
+    features: tuple[str, ...],
+    entities: tuple[str, ...],
+    full_feature_names: bool,
+    redis_url: str | None,
+    key_prefix: str | None,
+    as_json: bool,
+) -> None:
+    """Read one entity's features from the online store."""
+    from featsync.push import redis_client
+    from featsync.serving import OnlineReader
+
+    row = {}
+    for item in entities:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--entity")
+        row[key] = value
+    reader = OnlineReader(project.registry(), redis_client(project, redis_url), key_prefix)
+    response = reader.get([row], list(features) or None, feature_service, full_feature_names)
+    if as_json:
+        _print_json(response.to_dict(include_status=True))
+        return
+    out.print(
+        _table(
+            "Online features",
+            ("feature", "value", "status"),
+            [(name, values[0], response.statuses[name][0]) for name, values in response.features.items()],
+        )
+    )
+
+
+@main.command()
 @click.option(
     "--scale",
     type=click.IntRange(min=1),

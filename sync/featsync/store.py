@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from featsync.project import Project
 from featsync.registry import Registry
+from featsync.serving import OnlineReader, OnlineResponse
 from featsync.training import TrainingSetRequest, get_historical_features, read_spine
 
 
@@ -28,9 +29,12 @@ class FeatureStore:
         target: str | None = None,
         profiles_dir: str | os.PathLike | None = None,
         redis_url: str | None = None,
+        key_prefix: str | None = None,
     ):
         self.project = Project.open(project_dir, profiles_dir, target)
         self.redis_url = redis_url
+        self.key_prefix = key_prefix
+        self._reader: OnlineReader | None = None
 
     @property
     def registry(self) -> Registry:
@@ -61,3 +65,21 @@ class FeatureStore:
         elif not isinstance(entity_df, (str, pa.Table)):
             entity_df = pa.Table.from_pandas(entity_df, preserve_index=False)
         return get_historical_features(self.project, entity_df, request)
+
+    def get_online_features(
+        self,
+        entity_rows: Sequence[Mapping[str, Any]],
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+    ) -> OnlineResponse:
+        """The stored features of each entity row, in one Redis round trip.
+
+        Missing entities give None with status not_found; values past their TTL give None
+        with status expired (checked again here, against the stored event time).
+        """
+        if self._reader is None:
+            from featsync.push import redis_client
+
+            self._reader = OnlineReader(self.registry, redis_client(self.project, self.redis_url), self.key_prefix)
+        return self._reader.get(entity_rows, features, feature_service, full_feature_names)
