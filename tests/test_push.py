@@ -249,38 +249,59 @@ def test_an_interrupted_push_is_not_marked_done(pusher):
     assert stored(pusher, "fv_user", "u1")[1] == {"amount": 2, "label": "y"}
 
 
-@pytest.fixture
-def private_redis(tmp_path):
-    """A redis-server of the test's own on a free loopback port, which the test may kill."""
+def start_redis(port: int, workdir, *extra: str, **auth: str):
+    """A redis-server process of the test's own on a loopback port; returns once it answers."""
     import shutil
-    import socket
     import subprocess
     import time
 
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed") if not os.environ.get("CI") else pytest.fail("redis-server missing")
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    proc = subprocess.Popen([*args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            redis.Redis(port=port, **auth).ping()
+            return proc
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("private redis-server did not start")
+
+
+def free_port() -> int:
+    import socket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
 
-    def start():
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
-                return proc
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
 
-    servers = [start()]
-    yield port, servers, start
+@pytest.fixture
+def private_redis(tmp_path):
+    """A redis-server of the test's own on a free loopback port, which the test may kill."""
+    port = free_port()
+    servers = [start_redis(port, tmp_path)]
+    yield port, servers, lambda: start_redis(port, tmp_path)
     for proc in servers:
+        proc.kill()
+        proc.wait()
+
+
+def test_acl_users_and_wrong_credentials(project, tmp_path):
+    """A Redis with ACLs: the right user pushes; a wrong password is a clear error."""
+    port = free_port()
+    rules = ["--user", "default", "off", "--user", "pusher", "on", ">s3cret", "~featsync:*", "&*", "+@all"]
+    proc = start_redis(port, tmp_path, *rules, username="pusher", password="s3cret")
+    try:
+        load(USERS, PAIRS, PROFILES)
+        good = Pusher(project, redis_client(project, f"redis://pusher:s3cret@127.0.0.1:{port}/0"))
+        assert sum(s.keys_written for s in good.push()) == 7
+        bad = Pusher(project, redis_client(project, f"redis://pusher:wrong@127.0.0.1:{port}/0"))
+        with pytest.raises(FeatsyncError, match=f"cannot reach Redis at 127.0.0.1:{port}: .*(WRONGPASS|invalid)"):
+            bad.push()
+    finally:
         proc.kill()
         proc.wait()
 
