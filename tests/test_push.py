@@ -13,7 +13,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import duckdb_pit_project
+from conftest import build_pit_project, duckdb_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.push import WRITE_NEWER, Pusher, redis_client
@@ -361,3 +361,48 @@ def test_a_killed_push_then_a_rerun(project, private_redis):
     layout = pusher.layout(view)
     assert layout.decode(client.get(layout.key(["k123"])))[1] == {"amount": 123, "label": "v"}
     assert pusher.state(view)["keys_written"] == str(n)
+
+
+@pytest.fixture(scope="module")
+def pg_project(tmp_path_factory, pg_dsn):
+    """The pit project on PostgreSQL, in a schema of its own."""
+    import psycopg2
+
+    schema = f"featsync_push_{uuid.uuid4().hex[:8]}"
+    os.environ["FEATSYNC_PIT_PG_SCHEMA"] = schema
+    con = psycopg2.connect(**pg_dsn)
+    con.autocommit = True
+
+    def execute(query, params=None):
+        with con.cursor() as cur:
+            cur.execute(query, params)
+
+    try:
+        execute(f'create schema "{schema}"')
+        execute(f'set search_path to "{schema}"')
+        yield build_pit_project(tmp_path_factory.mktemp("push-pg"), "postgres", execute), execute
+    finally:
+        execute(f'drop schema if exists "{schema}" cascade')
+        con.close()
+
+
+def test_push_from_postgres_reads_back_the_latest_rows(pg_project, redis_url):
+    project, execute = pg_project
+    for table, rows in (("user_rows", USERS), ("pair_rows", PAIRS), ("profile_rows", PROFILES)):
+        execute(f"delete from {table}")
+        for row in rows:
+            execute(f"insert into {table} values ({', '.join(['%s'] * len(row))})", row)
+    client = redis.Redis.from_url(redis_url)
+    pusher = Pusher(project, client, key_prefix=f"featsync-test-{uuid.uuid4().hex[:8]}")
+    try:
+        stats = {s.feature_view: s for s in pusher.push()}
+        assert (stats["fv_user"].keys_written, stats["fv_user"].skipped_expired) == (3, 1)
+        assert stats["fv_pair"].keys_written == 2 and stats["fv_profile"].keys_written == 2
+        assert stored(pusher, "fv_user", "u1")[1] == {"amount": 2, "label": "y"}
+        assert stored(pusher, "fv_user", "a|b\\c")[1] == {"amount": 5, "label": None}
+        assert stored(pusher, "fv_pair", "u1", "m|2")[1] == {"score": 1.25}
+        assert stored(pusher, "fv_profile", "u1")[1] == {"tier": "gold"}
+    finally:
+        keys = list(client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000))
+        if keys:
+            client.delete(*keys)
