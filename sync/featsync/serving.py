@@ -122,7 +122,12 @@ class OnlineReader:
                     raise FeatsyncError(f"entity row {i} lacks {', '.join(missing)}, needed by feature view '{read.view.name}'")
                 keys.append(read.layout.key([row[k] for k in read.view.entities]))
         try:
-            values = self.client.mget(keys) if keys else []
+            if not keys:
+                values = []
+            elif isinstance(self.client, redis.RedisCluster):
+                values = self.client.mget_nonatomic(keys)  # one MGET per slot, sent together
+            else:
+                values = self.client.mget(keys)
         except redis.RedisError as exc:
             raise FeatsyncError(f"cannot read from Redis: {exc}") from exc
         now_us = int(self.now() * 1_000_000)
