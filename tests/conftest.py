@@ -11,8 +11,10 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -161,6 +163,29 @@ def build_pit_project(tmp: Path, target: str, execute) -> Project:
     project.run_dbt(["deps"])
     project.run_dbt(["run"])
     return project
+
+
+@contextmanager
+def postgres_pit_project(tmp: Path, dsn: dict) -> Iterator[tuple[Project, Any]]:
+    """The pit project on PostgreSQL in a schema of its own (FEATSYNC_PIT_PG_SCHEMA), dropped on
+    exit. Yields the project and an autocommit connection whose search_path is that schema."""
+    import psycopg2
+
+    schema = f"featsync_pit_{uuid.uuid4().hex[:8]}"
+    os.environ["FEATSYNC_PIT_PG_SCHEMA"] = schema
+    con = psycopg2.connect(**dsn, options=f"-c search_path={schema}")
+    con.autocommit = True
+
+    def execute(sql: str) -> None:
+        with con.cursor() as cur:
+            cur.execute(sql)
+
+    try:
+        execute(f'create schema "{schema}"')
+        yield build_pit_project(tmp, "postgres", execute), con
+    finally:
+        execute(f'drop schema if exists "{schema}" cascade')
+        con.close()
 
 
 def duckdb_pit_project(tmp: Path) -> Project:

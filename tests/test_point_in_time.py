@@ -10,7 +10,6 @@ path (DuckDB ASOF, DuckDB LATERAL, Postgres LATERAL) and mode (event, available)
 from __future__ import annotations
 
 import os
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import build_pit_project, duckdb_pit_project
+from conftest import duckdb_pit_project, postgres_pit_project
 from featsync.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -203,32 +202,21 @@ def duck(tmp_path_factory) -> Engine:
 
 @pytest.fixture(scope="module")
 def pg(tmp_path_factory, pg_dsn) -> Engine:
-    import psycopg2
     from psycopg2.extras import execute_values
 
-    schema = f"featsync_pit_{uuid.uuid4().hex[:8]}"
-    os.environ["FEATSYNC_PIT_PG_SCHEMA"] = schema
-    con = psycopg2.connect(**pg_dsn)
-    con.autocommit = True
+    with postgres_pit_project(tmp_path_factory.mktemp("pit-postgres"), pg_dsn) as (project, con):
 
-    def execute(query, fetch=False):
-        with con.cursor() as cur:
-            cur.execute(query)
-            return cur.fetchall() if fetch else None
+        def execute(query, fetch=False):
+            with con.cursor() as cur:
+                cur.execute(query)
+                return cur.fetchall() if fetch else None
 
-    def insert(table, rows):
-        with con.cursor() as cur:
-            execute_values(cur, f"insert into {table} values %s", rows)
+        def insert(table, rows):
+            with con.cursor() as cur:
+                execute_values(cur, f"insert into {table} values %s", rows)
 
-    try:
-        execute(f'create schema "{schema}"')
-        execute(f'set search_path to "{schema}"')
-        project = build_pit_project(tmp_path_factory.mktemp("pit-postgres"), "postgres", execute)
         sql = compile_variants(project, [("event", "lateral"), ("available", "lateral")])
         yield Engine(project, execute, insert, sql)
-    finally:
-        execute(f'drop schema if exists "{schema}" cascade')
-        con.close()
 
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -13,7 +13,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import build_pit_project, duckdb_pit_project
+from conftest import duckdb_pit_project, postgres_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.push import WRITE_NEWER, Pusher, redis_client
@@ -366,24 +366,13 @@ def test_a_killed_push_then_a_rerun(project, private_redis):
 @pytest.fixture(scope="module")
 def pg_project(tmp_path_factory, pg_dsn):
     """The pit project on PostgreSQL, in a schema of its own."""
-    import psycopg2
+    with postgres_pit_project(tmp_path_factory.mktemp("push-pg"), pg_dsn) as (project, con):
 
-    schema = f"featsync_push_{uuid.uuid4().hex[:8]}"
-    os.environ["FEATSYNC_PIT_PG_SCHEMA"] = schema
-    con = psycopg2.connect(**pg_dsn)
-    con.autocommit = True
+        def execute(query, params=None):
+            with con.cursor() as cur:
+                cur.execute(query, params)
 
-    def execute(query, params=None):
-        with con.cursor() as cur:
-            cur.execute(query, params)
-
-    try:
-        execute(f'create schema "{schema}"')
-        execute(f'set search_path to "{schema}"')
-        yield build_pit_project(tmp_path_factory.mktemp("push-pg"), "postgres", execute), execute
-    finally:
-        execute(f'drop schema if exists "{schema}" cascade')
-        con.close()
+        yield project, execute
 
 
 def test_push_from_postgres_reads_back_the_latest_rows(pg_project, redis_url):

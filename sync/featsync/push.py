@@ -35,6 +35,7 @@ from featsync.registry import FeatureView
 from featsync.warehouse import connect
 
 CHUNK_ROWS = 1_000
+CHANGED_AT = "featsync_changed_at"  # the change-marker column push adds to the latest rows
 RETRIES = 5
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
@@ -187,10 +188,7 @@ class Pusher:
         """Count, filter out expired rows, encode and pack one batch; None when nothing to send."""
         stats.rows_read += batch.num_rows
         if batch.num_rows:
-            marker = batch.column(view.timestamp)
-            if view.created_timestamp:
-                marker = pc.coalesce(batch.column(view.created_timestamp), marker)
-            newest = pc.max(marker).as_py()
+            newest = pc.max(batch.column(CHANGED_AT)).as_py()
             if newest is not None:
                 newest = newest.isoformat(sep=" ", timespec="microseconds")
                 stats.watermark = max(stats.watermark or newest, newest)
@@ -358,11 +356,12 @@ def change_marker(view: FeatureView) -> str:
 
 
 def changed_since(view: FeatureView, latest_sql: str, watermark: str | None) -> str:
-    """The latest rows, only those whose change marker reached the watermark (inclusive,
-    so rows landing at the very same instant as the last push are sent again, harmlessly)."""
-    if watermark is None:
-        return latest_sql
-    return f"select * from ({latest_sql}) as featsync_latest where {change_marker(view)} >= cast('{watermark}' as timestamp)"
+    """The latest rows with their change marker as CHANGED_AT; with a watermark, only those
+    whose marker reached it (inclusive, so rows landing at the very instant of the last
+    push are sent again, harmlessly). The marker is computed here only, in SQL."""
+    marker = change_marker(view)
+    where = "" if watermark is None else f" where {marker} >= cast('{watermark}' as timestamp)"
+    return f"select *, {marker} as {CHANGED_AT} from ({latest_sql}) as featsync_latest{where}"
 
 
 def expire_at_ms(view: FeatureView, batch: pa.RecordBatch) -> np.ndarray:

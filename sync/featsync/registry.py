@@ -11,11 +11,11 @@ node and key, so a typo never reaches a training set or the online store.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from featsync.errors import DeclarationError, NotFoundError, Problem
+from featsync.errors import DeclarationError, FeatsyncError, NotFoundError, Problem
 
 FEATURE_VIEW_KEYS = frozenset(
     {"entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "version", "owner", "tags", "description"}
@@ -214,6 +214,31 @@ class Registry:
             known = sorted({s.name for s in self.services.values()} | set(self.services))
             raise NotFoundError(_unknown("feature service", name, known))
         return max(candidates, key=lambda s: s.version)
+
+    def resolve_features(self, features: Sequence[str] | None = None, feature_service: str | None = None) -> dict[str, list[str]]:
+        """The features a request names, by feature view in first-use order, '*' expanded.
+
+        `features` are 'feature_view:feature' (or 'feature_view:*') references; a service
+        stands for its own list. Unknown views or features raise NotFoundError naming them.
+        """
+        if (not features) == (feature_service is None):
+            raise FeatsyncError("give exactly one of features or a feature service")
+        refs = [str(r) for r in self.service(feature_service).features] if feature_service else list(features or ())
+        by_view: dict[str, list[str]] = {}
+        for ref in refs:
+            view_name, sep, feature = ref.partition(":")
+            if not sep or not view_name or not feature:
+                raise FeatsyncError(f"'{ref}' is not 'feature_view:feature' (or 'feature_view:*')")
+            view = self.feature_view(view_name)
+            chosen = by_view.setdefault(view_name, [])
+            for name in view.feature_names if feature == "*" else [feature]:
+                if name not in view.feature_names:
+                    raise NotFoundError(
+                        f"feature view '{view_name}' has no feature '{name}' (features: {', '.join(view.feature_names)})"
+                    )
+                if name not in chosen:
+                    chosen.append(name)
+        return by_view
 
     def versions(self, service_name: str) -> list[FeatureService]:
         return sorted((s for s in self.services.values() if s.name == service_name), key=lambda s: s.version)

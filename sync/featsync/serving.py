@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import redis
 
-from featsync.errors import FeatsyncError, NotFoundError
+from featsync.errors import FeatsyncError
 from featsync.online import Layout
 from featsync.registry import FeatureView, Registry
 
@@ -70,26 +70,10 @@ class OnlineReader:
         return self._plans[signature]
 
     def _build_plan(self, features, feature_service, full_feature_names) -> tuple[ViewRead, ...]:
-        if (not features) == (feature_service is None):
-            raise FeatsyncError("give exactly one of features or a feature service")
-        refs = [str(r) for r in self.registry.service(feature_service).features] if feature_service else list(features)
-        by_view: dict[str, list[str]] = {}
-        for ref in refs:
-            view_name, sep, feature = ref.partition(":")
-            if not sep:
-                raise FeatsyncError(f"'{ref}' is not 'feature_view:feature' (or 'feature_view:*')")
-            view = self.registry.feature_view(view_name)
-            if not view.online:
+        by_view = self.registry.resolve_features(features, feature_service)
+        for view_name in by_view:
+            if not self.registry.feature_view(view_name).online:
                 raise FeatsyncError(f"feature view '{view_name}' is not online")
-            names = view.feature_names if feature == "*" else [feature]
-            for name in names:
-                if name not in view.feature_names:
-                    raise NotFoundError(
-                        f"feature view '{view_name}' has no feature '{name}' (features: {', '.join(view.feature_names)})"
-                    )
-                by_view.setdefault(view_name, [])
-                if name not in by_view[view_name]:
-                    by_view[view_name].append(name)
         seen: dict[str, str] = {}
         plan = []
         for view_name, names in by_view.items():

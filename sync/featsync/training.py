@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from featsync.errors import FeatsyncError, NotFoundError
+from featsync.errors import FeatsyncError
 from featsync.project import Project
 from featsync.warehouse import connect, profile_credentials, relation_name
 
@@ -121,20 +121,8 @@ def to_utc_aware(table: pa.Table) -> pa.Table:
 
 def compile_join(project: Project, request: TrainingSetRequest, spine_relation: str) -> str:
     """The SQL of the macro for this request, compiled by dbt in-process."""
-    registry = project.registry()  # validates the declarations before dbt runs anything
-    if request.feature_service is not None:
-        views = registry.service(request.feature_service).feature_views
-    else:
-        for ref in request.features or ():
-            view_name, sep, feature = ref.partition(":")
-            if not sep:
-                raise FeatsyncError(f"'{ref}' is not 'feature_view:feature' (or 'feature_view:*')")
-            view = registry.feature_view(view_name)
-            if feature != "*" and feature not in view.feature_names:
-                raise NotFoundError(
-                    f"feature view '{view_name}' has no feature '{feature}' (features: {', '.join(view.feature_names)})"
-                )
-        views = tuple(dict.fromkeys(ref.split(":", 1)[0] for ref in request.features or ()))
+    # Validates the declarations and the request before dbt runs anything.
+    views = list(project.registry().resolve_features(request.features, request.feature_service))
     inline = request.inline_sql(spine_relation, views)
     result = project.run_dbt(["compile", "--inline", inline], target_path=project.target_path)
     return result.result.results[0].node.compiled_code
@@ -163,8 +151,9 @@ def get_historical_features(project: Project, spine: pa.Table | str, request: Tr
     # The spine goes into a scratch table named up front: dbt compiles against its name
     # before featsync opens its own connection (DuckDB allows one per file at a time).
     name = f"featsync_spine_{uuid.uuid4().hex[:12]}"
-    sql = compile_join(project, request, relation_name(profile_credentials(project).schema, name))
-    with connect(project) as warehouse:
+    credentials = profile_credentials(project)
+    sql = compile_join(project, request, relation_name(credentials.schema, name))
+    with connect(project, credentials) as warehouse:
         warehouse.create_table(name, spine)
         try:
             return to_utc_aware(warehouse.fetch_arrow(sql))

@@ -154,9 +154,9 @@ def profile_credentials(project: Project) -> Any:
 
 
 @contextmanager
-def connect(project: Project) -> Iterator[Warehouse]:
-    """Open the project's warehouse for the target; closed on exit."""
-    credentials = profile_credentials(project)
+def connect(project: Project, credentials: Any = None) -> Iterator[Warehouse]:
+    """Open the project's warehouse for the target (credentials already loaded, or loaded here); closed on exit."""
+    credentials = credentials or profile_credentials(project)
     engine = ENGINES.get(credentials.type)
     if engine is None:
         raise FeatsyncError(
