@@ -153,6 +153,16 @@ def test_concurrent_writers_keep_the_newest_value(pusher):
     assert layout.decode(pusher.client.get(key))[1] == {"score": 199.0}
 
 
+def test_expiry_bound_is_inclusive_as_in_the_join(pusher):
+    """A row is still pushed at exactly event time + ttl, as a join at that instant uses it."""
+    load(USERS, PAIRS, PROFILES)
+    bound = ms(NOW - 4 * H + 3 * H) / 1000  # the 'old' row: event NOW - 4h, ttl 3h
+    pusher.now = lambda: bound
+    assert pusher.push(["fv_user"], dry_run=True)[0].skipped_expired == 0
+    pusher.now = lambda: bound + 0.001
+    assert pusher.push(["fv_user"], dry_run=True)[0].skipped_expired == 1
+
+
 def test_dry_run_writes_nothing(pusher):
     load(USERS, PAIRS, PROFILES)
     stats = pusher.push(dry_run=True)

@@ -47,6 +47,15 @@ def test_ttl_is_checked_again_at_read_time(reader):
     assert response.statuses["amount"] == ["expired"] and response.features["amount"] == [None]
 
 
+def test_ttl_bound_is_inclusive_as_in_the_join(reader):
+    """Offline a row matches while spine ts <= event + ttl; online it reads the same."""
+    bound = (NOW - H + 3 * H).replace(tzinfo=UTC).timestamp()  # u1: event NOW - 1h, ttl 3h
+    at_bound = OnlineReader(reader.registry, reader.client, reader.key_prefix, now=lambda: bound)
+    assert at_bound.get([{"user_id": "u1"}], features=["fv_user:amount"]).statuses["amount"] == ["present"]
+    past = OnlineReader(reader.registry, reader.client, reader.key_prefix, now=lambda: bound + 1e-5)
+    assert past.get([{"user_id": "u1"}], features=["fv_user:amount"]).statuses["amount"] == ["expired"]
+
+
 def test_full_feature_names_and_bad_requests(reader):
     response = reader.get([{"user_id": "u1"}], features=["fv_user:*"], full_feature_names=True)
     assert set(response.features) == {"fv_user__amount", "fv_user__label"}

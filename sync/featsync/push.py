@@ -193,7 +193,8 @@ class Pusher:
                 newest = newest.isoformat(sep=" ", timespec="microseconds")
                 stats.watermark = max(stats.watermark or newest, newest)
         expire_ms = expire_at_ms(view, batch)
-        live = (expire_ms == 0) | (expire_ms > int(self.now() * 1000))
+        # Valid through expire-at inclusive (the join's bound; Redis keeps a key until now > PXAT).
+        live = (expire_ms == 0) | (expire_ms >= int(self.now() * 1000))
         stats.skipped_expired += int((~live).sum())
         if not live.all():
             batch = batch.filter(pa.array(live))

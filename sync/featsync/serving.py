@@ -130,7 +130,8 @@ class OnlineReader:
                 if raw is not None:
                     event_time, decoded = read.layout.decode(raw)
                     ttl = read.view.ttl_seconds
-                    expired = ttl is not None and _micros(event_time) + ttl * 1_000_000 <= now_us
+                    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
+                    expired = ttl is not None and _micros(event_time) + ttl * 1_000_000 < now_us
                     status = EXPIRED if expired else PRESENT
                     if expired:
                         decoded = {}
