@@ -381,3 +381,186 @@ def _print_json(data: Any) -> None:
 
 def _yes(value: bool) -> str:
     return "yes" if value else "no"
+
+
+# -- monitoring: drift, status, verify (exit code 4 when a threshold is breached) ----------
+
+BREACH_EXIT = 4
+
+
+def _breach_table(title: str, columns: tuple[str, ...], rows: list[tuple[list[Any], bool]]) -> Table:
+    """A table whose breached rows are red; cells are plain text, never markup."""
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for cells, breached in rows:
+        table.add_row(*(Text("-" if v is None else str(v), style="red" if breached else "") for v in cells))
+    return table
+
+
+@main.command()
+@project_options
+@click.option("--feature-view", "feature_view", required=True, help="The feature view to compare.")
+@click.option(
+    "--reference",
+    required=True,
+    metavar="START..END",
+    help="Reference event-time window, UTC, e.g. 2024-01-01T00:00Z..2024-02-01T00:00Z.",
+)
+@click.option("--current", required=True, metavar="START..END", help="Current event-time window, UTC.")
+@click.option(
+    "--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Also write a self-contained HTML report."
+)
+@json_option
+def drift(project: Project, feature_view: str, reference: str, current: str, html_path: str | None, as_json: bool) -> None:
+    """Compare a feature view's distributions between two event-time windows (KS, PSI, chi-square, nulls)."""
+    from featsync import drift as drift_lib
+
+    windows = drift_lib.Window.parse(reference, "--reference"), drift_lib.Window.parse(current, "--current")
+    report = drift_lib.drift(project, feature_view, *windows)
+    if html_path:
+        Path(html_path).write_text(drift_lib.html_report(report), encoding="utf-8")
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        out.print(
+            f"{report.feature_view}: reference {report.reference} ({report.reference_rows:,} rows) "
+            f"vs current {report.current} ({report.current_rows:,} rows)",
+            markup=False,
+            highlight=False,
+        )
+        fmt = drift_lib.fmt_number
+        out.print(
+            _breach_table(
+                "Drift (ranked)",
+                ("#", "feature", "kind", "null rate", "KS", "KS p", "PSI", "chi² p", "max share Δ", "breach"),
+                [
+                    (
+                        [
+                            rank,
+                            f.feature,
+                            f.kind,
+                            f"{f.null_rate_reference:.1%} → {f.null_rate_current:.1%}",
+                            fmt(f.ks_statistic),
+                            fmt(f.ks_pvalue, "{:.2g}"),
+                            fmt(f.psi),
+                            fmt(f.chi2_pvalue, "{:.2g}"),
+                            None if f.share_change is None else f"{f.share_change:.1%} ({f.share_change_category})",
+                            "; ".join(f.breaches) or "ok",
+                        ],
+                        bool(f.breaches),
+                    )
+                    for rank, f in enumerate(report.features, 1)
+                ],
+            )
+        )
+        for name, why in report.skipped.items():
+            out.print(f"skipped {name}: {why}", markup=False, highlight=False)
+        if html_path:
+            out.print(f"wrote {html_path}", markup=False, highlight=False)
+    if report.breached:
+        sys.exit(BREACH_EXIT)
+
+
+@main.command()
+@project_options
+@click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every feature view.")
+@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
+@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@click.option(
+    "--count-keys/--no-count-keys", default=True, show_default=True, help="Count online keys (one SCAN of the whole keyspace)."
+)
+@json_option
+def status(
+    project: Project, select: tuple[str, ...], redis_url: str | None, key_prefix: str | None, count_keys: bool, as_json: bool
+) -> None:
+    """Freshness per feature view: newest offline event, last push and watermark, keys online, lag."""
+    from featsync import monitor
+    from featsync.push import redis_client
+
+    results = monitor.status(project, redis_client(project, redis_url), key_prefix, select, count_keys)
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        age = monitor.format_age
+        iso = monitor.iso
+        out.print(
+            _breach_table(
+                "Status",
+                ("feature view", "newest event", "age", "last push", "watermark", "lag", "pending", "keys online", "breach"),
+                [
+                    (
+                        [
+                            f"{r.feature_view} v{r.version}",
+                            iso(r.newest_event_time),
+                            None if r.staleness_seconds is None else age(r.staleness_seconds),
+                            iso(r.last_push_at) if r.online else "offline only",
+                            iso(r.watermark),
+                            None if r.lag_seconds is None else age(r.lag_seconds),
+                            r.pending_rows,
+                            None if r.online_keys is None else f"{r.online_keys:,}",
+                            "; ".join(r.breaches) or "ok",
+                        ],
+                        bool(r.breaches),
+                    )
+                    for r in results
+                ],
+            )
+        )
+    if any(r.breaches for r in results):
+        sys.exit(BREACH_EXIT)
+
+
+@main.command()
+@project_options
+@click.option("--select", "select", multiple=True, help="Only this online feature view (repeatable). Default: every online view.")
+@click.option("--sample", type=int, default=1000, show_default=True, help="Entities sampled per feature view.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Another seed samples other entities.")
+@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
+@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@json_option
+def verify(
+    project: Project,
+    select: tuple[str, ...],
+    sample: int,
+    seed: int,
+    redis_url: str | None,
+    key_prefix: str | None,
+    as_json: bool,
+) -> None:
+    """Check online against offline: sampled entities read from Redis vs their latest rows recomputed by push's SQL."""
+    from featsync import monitor
+    from featsync.push import redis_client
+
+    results = monitor.verify(project, redis_client(project, redis_url), key_prefix, select, sample, seed)
+    if as_json:
+        _print_json([r.as_dict() for r in results])
+    else:
+        for r in results:
+            out.print(
+                f"{r.feature_view} v{r.version}: {r.sampled} sampled, {r.present_online} online, "
+                f"{r.expired_offline} expired offline, {r.missing_online} missing online",
+                markup=False,
+                highlight=False,
+            )
+            out.print(
+                _breach_table(
+                    None,
+                    ("feature", "checked", "mismatches", "rate", "examples (entity: online / offline)"),
+                    [
+                        (
+                            [
+                                c.feature,
+                                c.checked,
+                                c.mismatches,
+                                f"{c.rate:.1%}",
+                                "; ".join(f"{e['entity']}: {e['online']} / {e['offline']}" for e in c.examples) or None,
+                            ],
+                            c.rate > 0,
+                        )
+                        for c in r.checks
+                    ],
+                )
+            )
+    if any(r.breaches for r in results):
+        sys.exit(BREACH_EXIT)

@@ -192,9 +192,7 @@ class Pusher:
             if newest is not None:
                 newest = newest.isoformat(sep=" ", timespec="microseconds")
                 stats.watermark = max(stats.watermark or newest, newest)
-        expire_ms = expire_at_ms(view, batch)
-        # Valid through expire-at inclusive (the join's bound; Redis keeps a key until now > PXAT).
-        live = (expire_ms == 0) | (expire_ms >= int(self.now() * 1000))
+        expire_ms, live = live_rows(view, batch, int(self.now() * 1000))
         stats.skipped_expired += int((~live).sum())
         if not live.all():
             batch = batch.filter(pa.array(live))
@@ -379,6 +377,16 @@ def expire_at_ms(view: FeatureView, batch: pa.RecordBatch) -> np.ndarray:
         # A version that ended at or before the epoch still must count as expired, not "never".
         expire = np.where(has_end & (expire <= 0), 1, expire)
     return expire
+
+
+def live_rows(view: FeatureView, batch: pa.RecordBatch | pa.Table, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
+    """(expire-at ms, live mask) of latest rows: rows not live at now_ms are not pushed.
+
+    Valid through expire-at inclusive (the join's bound; Redis keeps a key until now > PXAT).
+    featsync verify uses this too, so both agree on which rows belong online.
+    """
+    expire_ms = expire_at_ms(view, batch)
+    return expire_ms, (expire_ms == 0) | (expire_ms >= now_ms)
 
 
 def _ms(column: pa.Array) -> np.ndarray:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from featsync.errors import DeclarationError, FeatsyncError, NotFoundError, Problem
 
 FEATURE_VIEW_KEYS = frozenset(
     {"entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "version", "owner", "tags", "description"}
+    | {"monitoring"}
 )
 FEATURE_SERVICE_KEYS = frozenset({"name", "version", "features", "description"})
 # Timestamps are naive UTC everywhere; a zoned column type would make every comparison
@@ -70,6 +71,38 @@ class Column:
     description: str = ""
 
 
+# feature_view.monitoring: thresholds of featsync drift / status / verify. Ratios and
+# p-values are numbers in [0, 1] (psi any number >= 0), durations as for ttl.
+MONITORING_RATIOS = ("ks_statistic", "ks_pvalue", "chi2_pvalue", "share_change", "null_rate_change", "max_mismatch_rate")
+MONITORING_DURATIONS = ("max_staleness", "max_push_lag", "max_push_age")
+MONITORING_KEYS = frozenset({"psi", "min_online_keys", *MONITORING_RATIOS, *MONITORING_DURATIONS})
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """Thresholds a feature view is monitored against; each has a default.
+
+    Drift: a numeric feature breaches when PSI > psi, or when KS rejects sameness
+    (p < ks_pvalue) *and* the KS statistic > ks_statistic: on large windows any tiny
+    shift is significant, so significance alone would flag everything. A categorical
+    feature breaches when chi-square p < chi2_pvalue and some category's share moved by
+    more than share_change. Any feature breaches when its null rate moved by more than
+    null_rate_change. Status and verify: see the README's monitoring section.
+    """
+
+    psi: float = 0.2
+    ks_statistic: float = 0.1
+    ks_pvalue: float = 0.01
+    chi2_pvalue: float = 0.01
+    share_change: float = 0.1
+    null_rate_change: float = 0.05
+    max_staleness: int | None = None  # seconds; the loader defaults it to the view's ttl
+    max_push_lag: int | None = 86400
+    max_push_age: int | None = None
+    min_online_keys: int = 1
+    max_mismatch_rate: float = 0.0
+
+
 @dataclass(frozen=True)
 class FeatureView:
     """A dbt model declared as a feature view."""
@@ -90,6 +123,7 @@ class FeatureView:
     description: str
     columns: tuple[Column, ...]
     file: str
+    monitoring: Monitoring = Monitoring()
 
     @property
     def features(self) -> tuple[Column, ...]:
@@ -376,6 +410,8 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
     if entities and timestamp and not any(c.name not in {*entities, timestamp, created, valid_to} for c in columns):
         problem("", "declares no feature columns besides its keys and timestamps")
 
+    monitoring = _monitoring(spec.get("monitoring"), ttl, problem)
+
     if len(problems) > start:
         return None
     return FeatureView(
@@ -395,7 +431,45 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
         description=spec.get("description") or node.get("description") or "",
         columns=tuple(columns),
         file=file,
+        monitoring=monitoring,
     )
+
+
+def _monitoring(spec: Any, ttl: int | None, problem: Any) -> Monitoring:
+    """feature_view.monitoring, validated like the rest: unknown keys and bad values are problems."""
+    defaults = Monitoring(max_staleness=ttl)  # data older than the ttl is useless online
+    if spec is None:
+        return defaults
+    if not isinstance(spec, Mapping):
+        problem("monitoring", f"must be a mapping of {', '.join(sorted(MONITORING_KEYS))}, got {spec!r}")
+        return defaults
+    values: dict[str, Any] = {}
+    for key in sorted(set(spec) - MONITORING_KEYS):
+        problem(f"monitoring.{key}", f"unknown key; expected one of {', '.join(sorted(MONITORING_KEYS))}")
+    for key, value in spec.items():
+        if key not in MONITORING_KEYS:
+            continue
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key in MONITORING_DURATIONS:
+            try:
+                values[key] = parse_duration(value)  # 0 or '' switches the check off
+            except ValueError as exc:
+                problem(f"monitoring.{key}", str(exc))
+        elif key == "min_online_keys":
+            if not number or value < 0 or value != int(value):
+                problem(f"monitoring.{key}", f"must be a whole number >= 0, got {value!r}")
+            else:
+                values[key] = int(value)
+        elif key == "psi":
+            if not number or value < 0:
+                problem(f"monitoring.{key}", f"must be a number >= 0, got {value!r}")
+            else:
+                values[key] = float(value)
+        elif not number or not 0 <= value <= 1:
+            problem(f"monitoring.{key}", f"must be a number between 0 and 1, got {value!r}")
+        else:
+            values[key] = float(value)
+    return replace(defaults, **values)
 
 
 def _entities(views: Mapping[str, FeatureView], problems: list[Problem]) -> dict[str, Entity]:

@@ -1,0 +1,414 @@
+"""featsync drift, status and verify against real DuckDB, PostgreSQL and Redis.
+
+Drift: a known shift is injected into one window and must be flagged, the same
+distribution must not. Status and verify: a clean push is fresh and consistent; changing
+the warehouse without pushing is seen, by status (lag, pending rows) and by verify
+(mismatches with examples).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis
+from click.testing import CliRunner
+
+from conftest import duckdb_pit_project, postgres_pit_project
+from featsync import drift as drift_lib
+from featsync import monitor
+from featsync.cli import BREACH_EXIT, main
+from featsync.errors import DeclarationError, FeatsyncError, NotFoundError
+from featsync.push import Pusher
+from featsync.registry import Registry
+
+NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+H = timedelta(hours=1)
+REFERENCE = "2024-01-01T00:00:00Z..2024-01-15T00:00:00Z"
+SAME = "2024-01-15T00:00:00Z..2024-01-29T00:00:00Z"  # drawn from the reference's distribution
+SHIFTED = "2024-02-01T00:00:00Z..2024-02-15T00:00:00Z"  # amount +25%, labels reshuffled, 20% NULL labels
+
+
+def window_rows(start: datetime, n: int, seed: int, shifted: bool) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    times = [start + timedelta(seconds=int(s)) for s in rng.integers(0, 14 * 86400, n)]
+    mean, shares = (125.0, [0.2, 0.3, 0.5]) if shifted else (100.0, [0.5, 0.3, 0.2])
+    labels = rng.choice(["a", "b", "c"], size=n, p=shares).astype(object)
+    if shifted:
+        labels[rng.random(n) < 0.2] = None
+    return pa.table(
+        {
+            "user_id": [f"d{seed}-{i}" for i in range(n)],
+            "event_timestamp": pa.array(times, pa.timestamp("us")),
+            "created_timestamp": pa.array([None] * n, pa.timestamp("us")),
+            "amount": rng.normal(mean, 20.0, n).round().astype(np.int64),
+            "label": pa.array(labels.tolist(), pa.string()),
+        }
+    )
+
+
+def duck(sql: str, params=None) -> None:
+    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+        con.execute(sql, params or [])
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return duckdb_pit_project(tmp_path_factory.mktemp("monitor"))
+
+
+@pytest.fixture(scope="module")
+def drift_data(project):
+    rows = pa.concat_tables(
+        [
+            window_rows(datetime(2024, 1, 1), 3000, 1, False),
+            window_rows(datetime(2024, 1, 15), 3000, 2, False),
+            window_rows(datetime(2024, 2, 1), 3000, 3, True),
+        ]
+    )
+    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+        con.execute("delete from user_rows")
+        con.register("drift_rows", rows)
+        con.execute("insert into user_rows select * from drift_rows")
+    return project
+
+
+def run(project, *args: str):
+    return CliRunner().invoke(main, [*args, "--project-dir", str(project.project_dir), "--target", "duckdb"])
+
+
+# -- drift ------------------------------------------------------------------------------
+
+
+def test_a_known_shift_is_detected_and_ranked_first(drift_data):
+    report = drift_lib.drift(drift_data, "fv_user", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SHIFTED))
+    by_name = {f.feature: f for f in report.features}
+    amount, label = by_name["amount"], by_name["label"]
+    assert report.breached and report.reference_rows == report.current_rows == 3000
+    assert amount.kind == "numeric" and amount.ks_statistic > 0.4 and amount.ks_pvalue < 1e-10 and amount.psi > 1
+    assert any(b.startswith("PSI") for b in amount.breaches) and any(b.startswith("KS") for b in amount.breaches)
+    assert label.kind == "categorical" and label.chi2_pvalue < 1e-10
+    assert label.share_change_category in ("a", "c") and label.share_change > 0.25
+    assert label.null_rate_reference == 0 and 0.17 < label.null_rate_current < 0.23
+    assert any("null rate moved" in b for b in label.breaches)
+    assert any("share of" in b for b in label.breaches)
+    assert [f.severity for f in report.features] == sorted((f.severity for f in report.features), reverse=True)
+
+
+def test_the_same_distribution_is_not_flagged(drift_data):
+    report = drift_lib.drift(drift_data, "fv_user", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SAME))
+    assert not report.breached, [f.breaches for f in report.features]
+    amount = next(f for f in report.features if f.feature == "amount")
+    assert amount.ks_statistic < 0.05 and amount.psi < 0.05
+
+
+def test_psi_of_identical_samples_is_zero_and_grows_with_the_shift():
+    x = np.random.default_rng(0).normal(0, 1, 5000)
+    assert drift_lib.psi(x, x) == pytest.approx(0.0, abs=1e-12)
+    assert 0 < drift_lib.psi(x, x + 0.2) < drift_lib.psi(x, x + 0.5) < drift_lib.psi(x, x + 1.0)
+    counts = np.array([0, 1, 1, 2] * 100, dtype=float)  # few distinct values: bins collapse, still defined
+    assert drift_lib.psi(counts, counts) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_drift_cli_exit_code_table_json_and_html(drift_data, tmp_path):
+    page = tmp_path / "drift.html"
+    result = run(
+        drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", SHIFTED, "--html", str(page)
+    )
+    assert result.exit_code == BREACH_EXIT, result.output
+    assert "Drift (ranked)" in result.output and "PSI" in result.output and f"wrote {page}" in result.output
+    text = page.read_text()
+    assert text.count("<svg") == 2 and "amount" in text and "label" in text and "reference" in text
+    # Self-contained: nothing is loaded from elsewhere (the only URL is SVG's namespace).
+    assert not re.search(r"<(script|link|img)\b|\bsrc=|\bhref=", text)
+    assert set(re.findall(r"https?://[^'\"]+", text)) == {"http://www.w3.org/2000/svg"}
+
+    result = run(drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", SAME, "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["breached"] is False and {f["feature"] for f in data["features"]} == {"amount", "label"}
+    assert data["thresholds"]["psi"] == 0.2
+
+
+def test_thresholds_come_from_the_views_meta(drift_data):
+    """fv_user_copy reads the same rows, with monitoring thresholds so loose that nothing breaches."""
+    view = drift_data.registry().feature_view("fv_user_copy")
+    assert view.monitoring.psi == 100 and view.monitoring.null_rate_change == 1
+    report = drift_lib.drift(drift_data, "fv_user_copy", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SHIFTED))
+    assert not report.breached
+    assert next(f for f in report.features if f.feature == "amount").psi > 1  # measured all the same
+
+
+@pytest.mark.parametrize(
+    "window, message",
+    [
+        ("2024-01-01T00:00:00..2024-01-15T00:00:00Z", "'2024-01-01T00:00:00' has no time zone; featsync times are UTC"),
+        ("2024-01-01..2024-01-15", "'2024-01-01' has no time zone; featsync times are UTC, write e.g. 2024-01-01T00:00:00Z"),
+        ("2024-01-01T00:00:00Z", "is not START..END"),
+        ("2024-01-01T00:00:00Z..", "is not START..END"),
+        ("2024-13-01T00:00:00Z..2024-01-15T00:00:00Z", "'2024-13-01T00:00:00Z' is not an ISO 8601 timestamp"),
+        ("2024-01-15T00:00:00Z..2024-01-01T00:00:00Z", "the start must be before the end"),
+    ],
+)
+def test_bad_windows_are_rejected(window, message):
+    with pytest.raises(FeatsyncError, match=re.escape(message)) as info:
+        drift_lib.Window.parse(window, "--current")
+    assert str(info.value).startswith(f"--current '{window}'")
+
+
+def test_windows_keep_their_instant_in_other_zones():
+    window = drift_lib.Window.parse("2024-01-01T02:00:00+02:00..2024-01-02T00:00:00Z")
+    assert window.start == datetime(2024, 1, 1, tzinfo=UTC) and str(window).startswith("2024-01-01T00:00:00Z")
+    assert "cast('2024-01-01 00:00:00' as timestamp)" in window.sql("ts")
+
+
+def test_drift_bad_inputs_from_the_cli(drift_data):
+    empty = "2030-01-01T00:00:00Z..2030-02-01T00:00:00Z"
+    result = run(drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", empty)
+    assert result.exit_code == 1
+    assert (
+        "the current window 2030-01-01T00:00:00Z..2030-02-01T00:00:00Z holds no rows of feature view 'fv_user'" in result.output
+    )
+    result = run(drift_data, "drift", "--feature-view", "nope", "--reference", REFERENCE, "--current", SAME)
+    assert result.exit_code == 2 and "no feature view named 'nope'" in result.output
+    result = run(drift_data, "drift", "--feature-view", "fv_user", "--reference", "2024-01-01..2024-02-01", "--current", SAME)
+    assert result.exit_code == 1 and "--reference '2024-01-01..2024-02-01': '2024-01-01' has no time zone" in result.output
+
+
+# -- the monitoring meta contract --------------------------------------------------------
+
+
+def test_monitoring_meta_is_validated_strictly(project):
+    manifest = project.registry().manifest
+    broken = copy.deepcopy(manifest)
+    spec = broken["nodes"]["model.featsync_pit.fv_user"]["config"]["meta"]["feature_view"]
+    spec["monitoring"] = {"pis": 0.1, "psi": -1, "ks_pvalue": 2, "max_staleness": "3 days", "min_online_keys": 1.5}
+    with pytest.raises(DeclarationError) as info:
+        Registry.from_manifest(broken)
+    message = str(info.value)
+    where = "model 'fv_user': feature_view.monitoring"
+    assert f"{where}.pis: unknown key; expected one of chi2_pvalue, ks_pvalue" in message
+    assert f"{where}.psi: must be a number >= 0, got -1" in message
+    assert f"{where}.ks_pvalue: must be a number between 0 and 1, got 2" in message
+    assert f"{where}.max_staleness: '3 days' is not a duration" in message
+    assert f"{where}.min_online_keys: must be a whole number >= 0, got 1.5" in message
+    spec["monitoring"] = ["psi"]
+    with pytest.raises(DeclarationError, match="feature_view.monitoring: must be a mapping"):
+        Registry.from_manifest(broken)
+
+
+def test_monitoring_defaults(project):
+    registry = project.registry()
+    user, pair = registry.feature_view("fv_user").monitoring, registry.feature_view("fv_pair").monitoring
+    assert user.max_staleness == 3 * 3600  # the ttl
+    assert pair.max_staleness is None  # no ttl: no staleness limit by default
+    assert (user.psi, user.ks_statistic, user.ks_pvalue, user.max_push_lag, user.min_online_keys) == (0.2, 0.1, 0.01, 86400, 1)
+
+
+# -- status and verify on DuckDB ------------------------------------------------------------
+
+USERS = [
+    ("u1", NOW - 2 * H, NOW - 2 * H, 1, "x"),
+    ("u1", NOW - H, NOW - H, 2, "y"),
+    ("a|b\\c", NOW - H, None, 5, None),
+    ("é", NOW - H / 2, None, None, "z"),
+    ("old", NOW - 4 * H, None, 9, "q"),  # older than the 3h ttl: expired, never pushed
+]
+PAIRS = [("u1", "m1", NOW - 240 * H, 0.5), ("u1", "m|2", NOW - 24 * H, 1.25)]
+PROFILES = [("u1", NOW - H, NOW + H, "gold"), ("u2", NOW - 3 * H, NOW - H, "silver"), ("u3", NOW - H, None, "bronze")]
+
+
+def load(execute, placeholder: str) -> None:
+    for table, rows in (("user_rows", USERS), ("pair_rows", PAIRS), ("profile_rows", PROFILES)):
+        execute(f"delete from {table}")
+        for row in rows:
+            execute(f"insert into {table} values ({', '.join([placeholder] * len(row))})", row)
+
+
+@pytest.fixture
+def online(project, redis_url):
+    """The pit project's rows loaded on DuckDB and a pusher with a key prefix of its own."""
+    load(duck, "?")
+    client = redis.Redis.from_url(redis_url)
+    pusher = Pusher(project, client, key_prefix=f"featsync-test-{uuid.uuid4().hex[:8]}")
+    yield pusher
+    keys = list(client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+def test_status_before_and_after_a_push(online):
+    project, client, prefix = online.project, online.client, online.key_prefix
+    before = {s.feature_view: s for s in monitor.status(project, client, prefix)}
+    assert before["fv_user"].breaches == ["never pushed"] and before["fv_user"].last_push_at is None
+    assert before["fv_user_copy"].online is False and before["fv_user_copy"].breaches == []
+    assert before["fv_user"].newest_event_time == (NOW - H / 2).replace(tzinfo=UTC)
+    assert before["fv_user"].entities_offline == 4 and before["fv_user"].online_keys == 0
+
+    online.push()
+    after = {s.feature_view: s for s in monitor.status(project, client, prefix)}
+    for name in ("fv_user", "fv_pair", "fv_profile"):
+        assert after[name].breaches == [], (name, after[name].breaches)
+        assert after[name].lag_seconds == 0 and after[name].pending_rows == 0 and after[name].last_push_mode == "full"
+        assert after[name].push_age_seconds < 600
+    assert (after["fv_user"].online_keys, after["fv_pair"].online_keys, after["fv_profile"].online_keys) == (3, 2, 2)
+    assert after["fv_pair"].watermark == (NOW - 24 * H).replace(tzinfo=UTC)
+
+    # A new pair row in the warehouse, not pushed: online is 23h behind (within the 1d default).
+    duck("insert into pair_rows values ('u9', 'm9', ?, 2.0)", [NOW - H])
+    (pair,) = monitor.status(project, client, prefix, ["fv_pair"])
+    assert pair.pending_rows == 1 and pair.lag_seconds == 23 * 3600 and pair.breaches == []
+    # Thresholds: the staleness of fv_user (ttl 3h) and no keys online.
+    later = NOW.replace(tzinfo=UTC).timestamp() + 4 * 3600
+    (user,) = monitor.status(project, client, prefix, ["fv_user"], now=lambda: later)
+    assert user.breaches == ["newest event is 4.5h old > max_staleness 3h"]
+    client.delete(*client.scan_iter(match=f"featsync:{prefix}:fv_user:v1:*"))
+    (user,) = monitor.status(project, client, prefix, ["fv_user"])
+    assert user.breaches == ["0 keys online < min_online_keys 1"]
+    (user,) = monitor.status(project, client, prefix, ["fv_user"], count_keys=False)
+    assert user.online_keys is None and user.breaches == []
+
+
+def test_status_sees_push_lag_beyond_its_threshold(online):
+    online.push(["fv_pair"])
+    duck("delete from pair_rows where merchant_id = 'm|2'")  # newest is now 10 days old ...
+    online.push(["fv_pair"], full_refresh=True)  # ... and pushed with a 10-day-old watermark
+    duck("insert into pair_rows values ('u9', 'm9', ?, 2.0)", [NOW - H])
+    (pair,) = monitor.status(online.project, online.client, online.key_prefix, ["fv_pair"])
+    assert pair.lag_seconds == 239 * 3600
+    assert pair.breaches == ["online is 10.0d behind the warehouse > max_push_lag 1d"]
+
+
+def test_status_cli(online):
+    args = ["--redis-url", _url(online), "--key-prefix", online.key_prefix]
+    result = run(online.project, "status", *args)
+    assert result.exit_code == BREACH_EXIT and "never pushed" in result.output
+    online.push()
+    result = run(online.project, "status", *args)
+    assert result.exit_code == 0, result.output
+    assert "fv_user v1" in result.output and "offline only" in result.output
+    data = {s["feature_view"]: s for s in json.loads(run(online.project, "status", *args, "--json").output)}
+    assert data["fv_user"]["online_keys"] == 3 and data["fv_user"]["watermark"].endswith("Z")
+    result = run(online.project, "status", *args, "--select", "nope")
+    assert result.exit_code == 2 and "no feature view named 'nope'" in result.output
+
+
+def _url(pusher: Pusher) -> str:
+    kwargs = pusher.client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_a_clean_push_verifies_with_no_mismatches(online):
+    online.push()
+    results = {r.feature_view: r for r in monitor.verify(online.project, online.client, online.key_prefix)}
+    assert set(results) == {"fv_user", "fv_pair", "fv_profile"}  # the online views
+    for result in results.values():
+        assert result.mismatches == 0 and result.breaches == [], result.checks
+    user, profile = results["fv_user"], results["fv_profile"]
+    assert (user.sampled, user.present_online, user.expired_offline, user.missing_online) == (4, 3, 1, 0)
+    assert (profile.sampled, profile.present_online, profile.expired_offline) == (3, 2, 1)  # u2: valid_to passed
+    assert [c.feature for c in user.checks] == ["event_timestamp", "amount", "label"]
+    assert all(c.checked == 4 for c in user.checks)
+
+
+def test_changing_the_warehouse_without_pushing_is_seen(online):
+    online.push()
+    duck("update user_rows set amount = 20 where user_id = 'u1' and amount = 2")  # corrected in place
+    duck("insert into user_rows values ('new', ?, null, 7, 'n')", [NOW - H])  # never pushed
+    (user,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_user"])
+    checks = {c.feature: c for c in user.checks}
+    assert user.sampled == 5 and user.missing_online == 1
+    assert checks["amount"].mismatches == 2 and checks["amount"].rate == pytest.approx(0.4)
+    assert checks["label"].mismatches == 1 and checks["event_timestamp"].mismatches == 1
+    assert {"entity": "u1", "online": 2, "offline": 20} in checks["amount"].examples
+    assert {"entity": "new", "online": "not_found", "offline": 7} in checks["amount"].examples
+    assert user.breaches and "'amount' differs for 40.0% of 5 sampled > 0.0%" in user.breaches
+
+    result = run(online.project, "verify", "--select", "fv_user", "--redis-url", _url(online), "--key-prefix", online.key_prefix)
+    assert result.exit_code == BREACH_EXIT and "u1: 2 / 20" in result.output and "missing online" in result.output
+
+    online.push(["fv_user"], full_refresh=True)  # an in-place correction needs a full refresh
+    (user,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_user"])
+    assert user.mismatches == 0
+    result = run(online.project, "verify", "--redis-url", _url(online), "--key-prefix", online.key_prefix, "--json")
+    assert result.exit_code == 0 and all(r["breaches"] == [] for r in json.loads(result.output))
+
+
+def test_a_value_online_that_push_would_not_write_is_a_mismatch(online):
+    """u3's profile is closed in the warehouse after the push (valid_to set: deleted upstream).
+    Push would not write it now, so finding it online is skew, reported as such."""
+    online.push()
+    duck("update profile_rows set valid_to = ? where user_id = 'u3'", [NOW - H / 2])
+    (profile,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_profile"])
+    assert profile.expired_offline == 2 and profile.present_online == 2
+    tier = next(c for c in profile.checks if c.feature == "tier")
+    assert tier.mismatches == 1 and tier.examples == [{"entity": "u3", "online": "present", "offline": "expired"}]
+
+
+def test_verify_samples_deterministically(online):
+    online.push()
+    first = monitor.verify(online.project, online.client, online.key_prefix, ["fv_pair"], sample=1, seed=3)
+    again = monitor.verify(online.project, online.client, online.key_prefix, ["fv_pair"], sample=1, seed=3)
+    assert first[0].sampled == 1 and first[0].checks == again[0].checks
+
+
+def test_verify_bad_inputs(online):
+    with pytest.raises(FeatsyncError, match="--sample must be at least 1, got 0"):
+        monitor.verify(online.project, online.client, online.key_prefix, sample=0)
+    with pytest.raises(FeatsyncError, match="feature view 'fv_user_copy' is not online"):
+        monitor.verify(online.project, online.client, online.key_prefix, ["fv_user_copy"])
+    with pytest.raises(NotFoundError, match="no feature view named 'nope'"):
+        monitor.verify(online.project, online.client, online.key_prefix, ["nope"])
+    result = run(online.project, "verify", "--redis-url", "redis://127.0.0.1:1/0", "--key-prefix", "x")
+    assert result.exit_code == 1 and "cannot read from Redis" in result.output
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pg_project(tmp_path_factory, pg_dsn):
+    with postgres_pit_project(tmp_path_factory.mktemp("monitor-pg"), pg_dsn) as (project, con):
+
+        def execute(query, params=None):
+            with con.cursor() as cur:
+                cur.execute(query, params)
+
+        yield project, execute
+
+
+def test_status_and_verify_on_postgres(pg_project, redis_url):
+    project, execute = pg_project
+    load(execute, "%s")
+    client = redis.Redis.from_url(redis_url)
+    pusher = Pusher(project, client, key_prefix=f"featsync-test-{uuid.uuid4().hex[:8]}")
+    try:
+        pusher.push()
+        status = {s.feature_view: s for s in monitor.status(project, client, pusher.key_prefix)}
+        assert all(status[v].breaches == [] and status[v].lag_seconds == 0 for v in ("fv_user", "fv_pair", "fv_profile"))
+        assert status["fv_user"].online_keys == 3 and status["fv_user"].entities_offline == 4
+        assert status["fv_user"].newest_event_time == (NOW - H / 2).replace(tzinfo=UTC)
+        results = monitor.verify(project, client, pusher.key_prefix)
+        assert all(r.mismatches == 0 for r in results), [r.checks for r in results]
+        assert {r.feature_view: r.expired_offline for r in results} == {"fv_user": 1, "fv_pair": 0, "fv_profile": 1}
+
+        execute("update pair_rows set score = 9.5 where merchant_id = 'm1'")
+        execute("insert into pair_rows values ('u9', 'm9', %s, 2.0)", (NOW - H,))
+        (pair,) = monitor.verify(project, client, pusher.key_prefix, ["fv_pair"])
+        checks = {c.feature: c for c in pair.checks}
+        assert pair.missing_online == 1 and checks["score"].mismatches == 2 and checks["event_timestamp"].mismatches == 1
+        assert {"entity": "u1|m1", "online": 0.5, "offline": 9.5} in checks["score"].examples
+        (pair_status,) = monitor.status(project, client, pusher.key_prefix, ["fv_pair"])
+        assert pair_status.pending_rows == 1 and pair_status.lag_seconds == 23 * 3600
+    finally:
+        keys = list(client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000))
+        if keys:
+            client.delete(*keys)
