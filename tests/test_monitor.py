@@ -205,6 +205,10 @@ def test_monitoring_meta_is_validated_strictly(project):
         Registry.from_manifest(broken)
 
 
+def test_format_age():
+    assert [monitor.format_age(s) for s in (45, 720, 3.1 * 3600, 40.1 * 86400, -7200)] == ["45s", "12m", "3.1h", "40.1d", "-2.0h"]
+
+
 def test_monitoring_defaults(project):
     registry = project.registry()
     user, pair = registry.feature_view("fv_user").monitoring, registry.feature_view("fv_pair").monitoring
@@ -330,7 +334,9 @@ def test_changing_the_warehouse_without_pushing_is_seen(online):
     assert checks["label"].mismatches == 1 and checks["event_timestamp"].mismatches == 1
     assert {"entity": "u1", "online": 2, "offline": 20} in checks["amount"].examples
     assert {"entity": "new", "online": "not_found", "offline": 7} in checks["amount"].examples
-    assert user.breaches and "'amount' differs for 40.0% of 5 sampled > 0.0%" in user.breaches
+    assert user.breaches == [
+        "3 of 3 columns differ for more than max_mismatch_rate 0.0% of 5 sampled entities; worst 'amount': 40.0%"
+    ]
 
     result = run(online.project, "verify", "--select", "fv_user", "--redis-url", _url(online), "--key-prefix", online.key_prefix)
     assert result.exit_code == BREACH_EXIT and "u1: 2 / 20" in result.output and "missing online" in result.output

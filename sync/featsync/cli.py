@@ -483,7 +483,10 @@ def status(
         _print_json([r.as_dict() for r in results])
     else:
         age = monitor.format_age
-        iso = monitor.iso
+
+        def iso(value: Any) -> str | None:
+            return None if value is None else value.strftime("%Y-%m-%d %H:%MZ")
+
         out.print(
             _breach_table(
                 "Status",
@@ -536,31 +539,51 @@ def verify(
     if as_json:
         _print_json([r.as_dict() for r in results])
     else:
+        out.print(
+            _breach_table(
+                "Verify: online against the warehouse (push's SQL)",
+                ("feature view", "sampled", "online", "expired offline", "missing online", "values differing", "breach"),
+                [
+                    (
+                        [
+                            f"{r.feature_view} v{r.version}",
+                            r.sampled,
+                            r.present_online,
+                            r.expired_offline,
+                            r.missing_online,
+                            f"{r.mismatches} of {sum(c.checked for c in r.checks)}",
+                            "; ".join(r.breaches) or "ok",
+                        ],
+                        bool(r.breaches),
+                    )
+                    for r in results
+                ],
+            )
+        )
         for r in results:
-            out.print(
-                f"{r.feature_view} v{r.version}: {r.sampled} sampled, {r.present_online} online, "
-                f"{r.expired_offline} expired offline, {r.missing_online} missing online",
-                markup=False,
-                highlight=False,
-            )
-            out.print(
-                _breach_table(
-                    None,
-                    ("feature", "checked", "mismatches", "rate", "examples (entity: online / offline)"),
-                    [
-                        (
-                            [
+            differing = [c for c in r.checks if c.mismatches]
+            if differing:
+                out.print(
+                    _table(
+                        f"{r.feature_view}: mismatches",
+                        ("feature", "mismatches", "rate", "examples (entity: online / offline)"),
+                        [
+                            (
                                 c.feature,
-                                c.checked,
-                                c.mismatches,
+                                f"{c.mismatches} of {c.checked}",
                                 f"{c.rate:.1%}",
-                                "; ".join(f"{e['entity']}: {e['online']} / {e['offline']}" for e in c.examples) or None,
-                            ],
-                            c.rate > 0,
-                        )
-                        for c in r.checks
-                    ],
+                                "; ".join(f"{e['entity']}: {_plain(e['online'])} / {_plain(e['offline'])}" for e in c.examples),
+                            )
+                            for c in differing
+                        ],
+                    )
                 )
-            )
     if any(r.breaches for r in results):
         sys.exit(BREACH_EXIT)
+
+
+def _plain(value: Any) -> Any:
+    """Example values for people: UTC times as ISO 8601 with Z."""
+    from datetime import datetime
+
+    return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value

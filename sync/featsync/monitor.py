@@ -297,9 +297,13 @@ def _verify_view(
             expected, got = _plain(offline[check.feature][i]), values[check.feature]
             check.add(_same(got, expected), entity, got, expected)
     limit = view.monitoring.max_mismatch_rate
-    for check in result.checks:
-        if check.rate > limit:
-            result.breaches.append(f"'{check.feature}' differs for {check.rate:.1%} of {check.checked} sampled > {limit:.1%}")
+    over = [c for c in result.checks if c.rate > limit]
+    if over:
+        worst = max(over, key=lambda c: c.rate)
+        result.breaches.append(
+            f"{len(over)} of {len(result.checks)} columns differ for more than max_mismatch_rate {limit:.1%} of "
+            f"{result.sampled} sampled entities; worst '{worst.feature}': {worst.rate:.1%}"
+        )
     return result
 
 
@@ -329,6 +333,9 @@ def iso(value: datetime | None) -> str | None:
 
 
 def format_age(seconds: float) -> str:
+    """A duration for people: 45s, 12m, 3.1h, 40.1d; negative when an event time is in the future."""
+    if seconds < 0:
+        return "-" + format_age(-seconds)
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f}d"
     if seconds >= 2 * 3600:
