@@ -366,6 +366,15 @@ def test_verify_samples_deterministically(online):
     assert first[0].sampled == 1 and first[0].checks == again[0].checks
 
 
+def test_verify_and_status_of_an_empty_view(online):
+    online.push()
+    duck("delete from pair_rows")
+    (pair,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_pair"])
+    assert pair.sampled == 0 and pair.breaches == []
+    (pair,) = monitor.status(online.project, online.client, online.key_prefix, ["fv_pair"])
+    assert pair.entities_offline == 0 and pair.newest_event_time is None and pair.online_keys == 2
+
+
 def test_verify_bad_inputs(online):
     with pytest.raises(FeatsyncError, match="--sample must be at least 1, got 0"):
         monitor.verify(online.project, online.client, online.key_prefix, sample=0)

@@ -243,10 +243,13 @@ def verify(
     with connect(project) as warehouse:
         for view in views:
             keys = " || '|' || ".join(f"cast({k} as varchar)" for k in view.entities)
-            table = warehouse.fetch_arrow(
-                f"select * from ({queries[view.name]}) as featsync_latest "
-                f"order by md5({keys} || '|{int(seed)}') limit {int(sample)}"
+            batches = list(
+                warehouse.arrow_batches(
+                    f"select * from ({queries[view.name]}) as featsync_latest "
+                    f"order by md5({keys} || '|{int(seed)}') limit {int(sample)}"
+                )
             )
+            table = pa.Table.from_batches(batches) if batches else pa.table({})  # an empty view gives no batch
             results.append(_verify_view(view, table, registry, client, key_prefix, now))
     return results
 
