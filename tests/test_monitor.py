@@ -183,6 +183,19 @@ def test_drift_bad_inputs_from_the_cli(drift_data):
     assert result.exit_code == 1 and "--reference '2024-01-01..2024-02-01': '2024-01-01' has no time zone" in result.output
 
 
+def test_a_view_not_built_is_a_clear_error(drift_data, redis_url):
+    duck("alter view fv_user_copy rename to fv_user_copy_away")
+    try:
+        with pytest.raises(
+            FeatsyncError, match=r"cannot read feature view 'fv_user_copy' \(.*fv_user_copy.*\) from the warehouse: "
+        ):
+            drift_lib.drift(drift_data, "fv_user_copy", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SAME))
+        result = run(drift_data, "status", "--select", "fv_user_copy", "--redis-url", redis_url, "--key-prefix", "x")
+        assert result.exit_code == 1 and "has dbt built it on this target?" in result.output
+    finally:
+        duck("alter view fv_user_copy_away rename to fv_user_copy")
+
+
 # -- the monitoring meta contract --------------------------------------------------------
 
 
@@ -427,3 +440,22 @@ def test_status_and_verify_on_postgres(pg_project, redis_url):
         keys = list(client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000))
         if keys:
             client.delete(*keys)
+
+
+def test_drift_on_postgres(pg_project):
+    project, execute = pg_project
+    rows = pa.concat_tables(
+        [
+            window_rows(datetime(2024, 1, 1), 1000, 1, False),
+            window_rows(datetime(2024, 1, 15), 1000, 2, False),
+            window_rows(datetime(2024, 2, 1), 1000, 3, True),
+        ]
+    )
+    execute("delete from user_rows")
+    execute(f"insert into user_rows values {', '.join(['%s'] * rows.num_rows)}", [tuple(r.values()) for r in rows.to_pylist()])
+    shifted = drift_lib.drift(project, "fv_user", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SHIFTED))
+    by_name = {f.feature: f for f in shifted.features}
+    assert shifted.breached and by_name["amount"].psi > 1 and by_name["label"].chi2_pvalue < 1e-10
+    assert 0.15 < by_name["label"].null_rate_current < 0.25
+    same = drift_lib.drift(project, "fv_user", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SAME))
+    assert not same.breached and same.reference_rows == same.current_rows == 1000

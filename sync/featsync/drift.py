@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError
+from featsync.monitor import reading
 from featsync.online import kind_of
 from featsync.project import Project
 from featsync.registry import FeatureView, Monitoring
@@ -142,7 +143,7 @@ def drift(project: Project, feature_view: str, reference: Window, current: Windo
     """Compare the view's offline rows in the two windows, feature by feature."""
     view = project.registry().feature_view(feature_view)
     kinds, skipped = feature_kinds(view)
-    with connect(project) as warehouse:
+    with connect(project) as warehouse, reading(view):
         counts = _counts(warehouse, view, reference, current, list(kinds))
         for window, name in zip(WINDOWS, (reference, current), strict=True):
             if counts[window]["rows"] == 0:

@@ -9,7 +9,8 @@ push.live_rows. So "consistent" means "what a push of the current warehouse woul
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,6 +29,22 @@ from featsync.warehouse import connect
 
 SCAN_COUNT = 10_000  # keys per SCAN round trip
 EXAMPLES = 3  # mismatch examples kept per feature
+
+
+@contextmanager
+def reading(view: FeatureView) -> Iterator[None]:
+    """The engines' own errors (a table not built, a lost connection) as one clear FeatsyncError."""
+    import adbc_driver_manager
+    import duckdb
+
+    try:
+        yield
+    except (duckdb.Error, adbc_driver_manager.Error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FeatsyncError(
+            f"cannot read feature view '{view.name}' ({view.relation}) from the warehouse: {reason} "
+            "(has dbt built it on this target?)"
+        ) from exc
 
 
 # -- status -------------------------------------------------------------------------------
@@ -91,10 +108,11 @@ def status(
             state = states[view.name]
             watermark = state.get("watermark")
             pending = "0" if watermark is None else f"count(case when {CHANGED_AT} > cast('{watermark}' as timestamp) then 1 end)"
-            row = warehouse.fetch_arrow(
-                f"select count(*) as entities, max({view.timestamp}) as newest_event, max({CHANGED_AT}) as newest_change, "
-                f"{pending} as pending from ({changed_since(view, queries[view.name], None)}) as featsync_changes"
-            ).to_pylist()[0]
+            with reading(view):
+                row = warehouse.fetch_arrow(
+                    f"select count(*) as entities, max({view.timestamp}) as newest_event, max({CHANGED_AT}) as newest_change, "
+                    f"{pending} as pending from ({changed_since(view, queries[view.name], None)}) as featsync_changes"
+                ).to_pylist()[0]
             result = ViewStatus(
                 view.name,
                 view.version,
@@ -243,12 +261,13 @@ def verify(
     with connect(project) as warehouse:
         for view in views:
             keys = " || '|' || ".join(f"cast({k} as varchar)" for k in view.entities)
-            batches = list(
-                warehouse.arrow_batches(
-                    f"select * from ({queries[view.name]}) as featsync_latest "
-                    f"order by md5({keys} || '|{int(seed)}') limit {int(sample)}"
+            with reading(view):
+                batches = list(
+                    warehouse.arrow_batches(
+                        f"select * from ({queries[view.name]}) as featsync_latest "
+                        f"order by md5({keys} || '|{int(seed)}') limit {int(sample)}"
+                    )
                 )
-            )
             table = pa.Table.from_batches(batches) if batches else pa.table({})  # an empty view gives no batch
             results.append(_verify_view(view, table, registry, client, key_prefix, now))
     return results
