@@ -486,3 +486,15 @@ def test_push_gate_on_postgres(pg, pg_project, redis_url, prefix):
     assert any("[category]" in f for f in rows["merchant_profile_features"]["failures"])
     assert "merchant_profile_features" not in online_keys(redis_url, prefix)
     assert rows["merchant_risk_features"]["pushed"]
+
+
+def test_missing_table_is_a_clear_error(duck, duck_project, pg, pg_project):
+    with duckdb.connect(str(duck[1])) as con:
+        con.execute("drop table product_sales_features")
+    code, _, err = run_cli("validate", "--project-dir", str(duck_project.project_dir), "--now", NOW)
+    assert code == 1 and "cannot read feature view 'product_sales_features'" in err and "product_sales_features" in err
+    _, schema, _, con = pg
+    with con.cursor() as cur:
+        cur.execute(f'drop table "{schema}".product_sales_features')
+    with pytest.raises(FeatsyncError, match="cannot read feature view 'product_sales_features'"):
+        quality.validate(pg_project, ["product_sales_features"], now=NOW)

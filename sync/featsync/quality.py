@@ -433,19 +433,24 @@ def sample_sql(view: FeatureView, relation: str, modulus: int) -> str:
 
 
 def _validate_duckdb(project, credentials, context, work, now, max_rows) -> Iterator[tuple[str, ViewValidation]]:
+    import duckdb
+
     from featsync.warehouse import BATCH_ROWS, connect
 
     source = context.data_sources.add_pandas("featsync_duckdb")
     with connect(project, credentials) as warehouse:
         for view, suite in work:
             start = time.perf_counter()
-            ((total,),) = warehouse.con.sql(f"select count(*) from {view.relation}").fetchall()
-            sampled = total > max_rows
-            sql = sample_sql(view, view.relation, math.ceil(total / max_rows)) if sampled else f"select * from {view.relation}"
-            # Streamed out as Arrow record batches, then one pandas frame for GE.
-            table = warehouse.con.sql(sql).to_arrow_reader(BATCH_ROWS).read_all()
-            frame = table.to_pandas()
-            del table
+            # schema.table only: the manifest's database part is the DuckDB file's name when parsed
+            relation = ".".join(f'"{part}"' for part in _split_relation(view.relation)[-2:])
+            try:
+                ((total,),) = warehouse.con.sql(f"select count(*) from {relation}").fetchall()
+                sampled = total > max_rows
+                sql = sample_sql(view, relation, math.ceil(total / max_rows)) if sampled else f"select * from {relation}"
+                # Streamed out as Arrow record batches, then one pandas frame for GE.
+                frame = warehouse.con.sql(sql).to_arrow_reader(BATCH_ROWS).read_all().to_pandas()
+            except duckdb.Error as exc:
+                raise FeatsyncError(f"cannot read feature view '{view.name}' ({relation}) to validate it: {exc}") from exc
             scale = (len(frame) / total) if sampled and total else None
             asset = source.add_dataframe_asset(view.name)
             batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
@@ -483,10 +488,13 @@ def _validate_postgres(project, credentials, context, work, now, max_rows) -> It
     for view, suite in work:
         start = time.perf_counter()
         *_, schema, table = _split_relation(view.relation)
-        with warnings.catch_warnings():  # schema_name is "deprecated" for a per-datasource search path; views may differ
-            warnings.simplefilter("ignore", DeprecationWarning)
-            asset = source.add_table_asset(view.name, table_name=table, schema_name=schema)
-        batch = asset.add_batch_definition_whole_table("all").get_batch()
+        try:
+            with warnings.catch_warnings():  # schema_name is "deprecated" for a per-datasource search path; views may differ
+                warnings.simplefilter("ignore", DeprecationWarning)
+                asset = source.add_table_asset(view.name, table_name=table, schema_name=schema)
+            batch = asset.add_batch_definition_whole_table("all").get_batch()
+        except Exception as exc:  # noqa: BLE001 - GE wraps SQLAlchemy's errors in several types
+            raise FeatsyncError(f"cannot read feature view '{view.name}' ({view.relation}) to validate it: {exc}") from exc
         status, results, params = _run(batch, view, suite, now)
         rows = next((r.observed_value for r in results if r.expectation in ROW_COUNT_EXPECTATIONS), None)
         yield (
