@@ -151,11 +151,11 @@ def assert_corruption_found(results: list[quality.ViewValidation]) -> None:
     assert nulls.status == "failed" and nulls.unexpected_count == 3 and nulls.element_count == 4000
     assert nulls.unexpected_percent == pytest.approx(0.075)
     negative = user[("expect_column_values_to_be_between", "transaction_count_7d")]
-    assert negative.unexpected_count > 0 and set(negative.sample_values) == {-1}
+    assert negative.unexpected_count > 0 and negative.sample_values == [-1]
     assert "[transaction_count_7d] min_value=0" in negative.describe() and "e.g. -1" in negative.describe()
 
     rate = failing(views["merchant_risk_features"])[("expect_column_values_to_be_between", "chargeback_rate_30d")]
-    assert rate.unexpected_count > 0 and set(rate.sample_values) == {1.5}
+    assert rate.unexpected_count > 0 and rate.sample_values == [1.5]
     assert len(views["merchant_risk_features"].failures) == 1
 
     category = failing(views["merchant_profile_features"])[("expect_column_values_to_be_in_set", "category")]
@@ -181,7 +181,7 @@ def test_corrupted_views_fail_on_duckdb(duck, duck_project, tmp_path):
     code, out, err = run_cli("validate", "--project-dir", str(duck_project.project_dir), "--now", NOW, "--junit", str(junit))
     assert code == 1
     assert "user_transaction_features: FAILED 15/17 expectations, 4,000 rows" in out
-    assert "FAIL  #1 column_values_to_not_be_null [user_id]: 3 unexpected of 4,000 (0.07%); e.g. NULL, NULL, NULL" in out
+    assert "FAIL  #1 column_values_to_not_be_null [user_id]: 3 unexpected of 4,000 (0.07%); e.g. NULL" in out
     assert "[category] value_set=" in out and "1 unexpected of 40 (2.50%); e.g. 'casino'" in out
     assert "error: validation failed:" in err
     root = ET.parse(junit).getroot()
@@ -334,7 +334,7 @@ def test_yaml_suites_load_like_json(duck_project):
     (result,) = quality.validate(duck_project, ["merchant_profile_features"], now=NOW)
     (bad,) = result.failures
     assert result.suite_file == "expectations/merchant_profile_features.yml"
-    assert bad.column == "risk_tier" and bad.sample_values and set(bad.sample_values) == {"high"}
+    assert bad.column == "risk_tier" and bad.sample_values == ["high"]
 
 
 # -- the push gate (DuckDB) -------------------------------------------------------

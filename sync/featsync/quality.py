@@ -55,7 +55,7 @@ SUITE_KEYS = {"name", "expectations", "meta", "notes"}
 ENTRY_KEYS = {"type", "kwargs", "meta", "notes", "description", "severity"}
 NOW_PARAMETER = re.compile(r"^now(?:_minus_(\w+))?$")
 DEFAULT_MAX_ROWS = 2_000_000  # DuckDB: above this many rows, validate the documented sample
-SAMPLE_VALUES = 5  # bad values shown per failing expectation
+SAMPLE_VALUES = 5  # distinct bad values shown per failing expectation (from the first 20 bad rows)
 ROW_COUNT_EXPECTATIONS = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
 _INDEX = "featsync_index"  # meta key locating a result's entry: GE does not keep the suite's order
 
@@ -359,7 +359,7 @@ def _run(
     outcome = batch.validate(
         suite.to_gx(rescale_row_counts=scale),
         expectation_parameters=parameters,
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_VALUES},
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 4 * SAMPLE_VALUES},
     )
     shown = {k: v.isoformat(sep=" ") for k, v in parameters.items()}
     results = sorted((_result(r, suite, shown) for r in outcome.results), key=lambda r: r.index)
@@ -389,11 +389,19 @@ def _result(gx_result: Any, suite: Suite, parameters: dict[str, str]) -> Expecta
         unexpected_count=result.get("unexpected_count"),
         unexpected_percent=result.get("unexpected_percent"),
         element_count=result.get("element_count"),
-        sample_values=[_plain(v) for v in samples[:SAMPLE_VALUES]],
+        sample_values=_distinct([_plain(v) for v in samples])[:SAMPLE_VALUES],
         observed_value=_plain(result.get("observed_value")),
         error=error,
         parameters={k: v for k, v in parameters.items() if any(_uses(x, k) for x in kwargs.values())},
     )
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """Distinct values in first-seen order (GE's sample repeats a bad value once per row)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        seen.setdefault(repr(value), value)
+    return list(seen.values())
 
 
 def _uses(value: Any, parameter: str) -> bool:
