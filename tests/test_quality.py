@@ -396,6 +396,20 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
     assert rows["merchant_profile_features"]["keys_written"] == 40
     assert online_keys(redis_url, prefix)["merchant_profile_features"] == 40
 
+    # broken again, with values that would change what is online: Redis stays byte for byte as it was
+    client = redis.Redis.from_url(redis_url)
+    before = {k: client.dump(k) for k in client.scan_iter(match=f"featsync:{prefix}:*merchant_profile_features*")}
+    assert len(before) == 41  # 40 entities and the view's push state
+    corrupt_duckdb(
+        duck[1], ["update main.merchant_profile_features set risk_tier = 'extreme', category = 'casino', event_timestamp = now()"]
+    )
+    code, out, err = run_cli(
+        *push_args(duck_project, redis_url, prefix, "--select", "merchant_profile_features", "--full-refresh")
+    )
+    assert code == 1 and "not pushed: merchant_profile_features" in err
+    after = {k: client.dump(k) for k in client.scan_iter(match=f"featsync:{prefix}:*merchant_profile_features*")}
+    assert after == before
+
 
 def test_push_fail_fast_pushes_nothing_and_skip_validation_is_explicit(duck, duck_project, redis_url, prefix):
     corrupt_duckdb(duck[1], [CORRUPT[4]])  # duplicates in user_merchant_features only

@@ -664,8 +664,10 @@ def gated_push(
     covered, as with any check-then-act.
     """
     views = [v.name for v in pusher.views(select)]  # checks the selection (unknown, not online)
+    if not views:
+        raise NotFoundError("no online feature views to push")
     if skip_validation:
-        return GatedPush(True, {}, pusher.push(views, **push_options) if views else [], [])
+        return GatedPush(True, {}, pusher.push(views, **push_options), [])
     validations = {v.feature_view: v for v in validate(pusher.project, views, now=now, max_rows=max_rows)}
     failed = [name for name in views if not validations[name].success]
     if failed and fail_fast:
