@@ -512,3 +512,21 @@ def test_missing_table_is_a_clear_error(duck, duck_project, pg, pg_project):
         cur.execute(f'drop table "{schema}".product_sales_features')
     with pytest.raises(FeatsyncError, match="cannot read feature view 'product_sales_features'"):
         quality.validate(pg_project, ["product_sales_features"], now=NOW)
+
+
+def test_sample_row_count_bounds_round_inwards_exactly():
+    from fractions import Fraction
+
+    suite = quality.Suite(
+        "v",
+        "expectations/v.json",
+        (
+            {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1000, "max_value": 5000}},
+            {"type": "expect_table_row_count_to_equal", "kwargs": {"value": 3000}},
+        ),
+        frozenset(),
+    )
+    between, equal = suite.to_gx(Fraction(1, 3)).expectations
+    assert (between.min_value, between.max_value) == (334, 1666)  # n >= 333.3 <=> n >= 334
+    assert (equal.min_value, equal.max_value) == (1000, 1000)  # 3000 rows, a third sampled: exactly 1000
+    assert suite.to_gx().expectations[1].value == 3000  # unsampled: as written

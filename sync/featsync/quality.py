@@ -40,6 +40,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -78,22 +79,25 @@ class Suite:
             values[name] = base - timedelta(seconds=parse_duration(age) or 0) if age else base
         return values
 
-    def to_gx(self, rescale_row_counts: float | None = None) -> Any:
-        """The Great Expectations suite; row-count bounds optionally scaled for a sample."""
+    def to_gx(self, sampled: Fraction | None = None) -> Any:
+        """The Great Expectations suite. On a sample (`sampled` = validated rows / all rows),
+        row-count bounds are scaled by that exact fraction and rounded inwards, so the
+        sample's count is within them exactly when the full count is within the originals."""
         import great_expectations as gx
         from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
         built = []
         for index, entry in enumerate(self.expectations):
             entry = {**entry, "kwargs": dict(entry.get("kwargs") or {}), "meta": {**(entry.get("meta") or {}), _INDEX: index}}
-            if rescale_row_counts is not None and entry["type"] in ROW_COUNT_EXPECTATIONS:
-                for key in ("min_value", "max_value", "value"):
-                    if isinstance(entry["kwargs"].get(key), int | float):
-                        entry["kwargs"][key] = entry["kwargs"][key] * rescale_row_counts
-                if entry["type"] == "expect_table_row_count_to_equal":  # a scaled count is not whole
-                    value = entry["kwargs"].pop("value")
-                    entry = {**entry, "type": "expect_table_row_count_to_be_between"}
-                    entry["kwargs"].update(min_value=value, max_value=value)
+            if sampled is not None and entry["type"] in ROW_COUNT_EXPECTATIONS:
+                kwargs = entry["kwargs"]
+                if entry["type"] == "expect_table_row_count_to_equal":
+                    entry["type"] = "expect_table_row_count_to_be_between"
+                    kwargs["min_value"] = kwargs["max_value"] = kwargs.pop("value")
+                if isinstance(kwargs.get("min_value"), int | float):
+                    kwargs["min_value"] = math.ceil(Fraction(kwargs["min_value"]) * sampled)
+                if isinstance(kwargs.get("max_value"), int | float):
+                    kwargs["max_value"] = math.floor(Fraction(kwargs["max_value"]) * sampled)
             built.append(ExpectationConfiguration(**entry).to_domain_obj())
         return gx.ExpectationSuite(name=self.feature_view, expectations=built)
 
@@ -353,11 +357,11 @@ def _gx_context() -> Any:
 
 
 def _run(
-    batch: Any, view: FeatureView, suite: Suite, now: datetime, scale: float | None = None
+    batch: Any, view: FeatureView, suite: Suite, now: datetime, sampled: Fraction | None = None
 ) -> tuple[str, list[ExpectationResult], dict]:
     parameters = suite.parameter_values(now)
     outcome = batch.validate(
-        suite.to_gx(rescale_row_counts=scale),
+        suite.to_gx(sampled),
         expectation_parameters=parameters,
         result_format={"result_format": "SUMMARY", "partial_unexpected_count": 4 * SAMPLE_VALUES},
     )
@@ -459,10 +463,10 @@ def _validate_duckdb(project, credentials, context, work, now, max_rows) -> Iter
                 frame = warehouse.con.sql(sql).to_arrow_reader(BATCH_ROWS).read_all().to_pandas()
             except duckdb.Error as exc:
                 raise FeatsyncError(f"cannot read feature view '{view.name}' ({relation}) to validate it: {exc}") from exc
-            scale = (len(frame) / total) if sampled and total else None
+            fraction = Fraction(len(frame), total) if sampled and total else None
             asset = source.add_dataframe_asset(view.name)
             batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
-            status, results, params = _run(batch, view, suite, now, scale)
+            status, results, params = _run(batch, view, suite, now, fraction)
             if sampled:  # report the full count the rescaled bounds were checked against
                 for r in results:
                     if r.expectation in ROW_COUNT_EXPECTATIONS:
