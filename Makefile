@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: demo test install build list clean
+.PHONY: demo test install build list clean validate
 
 $(BIN)/featsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,11 +19,15 @@ install: $(BIN)/featsync
 # feature TTLs have not run out when it is pushed. Tests build it unshifted.
 SHIFT_DAYS := $(shell $(PYTHON) -c "import datetime as d; print((d.datetime.now(d.timezone.utc).date() - d.date(2024, 4, 30)).days)")
 
-## The main job on the embedded defaults: dbt build on DuckDB, the registry, a push to the
-## embedded Redis, and one entity's online features.
+DEMO_BUILD := $(BIN)/dbt build --project-dir . --profiles-dir . --vars '{featsync_example_shift_days: $(SHIFT_DAYS)}'
+
+## The main job on the embedded defaults: dbt build on DuckDB, the registry, the quality
+## gate, a push to the embedded Redis, and one entity's online features.
+
 demo: install
-	$(BIN)/dbt build --project-dir . --profiles-dir . --vars '{featsync_example_shift_days: $(SHIFT_DAYS)}'
+	$(DEMO_BUILD)
 	$(BIN)/featsync list
+	$(BIN)/featsync validate
 	$(BIN)/featsync push --full-refresh
 	$(BIN)/featsync get --service fraud_detection --entity user_id=u0137 --entity merchant_id=m0035
 
@@ -32,6 +36,12 @@ test: install
 	$(BIN)/ruff check sync tests bench
 	$(BIN)/ruff format --check sync tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## The demo data (shifted as in `make demo`) must pass every expectation suite; CI runs this
+## after the tests and keeps the JUnit report in target/featsync/validate.xml.
+validate: install
+	$(DEMO_BUILD)
+	$(BIN)/featsync validate --junit target/featsync/validate.xml
 
 clean:
 	rm -rf target logs dbt_packages featsync.duckdb .featsync tests/integration_project/target tests/integration_project/dbt_packages

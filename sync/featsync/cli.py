@@ -55,6 +55,13 @@ def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables.")
+now_option = click.option(
+    "--now",
+    default=None,
+    envvar="FEATSYNC_NOW",
+    metavar="TIMESTAMP",
+    help="Reference time of freshness expectations, ISO with zone (default: the clock).",
+)
 
 
 class FeatsyncGroup(click.Group):
@@ -236,6 +243,11 @@ def training_set(
 )
 @click.option("--full-refresh", is_flag=True, help="Resend every latest row, not only those changed since the last push.")
 @click.option("--dry-run", is_flag=True, help="Read and encode everything, write nothing.")
+@click.option(
+    "--skip-validation", is_flag=True, help="Push without running the views' expectation suites (shown in the summary)."
+)
+@click.option("--fail-fast", is_flag=True, help="If any view fails its suite, push nothing at all.")
+@now_option
 @json_option
 def push(
     project: Project,
@@ -244,9 +256,17 @@ def push(
     key_prefix: str | None,
     full_refresh: bool,
     dry_run: bool,
+    skip_validation: bool,
+    fail_fast: bool,
+    now: str | None,
     as_json: bool,
 ) -> None:
-    """Push the latest row of every entity of the online feature views to Redis."""
+    """Validate the online feature views, then push the latest row of every entity of those that pass to Redis.
+
+    A view failing its suite (expectations/<view>.json) is not pushed; the others are,
+    unless --fail-fast. The exit code is 1 when any view was held back.
+    """
+    from featsync import quality
     from featsync.push import Pusher, redis_client
 
     pusher = Pusher(project, redis_client(project, redis_url), key_prefix=key_prefix)
@@ -268,30 +288,93 @@ def push(
             rate = stats.rows_read / stats.seconds if stats.seconds else 0.0
             bar.update(tasks[stats.feature_view], rows=stats.rows_read, rate=rate)
 
-        results = pusher.push(select, dry_run=dry_run, full_refresh=full_refresh, progress=report)
+        gate = quality.gated_push(
+            pusher,
+            select,
+            skip_validation=skip_validation,
+            fail_fast=fail_fast,
+            now=now,
+            dry_run=dry_run,
+            full_refresh=full_refresh,
+            progress=report,
+        )
+    results = gate.pushed
+    if as_json:
+        _print_json(gate.as_dicts())
+    else:
+        title = "Push (dry run: nothing written)" if dry_run else "Push"
+        out.print(
+            _table(
+                title,
+                (
+                    "feature view",
+                    "version",
+                    "validation",
+                    "mode",
+                    "rows read",
+                    "keys written",
+                    "skipped stale",
+                    "skipped expired",
+                    "seconds",
+                ),
+                [
+                    (
+                        r.feature_view,
+                        f"v{r.version}",
+                        gate.status_of(r.feature_view),
+                        "full" if r.full_refresh else f"since {r.watermark}",
+                        f"{r.rows_read:,}",
+                        f"{r.keys_written:,}",
+                        f"{r.skipped_stale:,}",
+                        f"{r.skipped_expired:,}",
+                        f"{r.seconds:.2f}",
+                    )
+                    for r in results
+                ]
+                + [(name, "", gate.status_of(name), "NOT PUSHED", "", "", "", "", "") for name in gate.blocked],
+            )
+        )
+        if gate.skip_validation:
+            out.print("validation skipped (--skip-validation): the suites were not run", markup=False)
+    if gate.blocked:
+        failing = [v for v in gate.validations.values() if not v.success]
+        for line in quality.report_lines(failing):
+            err.print(line, markup=False, highlight=False, soft_wrap=True)
+        reason = "--fail-fast: nothing was pushed" if gate.stopped else f"not pushed: {', '.join(gate.blocked)}"
+        err.print(f"[bold red]error:[/] quality gate failed ({reason})", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+@main.command()
+@project_options
+@click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every feature view.")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Also write JUnit XML here.")
+@click.option(
+    "--max-rows",
+    type=click.IntRange(min=1),
+    default=None,
+    help="DuckDB: validate a documented sample of whole entities above this many rows (default 2,000,000).",
+)
+@now_option
+@json_option
+def validate(
+    project: Project, select: tuple[str, ...], junit_path: str | None, max_rows: int | None, now: str | None, as_json: bool
+) -> None:
+    """Run each feature view's Great Expectations suite (expectations/<view>.json); exit 1 on a failure."""
+    from featsync import quality
+
+    results = quality.validate(project, select, now=now, max_rows=max_rows or quality.DEFAULT_MAX_ROWS)
+    if junit_path:
+        Path(junit_path).write_text(quality.junit_xml(results))
     if as_json:
         _print_json([r.as_dict() for r in results])
-        return
-    title = "Push (dry run: nothing written)" if dry_run else "Push"
-    out.print(
-        _table(
-            title,
-            ("feature view", "version", "mode", "rows read", "keys written", "skipped stale", "skipped expired", "seconds"),
-            [
-                (
-                    r.feature_view,
-                    f"v{r.version}",
-                    "full" if r.full_refresh else f"since {r.watermark}",
-                    f"{r.rows_read:,}",
-                    f"{r.keys_written:,}",
-                    f"{r.skipped_stale:,}",
-                    f"{r.skipped_expired:,}",
-                    f"{r.seconds:.2f}",
-                )
-                for r in results
-            ],
-        )
-    )
+    else:
+        for line in quality.report_lines(results):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    if not all(r.success for r in results):
+        failed = [r.feature_view for r in results if not r.success]
+        err.print(f"[bold red]error:[/] validation failed: {', '.join(failed)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 @main.command()
