@@ -25,8 +25,8 @@ from click.testing import CliRunner
 from conftest import duckdb_pit_project, postgres_pit_project
 from featsync import drift as drift_lib
 from featsync import monitor
-from featsync.cli import BREACH_EXIT, main
-from featsync.errors import DeclarationError, FeatsyncError, NotFoundError
+from featsync.cli import main
+from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError, NotFoundError
 from featsync.push import Pusher
 from featsync.registry import Registry
 
@@ -123,7 +123,7 @@ def test_drift_cli_exit_code_table_json_and_html(drift_data, tmp_path):
     result = run(
         drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", SHIFTED, "--html", str(page)
     )
-    assert result.exit_code == BREACH_EXIT, result.output
+    assert result.exit_code == CHECK_FAILED_EXIT, result.output
     assert "Drift (ranked)" in result.output and "PSI" in result.output and f"wrote {page}" in result.output
     text = page.read_text()
     assert text.count("<svg") == 2 and "amount" in text and "label" in text and "reference" in text
@@ -307,7 +307,7 @@ def test_status_sees_push_lag_beyond_its_threshold(online):
 def test_status_cli(online):
     args = ["--redis-url", _url(online), "--key-prefix", online.key_prefix]
     result = run(online.project, "status", *args)
-    assert result.exit_code == BREACH_EXIT and "never pushed" in result.output
+    assert result.exit_code == CHECK_FAILED_EXIT and "never pushed" in result.output
     online.push()
     result = run(online.project, "status", *args)
     assert result.exit_code == 0, result.output
@@ -352,7 +352,7 @@ def test_changing_the_warehouse_without_pushing_is_seen(online):
     ]
 
     result = run(online.project, "verify", "--select", "fv_user", "--redis-url", _url(online), "--key-prefix", online.key_prefix)
-    assert result.exit_code == BREACH_EXIT and "u1: 2 / 20" in result.output and "missing online" in result.output
+    assert result.exit_code == CHECK_FAILED_EXIT and "u1: 2 / 20" in result.output and "missing online" in result.output
 
     online.push(["fv_user"], full_refresh=True)  # an in-place correction needs a full refresh
     (user,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_user"])

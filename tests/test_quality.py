@@ -26,7 +26,7 @@ from click.testing import CliRunner
 from conftest import ROOT, copy_project
 from featsync import quality
 from featsync.cli import main
-from featsync.errors import DeclarationError, FeatsyncError
+from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError
 from featsync.project import Project
 
 NOW = "2024-04-30T00:00:00Z"
@@ -179,7 +179,7 @@ def test_corrupted_views_fail_on_duckdb(duck, duck_project, tmp_path):
     assert_corruption_found(quality.validate(duck_project, now=NOW))
     junit = tmp_path / "validate.xml"
     code, out, err = run_cli("validate", "--project-dir", str(duck_project.project_dir), "--now", NOW, "--junit", str(junit))
-    assert code == 1
+    assert code == CHECK_FAILED_EXIT
     assert "user_transaction_features: FAILED 15/17 expectations, 4,000 rows" in out
     assert "FAIL  #1 column_values_to_not_be_null [user_id]: 3 unexpected of 4,000 (0.07%); e.g. NULL" in out
     assert "[category] value_set=" in out and "1 unexpected of 40 (2.50%); e.g. 'casino'" in out
@@ -192,7 +192,7 @@ def test_corrupted_views_fail_on_duckdb(duck, duck_project, tmp_path):
 
     code, out, _ = run_cli("validate", "--project-dir", str(duck_project.project_dir), "--now", NOW, "--json")
     data = {v["feature_view"]: v for v in json.loads(out)}
-    assert code == 1 and data["product_sales_features"]["status"] == "failed"
+    assert code == CHECK_FAILED_EXIT and data["product_sales_features"]["status"] == "failed"
     assert data["product_sales_features"]["parameters"] == {"now_minus_2d": "2024-04-28 00:00:00"}
 
 
@@ -379,7 +379,7 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
     # it is the view whose keys show that passing views are still pushed
     corrupt_duckdb(duck[1], [CORRUPT[0], CORRUPT[3]])  # NULL user ids; a bad merchant category
     code, out, err = run_cli(*push_args(duck_project, redis_url, prefix))
-    assert code == 1
+    assert code == CHECK_FAILED_EXIT
     assert "quality gate failed (not pushed: merchant_profile_features, user_transaction_features)" in err
     assert "FAIL  #8 column_values_to_be_in_set [category]" in err
     assert "NOT PUSHED" in out
@@ -406,7 +406,7 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
     code, out, err = run_cli(
         *push_args(duck_project, redis_url, prefix, "--select", "merchant_profile_features", "--full-refresh")
     )
-    assert code == 1 and "not pushed: merchant_profile_features" in err
+    assert code == CHECK_FAILED_EXIT and "not pushed: merchant_profile_features" in err
     after = {k: client.dump(k) for k in client.scan_iter(match=f"featsync:{prefix}:*merchant_profile_features*")}
     assert after == before
 
@@ -414,7 +414,7 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
 def test_push_fail_fast_pushes_nothing_and_skip_validation_is_explicit(duck, duck_project, redis_url, prefix):
     corrupt_duckdb(duck[1], [CORRUPT[4]])  # duplicates in user_merchant_features only
     code, out, err = run_cli(*push_args(duck_project, redis_url, prefix, "--fail-fast", "--json"))
-    assert code == 1 and "--fail-fast: nothing was pushed" in err
+    assert code == CHECK_FAILED_EXIT and "--fail-fast: nothing was pushed" in err
     assert {r["feature_view"]: r["validation"] for r in json.loads(out)}["user_merchant_features"] == "failed"
     assert not any(r["pushed"] for r in json.loads(out))
     assert online_keys(redis_url, prefix) == {}
@@ -494,7 +494,7 @@ def test_corrupted_views_fail_on_postgres(pg, pg_project):
 def test_push_gate_on_postgres(pg, pg_project, redis_url, prefix):
     corrupt_postgres(pg, [CORRUPT[3]])  # a bad merchant category
     code, out, err = run_cli(*push_args(pg_project, redis_url, prefix, "--target", "postgres", "--json"))
-    assert code == 1 and "not pushed: merchant_profile_features" in err
+    assert code == CHECK_FAILED_EXIT and "not pushed: merchant_profile_features" in err
     rows = {r["feature_view"]: r for r in json.loads(out)}
     assert not rows["merchant_profile_features"]["pushed"]
     assert any("[category]" in f for f in rows["merchant_profile_features"]["failures"])

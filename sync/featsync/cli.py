@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from featsync import catalog, datagen, training
-from featsync.errors import FeatsyncError
+from featsync.errors import CHECK_FAILED_EXIT, FeatsyncError
 from featsync.project import Project
 
 # Piped output gets a wide console so tables stay readable in logs and CI.
@@ -264,7 +264,7 @@ def push(
     """Validate the online feature views, then push the latest row of every entity of those that pass to Redis.
 
     A view failing its suite (expectations/<view>.json) is not pushed; the others are,
-    unless --fail-fast. The exit code is 1 when any view was held back.
+    unless --fail-fast. The exit code is 4 when any view was held back.
     """
     from featsync import quality
     from featsync.push import Pusher, redis_client
@@ -342,7 +342,7 @@ def push(
             err.print(line, markup=False, highlight=False, soft_wrap=True)
         reason = "--fail-fast: nothing was pushed" if gate.stopped else f"not pushed: {', '.join(gate.blocked)}"
         err.print(f"[bold red]error:[/] quality gate failed ({reason})", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(CHECK_FAILED_EXIT)
 
 
 @main.command()
@@ -360,7 +360,7 @@ def push(
 def validate(
     project: Project, select: tuple[str, ...], junit_path: str | None, max_rows: int | None, now: str | None, as_json: bool
 ) -> None:
-    """Run each feature view's Great Expectations suite (expectations/<view>.json); exit 1 on a failure."""
+    """Run each feature view's Great Expectations suite (expectations/<view>.json); exit 4 on a failure."""
     from featsync import quality
 
     results = quality.validate(project, select, now=now, max_rows=max_rows or quality.DEFAULT_MAX_ROWS)
@@ -374,7 +374,7 @@ def validate(
     if not all(r.success for r in results):
         failed = [r.feature_view for r in results if not r.success]
         err.print(f"[bold red]error:[/] validation failed: {', '.join(failed)}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        sys.exit(CHECK_FAILED_EXIT)
 
 
 @main.command()
@@ -466,9 +466,7 @@ def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
-# -- monitoring: drift, status, verify (exit code 4 when a threshold is breached) ----------
-
-BREACH_EXIT = 4
+# -- monitoring: drift, status, verify (CHECK_FAILED_EXIT when a threshold is breached) ----------
 
 
 def _breach_table(title: str, columns: tuple[str, ...], rows: list[tuple[list[Any], bool]]) -> Table:
@@ -542,7 +540,7 @@ def drift(project: Project, feature_view: str, reference: str, current: str, htm
         if html_path:
             out.print(f"wrote {html_path}", markup=False, highlight=False)
     if report.breached:
-        sys.exit(BREACH_EXIT)
+        sys.exit(CHECK_FAILED_EXIT)
 
 
 @main.command()
@@ -594,7 +592,7 @@ def status(
             )
         )
     if any(r.breaches for r in results):
-        sys.exit(BREACH_EXIT)
+        sys.exit(CHECK_FAILED_EXIT)
 
 
 @main.command()
@@ -662,7 +660,7 @@ def verify(
                     )
                 )
     if any(r.breaches for r in results):
-        sys.exit(BREACH_EXIT)
+        sys.exit(CHECK_FAILED_EXIT)
 
 
 def _plain(value: Any) -> Any:

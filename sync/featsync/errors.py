@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The exit code of a check that ran and found a problem: a failed expectation suite, a view the
+# push gate held back, a drift / freshness / skew threshold breached. Codes 1-3 mean featsync
+# could not do its job (FeatsyncError and subclasses); 4 means it did, and the data is not ok.
+CHECK_FAILED_EXIT = 4
+
 
 class FeatsyncError(Exception):
     """Base class: a user-facing error. The CLI prints the message and exits non-zero."""
