@@ -114,6 +114,36 @@ def postgres_build(pg_dsn: dict, tmp_session: Path) -> Iterator[Build]:
                 cur.execute(f'drop schema if exists "{schema}{suffix}" cascade')
 
 
+SNOWFLAKE_EMULATOR_PROFILES = ROOT / "tests" / "snowflake_emulator"
+
+
+@pytest.fixture(scope="session")
+def snowflake_build(tmp_session: Path) -> Iterator[Build]:
+    """The whole example project built twice on the Snowflake emulator (tests/snowflake_emulator).
+
+    The second `dbt build` runs the snapshot's MERGE path (and any incremental model's) over
+    the first run's tables. The emulator runs in this process, in memory, for the session.
+    """
+    from snowflake_emulator import serve
+
+    schema = f"FEATSYNC_TEST_{uuid.uuid4().hex[:8].upper()}"
+    env = {
+        "SNOWFLAKE_ACCOUNT": "emulated",
+        "SNOWFLAKE_USER": "featsync",
+        "SNOWFLAKE_PASSWORD": "emulated",
+        "SNOWFLAKE_WAREHOUSE": "EMULATED",
+        "SNOWFLAKE_DATABASE": "FEATSYNC",
+        "SNOWFLAKE_SCHEMA": schema,
+    }
+    with serve() as port:
+        os.environ.update(env, FEATSYNC_SNOWFLAKE_EMULATOR_PORT=str(port))
+        project = Project.open(ROOT, SNOWFLAKE_EMULATOR_PROFILES, "snowflake")
+        target_path = tmp_session / "target-snowflake"
+        for _ in range(2):
+            project.run_dbt(["build"], target_path=target_path)
+        yield Build(project, target_path, schema)
+
+
 @pytest.fixture(scope="session")
 def pg_con(postgres_build: Build, pg_dsn: dict):
     import psycopg2
