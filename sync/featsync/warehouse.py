@@ -179,7 +179,8 @@ class SnowflakeWarehouse(Warehouse):
                 schema = table.schema
                 yield from table.to_batches(max_chunksize=batch_rows)
             if schema is None:  # no rows: the connector yields nothing, so give the empty result its schema
-                yield from snowflake_names(cursor.fetch_arrow_all(force_return_table=True)).to_batches()
+                empty = snowflake_names(cursor.fetch_arrow_all(force_return_table=True))
+                yield pa.RecordBatch.from_pylist([], schema=empty.schema)
         finally:
             cursor.close()
 
@@ -191,9 +192,7 @@ class SnowflakeWarehouse(Warehouse):
             cursor.close()
 
     def create_table(self, name: str, table: pa.Table) -> None:
-        raise FeatsyncError(
-            "a spine file cannot be loaded into Snowflake yet; load it as a table and pass its name as the spine"
-        )
+        raise FeatsyncError("a spine file cannot be loaded into Snowflake yet; load it as a table and pass its name as the spine")
 
     def close(self) -> None:
         self.con.close()
