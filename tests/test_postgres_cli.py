@@ -38,11 +38,11 @@ def cli(*args: str) -> str:
 @pytest.mark.parametrize(
     ("service", "model"), [("fraud_detection:v1", "fraud_training_set_v1"), ("fraud_detection:v2", "fraud_training_set_v2")]
 )
-def test_cli_training_set_from_postgres_equals_duckdb(pg_args, duckdb_con, tmp_path: Path, service, model):
+def test_cli_training_set_from_postgres_equals_duckdb(pg_args, duck_ro, tmp_path: Path, service, model):
     out = tmp_path / "train.parquet"
     as_of = ["--as-of", "available"] if model.endswith("v2") else []
     cli("training-set", *pg_args, "--service", service, "--spine", "stg_fraud_labels", *as_of, "--out", str(out))
-    columns, expected = duckdb_rows(duckdb_con, model, "transaction_id")
+    columns, expected = duckdb_rows(duck_ro, model, "transaction_id")
     table = pq.read_table(out)
     table = pa.table(
         [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
@@ -50,17 +50,17 @@ def test_cli_training_set_from_postgres_equals_duckdb(pg_args, duckdb_con, tmp_p
     assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), model)
 
 
-def test_cli_training_set_from_postgres_with_a_spine_file(pg_args, postgres_build, duckdb_con, tmp_path: Path):
+def test_cli_training_set_from_postgres_with_a_spine_file(pg_args, postgres_build, duck_ro, tmp_path: Path):
     """A parquet spine goes into a scratch table in the Postgres schema (ADBC ingest) and is dropped after."""
     spine = tmp_path / "spine.parquet"
-    labels = duckdb_con.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
+    labels = duck_ro.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
     labels = labels.set_column(3, "event_timestamp", labels.column(3).cast(pa.timestamp("us", tz="UTC")))
     pq.write_table(labels, spine)
     out = tmp_path / "train.parquet"
     cli("training-set", *pg_args, "--service", "fraud_detection:v1", "--spine", str(spine), "--out", str(out))
-    columns, expected = duckdb_rows(duckdb_con, "fraud_training_set_v1", "transaction_id")
+    columns, expected = duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id")
     columns = [c for c in columns if c in pq.read_schema(out).names]
-    _, expected = duckdb_rows(duckdb_con, "fraud_training_set_v1", "transaction_id", columns)
+    _, expected = duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id", columns)
     table = pq.read_table(out)
     table = pa.table(
         [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
@@ -74,7 +74,7 @@ def test_cli_training_set_from_postgres_with_a_spine_file(pg_args, postgres_buil
     assert scratch.column("n").to_pylist() == [0]
 
 
-def test_cli_push_from_postgres(pg_args, duckdb_con, redis_url):
+def test_cli_push_from_postgres(pg_args, duck_ro, redis_url):
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
     try:
@@ -82,9 +82,9 @@ def test_cli_push_from_postgres(pg_args, duckdb_con, redis_url):
             s["feature_view"]: s
             for s in json.loads(cli("push", *pg_args, "--redis-url", redis_url, "--key-prefix", prefix, "--json"))
         }
-        merchants = duckdb_con.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
+        merchants = duck_ro.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
         current = dict(
-            duckdb_con.execute("select merchant_id, risk_tier from merchant_profile_features where valid_to is null").fetchall()
+            duck_ro.execute("select merchant_id, risk_tier from merchant_profile_features where valid_to is null").fetchall()
         )
         assert stats["merchant_profile_features"]["rows_read"] == merchants
         # The example data ends in 2024: rows of views with a ttl have expired; the SCD2 view has none.

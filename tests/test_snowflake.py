@@ -51,10 +51,10 @@ def assert_same_rows(expected: list[tuple], actual: list[tuple], what: str) -> N
         assert all(same(x, y) for x, y in zip(e, a, strict=True)), (what, e, a)
 
 
-def duckdb_rows(duckdb_con, relation: str, order: str, columns: list[str] | None = None) -> tuple[list[str], list[tuple]]:
+def duckdb_rows(duck_ro, relation: str, order: str, columns: list[str] | None = None) -> tuple[list[str], list[tuple]]:
     select = ", ".join(columns) if columns else "*"
-    rows = duckdb_con.execute(f"select {select} from {relation} order by {order}").fetchall()
-    return [d[0] for d in duckdb_con.description], rows
+    rows = duck_ro.execute(f"select {select} from {relation} order by {order}").fetchall()
+    return [d[0] for d in duck_ro.description], rows
 
 
 def arrow_rows(table: pa.Table, columns: list[str], order: str) -> list[tuple]:
@@ -67,13 +67,13 @@ def snapshot_relation(table: str) -> str:
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
-def test_emulated_snowflake_build_equals_duckdb(snowflake_build, duckdb_con, table):
+def test_emulated_snowflake_build_equals_duckdb(snowflake_build, duck_ro, table):
     """After two builds on the emulator every table equals DuckDB's: a sorted full-table diff."""
     order = TABLES[table]
-    columns, expected = duckdb_rows(duckdb_con, snapshot_relation(table), order)
+    columns, expected = duckdb_rows(duck_ro, snapshot_relation(table), order)
     if table == "merchants_snapshot":  # dbt_scd_id is an md5 of engine-specific timestamp text
         columns = [c for c in columns if c != "dbt_scd_id"]
-        _, expected = duckdb_rows(duckdb_con, snapshot_relation(table), order, columns)
+        _, expected = duckdb_rows(duck_ro, snapshot_relation(table), order, columns)
     schema = snowflake_build.schema + ("_SNAPSHOTS" if table == "merchants_snapshot" else "")
     with connect(snowflake_build.project) as warehouse:
         assert isinstance(warehouse, SnowflakeWarehouse)
@@ -119,7 +119,7 @@ def sf_args(snowflake_build, tmp_path_factory) -> list[str]:
 @pytest.mark.parametrize(
     ("service", "model"), [("fraud_detection:v1", "fraud_training_set_v1"), ("fraud_detection:v2", "fraud_training_set_v2")]
 )
-def test_cli_training_set_from_snowflake_equals_duckdb(sf_args, duckdb_con, tmp_path: Path, service, model):
+def test_cli_training_set_from_snowflake_equals_duckdb(sf_args, duck_ro, tmp_path: Path, service, model):
     """`featsync training-set --target snowflake`: the macro compiled for Snowflake, read back as Arrow batches."""
     out = tmp_path / "train.parquet"
     as_of = ["--as-of", "available"] if model.endswith("v2") else []
@@ -134,7 +134,7 @@ def test_cli_training_set_from_snowflake_equals_duckdb(sf_args, duckdb_con, tmp_
         "--out",
         str(out),
     )
-    columns, expected = duckdb_rows(duckdb_con, model, "transaction_id")
+    columns, expected = duckdb_rows(duck_ro, model, "transaction_id")
     table = pq.read_table(out)
     # Timestamps come back UTC-aware; DuckDB's table holds the same instants naive.
     table = pa.table(
@@ -143,7 +143,7 @@ def test_cli_training_set_from_snowflake_equals_duckdb(sf_args, duckdb_con, tmp_
     assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), model)
 
 
-def test_cli_push_from_snowflake(sf_args, duckdb_con, redis_url):
+def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):
     """`featsync push --target snowflake` writes the latest rows; the online values equal DuckDB's latest rows."""
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
@@ -151,13 +151,13 @@ def test_cli_push_from_snowflake(sf_args, duckdb_con, redis_url):
         output = cli("push", *sf_args, "--redis-url", redis_url, "--key-prefix", prefix, "--json")
         stats = {s["feature_view"]: s for s in json.loads(output)}
         # The example data ends in 2024: rows of views with a ttl have expired; the SCD2 view has none.
-        merchants = duckdb_con.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
+        merchants = duck_ro.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
         current = dict(
-            duckdb_con.execute("select merchant_id, risk_tier from merchant_profile_features where valid_to is null").fetchall()
+            duck_ro.execute("select merchant_id, risk_tier from merchant_profile_features where valid_to is null").fetchall()
         )
         assert stats["merchant_profile_features"]["rows_read"] == merchants
         assert stats["merchant_profile_features"]["keys_written"] == len(current) > 0
-        users = duckdb_con.execute("select count(distinct user_id) from user_transaction_features").fetchone()[0]
+        users = duck_ro.execute("select count(distinct user_id) from user_transaction_features").fetchone()[0]
         assert stats["user_transaction_features"]["rows_read"] == users
         for merchant in sorted(current)[:3]:
             got = json.loads(
