@@ -192,3 +192,16 @@ def test_snowflake_reader_streams_arrow_batches_and_refuses_spine_files(snowflak
         assert empty.num_rows == 0 and empty.column_names == ["user_id"]
         with pytest.raises(FeatsyncError, match="spine file cannot be loaded into Snowflake"):
             warehouse.create_table("spine", pa.table({"a": [1]}))
+
+
+def test_asof_shim_keeps_snowflake_semantics(snowflake_build):
+    """The emulator's MATCH_CONDITION rewrite keeps every left row, picks the latest match at or before
+    it per key, and gives NULLs where nothing matches, as Snowflake's ASOF JOIN does."""
+    sql = """
+        with l as (select * from (values ('a', 10), ('a', 25), ('b', 5), ('c', 1)) as v (k, ts)),
+             r as (select * from (values ('a', 10, 'x'), ('a', 20, 'y'), ('b', 6, 'z')) as v (k, ts, val))
+        select l.k, l.ts, r.val from l asof join r match_condition (l.ts >= r.ts) on l.k = r.k
+    """
+    with connect(snowflake_build.project) as warehouse:
+        table = warehouse.fetch_arrow(sql)
+    assert arrow_rows(table, ["k", "ts", "val"], "k, ts") == [("a", 10, "x"), ("a", 25, "y"), ("b", 5, None), ("c", 1, None)]
