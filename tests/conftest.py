@@ -85,6 +85,15 @@ def duckdb_con(duckdb_build: Build) -> Iterator[duckdb.DuckDBPyConnection]:
     con.close()
 
 
+@pytest.fixture
+def duck_ro(duckdb_build):
+    """A read-only connection to the DuckDB build for one test only: the session-wide `duckdb_con`
+    would stay open and keep later tests (dbt, in this process) from opening the file read-write."""
+    con = duckdb.connect(os.environ["FEATSYNC_DUCKDB_PATH"], read_only=True)
+    yield con
+    con.close()
+
+
 @pytest.fixture(scope="session")
 def pg_dsn() -> dict:
     try:
@@ -112,6 +121,36 @@ def postgres_build(pg_dsn: dict, tmp_session: Path) -> Iterator[Build]:
         with psycopg2.connect(**pg_dsn) as con, con.cursor() as cur:
             for suffix in ("", "_raw", "_snapshots"):
                 cur.execute(f'drop schema if exists "{schema}{suffix}" cascade')
+
+
+SNOWFLAKE_EMULATOR_PROFILES = ROOT / "tests" / "snowflake_emulator"
+
+
+@pytest.fixture(scope="session")
+def snowflake_build(tmp_session: Path) -> Iterator[Build]:
+    """The whole example project built twice on the Snowflake emulator (tests/snowflake_emulator).
+
+    The second `dbt build` runs the snapshot's MERGE path (and any incremental model's) over
+    the first run's tables. The emulator runs in this process, in memory, for the session.
+    """
+    from snowflake_emulator import serve
+
+    schema = f"FEATSYNC_TEST_{uuid.uuid4().hex[:8].upper()}"
+    env = {
+        "SNOWFLAKE_ACCOUNT": "emulated",
+        "SNOWFLAKE_USER": "featsync",
+        "SNOWFLAKE_PASSWORD": "emulated",
+        "SNOWFLAKE_WAREHOUSE": "EMULATED",
+        "SNOWFLAKE_DATABASE": "FEATSYNC",
+        "SNOWFLAKE_SCHEMA": schema,
+    }
+    with serve() as port:
+        os.environ.update(env, FEATSYNC_SNOWFLAKE_EMULATOR_PORT=str(port))
+        project = Project.open(ROOT, SNOWFLAKE_EMULATOR_PROFILES, "snowflake")
+        target_path = tmp_session / "target-snowflake"
+        for _ in range(2):
+            project.run_dbt(["build"], target_path=target_path)
+        yield Build(project, target_path, schema)
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,9 @@
 """featsync's own connection to the warehouse, made from the dbt profile's credentials.
 
 dbt compiles SQL; featsync runs it where it needs Arrow out of the warehouse (training
-sets now, online pushes later): DuckDB natively, PostgreSQL through the ADBC driver, both
-as record batches so memory stays bounded. Connections are short-lived: DuckDB allows
+sets, online pushes): DuckDB natively, PostgreSQL through the ADBC driver, Snowflake
+through snowflake-connector's Arrow result batches; all as record batches so memory stays
+bounded by the batch, not the result. Connections are short-lived: DuckDB allows
 one configuration per database file in a process, and dbt runs in-process too.
 """
 
@@ -19,6 +20,8 @@ from featsync.errors import FeatsyncError
 from featsync.project import Project
 
 BATCH_ROWS = 65_536
+# PostgreSQL: the ADBC driver cuts its COPY stream into batches of about this many bytes.
+BATCH_BYTES = 16 << 20
 
 
 def relation_name(schema: str, name: str) -> str:
@@ -95,10 +98,11 @@ class DuckDBWarehouse(Warehouse):
 class PostgresWarehouse(Warehouse):
     adapter_type = "postgres"
 
-    def __init__(self, credentials: Any):
+    def __init__(self, credentials: Any, batch_bytes: int = BATCH_BYTES):
         import adbc_driver_postgresql.dbapi as adbc
 
         self.schema = credentials.schema
+        self.batch_bytes = batch_bytes
         user = credentials.user
         password = f":{credentials.password}" if credentials.password else ""
         uri = f"postgresql://{user}{password}@{credentials.host}:{credentials.port}/{credentials.database}"
@@ -110,8 +114,10 @@ class PostgresWarehouse(Warehouse):
     def arrow_batches(self, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         cursor = self.con.cursor()
         try:
+            cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_bytes)})
             cursor.execute(sql)
-            yield from cursor.fetch_record_batch()
+            for batch in cursor.fetch_record_batch():
+                yield from pa.Table.from_batches([batch]).to_batches(max_chunksize=batch_rows)
         finally:
             cursor.close()
 
@@ -133,7 +139,72 @@ class PostgresWarehouse(Warehouse):
         self.con.close()
 
 
-ENGINES = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse}
+class SnowflakeWarehouse(Warehouse):
+    """Snowflake through snowflake-connector, whose results are Arrow chunks.
+
+    `fetch_arrow_batches()` yields one record batch per result chunk as the connector
+    downloads it (Snowflake sizes the chunks, tens of MB at most), so a push or a training
+    set never holds the whole result. The connection takes exactly dbt's authentication
+    arguments (password, key pair, OAuth, ...), from the same profile.
+    """
+
+    adapter_type = "snowflake"
+
+    def __init__(self, credentials: Any):
+        import snowflake.connector
+
+        self.schema = credentials.schema
+        try:
+            self.con = snowflake.connector.connect(
+                account=credentials.account,
+                database=credentials.database,
+                schema=credentials.schema,
+                warehouse=credentials.warehouse,
+                role=credentials.role or None,
+                autocommit=True,
+                client_session_keep_alive=False,
+                application="featsync",
+                **credentials.auth_args(),
+            )
+        except Exception as exc:  # the connector and dbt's key loading raise several types
+            raise FeatsyncError(f"cannot connect to Snowflake account {credentials.account!r}: {exc}") from exc
+
+    def arrow_batches(self, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        cursor = self.con.cursor()
+        try:
+            cursor.execute(sql)
+            schema = None
+            for table in cursor.fetch_arrow_batches():
+                table = snowflake_names(table)
+                schema = table.schema
+                yield from table.to_batches(max_chunksize=batch_rows)
+            if schema is None:  # no rows: the connector yields nothing, so give the empty result its schema
+                empty = snowflake_names(cursor.fetch_arrow_all(force_return_table=True))
+                yield pa.RecordBatch.from_pylist([], schema=empty.schema)
+        finally:
+            cursor.close()
+
+    def execute(self, sql: str) -> None:
+        cursor = self.con.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+
+    def create_table(self, name: str, table: pa.Table) -> None:
+        raise FeatsyncError("a spine file cannot be loaded into Snowflake yet; load it as a table and pass its name as the spine")
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def snowflake_names(table: pa.Table) -> pa.Table:
+    """Snowflake folds unquoted identifiers to upper case; featsync's names are dbt's lower-case ones."""
+    names = [n.lower() if n == n.upper() else n for n in table.column_names]
+    return table.rename_columns(names)
+
+
+ENGINES = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse, "snowflake": SnowflakeWarehouse}
 
 
 def profile_credentials(project: Project) -> Any:
