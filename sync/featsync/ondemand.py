@@ -553,7 +553,8 @@ class _Compiler:
         if target in (exp.DataType.Type.BIGINT, exp.DataType.Type.INT, exp.DataType.Type.SMALLINT):
             if inner.kind == BOOL:
                 fn = inner.fn
-                sql = exp.Cast(this=inner.sql, to=exp.DataType.build("bigint"))
+                # Postgres casts boolean only to integer: go through it.
+                sql = exp.Cast(this=exp.Cast(this=inner.sql, to=exp.DataType.build("int")), to=exp.DataType.build("bigint"))
                 return _Compiled(INT, sql, lambda env: None if (v := fn(env)) is None else int(v))
             if inner.kind in (INT, NULL):
                 return _Compiled(INT, exp.Cast(this=inner.sql, to=exp.DataType.build("bigint")), inner.fn)
