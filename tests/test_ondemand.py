@@ -18,7 +18,17 @@ from hypothesis import strategies as st
 
 from featsync.ondemand import PLACEHOLDER, ExpressionError, compile_feature
 
-COLUMNS = {"a": "float", "b": "float", "n": "int", "m": "int", "p": "bool", "q": "bool", "s": "text", "ts": "timestamp", "tt": "timestamp"}
+COLUMNS = {
+    "a": "float",
+    "b": "float",
+    "n": "int",
+    "m": "int",
+    "p": "bool",
+    "q": "bool",
+    "s": "text",
+    "ts": "timestamp",
+    "tt": "timestamp",
+}
 SQL_TYPES = {"float": "double precision", "int": "bigint", "bool": "boolean", "text": "text", "timestamp": "timestamp"}
 NAMES = list(COLUMNS)
 
@@ -86,7 +96,9 @@ def numeric(depth: int) -> st.SearchStrategy[str]:
 
 
 def boolean(depth: int) -> st.SearchStrategy[str]:
-    leaves = st.sampled_from(["p", "q", "true", "false", "s = 'x'", "s <> ''", "ts < tt", "ts = tt", "a is null", "n is not null"])
+    leaves = st.sampled_from(
+        ["p", "q", "true", "false", "s = 'x'", "s <> ''", "ts < tt", "ts = tt", "a is null", "n is not null"]
+    )
     if depth == 0:
         return leaves
     sub, num = boolean(depth - 1), numeric(depth - 1)
@@ -176,9 +188,39 @@ def test_warehouse_and_online_agree_on_random_expressions(engines, feature, data
 
 
 EDGE_ROWS = [
-    {"a": 500.0, "b": 0.0, "n": 0, "m": 2**62, "p": None, "q": True, "s": "x", "ts": datetime(2024, 3, 1, 5, 59, 59, 999999), "tt": None},
-    {"a": 2.5, "b": -0.0, "n": 7, "m": 2**62, "p": False, "q": None, "s": None, "ts": datetime(2024, 3, 1, 6), "tt": datetime(2024, 3, 3)},
-    {"a": -2.5, "b": None, "n": None, "m": -1, "p": True, "q": False, "s": "", "ts": None, "tt": datetime(2024, 3, 2, 23, 59, 59)},
+    {
+        "a": 500.0,
+        "b": 0.0,
+        "n": 0,
+        "m": 2**62,
+        "p": None,
+        "q": True,
+        "s": "x",
+        "ts": datetime(2024, 3, 1, 5, 59, 59, 999999),
+        "tt": None,
+    },
+    {
+        "a": 2.5,
+        "b": -0.0,
+        "n": 7,
+        "m": 2**62,
+        "p": False,
+        "q": None,
+        "s": None,
+        "ts": datetime(2024, 3, 1, 6),
+        "tt": datetime(2024, 3, 3),
+    },
+    {
+        "a": -2.5,
+        "b": None,
+        "n": None,
+        "m": -1,
+        "p": True,
+        "q": False,
+        "s": "",
+        "ts": None,
+        "tt": datetime(2024, 3, 2, 23, 59, 59),
+    },
     {"a": 9.3e18, "b": 3.0, "n": -(2**62), "m": -(2**62), "p": None, "q": None, "s": "X", "ts": datetime(1970, 1, 1), "tt": None},
 ]
 

@@ -569,6 +569,9 @@ def _on_demand(
         if name in columns:
             problem(key, f"'{name}' is already a feature or request field of the service")
             continue
+        if kind_of(str(item.get("data_type") or "")) not in ("int", "float", "bool"):
+            problem(f"{key}.data_type", f"{item.get('data_type')!r} is not supported; use bigint, float8 (double) or boolean")
+            continue
         try:
             features.append(
                 compile_feature(name, item.get("expression"), item.get("data_type"), columns, str(item.get("description") or ""))
