@@ -579,7 +579,7 @@ def _on_demand(
         except ExpressionError as exc:
             problem(f"{key}.expression", f"{item.get('expression')!r}: {exc}")
     used = {i for f in features for i in f.inputs}
-    for field_ in fields:
+    for field_ in fields if len(features) == len(raw) else ():  # only once every expression compiled
         if field_.name not in used:
             problem(f"request_fields.{field_.name}", "is not used by any on-demand feature")
     return tuple(fields), tuple(features)
