@@ -25,7 +25,7 @@ demo: install
 	$(BIN)/dbt build --project-dir . --profiles-dir . --vars '{featsync_example_shift_days: $(SHIFT_DAYS)}'
 	$(BIN)/featsync list
 	$(BIN)/featsync push --full-refresh
-	$(BIN)/featsync get --service fraud_detection --entity user_id=u0137 --entity merchant_id=m0035
+	$(BIN)/featsync get --service fraud_detection --entity user_id=u0137 --entity merchant_id=m0035 --request transaction_amount=500
 
 ## Lint, then the test suite (real DuckDB, Postgres and Redis; under CI=true missing services fail).
 test: install

@@ -272,3 +272,18 @@ def test_stale_generated_macro_fails_dbt_until_featsync_regenerates_it(tmp_path,
     assert "amount_max_30d" in (root / "macros" / ondemand.MACRO_FILE).read_text()
     result = project.run_dbt(["compile", "--select", "fraud_training_set_v2"], target_path=tmp_path / "target")
     assert "NULLIF(featsync_joined.amount_max_30d" in result.result.results[0].node.compiled_code
+
+
+def test_describe_shows_request_fields_and_on_demand_features(duckdb_build):
+    args = ["describe", "fraud_detection", "--project-dir", str(ROOT), "--profiles-dir", str(ROOT), "--target", "dev"]
+    data = json.loads(CliRunner().invoke(main, [*args, "--json"]).output)
+    assert [(f["name"], f["data_type"], f["default"]) for f in data["request_fields"]] == [
+        ("transaction_amount", "float8", None),
+        ("event_timestamp", "timestamp", "now"),
+    ]
+    assert [(f["name"], f["expression"]) for f in data["on_demand"]] == [
+        ("amount_vs_avg_ratio", "transaction_amount / amount_avg_30d"),
+        ("is_night_transaction", "extract(hour from event_timestamp) < 6"),
+    ]
+    table = CliRunner().invoke(main, args).output
+    assert "On-demand features" in table and "extract(hour from event_timestamp) < 6" in table

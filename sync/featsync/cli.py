@@ -165,6 +165,11 @@ def describe(project: Project, name: str, as_json: bool) -> None:
     elif data["kind"] == "feature_service":
         out.print(f"exposure: {data['exposure']}   owner: {data['owner'] or '-'}   file: {data['file']}", markup=False)
         out.print(_table("Features", ("feature view", "feature"), [ref.split(":", 1) for ref in data["features"]]))
+        if data["on_demand"]:
+            fields = [(f["name"], f["data_type"], f["default"] or "-", f["description"]) for f in data["request_fields"]]
+            out.print(_table("Request fields", ("name", "type", "default", "description"), fields))
+            computed = [(f["name"], f["data_type"], f["expression"]) for f in data["on_demand"]]
+            out.print(_table("On-demand features", ("name", "type", "expression"), computed))
     else:
         out.print(f"type: {data['data_type']}   feature views: {', '.join(data['feature_views'])}", markup=False)
 
