@@ -8,7 +8,6 @@ must be identical, type included.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime
 
 import duckdb
@@ -176,8 +175,6 @@ def assert_identical(results: dict[str, list], data_type: str) -> None:
             assert value == want or (value is None and want is None), f"row {i}: {engine} {value!r} != python {want!r}"
             if want is not None:
                 assert type(value) is expected_type and type(want) is expected_type, (engine, value, want)
-                if isinstance(want, float):
-                    assert math.copysign(1, value) == math.copysign(1, want) or value == 0
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
