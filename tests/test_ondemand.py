@@ -76,7 +76,9 @@ PARTS = ["year", "quarter", "month", "week", "day", "doy", "dow", "isodow", "hou
 def numeric(depth: int) -> st.SearchStrategy[str]:
     leaves = st.one_of(
         st.sampled_from(["a", "b", "n", "m", "0", "1", "-3", "2.5", "0.1", "1e9", "null"]),
-        st.sampled_from(PARTS).flatmap(lambda part: st.sampled_from([f"extract({part} from ts)", f"date_part('{part}', tt)"])),
+        st.sampled_from(PARTS).flatmap(
+            lambda part: st.sampled_from([f"extract({part} from ts)", f"date_part('{part}', tt)", f"extract({part} from null)"])
+        ),
     )
     if depth == 0:
         return leaves
@@ -109,6 +111,8 @@ def boolean(depth: int) -> st.SearchStrategy[str]:
         st.tuples(sub, sub, sub).map(lambda t: f"case when {t[0]} then {t[1]} else {t[2]} end"),
         st.tuples(sub, sub).map(lambda t: f"coalesce({t[0]}, {t[1]})"),
         st.tuples(num, num).map(lambda t: f"(({t[0]}) / ({t[1]}) > 1)"),
+        st.tuples(sub, num).map(lambda t: f"(case when {t[0]} then null end) = {t[1]}"),
+        st.tuples(sub, sub).map(lambda t: f"coalesce(case when {t[0]} then null end, {t[1]})"),
     )
 
 
@@ -241,6 +245,9 @@ EDGE_ROWS = [
         ("coalesce(b, n, -1)", "float8", [0.0, -0.0, -1.0, 3.0]),
         ("extract(second from tt) + extract(dow from tt)", "bigint", [None, 0 + 0, 59 + 6, None]),
         ("s = 'x'", "boolean", [True, None, False, False]),
+        # always-NULL sub-expressions (Postgres would type a bare CASE of NULLs as text)
+        ("cast(case when p then a else case when p then null end end as double)", "float8", [None, None, -2.5, None]),
+        ("coalesce(case when p then null end, extract(hour from null), n)", "bigint", [0, 7, None, -(2**62)]),
     ],
 )
 def test_pinned_semantics(engines, expression, data_type, expected):

@@ -218,6 +218,9 @@ SUPPORTED = (
 )
 
 
+_SQL_TYPES = {INT: "bigint", FLOAT: "double", BOOL: "boolean", TEXT: "text", TIMESTAMP: "timestamp"}
+
+
 def _double(node: exp.Expression) -> exp.Expression:
     return exp.Cast(this=node, to=exp.DataType.build("double"))
 
@@ -270,6 +273,8 @@ def _coerced(part: _Compiled, kind: str) -> tuple[exp.Expression, Callable]:
     """A branch of CASE/COALESCE as the unified kind (ints widened to double when mixed)."""
     if kind == FLOAT and part.kind == INT:
         return _double(part.sql), _to_float(part.fn)
+    if part.kind == NULL and kind in _SQL_TYPES:
+        return exp.Cast(this=exp.Null(), to=exp.DataType.build(_SQL_TYPES[kind])), part.fn
     return part.sql, part.fn
 
 
@@ -298,6 +303,14 @@ class _Compiler:
     inputs: dict[str, None]
 
     def compile(self, node: exp.Expression) -> _Compiled:
+        compiled = self._compile(node)
+        if compiled.kind == NULL:
+            # Always NULL (e.g. CASE WHEN p THEN NULL END): emit a bare NULL, which every engine
+            # types from its context; Postgres would type the CASE itself as text.
+            return _Compiled(NULL, exp.Null(), compiled.fn)
+        return compiled
+
+    def _compile(self, node: exp.Expression) -> _Compiled:
         method = getattr(self, f"_{type(node).__name__.lower()}", None)
         if method is not None:
             return method(node)
@@ -590,6 +603,8 @@ class _Compiler:
         if inner.kind not in (TIMESTAMP, NULL):
             raise ExpressionError(f"'{node.sql()}' needs a timestamp; '{argument.sql()}' is {inner.kind}")
         get, fn = _DATE_PARTS[part], inner.fn
+        if inner.kind == NULL:
+            return _Compiled(INT, exp.Cast(this=exp.Null(), to=exp.DataType.build("bigint")), lambda env: None)
 
         def run(env):
             value = fn(env)
