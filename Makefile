@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/featsync list
 	$(BIN)/featsync validate
 	$(BIN)/featsync push --full-refresh
-	$(BIN)/featsync get --service fraud_detection --entity user_id=u0137 --entity merchant_id=m0035
+	$(BIN)/featsync get --service fraud_detection --entity user_id=u0137 --entity merchant_id=m0035 --request transaction_amount=500
 
 ## Lint, then the test suite (real DuckDB, Postgres and Redis; under CI=true missing services fail).
 test: install

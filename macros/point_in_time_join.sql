@@ -45,8 +45,52 @@
     {{ return('select 1 as featsync_parse_placeholder') }}
   {%- endif -%}
   {%- set plan = featsync._pit_plan(features, feature_service, join_key_map, full_feature_names) -%}
-  {{ return(adapter.dispatch('point_in_time_join', 'featsync')(spine, plan, spine_timestamp, as_of, strategy)) }}
+  {%- set joined = adapter.dispatch('point_in_time_join', 'featsync')(spine, plan, spine_timestamp, as_of, strategy) -%}
+  {%- set service = featsync.feature_service_spec(feature_service) if feature_service is not none else {} -%}
+  {%- if service.get('on_demand') -%}
+    {{ return(featsync._with_on_demand(joined, service, plan)) }}
+  {%- endif -%}
+  {{ return(joined) }}
 {% endmacro %}
+
+
+{#- On-demand features of a service, computed by the warehouse over the joined row: request
+    fields are spine columns of the same name. Their SQL is compiled by featsync from the
+    YAML expression (one parsed form, semantics pinned per engine: sync/featsync/ondemand.py)
+    into the generated macro featsync_on_demand_sql() of the root project; an entry whose
+    expression or type differs from the YAML is refused, so a stale file never computes a
+    different feature than the online evaluator. -#}
+{% macro _with_on_demand(joined, service, plan) %}
+  {%- set key = service.get('name') ~ ':v' ~ service.version -%}
+  {%- set stale = "featsync: the compiled SQL of feature service '" ~ key ~ "' in macros/featsync_on_demand.sql is missing or out of date; run any featsync command (e.g. `featsync list`) to regenerate it" -%}
+  {%- if featsync_on_demand_sql is not defined -%}
+    {{ exceptions.raise_compiler_error(stale) }}
+  {%- endif -%}
+  {%- set compiled = featsync_on_demand_sql().get(key, {}) -%}
+  {%- set outputs = {} -%}
+  {%- for view in plan -%}{%- for column, output in view.features -%}{%- do outputs.update({column: output}) -%}{%- endfor -%}{%- endfor -%}
+  {%- set columns = [] -%}
+  {%- for name, item in service.on_demand.items() -%}
+    {%- set entry = compiled.get(name) -%}
+    {%- if entry is none or entry.expression != item.expression or entry.data_type != item.data_type -%}
+      {{ exceptions.raise_compiler_error(stale ~ " (on-demand feature '" ~ name ~ "')") }}
+    {%- endif -%}
+    {%- if target.type not in entry -%}
+      {{ exceptions.raise_compiler_error("featsync: on-demand features are compiled for " ~ ['duckdb', 'postgres', 'snowflake'] | join(', ') ~ ", not " ~ target.type) }}
+    {%- endif -%}
+    {%- set ns = namespace(sql=entry[target.type]) -%}
+    {%- for input in entry.inputs -%}
+      {%- set ns.sql = ns.sql.replace('"featsync_input:' ~ input ~ '"', 'featsync_joined.' ~ outputs.get(input, input)) -%}
+    {%- endfor -%}
+    {%- do columns.append(ns.sql ~ ' as ' ~ name) -%}
+  {%- endfor -%}
+select
+    featsync_joined.*,
+    {{ columns | join(',\n    ') }}
+from (
+{{ joined }}
+) as featsync_joined
+{%- endmacro %}
 
 
 {#- LATERAL: Postgres and the default. One ordered, limited lookup per spine row and view;

@@ -41,3 +41,28 @@ def test_other_project_uses_featsync_macros(tmp_path, monkeypatch):
     # its next view is 8 days later, outside the 7d window.
     assert rows == [("v1", 1, 1), ("v1", 2, 2), ("v1", 1, 3), ("v2", 2, 2), ("v2", 1, 1)]
     assert "user_transaction_features" not in tables and "raw_transactions" not in tables
+
+
+def test_other_project_computes_its_own_on_demand_features(tmp_path, monkeypatch):
+    """The consuming project's generated macro (not featsync's example one) feeds the join."""
+    dest = tmp_path / "integration_project"
+    shutil.copytree(ROOT / "tests" / "integration_project", dest)
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+    db = tmp_path / "integration.duckdb"
+    monkeypatch.setenv("FEATSYNC_INTEGRATION_DUCKDB_PATH", str(db))
+    project = Project.open(dest)
+    project.run_dbt(["deps"])
+    project.run_dbt(["build", "--select", "+recommender_training_set", "--exclude", "resource_type:unit_test"])
+    checked_in = (dest / "macros" / "featsync_on_demand.sql").read_text()
+    service = project.registry().service("recommender")
+    assert (dest / "macros" / "featsync_on_demand.sql").read_text() == checked_in  # current: not rewritten
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute(
+            "select seconds_on_page, longest_view_7d, longer_than_usual, share_of_longest from recommender_training_set"
+            " order by visitor_id, viewed_at, seconds_on_page"
+        ).fetchall()
+    assert [r[3] for r in rows] == [1.0, 1.0, 0.125, 0.2, 1.0, 1.0]
+    longer, share = service.on_demand
+    for seconds, longest, got_longer, got_share in rows:
+        env = {"seconds_on_page": seconds, "longest_view_7d": longest}
+        assert (got_longer, got_share) == (longer.evaluate(env), share.evaluate(env))

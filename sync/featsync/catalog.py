@@ -109,6 +109,20 @@ def describe_service(service: FeatureService) -> dict[str, Any]:
         "file": service.file,
         "features": [str(ref) for ref in service.features],
         "feature_views": list(service.feature_views),
+        "request_fields": [
+            {"name": f.name, "data_type": f.data_type, "default": "now" if f.default_now else None, "description": f.description}
+            for f in service.request_fields
+        ],
+        "on_demand": [
+            {
+                "name": f.name,
+                "data_type": f.data_type,
+                "expression": f.expression,
+                "inputs": list(f.inputs),
+                "description": f.description,
+            }
+            for f in service.on_demand
+        ],
     }
 
 

@@ -172,6 +172,11 @@ def describe(project: Project, name: str, as_json: bool) -> None:
     elif data["kind"] == "feature_service":
         out.print(f"exposure: {data['exposure']}   owner: {data['owner'] or '-'}   file: {data['file']}", markup=False)
         out.print(_table("Features", ("feature view", "feature"), [ref.split(":", 1) for ref in data["features"]]))
+        if data["on_demand"]:
+            fields = [(f["name"], f["data_type"], f["default"] or "-", f["description"]) for f in data["request_fields"]]
+            out.print(_table("Request fields", ("name", "type", "default", "description"), fields))
+            computed = [(f["name"], f["data_type"], f["expression"]) for f in data["on_demand"]]
+            out.print(_table("On-demand features", ("name", "type", "expression"), computed))
     else:
         out.print(f"type: {data['data_type']}   feature views: {', '.join(data['feature_views'])}", markup=False)
 
@@ -389,6 +394,14 @@ def validate(
     metavar="KEY=VALUE",
     help="An entity key of the row to read (repeatable), e.g. --entity user_id=u0001.",
 )
+@click.option(
+    "--request",
+    "request_items",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A request field of the service's on-demand features (repeatable), typed as declared, "
+    "e.g. --request transaction_amount=500.",
+)
 @click.option("--full-feature-names", is_flag=True, help="Name features <feature_view>__<feature>.")
 @click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
 @click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
@@ -398,6 +411,7 @@ def get(
     feature_service: str | None,
     features: tuple[str, ...],
     entities: tuple[str, ...],
+    request_items: tuple[str, ...],
     full_feature_names: bool,
     redis_url: str | None,
     key_prefix: str | None,
@@ -413,8 +427,15 @@ def get(
         if not sep or not key:
             raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--entity")
         row[key] = value
+    request_data = None
+    if request_items:
+        from featsync.ondemand import parse_request
+
+        if feature_service is None:
+            raise click.UsageError("--request needs --service: request fields belong to a feature service")
+        request_data = parse_request(project.registry().service(feature_service), request_items)
     reader = OnlineReader(project.registry(), redis_client(project, redis_url), key_prefix)
-    response = reader.get([row], list(features) or None, feature_service, full_feature_names)
+    response = reader.get([row], list(features) or None, feature_service, full_feature_names, request_data)
     if as_json:
         _print_json(response.to_dict(include_status=True))
         return

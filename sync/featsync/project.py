@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from featsync import ondemand
 from featsync.errors import DbtError, FeatsyncError
 from featsync.registry import Registry
 
@@ -122,7 +123,28 @@ class Project:
         manifest = self.manifest(refresh)
         if "registry" not in self._cache:
             self._cache["registry"] = Registry.from_manifest(manifest)
+            self.write_on_demand_macro(self._cache["registry"])
         return self._cache["registry"]
+
+    def write_on_demand_macro(self, registry: Registry) -> None:
+        """Keep the generated macro with the on-demand features' compiled SQL in step with the YAML.
+
+        `dbt build` then computes them without featsync running; the macro refuses to use an
+        entry whose expression differs from the YAML, so a stale file fails loudly. Written
+        only when its content changes (a read-only project is left alone).
+        """
+        compiled = {f"{s.name}:v{s.version}": {f.name: f for f in s.on_demand} for s in registry.services.values()}
+        macro_dir = self.project_dir / (self.config.get("macro-paths") or _DEFAULT_PATHS["macro-paths"])[0]
+        path = macro_dir / ondemand.MACRO_FILE
+        text = ondemand.render_macro(compiled)
+        if not any(compiled.values()) and not path.exists():
+            return
+        try:
+            if not path.exists() or path.read_text() != text:
+                macro_dir.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        except OSError:
+            pass  # read-only project: dbt's own check reports a stale macro
 
     def source_files(self) -> Iterator[Path]:
         """Every file whose change can change the manifest, in this project and its local packages."""

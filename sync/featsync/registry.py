@@ -11,17 +11,20 @@ node and key, so a typo never reaches a training set or the online store.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from featsync.errors import DeclarationError, FeatsyncError, NotFoundError, Problem
+from featsync.ondemand import ExpressionError, OnDemandFeature, RequestField, compile_feature, kind_of
 
 FEATURE_VIEW_KEYS = frozenset(
     {"entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "version", "owner", "tags", "description"}
     | {"monitoring"}
 )
-FEATURE_SERVICE_KEYS = frozenset({"name", "version", "features", "description"})
+FEATURE_SERVICE_KEYS = frozenset({"name", "version", "features", "description", "request_fields", "on_demand"})
+REQUEST_FIELD_KEYS = frozenset({"data_type", "description", "default"})
+ON_DEMAND_KEYS = frozenset({"expression", "data_type", "description"})
 # Timestamps are naive UTC everywhere; a zoned column type would make every comparison
 # depend on the session time zone, so it is rejected at load time.
 NAIVE_TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"})
@@ -173,6 +176,8 @@ class FeatureService:
     description: str
     owner: str | None
     file: str
+    request_fields: tuple[RequestField, ...] = ()
+    on_demand: tuple[OnDemandFeature, ...] = ()  # computed from features and request fields, offline and online
 
     @property
     def feature_views(self) -> tuple[str, ...]:
@@ -571,6 +576,7 @@ def _feature_service(
                 f"uses feature view '{view_name}' but depends_on lacks ref('{view_name}'); add it so dbt lineage is right",
             )
 
+    request_fields, on_demand = _on_demand(spec, refs, views, problem) if not unusable and len(problems) == start else ((), ())
     if unusable or len(problems) > start:
         return None
     owner = exposure.get("owner") or {}
@@ -583,7 +589,74 @@ def _feature_service(
         description=spec.get("description") or exposure.get("description") or "",
         owner=owner.get("email") or owner.get("name"),
         file=file,
+        request_fields=request_fields,
+        on_demand=on_demand,
     )
+
+
+def _on_demand(
+    spec: Mapping[str, Any], refs: list[FeatureRef], views: Mapping[str, FeatureView], problem: Callable[[str, str], None]
+) -> tuple[tuple[RequestField, ...], tuple[OnDemandFeature, ...]]:
+    """The service's request fields and compiled on-demand features; every invalid one is a problem."""
+    fields: list[RequestField] = []
+    raw_fields = spec.get("request_fields") or {}
+    if not isinstance(raw_fields, Mapping):
+        problem("request_fields", "must be a mapping of field name to {data_type: ..., description: ...}")
+        raw_fields = {}
+    feature_names = {ref.feature for ref in refs}
+    for name, item in raw_fields.items():
+        key = f"request_fields.{name}"
+        item = {"data_type": item} if isinstance(item, str) else item
+        if not isinstance(item, Mapping):
+            problem(key, "must be a data type or a mapping with data_type")
+            continue
+        for unknown in sorted(set(item) - REQUEST_FIELD_KEYS):
+            problem(f"{key}.{unknown}", f"unknown key; expected one of {', '.join(sorted(REQUEST_FIELD_KEYS))}")
+        data_type = str(item.get("data_type") or "").strip().lower()
+        kind = kind_of(data_type)
+        if kind is None:
+            problem(
+                f"{key}.data_type", f"{item.get('data_type')!r} is not supported; use bigint, float8, boolean, text or timestamp"
+            )
+            continue
+        default = item.get("default")
+        if default is not None and (default != "now" or kind != "timestamp"):
+            problem(f"{key}.default", f"only a timestamp field may have a default, and only 'now'; got {default!r}")
+        if name in feature_names:
+            problem(key, f"'{name}' is also a feature of the service; request fields need names of their own")
+            continue
+        fields.append(RequestField(name, data_type, kind, str(item.get("description") or ""), default == "now"))
+    columns = {ref.feature: kind_of(views[ref.feature_view].column(ref.feature).data_type) for ref in refs}
+    columns.update({f.name: f.kind for f in fields})
+    features: list[OnDemandFeature] = []
+    raw = spec.get("on_demand") or {}
+    if not isinstance(raw, Mapping):
+        problem("on_demand", "must be a mapping of feature name to {expression: ..., data_type: ...}")
+        raw = {}
+    for name, item in raw.items():
+        key = f"on_demand.{name}"
+        if not isinstance(item, Mapping):
+            problem(key, "must be a mapping with expression and data_type")
+            continue
+        for unknown in sorted(set(item) - ON_DEMAND_KEYS):
+            problem(f"{key}.{unknown}", f"unknown key; expected one of {', '.join(sorted(ON_DEMAND_KEYS))}")
+        if name in columns:
+            problem(key, f"'{name}' is already a feature or request field of the service")
+            continue
+        if kind_of(str(item.get("data_type") or "")) not in ("int", "float", "bool"):
+            problem(f"{key}.data_type", f"{item.get('data_type')!r} is not supported; use bigint, float8 (double) or boolean")
+            continue
+        try:
+            features.append(
+                compile_feature(name, item.get("expression"), item.get("data_type"), columns, str(item.get("description") or ""))
+            )
+        except ExpressionError as exc:
+            problem(f"{key}.expression", f"{item.get('expression')!r}: {exc}")
+    used = {i for f in features for i in f.inputs}
+    for field_ in fields if len(features) == len(raw) else ():  # only once every expression compiled
+        if field_.name not in used:
+            problem(f"request_fields.{field_.name}", "is not used by any on-demand feature")
+    return tuple(fields), tuple(features)
 
 
 def _check_service_versions(services: Iterable[FeatureService], problems: list[Problem]) -> None:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import redis
 
 from featsync.errors import FeatsyncError
+from featsync.ondemand import OnDemandPlan
 from featsync.online import Layout
 from featsync.registry import FeatureView, Registry
 
@@ -62,6 +63,7 @@ class OnlineReader:
     key_prefix: str | None = None
     now: Any = time.time
     _plans: dict[tuple, tuple[ViewRead, ...]] = field(default_factory=dict, repr=False)
+    _on_demand: dict[tuple, OnDemandPlan | None] = field(default_factory=dict, repr=False)
 
     def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> tuple[ViewRead, ...]:
         signature = (tuple(features or ()), feature_service, full_feature_names)
@@ -96,8 +98,10 @@ class OnlineReader:
         features: Sequence[str] | None = None,
         feature_service: str | None = None,
         full_feature_names: bool = False,
+        request_data: Mapping[str, Any] | None = None,
     ) -> OnlineResponse:
         plan = self.plan(features, feature_service, full_feature_names)
+        on_demand, requests = self._on_demand_inputs(feature_service, full_feature_names, request_data, len(entity_rows))
         keys: list[bytes] = []
         for read in plan:
             for i, row in enumerate(entity_rows):
@@ -139,7 +143,22 @@ class OnlineReader:
                 for feature, output in read.outputs:
                     response.features[output].append(decoded.get(feature))
                     response.statuses[output].append(status)
+        if on_demand is not None:
+            on_demand.apply(response, requests, len(entity_rows))
         return response
+
+    def _on_demand_inputs(self, feature_service, full_feature_names, request_data, rows):
+        """The service's cached on-demand plan and this request's typed request fields (validated before any read)."""
+        key = (feature_service, full_feature_names)
+        if key not in self._on_demand:
+            service = self.registry.service(feature_service) if feature_service is not None else None
+            self._on_demand[key] = OnDemandPlan.build(service, full_feature_names) if service and service.on_demand else None
+        on_demand = self._on_demand[key]
+        if on_demand is None:
+            if request_data:
+                raise FeatsyncError(f"request_data given, but {feature_service or 'these features'} declare no request fields")
+            return None, {}
+        return on_demand, on_demand.prepare(request_data, rows)
 
 
 def _micros(value: datetime) -> int:

@@ -1,0 +1,737 @@
+"""On-demand features: SQL expressions over stored features and request fields, defined once.
+
+A feature service may declare request fields (typed values the caller sends with each
+request) and on-demand features (SQL expressions over the service's stored features and
+those request fields). Each expression is parsed once with sqlglot when the registry
+loads, type-checked against the declared column types, and compiled in one pass into
+
+- SQL for each warehouse (DuckDB, Postgres, Snowflake), generated from that parsed form
+  with the semantics pinned explicitly (below), which `featsync.point_in_time_join` puts
+  into training sets (through the generated macro ``featsync_on_demand_sql``); and
+- a Python closure that computes the same value online, after the Redis read.
+
+Anything outside the supported subset is rejected at load time, so evaluation never
+fails at request time. Pinned semantics, identical in SQL and Python:
+
+- arithmetic (``+ - * /``, unary minus) is IEEE double precision: integer operands are
+  cast to double first, so there is no integer overflow and ``/`` never truncates;
+- ``a / b`` is NULL when ``b`` is 0 (Postgres would raise, DuckDB return infinity);
+- any NULL operand gives NULL; AND, OR and NOT use SQL's three-valued logic; a CASE
+  condition that is NULL counts as false; COALESCE returns its first non-NULL argument;
+- comparisons of two integers are exact, of mixed numbers in double precision; text
+  compares only with = and <> (ordering would depend on collation);
+- a double becomes an integer (``cast(x as bigint)``, or a bigint output) by rounding half
+  to even, as both engines' casts do; outside the int64 range it is NULL, not an error;
+- date parts (year, quarter, month, week, day, doy, dow, isodow, hour, minute, second)
+  are whole numbers of the UTC timestamp; dow counts Sunday as 0; second drops fractions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError
+
+from featsync.errors import FeatsyncError
+
+DIALECTS = ("duckdb", "postgres", "snowflake")
+# Kinds of values an expression handles; "null" is the type of a bare NULL literal.
+INT, FLOAT, BOOL, TEXT, TIMESTAMP, NULL = "int", "float", "bool", "text", "timestamp", "null"
+NUMERIC = (INT, FLOAT)
+OUTPUT_KINDS = (INT, FLOAT, BOOL)
+_INT64_LIMIT = float(2**63)
+PLACEHOLDER = "featsync_input:"  # compiled SQL names each input as the quoted identifier "featsync_input:<name>"
+
+
+class ExpressionError(ValueError):
+    """An on-demand expression outside the supported subset; the registry reports it with file and node."""
+
+
+def kind_of(data_type: str) -> str | None:
+    """The evaluator's kind for a declared column type; None for types it cannot use."""
+    t = data_type.strip().lower()
+    if t in {"bigint", "int", "integer", "int8", "int4", "int2", "smallint", "int64", "tinyint", "hugeint"}:
+        return INT
+    if t in {"float8", "double", "double precision", "float", "float64", "real", "float4"}:
+        return FLOAT
+    if t in {"boolean", "bool"}:
+        return BOOL
+    if t in {"text", "varchar", "string", "character varying"} or t.startswith(("varchar(", "character varying(")):
+        return TEXT
+    if t in {"timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"}:
+        return TIMESTAMP
+    return None
+
+
+@dataclass(frozen=True)
+class RequestField:
+    """A typed value sent with each online request; offline, the spine column of the same name."""
+
+    name: str
+    data_type: str
+    kind: str
+    description: str = ""
+    default_now: bool = False  # timestamp fields only: online, a missing value is the request's arrival time
+
+    def coerce(self, value: Any) -> Any:
+        """The value as the evaluator's kind; FeatsyncError naming the field if it does not fit."""
+        if value is None:
+            return None
+        kind = self.kind
+        if kind == BOOL and isinstance(value, bool):
+            return value
+        if kind == INT and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind == FLOAT and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind == TEXT and isinstance(value, str):
+            return value
+        if kind == TIMESTAMP:
+            if isinstance(value, str):
+                return self.parse(value)
+            if isinstance(value, datetime):
+                return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; got {type(value).__name__} {value!r}")
+
+    def parse(self, text: str) -> Any:
+        """A value from text (the CLI's --request NAME=VALUE), typed by the declaration."""
+        try:
+            if self.kind == INT:
+                return int(text)
+            if self.kind == FLOAT:
+                return float(text)
+            if self.kind == BOOL:
+                lowered = text.strip().lower()
+                if lowered in {"true", "1", "yes"}:
+                    return True
+                if lowered in {"false", "0", "no"}:
+                    return False
+                raise ValueError("not true/false")
+            if self.kind == TIMESTAMP:
+                parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+                return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+            return text
+        except ValueError:
+            raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; cannot read {text!r} as one") from None
+
+
+@dataclass(frozen=True)
+class OnDemandFeature:
+    """One compiled on-demand feature: its SQL per engine and its Python evaluator."""
+
+    name: str
+    data_type: str
+    kind: str  # int, float or bool
+    expression: str
+    inputs: tuple[str, ...]  # stored features and request fields it reads, in first-use order
+    sql: Mapping[str, str]  # per dialect, inputs as "featsync_input:<name>" placeholders
+    evaluate: Callable[[Mapping[str, Any]], Any] = field(compare=False, repr=False)
+    description: str = ""
+
+
+@dataclass
+class _Compiled:
+    kind: str
+    sql: exp.Expression
+    fn: Callable[[Mapping[str, Any]], Any]
+
+
+def compile_feature(
+    name: str,
+    expression: str,
+    data_type: str,
+    columns: Mapping[str, str],
+    description: str = "",
+) -> OnDemandFeature:
+    """Parse, type-check and compile one expression; `columns` maps each usable name to its kind.
+
+    Raises ExpressionError with a message naming the offending part.
+    """
+    if not isinstance(expression, str) or not expression.strip():
+        raise ExpressionError("must be a non-empty SQL expression")
+    output = kind_of(data_type) if isinstance(data_type, str) else None
+    if output not in OUTPUT_KINDS:
+        raise ExpressionError(f"data_type {data_type!r} is not supported; use bigint, float8 (double) or boolean")
+    try:
+        tree = sqlglot.parse_one(expression)
+    except ParseError as exc:
+        raise ExpressionError(f"is not valid SQL: {exc.errors[0]['description'] if exc.errors else exc}") from None
+    inputs: dict[str, None] = {}
+    body = _Compiler(columns, inputs).compile(tree)
+    result = _finish(body, output, data_type)
+    sql = {dialect: result.sql.sql(dialect=dialect) for dialect in DIALECTS}
+    return OnDemandFeature(name, data_type, output, expression, tuple(inputs), sql, result.fn, description)
+
+
+# -- compiling one parsed expression into (kind, pinned SQL, Python closure) -------------
+
+_COMPARISONS: dict[type, tuple[str, Callable[[Any, Any], bool]]] = {
+    exp.EQ: ("=", lambda a, b: a == b),
+    exp.NEQ: ("<>", lambda a, b: a != b),
+    exp.LT: ("<", lambda a, b: a < b),
+    exp.LTE: ("<=", lambda a, b: a <= b),
+    exp.GT: (">", lambda a, b: a > b),
+    exp.GTE: (">=", lambda a, b: a >= b),
+}
+_ARITHMETIC: dict[type, Callable[[float, float], float]] = {
+    exp.Add: lambda a, b: a + b,
+    exp.Sub: lambda a, b: a - b,
+    exp.Mul: lambda a, b: a * b,
+}
+_DATE_PARTS: dict[str, Callable[[datetime], int]] = {
+    "YEAR": lambda t: t.year,
+    "QUARTER": lambda t: (t.month - 1) // 3 + 1,
+    "MONTH": lambda t: t.month,
+    "WEEK": lambda t: t.isocalendar()[1],
+    "DAY": lambda t: t.day,
+    "DOY": lambda t: t.timetuple().tm_yday,
+    "DOW": lambda t: t.isoweekday() % 7,
+    "ISODOW": lambda t: t.isoweekday(),
+    "HOUR": lambda t: t.hour,
+    "MINUTE": lambda t: t.minute,
+    "SECOND": lambda t: t.second,
+}
+_PART_ALIASES = {"DAYOFWEEK": "DOW", "DAYOFYEAR": "DOY", "DAYOFMONTH": "DAY", "WEEKOFYEAR": "WEEK", "DAYOFWEEKISO": "ISODOW"}
+_PART_FUNCTIONS = {
+    exp.Year: "YEAR",
+    exp.Quarter: "QUARTER",
+    exp.Month: "MONTH",
+    exp.WeekOfYear: "WEEK",
+    exp.Day: "DAY",
+    exp.DayOfMonth: "DAY",
+    exp.DayOfYear: "DOY",
+    exp.DayOfWeek: "DOW",
+    exp.DayOfWeekIso: "ISODOW",
+    exp.Hour: "HOUR",
+    exp.Minute: "MINUTE",
+    exp.Second: "SECOND",
+}
+SUPPORTED = (
+    "columns, numbers, strings, true/false/null, + - * /, comparisons, and/or/not, is [not] null, "
+    "case when, coalesce, cast(... as bigint|double|boolean), extract(part from ts) / date_part('part', ts)"
+)
+
+
+_SQL_TYPES = {INT: "bigint", FLOAT: "double", BOOL: "boolean", TEXT: "text", TIMESTAMP: "timestamp"}
+
+
+def _double(node: exp.Expression) -> exp.Expression:
+    return exp.Cast(this=node, to=exp.DataType.build("double"))
+
+
+def _as_double(c: _Compiled) -> exp.Expression:
+    """SQL of a numeric value as a double; floats stay as they are."""
+    return c.sql if c.kind == FLOAT else _double(c.sql)
+
+
+def _to_float(fn: Callable) -> Callable:
+    def run(env):
+        value = fn(env)
+        return None if value is None else float(value)
+
+    return run
+
+
+def _round_to_int(sql: exp.Expression, fn: Callable) -> _Compiled:
+    """Double to bigint: round half to even (both engines' cast), NULL outside int64."""
+    guarded = exp.Case(
+        ifs=[
+            exp.If(
+                this=exp.LT(this=exp.Abs(this=sql), expression=_double(exp.Literal.number(str(2**63)))),
+                true=exp.Cast(this=sql.copy(), to=exp.DataType.build("bigint")),
+            )
+        ]
+    )
+
+    def run(env):
+        value = fn(env)
+        if value is None or not abs(value) < _INT64_LIMIT:
+            return None
+        return round(value)
+
+    return _Compiled(INT, guarded, run)
+
+
+def _unify(parts: list[_Compiled], what: str) -> str:
+    kinds = {p.kind for p in parts} - {NULL}
+    if not kinds:
+        return NULL
+    if kinds <= set(NUMERIC):
+        return FLOAT if FLOAT in kinds else INT
+    if len(kinds) > 1:
+        raise ExpressionError(f"{what} mixes {', '.join(sorted(kinds))} values; cast them to one type")
+    return kinds.pop()
+
+
+def _coerced(part: _Compiled, kind: str) -> tuple[exp.Expression, Callable]:
+    """A branch of CASE/COALESCE as the unified kind (ints widened to double when mixed)."""
+    if kind == FLOAT and part.kind == INT:
+        return _double(part.sql), _to_float(part.fn)
+    if part.kind == NULL and kind in _SQL_TYPES:
+        return exp.Cast(this=exp.Null(), to=exp.DataType.build(_SQL_TYPES[kind])), part.fn
+    return part.sql, part.fn
+
+
+def _finish(body: _Compiled, output: str, data_type: str) -> _Compiled:
+    """The expression's value as the declared output type."""
+    if body.kind == NULL:
+        return _Compiled(
+            output,
+            exp.Cast(this=exp.Null(), to=exp.DataType.build({INT: "bigint", FLOAT: "double"}.get(output, "boolean"))),
+            lambda env: None,
+        )
+    if output == BOOL:
+        if body.kind != BOOL:
+            raise ExpressionError(f"declared boolean but the expression gives {body.kind}")
+        return body
+    if body.kind not in NUMERIC:
+        raise ExpressionError(f"declared {data_type} but the expression gives {body.kind}; cast it explicitly")
+    if output == FLOAT:
+        return _Compiled(FLOAT, _as_double(body), body.fn if body.kind == FLOAT else _to_float(body.fn))
+    return body if body.kind == INT else _round_to_int(body.sql, body.fn)
+
+
+@dataclass
+class _Compiler:
+    columns: Mapping[str, str]
+    inputs: dict[str, None]
+
+    def compile(self, node: exp.Expression) -> _Compiled:
+        compiled = self._compile(node)
+        if compiled.kind == NULL:
+            # Always NULL (e.g. CASE WHEN p THEN NULL END): emit a bare NULL, which every engine
+            # types from its context; Postgres would type the CASE itself as text.
+            return _Compiled(NULL, exp.Null(), compiled.fn)
+        return compiled
+
+    def _compile(self, node: exp.Expression) -> _Compiled:
+        method = getattr(self, f"_{type(node).__name__.lower()}", None)
+        if method is not None:
+            return method(node)
+        for cls, part in _PART_FUNCTIONS.items():
+            if type(node) is cls:
+                return self._date_part(part, node.this, node)
+        if isinstance(node, (exp.Select, exp.Subquery, exp.Query)):
+            raise ExpressionError("subqueries are not supported; an on-demand feature is one expression per row")
+        if isinstance(node, exp.AggFunc):
+            raise ExpressionError(f"aggregate {node.sql()} is not supported; aggregate in a feature view instead")
+        if isinstance(node, exp.Func):
+            raise ExpressionError(f"function {node.sql()} is not supported (supported: {SUPPORTED})")
+        raise ExpressionError(f"{node.sql()!r} is not supported (supported: {SUPPORTED})")
+
+    # leaves
+
+    def _column(self, node: exp.Column) -> _Compiled:
+        if node.table:
+            raise ExpressionError(f"'{node.sql()}': refer to features and request fields by bare name")
+        name = node.name
+        if name not in self.columns:
+            known = ", ".join(sorted(self.columns)) or "none"
+            raise ExpressionError(f"unknown name '{name}': not a feature of the service or a request field (known: {known})")
+        kind = self.columns[name]
+        if kind is None:
+            raise ExpressionError(f"'{name}' has a type on-demand expressions cannot use")
+        self.inputs[name] = None
+        return _Compiled(kind, exp.column(exp.to_identifier(PLACEHOLDER + name, quoted=True)), lambda env: env[name])
+
+    def _literal(self, node: exp.Literal) -> _Compiled:
+        if node.is_string:
+            value = node.this
+            return _Compiled(TEXT, exp.Literal.string(value), lambda env: value)
+        text = node.this
+        try:
+            number = int(text)
+        except ValueError:
+            number = float(text)
+            if not math.isfinite(number):
+                raise ExpressionError(f"number {text} is out of range") from None
+            # Float literals are doubles everywhere (Postgres would read 0.1 as numeric).
+            return _Compiled(FLOAT, _double(exp.Literal.number(repr(number))), lambda env: number)
+        if not -(2**63) <= number < 2**63:
+            raise ExpressionError(f"integer {text} is outside bigint's range")
+        return _Compiled(INT, exp.Literal.number(text), lambda env: number)
+
+    def _boolean(self, node: exp.Boolean) -> _Compiled:
+        value = bool(node.this)
+        return _Compiled(BOOL, exp.Boolean(this=value), lambda env: value)
+
+    def _null(self, node: exp.Null) -> _Compiled:
+        return _Compiled(NULL, exp.Null(), lambda env: None)
+
+    def _paren(self, node: exp.Paren) -> _Compiled:
+        inner = self.compile(node.this)
+        return _Compiled(inner.kind, exp.Paren(this=inner.sql), inner.fn)
+
+    # arithmetic
+
+    def _numeric(self, node: exp.Expression, what: str) -> _Compiled:
+        c = self.compile(node)
+        if c.kind not in (*NUMERIC, NULL):
+            raise ExpressionError(f"{what} needs numbers; '{node.sql()}' is {c.kind}")
+        return c
+
+    def _binary_arithmetic(self, node: exp.Binary) -> _Compiled:
+        left = self._numeric(node.this, f"'{node.sql()}'")
+        right = self._numeric(node.expression, f"'{node.sql()}'")
+        op = _ARITHMETIC[type(node)]
+        lf, rf = left.fn, right.fn
+
+        def run(env):
+            a = lf(env)
+            if a is None:
+                return None
+            b = rf(env)
+            if b is None:
+                return None
+            return op(float(a), float(b))
+
+        sql = type(node)(this=_as_double(left), expression=_as_double(right))
+        return _Compiled(FLOAT, exp.Paren(this=sql), run)
+
+    _add = _sub = _mul = _binary_arithmetic
+
+    def _div(self, node: exp.Div) -> _Compiled:
+        left = self._numeric(node.this, f"'{node.sql()}'")
+        right = self._numeric(node.expression, f"'{node.sql()}'")
+        lf, rf = left.fn, right.fn
+
+        def run(env):
+            a = lf(env)
+            if a is None:
+                return None
+            b = rf(env)
+            if b is None or b == 0:
+                return None
+            return float(a) / float(b)
+
+        divisor = exp.Nullif(this=_as_double(right), expression=_double(exp.Literal.number(0)))
+        return _Compiled(FLOAT, exp.Paren(this=exp.Div(this=_as_double(left), expression=divisor)), run)
+
+    def _neg(self, node: exp.Neg) -> _Compiled:
+        inner = self._numeric(node.this, "unary minus")
+        fn = inner.fn
+
+        def run(env):
+            a = fn(env)
+            return None if a is None else -float(a)
+
+        return _Compiled(FLOAT, exp.Paren(this=exp.Neg(this=_as_double(inner))), run)
+
+    # comparisons and logic
+
+    def _comparison(self, node: exp.Binary) -> _Compiled:
+        left, right = self.compile(node.this), self.compile(node.expression)
+        symbol, op = _COMPARISONS[type(node)]
+        kinds = {left.kind, right.kind} - {NULL}
+        if len(kinds) == 2 and not kinds <= set(NUMERIC):
+            raise ExpressionError(f"'{node.sql()}' compares {left.kind} with {right.kind}")
+        kind = kinds.pop() if len(kinds) == 1 else (FLOAT if kinds else NULL)
+        if kind == TEXT and symbol not in ("=", "<>"):
+            raise ExpressionError(f"'{node.sql()}': text compares only with = and <> (ordering depends on collation)")
+        exact = left.kind == right.kind or NULL in (left.kind, right.kind)
+        if kind in NUMERIC and not exact:
+            lsql, rsql = _as_double(left), _as_double(right)
+            lf, rf = _to_float(left.fn), _to_float(right.fn)
+        else:
+            lsql, rsql, lf, rf = left.sql, right.sql, left.fn, right.fn
+
+        def run(env):
+            a = lf(env)
+            if a is None:
+                return None
+            b = rf(env)
+            if b is None:
+                return None
+            return op(a, b)
+
+        return _Compiled(BOOL, exp.Paren(this=type(node)(this=lsql, expression=rsql)), run)
+
+    _eq = _neq = _lt = _lte = _gt = _gte = _comparison
+
+    def _boolean_operand(self, node: exp.Expression, what: str) -> _Compiled:
+        c = self.compile(node)
+        if c.kind not in (BOOL, NULL):
+            raise ExpressionError(f"{what} needs booleans; '{node.sql()}' is {c.kind}")
+        return c
+
+    def _and(self, node: exp.And) -> _Compiled:
+        left = self._boolean_operand(node.this, "AND")
+        right = self._boolean_operand(node.expression, "AND")
+        lf, rf = left.fn, right.fn
+
+        def run(env):
+            a = lf(env)
+            if a is False:
+                return False
+            b = rf(env)
+            if b is False:
+                return False
+            return None if a is None or b is None else True
+
+        return _Compiled(BOOL, exp.Paren(this=exp.And(this=left.sql, expression=right.sql)), run)
+
+    def _or(self, node: exp.Or) -> _Compiled:
+        left = self._boolean_operand(node.this, "OR")
+        right = self._boolean_operand(node.expression, "OR")
+        lf, rf = left.fn, right.fn
+
+        def run(env):
+            a = lf(env)
+            if a is True:
+                return True
+            b = rf(env)
+            if b is True:
+                return True
+            return None if a is None or b is None else False
+
+        return _Compiled(BOOL, exp.Paren(this=exp.Or(this=left.sql, expression=right.sql)), run)
+
+    def _not(self, node: exp.Not) -> _Compiled:
+        inner = self._boolean_operand(node.this, "NOT")
+        fn = inner.fn
+
+        def run(env):
+            a = fn(env)
+            return None if a is None else not a
+
+        return _Compiled(BOOL, exp.Paren(this=exp.Not(this=inner.sql)), run)
+
+    def _is(self, node: exp.Is) -> _Compiled:
+        if not isinstance(node.expression, exp.Null):
+            raise ExpressionError(f"'{node.sql()}': only IS [NOT] NULL is supported")
+        inner = self.compile(node.this)
+        fn = inner.fn
+        return _Compiled(BOOL, exp.Paren(this=exp.Is(this=inner.sql, expression=exp.Null())), lambda env: fn(env) is None)
+
+    # conditionals
+
+    def _case(self, node: exp.Case) -> _Compiled:
+        if node.this is not None:
+            raise ExpressionError(
+                f"'{node.sql()}': write CASE WHEN <condition> THEN ... (the simple CASE x WHEN form is not supported)"
+            )
+        conditions = [self._boolean_operand(branch.this, "CASE WHEN") for branch in node.args.get("ifs") or []]
+        results = [self.compile(branch.args["true"]) for branch in node.args.get("ifs") or []]
+        default = (
+            self.compile(node.args["default"])
+            if node.args.get("default") is not None
+            else _Compiled(NULL, exp.Null(), lambda env: None)
+        )
+        kind = _unify([*results, default], "CASE")
+        coerced = [_coerced(r, kind) for r in [*results, default]]
+        pairs = [(c.fn, fn) for c, (_, fn) in zip(conditions, coerced, strict=False)]
+        default_fn = coerced[-1][1]
+
+        def run(env):
+            for condition, value in pairs:
+                if condition(env) is True:
+                    return value(env)
+            return default_fn(env)
+
+        sql = exp.Case(
+            ifs=[exp.If(this=c.sql, true=s) for c, (s, _) in zip(conditions, coerced, strict=False)],
+            default=coerced[-1][0],
+        )
+        return _Compiled(kind, sql, run)
+
+    def _coalesce(self, node: exp.Coalesce) -> _Compiled:
+        parts = [self.compile(node.this), *(self.compile(e) for e in node.expressions)]
+        kind = _unify(parts, "COALESCE")
+        coerced = [_coerced(p, kind) for p in parts]
+        fns = [fn for _, fn in coerced]
+
+        def run(env):
+            for fn in fns:
+                value = fn(env)
+                if value is not None:
+                    return value
+            return None
+
+        sql = exp.Coalesce(this=coerced[0][0], expressions=[s for s, _ in coerced[1:]])
+        return _Compiled(kind, sql, run)
+
+    # casts and date parts
+
+    def _cast(self, node: exp.Cast) -> _Compiled:
+        if isinstance(node, exp.TryCast):
+            raise ExpressionError("TRY_CAST is not supported; use CAST")
+        target = node.to.this
+        inner = self.compile(node.this)
+        if target in (exp.DataType.Type.BIGINT, exp.DataType.Type.INT, exp.DataType.Type.SMALLINT):
+            if inner.kind == BOOL:
+                fn = inner.fn
+                # Postgres casts boolean only to integer: go through it.
+                sql = exp.Cast(this=exp.Cast(this=inner.sql, to=exp.DataType.build("int")), to=exp.DataType.build("bigint"))
+                return _Compiled(INT, sql, lambda env: None if (v := fn(env)) is None else int(v))
+            if inner.kind in (INT, NULL):
+                return _Compiled(INT, exp.Cast(this=inner.sql, to=exp.DataType.build("bigint")), inner.fn)
+            if inner.kind == FLOAT:
+                return _round_to_int(inner.sql, inner.fn)
+        elif target == exp.DataType.Type.DOUBLE:
+            if inner.kind in (*NUMERIC, NULL):
+                return _Compiled(FLOAT, _double(inner.sql), _to_float(inner.fn))
+        elif target == exp.DataType.Type.BOOLEAN:
+            if inner.kind in (BOOL, NULL):
+                return _Compiled(BOOL, exp.Cast(this=inner.sql, to=exp.DataType.build("boolean")), inner.fn)
+            if inner.kind in NUMERIC:
+                raise ExpressionError(f"'{node.sql()}': write a comparison (x <> 0) instead of casting a number to boolean")
+        else:
+            raise ExpressionError(f"'{node.sql()}': casts go to bigint, double (float8) or boolean only")
+        raise ExpressionError(f"'{node.sql()}': cannot cast {inner.kind} to {node.to.sql()}")
+
+    def _extract(self, node: exp.Extract) -> _Compiled:
+        return self._date_part(node.this.name, node.expression, node)
+
+    def _anonymous(self, node: exp.Anonymous) -> _Compiled:
+        if str(node.this).lower() == "date_part" and len(node.expressions) == 2 and node.expressions[0].is_string:
+            return self._date_part(node.expressions[0].this, node.expressions[1], node)
+        raise ExpressionError(f"function {node.sql()} is not supported (supported: {SUPPORTED})")
+
+    def _date_part(self, part: str, argument: exp.Expression, node: exp.Expression) -> _Compiled:
+        part = _PART_ALIASES.get(part.upper(), part.upper())
+        if part not in _DATE_PARTS:
+            raise ExpressionError(
+                f"'{node.sql()}': date part '{part.lower()}' is not supported (supported: {', '.join(_DATE_PARTS).lower()})"
+            )
+        inner = self.compile(argument)
+        if inner.kind not in (TIMESTAMP, NULL):
+            raise ExpressionError(f"'{node.sql()}' needs a timestamp; '{argument.sql()}' is {inner.kind}")
+        get, fn = _DATE_PARTS[part], inner.fn
+        if inner.kind == NULL:
+            return _Compiled(INT, exp.Cast(this=exp.Null(), to=exp.DataType.build("bigint")), lambda env: None)
+
+        def run(env):
+            value = fn(env)
+            return None if value is None else get(value)
+
+        sql = exp.Cast(
+            this=exp.Floor(this=exp.Extract(this=exp.var(part), expression=inner.sql)), to=exp.DataType.build("bigint")
+        )
+        return _Compiled(INT, sql, run)
+
+
+# -- the generated dbt macro --------------------------------------------------------------
+
+MACRO_FILE = "featsync_on_demand.sql"
+MACRO_HEADER = """\
+{#- Generated by featsync from the on_demand declarations of the feature services. Do not edit:
+    featsync rewrites it whenever it loads the project. featsync.point_in_time_join reads it and
+    fails (naming this file) if a declaration changed since it was written. -#}
+"""
+
+
+def render_macro(compiled: Mapping[str, Mapping[str, OnDemandFeature]]) -> str:
+    """The macro ``featsync_on_demand_sql()``: per 'service:vN', per feature, the source and each dialect's SQL."""
+    import json
+
+    payload = {
+        service: {
+            feature.name: {
+                "expression": feature.expression,
+                "data_type": feature.data_type,
+                "inputs": list(feature.inputs),
+                **feature.sql,
+            }
+            for feature in features.values()
+        }
+        for service, features in sorted(compiled.items())
+        if features
+    }
+    body = json.dumps(payload, indent=2, sort_keys=True)
+    return f"{MACRO_HEADER}{{% macro featsync_on_demand_sql() %}}\n{{{{ return({body}) }}}}\n{{% endmacro %}}\n"
+
+
+# -- online: one request's on-demand features, after the Redis read ---------------------
+
+
+@dataclass(frozen=True)
+class OnDemandPlan:
+    """What a feature service's on-demand features need online, built once per service and cached.
+
+    `inputs` pairs each feature with, per input, the response column it reads (None: a
+    request field), so a request does only dictionary lookups and the compiled closures.
+    """
+
+    service: str
+    fields: Mapping[str, RequestField]
+    features: tuple[tuple[OnDemandFeature, tuple[tuple[str, str | None], ...]], ...]
+
+    @classmethod
+    def build(cls, service: Any, full_feature_names: bool) -> OnDemandPlan:
+        outputs = {
+            ref.feature: f"{ref.feature_view}__{ref.feature}" if full_feature_names else ref.feature for ref in service.features
+        }
+        features = tuple((f, tuple((name, outputs.get(name)) for name in f.inputs)) for f in service.on_demand)
+        return cls(f"{service.name}:v{service.version}", {f.name: f for f in service.request_fields}, features)
+
+    def prepare(self, request_data: Mapping[str, Any] | None, rows: int) -> dict[str, list[Any]]:
+        """Each request field as one typed value per entity row; FeatsyncError naming what is wrong.
+
+        A value is a list (one per entity row, as in Feast) or a single value for every row.
+        Missing fields are an error, except timestamps declared with default 'now'.
+        """
+        request_data = request_data or {}
+        unknown = sorted(set(request_data) - set(self.fields))
+        if unknown:
+            known = ", ".join(self.fields) or "none"
+            raise FeatsyncError(
+                f"unknown request field(s) {', '.join(unknown)} for feature service '{self.service}' (request fields: {known})"
+            )
+        values: dict[str, list[Any]] = {}
+        now = None
+        for name, spec in self.fields.items():
+            if name not in request_data:
+                if not spec.default_now:
+                    raise FeatsyncError(f"feature service '{self.service}' needs request field '{name}' ({spec.data_type})")
+                now = now or datetime.now(UTC)
+                values[name] = [now] * rows
+                continue
+            given = request_data[name]
+            if isinstance(given, (list, tuple)):
+                if len(given) != rows:
+                    raise FeatsyncError(f"request field '{name}' has {len(given)} values for {rows} entity rows")
+                values[name] = [spec.coerce(v) for v in given]
+            else:
+                values[name] = [spec.coerce(given)] * rows
+        return values
+
+    def apply(self, response: Any, requests: Mapping[str, list[Any]], rows: int) -> None:
+        """Add each on-demand feature to the response: its value and the worst status of its stored inputs."""
+        for feature, inputs in self.features:
+            values, statuses = [], []
+            for i in range(rows):
+                env, status = {}, "present"
+                for name, column in inputs:
+                    if column is None:
+                        env[name] = requests[name][i]
+                    else:
+                        env[name] = response.features[column][i]
+                        if status == "present":
+                            status = response.statuses[column][i]
+                values.append(feature.evaluate(env))
+                statuses.append(status)
+            response.features[feature.name] = values
+            response.statuses[feature.name] = statuses
+
+
+def parse_request(service: Any, items: Sequence[str]) -> dict[str, Any]:
+    """Request fields from 'NAME=VALUE' texts (the CLI's --request), each typed by its declaration."""
+    fields = {f.name: f for f in service.request_fields}
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise FeatsyncError(f"--request '{item}' is not NAME=VALUE")
+        if name not in fields:
+            known = ", ".join(fields) or "none"
+            raise FeatsyncError(
+                f"unknown request field '{name}' for feature service '{service.name}:v{service.version}' (fields: {known})"
+            )
+        values[name] = fields[name].parse(text)
+    return values
