@@ -103,6 +103,19 @@ def test_manifest_is_reparsed_when_yaml_changes(project_copy):
     assert fresh.registry().feature_view("product_sales_features").ttl_seconds == 12 * 3600
 
 
+def test_manifest_is_reparsed_when_an_env_var_of_the_profile_changes(project_copy, monkeypatch):
+    """FEATSYNC_PG_SCHEMA (read by profiles.yml) names every Postgres relation: a manifest
+    parsed under another schema must not be reused, though no file changed."""
+    monkeypatch.setenv("FEATSYNC_PG_SCHEMA", "featsync_env_a")
+    project = Project.open(project_copy, target="postgres")
+    assert project.registry().feature_view("product_sales_features").relation.startswith('"test"."featsync_env_a"')
+    assert not Project.open(project_copy, target="postgres").manifest_is_stale()
+    monkeypatch.setenv("FEATSYNC_PG_SCHEMA", "featsync_env_b")
+    fresh = Project.open(project_copy, target="postgres")
+    assert fresh.manifest_is_stale()
+    assert fresh.registry().feature_view("product_sales_features").relation.startswith('"test"."featsync_env_b"')
+
+
 def test_invalid_yaml_fails_with_file_model_and_key(project_copy):
     yml = project_copy / "models/features/user_merchant_features.yml"
     yml.write_text(yml.read_text().replace("entities: [user_id, merchant_id]", "entities: [user_id, shop_id]"))

@@ -2,13 +2,16 @@
 
 featsync keeps one manifest per target under ``target/featsync/<target>/`` (relation
 names differ between targets) and runs ``dbt parse`` in-process, through dbt's own
-``dbtRunner``, whenever that manifest is missing or older than any project file.
+``dbtRunner``, whenever that manifest is missing, older than any project file, or was
+parsed under other values of the environment variables the profile and project read
+(``env_var('FEATSYNC_PG_SCHEMA')`` changes every relation name without touching a file).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -31,6 +34,7 @@ _DEFAULT_PATHS = {
     "analysis-paths": ["analyses"],
 }
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
+_ENV_VAR_CALL = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
 
 
 @dataclass(frozen=True)
@@ -101,16 +105,40 @@ class Project:
     def manifest_path(self) -> Path:
         return self.target_path / "manifest.json"
 
+    @property
+    def environment_path(self) -> Path:
+        return self.target_path / "environment.json"
+
+    def environment(self) -> dict[str, str | None]:
+        """The values of the environment variables the profile and dbt_project.yml read.
+
+        They shape the manifest (schemas, databases, paths) but are not files, so the
+        manifest is re-parsed when one of them changes. Only these two files are scanned:
+        `env_var()` in a model's config is not tracked (run `dbt parse` after changing it).
+        """
+        names: set[str] = set()
+        for path in (self.profiles_dir / "profiles.yml", self.project_dir / "dbt_project.yml"):
+            if path.is_file():
+                names.update(_ENV_VAR_CALL.findall(path.read_text()))
+        return {name: os.environ.get(name) for name in sorted(names)}
+
     def manifest_is_stale(self) -> bool:
-        if not self.manifest_path.is_file():
+        if not self.manifest_path.is_file() or not self.environment_path.is_file():
             return True
         built = self.manifest_path.stat().st_mtime
-        return any(p.stat().st_mtime > built for p in self.source_files())
+        if any(p.stat().st_mtime > built for p in self.source_files()):
+            return True
+        try:
+            return json.loads(self.environment_path.read_text()) != self.environment()
+        except ValueError:
+            return True
 
     def manifest(self, refresh: bool = False) -> dict[str, Any]:
         """The parsed manifest for this target, running `dbt parse` first when it is stale."""
         if refresh or self.manifest_is_stale():
+            environment = self.environment()
             self.run_dbt(["parse"], target_path=self.target_path)
+            self.environment_path.write_text(json.dumps(environment, indent=2))
             self._cache.pop("manifest", None)
             self._cache.pop("registry", None)
         if "manifest" not in self._cache:
