@@ -25,6 +25,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,10 @@ from featsync.registry import FeatureView
 
 KEY_PREFIX = "featsync"
 FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
+_STRUCT_CODES = {"int": "q", "float": "d", "timestamp": "q", "bool": "?"}  # the same widths, for reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EVENT_TIME = struct.Struct(">d")
+_TEXT_LENGTH = struct.Struct("<I")
 
 
 def kind_of(data_type: str) -> str:
@@ -64,11 +68,13 @@ class Layout:
     project: str
     view: FeatureView
 
-    @property
+    # Cached: a read asks for these on every request (cached_property writes the instance
+    # __dict__ directly, which a frozen dataclass allows).
+    @cached_property
     def prefix(self) -> str:
         return f"{KEY_PREFIX}:{self.project}:{self.view.name}:v{self.view.version}:"
 
-    @property
+    @cached_property
     def features(self) -> tuple[tuple[str, str], ...]:
         """(feature name, codec kind) in declared order."""
         return tuple((c.name, kind_of(c.data_type)) for c in self.view.features)
@@ -76,6 +82,13 @@ class Layout:
     def key(self, entity_values: Sequence[object]) -> bytes:
         """The key of one entity, for reads; the same text encode_keys builds for a batch."""
         return (self.prefix + "|".join(_escape(_key_text(v)) for v in entity_values)).encode()
+
+    def keys(self, columns: Sequence[Sequence[object]]) -> list[bytes]:
+        """The keys of many entities, one column of values per entity column: what `key` gives each."""
+        prefix = self.prefix
+        if len(columns) == 1:
+            return [(prefix + _escape(_key_text(v))).encode() for v in columns[0]]
+        return [(prefix + "|".join(_escape(_key_text(v)) for v in values)).encode() for values in zip(*columns)]
 
     def encode_keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         parts = []
@@ -120,32 +133,61 @@ class Layout:
             return head
         return pc.binary_join_element_wise(head, *texts, b"")
 
+    @cached_property
+    def _reader(self) -> _RowReader:
+        return _RowReader.of(self.features)
+
+    def decode_row(self, value: bytes) -> tuple[int, list[object]]:
+        """One stored value as (event time in microseconds, feature values in declared order).
+
+        The read path's hot loop: one precompiled struct unpack for every fixed-width feature.
+        """
+        r = self._reader
+        values = list(r.fixed.unpack_from(value, r.fixed_at))
+        if r.texts:
+            offset = r.texts_at
+            for _ in range(r.texts):
+                (length,) = _TEXT_LENGTH.unpack_from(value, offset)
+                values.append(value[offset + 4 : offset + 4 + length].decode())
+                offset += 4 + length
+            if r.order is not None:
+                values = [values[i] for i in r.order]
+        for i in r.timestamps:
+            values[i] = from_micros(values[i])
+        nulls = int.from_bytes(value[8 : r.fixed_at], "little")
+        if nulls:
+            for i in range(len(values)):
+                if nulls >> i & 1:
+                    values[i] = None
+        return int(_EVENT_TIME.unpack_from(value)[0]), values
+
     def decode(self, value: bytes) -> tuple[datetime, dict[str, object]]:
         """One stored value back into (event time, {feature: value}) with Python types."""
-        (micros,) = struct.unpack_from(">d", value, 0)
-        features = self.features
-        width = (len(features) + 7) // 8
-        null_bits = int.from_bytes(value[8 : 8 + width], "little")
-        offset = 8 + width
-        fixed = [(name, kind) for name, kind in features if kind != "text"]
-        texts = [name for name, kind in features if kind == "text"]
-        out: dict[str, object] = {}
-        for name, kind in fixed:
-            if kind == "bool":
-                out[name] = bool(value[offset])
-                offset += 1
-            else:
-                (raw,) = struct.unpack_from("<d" if kind == "float" else "<q", value, offset)
-                out[name] = _from_micros(raw) if kind == "timestamp" else raw
-                offset += 8
-        for name in texts:
-            (length,) = struct.unpack_from("<I", value, offset)
-            out[name] = value[offset + 4 : offset + 4 + length].decode()
-            offset += 4 + length
-        for i, (name, _) in enumerate(features):
-            if null_bits >> i & 1:
-                out[name] = None
-        return _from_micros(int(micros)), {name: out[name] for name, _ in features}
+        micros, values = self.decode_row(value)
+        return from_micros(micros), dict(zip((name for name, _ in self.features), values, strict=True))
+
+
+@dataclass(frozen=True)
+class _RowReader:
+    """The compiled read side of a value layout (see the module docstring)."""
+
+    fixed: struct.Struct  # every fixed-width feature, declared order, after the null bitmap
+    fixed_at: int
+    texts: int  # how many text features follow the fixed part
+    texts_at: int
+    order: tuple[int, ...] | None  # (fixed..., texts...) -> declared order; None when already in order
+    timestamps: tuple[int, ...]  # declared positions of timestamp features
+
+    @classmethod
+    def of(cls, features: tuple[tuple[str, str], ...]) -> _RowReader:
+        fixed = [i for i, (_, kind) in enumerate(features) if kind != "text"]
+        texts = [i for i, (_, kind) in enumerate(features) if kind == "text"]
+        layout = struct.Struct("<" + "".join(_STRUCT_CODES[features[i][1]] for i in fixed))
+        at = 8 + (len(features) + 7) // 8
+        stored = fixed + texts
+        order = None if stored == sorted(stored) else tuple(stored.index(i) for i in range(len(features)))
+        timestamps = tuple(i for i, (_, kind) in enumerate(features) if kind == "timestamp")
+        return cls(layout, at, len(texts), at + layout.size, order, timestamps)
 
 
 def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -155,7 +197,7 @@ def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
 
 
-def _from_micros(micros: int) -> datetime:
+def from_micros(micros: int) -> datetime:
     return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(microsecond=micros % 1_000_000)
 
 

@@ -16,12 +16,22 @@ from typing import Any
 
 import pyarrow as pa
 import redis
+import redis.asyncio
 
 from featsync.errors import FeatsyncError
-from featsync.online import Layout
+from featsync.online import Layout, from_micros
 from featsync.registry import FeatureView, Registry
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
+MAX_CACHED_PLANS = 1024  # distinct feature lists; clients choose them, so the cache is bounded
+
+
+class RequestError(FeatsyncError):
+    """The request itself is malformed (missing entity key, wrong type, ...): a 4xx for the server."""
+
+
+class OnlineStoreUnavailable(FeatsyncError):
+    """Redis could not be read: a 503 for the server, which keeps running and recovers with Redis."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,8 @@ class ViewRead:
     view: FeatureView
     layout: Layout
     outputs: tuple[tuple[str, str], ...]  # (feature, output name)
+    positions: tuple[int, ...]  # each output's place among the view's declared features
+    ttl_us: int | None
 
 
 @dataclass
@@ -38,7 +50,9 @@ class OnlineResponse:
     entities: dict[str, list[Any]]
     features: dict[str, list[Any]]
     statuses: dict[str, list[str]]
-    event_timestamps: dict[str, list[datetime | None]] = field(default_factory=dict)
+    event_timestamps: dict[str, list[datetime | None]] = field(default_factory=dict)  # by feature view
+    feature_views: dict[str, str] = field(default_factory=dict)  # output name -> its feature view
+    view_statuses: dict[str, list[str]] = field(default_factory=dict)  # by feature view, one per entity row
 
     def to_dict(self, include_status: bool = False) -> dict[str, list[Any]]:
         out = {**self.entities, **self.features}
@@ -53,28 +67,121 @@ class OnlineResponse:
         return self.to_arrow().to_pandas()
 
 
+@dataclass(frozen=True)
+class ReadPlan:
+    """What one request shape reads: built from the registry once, then reused by every read of it.
+
+    The sync reader (Python API, `featsync get`) and the async server share it: entity
+    checks, keys and decoding live here only; the two differ in how they call Redis.
+    """
+
+    views: tuple[ViewRead, ...]
+    entity_names: tuple[str, ...]  # in first-use order: the response's entity columns
+    needed_by: Mapping[str, str]  # entity -> the first feature view that needs it
+
+    def columns_from_rows(self, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        return {name: [row.get(name) for row in entity_rows] for name in self.entity_names}
+
+    def check_columns(self, columns: Mapping[str, Any], strict: bool = False) -> int:
+        """The number of entity rows, after checking every column this plan needs.
+
+        strict (JSON requests): columns must be lists of strings or integers, and every
+        column must be an entity of the requested views.
+        """
+        lengths: dict[str, int] = {}
+        for name in self.entity_names:
+            column = columns.get(name)
+            if column is None:
+                raise RequestError(f"missing entity key '{name}', needed by feature view '{self.needed_by[name]}'")
+            if strict and not isinstance(column, list):
+                raise RequestError(f"entity '{name}' must be a list of values (one per row), got {type(column).__name__}")
+            for i, value in enumerate(column):
+                if value is None:
+                    raise RequestError(f"entity row {i} lacks {name}, needed by feature view '{self.needed_by[name]}'")
+                if strict and type(value) is not str and type(value) is not int:
+                    raise RequestError(
+                        f"entity '{name}' row {i}: {value!r} is a {_json_type(value)}; entity keys are strings or integers"
+                    )
+            lengths[name] = len(column)
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+            raise RequestError(f"entity columns have different lengths ({detail})")
+        if strict:
+            unknown = [name for name in columns if name not in self.needed_by]
+            if unknown:
+                raise RequestError(
+                    f"'{unknown[0]}' is not an entity of the requested feature views (entities: {', '.join(self.entity_names)})"
+                )
+        return next(iter(lengths.values()), 0)
+
+    def keys(self, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
+        """Every view's keys for every row, view after view: the order `assemble` reads them in."""
+        keys: list[bytes] = []
+        for read in self.views:
+            keys += read.layout.keys([columns[k] for k in read.view.entities])
+        return keys
+
+    def assemble(self, columns: Mapping[str, list[Any]], n: int, values: Sequence[bytes | None], now_us: int) -> OnlineResponse:
+        """Decode MGET's answer: typed values, a status per value, TTL checked against the event time."""
+        response = OnlineResponse({name: columns[name] for name in self.entity_names}, {}, {})
+        for block, read in enumerate(self.views):
+            decode, ttl_us = read.layout.decode_row, read.ttl_us
+            rows: list[list[Any] | None] = []
+            statuses: list[str] = []
+            times: list[datetime | None] = []
+            for raw in values[block * n : (block + 1) * n]:
+                if raw is None:
+                    rows.append(None)
+                    statuses.append(NOT_FOUND)
+                    times.append(None)
+                    continue
+                micros, decoded = decode(raw)
+                # Inclusive bound, as in the join: still valid at exactly event time + ttl.
+                if ttl_us is not None and micros + ttl_us < now_us:
+                    rows.append(None)
+                    statuses.append(EXPIRED)
+                    times.append(None)
+                else:
+                    rows.append(decoded)
+                    statuses.append(PRESENT)
+                    times.append(from_micros(micros))
+            name = read.view.name
+            response.event_timestamps[name] = times
+            response.view_statuses[name] = statuses
+            for (_, output), position in zip(read.outputs, read.positions, strict=True):
+                response.features[output] = [None if row is None else row[position] for row in rows]
+                response.statuses[output] = list(statuses)
+                response.feature_views[output] = name
+        return response
+
+
 @dataclass
 class OnlineReader:
-    """Reads one project's online feature views from one Redis."""
+    """Reads one project's online feature views from one Redis (redis-py, blocking)."""
 
     registry: Registry
-    client: redis.Redis
+    client: Any  # redis.Redis / redis.RedisCluster here; their asyncio versions in AsyncOnlineReader
     key_prefix: str | None = None
     now: Any = time.time
-    _plans: dict[tuple, tuple[ViewRead, ...]] = field(default_factory=dict, repr=False)
+    _plans: dict[tuple, ReadPlan] = field(default_factory=dict, repr=False)
 
-    def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> tuple[ViewRead, ...]:
+    def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> ReadPlan:
         signature = (tuple(features or ()), feature_service, full_feature_names)
-        if signature not in self._plans:
-            self._plans[signature] = self._build_plan(features, feature_service, full_feature_names)
-        return self._plans[signature]
+        plan = self._plans.get(signature)
+        if plan is None:
+            plan = self._build_plan(features, feature_service, full_feature_names)
+            if len(self._plans) >= MAX_CACHED_PLANS:
+                self._plans.clear()
+            self._plans[signature] = plan
+        return plan
 
-    def _build_plan(self, features, feature_service, full_feature_names) -> tuple[ViewRead, ...]:
+    def _build_plan(self, features, feature_service, full_feature_names) -> ReadPlan:
         by_view = self.registry.resolve_features(features, feature_service)
         for view_name in by_view:
             if not self.registry.feature_view(view_name).online:
                 raise FeatsyncError(f"feature view '{view_name}' is not online")
         seen: dict[str, str] = {}
+        needed_by: dict[str, str] = {}
         plan = []
         for view_name, names in by_view.items():
             view = self.registry.feature_view(view_name)
@@ -87,8 +194,30 @@ class OnlineReader:
                     )
                 seen[output] = view_name
                 outputs.append((name, output))
-            plan.append(ViewRead(view, Layout(self.key_prefix or self.registry.project_name, view), tuple(outputs)))
-        return tuple(plan)
+            for entity in view.entities:
+                needed_by.setdefault(entity, view_name)
+            ttl_us = None if view.ttl_seconds is None else view.ttl_seconds * 1_000_000
+            positions = tuple(view.feature_names.index(name) for name, _ in outputs)
+            layout = Layout(self.key_prefix or self.registry.project_name, view)
+            plan.append(ViewRead(view, layout, tuple(outputs), positions, ttl_us))
+        return ReadPlan(tuple(plan), tuple(needed_by), needed_by)
+
+    def prepare(
+        self, plan: ReadPlan, columns: Mapping[str, Any], request_data: Mapping[str, Any] | None, strict: bool = False
+    ) -> tuple[int, list[bytes]]:
+        """Everything before the Redis call (shared by both readers): checked entities, the keys."""
+        if request_data:
+            raise RequestError(
+                f"no on-demand features requested, so request_data ({', '.join(map(str, request_data))}) is not used"
+            )
+        n = plan.check_columns(columns, strict)
+        return n, plan.keys(columns)
+
+    def finish(
+        self, plan: ReadPlan, columns: Mapping[str, list[Any]], n: int, values: Sequence[bytes | None], request_data=None
+    ) -> OnlineResponse:
+        """Everything after the Redis call: decoding, statuses, TTL (shared by both readers)."""
+        return plan.assemble(columns, n, values, int(self.now() * 1_000_000))
 
     def get(
         self,
@@ -96,15 +225,11 @@ class OnlineReader:
         features: Sequence[str] | None = None,
         feature_service: str | None = None,
         full_feature_names: bool = False,
+        request_data: Mapping[str, Any] | None = None,
     ) -> OnlineResponse:
         plan = self.plan(features, feature_service, full_feature_names)
-        keys: list[bytes] = []
-        for read in plan:
-            for i, row in enumerate(entity_rows):
-                missing = [k for k in read.view.entities if row.get(k) is None]
-                if missing:
-                    raise FeatsyncError(f"entity row {i} lacks {', '.join(missing)}, needed by feature view '{read.view.name}'")
-                keys.append(read.layout.key([row[k] for k in read.view.entities]))
+        columns = plan.columns_from_rows(entity_rows)
+        n, keys = self.prepare(plan, columns, request_data)
         try:
             if not keys:
                 values = []
@@ -113,34 +238,36 @@ class OnlineReader:
             else:
                 values = self.client.mget(keys)
         except redis.RedisError as exc:
-            raise FeatsyncError(f"cannot read from Redis: {exc}") from exc
-        now_us = int(self.now() * 1_000_000)
-        entity_names = list(dict.fromkeys(k for read in plan for k in read.view.entities))
-        response = OnlineResponse({k: [row.get(k) for row in entity_rows] for k in entity_names}, {}, {})
-        position = 0
-        for read in plan:
-            for _, output in read.outputs:
-                response.features[output] = []
-                response.statuses[output] = []
-            response.event_timestamps[read.view.name] = []
-            for _ in entity_rows:
-                raw = values[position]
-                position += 1
-                status, event_time, decoded = NOT_FOUND, None, {}
-                if raw is not None:
-                    event_time, decoded = read.layout.decode(raw)
-                    ttl = read.view.ttl_seconds
-                    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
-                    expired = ttl is not None and _micros(event_time) + ttl * 1_000_000 < now_us
-                    status = EXPIRED if expired else PRESENT
-                    if expired:
-                        decoded = {}
-                response.event_timestamps[read.view.name].append(event_time if status == PRESENT else None)
-                for feature, output in read.outputs:
-                    response.features[output].append(decoded.get(feature))
-                    response.statuses[output].append(status)
-        return response
+            raise OnlineStoreUnavailable(f"cannot read from Redis: {exc}") from exc
+        return self.finish(plan, columns, n, values, request_data)
 
 
-def _micros(value: datetime) -> int:
-    return int(value.timestamp()) * 1_000_000 + value.microsecond
+@dataclass
+class AsyncOnlineReader(OnlineReader):
+    """The same reads on redis.asyncio (the HTTP server): one awaited MGET per request."""
+
+    async def get_columns(
+        self,
+        columns: Mapping[str, Any],
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+        request_data: Mapping[str, Any] | None = None,
+    ) -> tuple[ReadPlan, OnlineResponse]:
+        """Entities as Feast sends them, columns {name: [values]}, checked strictly (JSON input)."""
+        plan = self.plan(features, feature_service, full_feature_names)
+        n, keys = self.prepare(plan, columns, request_data, strict=True)
+        try:
+            if not keys:
+                values = []
+            elif isinstance(self.client, redis.asyncio.RedisCluster):
+                values = await self.client.mget_nonatomic(keys)
+            else:
+                values = await self.client.mget(keys)
+        except (redis.RedisError, OSError) as exc:
+            raise OnlineStoreUnavailable(f"cannot read from Redis: {exc}") from exc
+        return plan, self.finish(plan, columns, n, values, request_data)
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", float: "number", list: "list", dict: "object"}.get(type(value), type(value).__name__)

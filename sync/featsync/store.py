@@ -72,8 +72,11 @@ class FeatureStore:
         features: Sequence[str] | None = None,
         feature_service: str | None = None,
         full_feature_names: bool = False,
+        request_data: Mapping[str, Any] | None = None,
     ) -> OnlineResponse:
         """The stored features of each entity row, in one Redis round trip.
+
+        `request_data` feeds on-demand features; none requested means it must be empty.
 
         Missing entities give None with status not_found; values past their TTL give None
         with status expired (checked again here, against the stored event time).
@@ -82,4 +85,4 @@ class FeatureStore:
             from featsync.push import redis_client
 
             self._reader = OnlineReader(self.registry, redis_client(self.project, self.redis_url), self.key_prefix)
-        return self._reader.get(entity_rows, features, feature_service, full_feature_names)
+        return self._reader.get(entity_rows, features, feature_service, full_feature_names, request_data)
