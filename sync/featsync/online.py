@@ -88,7 +88,7 @@ class Layout:
         prefix = self.prefix
         if len(columns) == 1:
             return [(prefix + _escape(_key_text(v))).encode() for v in columns[0]]
-        return [(prefix + "|".join(_escape(_key_text(v)) for v in values)).encode() for values in zip(*columns)]
+        return [(prefix + "|".join(_escape(_key_text(v)) for v in values)).encode() for values in zip(*columns, strict=True)]
 
     def encode_keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         parts = []
