@@ -24,7 +24,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 import numpy as np
@@ -81,14 +81,12 @@ class Layout:
 
     def key(self, entity_values: Sequence[object]) -> bytes:
         """The key of one entity, for reads; the same text encode_keys builds for a batch."""
-        return (self.prefix + "|".join(_escape(_key_text(v)) for v in entity_values)).encode()
+        return (self.prefix + "|".join(_key_part(v) for v in entity_values)).encode()
 
     def keys(self, columns: Sequence[Sequence[object]]) -> list[bytes]:
         """The keys of many entities, one column of values per entity column: what `key` gives each."""
         prefix = self.prefix
-        if len(columns) == 1:
-            return [(prefix + _escape(_key_text(v))).encode() for v in columns[0]]
-        return [(prefix + "|".join(_escape(_key_text(v)) for v in values)).encode() for values in zip(*columns, strict=True)]
+        return [(prefix + text).encode() for text in key_texts(columns)]
 
     def encode_keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         parts = []
@@ -107,9 +105,7 @@ class Layout:
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         n = batch.num_rows
         features = self.features
-        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(features) + 7) // 8,))]
-        fixed += [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(features) if kind != "text"]
-        rows = np.zeros(n, dtype=np.dtype(fixed))
+        rows = np.zeros(n, dtype=self._fixed_dtype)
         rows["ts"] = _micros(batch.column(self.view.timestamp)).astype(np.float64)
         nulls = np.zeros((n, len(features)), dtype=bool)
         texts = []
@@ -132,6 +128,33 @@ class Layout:
         if not texts:
             return head
         return pc.binary_join_element_wise(head, *texts, b"")
+
+    @cached_property
+    def _fixed_dtype(self) -> np.dtype:
+        """The fixed-width head of a value as a numpy record: event time, null bitmap, fixed features."""
+        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(self.features) + 7) // 8,))]
+        fixed += [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(self.features) if kind != "text"]
+        return np.dtype(fixed)
+
+    @cached_property
+    def fixed_width(self) -> bool:
+        """Every value has the same length (no text feature): many can be decoded as one numpy array."""
+        return all(kind != "text" for _, kind in self.features)
+
+    def decode_columns(self, values: Sequence[bytes]) -> tuple[list[int], list[list[object]]]:
+        """Many stored values of a fixed-width view at once: event times (microseconds), then one
+        list per feature in declared order. What decode_row gives row by row, without per-row Python."""
+        rows = np.frombuffer(b"".join(values), dtype=self._fixed_dtype)
+        nulls = np.unpackbits(rows["nulls"], axis=1, count=len(self.features), bitorder="little").astype(bool)
+        columns: list[list[object]] = []
+        for i, ((_, kind), has_null) in enumerate(zip(self.features, nulls.any(axis=0).tolist(), strict=True)):
+            out: list[object] = rows[f"f{i}"].tolist()
+            if kind == "timestamp":
+                out = [from_micros(m) for m in out]
+            if has_null:
+                out = [None if is_null else value for value, is_null in zip(out, nulls[:, i].tolist(), strict=True)]
+            columns.append(out)
+        return rows["ts"].astype(np.int64).tolist(), columns
 
     @cached_property
     def _reader(self) -> _RowReader:
@@ -198,7 +221,7 @@ def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(microsecond=micros % 1_000_000)
+    return _EPOCH + timedelta(microseconds=micros)  # exact (integer arithmetic), and faster than fromtimestamp
 
 
 def _fixed_binary(buffer: bytes, width: int, n: int) -> pa.Array:
@@ -218,6 +241,24 @@ def _key_text(value: object) -> str:
     if isinstance(value, bool) or value is None:
         raise FeatsyncError(f"entity key value {value!r} is not a string or an integer")
     return str(value)
+
+
+def key_texts(columns: Sequence[Sequence[object]]) -> list[str]:
+    """The entity part of each row's key (after the view's prefix), one column per entity column.
+
+    Views on the same entities share it, so a read builds it once for all of them.
+    """
+    if len(columns) == 1:
+        return [_key_part(v) for v in columns[0]]
+    return ["|".join(_key_part(v) for v in values) for values in zip(*columns, strict=True)]
+
+
+def _key_part(value: object) -> str:
+    if type(value) is str:
+        return _escape(value) if "\\" in value or "|" in value else value
+    if type(value) is int:
+        return str(value)
+    return _escape(_key_text(value))
 
 
 def _escape(text: str) -> str:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 import redis.asyncio
@@ -35,8 +36,18 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from featsync.errors import FeatsyncError, NotFoundError
+from featsync.online import from_micros
 from featsync.project import Project
-from featsync.serving import EXPIRED, NOT_FOUND, PRESENT, AsyncOnlineReader, OnlineResponse, OnlineStoreUnavailable, RequestError
+from featsync.serving import (
+    EXPIRED,
+    NOT_FOUND,
+    PRESENT,
+    VECTOR_MIN,
+    AsyncOnlineReader,
+    OnlineResponse,
+    OnlineStoreUnavailable,
+    RequestError,
+)
 
 CONFIG_ENV = "FEATSYNC_SERVE_CONFIG"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -44,6 +55,7 @@ REQUEST_FIELDS = {"features", "feature_service", "entities", "full_feature_names
 # Feast's FieldStatus names; a stored NULL is NULL_VALUE, an expired value OUTSIDE_MAX_AGE.
 FEAST_STATUS = {PRESENT: "PRESENT", NOT_FOUND: "NOT_FOUND", EXPIRED: "OUTSIDE_MAX_AGE"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Feast's event time for entity columns and missing values
+NUMPY_UTC = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -139,18 +151,43 @@ class Metrics:
 
 
 def feast_response(response: OnlineResponse, n: int) -> dict[str, Any]:
-    """Feast's feature-server JSON: metadata.feature_names, then one result per column."""
+    """Feast's feature-server JSON: metadata.feature_names, then one result per column.
+
+    The features of one view share their statuses and event times, so each view's are
+    serialized once (orjson.Fragment) and reused; only a stored NULL (NULL_VALUE) differs.
+    """
+    entity_statuses = orjson.Fragment(orjson.dumps(["PRESENT"] * n))
+    entity_times = orjson.Fragment(orjson.dumps([EPOCH] * n, option=orjson.OPT_UTC_Z))
     results = [
-        {"values": values, "statuses": ["PRESENT"] * n, "event_timestamps": [EPOCH] * n} for values in response.entities.values()
+        {"values": values, "statuses": entity_statuses, "event_timestamps": entity_times} for values in response.entities.values()
     ]
+    shared: dict[str, tuple[int, Any, Any]] = {}
     for output, values in response.features.items():
-        times = response.event_timestamps[response.feature_views[output]]
-        statuses = [
-            ("NULL_VALUE" if value is None else "PRESENT") if status == PRESENT else FEAST_STATUS[status]
-            for status, value in zip(response.statuses[output], values, strict=True)
-        ]
-        results.append({"values": values, "statuses": statuses, "event_timestamps": [t or EPOCH for t in times]})
+        statuses = response.statuses[output]
+        view = response.feature_views.get(output)
+        if view is None or view not in shared:
+            missing = n - statuses.count(PRESENT)
+            status_json = orjson.Fragment(orjson.dumps([FEAST_STATUS[status] for status in statuses]))
+            times_json = event_times_json(response.event_micros.get(view) or [None] * n)
+            if view is not None:
+                shared[view] = (missing, status_json, times_json)
+        else:
+            missing, status_json, times_json = shared[view]
+        if values.count(None) != missing:  # stored NULLs among the present values
+            status_json = [
+                ("NULL_VALUE" if value is None else "PRESENT") if status == PRESENT else FEAST_STATUS[status]
+                for status, value in zip(statuses, values, strict=True)
+            ]
+        results.append({"values": values, "statuses": status_json, "event_timestamps": times_json})
     return {"metadata": {"feature_names": [*response.entities, *response.features]}, "results": results}
+
+
+def event_times_json(micros: list[int | None]) -> Any:
+    """RFC 3339 UTC event times ('...Z'), Feast's epoch for a missing value; numpy does many at once."""
+    filled = [0 if m is None else m for m in micros]
+    if len(filled) >= VECTOR_MIN:
+        return orjson.Fragment(orjson.dumps(np.array(filled, dtype="datetime64[us]"), option=NUMPY_UTC))
+    return orjson.Fragment(orjson.dumps([from_micros(m) for m in filled], option=orjson.OPT_UTC_Z))
 
 
 def parse_request(body: bytes, max_batch: int) -> tuple[Mapping[str, Any], list[str] | None, str | None, bool, Any]:

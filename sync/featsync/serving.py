@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
@@ -19,7 +20,7 @@ import redis
 import redis.asyncio
 
 from featsync.errors import FeatsyncError
-from featsync.online import Layout, from_micros
+from featsync.online import Layout, from_micros, key_texts
 from featsync.registry import FeatureView, Registry
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
@@ -50,9 +51,16 @@ class OnlineResponse:
     entities: dict[str, list[Any]]
     features: dict[str, list[Any]]
     statuses: dict[str, list[str]]
-    event_timestamps: dict[str, list[datetime | None]] = field(default_factory=dict)  # by feature view
+    event_micros: dict[str, list[int | None]] = field(default_factory=dict)  # by feature view; None: not present
     feature_views: dict[str, str] = field(default_factory=dict)  # output name -> its feature view
     view_statuses: dict[str, list[str]] = field(default_factory=dict)  # by feature view, one per entity row
+
+    @cached_property
+    def event_timestamps(self) -> dict[str, list[datetime | None]]:
+        """By feature view: each row's event time (UTC), None when not present.
+
+        Built on first use from event_micros (the HTTP server serializes those directly)."""
+        return {view: [None if m is None else from_micros(m) for m in micros] for view, micros in self.event_micros.items()}
 
     def to_dict(self, include_status: bool = False) -> dict[str, list[Any]]:
         out = {**self.entities, **self.features}
@@ -117,42 +125,68 @@ class ReadPlan:
     def keys(self, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
         """Every view's keys for every row, view after view: the order `assemble` reads them in."""
         keys: list[bytes] = []
+        texts: dict[tuple[str, ...], list[str]] = {}  # views on the same entities share the key texts
         for read in self.views:
-            keys += read.layout.keys([columns[k] for k in read.view.entities])
+            entities = read.view.entities
+            if entities not in texts:
+                texts[entities] = key_texts([columns[k] for k in entities])
+            prefix = read.layout.prefix
+            keys += [(prefix + text).encode() for text in texts[entities]]
         return keys
 
     def assemble(self, columns: Mapping[str, list[Any]], n: int, values: Sequence[bytes | None], now_us: int) -> OnlineResponse:
         """Decode MGET's answer: typed values, a status per value, TTL checked against the event time."""
         response = OnlineResponse({name: columns[name] for name in self.entity_names}, {}, {})
         for block, read in enumerate(self.views):
-            decode, ttl_us = read.layout.decode_row, read.ttl_us
-            rows: list[list[Any] | None] = []
-            statuses: list[str] = []
-            times: list[datetime | None] = []
-            for raw in values[block * n : (block + 1) * n]:
-                if raw is None:
-                    rows.append(None)
-                    statuses.append(NOT_FOUND)
-                    times.append(None)
-                    continue
-                micros, decoded = decode(raw)
-                # Inclusive bound, as in the join: still valid at exactly event time + ttl.
-                if ttl_us is not None and micros + ttl_us < now_us:
-                    rows.append(None)
-                    statuses.append(EXPIRED)
-                    times.append(None)
-                else:
-                    rows.append(decoded)
-                    statuses.append(PRESENT)
-                    times.append(from_micros(micros))
+            statuses, times, outputs = _read_block(read, values[block * n : (block + 1) * n], now_us)
             name = read.view.name
-            response.event_timestamps[name] = times
+            response.event_micros[name] = times
             response.view_statuses[name] = statuses
-            for (_, output), position in zip(read.outputs, read.positions, strict=True):
-                response.features[output] = [None if row is None else row[position] for row in rows]
+            for (_, output), column in zip(read.outputs, outputs, strict=True):
+                response.features[output] = column
                 response.statuses[output] = list(statuses)
                 response.feature_views[output] = name
         return response
+
+
+VECTOR_MIN = 16  # from this many stored values of a fixed-width view on, decode them as one numpy array
+
+
+def _read_block(read: ViewRead, block: Sequence[bytes | None], now_us: int) -> tuple[list[str], list, list[list[Any]]]:
+    """One view's values for every entity row: statuses, event times, one column per output."""
+    n = len(block)
+    statuses = [NOT_FOUND] * n
+    times: list[int | None] = [None] * n
+    present = [i for i, raw in enumerate(block) if raw is not None]
+    layout = read.layout
+    if len(present) >= VECTOR_MIN and layout.fixed_width:
+        micros, columns = layout.decode_columns([block[i] for i in present])
+    else:
+        micros, rows = [], []
+        for i in present:
+            event, decoded = layout.decode_row(block[i])
+            micros.append(event)
+            rows.append(decoded)
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in layout.features]
+    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
+    oldest = None if read.ttl_us is None else now_us - read.ttl_us
+    expired = set() if oldest is None else {j for j, event in enumerate(micros) if event < oldest}
+    for j, i in enumerate(present):
+        if j in expired:
+            statuses[i] = EXPIRED
+        else:
+            statuses[i] = PRESENT
+            times[i] = micros[j]
+    if len(present) == n and not expired:
+        return statuses, times, [columns[p] for p in read.positions]
+    outputs = []
+    for p in read.positions:
+        column, out = columns[p], [None] * n
+        for j, i in enumerate(present):
+            if j not in expired:
+                out[i] = column[j]
+        outputs.append(out)
+    return statuses, times, outputs
 
 
 @dataclass
