@@ -196,10 +196,28 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (the uvicorn workers), from /proc."""
+    total = 0.0
+    pids = [pid]
+    while pids:
+        current = pids.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pids += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return total
+
+
 def wrk(
-    port: int, bodies: list[bytes], threads: int, connections: int, seconds: int, workdir: Path
-) -> tuple[float, float, float]:
-    """(req/s, p50 ms, p99 ms) of POST /get-online-features with one of `bodies` per request."""
+    port: int, bodies: list[bytes], threads: int, connections: int, seconds: int, workdir: Path, pid: int | None = None
+) -> tuple[float, float, float, float]:
+    """(req/s, p50 ms, p99 ms, server CPU us per request) of POST /get-online-features, one of `bodies` per request.
+
+    CPU per request is the noise-robust figure on a shared box: it counts only the server's own work."""
     script = workdir / f"bodies-{uuid.uuid4().hex[:6]}.lua"
     items = ",\n".join(f"[==[{b.decode()}]==]" for b in bodies)
     script.write_text(
@@ -209,7 +227,9 @@ def wrk(
     )
     url = f"http://127.0.0.1:{port}/get-online-features"
     args = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url]
+    cpu = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu if pid else 0.0
     if "Non-2xx" in out:
         raise SystemExit(f"wrk saw errors:\n{out}")
 
@@ -218,7 +238,8 @@ def wrk(
         return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    return rps, ms("50%"), ms("99%")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, ms("50%"), ms("99%"), cpu / max(requests, 1) * 1e6
 
 
 def main() -> None:
@@ -298,64 +319,58 @@ def main() -> None:
 
         five = bodies(FEATURES_5, 1, ["user_id", "merchant_id"])
 
-        def featsync_server(workers: int) -> int:
+        def featsync_server(workers: int) -> tuple[int, int]:
             port = free_port()
             cmd = [sys.executable, "-m", "featsync", "serve", "--project-dir", str(project_dir), "--redis-url", url]
             cmd += ["--key-prefix", prefix, "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
             servers.append(start(cmd, port))
-            return port
+            return port, servers[-1].pid
 
-        def bare_server(workers: int) -> int:
+        def bare_server(workers: int) -> tuple[int, int]:
             port = free_port()
             cmd = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", str(root), "--port", str(port)]
-            cmd += [
-                "--workers",
-                str(workers),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ]
+            cmd += ["--workers", str(workers), "--loop", "uvloop", "--http", "httptools", "--no-access-log"]
             servers.append(start(cmd, port, {"BARE_KEYS": bare_keys, "BARE_REDIS_URL": url}))
-            return port
+            return port, servers[-1].pid
 
         def stop_all() -> None:
             while servers:
                 stop(servers.pop())
 
+        def cpu(o: tuple, b: tuple) -> str:
+            return f"server CPU per request: ours {o[3]:.0f} us, bare {b[3]:.0f} us (+{o[3] - b[3]:.0f} us)"
+
         s = args.seconds
-        ours_port, bare_port = featsync_server(1), bare_server(1)
+        ours, bare_ = featsync_server(1), bare_server(1)
         print(f"\nHTTP, one client (wrk -t1 -c1 -d{s}s, 1 server worker; POST /get-online-features, 1 entity, 5 features),")
         print("two rounds, alternating (the spread between rounds is the box's noise):")
-        wrk(ours_port, five, 1, 1, 2, root)  # warm-up
+        wrk(ours[0], five, 1, 1, 2, root)  # warm-up
         for _ in range(2):
-            o, b = wrk(ours_port, five, 1, 1, s, root), wrk(bare_port, five, 1, 1, s, root)
-            row(f"1 entity: {o[0]:,.0f} vs {b[0]:,.0f} req/s", o[1:], b[1:], "target p99 <= 0.8 ms")
+            o, b = wrk(ours[0], five, 1, 1, s, root, ours[1]), wrk(bare_[0], five, 1, 1, s, root, bare_[1])
+            row(f"1 entity: {o[0]:,.0f} vs {b[0]:,.0f} req/s", o[1:3], b[1:3], "target p99 <= 0.8 ms; " + cpu(o, b))
 
         print(f"\nWide requests, one client (wrk -t1 -c1 -d{s}s, 1 worker): 50 features over 5 views")
         for batch in (1, 10, 100):
             body = bodies(WIDE, batch, ["entity_id"])
-            o = wrk(ours_port, body, 1, 1, s, root)
+            o = wrk(ours[0], body, 1, 1, s, root, ours[1])
             print(
-                f"  batch {batch:>3}: p50 {o[1]:6.3f} ms  p99 {o[2]:6.3f} ms  ({o[0]:,.0f} req/s)"
+                f"  batch {batch:>3}: p50 {o[1]:6.3f} ms  p99 {o[2]:6.3f} ms  ({o[0]:,.0f} req/s, {o[3]:.0f} us CPU/request)"
                 f" | Feast Go server p99 {FEAST_GO_P99[batch]} ms (published)"
             )
         stop_all()
 
         if not args.skip_load:
-            ours_port, bare_port = featsync_server(2), bare_server(2)
+            ours, bare_ = featsync_server(2), bare_server(2)
             print(f"\nHTTP under load (wrk -t2 -c8 -d{s}s, 2 server workers, wrk + servers + Redis on the same 2 cores),")
             print("two rounds, alternating; target >= 6,000 req/s with p99 <= 5 ms:")
-            wrk(ours_port, five, 2, 8, 2, root)  # warm-up
+            wrk(ours[0], five, 2, 8, 2, root)  # warm-up
             for _ in range(2):
-                o, b = wrk(ours_port, five, 2, 8, s, root), wrk(bare_port, five, 2, 8, s, root)
+                o, b = wrk(ours[0], five, 2, 8, s, root, ours[1]), wrk(bare_[0], five, 2, 8, s, root, bare_[1])
                 print(f"  featsync serve: {o[0]:8,.0f} req/s  p50 {o[1]:6.3f} ms  p99 {o[2]:6.3f} ms")
                 print(
                     f"  bare baseline:  {b[0]:8,.0f} req/s  p50 {b[1]:6.3f} ms  p99 {b[2]:6.3f} ms   ({o[0] / b[0]:.0%} of bare)"
                 )
+                print(f"  {cpu(o, b)}")
             stop_all()
         print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
