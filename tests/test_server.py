@@ -23,10 +23,12 @@ ROWS = {"user_id": ["u1", "nobody", "é"], "merchant_id": ["m|2", "m1", "m1"]}
 FEATURES = ["fv_user:amount", "fv_user:label", "fv_pair:score", "fv_profile:tier"]
 
 
-def start_server(pit_project, redis_url: str | None, key_prefix: str, *extra: str) -> tuple[subprocess.Popen, str]:
+def start_server(
+    pit_project, redis_url: str | None, key_prefix: str, *extra: str, target: str = "duckdb"
+) -> tuple[subprocess.Popen, str]:
     """`featsync serve` in a subprocess; returns once it answers /health (200 or 503)."""
     port = free_port()
-    args = [sys.executable, "-m", "featsync", "serve", "--project-dir", str(pit_project.project_dir), "--target", "duckdb"]
+    args = [sys.executable, "-m", "featsync", "serve", "--project-dir", str(pit_project.project_dir), "--target", target]
     args += ["--redis-url", redis_url] if redis_url else []
     args += ["--key-prefix", key_prefix, "--port", str(port), "--log-level", "warning", *extra]
     env = {k: v for k, v in os.environ.items() if k != "FEATSYNC_REDIS_URL"}
@@ -253,5 +255,20 @@ def test_embedded_redis_without_a_url(project):  # noqa: F811
         assert httpx.get(f"{base}/health").json()["redis"] == "reachable"
         body = {"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}}
         assert httpx.post(f"{base}/get-online-features", json=body).json()["results"][1]["statuses"] == ["NOT_FOUND"]
+    finally:
+        stop(proc)
+
+
+def test_feature_service_of_the_example_project(duckdb_build, redis_url):
+    """`feature_service` resolves as in training: the example's fraud_detection:v1, in its declared order."""
+    proc, base = start_server(duckdb_build.project, redis_url, f"featsync-test-{uuid.uuid4().hex[:8]}", target="dev")
+    try:
+        body = {"feature_service": "fraud_detection:v1", "entities": {"user_id": ["u0001"], "merchant_id": ["m0001"]}}
+        response = httpx.post(f"{base}/get-online-features", json=body, timeout=10)
+        assert response.status_code == 200, response.text
+        by_view = duckdb_build.project.registry().resolve_features(None, "fraud_detection:v1")
+        names = response.json()["metadata"]["feature_names"]
+        assert names == ["user_id", "merchant_id", *(f for features in by_view.values() for f in features)]
+        assert all(r["statuses"] == ["NOT_FOUND"] for r in response.json()["results"][2:])  # nothing pushed here
     finally:
         stop(proc)
