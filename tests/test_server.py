@@ -14,8 +14,9 @@ import pyarrow as pa
 import pytest
 import redis
 
-from featsync.push import Pusher
+from featsync.push import Pusher, redis_client
 from featsync.serving import OnlineReader
+from test_cluster import cluster  # noqa: F401 (fixture)
 from test_push import NOW, PAIRS, PROFILES, USERS, H, free_port, load, private_redis, project  # noqa: F401 (fixtures)
 
 MAX_BATCH = 50
@@ -270,5 +271,27 @@ def test_feature_service_of_the_example_project(duckdb_build, redis_url):
         names = response.json()["metadata"]["feature_names"]
         assert names == ["user_id", "merchant_id", *(f for features in by_view.values() for f in features)]
         assert all(r["statuses"] == ["NOT_FOUND"] for r in response.json()["results"][2:])  # nothing pushed here
+    finally:
+        stop(proc)
+
+
+def test_served_from_a_redis_cluster(project, cluster):  # noqa: F811
+    """redis+cluster:// URLs: the async cluster client, one MGET per hash slot; the same answer."""
+    load(USERS, PAIRS, PROFILES)
+    Pusher(project, redis_client(project, cluster.url), key_prefix="clustered").push()
+    proc, base = start_server(project, cluster.url, "clustered")
+    try:
+        response = httpx.post(f"{base}/get-online-features", json={"features": FEATURES, "entities": ROWS}, timeout=10)
+        assert response.status_code == 200, response.text
+        values = [r["values"] for r in response.json()["results"]]
+        assert values == [
+            ROWS["user_id"],
+            ROWS["merchant_id"],
+            [2, None, None],
+            ["y", None, "z"],
+            [1.25, None, None],
+            ["gold", None, None],
+        ]
+        assert httpx.get(f"{base}/health").status_code == 200
     finally:
         stop(proc)

@@ -4,6 +4,10 @@ The plan of a request (which views, keys and decoders) is built from the registr
 and cached, so a read does no manifest or registry work. TTL is checked again at read
 time against the stored event time, so a value that outlives its key expiry (clock skew,
 a restored snapshot) is still reported as expired, exactly as training would treat it.
+
+OnlineReader (blocking redis-py: the Python API, `featsync get`) and AsyncOnlineReader
+(redis.asyncio: `featsync serve`) share everything but the Redis call: `prepare` (checks,
+keys) before it and `finish` (decoding, statuses, TTL) after it, through one ReadPlan.
 """
 
 from __future__ import annotations
