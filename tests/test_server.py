@@ -49,9 +49,10 @@ def start_server(
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM: a graceful shutdown, which also stops an embedded Redis (slow on a loaded box)."""
     proc.terminate()
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=60)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
