@@ -6,7 +6,7 @@ import copy
 import json
 import os
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import duckdb
 import pyarrow as pa
@@ -157,19 +157,21 @@ def test_request_data_errors_name_the_field(pushed):
         ({"transaction_amount": 1.0, "amount": 2}, "unknown request field(s) amount"),
         ({"transaction_amount": [1.0, 2.0]}, "has 2 values for 1 entity rows"),
         ({"transaction_amount": 1.0, "event_timestamp": "yesterday"}, "cannot read 'yesterday'"),
+        ({"transaction_amount": 1.0, "event_timestamp": "2024-01-01T23:00:00"}, "'2024-01-01T23:00:00' has no time zone"),
+        ({"transaction_amount": 1.0, "event_timestamp": datetime(2024, 1, 1, 23)}, "has no time zone; featsync times are UTC"),
     ]:
         with pytest.raises(FeatsyncError) as info:
             reader.get(rows, feature_service="fraud_detection:v2", request_data=request_data)
         assert message in str(info.value)
-    with pytest.raises(FeatsyncError, match="declare no request fields"):
+    with pytest.raises(FeatsyncError, match="no on-demand features requested, so request_data"):
         reader.get(rows, feature_service="fraud_detection:v1", request_data={"transaction_amount": 1.0})
-    # event_timestamp defaults to now; a naive datetime means UTC
+    # event_timestamp defaults to now; a zoned one is converted to UTC
     response = reader.get(rows, feature_service="fraud_detection:v2", request_data={"transaction_amount": 3})
     assert isinstance(response.features["is_night_transaction"][0], bool)
     response = reader.get(
         rows,
         feature_service="fraud_detection:v2",
-        request_data={"transaction_amount": 3, "event_timestamp": datetime(2024, 1, 1, 23)},
+        request_data={"transaction_amount": 3, "event_timestamp": datetime(2024, 1, 2, 1, tzinfo=timezone(timedelta(hours=2)))},
     )
     assert response.features["is_night_transaction"] == [False]
 

@@ -79,3 +79,51 @@ def test_cli_get(reader, pusher, redis_url):  # noqa: F811
         "amount__status": ["present"],
         "label__status": ["present"],
     }
+
+
+def test_batch_decoding_matches_row_decoding(project):  # noqa: F811
+    """Many values of a fixed-width view are decoded as one numpy array: the same values as row by row."""
+    from dataclasses import replace
+    from datetime import datetime
+
+    import pyarrow as pa
+
+    from featsync.online import Layout
+    from featsync.registry import Column
+
+    view = project.registry().feature_view("fv_pair")
+    kinds = {"a": "bigint", "b": "float8", "c": "timestamp", "d": "boolean", "e": "integer", "f": "double", "g": "bigint"}
+    columns = [Column("user_id", "text"), Column("merchant_id", "text"), Column("event_timestamp", "timestamp")]
+    layout = Layout("t", replace(view, columns=(*columns, *(Column(k, v) for k, v in kinds.items()))))
+    n = 40
+    table = pa.table(
+        {
+            "user_id": [str(i) for i in range(n)],
+            "merchant_id": ["m"] * n,
+            "event_timestamp": pa.array([datetime(2024, 1, 1, 0, 0, i % 60, i * 1001) for i in range(n)], pa.timestamp("us")),
+            "a": [None if i % 3 == 0 else i - 20 for i in range(n)],
+            "b": [None if i % 4 == 0 else i / 3 for i in range(n)],
+            "c": pa.array([None if i % 5 == 0 else datetime(2023, 5, 1, 0, 0, i) for i in range(n)], pa.timestamp("us")),
+            "d": [None if i % 7 == 0 else i % 2 == 0 for i in range(n)],
+            "e": [2**40 + i for i in range(n)],
+            "f": [float(-i) for i in range(n)],
+            "g": [None if i == 5 else 2**62 for i in range(n)],
+        }
+    )
+    values = [v.as_py() for v in layout.encode_values(table)]
+    micros, by_column = layout.decode_columns(values)
+    rows = [layout.decode_row(v) for v in values]
+    assert micros == [event for event, _ in rows]
+    assert [list(r) for r in zip(*by_column, strict=True)] == [decoded for _, decoded in rows]
+    assert rows[1][1][:4] == [-19, 1 / 3, datetime(2023, 5, 1, 0, 0, 1, tzinfo=UTC), False] and rows[0][1][0] is None
+    assert layout.fixed_width
+
+
+def test_many_entities_read_in_one_batch(reader):
+    """Past VECTOR_MIN stored values the view is decoded as one array; statuses and Nones stay in place."""
+    from featsync.serving import VECTOR_MIN
+
+    pairs = [("u1", "m|2"), ("u1", "m1")] * VECTOR_MIN + [("x", "y")]
+    response = reader.get([{"user_id": u, "merchant_id": m} for u, m in pairs], features=["fv_pair:score"])
+    assert response.features["score"] == [1.25, 0.5] * VECTOR_MIN + [None]
+    assert response.statuses["score"] == ["present"] * 2 * VECTOR_MIN + ["not_found"]

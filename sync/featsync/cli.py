@@ -449,6 +449,39 @@ def get(
 
 
 @main.command()
+@project_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=6566, show_default=True, help="TCP port (Feast's default).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
+@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
+@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Most entity rows in one request (413 above).",
+)
+@click.option(
+    "--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True
+)
+def serve(
+    project: Project,
+    host: str,
+    port: int,
+    workers: int,
+    redis_url: str | None,
+    key_prefix: str | None,
+    max_batch: int,
+    log_level: str,
+) -> None:
+    """Serve online features over HTTP (Feast-compatible POST /get-online-features, /health, /metrics)."""
+    from featsync.server import serve as run_server
+
+    run_server(project, host, port, workers, redis_url, key_prefix, max_batch, log_level)
+
+
+@main.command()
 @click.option(
     "--scale",
     type=click.IntRange(min=1),

@@ -96,8 +96,17 @@ class RequestField:
             if isinstance(value, str):
                 return self.parse(value)
             if isinstance(value, datetime):
-                return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+                return self._utc(value, repr(value))
         raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; got {type(value).__name__} {value!r}")
+
+    def _utc(self, value: datetime, shown: str) -> datetime:
+        """featsync times are UTC: a time without a zone is refused rather than guessed."""
+        if value.tzinfo is None:
+            raise FeatsyncError(
+                f"request field '{self.name}': {shown} has no time zone; featsync times are UTC, "
+                "give one (e.g. 2024-04-29T02:30:00Z or a datetime with tzinfo=UTC)"
+            )
+        return value.astimezone(UTC)
 
     def parse(self, text: str) -> Any:
         """A value from text (the CLI's --request NAME=VALUE), typed by the declaration."""
@@ -114,8 +123,7 @@ class RequestField:
                     return False
                 raise ValueError("not true/false")
             if self.kind == TIMESTAMP:
-                parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-                return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+                return self._utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")), repr(text))
             return text
         except ValueError:
             raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; cannot read {text!r} as one") from None

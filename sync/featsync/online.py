@@ -24,7 +24,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -35,7 +36,10 @@ from featsync.registry import FeatureView
 
 KEY_PREFIX = "featsync"
 FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
+_STRUCT_CODES = {"int": "q", "float": "d", "timestamp": "q", "bool": "?"}  # the same widths, for reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EVENT_TIME = struct.Struct(">d")
+_TEXT_LENGTH = struct.Struct("<I")
 
 
 def kind_of(data_type: str) -> str:
@@ -64,18 +68,25 @@ class Layout:
     project: str
     view: FeatureView
 
-    @property
+    # Cached: a read asks for these on every request (cached_property writes the instance
+    # __dict__ directly, which a frozen dataclass allows).
+    @cached_property
     def prefix(self) -> str:
         return f"{KEY_PREFIX}:{self.project}:{self.view.name}:v{self.view.version}:"
 
-    @property
+    @cached_property
     def features(self) -> tuple[tuple[str, str], ...]:
         """(feature name, codec kind) in declared order."""
         return tuple((c.name, kind_of(c.data_type)) for c in self.view.features)
 
     def key(self, entity_values: Sequence[object]) -> bytes:
         """The key of one entity, for reads; the same text encode_keys builds for a batch."""
-        return (self.prefix + "|".join(_escape(_key_text(v)) for v in entity_values)).encode()
+        return (self.prefix + "|".join(_key_part(v) for v in entity_values)).encode()
+
+    def keys(self, columns: Sequence[Sequence[object]]) -> list[bytes]:
+        """The keys of many entities, one column of values per entity column: what `key` gives each."""
+        prefix = self.prefix
+        return [(prefix + text).encode() for text in key_texts(columns)]
 
     def encode_keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         parts = []
@@ -94,9 +105,7 @@ class Layout:
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         n = batch.num_rows
         features = self.features
-        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(features) + 7) // 8,))]
-        fixed += [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(features) if kind != "text"]
-        rows = np.zeros(n, dtype=np.dtype(fixed))
+        rows = np.zeros(n, dtype=self._fixed_dtype)
         rows["ts"] = _micros(batch.column(self.view.timestamp)).astype(np.float64)
         nulls = np.zeros((n, len(features)), dtype=bool)
         texts = []
@@ -120,32 +129,88 @@ class Layout:
             return head
         return pc.binary_join_element_wise(head, *texts, b"")
 
+    @cached_property
+    def _fixed_dtype(self) -> np.dtype:
+        """The fixed-width head of a value as a numpy record: event time, null bitmap, fixed features."""
+        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(self.features) + 7) // 8,))]
+        fixed += [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(self.features) if kind != "text"]
+        return np.dtype(fixed)
+
+    @cached_property
+    def fixed_width(self) -> bool:
+        """Every value has the same length (no text feature): many can be decoded as one numpy array."""
+        return all(kind != "text" for _, kind in self.features)
+
+    def decode_columns(self, values: Sequence[bytes]) -> tuple[list[int], list[list[object]]]:
+        """Many stored values of a fixed-width view at once: event times (microseconds), then one
+        list per feature in declared order. What decode_row gives row by row, without per-row Python."""
+        rows = np.frombuffer(b"".join(values), dtype=self._fixed_dtype)
+        nulls = np.unpackbits(rows["nulls"], axis=1, count=len(self.features), bitorder="little").astype(bool)
+        columns: list[list[object]] = []
+        for i, ((_, kind), has_null) in enumerate(zip(self.features, nulls.any(axis=0).tolist(), strict=True)):
+            out: list[object] = rows[f"f{i}"].tolist()
+            if kind == "timestamp":
+                out = [from_micros(m) for m in out]
+            if has_null:
+                out = [None if is_null else value for value, is_null in zip(out, nulls[:, i].tolist(), strict=True)]
+            columns.append(out)
+        return rows["ts"].astype(np.int64).tolist(), columns
+
+    @cached_property
+    def _reader(self) -> _RowReader:
+        return _RowReader.of(self.features)
+
+    def decode_row(self, value: bytes) -> tuple[int, list[object]]:
+        """One stored value as (event time in microseconds, feature values in declared order).
+
+        The read path's hot loop: one precompiled struct unpack for every fixed-width feature.
+        """
+        r = self._reader
+        values = list(r.fixed.unpack_from(value, r.fixed_at))
+        if r.texts:
+            offset = r.texts_at
+            for _ in range(r.texts):
+                (length,) = _TEXT_LENGTH.unpack_from(value, offset)
+                values.append(value[offset + 4 : offset + 4 + length].decode())
+                offset += 4 + length
+            if r.order is not None:
+                values = [values[i] for i in r.order]
+        for i in r.timestamps:
+            values[i] = from_micros(values[i])
+        nulls = int.from_bytes(value[8 : r.fixed_at], "little")
+        if nulls:
+            for i in range(len(values)):
+                if nulls >> i & 1:
+                    values[i] = None
+        return int(_EVENT_TIME.unpack_from(value)[0]), values
+
     def decode(self, value: bytes) -> tuple[datetime, dict[str, object]]:
         """One stored value back into (event time, {feature: value}) with Python types."""
-        (micros,) = struct.unpack_from(">d", value, 0)
-        features = self.features
-        width = (len(features) + 7) // 8
-        null_bits = int.from_bytes(value[8 : 8 + width], "little")
-        offset = 8 + width
-        fixed = [(name, kind) for name, kind in features if kind != "text"]
-        texts = [name for name, kind in features if kind == "text"]
-        out: dict[str, object] = {}
-        for name, kind in fixed:
-            if kind == "bool":
-                out[name] = bool(value[offset])
-                offset += 1
-            else:
-                (raw,) = struct.unpack_from("<d" if kind == "float" else "<q", value, offset)
-                out[name] = _from_micros(raw) if kind == "timestamp" else raw
-                offset += 8
-        for name in texts:
-            (length,) = struct.unpack_from("<I", value, offset)
-            out[name] = value[offset + 4 : offset + 4 + length].decode()
-            offset += 4 + length
-        for i, (name, _) in enumerate(features):
-            if null_bits >> i & 1:
-                out[name] = None
-        return _from_micros(int(micros)), {name: out[name] for name, _ in features}
+        micros, values = self.decode_row(value)
+        return from_micros(micros), dict(zip((name for name, _ in self.features), values, strict=True))
+
+
+@dataclass(frozen=True)
+class _RowReader:
+    """The compiled read side of a value layout (see the module docstring)."""
+
+    fixed: struct.Struct  # every fixed-width feature, declared order, after the null bitmap
+    fixed_at: int
+    texts: int  # how many text features follow the fixed part
+    texts_at: int
+    order: tuple[int, ...] | None  # (fixed..., texts...) -> declared order; None when already in order
+    timestamps: tuple[int, ...]  # declared positions of timestamp features
+
+    @classmethod
+    def of(cls, features: tuple[tuple[str, str], ...]) -> _RowReader:
+        fixed = [i for i, (_, kind) in enumerate(features) if kind != "text"]
+        texts = [i for i, (_, kind) in enumerate(features) if kind == "text"]
+        layout = struct.Struct("<" + "".join(_STRUCT_CODES[features[i][1]] for i in fixed))
+        at = 8 + (len(features) + 7) // 8
+        stored = fixed + texts
+        order = None if stored == sorted(stored) else tuple(stored.index(i) for i in range(len(features)))
+        timestamps = tuple(i for i, (_, kind) in enumerate(features) if kind == "timestamp")
+        return cls(layout, at, len(texts), at + layout.size, order, timestamps)
 
 
 def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
@@ -155,8 +220,8 @@ def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
 
 
-def _from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros // 1_000_000, tz=UTC).replace(microsecond=micros % 1_000_000)
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)  # exact (integer arithmetic), and faster than fromtimestamp
 
 
 def _fixed_binary(buffer: bytes, width: int, n: int) -> pa.Array:
@@ -176,6 +241,24 @@ def _key_text(value: object) -> str:
     if isinstance(value, bool) or value is None:
         raise FeatsyncError(f"entity key value {value!r} is not a string or an integer")
     return str(value)
+
+
+def key_texts(columns: Sequence[Sequence[object]]) -> list[str]:
+    """The entity part of each row's key (after the view's prefix), one column per entity column.
+
+    Views on the same entities share it, so a read builds it once for all of them.
+    """
+    if len(columns) == 1:
+        return [_key_part(v) for v in columns[0]]
+    return ["|".join(_key_part(v) for v in values) for values in zip(*columns, strict=True)]
+
+
+def _key_part(value: object) -> str:
+    if type(value) is str:
+        return _escape(value) if "\\" in value or "|" in value else value
+    if type(value) is int:
+        return str(value)
+    return _escape(_key_text(value))
 
 
 def _escape(text: str) -> str:

@@ -4,6 +4,10 @@ The plan of a request (which views, keys and decoders) is built from the registr
 and cached, so a read does no manifest or registry work. TTL is checked again at read
 time against the stored event time, so a value that outlives its key expiry (clock skew,
 a restored snapshot) is still reported as expired, exactly as training would treat it.
+
+OnlineReader (blocking redis-py: the Python API, `featsync get`) and AsyncOnlineReader
+(redis.asyncio: `featsync serve`) share everything but the Redis call: `prepare` (checks,
+keys) before it and `finish` (decoding, statuses, TTL) after it, through one ReadPlan.
 """
 
 from __future__ import annotations
@@ -12,17 +16,28 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 import pyarrow as pa
 import redis
+import redis.asyncio
 
 from featsync.errors import FeatsyncError
 from featsync.ondemand import OnDemandPlan
-from featsync.online import Layout
+from featsync.online import Layout, from_micros, key_texts
 from featsync.registry import FeatureView, Registry
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
+MAX_CACHED_PLANS = 1024  # distinct feature lists; clients choose them, so the cache is bounded
+
+
+class RequestError(FeatsyncError):
+    """The request itself is malformed (missing entity key, wrong type, ...): a 4xx for the server."""
+
+
+class OnlineStoreUnavailable(FeatsyncError):
+    """Redis could not be read: a 503 for the server, which keeps running and recovers with Redis."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,8 @@ class ViewRead:
     view: FeatureView
     layout: Layout
     outputs: tuple[tuple[str, str], ...]  # (feature, output name)
+    positions: tuple[int, ...]  # each output's place among the view's declared features
+    ttl_us: int | None
 
 
 @dataclass
@@ -39,7 +56,16 @@ class OnlineResponse:
     entities: dict[str, list[Any]]
     features: dict[str, list[Any]]
     statuses: dict[str, list[str]]
-    event_timestamps: dict[str, list[datetime | None]] = field(default_factory=dict)
+    event_micros: dict[str, list[int | None]] = field(default_factory=dict)  # by feature view; None: not present
+    feature_views: dict[str, str] = field(default_factory=dict)  # output name -> its feature view
+    view_statuses: dict[str, list[str]] = field(default_factory=dict)  # by feature view, one per entity row
+
+    @cached_property
+    def event_timestamps(self) -> dict[str, list[datetime | None]]:
+        """By feature view: each row's event time (UTC), None when not present.
+
+        Built on first use from event_micros (the HTTP server serializes those directly)."""
+        return {view: [None if m is None else from_micros(m) for m in micros] for view, micros in self.event_micros.items()}
 
     def to_dict(self, include_status: bool = False) -> dict[str, list[Any]]:
         out = {**self.entities, **self.features}
@@ -54,29 +80,148 @@ class OnlineResponse:
         return self.to_arrow().to_pandas()
 
 
+@dataclass(frozen=True)
+class ReadPlan:
+    """What one request shape reads: built from the registry once, then reused by every read of it.
+
+    The sync reader (Python API, `featsync get`) and the async server share it: entity
+    checks, keys and decoding live here only; the two differ in how they call Redis.
+    """
+
+    views: tuple[ViewRead, ...]
+    entity_names: tuple[str, ...]  # in first-use order: the response's entity columns
+    needed_by: Mapping[str, str]  # entity -> the first feature view that needs it
+    on_demand: OnDemandPlan | None = None  # the feature service's on-demand features, computed after the read
+
+    def columns_from_rows(self, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+        return {name: [row.get(name) for row in entity_rows] for name in self.entity_names}
+
+    def check_columns(self, columns: Mapping[str, Any], strict: bool = False) -> int:
+        """The number of entity rows, after checking every column this plan needs.
+
+        strict (JSON requests): columns must be lists of strings or integers, and every
+        column must be an entity of the requested views.
+        """
+        lengths: dict[str, int] = {}
+        for name in self.entity_names:
+            column = columns.get(name)
+            if column is None:
+                raise RequestError(f"missing entity key '{name}', needed by feature view '{self.needed_by[name]}'")
+            if strict and not isinstance(column, list):
+                raise RequestError(f"entity '{name}' must be a list of values (one per row), got {type(column).__name__}")
+            for i, value in enumerate(column):
+                if value is None:
+                    raise RequestError(f"entity row {i} lacks {name}, needed by feature view '{self.needed_by[name]}'")
+                if strict and type(value) is not str and type(value) is not int:
+                    raise RequestError(
+                        f"entity '{name}' row {i}: {value!r} is a {_json_type(value)}; entity keys are strings or integers"
+                    )
+            lengths[name] = len(column)
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+            raise RequestError(f"entity columns have different lengths ({detail})")
+        if strict:
+            unknown = [name for name in columns if name not in self.needed_by]
+            if unknown:
+                raise RequestError(
+                    f"'{unknown[0]}' is not an entity of the requested feature views (entities: {', '.join(self.entity_names)})"
+                )
+        return next(iter(lengths.values()), 0)
+
+    def keys(self, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
+        """Every view's keys for every row, view after view: the order `assemble` reads them in."""
+        keys: list[bytes] = []
+        texts: dict[tuple[str, ...], list[str]] = {}  # views on the same entities share the key texts
+        for read in self.views:
+            entities = read.view.entities
+            if entities not in texts:
+                texts[entities] = key_texts([columns[k] for k in entities])
+            prefix = read.layout.prefix
+            keys += [(prefix + text).encode() for text in texts[entities]]
+        return keys
+
+    def assemble(self, columns: Mapping[str, list[Any]], n: int, values: Sequence[bytes | None], now_us: int) -> OnlineResponse:
+        """Decode MGET's answer: typed values, a status per value, TTL checked against the event time."""
+        response = OnlineResponse({name: columns[name] for name in self.entity_names}, {}, {})
+        for block, read in enumerate(self.views):
+            statuses, times, outputs = _read_block(read, values[block * n : (block + 1) * n], now_us)
+            name = read.view.name
+            response.event_micros[name] = times
+            response.view_statuses[name] = statuses
+            for (_, output), column in zip(read.outputs, outputs, strict=True):
+                response.features[output] = column
+                response.statuses[output] = list(statuses)
+                response.feature_views[output] = name
+        return response
+
+
+VECTOR_MIN = 16  # from this many stored values of a fixed-width view on, decode them as one numpy array
+
+
+def _read_block(read: ViewRead, block: Sequence[bytes | None], now_us: int) -> tuple[list[str], list, list[list[Any]]]:
+    """One view's values for every entity row: statuses, event times, one column per output."""
+    n = len(block)
+    statuses = [NOT_FOUND] * n
+    times: list[int | None] = [None] * n
+    present = [i for i, raw in enumerate(block) if raw is not None]
+    layout = read.layout
+    if len(present) >= VECTOR_MIN and layout.fixed_width:
+        micros, columns = layout.decode_columns([block[i] for i in present])
+    else:
+        micros, rows = [], []
+        for i in present:
+            event, decoded = layout.decode_row(block[i])
+            micros.append(event)
+            rows.append(decoded)
+        columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in layout.features]
+    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
+    oldest = None if read.ttl_us is None else now_us - read.ttl_us
+    expired = set() if oldest is None else {j for j, event in enumerate(micros) if event < oldest}
+    for j, i in enumerate(present):
+        if j in expired:
+            statuses[i] = EXPIRED
+        else:
+            statuses[i] = PRESENT
+            times[i] = micros[j]
+    if len(present) == n and not expired:
+        return statuses, times, [columns[p] for p in read.positions]
+    outputs = []
+    for p in read.positions:
+        column, out = columns[p], [None] * n
+        for j, i in enumerate(present):
+            if j not in expired:
+                out[i] = column[j]
+        outputs.append(out)
+    return statuses, times, outputs
+
+
 @dataclass
 class OnlineReader:
-    """Reads one project's online feature views from one Redis."""
+    """Reads one project's online feature views from one Redis (redis-py, blocking)."""
 
     registry: Registry
-    client: redis.Redis
+    client: Any  # redis.Redis / redis.RedisCluster here; their asyncio versions in AsyncOnlineReader
     key_prefix: str | None = None
     now: Any = time.time
-    _plans: dict[tuple, tuple[ViewRead, ...]] = field(default_factory=dict, repr=False)
-    _on_demand: dict[tuple, OnDemandPlan | None] = field(default_factory=dict, repr=False)
+    _plans: dict[tuple, ReadPlan] = field(default_factory=dict, repr=False)
 
-    def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> tuple[ViewRead, ...]:
+    def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> ReadPlan:
         signature = (tuple(features or ()), feature_service, full_feature_names)
-        if signature not in self._plans:
-            self._plans[signature] = self._build_plan(features, feature_service, full_feature_names)
-        return self._plans[signature]
+        plan = self._plans.get(signature)
+        if plan is None:
+            plan = self._build_plan(features, feature_service, full_feature_names)
+            if len(self._plans) >= MAX_CACHED_PLANS:
+                self._plans.clear()
+            self._plans[signature] = plan
+        return plan
 
-    def _build_plan(self, features, feature_service, full_feature_names) -> tuple[ViewRead, ...]:
+    def _build_plan(self, features, feature_service, full_feature_names) -> ReadPlan:
         by_view = self.registry.resolve_features(features, feature_service)
         for view_name in by_view:
             if not self.registry.feature_view(view_name).online:
                 raise FeatsyncError(f"feature view '{view_name}' is not online")
         seen: dict[str, str] = {}
+        needed_by: dict[str, str] = {}
         plan = []
         for view_name, names in by_view.items():
             view = self.registry.feature_view(view_name)
@@ -89,8 +234,43 @@ class OnlineReader:
                     )
                 seen[output] = view_name
                 outputs.append((name, output))
-            plan.append(ViewRead(view, Layout(self.key_prefix or self.registry.project_name, view), tuple(outputs)))
-        return tuple(plan)
+            for entity in view.entities:
+                needed_by.setdefault(entity, view_name)
+            ttl_us = None if view.ttl_seconds is None else view.ttl_seconds * 1_000_000
+            positions = tuple(view.feature_names.index(name) for name, _ in outputs)
+            layout = Layout(self.key_prefix or self.registry.project_name, view)
+            plan.append(ViewRead(view, layout, tuple(outputs), positions, ttl_us))
+        service = self.registry.service(feature_service) if feature_service is not None else None
+        on_demand = OnDemandPlan.build(service, full_feature_names) if service is not None and service.on_demand else None
+        return ReadPlan(tuple(plan), tuple(needed_by), needed_by, on_demand)
+
+    def prepare(
+        self, plan: ReadPlan, columns: Mapping[str, Any], request_data: Mapping[str, Any] | None, strict: bool = False
+    ) -> tuple[int, list[bytes], dict[str, list[Any]]]:
+        """Everything before the Redis call (shared by both readers): checked entities, the keys,
+        and the typed request fields of on-demand features (checked before any read)."""
+        n = plan.check_columns(columns, strict)
+        if plan.on_demand is None:
+            if request_data:
+                raise RequestError(
+                    f"no on-demand features requested, so request_data ({', '.join(map(str, request_data))}) is not used"
+                )
+            return n, plan.keys(columns), {}
+        return n, plan.keys(columns), plan.on_demand.prepare(request_data, n)
+
+    def finish(
+        self,
+        plan: ReadPlan,
+        columns: Mapping[str, list[Any]],
+        n: int,
+        values: Sequence[bytes | None],
+        requests: Mapping[str, list[Any]],
+    ) -> OnlineResponse:
+        """Everything after the Redis call: decoding, statuses, TTL, on-demand features (shared by both readers)."""
+        response = plan.assemble(columns, n, values, int(self.now() * 1_000_000))
+        if plan.on_demand is not None:
+            plan.on_demand.apply(response, requests, n)
+        return response
 
     def get(
         self,
@@ -101,14 +281,8 @@ class OnlineReader:
         request_data: Mapping[str, Any] | None = None,
     ) -> OnlineResponse:
         plan = self.plan(features, feature_service, full_feature_names)
-        on_demand, requests = self._on_demand_inputs(feature_service, full_feature_names, request_data, len(entity_rows))
-        keys: list[bytes] = []
-        for read in plan:
-            for i, row in enumerate(entity_rows):
-                missing = [k for k in read.view.entities if row.get(k) is None]
-                if missing:
-                    raise FeatsyncError(f"entity row {i} lacks {', '.join(missing)}, needed by feature view '{read.view.name}'")
-                keys.append(read.layout.key([row[k] for k in read.view.entities]))
+        columns = plan.columns_from_rows(entity_rows)
+        n, keys, requests = self.prepare(plan, columns, request_data)
         try:
             if not keys:
                 values = []
@@ -117,49 +291,36 @@ class OnlineReader:
             else:
                 values = self.client.mget(keys)
         except redis.RedisError as exc:
-            raise FeatsyncError(f"cannot read from Redis: {exc}") from exc
-        now_us = int(self.now() * 1_000_000)
-        entity_names = list(dict.fromkeys(k for read in plan for k in read.view.entities))
-        response = OnlineResponse({k: [row.get(k) for row in entity_rows] for k in entity_names}, {}, {})
-        position = 0
-        for read in plan:
-            for _, output in read.outputs:
-                response.features[output] = []
-                response.statuses[output] = []
-            response.event_timestamps[read.view.name] = []
-            for _ in entity_rows:
-                raw = values[position]
-                position += 1
-                status, event_time, decoded = NOT_FOUND, None, {}
-                if raw is not None:
-                    event_time, decoded = read.layout.decode(raw)
-                    ttl = read.view.ttl_seconds
-                    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
-                    expired = ttl is not None and _micros(event_time) + ttl * 1_000_000 < now_us
-                    status = EXPIRED if expired else PRESENT
-                    if expired:
-                        decoded = {}
-                response.event_timestamps[read.view.name].append(event_time if status == PRESENT else None)
-                for feature, output in read.outputs:
-                    response.features[output].append(decoded.get(feature))
-                    response.statuses[output].append(status)
-        if on_demand is not None:
-            on_demand.apply(response, requests, len(entity_rows))
-        return response
-
-    def _on_demand_inputs(self, feature_service, full_feature_names, request_data, rows):
-        """The service's cached on-demand plan and this request's typed request fields (validated before any read)."""
-        key = (feature_service, full_feature_names)
-        if key not in self._on_demand:
-            service = self.registry.service(feature_service) if feature_service is not None else None
-            self._on_demand[key] = OnDemandPlan.build(service, full_feature_names) if service and service.on_demand else None
-        on_demand = self._on_demand[key]
-        if on_demand is None:
-            if request_data:
-                raise FeatsyncError(f"request_data given, but {feature_service or 'these features'} declare no request fields")
-            return None, {}
-        return on_demand, on_demand.prepare(request_data, rows)
+            raise OnlineStoreUnavailable(f"cannot read from Redis: {exc}") from exc
+        return self.finish(plan, columns, n, values, requests)
 
 
-def _micros(value: datetime) -> int:
-    return int(value.timestamp()) * 1_000_000 + value.microsecond
+@dataclass
+class AsyncOnlineReader(OnlineReader):
+    """The same reads on redis.asyncio (the HTTP server): one awaited MGET per request."""
+
+    async def get_columns(
+        self,
+        columns: Mapping[str, Any],
+        features: Sequence[str] | None = None,
+        feature_service: str | None = None,
+        full_feature_names: bool = False,
+        request_data: Mapping[str, Any] | None = None,
+    ) -> tuple[ReadPlan, OnlineResponse]:
+        """Entities as Feast sends them, columns {name: [values]}, checked strictly (JSON input)."""
+        plan = self.plan(features, feature_service, full_feature_names)
+        n, keys, requests = self.prepare(plan, columns, request_data, strict=True)
+        try:
+            if not keys:
+                values = []
+            elif isinstance(self.client, redis.asyncio.RedisCluster):
+                values = await self.client.mget_nonatomic(keys)
+            else:
+                values = await self.client.mget(keys)
+        except (redis.RedisError, OSError) as exc:
+            raise OnlineStoreUnavailable(f"cannot read from Redis: {exc}") from exc
+        return plan, self.finish(plan, columns, n, values, requests)
+
+
+def _json_type(value: Any) -> str:
+    return {bool: "boolean", float: "number", list: "list", dict: "object"}.get(type(value), type(value).__name__)

