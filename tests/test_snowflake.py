@@ -23,7 +23,6 @@ from click.testing import CliRunner
 
 from conftest import ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project
 from featsync.cli import main
-from featsync.errors import FeatsyncError
 from featsync.warehouse import SnowflakeWarehouse, connect
 
 # Every table the build leaves behind: feature views, the snapshot and the training sets.
@@ -143,6 +142,26 @@ def test_cli_training_set_from_snowflake_equals_duckdb(sf_args, duck_ro, tmp_pat
     assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), model)
 
 
+def test_cli_training_set_from_snowflake_with_a_spine_file(sf_args, snowflake_build, duck_ro, tmp_path: Path):
+    """A parquet spine is loaded with the connector's write_pandas (PUT + COPY) into a scratch table, dropped after."""
+    spine = tmp_path / "spine.parquet"
+    labels = duck_ro.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
+    labels = labels.set_column(3, "event_timestamp", labels.column(3).cast(pa.timestamp("us", tz="UTC")))
+    pq.write_table(labels, spine)
+    out = tmp_path / "train.parquet"
+    cli("training-set", *sf_args, "--service", "fraud_detection:v1", "--spine", str(spine), "--out", str(out))
+    columns = [c for c in duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id")[0] if c in pq.read_schema(out).names]
+    _, expected = duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id", columns)
+    table = pq.read_table(out)
+    table = pa.table(
+        [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
+    )
+    assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), "spine file")
+    with connect(snowflake_build.project) as warehouse:
+        left = warehouse.fetch_arrow(f"show tables like 'FEATSYNC_SPINE_%' in schema {snowflake_build.schema}")
+    assert left.num_rows == 0
+
+
 def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):
     """`featsync push --target snowflake` writes the latest rows; the online values equal DuckDB's latest rows."""
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
@@ -182,7 +201,7 @@ def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):
             client.delete(*keys)
 
 
-def test_snowflake_reader_streams_arrow_batches_and_refuses_spine_files(snowflake_build):
+def test_snowflake_reader_streams_arrow_batches(snowflake_build):
     with connect(snowflake_build.project) as warehouse:
         batches = list(warehouse.arrow_batches("select seq4() as n from table(generator(rowcount => 2500))", batch_rows=1000))
         assert max(b.num_rows for b in batches) <= 1000 and len(batches) >= 3
@@ -190,8 +209,6 @@ def test_snowflake_reader_streams_arrow_batches_and_refuses_spine_files(snowflak
         assert batches[0].schema.names == ["n"]
         empty = warehouse.fetch_arrow(f"select user_id from {snowflake_build.schema}.user_transaction_features where 1 = 0")
         assert empty.num_rows == 0 and empty.column_names == ["user_id"]
-        with pytest.raises(FeatsyncError, match="spine file cannot be loaded into Snowflake"):
-            warehouse.create_table("spine", pa.table({"a": [1]}))
 
 
 def test_asof_shim_keeps_snowflake_semantics(snowflake_build):

@@ -152,7 +152,7 @@ def get_historical_features(project: Project, spine: pa.Table | str, request: Tr
     # before featsync opens its own connection (DuckDB allows one per file at a time).
     name = f"featsync_spine_{uuid.uuid4().hex[:12]}"
     credentials = profile_credentials(project)
-    sql = compile_join(project, request, relation_name(credentials.schema, name))
+    sql = compile_join(project, request, relation_name(credentials.schema, name, credentials.type))
     with connect(project, credentials) as warehouse:
         warehouse.create_table(name, spine)
         try:

@@ -24,8 +24,15 @@ BATCH_ROWS = 65_536
 BATCH_BYTES = 16 << 20
 
 
-def relation_name(schema: str, name: str) -> str:
-    """The quoted relation of table `name` in `schema` (DuckDB and PostgreSQL quoting)."""
+def relation_name(schema: str, name: str, adapter_type: str = "duckdb") -> str:
+    """The relation of table `name` in `schema` as SQL.
+
+    Quoted on DuckDB and PostgreSQL (names are kept as given). Unquoted on Snowflake, where
+    unquoted names fold to upper case: dbt creates its schemas unquoted, and a quoted
+    lower-case name would be a different, case-sensitive one.
+    """
+    if adapter_type == "snowflake":
+        return f"{schema}.{name}"
     return f'"{schema}"."{name}"'
 
 
@@ -48,7 +55,7 @@ class Warehouse:
         raise NotImplementedError
 
     def relation(self, name: str) -> str:
-        return relation_name(self.schema, name)
+        return relation_name(self.schema, name, self.adapter_type)
 
     def create_table(self, name: str, table: pa.Table) -> None:
         """Load an Arrow table into a new table `name` in the target schema."""
@@ -192,10 +199,46 @@ class SnowflakeWarehouse(Warehouse):
             cursor.close()
 
     def create_table(self, name: str, table: pa.Table) -> None:
-        raise FeatsyncError("a spine file cannot be loaded into Snowflake yet; load it as a table and pass its name as the spine")
+        """Create the table from the Arrow schema, then load it with the connector's `write_pandas`
+        (Parquet files PUT to the table's stage, one COPY INTO).
+
+        Names are unquoted (upper-cased by Snowflake, as the compiled SQL refers to them).
+        The column types come from Arrow rather than from Snowflake's INFER_SCHEMA, so a
+        naive UTC timestamp is a TIMESTAMP_NTZ and an integer stays an integer.
+        """
+        from snowflake.connector.pandas_tools import write_pandas
+
+        columns = ", ".join(f"{field.name} {snowflake_type(field)}" for field in table.schema)
+        try:
+            self.execute(f"create table {self.relation(name)} ({columns})")
+            success, _, rows, _ = write_pandas(
+                self.con, table.to_pandas(), name, schema=self.schema, quote_identifiers=False, use_logical_type=True
+            )
+        except Exception as exc:  # the connector raises several types (ProgrammingError, OSError, ...)
+            raise FeatsyncError(f"cannot load the spine into Snowflake table {self.relation(name)}: {exc}") from exc
+        if not success or rows != table.num_rows:
+            raise FeatsyncError(f"loading the spine into {self.relation(name)} wrote {rows} of {table.num_rows} rows")
 
     def close(self) -> None:
         self.con.close()
+
+
+def snowflake_type(field: pa.Field) -> str:
+    """The Snowflake column type of an Arrow field of a spine (keys, timestamps, labels)."""
+    kind = field.type
+    if pa.types.is_timestamp(kind):
+        return "timestamp_ntz"
+    for check, name in (
+        (pa.types.is_boolean, "boolean"),
+        (pa.types.is_integer, "bigint"),
+        (pa.types.is_floating, "float"),
+        (pa.types.is_decimal, f"number({getattr(kind, 'precision', 38)}, {getattr(kind, 'scale', 0)})"),
+        (pa.types.is_date, "date"),
+        (lambda k: pa.types.is_string(k) or pa.types.is_large_string(k), "varchar"),
+    ):
+        if check(kind):
+            return name
+    raise FeatsyncError(f"spine column '{field.name}' has type {kind}, which featsync cannot load into Snowflake")
 
 
 def snowflake_names(table: pa.Table) -> pa.Table:

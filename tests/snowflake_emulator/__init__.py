@@ -32,6 +32,10 @@ fakesnow's own bookkeeping, so the SQL a real account would receive is what runs
 5. ``null_timestamps``. Gap: over HTTP fakesnow encodes TIMESTAMP_NTZ as Snowflake's
    (epoch, fraction) struct without a validity bitmap, so NULL came back as 1970-01-01.
    How: give the struct the timestamp column's null mask.
+6. ``copy_from_quoted_stage``. Gap: the connector's ``write_pandas`` (a spine file loaded
+   for ``featsync training-set``) copies with ``COPY INTO t FROM (SELECT $1:"c" FROM
+   '@schema.stage')``; Snowflake accepts the quoted stage, fakesnow reports "invalid URL
+   prefix". How: unquote the stage name.
 
 Not proven by the emulator (needs a real account): Snowflake's optimizer and cost of the
 ASOF plan; warehouse sizing; transactions and concurrency; temporary-object scoping;

@@ -58,7 +58,20 @@ def no_comment_for_temporary(node: exp.Expr) -> exp.Expr:
     return node
 
 
-SHIMS = (asof_match_condition, temporary_as_permanent, merge_insert_from_source)
+def copy_from_quoted_stage(node: exp.Expr) -> exp.Expr:
+    """`copy into t from (select $1:"c" from '@stage')` -> `... from @stage` (the stage unquoted).
+
+    The connector's write_pandas quotes the stage name inside its COPY transformation, which
+    Snowflake accepts; fakesnow only recognises an unquoted stage there ("invalid URL prefix")."""
+    if isinstance(node, exp.Copy):
+        for source in node.args.get("files") or []:
+            for table in source.find_all(exp.Table):
+                if isinstance(table.this, exp.Literal) and table.this.name.startswith("@"):
+                    table.set("this", exp.Var(this=table.this.name))
+    return node
+
+
+SHIMS = (asof_match_condition, temporary_as_permanent, merge_insert_from_source, copy_from_quoted_stage)
 
 
 def null_timestamps(original):
