@@ -2,9 +2,16 @@
 
 One Redis string per (project, feature view, version, entity key):
 
-    key    featsync:<project>:<feature_view>:v<version>:<k1>|<k2>...
-           entity values as text, '\\' and '|' escaped with '\\', so composite keys,
-           separators inside values and non-ASCII (UTF-8) are unambiguous.
+    key    fs:<view id>:<k1>|<k2>...
+           view id: 8 base32 characters naming (project, feature view, version), see
+           view_id; entity values as text, '\\' and '|' escaped with '\\', so composite
+           keys, separators inside values and non-ASCII (UTF-8) are unambiguous.
+    state  fs:<view id> (a hash, no ':' after the id, so never an entity's key): which
+           (project, view, version) owns the id, and the view's push state.
+
+Keys are short on purpose: Redis stores a key of up to 30 bytes with a 1-byte header
+in a 32-byte allocation, a longer one in 48 or more, so `featsync:<project>:<view>:v1:`
+in every key cost about 32 bytes per entity.
     value  8 bytes   event time, microseconds since the epoch (UTC), big-endian float64:
                      exact up to 2**53 us (year 2255); the server-side stale check reads it
            N bytes   null bitmap, one bit per feature in declared order (1 = NULL)
@@ -21,10 +28,13 @@ is what lets a push outrun a per-row client loop.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +43,7 @@ import pyarrow.compute as pc
 from featsync.errors import FeatsyncError
 from featsync.registry import FeatureView
 
-KEY_PREFIX = "featsync"
+KEY_PREFIX = "fs"
 FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -65,8 +75,24 @@ class Layout:
     view: FeatureView
 
     @property
+    def identity(self) -> str:
+        """What the view id stands for; stored in the state hash to detect a collision."""
+        return f"{self.project}/{self.view.name}/v{self.view.version}"
+
+    @cached_property
+    def view_id(self) -> str:
+        """40 bits of BLAKE2b over (project, view, version) in base32: the same in every
+        process without coordination; a push refuses an id another view already owns."""
+        digest = hashlib.blake2b(f"{self.project}\0{self.view.name}\0{self.view.version}".encode(), digest_size=5)
+        return base64.b32encode(digest.digest()).decode().lower()
+
+    @property
+    def state_key(self) -> str:
+        return f"{KEY_PREFIX}:{self.view_id}"
+
+    @property
     def prefix(self) -> str:
-        return f"{KEY_PREFIX}:{self.project}:{self.view.name}:v{self.view.version}:"
+        return f"{self.state_key}:"
 
     @property
     def features(self) -> tuple[tuple[str, str], ...]:
