@@ -137,6 +137,7 @@ class Pusher:
     chunk_rows: int = CHUNK_ROWS
     now: Callable[[], float] = time.time
     retry: Retry = field(default_factory=lambda: Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES))
+    set_nx: bool = True  # False: every batch through the script (the benchmark compares both)
     _script: Any = field(default=None, init=False, repr=False)
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
     # Batches written each way, for tests and curious operators.
@@ -179,7 +180,7 @@ class Pusher:
                 with self._redis_errors(view):
                     state = {} if dry_run else self._claim(view)
                 # No state yet: a first push, most keys are absent, so start with SET NX.
-                self._set_nx = not state
+                self._set_nx = self.set_nx and not state
                 since = None if full_refresh else state.get("watermark")
                 stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=since)
                 start = time.perf_counter()
@@ -310,7 +311,7 @@ class Pusher:
             if created is not None:
                 self.batches["set_nx"] += 1
                 stats.keys_written += int(created.sum())
-                self._set_nx = created.mean() >= SET_NX_MIN_ABSENT
+                self._set_nx = self.set_nx and created.mean() >= SET_NX_MIN_ABSENT
                 if created.all():
                     return
                 rows = rows.take(~created)
@@ -335,7 +336,7 @@ class Pusher:
             stats.skipped_stale += stale
             absent += missing
         if not in_flight.set_nx:
-            self._set_nx = absent >= SET_NX_MIN_ABSENT * len(rows.keys)
+            self._set_nx = self.set_nx and absent >= SET_NX_MIN_ABSENT * len(rows.keys)
 
     def _write_script(self, rows: Rows) -> list[Any]:
         """WRITE_NEWER over rows, with retries on connection loss (every write is idempotent)."""
