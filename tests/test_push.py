@@ -154,7 +154,7 @@ def test_concurrent_writers_keep_the_newest_value(pusher):
     def writer(order):
         client = redis.Redis(connection_pool=pusher.client.connection_pool)
         for i in order:
-            script(keys=[key], args=[values(i), "0"], client=client)
+            script(keys=[key], args=[values(i), "0", layout.compact_length], client=client)
 
     threads = [
         threading.Thread(target=writer, args=(range(0, 200),)),
@@ -177,7 +177,7 @@ def pair_rows(layout, i: int, n: int = 1) -> Rows:
             "event_timestamp": pa.array([NOW - H + timedelta(seconds=i)] * n, pa.timestamp("us")),
         }
     )
-    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64))
+    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64), layout.compact_length)
 
 
 def test_concurrent_set_nx_writers_keep_the_newest_value(pusher):
@@ -267,6 +267,39 @@ def test_a_view_id_owned_by_another_view_is_refused(pusher):
     pusher.client.hset(pusher.state_key(view), "identity", "other/fv_x/v1")
     with pytest.raises(FeatsyncError, match=r"fv_user' v1 .* already uses"):
         pusher.push(["fv_user"])
+
+
+def test_compact_and_full_values_compare_by_event_time(pusher):
+    """Whole-second rows without NULLs take the 44-byte compact form, others the full one;
+    the stale check orders them by event time across forms, before 1970 too."""
+    layout = pusher.layout(pusher.project.registry().feature_view("fv_pair"))
+    key = layout.key(["r", "m"])
+    script = pusher.client.register_script(WRITE_NEWER)
+    epoch = datetime(1970, 1, 1)
+
+    def write(at: datetime, score: float | None) -> list:
+        batch = pa.RecordBatch.from_pydict(
+            {
+                "user_id": ["r"],
+                "merchant_id": ["m"],
+                "score": pa.array([score], pa.float64()),
+                "event_timestamp": pa.array([at], pa.timestamp("us")),
+            }
+        )
+        value = layout.encode_values(batch)[0].as_py()
+        assert (len(value) == layout.compact_length) == (score is not None and at.microsecond == 0 and at >= epoch)
+        assert layout.decode(value) == (at.replace(tzinfo=UTC), {"score": score})
+        return script(keys=[key], args=[value, "0", layout.compact_length])
+
+    assert layout.compact_length == 12
+    assert write(epoch - timedelta(days=1, microseconds=1), 1.0)[:2] == [1, 0]  # full: before 1970
+    assert write(epoch - timedelta(days=2), 2.0)[:2] == [0, 1]  # older, also full: stale
+    assert write(epoch, 3.0)[:2] == [1, 0]  # compact, newer than the full value stored
+    assert write(NOW - H, 4.0)[:2] == [1, 0]  # compact over compact
+    assert write(NOW - H - timedelta(microseconds=1), 5.0)[:2] == [0, 1]  # full, 1 us older: stale
+    assert write(NOW - H + timedelta(microseconds=1), None)[:2] == [1, 0]  # full (a NULL), 1 us newer
+    assert write(NOW - H, 6.0)[:2] == [0, 1]  # compact, 1 us older than the stored full value
+    assert layout.decode(pusher.client.get(key)) == ((NOW - H + timedelta(microseconds=1)).replace(tzinfo=UTC), {"score": None})
 
 
 def test_expiry_bound_is_inclusive_as_in_the_join(pusher):

@@ -8,10 +8,6 @@ One Redis string per (project, feature view, version, entity key):
            keys, separators inside values and non-ASCII (UTF-8) are unambiguous.
     state  fs:<view id> (a hash, no ':' after the id, so never an entity's key): which
            (project, view, version) owns the id, and the view's push state.
-
-Keys are short on purpose: Redis stores a key of up to 30 bytes with a 1-byte header
-in a 32-byte allocation, a longer one in 48 or more, so `featsync:<project>:<view>:v1:`
-in every key cost about 32 bytes per entity.
     value  8 bytes   event time, microseconds since the epoch (UTC), big-endian float64:
                      exact up to 2**53 us (year 2255); the server-side stale check reads it
            N bytes   null bitmap, one bit per feature in declared order (1 = NULL)
@@ -20,6 +16,18 @@ in every key cost about 32 bytes per entity.
                      float64: 8 bytes little-endian IEEE 754
                      boolean: 1 byte
                      text: 4-byte little-endian length, then UTF-8 bytes
+    or, compact, for a view without text features and a row without NULLs whose event
+    time is a whole second in 1970..2106:
+           4 bytes   event time, seconds since the epoch (UTC), big-endian uint32
+           then the features as above.
+           Its length (4 + the features' width) tells it from the full form (8 + N + the
+           features' width, N >= 1); compact_length names it, the stale check reads both.
+
+Both are short on purpose. Redis (jemalloc) stores a key of up to 30 bytes with a 1-byte
+header in a 32-byte allocation, a longer one in 48 or more, so `featsync:<project>:
+<view>:v1:` in every key cost about 32 bytes per entity; and a value of up to 44 bytes
+lives in one 64-byte allocation with its object header (embstr), a longer one in two (80
+bytes): 5 float features fit in the compact form only.
 
 A new feature-view version writes new keys, so versions coexist for rollback. Values are
 built for a whole Arrow batch at once (numpy and Arrow kernels, no per-row Python), which
@@ -117,13 +125,21 @@ class Layout:
             parts.append(column)
         return pc.binary_join_element_wise(pa.scalar(self.prefix), *_interleave(parts, "|"), "")
 
+    @cached_property
+    def compact_length(self) -> int:
+        """The length of a value in the compact form; -1 when the view has none (text features)."""
+        if any(kind == "text" for _, kind in self.features):
+            return -1
+        return 4 + sum(np.dtype(FIXED_KINDS[kind]).itemsize for _, kind in self.features)
+
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         n = batch.num_rows
         features = self.features
-        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(features) + 7) // 8,))]
-        fixed += [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(features) if kind != "text"]
+        feature_fields = [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(features) if kind != "text"]
+        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(features) + 7) // 8,)), *feature_fields]
         rows = np.zeros(n, dtype=np.dtype(fixed))
-        rows["ts"] = _micros(batch.column(self.view.timestamp)).astype(np.float64)
+        micros = _micros(batch.column(self.view.timestamp))
+        rows["ts"] = micros.astype(np.float64)
         nulls = np.zeros((n, len(features)), dtype=bool)
         texts = []
         for i, (name, kind) in enumerate(features):
@@ -142,17 +158,29 @@ class Layout:
         if features:
             rows["nulls"] = np.packbits(nulls, axis=1, bitorder="little")
         head = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
-        if not texts:
+        if texts:
+            return pc.binary_join_element_wise(head, *texts, b"")
+        compact = ~nulls.any(axis=1) & (micros % 1_000_000 == 0) & (micros >= 0) & (micros < 2**32 * 1_000_000)
+        if not compact.any():
             return head
-        return pc.binary_join_element_wise(head, *texts, b"")
+        short = np.zeros(n, dtype=np.dtype([("ts", ">u4"), *feature_fields]))
+        short["ts"] = micros // 1_000_000
+        for name, _ in feature_fields:
+            short[name] = rows[name]
+        short_values = pc.cast(_fixed_binary(short.tobytes(), short.dtype.itemsize, n), pa.binary())
+        return short_values if compact.all() else pc.if_else(pa.array(compact), short_values, head)
 
     def decode(self, value: bytes) -> tuple[datetime, dict[str, object]]:
         """One stored value back into (event time, {feature: value}) with Python types."""
-        (micros,) = struct.unpack_from(">d", value, 0)
         features = self.features
-        width = (len(features) + 7) // 8
-        null_bits = int.from_bytes(value[8 : 8 + width], "little")
-        offset = 8 + width
+        if len(value) == self.compact_length:
+            (seconds,) = struct.unpack_from(">I", value, 0)
+            micros, null_bits, offset = seconds * 1_000_000, 0, 4
+        else:
+            (micros,) = struct.unpack_from(">d", value, 0)
+            width = (len(features) + 7) // 8
+            null_bits = int.from_bytes(value[8 : 8 + width], "little")
+            offset = 8 + width
         fixed = [(name, kind) for name, kind in features if kind != "text"]
         texts = [name for name, kind in features if kind == "text"]
         out: dict[str, object] = {}

@@ -55,12 +55,21 @@ UNAVAILABLE = (
 # (the rows it cannot write are sent again to WRITE_NEWER).
 SET_NX_MIN_ABSENT = 0.5
 
-# KEYS: the chunk's keys. ARGV[2i-1]: value i (its first 8 bytes: event time as a
-# big-endian double); ARGV[2i]: expire-at in ms, or "0" for never. Returns
-# {written, stale, absent}. One MGET reads every stored event time of the chunk.
-# (Comparing the 8-byte prefixes as strings is not safe: Lua compares strings with
-# strcoll, and Redis sets LC_COLLATE from its environment.)
+# KEYS: the chunk's keys. ARGV[2i-1]: value i; ARGV[2i]: expire-at in ms, or "0" for
+# never; the last ARGV: the view's compact value length (featsync.online: a value of
+# that length starts with its event time in seconds as a big-endian uint32, any other
+# with microseconds as a big-endian double). Returns {written, stale, absent}. One MGET
+# reads every stored event time of the chunk. (Comparing the time prefixes as strings
+# is not safe: Lua compares strings with strcoll, and Redis sets LC_COLLATE from its
+# environment, e.g. C.UTF-8, where bytes >= 0x80 do not sort bytewise.)
 WRITE_NEWER = """
+local compact = tonumber(ARGV[#ARGV])
+local function event_us(value)
+  if #value == compact then
+    return struct.unpack('>I4', value) * 1000000
+  end
+  return struct.unpack('>d', value)
+end
 local stored = redis.call('MGET', unpack(KEYS))
 local written, stale, absent = 0, 0, 0
 for i, key in ipairs(KEYS) do
@@ -69,7 +78,7 @@ for i, key in ipairs(KEYS) do
   if not old then
     absent = absent + 1
   end
-  if old and struct.unpack('>d', old) > struct.unpack('>d', value) then
+  if old and event_us(old) > event_us(value) then
     stale = stale + 1
   else
     local expire_at = ARGV[2 * i]
@@ -111,9 +120,11 @@ class Rows:
     keys: pa.Array
     values: pa.Array
     expire_ms: np.ndarray
+    compact_length: int = -1  # Layout.compact_length, for WRITE_NEWER
 
     def take(self, mask: np.ndarray) -> Rows:
-        return Rows(self.keys.filter(pa.array(mask)), self.values.filter(pa.array(mask)), self.expire_ms[mask])
+        keep = pa.array(mask)
+        return Rows(self.keys.filter(keep), self.values.filter(keep), self.expire_ms[mask], self.compact_length)
 
 
 @dataclass
@@ -260,7 +271,7 @@ class Pusher:
         if dry_run:
             stats.keys_written += len(keys)
             return None
-        return Rows(keys, layout.encode_values(batch), expire_ms)
+        return Rows(keys, layout.encode_values(batch), expire_ms, layout.compact_length)
 
     def write(self, rows: Rows, stats: PushStats) -> None:
         """Write one batch of encoded rows and wait for it (push overlaps these two steps)."""
@@ -271,13 +282,13 @@ class Pusher:
         if rows is None:
             return None
         if isinstance(self.client, redis.RedisCluster):
-            groups = slot_groups(rows.keys, rows.values, rows.expire_ms, self.chunk_rows)
+            groups = slot_groups(rows, self.chunk_rows)
             return InFlight(rows, groups, None, replies=self._write_cluster(groups))
         set_nx = self._set_nx
         if set_nx:
             commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms)]
         else:
-            commands = pack_writes(self.script_sha, rows.keys, rows.values, rows.expire_ms, self.chunk_rows)
+            commands = pack_writes(self.script_sha, rows, self.chunk_rows)
         connection = self.client.connection_pool.get_connection()
         try:
             for command in commands:
@@ -340,7 +351,7 @@ class Pusher:
 
     def _write_script(self, rows: Rows) -> list[Any]:
         """WRITE_NEWER over rows, with retries on connection loss (every write is idempotent)."""
-        commands = pack_writes(self.script_sha, rows.keys, rows.values, rows.expire_ms, self.chunk_rows)
+        commands = pack_writes(self.script_sha, rows, self.chunk_rows)
         return self.retry.call_with_retry(lambda: self._send(commands), lambda error: None)
 
     def _write_cluster(self, groups: list[tuple[list[bytes], list[bytes | str]]]) -> list[Any]:
@@ -387,23 +398,23 @@ class Pusher:
             raise FeatsyncError(f"cannot reach {describe_client(self.client)}: {exc}") from exc
 
 
-def pack_writes(
-    sha: str, keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, chunk_rows: int
-) -> list[list[bytes | memoryview]]:
+def pack_writes(sha: str, rows: Rows, chunk_rows: int) -> list[list[bytes | memoryview]]:
     """EVALSHA calls of WRITE_NEWER in Redis' wire format (RESP), built column-wise.
 
     Each key and each (value, expire-at) pair is framed by Arrow kernels over the whole
     batch; a chunk's command is then a header plus two slices of those buffers. No
     per-row Python runs, which is what lets a push go faster than redis-py's packer.
     """
-    key_frames = _framed(keys)
-    row_frames = pc.binary_join_element_wise(_framed(values), _framed(pa.array(expire_ms)), _bytes(b""))
+    key_frames = _framed(rows.keys)
+    row_frames = pc.binary_join_element_wise(_framed(rows.values), _framed(pa.array(rows.expire_ms)), _bytes(b""))
+    compact = str(rows.compact_length)
+    tail = f"${len(compact)}\r\n{compact}\r\n".encode()
     commands = []
-    for lo in range(0, len(keys), chunk_rows):
-        hi = min(lo + chunk_rows, len(keys))
+    for lo in range(0, len(rows.keys), chunk_rows):
+        hi = min(lo + chunk_rows, len(rows.keys))
         n = hi - lo
-        head = f"*{3 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
-        commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi)])
+        head = f"*{4 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
+        commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi), tail])
     return commands
 
 
@@ -456,23 +467,23 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
     return created
 
 
-def slot_groups(
-    keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, chunk_rows: int
-) -> list[tuple[list[bytes], list[bytes | str]]]:
+def slot_groups(rows: Rows, chunk_rows: int) -> list[tuple[list[bytes], list[bytes | str]]]:
     """Redis Cluster: a script call may only touch keys of one hash slot, so group by slot."""
     from redis.crc import key_slot
 
-    key_list = [k.encode() if isinstance(k, str) else k for k in keys.to_pylist()]
-    value_list = pc.cast(values, pa.binary()).to_pylist()
-    expires = expire_ms.astype(str).tolist()
+    key_list = [k.encode() if isinstance(k, str) else k for k in rows.keys.to_pylist()]
+    value_list = pc.cast(rows.values, pa.binary()).to_pylist()
+    expires = rows.expire_ms.astype(str).tolist()
+    compact = str(rows.compact_length)
     by_slot: dict[int, list[int]] = {}
     for i, key in enumerate(key_list):
         by_slot.setdefault(key_slot(key), []).append(i)
     groups = []
-    for rows in by_slot.values():
-        for lo in range(0, len(rows), chunk_rows):
-            chunk = rows[lo : lo + chunk_rows]
-            groups.append(([key_list[i] for i in chunk], [x for i in chunk for x in (value_list[i], expires[i])]))
+    for members in by_slot.values():
+        for lo in range(0, len(members), chunk_rows):
+            chunk = members[lo : lo + chunk_rows]
+            args = [x for i in chunk for x in (value_list[i], expires[i])]
+            groups.append(([key_list[i] for i in chunk], [*args, compact]))
     return groups
 
 
