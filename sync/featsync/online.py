@@ -135,12 +135,9 @@ class Layout:
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         n = batch.num_rows
         features = self.features
-        feature_fields = [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(features) if kind != "text"]
-        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(features) + 7) // 8,)), *feature_fields]
-        rows = np.zeros(n, dtype=np.dtype(fixed))
         micros = _micros(batch.column(self.view.timestamp))
-        rows["ts"] = micros.astype(np.float64)
         nulls = np.zeros((n, len(features)), dtype=bool)
+        fixed: dict[str, np.ndarray] = {}  # f<i>: the fixed-width features' values
         texts = []
         for i, (name, kind) in enumerate(features):
             column = batch.column(name)
@@ -150,25 +147,34 @@ class Layout:
                 length = pc.binary_length(filled).to_numpy(zero_copy_only=False).astype("<u4")
                 texts += [pc.cast(_fixed_binary(length.tobytes(), 4, n), pa.binary()), pc.cast(filled, pa.binary())]
             elif kind == "timestamp":
-                rows[f"f{i}"] = np.where(nulls[:, i], 0, _micros(column))
+                fixed[f"f{i}"] = np.where(nulls[:, i], 0, _micros(column))
             elif kind == "bool":
-                rows[f"f{i}"] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
+                fixed[f"f{i}"] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
             else:
-                rows[f"f{i}"] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+                fixed[f"f{i}"] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+        feature_fields = [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(features) if kind != "text"]
+        compact = np.zeros(n, dtype=bool)
+        if not texts:
+            compact = ~nulls.any(axis=1) & (micros % 1_000_000 == 0) & (micros >= 0) & (micros < 2**32 * 1_000_000)
+        short = full = None
+        if compact.any():
+            rows = np.zeros(n, dtype=np.dtype([("ts", ">u4"), *feature_fields]))
+            rows["ts"] = micros // 1_000_000
+            for name, values in fixed.items():
+                rows[name] = values
+            short = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
+            if compact.all():
+                return short
+        rows = np.zeros(n, dtype=np.dtype([("ts", ">f8"), ("nulls", "u1", ((len(features) + 7) // 8,)), *feature_fields]))
+        rows["ts"] = micros.astype(np.float64)
         if features:
             rows["nulls"] = np.packbits(nulls, axis=1, bitorder="little")
-        head = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
+        for name, values in fixed.items():
+            rows[name] = values
+        full = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
         if texts:
-            return pc.binary_join_element_wise(head, *texts, b"")
-        compact = ~nulls.any(axis=1) & (micros % 1_000_000 == 0) & (micros >= 0) & (micros < 2**32 * 1_000_000)
-        if not compact.any():
-            return head
-        short = np.zeros(n, dtype=np.dtype([("ts", ">u4"), *feature_fields]))
-        short["ts"] = micros // 1_000_000
-        for name, _ in feature_fields:
-            short[name] = rows[name]
-        short_values = pc.cast(_fixed_binary(short.tobytes(), short.dtype.itemsize, n), pa.binary())
-        return short_values if compact.all() else pc.if_else(pa.array(compact), short_values, head)
+            return pc.binary_join_element_wise(full, *texts, b"")
+        return full if short is None else pc.if_else(pa.array(compact), short, full)
 
     def decode(self, value: bytes) -> tuple[datetime, dict[str, object]]:
         """One stored value back into (event time, {feature: value}) with Python types."""
