@@ -94,7 +94,7 @@ def main() -> None:
         registry = project.registry()
         layout = Pusher(project, client, key_prefix="bench").layout(registry.feature_view(view))
         dbsize_s, size = timed(client.dbsize)
-        bare_s, bare = timed(lambda: sum(1 for _ in client.scan_iter(match="featsync:bench:*", count=monitor.SCAN_COUNT)))
+        bare_s, bare = timed(lambda: sum(1 for _ in client.scan_iter(match=f"{layout.state_key}*", count=monitor.SCAN_COUNT)))
         count_s, counts = timed(lambda: monitor.count_online_keys(client, [layout]))
         assert counts[layout.prefix] == n and bare == n + 1 and size == n + 1  # + the state hash
         status_s, (status,) = timed(lambda: monitor.status(project, client, "bench", [view]))

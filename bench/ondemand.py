@@ -98,7 +98,8 @@ def main() -> None:
         )
         print(f"  on-demand step alone (prepare + evaluate)      {percentiles(timed(on_demand_only, n))}")
     finally:
-        keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=1000))
+        pusher = Pusher(project, client, key_prefix=prefix)
+        keys = [key for pattern in pusher.key_patterns() for key in client.scan_iter(match=pattern, count=1000)]
         if keys:
             client.delete(*keys)
         shutil.rmtree(tmp, ignore_errors=True)

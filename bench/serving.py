@@ -254,13 +254,15 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="featsync-serve-bench-"))
     os.environ.setdefault("DBT_LOG_PATH", str(root / "logs"))
     servers: list[subprocess.Popen] = []
+    pusher: Pusher | None = None
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())} ({os.cpu_count()} cores, shared)")
     try:
         project_dir = write_project(root, args.entities)
         project = Project.open(project_dir, project_dir, "dev")
         project.run_dbt(["deps"])
         project.run_dbt(["run"])
-        Pusher(project, client, key_prefix=prefix).push()
+        pusher = Pusher(project, client, key_prefix=prefix)
+        pusher.push()
         registry = project.registry()
         reader = OnlineReader(registry, client, prefix)
         n = args.entities
@@ -376,7 +378,8 @@ def main() -> None:
     finally:
         while servers:
             stop(servers.pop())
-        keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=10_000))
+        patterns = pusher.key_patterns() if pusher is not None else []
+        keys = [key for pattern in patterns for key in client.scan_iter(match=pattern, count=10_000)]
         for i in range(0, len(keys), 10_000):
             client.unlink(*keys[i : i + 10_000])
         shutil.rmtree(root, ignore_errors=True)

@@ -250,3 +250,20 @@ def redis_url() -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
         missing_service(f"Redis at {url}", exc)
     return url
+
+
+def pushed_keys(project: Project, client: Any, prefix: str, select: tuple[str, ...] = ()) -> dict[str, list[bytes]]:
+    """Each online feature view's keys under key prefix `prefix`: its entities' keys and its
+    state hash (`fs:<view id>`, see featsync.online), found with one SCAN pattern per view."""
+    from featsync.push import Pusher
+
+    pusher = Pusher(project, client, key_prefix=prefix)
+    patterns = {view.name: f"{pusher.layout(view).state_key}*" for view in pusher.views(select)}
+    return {name: list(client.scan_iter(match=pattern, count=10_000)) for name, pattern in patterns.items()}
+
+
+def delete_pushed_keys(project: Project, client: Any, prefix: str) -> None:
+    """Clean up after a test: every key a push under `prefix` may have written."""
+    keys = [key for keys in pushed_keys(project, client, prefix).values() for key in keys]
+    if keys:
+        client.delete(*keys)

@@ -22,7 +22,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import duckdb_pit_project, postgres_pit_project
+from conftest import delete_pushed_keys, duckdb_pit_project, postgres_pit_project
 from featsync import drift as drift_lib
 from featsync import monitor
 from featsync.cli import main
@@ -257,9 +257,7 @@ def online(project, redis_url):
     client = redis.Redis.from_url(redis_url)
     pusher = Pusher(project, client, key_prefix=f"featsync-test-{uuid.uuid4().hex[:8]}")
     yield pusher
-    keys = list(client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_pushed_keys(project, client, pusher.key_prefix)
 
 
 def test_status_before_and_after_a_push(online):
@@ -287,7 +285,8 @@ def test_status_before_and_after_a_push(online):
     later = NOW.replace(tzinfo=UTC).timestamp() + 4 * 3600
     (user,) = monitor.status(project, client, prefix, ["fv_user"], now=lambda: later)
     assert user.breaches == ["newest event is 4.5h old > max_staleness 3h"]
-    client.delete(*client.scan_iter(match=f"featsync:{prefix}:fv_user:v1:*"))
+    user_layout = Pusher(project, client, key_prefix=prefix).layout(project.registry().feature_view("fv_user"))
+    client.delete(*client.scan_iter(match=f"{user_layout.prefix}*"))
     (user,) = monitor.status(project, client, prefix, ["fv_user"])
     assert user.breaches == ["0 keys online < min_online_keys 1"]
     (user,) = monitor.status(project, client, prefix, ["fv_user"], count_keys=False)
@@ -437,9 +436,7 @@ def test_status_and_verify_on_postgres(pg_project, redis_url):
         (pair_status,) = monitor.status(project, client, pusher.key_prefix, ["fv_pair"])
         assert pair_status.pending_rows == 1 and pair_status.lag_seconds == 23 * 3600
     finally:
-        keys = list(client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000))
-        if keys:
-            client.delete(*keys)
+        delete_pushed_keys(project, client, pusher.key_prefix)
 
 
 def test_drift_on_postgres(pg_project):

@@ -14,7 +14,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import ROOT, copy_project
+from conftest import ROOT, copy_project, delete_pushed_keys
 from featsync import ondemand
 from featsync.cli import main
 from featsync.errors import DbtError, DeclarationError, FeatsyncError
@@ -105,9 +105,7 @@ def pushed(tmp_path_factory, redis_url):
         Pusher(project, client, key_prefix=prefix).push()
         yield project, client, prefix
     finally:
-        keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=1000))
-        if keys:
-            client.delete(*keys)
+        delete_pushed_keys(Project.open(ROOT, ROOT, "dev"), client, prefix)
         if previous is None:
             os.environ.pop("FEATSYNC_DUCKDB_PATH", None)
         else:

@@ -15,8 +15,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import copy_project
+from conftest import ROOT, copy_project, delete_pushed_keys
 from featsync.cli import main
+from featsync.project import Project
 from featsync.warehouse import PostgresWarehouse, connect
 from test_snowflake import arrow_rows, assert_same_rows, duckdb_rows
 
@@ -105,9 +106,7 @@ def test_cli_push_from_postgres(pg_args, duck_ro, redis_url):
         assert not again["merchant_profile_features"]["full_refresh"]
         assert 0 < again["merchant_profile_features"]["rows_read"] < stats["merchant_profile_features"]["rows_read"]
     finally:
-        keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=10_000))
-        if keys:
-            client.delete(*keys)
+        delete_pushed_keys(Project.open(ROOT), client, prefix)
 
 
 def test_postgres_rows_come_out_in_bounded_arrow_batches(postgres_build):

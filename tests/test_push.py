@@ -6,9 +6,12 @@ import json
 import os
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 import pytest
 import redis
 from click.testing import CliRunner
@@ -16,7 +19,7 @@ from click.testing import CliRunner
 from conftest import duckdb_pit_project, postgres_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
-from featsync.push import WRITE_NEWER, Pusher, redis_client
+from featsync.push import WRITE_NEWER, Pusher, PushStats, Rows, redis_client
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 H = timedelta(hours=1)
@@ -59,10 +62,20 @@ def project(tmp_path_factory):
 def pusher(project, redis_url):
     client = redis.Redis.from_url(redis_url)
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
-    yield Pusher(project, client, key_prefix=prefix)
-    keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=1000))
+    pusher = Pusher(project, client, key_prefix=prefix)
+    yield pusher
+    delete_keys(pusher)
+
+
+def keys_of(pusher: Pusher) -> list[bytes]:
+    """Every key the pusher's views own: their data keys and state hashes."""
+    return [k for pattern in pusher.key_patterns() for k in pusher.client.scan_iter(match=pattern, count=10_000)]
+
+
+def delete_keys(pusher: Pusher) -> None:
+    keys = keys_of(pusher)
     if keys:
-        client.delete(*keys)
+        pusher.client.delete(*keys)
 
 
 def stored(pusher: Pusher, view: str, *key: str):
@@ -109,7 +122,8 @@ def test_pushing_twice_is_idempotent(pusher):
     load(USERS, PAIRS, PROFILES)
 
     def snapshot() -> dict:
-        keys = [k for k in pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000) if b":_state:" not in k]
+        states = {pusher.state_key(v).encode() for v in pusher.views()}
+        keys = [k for k in keys_of(pusher) if k not in states]
         return {k: pusher.client.get(k) for k in keys}
 
     pusher.push()
@@ -140,7 +154,7 @@ def test_concurrent_writers_keep_the_newest_value(pusher):
     def writer(order):
         client = redis.Redis(connection_pool=pusher.client.connection_pool)
         for i in order:
-            script(keys=[key], args=[values(i), "0"], client=client)
+            script(keys=[key], args=[values(i), "0", layout.compact_length], client=client)
 
     threads = [
         threading.Thread(target=writer, args=(range(0, 200),)),
@@ -151,6 +165,141 @@ def test_concurrent_writers_keep_the_newest_value(pusher):
     for t in threads:
         t.join()
     assert layout.decode(pusher.client.get(key))[1] == {"score": 199.0}
+
+
+def pair_rows(layout, i: int, n: int = 1) -> Rows:
+    """n rows of fv_pair (keys r|m0, r|m1, ...), all with score i at event time NOW - 1h + i s."""
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "user_id": ["r"] * n,
+            "merchant_id": [f"m{j}" for j in range(n)],
+            "score": [float(i)] * n,
+            "event_timestamp": pa.array([NOW - H + timedelta(seconds=i)] * n, pa.timestamp("us")),
+        }
+    )
+    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64), layout.compact_length)
+
+
+def test_concurrent_set_nx_writers_keep_the_newest_value(pusher):
+    """SET NX first, the script for keys that exist: racing writers still end at the newest,
+    and so do writers racing a deleter (a key that vanishes between SET NX and the script)."""
+    view = pusher.project.registry().feature_view("fv_pair")
+    layout = pusher.layout(view)
+    n = 20
+
+    def writer(order):
+        mine = Pusher(pusher.project, redis.Redis(connection_pool=pusher.client.connection_pool), pusher.key_prefix)
+        stats = PushStats("fv_pair", 1)
+        for i in order:
+            mine._set_nx = True  # force the SET NX path for every batch
+            mine.write(pair_rows(layout, i, n), stats)
+        return stats
+
+    def deleter(stop):
+        while not stop.is_set():
+            pusher.client.delete(*(layout.key(["r", f"m{j}"]) for j in range(n)))
+
+    stop = threading.Event()
+    with ThreadPoolExecutor(3) as pool:
+        deleting = pool.submit(deleter, stop)
+        racing = [pool.submit(writer, r) for r in (range(0, 200), range(199, -1, -1))]
+        try:
+            for future in racing:  # every row either written or found stale, and no reply lost
+                stats = future.result()
+                assert stats.keys_written + stats.skipped_stale == 200 * n
+        finally:
+            stop.set()
+        deleting.result()
+        # The deleter may have removed the newest values: race once more without it.
+        for future in [pool.submit(writer, r) for r in (range(0, 200), range(199, -1, -1))]:
+            future.result()
+    for j in range(n):
+        assert layout.decode(pusher.client.get(layout.key(["r", f"m{j}"])))[1] == {"score": 199.0}
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_set_nx_path_never_overwrites_newer_and_adapts(pusher, redis_url, protocol):
+    """Through SET NX (RESP2 and RESP3 nil replies): existing keys go to the script, which
+    keeps the newer value; a batch that found its keys present switches to the script."""
+    pusher.client = redis.Redis.from_url(redis_url, protocol=protocol)
+    layout = pusher.layout(pusher.project.registry().feature_view("fv_pair"))
+    stats = PushStats("fv_pair", 1)
+    pusher._set_nx = True
+    pusher.write(pair_rows(layout, 10, 5), stats)  # absent: written by SET NX alone
+    assert (stats.keys_written, stats.skipped_stale, pusher.batches) == (5, 0, {"set_nx": 1, "script": 0})
+    assert pusher._set_nx  # all absent: stay on SET NX
+    pusher.write(pair_rows(layout, 5, 8), stats)  # 5 older than stored (stale), 3 absent
+    assert (stats.keys_written, stats.skipped_stale) == (8, 5)
+    assert not pusher._set_nx  # 3 of 8 absent: below half, so the next batch takes the script
+    pusher.write(pair_rows(layout, 20, 8), stats)
+    assert (stats.keys_written, stats.skipped_stale, pusher.batches) == (16, 5, {"set_nx": 2, "script": 1})
+    assert layout.decode(pusher.client.get(layout.key(["r", "m0"])))[1] == {"score": 20.0}
+    assert pusher.client.pttl(layout.key(["r", "m0"])) == -1
+
+
+def test_pushes_choose_set_nx_when_keys_are_absent(pusher):
+    load(USERS, PAIRS, PROFILES)
+    pusher.push()
+    first = dict(pusher.batches)
+    assert first["set_nx"] >= 3 and first["script"] == 0  # a first push: no state, keys absent
+    pusher.push(full_refresh=True)
+    assert pusher.batches["set_nx"] == first["set_nx"] and pusher.batches["script"] >= 3  # keys exist: the script
+
+
+def test_a_refused_set_nx_is_a_clear_error(project, tmp_path):
+    """An error reply in the middle of SET NX replies (here: ACL refuses SET) fails the push."""
+    port = free_port()
+    rules = ["--user", "default", "off", "--user", "pusher", "on", ">s3cret", "~fs:*", "&*", "+@all", "-set"]
+    proc = start_redis(port, tmp_path, *rules, username="pusher", password="s3cret")
+    try:
+        load(USERS, PAIRS, PROFILES)
+        pusher = Pusher(project, redis_client(project, f"redis://pusher:s3cret@127.0.0.1:{port}/0"))
+        with pytest.raises(FeatsyncError, match="Redis refused a featsync write: NOPERM.*'set'"):
+            pusher.push(["fv_user"])
+        assert pusher.state(project.registry().feature_view("fv_user")) == {}
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_view_id_owned_by_another_view_is_refused(pusher):
+    view = pusher.project.registry().feature_view("fv_user")
+    pusher.client.hset(pusher.state_key(view), "identity", "other/fv_x/v1")
+    with pytest.raises(FeatsyncError, match=r"fv_user' v1 .* already uses"):
+        pusher.push(["fv_user"])
+
+
+def test_compact_and_full_values_compare_by_event_time(pusher):
+    """Whole-second rows without NULLs take the 44-byte compact form, others the full one;
+    the stale check orders them by event time across forms, before 1970 too."""
+    layout = pusher.layout(pusher.project.registry().feature_view("fv_pair"))
+    key = layout.key(["r", "m"])
+    script = pusher.client.register_script(WRITE_NEWER)
+    epoch = datetime(1970, 1, 1)
+
+    def write(at: datetime, score: float | None) -> list:
+        batch = pa.RecordBatch.from_pydict(
+            {
+                "user_id": ["r"],
+                "merchant_id": ["m"],
+                "score": pa.array([score], pa.float64()),
+                "event_timestamp": pa.array([at], pa.timestamp("us")),
+            }
+        )
+        value = layout.encode_values(batch)[0].as_py()
+        assert (len(value) == layout.compact_length) == (score is not None and at.microsecond == 0 and at >= epoch)
+        assert layout.decode(value) == (at.replace(tzinfo=UTC), {"score": score})
+        return script(keys=[key], args=[value, "0", layout.compact_length])
+
+    assert layout.compact_length == 12
+    assert write(epoch - timedelta(days=1, microseconds=1), 1.0)[:2] == [1, 0]  # full: before 1970
+    assert write(epoch - timedelta(days=2), 2.0)[:2] == [0, 1]  # older, also full: stale
+    assert write(epoch, 3.0)[:2] == [1, 0]  # compact, newer than the full value stored
+    assert write(NOW - H, 4.0)[:2] == [1, 0]  # compact over compact
+    assert write(NOW - H - timedelta(microseconds=1), 5.0)[:2] == [0, 1]  # full, 1 us older: stale
+    assert write(NOW - H + timedelta(microseconds=1), None)[:2] == [1, 0]  # full (a NULL), 1 us newer
+    assert write(NOW - H, 6.0)[:2] == [0, 1]  # compact, 1 us older than the stored full value
+    assert layout.decode(pusher.client.get(key)) == ((NOW - H + timedelta(microseconds=1)).replace(tzinfo=UTC), {"score": None})
 
 
 def test_expiry_bound_is_inclusive_as_in_the_join(pusher):
@@ -167,7 +316,7 @@ def test_dry_run_writes_nothing(pusher):
     load(USERS, PAIRS, PROFILES)
     stats = pusher.push(dry_run=True)
     assert sum(s.keys_written for s in stats) == 7
-    assert not list(pusher.client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000))
+    assert not keys_of(pusher)
 
 
 def test_unreachable_redis_is_a_clear_error(project):
@@ -206,10 +355,7 @@ def test_cli_push_json(project, redis_url):
         stats = {s["feature_view"]: s for s in json.loads(result.output)}
         assert stats["fv_user"]["keys_written"] == 3 and stats["fv_user"]["skipped_expired"] == 1
     finally:
-        client = redis.Redis.from_url(redis_url)
-        keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=10_000))
-        if keys:
-            client.delete(*keys)
+        delete_keys(Pusher(project, redis.Redis.from_url(redis_url), key_prefix=prefix))
 
 
 def test_embedded_redis_when_no_url_is_given(project, monkeypatch):
@@ -302,7 +448,7 @@ def private_redis(tmp_path):
 def test_acl_users_and_wrong_credentials(project, tmp_path):
     """A Redis with ACLs: the right user pushes; a wrong password is a clear error."""
     port = free_port()
-    rules = ["--user", "default", "off", "--user", "pusher", "on", ">s3cret", "~featsync:*", "&*", "+@all"]
+    rules = ["--user", "default", "off", "--user", "pusher", "on", ">s3cret", "~fs:*", "&*", "+@all"]
     proc = start_redis(port, tmp_path, *rules, username="pusher", password="s3cret")
     try:
         load(USERS, PAIRS, PROFILES)
@@ -357,7 +503,7 @@ def test_a_killed_push_then_a_rerun(project, private_redis):
     args = [sys.executable, "-m", "featsync", "push", "--project-dir", str(project.project_dir), "--target", "duckdb"]
     proc = subprocess.Popen([*args, "--redis-url", url, "--select", "fv_user"], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
-    while client.dbsize() == 0 and proc.poll() is None and time.monotonic() < deadline:
+    while client.dbsize() <= 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.kill()
     proc.wait()
@@ -395,6 +541,7 @@ def test_push_from_postgres_reads_back_the_latest_rows(pg_project, redis_url):
     pusher = Pusher(project, client, key_prefix=f"featsync-test-{uuid.uuid4().hex[:8]}")
     try:
         stats = {s.feature_view: s for s in pusher.push()}
+        assert pusher.batches["script"] == 0  # a first push: SET NX only
         assert (stats["fv_user"].keys_written, stats["fv_user"].skipped_expired) == (3, 1)
         assert stats["fv_pair"].keys_written == 2 and stats["fv_profile"].keys_written == 2
         assert stored(pusher, "fv_user", "u1")[1] == {"amount": 2, "label": "y"}
@@ -402,6 +549,4 @@ def test_push_from_postgres_reads_back_the_latest_rows(pg_project, redis_url):
         assert stored(pusher, "fv_pair", "u1", "m|2")[1] == {"score": 1.25}
         assert stored(pusher, "fv_profile", "u1")[1] == {"tier": "gold"}
     finally:
-        keys = list(client.scan_iter(match=f"featsync:{pusher.key_prefix}:*", count=10_000))
-        if keys:
-            client.delete(*keys)
+        delete_keys(pusher)

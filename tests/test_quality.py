@@ -23,7 +23,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import ROOT, copy_project
+from conftest import ROOT, copy_project, delete_pushed_keys, pushed_keys
 from featsync import quality
 from featsync.cli import main
 from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError
@@ -344,19 +344,23 @@ def test_yaml_suites_load_like_json(duck_project):
 def prefix(redis_url) -> Iterator[str]:
     name = f"featsync-gate-{uuid.uuid4().hex[:8]}"
     yield name
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(match=f"featsync:{name}:*", count=10_000))
-    if keys:
-        client.delete(*keys)
+    delete_pushed_keys(Project.open(ROOT), redis.Redis.from_url(redis_url), name)
 
 
 def online_keys(redis_url: str, prefix: str) -> dict[str, int]:
-    """Keys per feature view (state hashes under '_state')."""
+    """Entity keys per feature view; a view's state hash (fs:<view id>, no ':' after it) counts under '_state'."""
     counts: dict[str, int] = {}
-    for key in redis.Redis.from_url(redis_url).scan_iter(match=f"featsync:{prefix}:*", count=10_000):
-        view = key.decode().split(":")[2]
-        counts[view] = counts.get(view, 0) + 1
+    for view, keys in pushed_keys(Project.open(ROOT), redis.Redis.from_url(redis_url), prefix).items():
+        for key in keys:
+            name = view if key.count(b":") >= 2 else "_state"
+            counts[name] = counts.get(name, 0) + 1
     return counts
+
+
+def state_views(redis_url: str, prefix: str) -> set[str]:
+    """The feature views with a push state under `prefix`."""
+    by_view = pushed_keys(Project.open(ROOT), redis.Redis.from_url(redis_url), prefix)
+    return {view for view, keys in by_view.items() if any(key.count(b":") == 1 for key in keys)}
 
 
 def push_args(project: Project, redis_url: str, prefix: str, *extra: str) -> list[str]:
@@ -384,8 +388,7 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
     assert "FAIL  #8 column_values_to_be_in_set [category]" in err
     assert "NOT PUSHED" in out
     assert online_keys(redis_url, prefix) == {"_state": 3}  # the 3 passing views' push state only
-    state_views = {k.decode().split(":")[3] for k in redis.Redis.from_url(redis_url).scan_iter(f"featsync:{prefix}:_state:*")}
-    assert state_views == {"merchant_risk_features", "product_sales_features", "user_merchant_features"}
+    assert state_views(redis_url, prefix) == {"merchant_risk_features", "product_sales_features", "user_merchant_features"}
 
     # fixed data: the view goes through
     shutil.copy(duck[2], duck[1])
@@ -398,7 +401,8 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
 
     # broken again, with values that would change what is online: Redis stays byte for byte as it was
     client = redis.Redis.from_url(redis_url)
-    before = {k: client.dump(k) for k in client.scan_iter(match=f"featsync:{prefix}:*merchant_profile_features*")}
+    merchant_keys = pushed_keys(Project.open(ROOT), client, prefix, ("merchant_profile_features",))["merchant_profile_features"]
+    before = {k: client.dump(k) for k in merchant_keys}
     assert len(before) == 41  # 40 entities and the view's push state
     corrupt_duckdb(
         duck[1], ["update main.merchant_profile_features set risk_tier = 'extreme', category = 'casino', event_timestamp = now()"]
@@ -407,7 +411,8 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
         *push_args(duck_project, redis_url, prefix, "--select", "merchant_profile_features", "--full-refresh")
     )
     assert code == CHECK_FAILED_EXIT and "not pushed: merchant_profile_features" in err
-    after = {k: client.dump(k) for k in client.scan_iter(match=f"featsync:{prefix}:*merchant_profile_features*")}
+    merchant_keys = pushed_keys(Project.open(ROOT), client, prefix, ("merchant_profile_features",))["merchant_profile_features"]
+    after = {k: client.dump(k) for k in merchant_keys}
     assert after == before
 
 

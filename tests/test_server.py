@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 import redis
 
+from conftest import delete_pushed_keys
 from featsync.push import Pusher, redis_client
 from featsync.serving import OnlineReader
 from test_cluster import cluster  # noqa: F401 (fixture)
@@ -82,9 +83,7 @@ def served(project, redis_url):  # noqa: F811
     with httpx.Client(base_url=base, timeout=10) as http:
         yield http, OnlineReader(project.registry(), client, prefix)
     stop(proc)
-    keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=1000))
-    if keys:
-        client.delete(*keys)
+    delete_pushed_keys(project, client, prefix)
 
 
 def post(http: httpx.Client, body) -> httpx.Response:

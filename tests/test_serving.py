@@ -87,6 +87,7 @@ def test_batch_decoding_matches_row_decoding(project):  # noqa: F811
     from datetime import datetime
 
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     from featsync.online import Layout
     from featsync.registry import Column
@@ -110,13 +111,32 @@ def test_batch_decoding_matches_row_decoding(project):  # noqa: F811
             "g": [None if i == 5 else 2**62 for i in range(n)],
         }
     )
-    values = [v.as_py() for v in layout.encode_values(table)]
-    micros, by_column = layout.decode_columns(values)
-    rows = [layout.decode_row(v) for v in values]
-    assert micros == [event for event, _ in rows]
-    assert [list(r) for r in zip(*by_column, strict=True)] == [decoded for _, decoded in rows]
+
+    def typed(rows):  # False == 0 in Python: compare the types too
+        return [[(type(v), v) for v in row] for row in rows]
+
+    # Every row in the full form (NULLs, sub-second times), then a mix: rows without NULLs at a
+    # whole second are stored in the compact form (decoded as their own block, put back in place).
+    compact_rows = pc.equal(pc.bit_wise_and(pa.array(range(n)), 1), 0)
+    whole_seconds = pa.array([datetime(2024, 1, 1, 0, 0, i % 60) for i in range(n)], pa.timestamp("us"))
+    mixed = table.set_column(2, "event_timestamp", pc.if_else(compact_rows, whole_seconds, table.column("event_timestamp")))
+    for name in "abcdg":
+        mixed = mixed.set_column(
+            mixed.schema.get_field_index(name),
+            name,
+            pc.if_else(compact_rows, pc.fill_null(mixed.column(name), mixed.column(name).drop_null()[0]), mixed.column(name)),
+        )
+    for data, compact_count in ((table, 0), (mixed, n // 2)):
+        values = [v.as_py() for v in layout.encode_values(data)]
+        assert sum(len(v) == layout.compact_length for v in values) == compact_count
+        micros, by_column = layout.decode_columns(values)
+        rows = [layout.decode_row(v) for v in values]
+        assert micros == [event for event, _ in rows]
+        assert micros == pc.cast(pc.cast(data.column("event_timestamp"), pa.int64()), pa.int64()).to_pylist()
+        assert typed(zip(*by_column, strict=True)) == typed(decoded for _, decoded in rows)
+    rows = [layout.decode_row(v.as_py()) for v in layout.encode_values(table)]
     assert rows[1][1][:4] == [-19, 1 / 3, datetime(2023, 5, 1, 0, 0, 1, tzinfo=UTC), False] and rows[0][1][0] is None
-    assert layout.fixed_width
+    assert type(rows[1][1][3]) is bool and layout.fixed_width
 
 
 def test_many_entities_read_in_one_batch(reader):

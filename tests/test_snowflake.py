@@ -21,8 +21,9 @@ import sqlglot
 import yaml
 from click.testing import CliRunner
 
-from conftest import ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project
+from conftest import ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project, delete_pushed_keys
 from featsync.cli import main
+from featsync.project import Project
 from featsync.warehouse import SnowflakeWarehouse, connect
 
 # Every table the build leaves behind: feature views, the snapshot and the training sets.
@@ -196,9 +197,7 @@ def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):
             )
             assert got["risk_tier"] == [current[merchant]], got
     finally:
-        keys = list(client.scan_iter(match=f"featsync:{prefix}:*", count=10_000))
-        if keys:
-            client.delete(*keys)
+        delete_pushed_keys(Project.open(ROOT), client, prefix)
 
 
 def test_snowflake_reader_streams_arrow_batches(snowflake_build):

@@ -20,7 +20,7 @@ import pyarrow as pa
 import redis
 
 from featsync.errors import FeatsyncError
-from featsync.online import Layout
+from featsync.online import KEY_PREFIX, Layout
 from featsync.project import Project
 from featsync.push import CHANGED_AT, Pusher, changed_since, compile_latest_rows, live_rows
 from featsync.registry import FeatureView, Registry, format_duration
@@ -132,19 +132,20 @@ def status(
 
 
 def count_online_keys(client: redis.Redis, layouts: list[Layout]) -> dict[str, int]:
-    """Keys per layout prefix, from one SCAN over the project's key prefix (state hashes excluded)."""
+    """Keys per layout prefix (`fs:<view id>:`), from one SCAN over featsync's namespace.
+
+    SCAN walks the whole keyspace whatever its pattern, so one pass buckets every view's
+    keys by their prefix (the same length for every view). A view's state hash, `fs:<view id>`
+    without the trailing ':', is not counted."""
     prefixes = {layout.prefix.encode(): layout.prefix for layout in layouts}
     counts = dict.fromkeys(prefixes.values(), 0)
     if not layouts:
         return counts
-    project_prefix = f"featsync:{layouts[0].project}:"
-    lengths = sorted({len(p) for p in prefixes})
-    for key in client.scan_iter(match=_glob_escape(project_prefix) + "*", count=SCAN_COUNT):
-        for length in lengths:
-            prefix = prefixes.get(key[:length])
-            if prefix is not None:
-                counts[prefix] += 1
-                break
+    width = len(layouts[0].prefix)
+    for key in client.scan_iter(match=f"{KEY_PREFIX}:*", count=SCAN_COUNT):
+        prefix = prefixes.get(key[:width])
+        if prefix is not None:
+            counts[prefix] += 1
     return counts
 
 
@@ -365,7 +366,3 @@ def format_age(seconds: float) -> str:
     if seconds >= 120:
         return f"{seconds / 60:.0f}m"
     return f"{seconds:.0f}s"
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)

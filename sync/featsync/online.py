@@ -2,9 +2,12 @@
 
 One Redis string per (project, feature view, version, entity key):
 
-    key    featsync:<project>:<feature_view>:v<version>:<k1>|<k2>...
-           entity values as text, '\\' and '|' escaped with '\\', so composite keys,
-           separators inside values and non-ASCII (UTF-8) are unambiguous.
+    key    fs:<view id>:<k1>|<k2>...
+           view id: 8 base32 characters naming (project, feature view, version), see
+           view_id; entity values as text, '\\' and '|' escaped with '\\', so composite
+           keys, separators inside values and non-ASCII (UTF-8) are unambiguous.
+    state  fs:<view id> (a hash, no ':' after the id, so never an entity's key): which
+           (project, view, version) owns the id, and the view's push state.
     value  8 bytes   event time, microseconds since the epoch (UTC), big-endian float64:
                      exact up to 2**53 us (year 2255); the server-side stale check reads it
            N bytes   null bitmap, one bit per feature in declared order (1 = NULL)
@@ -13,6 +16,18 @@ One Redis string per (project, feature view, version, entity key):
                      float64: 8 bytes little-endian IEEE 754
                      boolean: 1 byte
                      text: 4-byte little-endian length, then UTF-8 bytes
+    or, compact, for a view without text features and a row without NULLs whose event
+    time is a whole second in 1970..2106:
+           4 bytes   event time, seconds since the epoch (UTC), big-endian uint32
+           then the features as above.
+           Its length (4 + the features' width) tells it from the full form (8 + N + the
+           features' width, N >= 1); compact_length names it, the stale check reads both.
+
+Both are short on purpose. Redis (jemalloc) stores a key of up to 30 bytes with a 1-byte
+header in a 32-byte allocation, a longer one in 48 or more, so `featsync:<project>:
+<view>:v1:` in every key cost about 32 bytes per entity; and a value of up to 44 bytes
+lives in one 64-byte allocation with its object header (embstr), a longer one in two (80
+bytes): 5 float features fit in the compact form only.
 
 A new feature-view version writes new keys, so versions coexist for rollback. Values are
 built for a whole Arrow batch at once (numpy and Arrow kernels, no per-row Python), which
@@ -21,6 +36,8 @@ is what lets a push outrun a per-row client loop.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,11 +51,12 @@ import pyarrow.compute as pc
 from featsync.errors import FeatsyncError
 from featsync.registry import FeatureView
 
-KEY_PREFIX = "featsync"
+KEY_PREFIX = "fs"
 FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
 _STRUCT_CODES = {"int": "q", "float": "d", "timestamp": "q", "bool": "?"}  # the same widths, for reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVENT_TIME = struct.Struct(">d")
+_EVENT_SECONDS = struct.Struct(">I")  # the compact form
 _TEXT_LENGTH = struct.Struct("<I")
 
 
@@ -68,11 +86,27 @@ class Layout:
     project: str
     view: FeatureView
 
+    @property
+    def identity(self) -> str:
+        """What the view id stands for; stored in the state hash to detect a collision."""
+        return f"{self.project}/{self.view.name}/v{self.view.version}"
+
+    @cached_property
+    def view_id(self) -> str:
+        """40 bits of BLAKE2b over (project, view, version) in base32: the same in every
+        process without coordination; a push refuses an id another view already owns."""
+        digest = hashlib.blake2b(f"{self.project}\0{self.view.name}\0{self.view.version}".encode(), digest_size=5)
+        return base64.b32encode(digest.digest()).decode().lower()
+
+    @property
+    def state_key(self) -> str:
+        return f"{KEY_PREFIX}:{self.view_id}"
+
     # Cached: a read asks for these on every request (cached_property writes the instance
     # __dict__ directly, which a frozen dataclass allows).
     @cached_property
     def prefix(self) -> str:
-        return f"{KEY_PREFIX}:{self.project}:{self.view.name}:v{self.view.version}:"
+        return f"{self.state_key}:"
 
     @cached_property
     def features(self) -> tuple[tuple[str, str], ...]:
@@ -102,12 +136,19 @@ class Layout:
             parts.append(column)
         return pc.binary_join_element_wise(pa.scalar(self.prefix), *_interleave(parts, "|"), "")
 
+    @cached_property
+    def compact_length(self) -> int:
+        """The length of a value in the compact form; -1 when the view has none (text features)."""
+        if any(kind == "text" for _, kind in self.features):
+            return -1
+        return 4 + sum(np.dtype(FIXED_KINDS[kind]).itemsize for _, kind in self.features)
+
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         n = batch.num_rows
         features = self.features
-        rows = np.zeros(n, dtype=self._fixed_dtype)
-        rows["ts"] = _micros(batch.column(self.view.timestamp)).astype(np.float64)
+        micros = _micros(batch.column(self.view.timestamp))
         nulls = np.zeros((n, len(features)), dtype=bool)
+        fixed: dict[str, np.ndarray] = {}  # f<i>: the fixed-width features' values
         texts = []
         for i, (name, kind) in enumerate(features):
             column = batch.column(name)
@@ -117,24 +158,47 @@ class Layout:
                 length = pc.binary_length(filled).to_numpy(zero_copy_only=False).astype("<u4")
                 texts += [pc.cast(_fixed_binary(length.tobytes(), 4, n), pa.binary()), pc.cast(filled, pa.binary())]
             elif kind == "timestamp":
-                rows[f"f{i}"] = np.where(nulls[:, i], 0, _micros(column))
+                fixed[f"f{i}"] = np.where(nulls[:, i], 0, _micros(column))
             elif kind == "bool":
-                rows[f"f{i}"] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
+                fixed[f"f{i}"] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
             else:
-                rows[f"f{i}"] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+                fixed[f"f{i}"] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+        compact = np.zeros(n, dtype=bool)
+        if not texts:
+            compact = ~nulls.any(axis=1) & (micros % 1_000_000 == 0) & (micros >= 0) & (micros < 2**32 * 1_000_000)
+        short = full = None
+        if compact.any():
+            rows = np.zeros(n, dtype=self._compact_dtype)
+            rows["ts"] = micros // 1_000_000
+            for name, values in fixed.items():
+                rows[name] = values
+            short = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
+            if compact.all():
+                return short
+        rows = np.zeros(n, dtype=self._fixed_dtype)
+        rows["ts"] = micros.astype(np.float64)
         if features:
             rows["nulls"] = np.packbits(nulls, axis=1, bitorder="little")
-        head = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
-        if not texts:
-            return head
-        return pc.binary_join_element_wise(head, *texts, b"")
+        for name, values in fixed.items():
+            rows[name] = values
+        full = pc.cast(_fixed_binary(rows.tobytes(), rows.dtype.itemsize, n), pa.binary())
+        if texts:
+            return pc.binary_join_element_wise(full, *texts, b"")
+        return full if short is None else pc.if_else(pa.array(compact), short, full)
+
+    @cached_property
+    def _feature_fields(self) -> list[tuple[str, str]]:
+        return [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(self.features) if kind != "text"]
 
     @cached_property
     def _fixed_dtype(self) -> np.dtype:
-        """The fixed-width head of a value as a numpy record: event time, null bitmap, fixed features."""
-        fixed = [("ts", ">f8"), ("nulls", "u1", ((len(self.features) + 7) // 8,))]
-        fixed += [(f"f{i}", FIXED_KINDS[kind]) for i, (_, kind) in enumerate(self.features) if kind != "text"]
-        return np.dtype(fixed)
+        """The fixed-width head of a full value as a numpy record: event time, null bitmap, fixed features."""
+        return np.dtype([("ts", ">f8"), ("nulls", "u1", ((len(self.features) + 7) // 8,)), *self._feature_fields])
+
+    @cached_property
+    def _compact_dtype(self) -> np.dtype:
+        """A compact value as a numpy record: whole-second event time, then the features (no NULLs)."""
+        return np.dtype([("ts", ">u4"), *self._feature_fields])
 
     @cached_property
     def fixed_width(self) -> bool:
@@ -143,18 +207,45 @@ class Layout:
 
     def decode_columns(self, values: Sequence[bytes]) -> tuple[list[int], list[list[object]]]:
         """Many stored values of a fixed-width view at once: event times (microseconds), then one
-        list per feature in declared order. What decode_row gives row by row, without per-row Python."""
-        rows = np.frombuffer(b"".join(values), dtype=self._fixed_dtype)
-        nulls = np.unpackbits(rows["nulls"], axis=1, count=len(self.features), bitorder="little").astype(bool)
+        list per feature in declared order. What decode_row gives row by row, without per-row Python.
+
+        Full and compact values differ in length; a batch of one form is decoded as one numpy
+        array, a mixed batch form by form and put back in order."""
+        compact = [len(value) == self.compact_length for value in values]
+        if all(compact):
+            return self._decode_block(values, True)
+        if not any(compact):
+            return self._decode_block(values, False)
+        micros: list[int] = [0] * len(values)
+        columns: list[list[object]] = [[None] * len(values) for _ in self.features]
+        for form in (True, False):
+            at = [i for i, is_compact in enumerate(compact) if is_compact is form]
+            block_micros, block_columns = self._decode_block([values[i] for i in at], form)
+            for j, i in enumerate(at):
+                micros[i] = block_micros[j]
+            for column, block in zip(columns, block_columns, strict=True):
+                for j, i in enumerate(at):
+                    column[i] = block[j]
+        return micros, columns
+
+    def _decode_block(self, values: Sequence[bytes], compact: bool) -> tuple[list[int], list[list[object]]]:
+        rows = np.frombuffer(b"".join(values), dtype=self._compact_dtype if compact else self._fixed_dtype)
+        if compact:
+            nulls = np.zeros((len(values), len(self.features)), dtype=bool)
+            micros = (rows["ts"].astype(np.int64) * 1_000_000).tolist()
+        else:
+            nulls = np.unpackbits(rows["nulls"], axis=1, count=len(self.features), bitorder="little").astype(bool)
+            micros = rows["ts"].astype(np.int64).tolist()
         columns: list[list[object]] = []
         for i, ((_, kind), has_null) in enumerate(zip(self.features, nulls.any(axis=0).tolist(), strict=True)):
-            out: list[object] = rows[f"f{i}"].tolist()
+            column = rows[f"f{i}"]
+            out: list[object] = (column.astype(bool) if kind == "bool" else column).tolist()
             if kind == "timestamp":
                 out = [from_micros(m) for m in out]
             if has_null:
                 out = [None if is_null else value for value, is_null in zip(out, nulls[:, i].tolist(), strict=True)]
             columns.append(out)
-        return rows["ts"].astype(np.int64).tolist(), columns
+        return micros, columns
 
     @cached_property
     def _reader(self) -> _RowReader:
@@ -166,6 +257,11 @@ class Layout:
         The read path's hot loop: one precompiled struct unpack for every fixed-width feature.
         """
         r = self._reader
+        if len(value) == self.compact_length:  # compact: whole-second event time, no NULLs, no text
+            values = list(r.fixed.unpack_from(value, 4))
+            for i in r.timestamps:
+                values[i] = from_micros(values[i])
+            return _EVENT_SECONDS.unpack_from(value)[0] * 1_000_000, values
         values = list(r.fixed.unpack_from(value, r.fixed_at))
         if r.texts:
             offset = r.texts_at

@@ -2,9 +2,15 @@
 
 The rows come from the featsync.latest_rows macro (the same order the point-in-time
 join uses), compiled by dbt and streamed out of the warehouse as Arrow batches. Each
-batch is encoded column-wise (featsync.online) and written by one Lua script call per
-chunk, which keeps the newest event time on the server: a value is never replaced by
-one with an older event time, atomically, whatever pushes run at once.
+batch is encoded column-wise (featsync.online) and written one of two ways, both of
+which keep the newest event time on the server (a value is never replaced by one with an
+older event time, atomically, whatever pushes run at once):
+
+- the check-and-set script WRITE_NEWER, one call per chunk of rows;
+- or, while most keys are absent (a first push), a plain `SET key value PXAT t NX` per
+  row, which cannot replace anything, so it needs no check and runs at Redis' native
+  speed; only the rows whose key existed then go through WRITE_NEWER. Which way a batch
+  goes is chosen from how many keys the previous batch found absent.
 
 TTL means what it means offline: a value expires at event time + ttl (PXAT), and at
 valid_to for SCD2 views, whichever is first. Rows already expired are not written.
@@ -45,16 +51,34 @@ UNAVAILABLE = (
     redis.exceptions.RedisClusterException,
 )
 
-# KEYS: the chunk's keys. ARGV[2i-1]: value i (its first 8 bytes: event time as a
-# big-endian double); ARGV[2i]: expire-at in ms, or "0" for never. Returns
-# {written, stale}. One MGET reads every stored event time of the chunk.
+# Below this share of absent keys in the last batch, SET NX costs more than it saves
+# (the rows it cannot write are sent again to WRITE_NEWER).
+SET_NX_MIN_ABSENT = 0.5
+
+# KEYS: the chunk's keys. ARGV[2i-1]: value i; ARGV[2i]: expire-at in ms, or "0" for
+# never; the last ARGV: the view's compact value length (featsync.online: a value of
+# that length starts with its event time in seconds as a big-endian uint32, any other
+# with microseconds as a big-endian double). Returns {written, stale, absent}. One MGET
+# reads every stored event time of the chunk. (Comparing the time prefixes as strings
+# is not safe: Lua compares strings with strcoll, and Redis sets LC_COLLATE from its
+# environment, e.g. C.UTF-8, where bytes >= 0x80 do not sort bytewise.)
 WRITE_NEWER = """
+local compact = tonumber(ARGV[#ARGV])
+local function event_us(value)
+  if #value == compact then
+    return struct.unpack('>I4', value) * 1000000
+  end
+  return struct.unpack('>d', value)
+end
 local stored = redis.call('MGET', unpack(KEYS))
-local written, stale = 0, 0
+local written, stale, absent = 0, 0, 0
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i - 1]
   local old = stored[i]
-  if old and struct.unpack('>d', old) > struct.unpack('>d', value) then
+  if not old then
+    absent = absent + 1
+  end
+  if old and event_us(old) > event_us(value) then
     stale = stale + 1
   else
     local expire_at = ARGV[2 * i]
@@ -66,7 +90,7 @@ for i, key in ipairs(KEYS) do
     written = written + 1
   end
 end
-return {written, stale}
+return {written, stale, absent}
 """
 
 
@@ -90,11 +114,27 @@ class PushStats:
 
 
 @dataclass
-class InFlight:
-    """A batch whose script calls were sent and whose replies are not read yet."""
+class Rows:
+    """One batch's rows, encoded for Redis."""
 
+    keys: pa.Array
+    values: pa.Array
+    expire_ms: np.ndarray
+    compact_length: int = -1  # Layout.compact_length, for WRITE_NEWER
+
+    def take(self, mask: np.ndarray) -> Rows:
+        keep = pa.array(mask)
+        return Rows(self.keys.filter(keep), self.values.filter(keep), self.expire_ms[mask], self.compact_length)
+
+
+@dataclass
+class InFlight:
+    """A batch whose commands were sent and whose replies are not read yet."""
+
+    rows: Rows
     commands: list
     connection: Any  # None when sending failed and the batch must be resent
+    set_nx: bool = False  # SET NX per row (else WRITE_NEWER per chunk)
     replies: list | None = None  # already read (Redis Cluster writes synchronously)
 
 
@@ -108,7 +148,11 @@ class Pusher:
     chunk_rows: int = CHUNK_ROWS
     now: Callable[[], float] = time.time
     retry: Retry = field(default_factory=lambda: Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES))
+    set_nx: bool = True  # False: every batch through the script (the benchmark compares both)
     _script: Any = field(default=None, init=False, repr=False)
+    _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
+    # Batches written each way, for tests and curious operators.
+    batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
 
     def views(self, select: Iterable[str] = ()) -> list[FeatureView]:
         registry = self.project.registry()
@@ -145,17 +189,19 @@ class Pusher:
         with connect(self.project) as warehouse:
             for view in views:
                 with self._redis_errors(view):
-                    state = {} if full_refresh else self.state(view)
-                since = state.get("watermark")
+                    state = {} if dry_run else self._claim(view)
+                # No state yet: a first push, most keys are absent, so start with SET NX.
+                self._set_nx = self.set_nx and not state
+                since = None if full_refresh else state.get("watermark")
                 stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=since)
                 start = time.perf_counter()
                 in_flight: InFlight | None = None
                 with self._redis_errors(view):
                     for batch in warehouse.arrow_batches(changed_since(view, queries[view.name], since)):
-                        commands = self._prepare(view, batch, stats, dry_run)
+                        rows = self._prepare(view, batch, stats, dry_run)
                         # Encode batch n+1 while Redis runs batch n, then collect n's replies.
                         self._complete(in_flight, stats)
-                        in_flight = self._start(commands)
+                        in_flight = self._start(rows)
                         stats.seconds = time.perf_counter() - start
                         if progress:
                             progress(stats)
@@ -167,11 +213,30 @@ class Pusher:
         return results
 
     def state_key(self, view: FeatureView) -> str:
-        return f"featsync:{self.key_prefix or self.project.registry().project_name}:_state:{view.name}:v{view.version}"
+        return self.layout(view).state_key
+
+    def key_patterns(self, select: Iterable[str] = ()) -> list[str]:
+        """SCAN patterns matching every key this pusher writes (data and state), per view."""
+        return [f"{self.layout(view).state_key}*" for view in self.views(select)]
 
     def state(self, view: FeatureView) -> dict[str, str]:
         """The view's push state: watermark, last_push_at, counts of the last push."""
-        return {k.decode(): v.decode() for k, v in self.client.hgetall(self.state_key(view)).items()}
+        raw = self.client.hgetall(self.state_key(view))
+        return {k.decode(): v.decode() for k, v in raw.items() if k != b"identity"}
+
+    def _claim(self, view: FeatureView) -> dict[str, str]:
+        """Record which view owns the view id before writing under it, refuse an id owned
+        by another (a 40-bit hash collision), and return the view's state."""
+        layout = self.layout(view)
+        self.client.hsetnx(layout.state_key, "identity", layout.identity)
+        state = {k.decode(): v.decode() for k, v in self.client.hgetall(layout.state_key).items()}
+        owner = state.pop("identity", None)
+        if owner != layout.identity:
+            raise FeatsyncError(
+                f"feature view '{view.name}' v{view.version} of '{layout.project}' hashes to the key prefix "
+                f"{layout.prefix} that '{owner}' already uses; push it under another --key-prefix"
+            )
+        return state
 
     def _save_state(self, view: FeatureView, stats: PushStats) -> None:
         fields = {
@@ -184,8 +249,8 @@ class Pusher:
             fields["watermark"] = stats.watermark
         self.client.hset(self.state_key(view), mapping=fields)
 
-    def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> list | None:
-        """Count, filter out expired rows, encode and pack one batch; None when nothing to send."""
+    def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> Rows | None:
+        """Count, filter out expired rows and encode one batch; None when nothing to send."""
         stats.rows_read += batch.num_rows
         if batch.num_rows:
             newest = pc.max(batch.column(CHANGED_AT)).as_py()
@@ -204,16 +269,24 @@ class Pusher:
         if dry_run:
             stats.keys_written += len(keys)
             return None
-        if isinstance(self.client, redis.RedisCluster):
-            return slot_groups(keys, layout.encode_values(batch), expire_ms, self.chunk_rows)
-        return pack_writes(self.script_sha, keys, layout.encode_values(batch), expire_ms, self.chunk_rows)
+        return Rows(keys, layout.encode_values(batch), expire_ms, layout.compact_length)
 
-    def _start(self, commands: list | None) -> InFlight | None:
-        """Send a batch's script calls without waiting for the replies."""
-        if not commands:
+    def write(self, rows: Rows, stats: PushStats) -> None:
+        """Write one batch of encoded rows and wait for it (push overlaps these two steps)."""
+        self._complete(self._start(rows), stats)
+
+    def _start(self, rows: Rows | None) -> InFlight | None:
+        """Send a batch's commands without waiting for the replies."""
+        if rows is None:
             return None
         if isinstance(self.client, redis.RedisCluster):
-            return InFlight(commands, None, self._write_cluster(commands))
+            groups = slot_groups(rows, self.chunk_rows)
+            return InFlight(rows, groups, None, replies=self._write_cluster(groups))
+        set_nx = self._set_nx
+        if set_nx:
+            commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms)]
+        else:
+            commands = pack_writes(self.script_sha, rows, self.chunk_rows)
         connection = self.client.connection_pool.get_connection()
         try:
             for command in commands:
@@ -221,29 +294,63 @@ class Pusher:
         except (redis.ConnectionError, redis.TimeoutError):
             connection.disconnect()
             self.client.connection_pool.release(connection)
-            return InFlight(commands, None)  # _complete resends it with retries
-        return InFlight(commands, connection)
+            return InFlight(rows, commands, None, set_nx)  # _complete resends it with retries
+        return InFlight(rows, commands, connection, set_nx)
 
     def _complete(self, in_flight: InFlight | None, stats: PushStats) -> None:
-        """Read a sent batch's replies; on connection loss resend it (idempotent) with retries."""
+        """Read a sent batch's replies; on connection loss rewrite it (idempotent) with retries.
+
+        After SET NX, the rows whose key existed go through WRITE_NEWER. Whether the next
+        batch uses SET NX is decided here, from the share of keys this batch found absent.
+        """
         if in_flight is None:
             return
-        replies = in_flight.replies
-        if replies is None and in_flight.connection is not None:
+        rows, replies, connection = in_flight.rows, in_flight.replies, in_flight.connection
+        if in_flight.set_nx and connection is not None:
             try:
-                replies = [in_flight.connection.read_response() for _ in in_flight.commands]
+                created = read_set_nx_replies(connection, len(rows.keys))
+            except FeatsyncError:
+                connection.disconnect()  # the rest of the reply stream is unread
+                raise
             except (redis.ConnectionError, redis.TimeoutError):
-                in_flight.connection.disconnect()  # a half-read reply stream must not be reused
+                connection.disconnect()
+                created = None  # rewrite the whole batch through WRITE_NEWER below
             finally:
-                self.client.connection_pool.release(in_flight.connection)
+                self.client.connection_pool.release(connection)
+            if created is not None:
+                self.batches["set_nx"] += 1
+                stats.keys_written += int(created.sum())
+                self._set_nx = self.set_nx and created.mean() >= SET_NX_MIN_ABSENT
+                if created.all():
+                    return
+                rows = rows.take(~created)
+            replies = self._write_script(rows)
+        elif replies is None and connection is not None:
+            try:
+                replies = [connection.read_response() for _ in in_flight.commands]
+            except (redis.ConnectionError, redis.TimeoutError):
+                connection.disconnect()  # a half-read reply stream must not be reused
+            finally:
+                self.client.connection_pool.release(connection)
         if replies is None:
-            replies = self.retry.call_with_retry(lambda: self._send(in_flight.commands), lambda error: None)
+            replies = self._write_script(rows)
+        if not in_flight.set_nx:
+            self.batches["script"] += 1
+        absent = 0
         for reply in replies:
             if isinstance(reply, redis.ResponseError):
                 raise FeatsyncError(f"Redis refused a featsync write: {reply}")
-            written, stale = reply
+            written, stale, missing = reply
             stats.keys_written += written
             stats.skipped_stale += stale
+            absent += missing
+        if not in_flight.set_nx:
+            self._set_nx = self.set_nx and absent >= SET_NX_MIN_ABSENT * len(rows.keys)
+
+    def _write_script(self, rows: Rows) -> list[Any]:
+        """WRITE_NEWER over rows, with retries on connection loss (every write is idempotent)."""
+        commands = pack_writes(self.script_sha, rows, self.chunk_rows)
+        return self.retry.call_with_retry(lambda: self._send(commands), lambda error: None)
 
     def _write_cluster(self, groups: list[tuple[list[bytes], list[bytes | str]]]) -> list[Any]:
         """Redis Cluster: one script call per slot group, routed by redis-py's cluster pipeline."""
@@ -289,54 +396,105 @@ class Pusher:
             raise FeatsyncError(f"cannot reach {describe_client(self.client)}: {exc}") from exc
 
 
-def pack_writes(
-    sha: str, keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, chunk_rows: int
-) -> list[list[bytes | memoryview]]:
+def pack_writes(sha: str, rows: Rows, chunk_rows: int) -> list[list[bytes | memoryview]]:
     """EVALSHA calls of WRITE_NEWER in Redis' wire format (RESP), built column-wise.
 
     Each key and each (value, expire-at) pair is framed by Arrow kernels over the whole
     batch; a chunk's command is then a header plus two slices of those buffers. No
     per-row Python runs, which is what lets a push go faster than redis-py's packer.
     """
-    binary = pa.binary()
-    crlf = pa.scalar(b"\r\n", binary)
-
-    def framed(array: pa.Array) -> pa.Array:  # "$<len>\r\n<bytes>\r\n" per element
-        array = pc.cast(array, binary)
-        length = pc.cast(pc.cast(pc.binary_length(array), pa.string()), binary)
-        return pc.binary_join_element_wise(pa.scalar(b"$", binary), length, crlf, array, crlf, pa.scalar(b"", binary))
-
-    key_frames = framed(keys)
-    row_frames = pc.binary_join_element_wise(
-        framed(values), framed(pc.cast(pa.array(expire_ms), pa.string())), pa.scalar(b"", binary)
-    )
+    key_frames = _framed(rows.keys)
+    row_frames = pc.binary_join_element_wise(_framed(rows.values), _framed(pa.array(rows.expire_ms)), _bytes(b""))
+    compact = str(rows.compact_length)
+    tail = f"${len(compact)}\r\n{compact}\r\n".encode()
     commands = []
-    for lo in range(0, len(keys), chunk_rows):
-        hi = min(lo + chunk_rows, len(keys))
+    for lo in range(0, len(rows.keys), chunk_rows):
+        hi = min(lo + chunk_rows, len(rows.keys))
         n = hi - lo
-        head = f"*{3 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
-        commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi)])
+        head = f"*{4 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
+        commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi), tail])
     return commands
 
 
-def slot_groups(
-    keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, chunk_rows: int
-) -> list[tuple[list[bytes], list[bytes | str]]]:
+def pack_set_nx(keys: pa.Array, values: pa.Array, expire_ms: np.ndarray) -> list[memoryview]:
+    """`SET key value [PXAT t] NX` per row in RESP, built column-wise like pack_writes."""
+    never = pa.array(expire_ms == 0)
+    head = pc.if_else(never, _bytes(b"*4\r\n$3\r\nSET\r\n"), _bytes(b"*6\r\n$3\r\nSET\r\n"))
+    pxat = pc.binary_join_element_wise(_bytes(b"$4\r\nPXAT\r\n"), _framed(pa.array(expire_ms)), _bytes(b""))
+    tail = pc.binary_join_element_wise(pc.if_else(never, _bytes(b""), pxat), _bytes(b"$2\r\nNX\r\n"), _bytes(b""))
+    rows = pc.binary_join_element_wise(head, _framed(keys), _framed(values), tail, _bytes(b""))
+    return [_slice(rows, 0, len(rows))]
+
+
+def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
+    """Which of n pipelined SET NX wrote their key, read straight off the socket.
+
+    Each reply is one line: +OK (written), or nil ($-1 in RESP2, _ in RESP3) when the key
+    existed, or an error. Counting newlines and looking at each line's first byte in numpy
+    costs nanoseconds per row, where redis-py's read_response costs over a microsecond.
+    Nothing else is pending on the connection (its parser buffer is empty), as every
+    earlier reply on it was read in full. A RESP3 push message (only sent to clients that
+    opted in, e.g. to client tracking) counts as a lost connection: the batch is rewritten
+    through the script.
+    """
+    chunks, lines = [], 0
+    try:
+        while lines < n:
+            chunk = connection._sock.recv(1 << 20)
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection")
+            chunks.append(chunk)
+            lines += chunk.count(b"\n")
+    except TimeoutError as exc:
+        raise redis.TimeoutError(str(exc)) from exc
+    except OSError as exc:
+        raise redis.ConnectionError(str(exc)) from exc
+    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    first = data[np.concatenate(([0], ends[:-1] + 1))]
+    if (first == ord(">")).any():  # a RESP3 push message (client tracking): read it the slow way
+        raise redis.ConnectionError("a RESP3 push message arrived amid SET NX replies")
+    created = first == ord("+")
+    unexpected = np.flatnonzero(~created & (first != ord("_")) & (first != ord("$")))
+    if len(unexpected):  # an error reply, e.g. OOM or NOPERM
+        i = int(unexpected[0])
+        line = bytes(data[int(ends[i - 1]) + 1 if i else 0 : ends[i]]).decode(errors="replace")
+        raise FeatsyncError(f"Redis refused a featsync write: {line.strip().lstrip('-')}")
+    if lines != n:
+        raise FeatsyncError(f"Redis sent {lines} replies to {n} SET NX commands")
+    return created
+
+
+def slot_groups(rows: Rows, chunk_rows: int) -> list[tuple[list[bytes], list[bytes | str]]]:
     """Redis Cluster: a script call may only touch keys of one hash slot, so group by slot."""
     from redis.crc import key_slot
 
-    key_list = [k.encode() if isinstance(k, str) else k for k in keys.to_pylist()]
-    value_list = pc.cast(values, pa.binary()).to_pylist()
-    expires = expire_ms.astype(str).tolist()
+    key_list = [k.encode() if isinstance(k, str) else k for k in rows.keys.to_pylist()]
+    value_list = pc.cast(rows.values, pa.binary()).to_pylist()
+    expires = rows.expire_ms.astype(str).tolist()
+    compact = str(rows.compact_length)
     by_slot: dict[int, list[int]] = {}
     for i, key in enumerate(key_list):
         by_slot.setdefault(key_slot(key), []).append(i)
     groups = []
-    for rows in by_slot.values():
-        for lo in range(0, len(rows), chunk_rows):
-            chunk = rows[lo : lo + chunk_rows]
-            groups.append(([key_list[i] for i in chunk], [x for i in chunk for x in (value_list[i], expires[i])]))
+    for members in by_slot.values():
+        for lo in range(0, len(members), chunk_rows):
+            chunk = members[lo : lo + chunk_rows]
+            args = [x for i in chunk for x in (value_list[i], expires[i])]
+            groups.append(([key_list[i] for i in chunk], [*args, compact]))
     return groups
+
+
+def _bytes(value: bytes) -> pa.Scalar:
+    return pa.scalar(value, pa.binary())
+
+
+def _framed(array: pa.Array) -> pa.Array:
+    """Each element as a RESP bulk string: "$<len>\\r\\n<bytes>\\r\\n"."""
+    array = pc.cast(array, pa.string() if pa.types.is_integer(array.type) else pa.binary())
+    array = pc.cast(array, pa.binary())
+    length = pc.cast(pc.cast(pc.binary_length(array), pa.string()), pa.binary())
+    return pc.binary_join_element_wise(_bytes(b"$"), length, _bytes(b"\r\n"), array, _bytes(b"\r\n"), _bytes(b""))
 
 
 def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:
@@ -399,7 +557,9 @@ def compile_latest_rows(project: Project, views: list[str]) -> dict[str, str]:
     """featsync.latest_rows for every view, compiled by one in-process dbt call."""
     marker = "-- featsync:next-view"
     inline = f"\n{marker}\n".join(f"{{{{ featsync.latest_rows('{name}') }}}}" for name in views)
-    result = project.run_dbt(["compile", "--inline", inline], target_path=project.target_path)
+    # --no-write-json: the manifest is dbt parse's job (Project.manifest); rewriting it and
+    # run_results.json here cost about 0.3 s per push.
+    result = project.run_dbt(["compile", "--no-write-json", "--inline", inline], target_path=project.target_path)
     sql = result.result.results[0].node.compiled_code
     return dict(zip(views, (part.strip() for part in sql.split(marker)), strict=True))
 
