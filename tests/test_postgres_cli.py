@@ -9,8 +9,6 @@ import json
 import uuid
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import redis
 from click.testing import CliRunner
@@ -19,7 +17,7 @@ from conftest import ROOT, copy_project, delete_pushed_keys
 from featsync.cli import main
 from featsync.project import Project
 from featsync.warehouse import PostgresWarehouse, connect
-from test_snowflake import arrow_rows, assert_same_rows, duckdb_rows
+from test_snowflake import assert_training_set_equals_duckdb, write_spine_file
 
 
 @pytest.fixture(scope="module")
@@ -43,30 +41,15 @@ def test_cli_training_set_from_postgres_equals_duckdb(pg_args, duck_ro, tmp_path
     out = tmp_path / "train.parquet"
     as_of = ["--as-of", "available"] if model.endswith("v2") else []
     cli("training-set", *pg_args, "--service", service, "--spine", "stg_fraud_labels", *as_of, "--out", str(out))
-    columns, expected = duckdb_rows(duck_ro, model, "transaction_id")
-    table = pq.read_table(out)
-    table = pa.table(
-        [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
-    )
-    assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), model)
+    assert_training_set_equals_duckdb(out, duck_ro, model)
 
 
 def test_cli_training_set_from_postgres_with_a_spine_file(pg_args, postgres_build, duck_ro, tmp_path: Path):
     """A parquet spine goes into a scratch table in the Postgres schema (ADBC ingest) and is dropped after."""
-    spine = tmp_path / "spine.parquet"
-    labels = duck_ro.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
-    labels = labels.set_column(3, "event_timestamp", labels.column(3).cast(pa.timestamp("us", tz="UTC")))
-    pq.write_table(labels, spine)
+    spine = write_spine_file(duck_ro, tmp_path / "spine.parquet")
     out = tmp_path / "train.parquet"
     cli("training-set", *pg_args, "--service", "fraud_detection:v1", "--spine", str(spine), "--out", str(out))
-    columns, expected = duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id")
-    columns = [c for c in columns if c in pq.read_schema(out).names]
-    _, expected = duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id", columns)
-    table = pq.read_table(out)
-    table = pa.table(
-        [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
-    )
-    assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), "spine file")
+    assert_training_set_equals_duckdb(out, duck_ro, "fraud_training_set_v1")
     with connect(postgres_build.project) as warehouse:
         scratch = warehouse.fetch_arrow(
             "select count(*) as n from pg_tables"

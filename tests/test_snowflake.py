@@ -62,6 +62,26 @@ def arrow_rows(table: pa.Table, columns: list[str], order: str) -> list[tuple]:
     return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
 
 
+def assert_training_set_equals_duckdb(out: Path, duck_ro, model: str) -> None:
+    """The parquet training set `out` equals DuckDB's `model` table row for row, on the columns `out` has.
+
+    Timestamps come back UTC-aware; DuckDB's table holds the same instants naive."""
+    table = pq.read_table(out)
+    table = pa.table(
+        [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
+    )
+    columns = [c for c in duckdb_rows(duck_ro, model, "transaction_id")[0] if c in table.column_names]
+    _, expected = duckdb_rows(duck_ro, model, "transaction_id", columns)
+    assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), f"{model} from {out.name}")
+
+
+def write_spine_file(duck_ro, path: Path) -> Path:
+    """The example's labels as a parquet spine file with UTC-aware event times."""
+    labels = duck_ro.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
+    pq.write_table(labels.set_column(3, "event_timestamp", labels.column(3).cast(pa.timestamp("us", tz="UTC"))), path)
+    return path
+
+
 def snapshot_relation(table: str) -> str:
     return "main_snapshots.merchants_snapshot" if table == "merchants_snapshot" else table
 
@@ -134,30 +154,15 @@ def test_cli_training_set_from_snowflake_equals_duckdb(sf_args, duck_ro, tmp_pat
         "--out",
         str(out),
     )
-    columns, expected = duckdb_rows(duck_ro, model, "transaction_id")
-    table = pq.read_table(out)
-    # Timestamps come back UTC-aware; DuckDB's table holds the same instants naive.
-    table = pa.table(
-        [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
-    )
-    assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), model)
+    assert_training_set_equals_duckdb(out, duck_ro, model)
 
 
 def test_cli_training_set_from_snowflake_with_a_spine_file(sf_args, snowflake_build, duck_ro, tmp_path: Path):
     """A parquet spine is loaded with the connector's write_pandas (PUT + COPY) into a scratch table, dropped after."""
-    spine = tmp_path / "spine.parquet"
-    labels = duck_ro.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
-    labels = labels.set_column(3, "event_timestamp", labels.column(3).cast(pa.timestamp("us", tz="UTC")))
-    pq.write_table(labels, spine)
+    spine = write_spine_file(duck_ro, tmp_path / "spine.parquet")
     out = tmp_path / "train.parquet"
     cli("training-set", *sf_args, "--service", "fraud_detection:v1", "--spine", str(spine), "--out", str(out))
-    columns = [c for c in duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id")[0] if c in pq.read_schema(out).names]
-    _, expected = duckdb_rows(duck_ro, "fraud_training_set_v1", "transaction_id", columns)
-    table = pq.read_table(out)
-    table = pa.table(
-        [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
-    )
-    assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), "spine file")
+    assert_training_set_equals_duckdb(out, duck_ro, "fraud_training_set_v1")
     with connect(snowflake_build.project) as warehouse:
         left = warehouse.fetch_arrow(f"show tables like 'FEATSYNC_SPINE_%' in schema {snowflake_build.schema}")
     assert left.num_rows == 0

@@ -469,36 +469,29 @@ class _Compiler:
         return c
 
     def _and(self, node: exp.And) -> _Compiled:
-        left = self._boolean_operand(node.this, "AND")
-        right = self._boolean_operand(node.expression, "AND")
-        lf, rf = left.fn, right.fn
-
-        def run(env):
-            a = lf(env)
-            if a is False:
-                return False
-            b = rf(env)
-            if b is False:
-                return False
-            return None if a is None or b is None else True
-
-        return _Compiled(BOOL, exp.Paren(this=exp.And(this=left.sql, expression=right.sql)), run)
+        return self._connective(node, exp.And, dominant=False)
 
     def _or(self, node: exp.Or) -> _Compiled:
-        left = self._boolean_operand(node.this, "OR")
-        right = self._boolean_operand(node.expression, "OR")
+        return self._connective(node, exp.Or, dominant=True)
+
+    def _connective(self, node: exp.Connector, cls: type[exp.Connector], dominant: bool) -> _Compiled:
+        """AND (dominant False) and OR (dominant True) in SQL's three-valued logic: the dominant
+        value wins even against NULL; otherwise NULL if either side is NULL."""
+        what = cls.__name__.upper()
+        left = self._boolean_operand(node.this, what)
+        right = self._boolean_operand(node.expression, what)
         lf, rf = left.fn, right.fn
 
         def run(env):
             a = lf(env)
-            if a is True:
-                return True
+            if a is dominant:
+                return dominant
             b = rf(env)
-            if b is True:
-                return True
-            return None if a is None or b is None else False
+            if b is dominant:
+                return dominant
+            return None if a is None or b is None else not dominant
 
-        return _Compiled(BOOL, exp.Paren(this=exp.Or(this=left.sql, expression=right.sql)), run)
+        return _Compiled(BOOL, exp.Paren(this=cls(this=left.sql, expression=right.sql)), run)
 
     def _not(self, node: exp.Not) -> _Compiled:
         inner = self._boolean_operand(node.this, "NOT")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -41,6 +41,7 @@ class Warehouse:
 
     adapter_type: str
     schema: str
+    con: Any
 
     def arrow_batches(self, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         raise NotImplementedError
@@ -52,7 +53,9 @@ class Warehouse:
         return pa.Table.from_batches(batches)
 
     def execute(self, sql: str) -> None:
-        raise NotImplementedError
+        """Run a statement for its effect (DB-API connections: PostgreSQL's ADBC, Snowflake's connector)."""
+        with closing(self.con.cursor()) as cursor:
+            cursor.execute(sql)
 
     def relation(self, name: str) -> str:
         return relation_name(self.schema, name, self.adapter_type)
@@ -128,13 +131,6 @@ class PostgresWarehouse(Warehouse):
         finally:
             cursor.close()
 
-    def execute(self, sql: str) -> None:
-        cursor = self.con.cursor()
-        try:
-            cursor.execute(sql)
-        finally:
-            cursor.close()
-
     def create_table(self, name: str, table: pa.Table) -> None:
         cursor = self.con.cursor()
         try:
@@ -188,13 +184,6 @@ class SnowflakeWarehouse(Warehouse):
             if schema is None:  # no rows: the connector yields nothing, so give the empty result its schema
                 empty = snowflake_names(cursor.fetch_arrow_all(force_return_table=True))
                 yield pa.RecordBatch.from_pylist([], schema=empty.schema)
-        finally:
-            cursor.close()
-
-    def execute(self, sql: str) -> None:
-        cursor = self.con.cursor()
-        try:
-            cursor.execute(sql)
         finally:
             cursor.close()
 
