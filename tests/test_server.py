@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -223,6 +224,13 @@ def test_redis_outage_gives_503_then_recovers(project, private_redis, tmp_path):
     try:
         body = {"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}}
         assert httpx.post(f"{base}/get-online-features", json=body).status_code == 200
+        servers[-1].send_signal(signal.SIGSTOP)  # hung, not gone: the read's own deadline answers
+        try:
+            hung = httpx.post(f"{base}/get-online-features", json=body, timeout=10)
+            assert hung.status_code == 503 and "no answer within 1.0 s" in hung.json()["detail"], hung.text
+        finally:
+            servers[-1].send_signal(signal.SIGCONT)
+        assert httpx.post(f"{base}/get-online-features", json=body).status_code == 200  # a fresh connection
         servers[-1].kill()
         servers[-1].wait()
         for _ in range(3):  # pooled connections are dead and new ones refused: 503 each time, never a crash

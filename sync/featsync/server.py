@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -86,7 +87,9 @@ def async_redis_client(url: str, timeout: float) -> Any:
     from redis.backoff import ExponentialBackoff
 
     retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), 1)
-    common = dict(retry=retry, socket_connect_timeout=timeout, socket_timeout=timeout)
+    # socket_timeout=None (redis-py's default is 5 s): reads are bounded by
+    # AsyncOnlineReader.timeout instead, one timer per request (see there).
+    common = dict(retry=retry, socket_connect_timeout=timeout, socket_timeout=None)
     scheme, sep, rest = url.partition("://")
     if scheme in ("redis+cluster", "rediss+cluster"):
         return redis.asyncio.RedisCluster.from_url(f"{scheme.split('+')[0]}{sep}{rest}", **common)
@@ -234,8 +237,13 @@ def create_app(config: ServeConfig) -> Starlette:
     """The ASGI app of one worker: manifest loaded here, once; Redis connected lazily."""
     project = Project.open(config.project_dir, config.profiles_dir, config.target)
     registry = project.registry()
+    # Everything loaded so far (dbt, the manifest, the registry) lives as long as the worker:
+    # keep the cyclic collector from walking it again on every full collection, which would
+    # otherwise land as a multi-millisecond pause on some unlucky request.
+    gc.collect()
+    gc.freeze()
     metrics = Metrics()
-    reader = AsyncOnlineReader(registry, None, config.key_prefix)
+    reader = AsyncOnlineReader(registry, None, config.key_prefix, timeout=config.redis_timeout)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

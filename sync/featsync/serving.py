@@ -12,6 +12,7 @@ keys) before it and `finish` (decoding, statuses, TTL) after it, through one Rea
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +162,15 @@ VECTOR_MIN = 16  # from this many stored values of a fixed-width view on, decode
 def _read_block(read: ViewRead, block: Sequence[bytes | None], now_us: int) -> tuple[list[str], list, list[list[Any]]]:
     """One view's values for every entity row: statuses, event times, one column per output."""
     n = len(block)
+    if n == 1:  # the common online request: one entity, no per-row bookkeeping
+        raw = block[0]
+        if raw is None:
+            return [NOT_FOUND], [None], [[None] for _ in read.positions]
+        event, decoded = read.layout.decode_row(raw)
+        # Inclusive bound, as in the join: still valid at exactly event time + ttl.
+        if read.ttl_us is not None and event < now_us - read.ttl_us:
+            return [EXPIRED], [None], [[None] for _ in read.positions]
+        return [PRESENT], [event], [[decoded[p]] for p in read.positions]
     statuses = [NOT_FOUND] * n
     times: list[int | None] = [None] * n
     present = [i for i, raw in enumerate(block) if raw is not None]
@@ -297,7 +307,15 @@ class OnlineReader:
 
 @dataclass
 class AsyncOnlineReader(OnlineReader):
-    """The same reads on redis.asyncio (the HTTP server): one awaited MGET per request."""
+    """The same reads on redis.asyncio (the HTTP server): one awaited MGET per request.
+
+    `timeout` bounds each read with one asyncio timer. The client itself is made without a
+    socket timeout: redis-py then wraps every send in `asyncio.wait_for`, a task per command
+    on Python 3.11, which cost more CPU than the rest of a one-entity request. A read cut
+    short is cancelled, and redis-py drops that connection, so no half-read reply is reused.
+    """
+
+    timeout: float | None = None
 
     async def get_columns(
         self,
@@ -311,12 +329,15 @@ class AsyncOnlineReader(OnlineReader):
         plan = self.plan(features, feature_service, full_feature_names)
         n, keys, requests = self.prepare(plan, columns, request_data, strict=True)
         try:
-            if not keys:
-                values = []
-            elif isinstance(self.client, redis.asyncio.RedisCluster):
-                values = await self.client.mget_nonatomic(keys)
-            else:
-                values = await self.client.mget(keys)
+            async with asyncio.timeout(self.timeout):
+                if not keys:
+                    values = []
+                elif isinstance(self.client, redis.asyncio.RedisCluster):
+                    values = await self.client.mget_nonatomic(keys)
+                else:
+                    values = await self.client.mget(keys)
+        except TimeoutError as exc:
+            raise OnlineStoreUnavailable(f"cannot read from Redis: no answer within {self.timeout} s") from exc
         except (redis.RedisError, OSError) as exc:
             raise OnlineStoreUnavailable(f"cannot read from Redis: {exc}") from exc
         return plan, self.finish(plan, columns, n, values, requests)
