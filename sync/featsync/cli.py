@@ -55,6 +55,25 @@ def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables.")
+
+
+def online_store_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--redis-url and --key-prefix: which Redis, and which namespace in it (push, get, serve, status, verify)."""
+    command = click.option(
+        "--key-prefix",
+        default=None,
+        envvar="FEATSYNC_KEY_PREFIX",
+        help="Namespace of the online keys (default: the dbt project name).",
+    )(command)
+    return click.option(
+        "--redis-url",
+        default=None,
+        envvar="FEATSYNC_REDIS_URL",
+        help="redis:// or rediss:// URL (user, password, TLS); redis+cluster:// for a cluster. "
+        "Default: an embedded Redis under the project.",
+    )(command)
+
+
 now_option = click.option(
     "--now",
     default=None,
@@ -234,18 +253,7 @@ def training_set(
 @main.command()
 @project_options
 @click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every online view.")
-@click.option(
-    "--redis-url",
-    default=None,
-    envvar="FEATSYNC_REDIS_URL",
-    help="redis:// or rediss:// URL (user, password, TLS). Default: an embedded Redis under the project.",
-)
-@click.option(
-    "--key-prefix",
-    default=None,
-    envvar="FEATSYNC_KEY_PREFIX",
-    help="Namespace of the online keys (default: the dbt project name).",
-)
+@online_store_options
 @click.option("--full-refresh", is_flag=True, help="Resend every latest row, not only those changed since the last push.")
 @click.option("--dry-run", is_flag=True, help="Read and encode everything, write nothing.")
 @click.option(
@@ -403,8 +411,7 @@ def validate(
     "e.g. --request transaction_amount=500.",
 )
 @click.option("--full-feature-names", is_flag=True, help="Name features <feature_view>__<feature>.")
-@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
-@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@online_store_options
 @json_option
 def get(
     project: Project,
@@ -453,8 +460,7 @@ def get(
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
 @click.option("--port", type=click.IntRange(0, 65535), default=6566, show_default=True, help="TCP port (Feast's default).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
-@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
-@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@online_store_options
 @click.option(
     "--max-batch",
     type=click.IntRange(min=1),
@@ -600,8 +606,7 @@ def drift(project: Project, feature_view: str, reference: str, current: str, htm
 @main.command()
 @project_options
 @click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every feature view.")
-@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
-@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@online_store_options
 @click.option(
     "--count-keys/--no-count-keys", default=True, show_default=True, help="Count online keys (one SCAN of the whole keyspace)."
 )
@@ -654,8 +659,7 @@ def status(
 @click.option("--select", "select", multiple=True, help="Only this online feature view (repeatable). Default: every online view.")
 @click.option("--sample", type=int, default=1000, show_default=True, help="Entities sampled per feature view.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Another seed samples other entities.")
-@click.option("--redis-url", default=None, envvar="FEATSYNC_REDIS_URL", help="As for push.")
-@click.option("--key-prefix", default=None, envvar="FEATSYNC_KEY_PREFIX", help="As for push.")
+@online_store_options
 @json_option
 def verify(
     project: Project,
