@@ -238,12 +238,33 @@ def _as_double(c: _Compiled) -> exp.Expression:
     return c.sql if c.kind == FLOAT else _double(c.sql)
 
 
-def _to_float(fn: Callable) -> Callable:
+def _strict(fn: Callable, op: Callable) -> Callable:
+    """op of one operand; NULL in, NULL out (SQL's strict functions)."""
+
     def run(env):
         value = fn(env)
-        return None if value is None else float(value)
+        return None if value is None else op(value)
 
     return run
+
+
+def _strict2(lf: Callable, rf: Callable, op: Callable) -> Callable:
+    """op of two operands; NULL if either is NULL, the right one not evaluated after a left NULL."""
+
+    def run(env):
+        a = lf(env)
+        if a is None:
+            return None
+        b = rf(env)
+        if b is None:
+            return None
+        return op(a, b)
+
+    return run
+
+
+def _to_float(fn: Callable) -> Callable:
+    return _strict(fn, float)
 
 
 def _round_to_int(sql: exp.Expression, fn: Callable) -> _Compiled:
@@ -388,17 +409,7 @@ class _Compiler:
         left = self._numeric(node.this, f"'{node.sql()}'")
         right = self._numeric(node.expression, f"'{node.sql()}'")
         op = _ARITHMETIC[type(node)]
-        lf, rf = left.fn, right.fn
-
-        def run(env):
-            a = lf(env)
-            if a is None:
-                return None
-            b = rf(env)
-            if b is None:
-                return None
-            return op(float(a), float(b))
-
+        run = _strict2(left.fn, right.fn, lambda a, b: op(float(a), float(b)))
         sql = type(node)(this=_as_double(left), expression=_as_double(right))
         return _Compiled(FLOAT, exp.Paren(this=sql), run)
 
@@ -407,29 +418,13 @@ class _Compiler:
     def _div(self, node: exp.Div) -> _Compiled:
         left = self._numeric(node.this, f"'{node.sql()}'")
         right = self._numeric(node.expression, f"'{node.sql()}'")
-        lf, rf = left.fn, right.fn
-
-        def run(env):
-            a = lf(env)
-            if a is None:
-                return None
-            b = rf(env)
-            if b is None or b == 0:
-                return None
-            return float(a) / float(b)
-
+        run = _strict2(left.fn, right.fn, lambda a, b: None if b == 0 else float(a) / float(b))
         divisor = exp.Nullif(this=_as_double(right), expression=_double(exp.Literal.number(0)))
         return _Compiled(FLOAT, exp.Paren(this=exp.Div(this=_as_double(left), expression=divisor)), run)
 
     def _neg(self, node: exp.Neg) -> _Compiled:
         inner = self._numeric(node.this, "unary minus")
-        fn = inner.fn
-
-        def run(env):
-            a = fn(env)
-            return None if a is None else -float(a)
-
-        return _Compiled(FLOAT, exp.Paren(this=exp.Neg(this=_as_double(inner))), run)
+        return _Compiled(FLOAT, exp.Paren(this=exp.Neg(this=_as_double(inner))), _strict(inner.fn, lambda a: -float(a)))
 
     # comparisons and logic
 
@@ -448,17 +443,7 @@ class _Compiler:
             lf, rf = _to_float(left.fn), _to_float(right.fn)
         else:
             lsql, rsql, lf, rf = left.sql, right.sql, left.fn, right.fn
-
-        def run(env):
-            a = lf(env)
-            if a is None:
-                return None
-            b = rf(env)
-            if b is None:
-                return None
-            return op(a, b)
-
-        return _Compiled(BOOL, exp.Paren(this=type(node)(this=lsql, expression=rsql)), run)
+        return _Compiled(BOOL, exp.Paren(this=type(node)(this=lsql, expression=rsql)), _strict2(lf, rf, op))
 
     _eq = _neq = _lt = _lte = _gt = _gte = _comparison
 
@@ -566,10 +551,9 @@ class _Compiler:
         inner = self.compile(node.this)
         if target in (exp.DataType.Type.BIGINT, exp.DataType.Type.INT, exp.DataType.Type.SMALLINT):
             if inner.kind == BOOL:
-                fn = inner.fn
                 # Postgres casts boolean only to integer: go through it.
                 sql = exp.Cast(this=exp.Cast(this=inner.sql, to=exp.DataType.build("int")), to=exp.DataType.build("bigint"))
-                return _Compiled(INT, sql, lambda env: None if (v := fn(env)) is None else int(v))
+                return _Compiled(INT, sql, _strict(inner.fn, int))
             if inner.kind in (INT, NULL):
                 return _Compiled(INT, exp.Cast(this=inner.sql, to=exp.DataType.build("bigint")), inner.fn)
             if inner.kind == FLOAT:
@@ -603,18 +587,12 @@ class _Compiler:
         inner = self.compile(argument)
         if inner.kind not in (TIMESTAMP, NULL):
             raise ExpressionError(f"'{node.sql()}' needs a timestamp; '{argument.sql()}' is {inner.kind}")
-        get, fn = _DATE_PARTS[part], inner.fn
         if inner.kind == NULL:
             return _Compiled(INT, exp.Cast(this=exp.Null(), to=exp.DataType.build("bigint")), lambda env: None)
-
-        def run(env):
-            value = fn(env)
-            return None if value is None else get(value)
-
         sql = exp.Cast(
             this=exp.Floor(this=exp.Extract(this=exp.var(part), expression=inner.sql)), to=exp.DataType.build("bigint")
         )
-        return _Compiled(INT, sql, run)
+        return _Compiled(INT, sql, _strict(inner.fn, _DATE_PARTS[part]))
 
 
 # -- the generated dbt macro --------------------------------------------------------------

@@ -162,13 +162,14 @@ VECTOR_MIN = 16  # from this many stored values of a fixed-width view on, decode
 def _read_block(read: ViewRead, block: Sequence[bytes | None], now_us: int) -> tuple[list[str], list, list[list[Any]]]:
     """One view's values for every entity row: statuses, event times, one column per output."""
     n = len(block)
+    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
+    oldest = None if read.ttl_us is None else now_us - read.ttl_us
     if n == 1:  # the common online request: one entity, no per-row bookkeeping
         raw = block[0]
         if raw is None:
             return [NOT_FOUND], [None], [[None] for _ in read.positions]
         event, decoded = read.layout.decode_row(raw)
-        # Inclusive bound, as in the join: still valid at exactly event time + ttl.
-        if read.ttl_us is not None and event < now_us - read.ttl_us:
+        if oldest is not None and event < oldest:
             return [EXPIRED], [None], [[None] for _ in read.positions]
         return [PRESENT], [event], [[decoded[p]] for p in read.positions]
     statuses = [NOT_FOUND] * n
@@ -184,8 +185,6 @@ def _read_block(read: ViewRead, block: Sequence[bytes | None], now_us: int) -> t
             micros.append(event)
             rows.append(decoded)
         columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in layout.features]
-    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
-    oldest = None if read.ttl_us is None else now_us - read.ttl_us
     expired = set() if oldest is None else {j for j, event in enumerate(micros) if event < oldest}
     for j, i in enumerate(present):
         if j in expired:
