@@ -149,17 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Workspace.create()
     try:
-        with duckdb.connect(str(work.db)) as con:
-            for table in ("user_rows", "merchant_rows", "spine"):
-                con.execute(f"create table {table} (x int)")
-            con.execute(f"""create table entity_rows as
-                select i::bigint as entity_id, timestamp '2026-01-01' + to_seconds(i % 86400) as event_timestamp,
-                       i / 3.0 as f1, i / 7.0 as f2, (i % 1000)::double as f3, sqrt(i) as f4, -i / 11.0 as f5
-                from range({args.rows}) t(i)""")
-        project = Project.open(work.project_dir, work.project_dir, "duckdb")
-        project.run_dbt(["deps"])
-        project.run_dbt(["run", "--select", VIEW])
-        project.registry()
+        project = work.entity_project(args.rows)
         with local_cluster() if args.cluster else _nothing() as cluster_url:
             url = cluster_url or os.environ.get("FEATSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
             client = redis_client(project, url)

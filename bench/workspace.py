@@ -7,6 +7,10 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from featsync.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +31,26 @@ class Workspace:
         os.environ["FEATSYNC_BENCH_DUCKDB_PATH"] = str(db)
         os.environ.setdefault("DBT_LOG_PATH", str(root / "logs"))
         return cls(root, project_dir, db)
+
+    def entity_project(self, rows: int) -> Project:
+        """The project with `bench_entity_features` built over `rows` entities (5 float features,
+        one row each, whole-second event times); the other sources are left empty."""
+        import duckdb
+
+        from featsync.project import Project
+
+        with duckdb.connect(str(self.db)) as con:
+            for table in ("user_rows", "merchant_rows", "spine"):
+                con.execute(f"create table {table} (x int)")
+            con.execute(f"""create table entity_rows as
+                select i::bigint as entity_id, timestamp '2026-01-01' + to_seconds(i % 86400) as event_timestamp,
+                       i / 3.0 as f1, i / 7.0 as f2, (i % 1000)::double as f3, sqrt(i) as f4, -i / 11.0 as f5
+                from range({rows}) t(i)""")
+        project = Project.open(self.project_dir, self.project_dir, "duckdb")
+        project.run_dbt(["deps"])
+        project.run_dbt(["run", "--select", "bench_entity_features"])
+        project.registry()
+        return project
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
