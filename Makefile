@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: demo test install build list clean validate
+.PHONY: demo test install clean validate
 
 $(BIN)/featsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

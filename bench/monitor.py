@@ -25,10 +25,12 @@ import time
 import duckdb
 import redis
 
-from featsync import drift, monitor
+from featsync.monitoring import drift
+from featsync.monitoring import status as mstatus
+from featsync.monitoring import verify as monitor_verify
+from featsync.offline.warehouse import connect
+from featsync.online.push import Pusher, compile_latest_rows
 from featsync.project import Project
-from featsync.push import Pusher, compile_latest_rows
-from featsync.warehouse import connect
 from workspace import Workspace
 
 WINDOWS = ("2026-01-01T00:00:00Z..2026-01-15T00:00:00Z", "2026-01-15T00:00:00Z..2026-01-29T00:00:00Z")
@@ -94,10 +96,10 @@ def main() -> None:
         registry = project.registry()
         layout = Pusher(project, client, key_prefix="bench").layout(registry.feature_view(view))
         dbsize_s, size = timed(client.dbsize)
-        bare_s, bare = timed(lambda: sum(1 for _ in client.scan_iter(match=f"{layout.state_key}*", count=monitor.SCAN_COUNT)))
-        count_s, counts = timed(lambda: monitor.count_online_keys(client, [layout]))
+        bare_s, bare = timed(lambda: sum(1 for _ in client.scan_iter(match=f"{layout.state_key}*", count=mstatus.SCAN_COUNT)))
+        count_s, counts = timed(lambda: mstatus.count_online_keys(client, [layout]))
         assert counts[layout.prefix] == n and bare == n + 1 and size == n + 1  # + the state hash
-        status_s, (status,) = timed(lambda: monitor.status(project, client, "bench", [view]))
+        status_s, (status,) = timed(lambda: mstatus.status(project, client, "bench", [view]))
         assert status.online_keys == n and not status.breaches, status
         print(f"{'baseline: DBSIZE':<62}{dbsize_s:>9.4f}")
         print(f"{'baseline: bare SCAN loop counting the keys':<62}{bare_s:>9.2f}")
@@ -110,7 +112,7 @@ def main() -> None:
         latest_s, latest = timed(lambda: _latest_rows(project, view))
         assert latest == n
         print(f"{'baseline: push read: compile latest_rows, read every row':<62}{latest_s:>9.2f}")
-        verify_s, (result,) = timed(lambda: monitor.verify(project, client, "bench", [view], sample=args.sample))
+        verify_s, (result,) = timed(lambda: monitor_verify.verify(project, client, "bench", [view], sample=args.sample))
         assert result.sampled == args.sample and result.mismatches == 0, result.checks
         print(f"{f'baseline: bare MGET of {args.sample:,} keys':<62}{mget_s:>9.2f}")
         label = f"featsync verify --sample {args.sample:,} (0 mismatches)"

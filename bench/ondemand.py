@@ -30,10 +30,9 @@ from pathlib import Path
 
 import redis
 
-from featsync.ondemand import OnDemandPlan
+from featsync.online.push import Pusher
+from featsync.online.serving import OnDemandPlan, OnlineReader
 from featsync.project import Project
-from featsync.push import Pusher
-from featsync.serving import OnlineReader
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -34,8 +34,9 @@ from contextlib import contextmanager
 import duckdb
 import redis
 
+from featsync.online.connections import redis_client
+from featsync.online.push import Pusher
 from featsync.project import Project
-from featsync.push import Pusher, redis_client
 from workspace import Workspace
 
 VIEW = "bench_entity_features"

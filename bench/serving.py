@@ -40,9 +40,9 @@ from pathlib import Path
 import orjson
 import redis
 
+from featsync.online.push import Pusher
+from featsync.online.serving import OnlineReader
 from featsync.project import Project
-from featsync.push import Pusher
-from featsync.serving import OnlineReader
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES_5 = [

@@ -18,7 +18,7 @@ import time
 
 import duckdb
 
-from featsync import quality
+from featsync.quality import validate as quality
 from workspace import Workspace
 
 NOW = "2026-01-02T00:00:00Z"

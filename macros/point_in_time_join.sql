@@ -56,7 +56,7 @@
 
 {#- On-demand features of a service, computed by the warehouse over the joined row: request
     fields are spine columns of the same name. Their SQL is compiled by featsync from the
-    YAML expression (one parsed form, semantics pinned per engine: sync/featsync/ondemand.py)
+    YAML expression (one parsed form, semantics pinned per engine: sync/featsync/ondemand/compiler.py)
     into the generated macro featsync_on_demand_sql() of the root project; an entry whose
     expression or type differs from the YAML is refused, so a stale file never computes a
     different feature than the online evaluator. -#}

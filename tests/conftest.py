@@ -254,8 +254,8 @@ def redis_url() -> str:
 
 def pushed_keys(project: Project, client: Any, prefix: str, select: tuple[str, ...] = ()) -> dict[str, list[bytes]]:
     """Each online feature view's keys under key prefix `prefix`: its entities' keys and its
-    state hash (`fs:<view id>`, see featsync.online), found with one SCAN pattern per view."""
-    from featsync.push import Pusher
+    state hash (`fs:<view id>`, see featsync.online.layout), found with one SCAN pattern per view."""
+    from featsync.online.push import Pusher
 
     pusher = Pusher(project, client, key_prefix=prefix)
     patterns = {view.name: f"{pusher.layout(view).state_key}*" for view in pusher.views(select)}

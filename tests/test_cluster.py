@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from featsync.errors import FeatsyncError
-from featsync.push import Pusher, redis_client
-from featsync.serving import OnlineReader
+from featsync.online.connections import redis_client
+from featsync.online.push import Pusher
+from featsync.online.serving import OnlineReader
 from test_push import PAIRS, PROFILES, USERS, load, project  # noqa: F401 (fixture)
 
 

@@ -23,11 +23,12 @@ import redis
 from click.testing import CliRunner
 
 from conftest import delete_pushed_keys, duckdb_pit_project, postgres_pit_project
-from featsync import drift as drift_lib
-from featsync import monitor
 from featsync.cli import main
 from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError, NotFoundError
-from featsync.push import Pusher
+from featsync.monitoring import drift as drift_lib
+from featsync.monitoring import status as mstatus
+from featsync.monitoring import verify as monitor_verify
+from featsync.online.push import Pusher
 from featsync.registry import Registry
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
@@ -219,7 +220,13 @@ def test_monitoring_meta_is_validated_strictly(project):
 
 
 def test_format_age():
-    assert [monitor.format_age(s) for s in (45, 720, 3.1 * 3600, 40.1 * 86400, -7200)] == ["45s", "12m", "3.1h", "40.1d", "-2.0h"]
+    assert [mstatus.format_age(s) for s in (45, 720, 3.1 * 3600, 40.1 * 86400, -7200)] == [
+        "45s",
+        "12m",
+        "3.1h",
+        "40.1d",
+        "-2.0h",
+    ]
 
 
 def test_monitoring_defaults(project):
@@ -262,14 +269,14 @@ def online(project, redis_url):
 
 def test_status_before_and_after_a_push(online):
     project, client, prefix = online.project, online.client, online.key_prefix
-    before = {s.feature_view: s for s in monitor.status(project, client, prefix)}
+    before = {s.feature_view: s for s in mstatus.status(project, client, prefix)}
     assert before["fv_user"].breaches == ["never pushed"] and before["fv_user"].last_push_at is None
     assert before["fv_user_copy"].online is False and before["fv_user_copy"].breaches == []
     assert before["fv_user"].newest_event_time == (NOW - H / 2).replace(tzinfo=UTC)
     assert before["fv_user"].entities_offline == 4 and before["fv_user"].online_keys == 0
 
     online.push()
-    after = {s.feature_view: s for s in monitor.status(project, client, prefix)}
+    after = {s.feature_view: s for s in mstatus.status(project, client, prefix)}
     for name in ("fv_user", "fv_pair", "fv_profile"):
         assert after[name].breaches == [], (name, after[name].breaches)
         assert after[name].lag_seconds == 0 and after[name].pending_rows == 0 and after[name].last_push_mode == "full"
@@ -279,17 +286,17 @@ def test_status_before_and_after_a_push(online):
 
     # A new pair row in the warehouse, not pushed: online is 23h behind (within the 1d default).
     duck("insert into pair_rows values ('u9', 'm9', ?, 2.0)", [NOW - H])
-    (pair,) = monitor.status(project, client, prefix, ["fv_pair"])
+    (pair,) = mstatus.status(project, client, prefix, ["fv_pair"])
     assert pair.pending_rows == 1 and pair.lag_seconds == 23 * 3600 and pair.breaches == []
     # Thresholds: the staleness of fv_user (ttl 3h) and no keys online.
     later = NOW.replace(tzinfo=UTC).timestamp() + 4 * 3600
-    (user,) = monitor.status(project, client, prefix, ["fv_user"], now=lambda: later)
+    (user,) = mstatus.status(project, client, prefix, ["fv_user"], now=lambda: later)
     assert user.breaches == ["newest event is 4.5h old > max_staleness 3h"]
     user_layout = Pusher(project, client, key_prefix=prefix).layout(project.registry().feature_view("fv_user"))
     client.delete(*client.scan_iter(match=f"{user_layout.prefix}*"))
-    (user,) = monitor.status(project, client, prefix, ["fv_user"])
+    (user,) = mstatus.status(project, client, prefix, ["fv_user"])
     assert user.breaches == ["0 keys online < min_online_keys 1"]
-    (user,) = monitor.status(project, client, prefix, ["fv_user"], count_keys=False)
+    (user,) = mstatus.status(project, client, prefix, ["fv_user"], count_keys=False)
     assert user.online_keys is None and user.breaches == []
 
 
@@ -298,7 +305,7 @@ def test_status_sees_push_lag_beyond_its_threshold(online):
     duck("delete from pair_rows where merchant_id = 'm|2'")  # newest is now 10 days old ...
     online.push(["fv_pair"], full_refresh=True)  # ... and pushed with a 10-day-old watermark
     duck("insert into pair_rows values ('u9', 'm9', ?, 2.0)", [NOW - H])
-    (pair,) = monitor.status(online.project, online.client, online.key_prefix, ["fv_pair"])
+    (pair,) = mstatus.status(online.project, online.client, online.key_prefix, ["fv_pair"])
     assert pair.lag_seconds == 239 * 3600
     assert pair.breaches == ["online is 10.0d behind the warehouse > max_push_lag 1d"]
 
@@ -324,7 +331,7 @@ def _url(pusher: Pusher) -> str:
 
 def test_a_clean_push_verifies_with_no_mismatches(online):
     online.push()
-    results = {r.feature_view: r for r in monitor.verify(online.project, online.client, online.key_prefix)}
+    results = {r.feature_view: r for r in monitor_verify.verify(online.project, online.client, online.key_prefix)}
     assert set(results) == {"fv_user", "fv_pair", "fv_profile"}  # the online views
     for result in results.values():
         assert result.mismatches == 0 and result.breaches == [], result.checks
@@ -339,7 +346,7 @@ def test_changing_the_warehouse_without_pushing_is_seen(online):
     online.push()
     duck("update user_rows set amount = 20 where user_id = 'u1' and amount = 2")  # corrected in place
     duck("insert into user_rows values ('new', ?, null, 7, 'n')", [NOW - H])  # never pushed
-    (user,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_user"])
+    (user,) = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_user"])
     checks = {c.feature: c for c in user.checks}
     assert user.sampled == 5 and user.missing_online == 1
     assert checks["amount"].mismatches == 2 and checks["amount"].rate == pytest.approx(0.4)
@@ -354,7 +361,7 @@ def test_changing_the_warehouse_without_pushing_is_seen(online):
     assert result.exit_code == CHECK_FAILED_EXIT and "u1: 2 / 20" in result.output and "missing online" in result.output
 
     online.push(["fv_user"], full_refresh=True)  # an in-place correction needs a full refresh
-    (user,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_user"])
+    (user,) = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_user"])
     assert user.mismatches == 0
     result = run(online.project, "verify", "--redis-url", _url(online), "--key-prefix", online.key_prefix, "--json")
     assert result.exit_code == 0 and all(r["breaches"] == [] for r in json.loads(result.output))
@@ -365,7 +372,7 @@ def test_a_value_online_that_push_would_not_write_is_a_mismatch(online):
     Push would not write it now, so finding it online is skew, reported as such."""
     online.push()
     duck("update profile_rows set valid_to = ? where user_id = 'u3'", [NOW - H / 2])
-    (profile,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_profile"])
+    (profile,) = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_profile"])
     assert profile.expired_offline == 2 and profile.present_online == 2
     tier = next(c for c in profile.checks if c.feature == "tier")
     assert tier.mismatches == 1 and tier.examples == [{"entity": "u3", "online": "present", "offline": "expired"}]
@@ -373,27 +380,27 @@ def test_a_value_online_that_push_would_not_write_is_a_mismatch(online):
 
 def test_verify_samples_deterministically(online):
     online.push()
-    first = monitor.verify(online.project, online.client, online.key_prefix, ["fv_pair"], sample=1, seed=3)
-    again = monitor.verify(online.project, online.client, online.key_prefix, ["fv_pair"], sample=1, seed=3)
+    first = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_pair"], sample=1, seed=3)
+    again = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_pair"], sample=1, seed=3)
     assert first[0].sampled == 1 and first[0].checks == again[0].checks
 
 
 def test_verify_and_status_of_an_empty_view(online):
     online.push()
     duck("delete from pair_rows")
-    (pair,) = monitor.verify(online.project, online.client, online.key_prefix, ["fv_pair"])
+    (pair,) = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_pair"])
     assert pair.sampled == 0 and pair.breaches == []
-    (pair,) = monitor.status(online.project, online.client, online.key_prefix, ["fv_pair"])
+    (pair,) = mstatus.status(online.project, online.client, online.key_prefix, ["fv_pair"])
     assert pair.entities_offline == 0 and pair.newest_event_time is None and pair.online_keys == 2
 
 
 def test_verify_bad_inputs(online):
     with pytest.raises(FeatsyncError, match="--sample must be at least 1, got 0"):
-        monitor.verify(online.project, online.client, online.key_prefix, sample=0)
+        monitor_verify.verify(online.project, online.client, online.key_prefix, sample=0)
     with pytest.raises(FeatsyncError, match="feature view 'fv_user_copy' is not online"):
-        monitor.verify(online.project, online.client, online.key_prefix, ["fv_user_copy"])
+        monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_user_copy"])
     with pytest.raises(NotFoundError, match="no feature view named 'nope'"):
-        monitor.verify(online.project, online.client, online.key_prefix, ["nope"])
+        monitor_verify.verify(online.project, online.client, online.key_prefix, ["nope"])
     result = run(online.project, "verify", "--redis-url", "redis://127.0.0.1:1/0", "--key-prefix", "x")
     assert result.exit_code == 1 and "cannot read from Redis" in result.output
 
@@ -419,21 +426,21 @@ def test_status_and_verify_on_postgres(pg_project, redis_url):
     pusher = Pusher(project, client, key_prefix=f"featsync-test-{uuid.uuid4().hex[:8]}")
     try:
         pusher.push()
-        status = {s.feature_view: s for s in monitor.status(project, client, pusher.key_prefix)}
+        status = {s.feature_view: s for s in mstatus.status(project, client, pusher.key_prefix)}
         assert all(status[v].breaches == [] and status[v].lag_seconds == 0 for v in ("fv_user", "fv_pair", "fv_profile"))
         assert status["fv_user"].online_keys == 3 and status["fv_user"].entities_offline == 4
         assert status["fv_user"].newest_event_time == (NOW - H / 2).replace(tzinfo=UTC)
-        results = monitor.verify(project, client, pusher.key_prefix)
+        results = monitor_verify.verify(project, client, pusher.key_prefix)
         assert all(r.mismatches == 0 for r in results), [r.checks for r in results]
         assert {r.feature_view: r.expired_offline for r in results} == {"fv_user": 1, "fv_pair": 0, "fv_profile": 1}
 
         execute("update pair_rows set score = 9.5 where merchant_id = 'm1'")
         execute("insert into pair_rows values ('u9', 'm9', %s, 2.0)", (NOW - H,))
-        (pair,) = monitor.verify(project, client, pusher.key_prefix, ["fv_pair"])
+        (pair,) = monitor_verify.verify(project, client, pusher.key_prefix, ["fv_pair"])
         checks = {c.feature: c for c in pair.checks}
         assert pair.missing_online == 1 and checks["score"].mismatches == 2 and checks["event_timestamp"].mismatches == 1
         assert {"entity": "u1|m1", "online": 0.5, "offline": 9.5} in checks["score"].examples
-        (pair_status,) = monitor.status(project, client, pusher.key_prefix, ["fv_pair"])
+        (pair_status,) = mstatus.status(project, client, pusher.key_prefix, ["fv_pair"])
         assert pair_status.pending_rows == 1 and pair_status.lag_seconds == 23 * 3600
     finally:
         delete_pushed_keys(project, client, pusher.key_prefix)

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from featsync.ondemand import PLACEHOLDER, ExpressionError, compile_feature
+from featsync.ondemand.compiler import PLACEHOLDER, ExpressionError, compile_feature
 
 COLUMNS = {
     "a": "float",

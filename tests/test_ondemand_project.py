@@ -15,14 +15,14 @@ import redis
 from click.testing import CliRunner
 
 from conftest import ROOT, copy_project, delete_pushed_keys
-from featsync import ondemand
 from featsync.cli import main
 from featsync.errors import DbtError, DeclarationError, FeatsyncError
+from featsync.offline.training import TrainingSetRequest, get_historical_features
+from featsync.ondemand.macro import MACRO_FILE, render_macro
+from featsync.online.push import Pusher
+from featsync.online.serving import OnlineReader
 from featsync.project import Project
-from featsync.push import Pusher
 from featsync.registry import Registry
-from featsync.serving import OnlineReader
-from featsync.training import TrainingSetRequest, get_historical_features
 
 V2 = "exposure.featsync.fraud_detection_v2"
 WHERE = "models/features/_feature_services.yml: exposure 'fraud_detection_v2'"
@@ -47,7 +47,7 @@ def service_v2(registry: Registry):
 def test_the_checked_in_macro_is_current(manifest):
     registry = Registry.from_manifest(manifest)
     compiled = {f"{s.name}:v{s.version}": {f.name: f for f in s.on_demand} for s in registry.services.values()}
-    assert (ROOT / "macros" / ondemand.MACRO_FILE).read_text() == ondemand.render_macro(compiled)
+    assert (ROOT / "macros" / MACRO_FILE).read_text() == render_macro(compiled)
 
 
 def test_declaration_is_typed(manifest):
@@ -269,7 +269,7 @@ def test_stale_generated_macro_fails_dbt_until_featsync_regenerates_it(tmp_path,
     with pytest.raises(DbtError, match="featsync_on_demand.sql is missing or out of date"):
         project.run_dbt(["compile", "--select", "fraud_training_set_v2"], target_path=tmp_path / "target")
     project.registry()  # any featsync command loads the registry and rewrites the macro
-    assert "amount_max_30d" in (root / "macros" / ondemand.MACRO_FILE).read_text()
+    assert "amount_max_30d" in (root / "macros" / MACRO_FILE).read_text()
     result = project.run_dbt(["compile", "--select", "fraud_training_set_v2"], target_path=tmp_path / "target")
     assert "NULLIF(featsync_joined.amount_max_30d" in result.result.results[0].node.compiled_code
 

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from conftest import ROOT, copy_project, delete_pushed_keys
 from featsync.cli import main
+from featsync.offline.warehouse import PostgresWarehouse, connect
 from featsync.project import Project
-from featsync.warehouse import PostgresWarehouse, connect
 from test_snowflake import assert_training_set_equals_duckdb, write_spine_file
 
 

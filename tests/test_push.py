@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from conftest import duckdb_pit_project, postgres_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
-from featsync.push import WRITE_NEWER, Pusher, PushStats, Rows, redis_client
+from featsync.online.connections import redis_client
+from featsync.online.push import WRITE_NEWER, Pusher, PushStats, Rows
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 H = timedelta(hours=1)

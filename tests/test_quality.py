@@ -24,10 +24,11 @@ import redis
 from click.testing import CliRunner
 
 from conftest import ROOT, copy_project, delete_pushed_keys, pushed_keys
-from featsync import quality
 from featsync.cli import main
 from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError
 from featsync.project import Project
+from featsync.quality import report, suites
+from featsync.quality import validate as quality
 
 NOW = "2024-04-30T00:00:00Z"
 VIEWS = (
@@ -247,7 +248,7 @@ def test_errored_expectation_is_an_error_not_a_pass(duck_project):
     assert result.status == "error" and not result.success
     (error,) = result.failures
     assert error.status == "error" and error.index == 11 and error.error
-    assert "ERROR" in "\n".join(quality.report_lines([result]))
+    assert "ERROR" in "\n".join(report.report_lines([result]))
 
 
 def test_exception_info_shapes():
@@ -271,7 +272,7 @@ def write_suite(project: Project, name: str, content: str | dict) -> Path:
 
 def load_problems(project: Project) -> str:
     with pytest.raises(DeclarationError) as info:
-        quality.load_suites(project)
+        suites.load_suites(project)
     return str(info.value)
 
 
@@ -486,7 +487,7 @@ def corrupt_postgres(pg, statements=CORRUPT) -> None:
 
 def test_example_suites_pass_on_postgres(pg_project):
     results = quality.validate(pg_project, now=NOW)
-    assert all(r.status == "passed" and r.engine == "postgres" for r in results), "\n".join(quality.report_lines(results))
+    assert all(r.status == "passed" and r.engine == "postgres" for r in results), "\n".join(report.report_lines(results))
     assert {r.feature_view: len(r.results) for r in results} == SUITE_SIZES
     assert by_view(results)["product_sales_features"].rows_total == 9107
 
@@ -522,7 +523,7 @@ def test_missing_table_is_a_clear_error(duck, duck_project, pg, pg_project):
 def test_sample_row_count_bounds_round_inwards_exactly():
     from fractions import Fraction
 
-    suite = quality.Suite(
+    suite = suites.Suite(
         "v",
         "expectations/v.json",
         (

@@ -16,8 +16,9 @@ import pytest
 import redis
 
 from conftest import delete_pushed_keys
-from featsync.push import Pusher, redis_client
-from featsync.serving import OnlineReader
+from featsync.online.connections import redis_client
+from featsync.online.push import Pusher
+from featsync.online.serving import OnlineReader
 from test_cluster import cluster  # noqa: F401 (fixture)
 from test_push import NOW, PAIRS, PROFILES, USERS, H, free_port, load, private_redis, project  # noqa: F401 (fixtures)
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from featsync.cli import main
 from featsync.errors import FeatsyncError
-from featsync.serving import OnlineReader
+from featsync.online.serving import OnlineReader
 from test_push import NOW, PAIRS, PROFILES, USERS, H, load, project, pusher  # noqa: F401 (fixtures)
 
 
@@ -89,7 +89,7 @@ def test_batch_decoding_matches_row_decoding(project):  # noqa: F811
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from featsync.online import Layout
+    from featsync.online.layout import Layout
     from featsync.registry import Column
 
     view = project.registry().feature_view("fv_pair")
@@ -141,7 +141,7 @@ def test_batch_decoding_matches_row_decoding(project):  # noqa: F811
 
 def test_many_entities_read_in_one_batch(reader):
     """Past VECTOR_MIN stored values the view is decoded as one array; statuses and Nones stay in place."""
-    from featsync.serving import VECTOR_MIN
+    from featsync.online.serving import VECTOR_MIN
 
     pairs = [("u1", "m|2"), ("u1", "m1")] * VECTOR_MIN + [("x", "y")]
     response = reader.get([{"user_id": u, "merchant_id": m} for u, m in pairs], features=["fv_pair:score"])

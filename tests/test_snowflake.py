@@ -23,8 +23,8 @@ from click.testing import CliRunner
 
 from conftest import ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project, delete_pushed_keys
 from featsync.cli import main
+from featsync.offline.warehouse import SnowflakeWarehouse, connect
 from featsync.project import Project
-from featsync.warehouse import SnowflakeWarehouse, connect
 
 # Every table the build leaves behind: feature views, the snapshot and the training sets.
 TABLES = {

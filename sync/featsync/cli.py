@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from featsync import catalog, datagen, training
+from featsync import datagen
 from featsync.errors import CHECK_FAILED_EXIT, FeatsyncError
+from featsync.offline import training
 from featsync.project import Project
+from featsync.registry import catalog
 
 # Piped output gets a wide console so tables stay readable in logs and CI.
 out = Console(width=None if sys.stdout.isatty() else 120)
@@ -279,8 +281,10 @@ def push(
     A view failing its suite (expectations/<view>.json) is not pushed; the others are,
     unless --fail-fast. The exit code is 4 when any view was held back.
     """
-    from featsync import quality
-    from featsync.push import Pusher, redis_client
+    from featsync.online.connections import redis_client
+    from featsync.online.push import Pusher
+    from featsync.quality.gate import gated_push
+    from featsync.quality.report import report_lines
 
     pusher = Pusher(project, redis_client(project, redis_url), key_prefix=key_prefix)
     with Progress(
@@ -301,7 +305,7 @@ def push(
             rate = stats.rows_read / stats.seconds if stats.seconds else 0.0
             bar.update(tasks[stats.feature_view], rows=stats.rows_read, rate=rate)
 
-        gate = quality.gated_push(
+        gate = gated_push(
             pusher,
             select,
             skip_validation=skip_validation,
@@ -351,7 +355,7 @@ def push(
             out.print("validation skipped (--skip-validation): the suites were not run", markup=False)
     if gate.blocked:
         failing = [v for v in gate.validations.values() if not v.success]
-        for line in quality.report_lines(failing):
+        for line in report_lines(failing):
             err.print(line, markup=False, highlight=False, soft_wrap=True)
         reason = "--fail-fast: nothing was pushed" if gate.stopped else f"not pushed: {', '.join(gate.blocked)}"
         err.print(f"[bold red]error:[/] quality gate failed ({reason})", highlight=False, soft_wrap=True)
@@ -374,15 +378,16 @@ def validate(
     project: Project, select: tuple[str, ...], junit_path: str | None, max_rows: int | None, now: str | None, as_json: bool
 ) -> None:
     """Run each feature view's Great Expectations suite (expectations/<view>.json); exit 4 on a failure."""
-    from featsync import quality
+    from featsync.quality import validate as quality
+    from featsync.quality.report import junit_xml, report_lines
 
     results = quality.validate(project, select, now=now, max_rows=max_rows or quality.DEFAULT_MAX_ROWS)
     if junit_path:
-        Path(junit_path).write_text(quality.junit_xml(results))
+        Path(junit_path).write_text(junit_xml(results))
     if as_json:
         _print_json([r.as_dict() for r in results])
     else:
-        for line in quality.report_lines(results):
+        for line in report_lines(results):
             out.print(line, markup=False, highlight=False, soft_wrap=True)
     if not all(r.success for r in results):
         failed = [r.feature_view for r in results if not r.success]
@@ -425,8 +430,8 @@ def get(
     as_json: bool,
 ) -> None:
     """Read one entity's features from the online store."""
-    from featsync.push import redis_client
-    from featsync.serving import OnlineReader
+    from featsync.online.connections import redis_client
+    from featsync.online.serving import OnlineReader
 
     row = {}
     for item in entities:
@@ -436,11 +441,9 @@ def get(
         row[key] = value
     request_data = None
     if request_items:
-        from featsync.ondemand import parse_request
-
         if feature_service is None:
             raise click.UsageError("--request needs --service: request fields belong to a feature service")
-        request_data = parse_request(project.registry().service(feature_service), request_items)
+        request_data = _parse_request_fields(project.registry().service(feature_service), request_items)
     reader = OnlineReader(project.registry(), redis_client(project, redis_url), key_prefix)
     response = reader.get([row], list(features) or None, feature_service, full_feature_names, request_data)
     if as_json:
@@ -482,7 +485,7 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve online features over HTTP (Feast-compatible POST /get-online-features, /health, /metrics)."""
-    from featsync.server import serve as run_server
+    from featsync.online.server import serve as run_server
 
     run_server(project, host, port, workers, redis_url, key_prefix, max_batch, log_level)
 
@@ -555,7 +558,7 @@ def _breach_table(title: str, columns: tuple[str, ...], rows: list[tuple[list[An
 @json_option
 def drift(project: Project, feature_view: str, reference: str, current: str, html_path: str | None, as_json: bool) -> None:
     """Compare a feature view's distributions between two event-time windows (KS, PSI, chi-square, nulls)."""
-    from featsync import drift as drift_lib
+    from featsync.monitoring import drift as drift_lib
 
     windows = drift_lib.Window.parse(reference, "--reference"), drift_lib.Window.parse(current, "--current")
     report = drift_lib.drift(project, feature_view, *windows)
@@ -615,8 +618,8 @@ def status(
     project: Project, select: tuple[str, ...], redis_url: str | None, key_prefix: str | None, count_keys: bool, as_json: bool
 ) -> None:
     """Freshness per feature view: newest offline event, last push and watermark, keys online, lag."""
-    from featsync import monitor
-    from featsync.push import redis_client
+    from featsync.monitoring import status as monitor
+    from featsync.online.connections import redis_client
 
     results = monitor.status(project, redis_client(project, redis_url), key_prefix, select, count_keys)
     if as_json:
@@ -671,8 +674,8 @@ def verify(
     as_json: bool,
 ) -> None:
     """Check online against offline: sampled entities read from Redis vs their latest rows recomputed by push's SQL."""
-    from featsync import monitor
-    from featsync.push import redis_client
+    from featsync.monitoring import verify as monitor
+    from featsync.online.connections import redis_client
 
     results = monitor.verify(project, redis_client(project, redis_url), key_prefix, select, sample, seed)
     if as_json:
@@ -726,3 +729,20 @@ def _plain(value: Any) -> Any:
     from datetime import datetime
 
     return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value
+
+
+def _parse_request_fields(service: Any, items: Sequence[str]) -> dict[str, Any]:
+    """--request NAME=VALUE texts as request fields, each typed by its declaration."""
+    fields = {f.name: f for f in service.request_fields}
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise FeatsyncError(f"--request '{item}' is not NAME=VALUE")
+        if name not in fields:
+            known = ", ".join(fields) or "none"
+            raise FeatsyncError(
+                f"unknown request field '{name}' for feature service '{service.name}:v{service.version}' (fields: {known})"
+            )
+        values[name] = fields[name].parse(text)
+    return values

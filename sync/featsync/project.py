@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from featsync import ondemand
 from featsync.errors import DbtError, FeatsyncError
+from featsync.ondemand.macro import MACRO_FILE, render_macro
 from featsync.registry import Registry
 
 # dbt's default folders, used when dbt_project.yml does not name its own.
@@ -163,8 +163,8 @@ class Project:
         """
         compiled = {f"{s.name}:v{s.version}": {f.name: f for f in s.on_demand} for s in registry.services.values()}
         macro_dir = self.project_dir / (self.config.get("macro-paths") or _DEFAULT_PATHS["macro-paths"])[0]
-        path = macro_dir / ondemand.MACRO_FILE
-        text = ondemand.render_macro(compiled)
+        path = macro_dir / MACRO_FILE
+        text = render_macro(compiled)
         if not any(compiled.values()) and not path.exists():
             return
         try:

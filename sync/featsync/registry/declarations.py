@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from featsync.errors import DeclarationError, FeatsyncError, NotFoundError, Problem
-from featsync.ondemand import ExpressionError, OnDemandFeature, RequestField, compile_feature, kind_of
+from featsync.ondemand.compiler import ExpressionError, OnDemandFeature, RequestField, compile_feature, kind_of
 
 FEATURE_VIEW_KEYS = frozenset(
     {"entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "version", "owner", "tags", "description"}
@@ -55,6 +55,18 @@ def parse_duration(value: Any) -> int | None:
         raise ValueError(f"'{value}' is not a duration; use seconds or <n>d, <n>h, <n>m, <n>s (e.g. 90d, 12h, 30m)")
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
     return seconds or None
+
+
+def output_name(feature_view: str, feature: str, full_feature_names: bool) -> str:
+    """A feature's column name in a response or training set: `<view>__<feature>` with full
+    feature names, else the bare feature name (the macros' _pit_plan applies the same rule)."""
+    return f"{feature_view}__{feature}" if full_feature_names else feature
+
+
+def require_one_selection(features: Sequence[str] | None, feature_service: str | None) -> None:
+    """A request names features or a feature service: exactly one of them."""
+    if (not features) == (feature_service is None):
+        raise FeatsyncError("give exactly one of features or a feature service")
 
 
 def format_duration(seconds: int | None) -> str:
@@ -260,8 +272,7 @@ class Registry:
         `features` are 'feature_view:feature' (or 'feature_view:*') references; a service
         stands for its own list. Unknown views or features raise NotFoundError naming them.
         """
-        if (not features) == (feature_service is None):
-            raise FeatsyncError("give exactly one of features or a feature service")
+        require_one_selection(features, feature_service)
         refs = [str(r) for r in self.service(feature_service).features] if feature_service else list(features or ())
         by_view: dict[str, list[str]] = {}
         for ref in refs:
@@ -279,8 +290,14 @@ class Registry:
                     chosen.append(name)
         return by_view
 
-    def versions(self, service_name: str) -> list[FeatureService]:
-        return sorted((s for s in self.services.values() if s.name == service_name), key=lambda s: s.version)
+    def online_views(self, select: Iterable[str] = ()) -> list[FeatureView]:
+        """The online feature views, all or the selected ones; a selected view that is unknown
+        or not online is an error naming it."""
+        select = list(select)
+        for name in select:
+            if not self.feature_view(name).online:  # NotFoundError names the known views
+                raise FeatsyncError(f"feature view '{name}' is not online (set online: true in its meta)")
+        return [v for v in self.feature_views.values() if v.online and (not select or v.name in select)]
 
     def entity(self, name: str) -> Entity:
         try:
@@ -311,12 +328,6 @@ class Registry:
         child_map = self.manifest.get("child_map", {})
         models = sorted(uid.split(".")[-1] for uid in child_map.get(view.unique_id, []) if uid.startswith("model."))
         return {"services": services, "models": models}
-
-    def node(self, unique_id: str) -> Mapping[str, Any]:
-        for section in ("nodes", "sources", "exposures"):
-            if unique_id in self.manifest.get(section, {}):
-                return self.manifest[section][unique_id]
-        raise KeyError(unique_id)
 
 
 # -- building and validating ------------------------------------------------------

@@ -21,8 +21,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from featsync.errors import FeatsyncError
+from featsync.offline.warehouse import connect, profile_credentials, relation_name
 from featsync.project import Project
-from featsync.warehouse import connect, profile_credentials, relation_name
+from featsync.registry import require_one_selection
 
 
 @dataclass(frozen=True)
@@ -37,8 +38,7 @@ class TrainingSetRequest:
     as_of: str = "event"
 
     def __post_init__(self) -> None:
-        if (not self.features) == (self.feature_service is None):
-            raise FeatsyncError("give exactly one of features or a feature service")
+        require_one_selection(self.features, self.feature_service)
         if self.as_of not in ("event", "available"):
             raise FeatsyncError(f"as_of must be 'event' or 'available', got {self.as_of!r}")
 

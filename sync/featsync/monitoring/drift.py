@@ -23,11 +23,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError
-from featsync.monitor import reading
-from featsync.online import kind_of
+from featsync.offline.warehouse import Warehouse, connect, reading
+from featsync.online.layout import kind_of
 from featsync.project import Project
 from featsync.registry import FeatureView, Monitoring
-from featsync.warehouse import Warehouse, connect
 
 PSI_BINS = 10  # reference deciles, the usual PSI binning
 PSI_FLOOR = 1e-4  # an empty bin's share, so that ln(c / r) stays finite

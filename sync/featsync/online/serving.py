@@ -16,7 +16,7 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -25,9 +25,9 @@ import redis
 import redis.asyncio
 
 from featsync.errors import FeatsyncError
-from featsync.ondemand import OnDemandPlan
-from featsync.online import Layout, from_micros, key_texts
-from featsync.registry import FeatureView, Registry
+from featsync.ondemand.compiler import OnDemandFeature, RequestField
+from featsync.online.layout import Layout, from_micros, key_texts
+from featsync.registry import FeatureService, FeatureView, Registry, output_name
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
 MAX_CACHED_PLANS = 1024  # distinct feature lists; clients choose them, so the cache is bounded
@@ -79,6 +79,74 @@ class OnlineResponse:
 
     def to_pandas(self) -> Any:
         return self.to_arrow().to_pandas()
+
+
+@dataclass(frozen=True)
+class OnDemandPlan:
+    """What a feature service's on-demand features need online, built once per service and cached.
+
+    `inputs` pairs each feature with, per input, the response column it reads (None: a
+    request field), so a request does only dictionary lookups and the compiled closures.
+    """
+
+    service: str
+    fields: Mapping[str, RequestField]
+    features: tuple[tuple[OnDemandFeature, tuple[tuple[str, str | None], ...]], ...]
+
+    @classmethod
+    def build(cls, service: FeatureService, full_feature_names: bool) -> OnDemandPlan:
+        outputs = {ref.feature: output_name(ref.feature_view, ref.feature, full_feature_names) for ref in service.features}
+        features = tuple((f, tuple((name, outputs.get(name)) for name in f.inputs)) for f in service.on_demand)
+        return cls(f"{service.name}:v{service.version}", {f.name: f for f in service.request_fields}, features)
+
+    def prepare(self, request_data: Mapping[str, Any] | None, rows: int) -> dict[str, list[Any]]:
+        """Each request field as one typed value per entity row; FeatsyncError naming what is wrong.
+
+        A value is a list (one per entity row, as in Feast) or a single value for every row.
+        Missing fields are an error, except timestamps declared with default 'now'.
+        """
+        request_data = request_data or {}
+        unknown = sorted(set(request_data) - set(self.fields))
+        if unknown:
+            known = ", ".join(self.fields) or "none"
+            raise FeatsyncError(
+                f"unknown request field(s) {', '.join(unknown)} for feature service '{self.service}' (request fields: {known})"
+            )
+        values: dict[str, list[Any]] = {}
+        now = None
+        for name, spec in self.fields.items():
+            if name not in request_data:
+                if not spec.default_now:
+                    raise FeatsyncError(f"feature service '{self.service}' needs request field '{name}' ({spec.data_type})")
+                now = now or datetime.now(UTC)
+                values[name] = [now] * rows
+                continue
+            given = request_data[name]
+            if isinstance(given, (list, tuple)):
+                if len(given) != rows:
+                    raise FeatsyncError(f"request field '{name}' has {len(given)} values for {rows} entity rows")
+                values[name] = [spec.coerce(v) for v in given]
+            else:
+                values[name] = [spec.coerce(given)] * rows
+        return values
+
+    def apply(self, response: OnlineResponse, requests: Mapping[str, list[Any]], rows: int) -> None:
+        """Add each on-demand feature to the response: its value and the worst status of its stored inputs."""
+        for feature, inputs in self.features:
+            values, statuses = [], []
+            for i in range(rows):
+                env, status = {}, "present"
+                for name, column in inputs:
+                    if column is None:
+                        env[name] = requests[name][i]
+                    else:
+                        env[name] = response.features[column][i]
+                        if status == "present":
+                            status = response.statuses[column][i]
+                values.append(feature.evaluate(env))
+                statuses.append(status)
+            response.features[feature.name] = values
+            response.statuses[feature.name] = statuses
 
 
 @dataclass(frozen=True)
@@ -236,7 +304,7 @@ class OnlineReader:
             view = self.registry.feature_view(view_name)
             outputs = []
             for name in names:
-                output = f"{view_name}__{name}" if full_feature_names else name
+                output = output_name(view_name, name, full_feature_names)
                 if output in seen:
                     raise FeatsyncError(
                         f"feature name '{output}' is provided by both '{seen[output]}' and '{view_name}'; use full_feature_names"

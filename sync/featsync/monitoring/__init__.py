@@ -1,0 +1,1 @@
+"""Monitoring: drift between two windows, freshness (status) and online/offline skew (verify)."""

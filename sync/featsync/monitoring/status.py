@@ -1,0 +1,186 @@
+"""featsync status: is the online store fresh, and how far behind the warehouse is it?
+
+It goes through push's own SQL, never a second copy of it: the latest rows come from the
+featsync.latest_rows macro compiled by push.compile_latest_rows and the change marker from
+push.changed_since; the push state is read from Redis by featsync.online.state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from featsync.errors import FeatsyncError
+from featsync.offline.warehouse import connect, reading
+from featsync.online.layout import KEY_PREFIX, Layout
+from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows
+from featsync.online.state import layout_of, read_state
+from featsync.project import Project
+from featsync.registry import FeatureView, format_duration
+
+SCAN_COUNT = 10_000  # keys per SCAN round trip
+
+
+# -- status -------------------------------------------------------------------------------
+
+
+@dataclass
+class ViewStatus:
+    """Freshness of one feature view, offline and online; times are aware UTC."""
+
+    feature_view: str
+    version: int
+    online: bool
+    entities_offline: int  # entities with a latest row in the warehouse
+    newest_event_time: datetime | None
+    newest_change: datetime | None  # newest change marker of the latest rows (what push's watermark tracks)
+    last_push_at: datetime | None = None
+    watermark: datetime | None = None
+    last_push_mode: str | None = None
+    pending_rows: int | None = None  # latest rows changed after the watermark: the next push sends them
+    online_keys: int | None = None
+    staleness_seconds: float | None = None  # now - newest event time
+    lag_seconds: float | None = None  # newest change in the warehouse - watermark
+    push_age_seconds: float | None = None  # now - last push
+    breaches: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: iso(v) if isinstance(v, datetime) else v for k, v in asdict(self).items()}
+
+
+def status(
+    project: Project,
+    client: redis.Redis,
+    key_prefix: str | None = None,
+    select: Iterable[str] = (),
+    count_keys: bool = True,
+    now: Callable[[], float] = time.time,
+) -> list[ViewStatus]:
+    """Each selected view's freshness against its monitoring thresholds.
+
+    Cost: one pass of the latest-rows query per view in the warehouse (as a full push
+    reads), one HGETALL per view, and with count_keys one SCAN over the key prefix,
+    which walks the whole Redis keyspace (SCAN is O(all keys), not O(matches)):
+    about a second per million keys; --no-count-keys skips it.
+    """
+    registry = project.registry()
+    select = list(select)
+    views = [registry.feature_view(n) for n in select] if select else list(registry.feature_views.values())
+    queries = compile_latest_rows(project, [v.name for v in views])
+    states = {}
+    try:
+        for view in views:
+            states[view.name] = read_state(client, layout_of(registry, view, key_prefix)) if view.online else {}
+        keys = count_online_keys(client, [layout_of(registry, v, key_prefix) for v in views if v.online]) if count_keys else {}
+    except redis.RedisError as exc:
+        raise FeatsyncError(f"cannot read the push state from Redis: {exc}") from exc
+    out = []
+    instant = datetime.fromtimestamp(now(), UTC)
+    with connect(project) as warehouse:
+        for view in views:
+            state = states[view.name]
+            watermark = state.get("watermark")
+            pending = "0" if watermark is None else f"count(case when {CHANGED_AT} > cast('{watermark}' as timestamp) then 1 end)"
+            with reading(view):
+                row = warehouse.fetch_arrow(
+                    f"select count(*) as entities, max({view.timestamp}) as newest_event, max({CHANGED_AT}) as newest_change, "
+                    f"{pending} as pending from ({changed_since(view, queries[view.name], None)}) as featsync_changes"
+                ).to_pylist()[0]
+            result = ViewStatus(
+                view.name,
+                view.version,
+                view.online,
+                int(row["entities"]),
+                utc(row["newest_event"]),
+                utc(row["newest_change"]),
+                last_push_at=datetime.fromisoformat(state["last_push_at"]) if "last_push_at" in state else None,
+                watermark=utc(datetime.fromisoformat(watermark)) if watermark else None,
+                last_push_mode=state.get("mode"),
+                pending_rows=int(row["pending"]) if view.online and watermark else None,
+                online_keys=keys.get(layout_of(registry, view, key_prefix).prefix) if view.online else None,
+            )
+            _judge_status(result, view, instant)
+            out.append(result)
+    return out
+
+
+def count_online_keys(client: redis.Redis, layouts: list[Layout]) -> dict[str, int]:
+    """Keys per layout prefix (`fs:<view id>:`), from one SCAN over featsync's namespace.
+
+    SCAN walks the whole keyspace whatever its pattern, so one pass buckets every view's
+    keys by their prefix (the same length for every view). A view's state hash, `fs:<view id>`
+    without the trailing ':', is not counted."""
+    prefixes = {layout.prefix.encode(): layout.prefix for layout in layouts}
+    counts = dict.fromkeys(prefixes.values(), 0)
+    if not layouts:
+        return counts
+    width = len(layouts[0].prefix)
+    for key in client.scan_iter(match=f"{KEY_PREFIX}:*", count=SCAN_COUNT):
+        prefix = prefixes.get(key[:width])
+        if prefix is not None:
+            counts[prefix] += 1
+    return counts
+
+
+def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime) -> None:
+    limits = view.monitoring
+    if result.newest_event_time is not None:
+        result.staleness_seconds = (instant - result.newest_event_time).total_seconds()
+    if limits.max_staleness is not None:
+        if result.newest_event_time is None:
+            result.breaches.append("no rows in the warehouse")
+        elif result.staleness_seconds > limits.max_staleness:
+            result.breaches.append(
+                f"newest event is {format_age(result.staleness_seconds)} old "
+                f"> max_staleness {format_duration(limits.max_staleness)}"
+            )
+    if not view.online:
+        return
+    if result.last_push_at is None:
+        result.breaches.append("never pushed")
+        return
+    result.push_age_seconds = (instant - result.last_push_at).total_seconds()
+    if result.watermark is not None and result.newest_change is not None:
+        result.lag_seconds = max((result.newest_change - result.watermark).total_seconds(), 0.0)
+    elif result.newest_change is not None:
+        result.lag_seconds = None  # pushed while the view was empty: everything is pending
+        result.breaches.append("the last push saw no rows; the warehouse has some now")
+    if limits.max_push_lag is not None and result.lag_seconds is not None and result.lag_seconds > limits.max_push_lag:
+        result.breaches.append(
+            f"online is {format_age(result.lag_seconds)} behind the warehouse "
+            f"> max_push_lag {format_duration(limits.max_push_lag)}"
+        )
+    if limits.max_push_age is not None and result.push_age_seconds > limits.max_push_age:
+        result.breaches.append(
+            f"last push {format_age(result.push_age_seconds)} ago > max_push_age {format_duration(limits.max_push_age)}"
+        )
+    if result.online_keys is not None and result.online_keys < limits.min_online_keys:
+        result.breaches.append(f"{result.online_keys} keys online < min_online_keys {limits.min_online_keys}")
+
+
+def utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def format_age(seconds: float) -> str:
+    """A duration for people: 45s, 12m, 3.1h, 40.1d; negative when an event time is in the future."""
+    if seconds < 0:
+        return "-" + format_age(-seconds)
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f}d"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f}h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds:.0f}s"

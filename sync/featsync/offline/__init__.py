@@ -1,0 +1,1 @@
+"""The offline side: the warehouse connection (Arrow out of each engine) and ad-hoc training sets."""

@@ -1,0 +1,1 @@
+"""On-demand features: SQL expressions compiled once for the warehouses and for online reads."""

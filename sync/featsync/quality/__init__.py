@@ -1,0 +1,1 @@
+"""Quality gates: Great Expectations suites, featsync validate and the push gate."""

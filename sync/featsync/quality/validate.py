@@ -1,0 +1,348 @@
+"""featsync validate: run each feature view's suite in (or next to) the warehouse.
+
+Where the data is validated:
+- PostgreSQL: in the warehouse, through Great Expectations' SQL datasource (the metrics
+  are SQL queries; no rows leave the database except the sample of bad values).
+- DuckDB: Great Expectations' SQLAlchemy path for DuckDB returns empty metrics (it "fails"
+  without raising), so featsync streams the table out as Arrow batches into one pandas
+  frame. A table of more than ``max_rows`` rows is validated on a documented sample: all
+  rows of the entities whose key hash falls in the sample, plus the entity holding the
+  newest row (see ``sample_sql``). Whole entities keep uniqueness, null, range and set
+  checks exact for the entities sampled, and the newest row keeps freshness exact; row
+  count bounds are rescaled by the exact sampled fraction, so they test the full count.
+
+Freshness is relative to a reference time ``now`` (default: the clock; ``FEATSYNC_NOW``
+overrides it, which is how the tests validate the unshifted 2024 example data).
+
+``import great_expectations`` costs about 2.3 s, so it is imported only when a suite is
+actually loaded or run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any
+
+from featsync.errors import FeatsyncError, NotFoundError
+from featsync.project import Project
+from featsync.quality.report import jsonable, plain, show
+from featsync.quality.suites import INDEX_META, ROW_COUNT_EXPECTATIONS, Suite, load_suites, suite_file_of
+from featsync.registry import FeatureView
+
+DEFAULT_MAX_ROWS = 2_000_000  # DuckDB: above this many rows, validate the documented sample
+SAMPLE_VALUES = 5  # distinct bad values shown per failing expectation (from the first 20 bad rows)
+
+
+# -- results -------------------------------------------------------------------
+
+
+@dataclass
+class ExpectationResult:
+    """One expectation's outcome, with what a person needs to fix the data."""
+
+    index: int  # position in the suite, 1-based
+    expectation: str
+    column: str | None  # the column, "a, b" for several, None for table-level expectations
+    kwargs: dict[str, Any]
+    status: str  # passed | failed | error
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    element_count: int | None = None
+    sample_values: list[Any] = field(default_factory=list)
+    observed_value: Any = None
+    error: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)  # the suite parameters' values used
+
+    @property
+    def success(self) -> bool:
+        return self.status == "passed"
+
+    def describe(self) -> str:
+        """One readable line: what was expected and what was found."""
+        what = self.expectation.removeprefix("expect_")
+        where = f" [{self.column}]" if self.column else ""
+        args = {k: v for k, v in self.kwargs.items() if k not in ("column", "column_list", "column_A", "column_B")}
+        text = f"#{self.index} {what}{where}"
+        if args:
+            text += " " + ", ".join(f"{k}={show(v, self.parameters)}" for k, v in args.items())
+        if self.status == "error":
+            return f"{text}: ERROR {self.error}"
+        if self.unexpected_count is not None and self.status == "failed":
+            percent = f"{self.unexpected_percent:.2f}%" if self.unexpected_percent is not None else "?"
+            text += f": {self.unexpected_count:,} unexpected of {self.element_count or 0:,} ({percent})"
+            if self.sample_values:
+                text += "; e.g. " + ", ".join(show(v) for v in self.sample_values)
+        elif self.observed_value is not None:
+            text += f": observed {show(self.observed_value)}"
+        return text
+
+
+@dataclass
+class ViewValidation:
+    """A feature view's suite run."""
+
+    feature_view: str
+    status: str  # passed | failed | error | no_suite
+    suite_file: str | None = None
+    engine: str | None = None
+    rows_total: int | None = None
+    rows_validated: int | None = None
+    sampled: bool = False
+    now: str | None = None
+    parameters: dict[str, str] = field(default_factory=dict)
+    results: list[ExpectationResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def success(self) -> bool:
+        return self.status in ("passed", "no_suite")
+
+    @property
+    def failures(self) -> list[ExpectationResult]:
+        return [r for r in self.results if not r.success]
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["success"] = self.success
+        return json.loads(json.dumps(data, default=jsonable))
+
+
+def resolve_now(now: datetime | str | None = None) -> datetime:
+    """The reference time of freshness checks: given, else FEATSYNC_NOW, else the clock (UTC)."""
+    now = now or os.environ.get("FEATSYNC_NOW") or None
+    if now is None:
+        return datetime.now(UTC)
+    if isinstance(now, str):
+        try:
+            now = datetime.fromisoformat(now.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise FeatsyncError(f"'{now}' is not an ISO timestamp for now (e.g. 2024-04-30T00:00:00Z)") from exc
+    if now.tzinfo is None:
+        raise FeatsyncError(f"now ({now.isoformat()}) needs a time zone, e.g. 2024-04-30T00:00:00Z: featsync is UTC end to end")
+    return now.astimezone(UTC)
+
+
+def validate(
+    project: Project,
+    select: Iterable[str] = (),
+    now: datetime | str | None = None,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> list[ViewValidation]:
+    """Run the suite of each selected feature view (default: every view); a view without a suite is 'no_suite'."""
+    registry = project.registry()
+    select = list(dict.fromkeys(select))
+    views = [registry.feature_view(name) for name in select] if select else list(registry.feature_views.values())
+    if not views:
+        raise NotFoundError("no feature views to validate")
+    if not any(suite_file_of(project, v.name) for v in views):
+        return [ViewValidation(v.name, "no_suite") for v in views]
+    suites = load_suites(project, registry)
+    now = resolve_now(now)
+    todo = [v for v in views if v.name in suites]
+    results = {v.name: ViewValidation(v.name, "no_suite") for v in views if v.name not in suites}
+    if todo:
+        from featsync.offline.warehouse import profile_credentials
+
+        credentials = profile_credentials(project)
+        runner = {"duckdb": _validate_duckdb, "postgres": _validate_postgres}.get(credentials.type)
+        if runner is None:
+            raise FeatsyncError(f"featsync validate cannot run on a {credentials.type} target yet (supported: duckdb, postgres)")
+        context = _gx_context()
+        for name, validation in runner(project, credentials, context, [(v, suites[v.name]) for v in todo], now, max_rows):
+            results[name] = validation
+    return [results[v.name] for v in views]
+
+
+def _gx_context() -> Any:
+    """An ephemeral Great Expectations context (writes no files) without progress bars."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    # GE sets this module's logger to INFO itself ("Created temporary directory ... for ephemeral docs site").
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    return context
+
+
+def _run(
+    batch: Any, view: FeatureView, suite: Suite, now: datetime, sampled: Fraction | None = None
+) -> tuple[str, list[ExpectationResult], dict]:
+    parameters = suite.parameter_values(now)
+    outcome = batch.validate(
+        suite.to_gx(sampled),
+        expectation_parameters=parameters,
+        result_format={"result_format": "SUMMARY", "partial_unexpected_count": 4 * SAMPLE_VALUES},
+    )
+    shown = {k: v.isoformat(sep=" ") for k, v in parameters.items()}
+    results = sorted((_result(r, suite, shown) for r in outcome.results), key=lambda r: r.index)
+    status = "error" if any(r.status == "error" for r in results) else "passed" if all(r.success for r in results) else "failed"
+    return status, results, shown
+
+
+def _result(gx_result: Any, suite: Suite, parameters: dict[str, str]) -> ExpectationResult:
+    """Our result from GE's; an errored expectation is 'error', never a pass or a fail."""
+    config = gx_result.expectation_config
+    index = int(config.meta.get(INDEX_META, 0))
+    entry = suite.expectations[index]  # the kwargs as written (not rescaled, not parameter-filled)
+    kwargs = dict(entry.get("kwargs") or {})
+    column = kwargs.get("column") or ", ".join(kwargs.get("column_list") or []) or None
+    if "column_A" in kwargs:
+        column = f"{kwargs['column_A']}, {kwargs['column_B']}"
+    result = dict(gx_result.result or {})
+    error = _exception_message(gx_result.exception_info)
+    status = "error" if error else "passed" if gx_result.success else "failed"
+    samples = result.get("partial_unexpected_list") or []
+    return ExpectationResult(
+        index=index + 1,
+        expectation=entry["type"],
+        column=column,
+        kwargs=kwargs,
+        status=status,
+        unexpected_count=result.get("unexpected_count"),
+        unexpected_percent=result.get("unexpected_percent"),
+        element_count=result.get("element_count"),
+        sample_values=_distinct([plain(v) for v in samples])[:SAMPLE_VALUES],
+        observed_value=plain(result.get("observed_value")),
+        error=error,
+        parameters={k: v for k, v in parameters.items() if any(_uses(x, k) for x in kwargs.values())},
+    )
+
+
+def _distinct(values: list[Any]) -> list[Any]:
+    """Distinct values in first-seen order (GE's sample repeats a bad value once per row)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        seen.setdefault(repr(value), value)
+    return list(seen.values())
+
+
+def _uses(value: Any, parameter: str) -> bool:
+    return isinstance(value, dict) and value.get("$PARAMETER") == parameter
+
+
+def _exception_message(info: Any) -> str | None:
+    """GE's exception_info is flat ({raised_exception, exception_message}) or keyed by metric."""
+    if not info:
+        return None
+    if "raised_exception" in info:
+        return (info.get("exception_message") or "raised an exception") if info.get("raised_exception") else None
+    messages = [
+        v.get("exception_message") or "raised an exception"
+        for v in info.values()
+        if isinstance(v, dict) and v.get("raised_exception")
+    ]
+    return "; ".join(dict.fromkeys(messages)) or None
+
+
+# -- engines -------------------------------------------------------------------
+
+
+def _split_relation(relation: str) -> list[str]:
+    """'"db"."schema"."table"' -> ['db', 'schema', 'table'] (quoted or bare identifiers)."""
+    return [q.replace('""', '"') if q else bare for q, bare in re.findall(r'"((?:[^"]|"")*)"|([^."]+)', relation)]
+
+
+def sample_sql(view: FeatureView, relation: str, modulus: int) -> str:
+    """The documented DuckDB sample: every row of the entities whose key hash is 0 modulo
+    `modulus`, plus every row of the entity holding the newest event (so freshness stays exact)."""
+    keys = ", ".join(view.entities)
+    return (
+        f"select * from {relation} where hash({keys}) % {modulus} = 0 "
+        f"or ({keys}) in (select ({keys}) from {relation} order by {view.timestamp} desc nulls last limit 1)"
+    )
+
+
+def _validate_duckdb(project, credentials, context, work, now, max_rows) -> Iterator[tuple[str, ViewValidation]]:
+    import duckdb
+
+    from featsync.offline.warehouse import BATCH_ROWS, connect
+
+    source = context.data_sources.add_pandas("featsync_duckdb")
+    with connect(project, credentials) as warehouse:
+        for view, suite in work:
+            start = time.perf_counter()
+            # schema.table only: the manifest's database part is the DuckDB file's name when parsed
+            relation = ".".join(f'"{part}"' for part in _split_relation(view.relation)[-2:])
+            try:
+                ((total,),) = warehouse.con.sql(f"select count(*) from {relation}").fetchall()
+                sampled = total > max_rows
+                sql = sample_sql(view, relation, math.ceil(total / max_rows)) if sampled else f"select * from {relation}"
+                # Streamed out as Arrow record batches, then one pandas frame for GE.
+                frame = warehouse.con.sql(sql).to_arrow_reader(BATCH_ROWS).read_all().to_pandas()
+            except duckdb.Error as exc:
+                raise FeatsyncError(f"cannot read feature view '{view.name}' ({relation}) to validate it: {exc}") from exc
+            fraction = Fraction(len(frame), total) if sampled and total else None
+            asset = source.add_dataframe_asset(view.name)
+            batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
+            status, results, params = _run(batch, view, suite, now, fraction)
+            if sampled:  # report the full count the rescaled bounds were checked against
+                for r in results:
+                    if r.expectation in ROW_COUNT_EXPECTATIONS:
+                        r.observed_value = total
+            yield (
+                view.name,
+                ViewValidation(
+                    view.name,
+                    status,
+                    suite.file,
+                    "duckdb",
+                    total,
+                    len(frame),
+                    sampled,
+                    now.isoformat(),
+                    params,
+                    results,
+                    time.perf_counter() - start,
+                ),
+            )
+
+
+def _validate_postgres(project, credentials, context, work, now, max_rows) -> Iterator[tuple[str, ViewValidation]]:
+    """In the warehouse: GE's SQL datasource turns every metric into a query."""
+    from urllib.parse import quote
+
+    password = f":{quote(credentials.password, safe='')}" if credentials.password else ""
+    user = quote(credentials.user, safe="")
+    url = f"postgresql+psycopg2://{user}{password}@{credentials.host}:{credentials.port}/{credentials.database}"
+    source = context.data_sources.add_postgres("featsync_postgres", connection_string=url)
+    for view, suite in work:
+        start = time.perf_counter()
+        *_, schema, table = _split_relation(view.relation)
+        try:
+            with warnings.catch_warnings():  # schema_name is "deprecated" for a per-datasource search path; views may differ
+                warnings.simplefilter("ignore", DeprecationWarning)
+                asset = source.add_table_asset(view.name, table_name=table, schema_name=schema)
+            batch = asset.add_batch_definition_whole_table("all").get_batch()
+        except Exception as exc:  # noqa: BLE001 - GE wraps SQLAlchemy's errors in several types
+            raise FeatsyncError(f"cannot read feature view '{view.name}' ({view.relation}) to validate it: {exc}") from exc
+        status, results, params = _run(batch, view, suite, now)
+        rows = next((r.observed_value for r in results if r.expectation in ROW_COUNT_EXPECTATIONS), None)
+        yield (
+            view.name,
+            ViewValidation(
+                view.name,
+                status,
+                suite.file,
+                "postgres",
+                rows,
+                rows,
+                False,
+                now.isoformat(),
+                params,
+                results,
+                time.perf_counter() - start,
+            ),
+        )
