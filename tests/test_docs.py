@@ -138,12 +138,13 @@ def public_macros() -> list[Macro]:
     ]
 
 
-def macro_entry(markdown: str, name: str) -> str | None:
-    """The text under the heading naming the macro, up to the next heading of its level or above."""
+def section(markdown: str, title: str) -> str | None:
+    """The text under the heading titled `title` (code marks and a `featsync.` prefix ignored),
+    up to the next heading of its level or above."""
     lines = _FENCE.sub(lambda m: m.group(0).replace("#", "\0"), markdown).splitlines()
     for i, line in enumerate(lines):
         m = _HEADING.match(line)
-        if m and m.group(2).replace("`", "").removeprefix("featsync.").strip() == name:
+        if m and m.group(2).replace("`", "").removeprefix("featsync.").strip() == title:
             level, body = len(m.group(1)), []
             for following in lines[i + 1 :]:
                 n = _HEADING.match(following)
@@ -165,6 +166,38 @@ def test_every_command_is_in_the_cli_reference():
     assert not missing, f"docs/cli.md does not document: {', '.join(missing)}"
 
 
+def test_every_option_is_in_its_command_section():
+    """Each command's options appear in its section of docs/cli.md, or under Common options."""
+    text = (DOCS / "cli.md").read_text(encoding="utf-8")
+    common = section(text, "Common options") or ""
+    missing = []
+    for path in command_paths(main):
+        command = main
+        for name in path:
+            command = command.commands[name]
+        own = section(text, "featsync " + " ".join(path)) or ""
+        for param in command.params:
+            for option in [*param.opts, *param.secondary_opts]:
+                if option.startswith("--") and option != "--help" and option not in own and option not in common:
+                    missing.append(f"featsync {' '.join(path)} {option}")
+    assert not missing, "docs/cli.md does not document: " + ", ".join(missing)
+
+
+def test_tests_named_by_the_docs_exist():
+    """`tests/x.py::test_y` (or `::test_y` after it, for the same file) names a real test."""
+    problems = []
+    for page in PAGES:
+        current = None
+        for m in re.finditer(r"`(tests/[\w/]+\.py)?::(test_\w+)`|`(tests/[\w/]+\.py)`", page.read_text(encoding="utf-8")):
+            current = m.group(1) or m.group(3) or current
+            if m.group(2) is None:
+                continue
+            source = ROOT / current if current else None
+            if source is None or not source.exists() or not re.search(rf"def {m.group(2)}\(", source.read_text(encoding="utf-8")):
+                problems.append(f"{page.relative_to(ROOT)}: {current}::{m.group(2)}")
+    assert not problems, "no such test:\n  " + "\n  ".join(problems)
+
+
 def test_the_command_walk_sees_every_command():
     """The walk is what guards the CLI reference, so check it finds what the group has."""
     names = {path[0] for path in command_paths(main)}
@@ -175,7 +208,7 @@ def test_every_public_macro_is_in_the_macros_reference_with_its_arguments():
     text = (DOCS / "macros.md").read_text(encoding="utf-8")
     problems = []
     for macro in public_macros():
-        entry = macro_entry(text, macro.name)
+        entry = section(text, macro.name)
         if entry is None:
             problems.append(f"{macro.name} ({macro.file}): no heading '{macro.name}'")
             continue
