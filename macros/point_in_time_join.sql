@@ -12,7 +12,7 @@
         strategy=none,                            -- 'lateral' forces the LATERAL plan (cross-checks)
     ) }}
 
-  Semantics, identical on every engine (README, "Point-in-time joins"):
+  Semantics, identical on every engine (docs/training-sets.md, "Semantics"):
     - a feature row matches when its event timestamp <= the spine timestamp (inclusive);
     - ties on the event timestamp: the latest created_timestamp wins, then the row with the
       greatest feature values in declared column order (NULLs lowest, text compared bytewise);
