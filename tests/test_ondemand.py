@@ -37,7 +37,7 @@ NAMES = list(COLUMNS)
 floats = st.one_of(
     st.none(),
     st.sampled_from([0.0, -0.0, 0.5, 1.5, 2.5, -2.5, 1e15, -1e15, 9.2e18, 1e-6]),
-    # |x| within [1e-6, 1e15] or 0: nested products stay far from double overflow (see README).
+    # |x| within [1e-6, 1e15] or 0: nested products stay far from double overflow (see docs/on-demand.md).
     st.floats(min_value=-1e15, max_value=1e15, allow_nan=False).map(lambda x: 0.0 if abs(x) < 1e-6 else x),
 )
 ints = st.one_of(

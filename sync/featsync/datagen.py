@@ -5,7 +5,7 @@ the tests and the benchmarks all see the same data. Scale 1 is small enough to
 check in as dbt seeds (``seeds/raw_*.csv``); larger scales are written as
 parquet and read by dbt through sources with an ``external_location``.
 
-All timestamps are naive values meaning UTC (see README, "Time").
+All timestamps are naive values meaning UTC (see docs/time-and-types.md).
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ class Monitoring:
     shift is significant, so significance alone would flag everything. A categorical
     feature breaches when chi-square p < chi2_pvalue and some category's share moved by
     more than share_change. Any feature breaches when its null rate moved by more than
-    null_rate_change. Status and verify: see the README's monitoring section.
+    null_rate_change. Status and verify: see docs/monitoring.md.
     """
 
     psi: float = 0.2
