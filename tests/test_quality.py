@@ -23,14 +23,14 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import ROOT, copy_project, delete_pushed_keys, pushed_keys
+from conftest import EXAMPLE_NOW, ROOT, copy_project, delete_pushed_keys, pushed_keys
 from featsync.cli import main
 from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError
 from featsync.project import Project
 from featsync.quality import report, suites
 from featsync.quality import validate as quality
 
-NOW = "2024-04-30T00:00:00Z"
+NOW = EXAMPLE_NOW
 VIEWS = (
     "merchant_profile_features",
     "merchant_risk_features",
@@ -69,13 +69,6 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def gate_copy(tmp: Path) -> Path:
-    """A copy of the example project with its suites: its own manifest and expectations/."""
-    dest = copy_project(tmp / "project")
-    shutil.copytree(ROOT / "expectations", dest / "expectations")
-    return dest
-
-
 # -- DuckDB ----------------------------------------------------------------------
 
 
@@ -89,7 +82,7 @@ def duck(duckdb_build, tmp_path_factory) -> Iterator[tuple[Project, Path, Path]]
     db.parent.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FEATSYNC_DUCKDB_PATH", str(db))
-        project = Project.open(gate_copy(tmp), None, "dev")
+        project = Project.open(copy_project(tmp / "project"), None, "dev")
         shutil.copy(pristine, db)
         project.registry()  # parse once
         yield project, db, pristine
@@ -459,7 +452,7 @@ def pg(postgres_build, pg_dsn, tmp_path_factory) -> Iterator[tuple[Project, str,
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("FEATSYNC_PG_SCHEMA", schema)
-            project = Project.open(gate_copy(tmp_path_factory.mktemp("quality-pg")), None, "postgres")
+            project = Project.open(copy_project(tmp_path_factory.mktemp("quality-pg") / "project"), None, "postgres")
             project.registry()
             yield project, schema, postgres_build.schema, con
     finally:
