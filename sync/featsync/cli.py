@@ -381,7 +381,7 @@ def push(
     "--max-rows",
     type=click.IntRange(min=1),
     default=None,
-    help="DuckDB: validate a documented sample of whole entities above this many rows (default 2,000,000).",
+    help="DuckDB, Snowflake: validate a documented sample of whole entities above this many rows (default 2,000,000).",
 )
 @now_option
 @json_option
