@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: demo test install clean validate
+.PHONY: demo test install clean validate dbt-compat
 
 $(BIN)/featsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,32 @@ test: install
 validate: install
 	$(DEMO_BUILD)
 	$(BIN)/featsync validate --junit target/featsync/validate.xml
+
+## The oldest dbt-core that package/dbt_project.yml's require-dbt-version admits (1.10): in a
+## venv of its own, the example and tests/integration_project (featsync installed from package/)
+## build on DuckDB with dbt-core 1.10, and every example model and test compiles to the same
+## SQL as with the dbt-core 1.11 of .venv. Not part of `make test` (it installs a second dbt).
+DBT_COMPAT_VENV ?= .venv-dbt1.10
+DBT_COMPAT_OUT := target/dbt-compat
+
+dbt-compat: install
+	test -x $(DBT_COMPAT_VENV)/bin/dbt || { $(PYTHON) -m venv $(DBT_COMPAT_VENV) && \
+		$(DBT_COMPAT_VENV)/bin/pip install --quiet 'dbt-core~=1.10.0' 'dbt-duckdb~=1.10.0'; }
+	rm -rf $(DBT_COMPAT_OUT) && mkdir -p $(DBT_COMPAT_OUT)
+	$(DBT_COMPAT_VENV)/bin/dbt --version
+	FEATSYNC_DUCKDB_PATH=$(DBT_COMPAT_OUT)/featsync.duckdb $(DBT_COMPAT_VENV)/bin/dbt build --project-dir . --profiles-dir . \
+		--target dev --target-path $(DBT_COMPAT_OUT)/build
+	for dbt in $(DBT_COMPAT_VENV)/bin/dbt:dbt1.10 $(BIN)/dbt:dbt1.11; do \
+		FEATSYNC_DUCKDB_PATH=$(DBT_COMPAT_OUT)/featsync.duckdb $${dbt%%:*} compile --project-dir . --profiles-dir . \
+			--target dev --target-path $(DBT_COMPAT_OUT)/$${dbt##*:} --quiet || exit 1; \
+	done
+	diff -r $(DBT_COMPAT_OUT)/dbt1.10/compiled $(DBT_COMPAT_OUT)/dbt1.11/compiled
+	cp -r tests/integration_project $(DBT_COMPAT_OUT)/consumer
+	printf 'packages:\n  - local: $(CURDIR)/package\n' > $(DBT_COMPAT_OUT)/consumer/packages.yml
+	cd $(DBT_COMPAT_OUT)/consumer && FEATSYNC_INTEGRATION_DUCKDB_PATH=consumer.duckdb \
+		$(abspath $(DBT_COMPAT_VENV))/bin/dbt deps --project-dir . --profiles-dir . && \
+		FEATSYNC_INTEGRATION_DUCKDB_PATH=consumer.duckdb $(abspath $(DBT_COMPAT_VENV))/bin/dbt build --project-dir . --profiles-dir .
+	@echo "dbt-compat: dbt-core 1.10 builds the example and a consumer; the example's compiled SQL is identical to 1.11's"
 
 clean:
 	rm -rf target logs dbt_packages featsync.duckdb .featsync tests/integration_project/target tests/integration_project/dbt_packages

@@ -63,7 +63,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="featsync-bench-ondemand-"))
     for name in ("dbt_project.yml", "profiles.yml"):
         shutil.copy(ROOT / name, tmp / name)
-    for name in ("models", "macros", "seeds", "snapshots"):
+    for name in ("models", "macros", "package", "seeds", "snapshots"):
         shutil.copytree(ROOT / name, tmp / name)
     os.environ["FEATSYNC_DUCKDB_PATH"] = str(tmp / "featsync.duckdb")
     os.environ.setdefault("DBT_LOG_PATH", str(tmp / "logs"))

@@ -62,10 +62,6 @@ config-version: 2
 profile: featsync_serve_bench
 models:
   featsync_serve_bench: {+materialized: table}
-  featsync: {+enabled: false}
-seeds: {featsync: {+enabled: false}}
-snapshots: {featsync: {+enabled: false}}
-exposures: {featsync: {+enabled: false}}
 flags: {send_anonymous_usage_stats: false}
 """
 PROFILES = """
@@ -105,7 +101,7 @@ def write_project(root: Path, entities: int) -> Path:
     (project / "models").mkdir(parents=True)
     (project / "dbt_project.yml").write_text(PROJECT)
     (project / "profiles.yml").write_text(PROFILES % (root / "bench.duckdb"))
-    (project / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+    (project / "packages.yml").write_text(f"packages:\n  - local: {ROOT / 'package'}\n")
     ts = "timestamp '2026-01-01' + to_seconds(i % 86400)"
     models = {
         "bench_user": (

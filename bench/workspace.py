@@ -26,7 +26,7 @@ class Workspace:
         root = Path(tempfile.mkdtemp(prefix="featsync-bench-"))
         project_dir = root / "pit_project"
         shutil.copytree(ROOT / "bench" / "pit_project", project_dir)
-        (project_dir / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+        (project_dir / "packages.yml").write_text(f"packages:\n  - local: {ROOT / 'package'}\n")
         db = root / "bench.duckdb"
         os.environ["FEATSYNC_BENCH_DUCKDB_PATH"] = str(db)
         os.environ.setdefault("DBT_LOG_PATH", str(root / "logs"))

@@ -22,6 +22,13 @@ import pytest
 from featsync.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
+# featsync as a dbt package (macros only): what another project lists in its packages.yml.
+PACKAGE = ROOT / "package"
+# The example project's sources: everything dbt and featsync read (no data, target or venv).
+PROJECT_FILES = ("dbt_project.yml", "profiles.yml")
+PROJECT_FOLDERS = ("models", "macros", "package", "seeds", "snapshots", "expectations")
+# The reference time of freshness expectations for the unshifted example data (it ends 2024-04-29).
+EXAMPLE_NOW = "2024-04-30T00:00:00Z"
 PG_DSN = dict(
     host=os.environ.get("FEATSYNC_PG_HOST", "127.0.0.1"),
     port=int(os.environ.get("FEATSYNC_PG_PORT", "5432")),
@@ -164,11 +171,11 @@ def pg_con(postgres_build: Build, pg_dsn: dict):
 
 
 def copy_project(dest: Path) -> Path:
-    """A private copy of the dbt project (sources only: no data, target or venv)."""
+    """A private copy of the dbt project with its expectation suites (sources only: no data, target or venv)."""
     dest.mkdir(parents=True)
-    for name in ("dbt_project.yml", "profiles.yml"):
+    for name in PROJECT_FILES:
         shutil.copy(ROOT / name, dest / name)
-    for name in ("models", "macros", "seeds", "snapshots"):
+    for name in PROJECT_FOLDERS:
         shutil.copytree(ROOT / name, dest / name)
     return dest
 
@@ -195,7 +202,7 @@ def build_pit_project(tmp: Path, target: str, execute) -> Project:
     """
     dest = tmp / f"pit_project_{target}"
     shutil.copytree(ROOT / "tests" / "pit_project", dest)
-    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {PACKAGE}\n")
     for table, columns in PIT_TABLES.items():
         execute(f"create table {table} ({columns})")
     project = Project.open(dest, dest, target)

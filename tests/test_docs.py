@@ -20,8 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 # Every markdown page whose links are checked.
 PAGES = sorted([ROOT / "README.md", ROOT / "bench" / "README.md", *DOCS.glob("*.md")])
-# Generated from the on-demand YAML, documented as such; not a macro anyone calls.
-GENERATED_MACROS = {"featsync_on_demand.sql"}
 # The adapters a `<adapter>__<macro>` dispatch implementation may be named after.
 DISPATCH_PREFIXES = ("default", "duckdb", "postgres", "snowflake", "spark", "bigquery", "redshift", "databricks")
 
@@ -118,13 +116,12 @@ def split_arguments(text: str) -> tuple[str, ...]:
 
 
 def public_macros() -> list[Macro]:
-    """Every `{% macro %}` and generic `{% test %}` of macros/*.sql that is meant to be called:
-    not `_private`, not a `<adapter>__name` dispatch implementation, not the example's or the
-    generated one."""
+    """Every `{% macro %}` and generic `{% test %}` of the package (package/macros/*.sql) that is
+    meant to be called: not `_private`, not a `<adapter>__name` dispatch implementation. (The
+    example's macros and the generated one live in macros/, outside the package.)"""
     defined = []
-    for path in sorted((ROOT / "macros").glob("*.sql")):
-        if path.name not in GENERATED_MACROS:
-            defined += [(name, signature, path.name) for _, name, signature in _MACRO.findall(path.read_text(encoding="utf-8"))]
+    for path in sorted((ROOT / "package" / "macros").glob("*.sql")):
+        defined += [(name, signature, path.name) for _, name, signature in _MACRO.findall(path.read_text(encoding="utf-8"))]
     names = {name for name, _, _ in defined}
 
     def dispatched(name: str) -> bool:  # `<adapter>__<macro>`: a known adapter, or the macro it implements exists

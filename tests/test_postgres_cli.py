@@ -13,7 +13,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import ROOT, copy_project, delete_pushed_keys
+from conftest import EXAMPLE_NOW, ROOT, copy_project, delete_pushed_keys
 from featsync.cli import main
 from featsync.offline.warehouse import PostgresWarehouse, connect
 from featsync.project import Project
@@ -61,11 +61,10 @@ def test_cli_training_set_from_postgres_with_a_spine_file(pg_args, postgres_buil
 def test_cli_push_from_postgres(pg_args, duck_ro, redis_url):
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
+    # With the suites present, as the README's push: the gate validates against the example's now.
+    push = ["push", *pg_args, "--now", EXAMPLE_NOW, "--redis-url", redis_url, "--key-prefix", prefix, "--json"]
     try:
-        stats = {
-            s["feature_view"]: s
-            for s in json.loads(cli("push", *pg_args, "--redis-url", redis_url, "--key-prefix", prefix, "--json"))
-        }
+        stats = {s["feature_view"]: s for s in json.loads(cli(*push))}
         merchants = duck_ro.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
         current = dict(
             duck_ro.execute("select merchant_id, risk_tier from merchant_profile_features where valid_to is null").fetchall()
@@ -81,10 +80,7 @@ def test_cli_push_from_postgres(pg_args, duck_ro, redis_url):
             )
         )  # fmt: skip
         assert got["risk_tier"] == [current[merchant]]
-        again = {
-            s["feature_view"]: s
-            for s in json.loads(cli("push", *pg_args, "--redis-url", redis_url, "--key-prefix", prefix, "--json"))
-        }
+        again = {s["feature_view"]: s for s in json.loads(cli(*push))}
         # Incremental: only rows at or after the watermark are read again.
         assert not again["merchant_profile_features"]["full_refresh"]
         assert 0 < again["merchant_profile_features"]["rows_read"] < stats["merchant_profile_features"]["rows_read"]

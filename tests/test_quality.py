@@ -23,14 +23,14 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import ROOT, copy_project, delete_pushed_keys, pushed_keys
+from conftest import EXAMPLE_NOW, ROOT, copy_project, delete_pushed_keys, pushed_keys
 from featsync.cli import main
 from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError
 from featsync.project import Project
 from featsync.quality import report, suites
 from featsync.quality import validate as quality
 
-NOW = "2024-04-30T00:00:00Z"
+NOW = EXAMPLE_NOW
 VIEWS = (
     "merchant_profile_features",
     "merchant_risk_features",
@@ -69,13 +69,6 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def gate_copy(tmp: Path) -> Path:
-    """A copy of the example project with its suites: its own manifest and expectations/."""
-    dest = copy_project(tmp / "project")
-    shutil.copytree(ROOT / "expectations", dest / "expectations")
-    return dest
-
-
 # -- DuckDB ----------------------------------------------------------------------
 
 
@@ -89,7 +82,7 @@ def duck(duckdb_build, tmp_path_factory) -> Iterator[tuple[Project, Path, Path]]
     db.parent.mkdir()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FEATSYNC_DUCKDB_PATH", str(db))
-        project = Project.open(gate_copy(tmp), None, "dev")
+        project = Project.open(copy_project(tmp / "project"), None, "dev")
         shutil.copy(pristine, db)
         project.registry()  # parse once
         yield project, db, pristine
@@ -325,6 +318,52 @@ def test_bad_kwargs_columns_and_parameters_are_all_reported(duck_project):
     assert "expectations/merchant_risk_features.json: suite: name: 'merchant_risk' differs" in message
 
 
+def test_great_expectations_own_export_validates_unchanged(duck_project):
+    """A suite written by GX's own API and exported with ExpectationSuite.to_json_dict() (suite and expectation
+    ids, meta with the GX version, notes, severity, description, cached rendered content) is used as it is;
+    a key GX would not write is still an error."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    context = gx.get_context(mode="ephemeral")
+    suite = context.suites.add(gx.ExpectationSuite(name="merchant_risk_features", meta={"owner": "risk"}, notes="From GX."))
+    for expectation in (
+        gxe.ExpectColumnValuesToNotBeNull(column="merchant_id", notes="the entity key", severity="warning"),
+        gxe.ExpectColumnValuesToBeBetween(column="chargeback_rate_30d", min_value=0, max_value=1, meta={"why": "a rate"}),
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, description="not empty"),
+        gxe.ExpectColumnMaxToBeBetween(column="event_timestamp", min_value={"$PARAMETER": "now_minus_2d"}),
+        gxe.ExpectColumnValuesToBeBetween(column="refund_rate_30d", max_value=-1),  # fails: rates are >= 0
+    ):
+        suite.add_expectation(expectation).render()  # render(): GX caches rendered_content and exports it
+    exported = suite.to_json_dict()
+    assert exported["id"] and exported["meta"]["great_expectations_version"].startswith("1.24")
+    assert all(e["id"] and e["rendered_content"] and e["severity"] for e in exported["expectations"])
+    write_suite(duck_project, "merchant_risk_features.json", exported)
+
+    (result,) = quality.validate(duck_project, ["merchant_risk_features"], now=NOW)
+    assert [(r.expectation, r.column, r.status) for r in result.results] == [
+        ("expect_column_values_to_not_be_null", "merchant_id", "passed"),
+        ("expect_column_values_to_be_between", "chargeback_rate_30d", "passed"),
+        ("expect_table_row_count_to_be_between", None, "passed"),
+        ("expect_column_max_to_be_between", "event_timestamp", "passed"),
+        ("expect_column_values_to_be_between", "refund_rate_30d", "failed"),
+    ]
+    exported["expectations"][1]["severty"] = "warning"
+    exported["labels"] = []
+    write_suite(duck_project, "merchant_risk_features.json", exported)
+    message = load_problems(duck_project)
+    assert "expectation #2 (expect_column_values_to_be_between): severty: unknown key" in message
+    assert "expectations/merchant_risk_features.json: suite: labels: unknown key" in message
+
+
+def test_suite_keys_are_great_expectations_own():
+    from great_expectations.core.expectation_suite import ExpectationSuiteSchema
+    from great_expectations.expectations.expectation_configuration import ExpectationConfigurationSchema
+
+    assert suites.SUITE_KEYS == set(ExpectationSuiteSchema().fields)
+    assert suites.ENTRY_KEYS == set(ExpectationConfigurationSchema().fields)
+
+
 def test_yaml_suites_load_like_json(duck_project):
     (duck_project.project_dir / "expectations" / "merchant_profile_features.json").unlink()
     write_suite(
@@ -459,7 +498,7 @@ def pg(postgres_build, pg_dsn, tmp_path_factory) -> Iterator[tuple[Project, str,
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("FEATSYNC_PG_SCHEMA", schema)
-            project = Project.open(gate_copy(tmp_path_factory.mktemp("quality-pg")), None, "postgres")
+            project = Project.open(copy_project(tmp_path_factory.mktemp("quality-pg") / "project"), None, "postgres")
             project.registry()
             yield project, schema, postgres_build.schema, con
     finally:

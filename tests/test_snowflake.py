@@ -21,7 +21,7 @@ import sqlglot
 import yaml
 from click.testing import CliRunner
 
-from conftest import ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project, delete_pushed_keys
+from conftest import EXAMPLE_NOW, ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project, delete_pushed_keys
 from featsync.cli import main
 from featsync.offline.warehouse import SnowflakeWarehouse, connect
 from featsync.project import Project
@@ -169,12 +169,15 @@ def test_cli_training_set_from_snowflake_with_a_spine_file(sf_args, snowflake_bu
 
 
 def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):
-    """`featsync push --target snowflake` writes the latest rows; the online values equal DuckDB's latest rows."""
+    """`featsync push --target snowflake`, as the README has it: the quality gate validates every online
+    view on Snowflake, then the latest rows are written; the online values equal DuckDB's latest rows."""
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
+    assert len(list(Path(sf_args[1], "expectations").glob("*.json"))) == 5  # the suites are there
     try:
-        output = cli("push", *sf_args, "--redis-url", redis_url, "--key-prefix", prefix, "--json")
+        output = cli("push", *sf_args, "--now", EXAMPLE_NOW, "--redis-url", redis_url, "--key-prefix", prefix, "--json")
         stats = {s["feature_view"]: s for s in json.loads(output)}
+        assert {s["validation"] for s in stats.values()} == {"passed"} and all(s["pushed"] for s in stats.values())
         # The example data ends in 2024: rows of views with a ttl have expired; the SCD2 view has none.
         merchants = duck_ro.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
         current = dict(
@@ -203,6 +206,43 @@ def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):
             assert got["risk_tier"] == [current[merchant]], got
     finally:
         delete_pushed_keys(Project.open(ROOT), client, prefix)
+
+
+def validate_json(*args: str) -> tuple[int, dict[str, dict]]:
+    result = CliRunner().invoke(main, ["validate", *args, "--now", EXAMPLE_NOW, "--json"])
+    return result.exit_code, {v["feature_view"]: v for v in json.loads(result.stdout)}
+
+
+def test_cli_validate_on_snowflake(sf_args, duck_ro):
+    """Every example suite passes on Snowflake, read through the connector's Arrow batches: whole tables,
+    then the documented sample of whole entities, whose rescaled row-count bounds still pass."""
+    code, views = validate_json(*sf_args)
+    assert code == 0, views
+    assert {(v["engine"], v["status"], v["sampled"]) for v in views.values()} == {("snowflake", "passed", False)}
+    for name, view in views.items():
+        assert view["rows_total"] == duck_ro.execute(f"select count(*) from {name}").fetchone()[0], name
+    code, sampled = validate_json(*sf_args, "--select", "user_transaction_features", "--max-rows", "500")
+    (view,) = sampled.values()
+    assert code == 0 and view["status"] == "passed" and view["sampled"], view
+    assert 0 < view["rows_validated"] < view["rows_total"] == views["user_transaction_features"]["rows_total"]
+    (count,) = [r for r in view["results"] if r["expectation"] == "expect_table_row_count_to_be_between"]
+    assert count["observed_value"] == view["rows_total"]
+
+
+def test_cli_validate_on_snowflake_finds_bad_values(snowflake_build, tmp_path):
+    """A failing expectation fails on Snowflake too (not an empty metric read as a pass), with the bad values."""
+    project = copy_project(tmp_path / "project")
+    suite = project / "expectations" / "merchant_profile_features.json"
+    spec = json.loads(suite.read_text())
+    spec["expectations"].append(
+        {"type": "expect_column_values_to_be_in_set", "kwargs": {"column": "risk_tier", "value_set": ["low", "medium"]}}
+    )
+    suite.write_text(json.dumps(spec))
+    args = ["--project-dir", str(project), "--profiles-dir", str(SNOWFLAKE_EMULATOR_PROFILES), "--target", "snowflake"]
+    code, views = validate_json(*args, "--select", "merchant_profile_features")
+    (failure,) = [r for r in views["merchant_profile_features"]["results"] if r["status"] != "passed"]
+    assert code == 4 and failure["column"] == "risk_tier" and failure["sample_values"] == ["high"], failure
+    assert failure["unexpected_count"] > 0
 
 
 def test_snowflake_reader_streams_arrow_batches(snowflake_build):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -99,10 +100,20 @@ class FeatsyncGroup(click.Group):
             sys.exit(130)
 
 
+class NotesOnStderr(logging.Handler):
+    """The library's notes (a file written into the project) as `note:` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]note:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
+
+
 @click.group(cls=FeatsyncGroup)
 @click.version_option(package_name="featsync")
 def main() -> None:
     """featsync: dbt models as feature views, synced to Redis and served online."""
+    notes = logging.getLogger("featsync")
+    if not any(isinstance(h, NotesOnStderr) for h in notes.handlers):
+        notes.addHandler(NotesOnStderr(logging.WARNING))
 
 
 @main.command("list")
@@ -370,7 +381,7 @@ def push(
     "--max-rows",
     type=click.IntRange(min=1),
     default=None,
-    help="DuckDB: validate a documented sample of whole entities above this many rows (default 2,000,000).",
+    help="DuckDB, Snowflake: validate a documented sample of whole entities above this many rows (default 2,000,000).",
 )
 @now_option
 @json_option

@@ -10,6 +10,7 @@ parsed under other values of the environment variables the profile and project r
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,9 @@ _DEFAULT_PATHS = {
 }
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
 _ENV_VAR_CALL = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
+# Notes about files featsync writes into a project (the CLI prints them on stderr; without
+# any logging set up, Python prints warnings on stderr too).
+log = logging.getLogger("featsync")
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,11 @@ class Project:
         """Keep the generated macro with the on-demand features' compiled SQL in step with the YAML.
 
         `dbt build` then computes them without featsync running; the macro refuses to use an
-        entry whose expression differs from the YAML, so a stale file fails loudly. Written
-        only when its content changes (a read-only project is left alone).
+        entry whose expression differs from the YAML, so a stale file fails loudly. It goes in
+        the project's first macro path (dbt only compiles macros of the project or its
+        packages, and the package folder may be shared or replaced by `dbt deps`); written
+        only when its content changes, and every write is logged naming the file (a
+        read-only project is left alone).
         """
         compiled = {f"{s.name}:v{s.version}": {f.name: f for f in s.on_demand} for s in registry.services.values()}
         macro_dir = self.project_dir / (self.config.get("macro-paths") or _DEFAULT_PATHS["macro-paths"])[0]
@@ -171,6 +178,7 @@ class Project:
             if not path.exists() or path.read_text() != text:
                 macro_dir.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
+                log.warning("wrote %s: the on-demand features' SQL compiled for dbt (generated; check it in)", path)
         except OSError:
             pass  # read-only project: dbt's own check reports a stale macro
 

@@ -10,6 +10,7 @@ one configuration per database file in a process, and dbt runs in-process too.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from typing import Any
@@ -273,15 +274,21 @@ def connect(project: Project, credentials: Any = None) -> Iterator[Warehouse]:
         warehouse.close()
 
 
+# The base error class of each engine's driver, by module: DuckDB, PostgreSQL's ADBC, Snowflake's connector.
+DRIVER_ERRORS = {"duckdb": "Error", "adbc_driver_manager": "Error", "snowflake.connector.errors": "Error"}
+
+
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """The driver error classes of the engines loaded in this process (a driver never imported raised nothing)."""
+    return tuple(getattr(sys.modules[module], name) for module, name in DRIVER_ERRORS.items() if module in sys.modules)
+
+
 @contextmanager
 def reading(view: FeatureView) -> Iterator[None]:
     """The engines' own errors (a table not built, a lost connection) as one clear FeatsyncError."""
-    import adbc_driver_manager
-    import duckdb
-
     try:
         yield
-    except (duckdb.Error, adbc_driver_manager.Error) as exc:
+    except driver_errors() as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise FeatsyncError(
             f"cannot read feature view '{view.name}' ({view.relation}) from the warehouse: {reason} "

@@ -1,10 +1,13 @@
 """Great Expectations suites, one per feature view, loaded strictly from ``expectations/``.
 
 Suites live in ``expectations/<feature_view>.json`` (or ``.yml``/``.yaml``) as
-``{name, expectations: [{type, kwargs, meta}]}``. Great Expectations drops unknown
-expectation types silently when a suite is built from a dict, so every entry is built on
-its own (``ExpectationConfiguration(**entry).to_domain_obj()``) and any problem is raised
-naming the file and the entry; all problems of all suites are reported at once.
+``{name, expectations: [{type, kwargs, meta}]}``, or exactly as Great Expectations exports
+one (``ExpectationSuite.to_json_dict()``: ids, ``meta`` with the GX version, notes, each
+expectation's ``severity`` and cached ``rendered_content``). Any key that GX would not
+write is a typo and an error. Great Expectations drops unknown expectation types silently
+when a suite is built from a dict, so every entry is built on its own
+(``ExpectationConfiguration(**entry).to_domain_obj()``) and any problem is raised naming
+the file and the entry; all problems of all suites are reported at once.
 
 Freshness is relative to a reference time ``now``; suites refer to it through Great
 Expectations suite parameters, filled at validation time: ``{"$PARAMETER": "now"}`` and
@@ -32,8 +35,13 @@ from featsync.registry import FeatureView, Registry, parse_duration
 
 SUITE_DIR = "expectations"
 SUITE_SUFFIXES = (".json", ".yml", ".yaml")
-SUITE_KEYS = {"name", "expectations", "meta", "notes"}
-ENTRY_KEYS = {"type", "kwargs", "meta", "notes", "description", "severity"}
+# The keys of Great Expectations' own suite format: the fields of GX 1.24's ExpectationSuiteSchema
+# and ExpectationConfigurationSchema (tests/test_quality.py checks they still are).
+SUITE_KEYS = {"name", "id", "expectations", "suite_parameters", "meta", "notes"}
+ENTRY_KEYS = {"type", "kwargs", "meta", "notes", "id", "expectation_context", "rendered_content", "description", "severity"}
+# GX's bookkeeping in an exported entry, left out when featsync builds the suite: the store's id
+# (GX refuses an expectation that has one into another suite) and the rendering cache (rebuilt).
+GX_BOOKKEEPING = {"id", "rendered_content"}
 NOW_PARAMETER = re.compile(r"^now(?:_minus_(\w+))?$")
 ROW_COUNT_EXPECTATIONS = {"expect_table_row_count_to_be_between", "expect_table_row_count_to_equal"}
 INDEX_META = "featsync_index"  # meta key locating a result's entry: GE does not keep the suite's order
@@ -76,8 +84,13 @@ class Suite:
                     kwargs["min_value"] = math.ceil(Fraction(kwargs["min_value"]) * sampled)
                 if isinstance(kwargs.get("max_value"), int | float):
                     kwargs["max_value"] = math.floor(Fraction(kwargs["max_value"]) * sampled)
-            built.append(ExpectationConfiguration(**entry).to_domain_obj())
+            built.append(ExpectationConfiguration(**buildable(entry)).to_domain_obj())
         return gx.ExpectationSuite(name=self.feature_view, expectations=built)
+
+
+def buildable(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as ExpectationConfiguration takes it: without GX's bookkeeping keys."""
+    return {key: value for key, value in entry.items() if key not in GX_BOOKKEEPING}
 
 
 def suite_files(project_dir: Path) -> Iterator[Path]:
@@ -127,6 +140,10 @@ def _load_suite(path: Path, rel: str, registry: Registry, problems: list[Problem
         problems.append(Problem(rel, "suite", "file name", f"no feature view named '{name}' (feature views: {known})"))
     for key in sorted(set(spec) - SUITE_KEYS):
         problems.append(Problem(rel, "suite", key, f"unknown key (allowed: {', '.join(sorted(SUITE_KEYS))})"))
+    if spec.get("suite_parameters"):
+        problems.append(
+            Problem(rel, "suite", "suite_parameters", "featsync fills the suite parameters itself (now, now_minus_<duration>)")
+        )
     if spec.get("name", name) != name:
         problems.append(Problem(rel, "suite", "name", f"'{spec['name']}' differs from the file's feature view '{name}'"))
     entries = spec.get("expectations")
@@ -183,7 +200,7 @@ def _check_entry(entry: Any, view: FeatureView | None, parameters: set[str]) -> 
     from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
     try:
-        ExpectationConfiguration(**entry).to_domain_obj()
+        ExpectationConfiguration(**buildable(entry)).to_domain_obj()
     except Exception as exc:  # noqa: BLE001 - GE raises several types (not found, pydantic, ...)
         message = " ".join(str(exc).split())
         if type(exc).__name__ == "ExpectationNotFoundError":

@@ -1,15 +1,20 @@
 """featsync validate: run each feature view's suite in (or next to) the warehouse.
 
-Where the data is validated:
+Where the data is validated (``RUNNERS``, one entry per dbt adapter type):
 - PostgreSQL: in the warehouse, through Great Expectations' SQL datasource (the metrics
   are SQL queries; no rows leave the database except the sample of bad values).
-- DuckDB: Great Expectations' SQLAlchemy path for DuckDB returns empty metrics (it "fails"
-  without raising), so featsync streams the table out as Arrow batches into one pandas
-  frame. A table of more than ``max_rows`` rows is validated on a documented sample: all
-  rows of the entities whose key hash falls in the sample, plus the entity holding the
-  newest row (see ``sample_sql``). Whole entities keep uniqueness, null, range and set
-  checks exact for the entities sampled, and the newest row keeps freshness exact; row
-  count bounds are rescaled by the exact sampled fraction, so they test the full count.
+- DuckDB and Snowflake: the table is streamed out through featsync's own warehouse
+  connection (featsync.offline.warehouse, the reader push uses) as Arrow batches into one
+  pandas frame. On DuckDB, Great Expectations' SQLAlchemy path returns empty metrics (it
+  "fails" without raising). On Snowflake, GX's SQL datasource would need
+  snowflake-sqlalchemy and a URL rebuilt from the profile (every authentication method
+  again), and could not be tested against the emulator, which speaks the connector's
+  protocol; the Arrow path uses exactly dbt's credentials and is what the tests prove.
+  A table of more than ``max_rows`` rows is validated on a documented sample: all rows of
+  the entities whose key hash falls in the sample, plus the entity holding the newest row
+  (see ``sample_sql``). Whole entities keep uniqueness, null, range and set checks exact
+  for the entities sampled, and the newest row keeps freshness exact; row count bounds
+  are rescaled by the exact sampled fraction, so they test the full count.
 
 Freshness is relative to a reference time ``now`` (default: the clock; ``FEATSYNC_NOW``
 overrides it, which is how the tests validate the unshifted 2024 example data).
@@ -39,7 +44,7 @@ from featsync.quality.report import jsonable, plain, show
 from featsync.quality.suites import INDEX_META, ROW_COUNT_EXPECTATIONS, Suite, load_suites, suite_file_of
 from featsync.registry import FeatureView
 
-DEFAULT_MAX_ROWS = 2_000_000  # DuckDB: above this many rows, validate the documented sample
+DEFAULT_MAX_ROWS = 2_000_000  # Arrow engines: above this many rows, validate the documented sample
 SAMPLE_VALUES = 5  # distinct bad values shown per failing expectation (from the first 20 bad rows)
 
 
@@ -154,9 +159,10 @@ def validate(
         from featsync.offline.warehouse import profile_credentials
 
         credentials = profile_credentials(project)
-        runner = {"duckdb": _validate_duckdb, "postgres": _validate_postgres}.get(credentials.type)
+        runner = RUNNERS.get(credentials.type)
         if runner is None:
-            raise FeatsyncError(f"featsync validate cannot run on a {credentials.type} target yet (supported: duckdb, postgres)")
+            supported = ", ".join(sorted(RUNNERS))
+            raise FeatsyncError(f"featsync validate cannot run on a {credentials.type} target yet (supported: {supported})")
         context = _gx_context()
         for name, validation in runner(project, credentials, context, [(v, suites[v.name]) for v in todo], now, max_rows):
             results[name] = validation
@@ -256,34 +262,40 @@ def _split_relation(relation: str) -> list[str]:
 
 
 def sample_sql(view: FeatureView, relation: str, modulus: int) -> str:
-    """The documented DuckDB sample: every row of the entities whose key hash is 0 modulo
-    `modulus`, plus every row of the entity holding the newest event (so freshness stays exact)."""
+    """The documented sample: every row of the entities whose key hash is 0 modulo `modulus`,
+    plus every row of the entity holding the newest event (so freshness stays exact).
+
+    The same SQL on DuckDB and Snowflake (both have a multi-argument `hash`); the hash
+    functions differ, so the entities picked differ between engines, not the rule."""
     keys = ", ".join(view.entities)
+    newest = " and ".join(f"featsync_newest.{k} is not distinct from featsync_sampled.{k}" for k in view.entities)
     return (
-        f"select * from {relation} where hash({keys}) % {modulus} = 0 "
-        f"or ({keys}) in (select ({keys}) from {relation} order by {view.timestamp} desc nulls last limit 1)"
+        f"select * from {relation} as featsync_sampled where hash({keys}) % {modulus} = 0 "
+        f"or exists (select 1 from (select {keys} from {relation} order by {view.timestamp} desc nulls last limit 1)"
+        f" as featsync_newest where {newest})"
     )
 
 
-def _validate_duckdb(project, credentials, context, work, now, max_rows) -> Iterator[tuple[str, ViewValidation]]:
-    import duckdb
+def _arrow_relation(view: FeatureView, adapter_type: str) -> str:
+    if adapter_type == "duckdb":  # schema.table only: the manifest's database part is the DuckDB file's name when parsed
+        return ".".join(f'"{part}"' for part in _split_relation(view.relation)[-2:])
+    return view.relation  # as dbt renders it for the target (Snowflake: unquoted, folded to upper case)
 
-    from featsync.offline.warehouse import BATCH_ROWS, connect
 
-    source = context.data_sources.add_pandas("featsync_duckdb")
+def _validate_arrow(project, credentials, context, work, now, max_rows) -> Iterator[tuple[str, ViewValidation]]:
+    """Out of the warehouse as Arrow record batches (featsync's own reader), then one pandas frame for GE."""
+    from featsync.offline.warehouse import connect, reading
+
+    source = context.data_sources.add_pandas(f"featsync_{credentials.type}")
     with connect(project, credentials) as warehouse:
         for view, suite in work:
             start = time.perf_counter()
-            # schema.table only: the manifest's database part is the DuckDB file's name when parsed
-            relation = ".".join(f'"{part}"' for part in _split_relation(view.relation)[-2:])
-            try:
-                ((total,),) = warehouse.con.sql(f"select count(*) from {relation}").fetchall()
+            relation = _arrow_relation(view, credentials.type)
+            with reading(view):
+                total = warehouse.fetch_arrow(f"select count(*) as featsync_rows from {relation}").column(0)[0].as_py()
                 sampled = total > max_rows
                 sql = sample_sql(view, relation, math.ceil(total / max_rows)) if sampled else f"select * from {relation}"
-                # Streamed out as Arrow record batches, then one pandas frame for GE.
-                frame = warehouse.con.sql(sql).to_arrow_reader(BATCH_ROWS).read_all().to_pandas()
-            except duckdb.Error as exc:
-                raise FeatsyncError(f"cannot read feature view '{view.name}' ({relation}) to validate it: {exc}") from exc
+                frame = warehouse.fetch_arrow(sql).to_pandas()
             fraction = Fraction(len(frame), total) if sampled and total else None
             asset = source.add_dataframe_asset(view.name)
             batch = asset.add_batch_definition_whole_dataframe("all").get_batch(batch_parameters={"dataframe": frame})
@@ -298,7 +310,7 @@ def _validate_duckdb(project, credentials, context, work, now, max_rows) -> Iter
                     view.name,
                     status,
                     suite.file,
-                    "duckdb",
+                    credentials.type,
                     total,
                     len(frame),
                     sampled,
@@ -346,3 +358,7 @@ def _validate_postgres(project, credentials, context, work, now, max_rows) -> It
                 time.perf_counter() - start,
             ),
         )
+
+
+# dbt adapter type -> the runner that validates its tables.
+RUNNERS = {"duckdb": _validate_arrow, "snowflake": _validate_arrow, "postgres": _validate_postgres}
