@@ -35,7 +35,7 @@ from featsync.errors import FeatsyncError, NotFoundError
 from featsync.offline.warehouse import connect
 from featsync.online.connections import describe_client, push_retry
 from featsync.online.layout import Layout
-from featsync.online.state import claim, layout_of, read_state, save_state
+from featsync.online.state import NEWEST_EVENT, claim, layout_of, read_state, save_state
 from featsync.project import Project
 from featsync.registry import FeatureView
 
@@ -106,6 +106,7 @@ class PushStats:
     dry_run: bool = False
     full_refresh: bool = True
     watermark: str | None = None  # the change marker pushed up to, ISO UTC
+    newest_event_time: str | None = None  # the newest event time written online so far, ISO UTC (freshness)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +187,8 @@ class Pusher:
                 self._set_nx = self.set_nx and not state
                 since = None if full_refresh else state.get("watermark")
                 stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=since)
+                if since is not None:  # incremental: the newest event online may be from an earlier push
+                    stats.newest_event_time = state.get(NEWEST_EVENT)
                 start = time.perf_counter()
                 in_flight: InFlight | None = None
                 with self._redis_errors(view):
@@ -224,6 +227,8 @@ class Pusher:
         }
         if stats.watermark:
             fields["watermark"] = stats.watermark
+        if stats.newest_event_time:
+            fields[NEWEST_EVENT] = stats.newest_event_time
         save_state(self.client, self.layout(view), fields)
 
     def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> Rows | None:
@@ -241,6 +246,12 @@ class Pusher:
             expire_ms = expire_ms[live]
         if batch.num_rows == 0:
             return None
+        newest_event = pc.max(batch.column(view.timestamp)).as_py()
+        if newest_event is not None:
+            newest_event = (newest_event.astimezone(UTC) if newest_event.tzinfo else newest_event.replace(tzinfo=UTC)).isoformat(
+                timespec="microseconds"
+            )
+            stats.newest_event_time = max(stats.newest_event_time or newest_event, newest_event)
         layout = self.layout(view)
         keys = layout.encode_keys(batch)
         if dry_run:
