@@ -108,6 +108,7 @@ def access_log(app: Any) -> Any:
             return
         start = time.perf_counter()
         status, size = 500, 0
+        path = scope.get("root_path", "") + scope.get("path", "")  # now: routing rewrites the scope
 
         async def sending(message: dict) -> None:
             nonlocal status, size
@@ -121,7 +122,6 @@ def access_log(app: Any) -> Any:
             await app(scope, receive, sending)
         finally:
             client = (scope.get("client") or ("-",))[0]
-            path = scope.get("root_path", "") + scope.get("path", "")
             ms = (time.perf_counter() - start) * 1000
             fields = {"client": client, "method": scope["method"], "path": path, "status": status}
             fields.update(duration_ms=round(ms, 3), bytes=size)

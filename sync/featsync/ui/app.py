@@ -70,6 +70,7 @@ class UI:
         self.timeout = timeout
         self.results = ResultCache(project)
         self.compiled = pages.CompiledSQL.of(project)
+        self.compiled.get({})  # read dbt's manifest now, not on the first page view
         self.rows = pages.catalog_rows(registry)
         self.facets = pages.facets(self.rows)
         self.key_counts: dict[str, tuple[float, int]] = {}
@@ -146,7 +147,7 @@ class UI:
                     response.set_cookie(COOKIE, given, httponly=True, samesite="strict", path=PREFIX, secure=secure)
                 return response
             error = "That token is not the server's."
-        return self.page("login.html", request, status=401 if error else 200, next=target, error=error, title="Sign in")
+        return self.page("login.html", request, code=401 if error else 200, next=target, error=error, title="Sign in")
 
     async def catalog(self, request: Request) -> Response:
         q = request.query_params
@@ -223,14 +224,14 @@ class UI:
             return f"{PREFIX}/services/{quote(name, safe='')}"
         return None
 
-    def page(self, template: str, request: Request, status: int = 200, **context: Any) -> Response:
+    def page(self, template: str, request: Request, code: int = 200, **context: Any) -> Response:
         html = self.templates.get_template(template).render(request_path=request.url.path, **context)
-        response = HTMLResponse(html, status)
+        response = HTMLResponse(html, code)
         response.headers.update(SECURITY_HEADERS)
         return response
 
     def not_found(self, request: Request, message: str) -> Response:
-        return self.page("not_found.html", request, status=404, message=message, title="Not found")
+        return self.page("not_found.html", request, code=404, message=message, title="Not found")
 
     async def states(self, views: list) -> dict[str, dict[str, str]] | None:
         """The push state of each view (one pipelined round trip), or None when Redis does not answer."""

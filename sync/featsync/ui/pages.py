@@ -88,7 +88,8 @@ def catalog_rows(registry: Registry) -> list[CatalogRow]:
     for service in registry.services.values():
         entities = tuple(dict.fromkeys(e for v in service.feature_views for e in registry.feature_view(v).entities))
         words = [service.name, service.exposure, service.description, service.owner or "", *map(str, service.features)]
-        words += [f.name for f in service.on_demand]
+        words += [registry.feature_view(r.feature_view).column(r.feature).description for r in service.features]
+        words += [text for f in service.on_demand for text in (f.name, f.description)]
         rows.append(
             CatalogRow(
                 "feature_service",
