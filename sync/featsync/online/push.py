@@ -18,6 +18,7 @@ valid_to for SCD2 views, whichever is first. Rows already expired are not writte
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from featsync.project import Project
 from featsync.registry import FeatureView
 
 CHUNK_ROWS = 1_000
+log = logging.getLogger(__name__)
 CHANGED_AT = "featsync_changed_at"  # the change-marker column push adds to the latest rows
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
@@ -204,6 +206,18 @@ class Pusher:
                     stats.seconds = time.perf_counter() - start
                     if not dry_run:
                         self._save_state(view, stats)
+                log.info(
+                    "pushed %s v%d (%s): %d rows read, %d keys written, %d stale, %d expired, %.2fs%s",
+                    view.name,
+                    view.version,
+                    "full" if stats.full_refresh else "incremental",
+                    stats.rows_read,
+                    stats.keys_written,
+                    stats.skipped_stale,
+                    stats.skipped_expired,
+                    stats.seconds,
+                    " (dry run)" if dry_run else "",
+                )
                 results.append(stats)
         return results
 
