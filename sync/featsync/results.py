@@ -85,11 +85,11 @@ class ResultCache:
     when it changed (mtime or size), so a page or a scrape costs a stat() per kind."""
 
     def __init__(self, project: Project):
-        self.project = project
+        self.paths = {kind: result_path(project, kind) for kind in KINDS}
         self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     def views(self, kind: str) -> dict[str, dict[str, Any]]:
-        path = result_path(self.project, kind)
+        path = self.paths[kind]
         try:
             stat = path.stat()
         except OSError:

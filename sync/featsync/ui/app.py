@@ -40,6 +40,8 @@ from featsync.ui import pages
 
 PREFIX = "/ui"
 COOKIE = "featsync_token"
+FILTERS = ("entity", "tag", "owner", "online")
+CATALOG_PAGES = 64  # rendered catalog pages kept, one per filter
 KEY_COUNT_SECONDS = 60.0  # how long a key count (one SCAN of the keyspace) is reused
 SECURITY_HEADERS = {
     # Nothing is fetched from anywhere but this server; the drift report is framed from here only.
@@ -74,6 +76,7 @@ class UI:
         self.rows = pages.catalog_rows(registry)
         self.facets = pages.facets(self.rows)
         self.key_counts: dict[str, tuple[float, int]] = {}
+        self.catalog_pages: dict[tuple[str, ...], str] = {}
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("featsync.ui", "templates"),
             autoescape=jinja2.select_autoescape(default=True),
@@ -150,21 +153,21 @@ class UI:
         return self.page("login.html", request, code=401 if error else 200, next=target, error=error, title="Sign in")
 
     async def catalog(self, request: Request) -> Response:
+        """The catalog depends on the registry (fixed for the worker's life) and the filter only,
+        so each filter's page is rendered once and kept (a few dozen of them at most)."""
         q = request.query_params
-        query = q.get("q", "")
-        chosen = {k: q.get(k, "") for k in ("entity", "tag", "owner", "online")}
-        words = pages.search_words(query)
-        shown = {(r.kind, r.key) for r in self.rows if r.matches(words, **chosen)}
-        return self.page(
-            "catalog.html",
-            request,
-            rows=self.rows,
-            shown=shown,
-            query=query,
-            chosen=chosen,
-            facets=self.facets,
-            title="Catalog",
-        )
+        key = (q.get("q", ""), *(q.get(k, "") for k in FILTERS))
+        html = self.catalog_pages.get(key)
+        if html is None:
+            query, chosen = key[0], dict(zip(FILTERS, key[1:], strict=True))
+            words = pages.search_words(query)
+            shown = {(r.kind, r.key) for r in self.rows if r.matches(words, **chosen)}
+            context = dict(rows=self.rows, shown=shown, query=query, chosen=chosen, facets=self.facets, title="Catalog")
+            html = self.render("catalog.html", request, **context)
+            if len(self.catalog_pages) >= CATALOG_PAGES:
+                self.catalog_pages.pop(next(iter(self.catalog_pages)))
+            self.catalog_pages[key] = html
+        return self.respond(html)
 
     async def feature_view(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -225,7 +228,12 @@ class UI:
         return None
 
     def page(self, template: str, request: Request, code: int = 200, **context: Any) -> Response:
-        html = self.templates.get_template(template).render(request_path=request.url.path, **context)
+        return self.respond(self.render(template, request, **context), code)
+
+    def render(self, template: str, request: Request, **context: Any) -> str:
+        return self.templates.get_template(template).render(request_path=request.url.path, **context)
+
+    def respond(self, html: str, code: int = 200) -> Response:
         response = HTMLResponse(html, code)
         response.headers.update(SECURITY_HEADERS)
         return response

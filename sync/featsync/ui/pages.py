@@ -62,6 +62,12 @@ def search_words(query: str) -> list[str]:
     return query.lower().split()
 
 
+def search_text(texts: Iterable[str]) -> str:
+    """The distinct lower-case words of the texts: what a query's words are looked for in
+    (as substrings). Each word once keeps the catalog page small for hundreds of views."""
+    return " ".join(dict.fromkeys(" ".join(texts).lower().split()))
+
+
 def catalog_rows(registry: Registry) -> list[CatalogRow]:
     rows = []
     for view in registry.feature_views.values():
@@ -82,7 +88,7 @@ def catalog_rows(registry: Registry) -> list[CatalogRow]:
                 view.online,
                 len(view.features),
                 format_duration(view.ttl_seconds),
-                " ".join(words).lower(),
+                search_text(words),
             )
         )
     for service in registry.services.values():
@@ -103,7 +109,7 @@ def catalog_rows(registry: Registry) -> list[CatalogRow]:
                 service.owner or "",
                 None,
                 len(service.features) + len(service.on_demand),
-                search=" ".join(words).lower(),
+                search=search_text(words),
             )
         )
     return rows
@@ -394,6 +400,7 @@ def health_rows(
     registry: Registry, states: Mapping[str, Mapping[str, str]] | None, now: datetime, results: ResultCache
 ) -> list[HealthRow]:
     rows = []
+    validations, skews, statuses = (results.views(kind) for kind in ("validate", "verify", "status"))
     for view in registry.online_views():
         freshness = online_freshness(view, states[view.name], now) if states is not None else None
         rows.append(
@@ -401,9 +408,9 @@ def health_rows(
                 view,
                 freshness,
                 _ages(freshness),
-                validation_summary(results.of("validate", view.name)),
-                skew_summary(results.of("verify", view.name)),
-                results.of("status", view.name),
+                validation_summary(validations.get(view.name)),
+                skew_summary(skews.get(view.name)),
+                statuses.get(view.name),
             )
         )
     return rows
