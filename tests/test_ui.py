@@ -347,3 +347,33 @@ def test_static_assets_ship_in_the_wheel(tmp_path):
         assert f"featsync/ui/static/{asset}" in names
     for template in ("base.html", "catalog.html", "view.html", "service.html", "health.html", "login.html"):
         assert f"featsync/ui/templates/{template}" in names
+
+
+def test_a_server_token_guards_every_page_and_a_browser_signs_in_once(example):
+    """With a bearer token, the pages need it: a header (scripts) or the cookie /ui/login sets (browsers)."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from featsync.ui.app import mount
+
+    project, prefix, _ = example
+    app = Starlette(routes=mount(project, project.registry(), lambda: None, prefix, token="s3cret-token"))
+    html = {"accept": "text/html"}
+    with TestClient(app, base_url="http://127.0.0.1") as http:
+        page = http.get("/ui/services/fraud_detection_v1", headers=html, follow_redirects=False)
+        assert page.status_code == 303 and page.headers["location"] == "/ui/login?next=/ui/services/fraud_detection_v1"
+        assert http.get("/ui/", follow_redirects=False).status_code == 401  # a script gets 401, not a form
+        assert http.get("/ui/", headers={"authorization": "Bearer wrong"}).status_code == 401
+        assert http.get("/ui/", headers={"authorization": "Bearer s3cret-token"}).status_code == 200
+        assert http.get("/ui/static/ui.css").status_code == 200  # the login page needs its style
+        wrong = http.post("/ui/login?next=/ui/health", data={"token": "guess"}, headers=html)
+        assert wrong.status_code == 401 and "not the server" in wrong.text and "set-cookie" not in wrong.headers
+        signed = http.post(
+            "/ui/login?next=/ui/services/fraud_detection_v1", data={"token": "s3cret-token"}, follow_redirects=False
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/services/fraud_detection_v1"
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/ui" in cookie
+        assert http.get("/ui/services/fraud_detection_v1", headers=html).status_code == 200  # the cookie, from now on
+        off_site = http.post("/ui/login?next=https://elsewhere.example/", data={"token": "s3cret-token"}, follow_redirects=False)
+        assert off_site.headers["location"] == "/ui/"  # never sent off this UI

@@ -23,7 +23,7 @@ import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -80,6 +80,7 @@ class ServeConfig:
     max_batch: int = 1000
     redis_timeout: float = 1.0
     ui: bool = False  # the feature-discovery pages under /ui (featsync.ui)
+    auth_token: str | None = field(default=None, repr=False)  # the server's bearer token: the UI pages need it too
     access_log: bool = False
     log_level: str = "info"
     log_format: str = "text"
@@ -384,7 +385,7 @@ def create_app(config: ServeConfig) -> Starlette:
     if config.ui:
         from featsync.ui.app import mount
 
-        routes += mount(project, registry, lambda: reader.client, config.key_prefix, timeout=config.redis_timeout)
+        routes += mount(project, registry, lambda: reader.client, config.key_prefix, config.auth_token, config.redis_timeout)
     app = Starlette(routes=routes, lifespan=lifespan)
     return access_log(app) if config.access_log else app
 

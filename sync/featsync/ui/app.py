@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 import jinja2
 import redis
@@ -107,7 +107,7 @@ class UI:
 
         async def guarded(scope: dict, receive: Any, send: Any) -> None:
             if scope["type"] == "http" and self.token and not self._open_path(scope) and not self._authorized(scope):
-                path = scope.get("root_path", "") + scope.get("path", "")
+                path = scope.get("path", "")  # the whole path (Starlette keeps it; root_path is the mount's)
                 response: Response = RedirectResponse(f"{PREFIX}/login?next={quote(path)}", 303)
                 if _wants_json(scope):
                     response = Response('{"detail":"missing or wrong bearer token"}', 401, media_type="application/json")
@@ -141,8 +141,8 @@ class UI:
             target = f"{PREFIX}/"
         error = None
         if request.method == "POST":
-            form = await request.form()
-            given = str(form.get("token") or "")
+            body = await request.body()  # a urlencoded form of one field (no multipart parser needed)
+            given = (parse_qs(body[:4096].decode("utf-8", "replace")).get("token") or [""])[0]
             if self.token is None or hmac.compare_digest(given.encode(), str(self.token).encode()):
                 response = RedirectResponse(target, 303)
                 if self.token:
