@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: demo test install clean validate dbt-compat
+.PHONY: demo test install clean validate dbt-compat browser ui
 
 $(BIN)/featsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,8 +31,25 @@ demo: install
 	$(BIN)/featsync push --full-refresh
 	$(BIN)/featsync get --service fraud_detection --entity user_id=u0137 --entity merchant_id=m0035 --request transaction_amount=500
 
+## Debian's chromium for the UI's browser tests (Playwright drives it; its own browser download
+## cannot work offline). Installed when missing and we are root; otherwise those tests skip
+## locally (and fail under CI=true).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "$(CHROMIUM) is missing: sudo apt-get install chromium (the browser tests need it)"; \
+	  fi; \
+	fi
+
+## The demo's registry in a browser: http://127.0.0.1:8888/ui/ (after make demo).
+ui: install
+	$(BIN)/featsync ui
+
 ## Lint, then the test suite (real DuckDB, Postgres and Redis; under CI=true missing services fail).
-test: install
+test: install browser
 	$(BIN)/ruff check sync tests bench
 	$(BIN)/ruff format --check sync tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)

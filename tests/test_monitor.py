@@ -28,8 +28,10 @@ from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError, 
 from featsync.monitoring import drift as drift_lib
 from featsync.monitoring import status as mstatus
 from featsync.monitoring import verify as monitor_verify
+from featsync.monitoring.freshness import online_freshness
 from featsync.online.push import Pusher
 from featsync.registry import Registry
+from featsync.results import view_results
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 H = timedelta(hours=1)
@@ -91,6 +93,10 @@ def run(project, *args: str):
 
 def test_a_known_shift_is_detected_and_ranked_first(drift_data):
     report = drift_lib.drift(drift_data, "fv_user", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SHIFTED))
+    # recorded for the UI, with what it needs to draw the same HTML report again
+    recorded = view_results(drift_data, "drift")["fv_user"]
+    assert recorded["breached"] and recorded["current"] == SHIFTED
+    assert drift_lib.html_report(drift_lib.DriftReport.from_dict(recorded)) == drift_lib.html_report(report)
     by_name = {f.feature: f for f in report.features}
     amount, label = by_name["amount"], by_name["label"]
     assert report.breached and report.reference_rows == report.current_rows == 3000
@@ -277,6 +283,21 @@ def test_status_before_and_after_a_push(online):
 
     online.push()
     after = {s.feature_view: s for s in mstatus.status(project, client, prefix)}
+    assert view_results(project, "status")["fv_pair"]["watermark"] == after["fv_pair"].watermark.isoformat().replace(
+        "+00:00", "Z"
+    )
+    # push records the newest event time it wrote (not the expired 'old' row): online freshness
+    layout = online.layout(project.registry().feature_view("fv_user"))
+    state = online.state(project.registry().feature_view("fv_user"))
+    assert datetime.fromisoformat(state["newest_event_time"]) == (NOW - H / 2).replace(tzinfo=UTC)
+    fresh = online_freshness(project.registry().feature_view("fv_user"), state, (NOW + H).replace(tzinfo=UTC))
+    assert fresh.age_seconds == 1.5 * 3600 and not fresh.stale and layout.state_key.startswith("fs:")
+    stale = online_freshness(project.registry().feature_view("fv_user"), state, (NOW + 3 * H).replace(tzinfo=UTC))
+    assert stale.breaches == ["newest event is 3.5h old > max_staleness 3h"]
+    assert online_freshness(project.registry().feature_view("fv_user"), {}, NOW.replace(tzinfo=UTC)).breaches == ["never pushed"]
+    # an incremental push with nothing new keeps the newest event time of the earlier push
+    online.push(["fv_user"])
+    assert online.state(project.registry().feature_view("fv_user"))["newest_event_time"] == state["newest_event_time"]
     for name in ("fv_user", "fv_pair", "fv_profile"):
         assert after[name].breaches == [], (name, after[name].breaches)
         assert after[name].lag_seconds == 0 and after[name].pending_rows == 0 and after[name].last_push_mode == "full"
@@ -332,6 +353,8 @@ def _url(pusher: Pusher) -> str:
 def test_a_clean_push_verifies_with_no_mismatches(online):
     online.push()
     results = {r.feature_view: r for r in monitor_verify.verify(online.project, online.client, online.key_prefix)}
+    recorded = view_results(online.project, "verify")
+    assert set(recorded) >= set(results) and recorded["fv_user"]["sampled"] == 4
     assert set(results) == {"fv_user", "fv_pair", "fv_profile"}  # the online views
     for result in results.values():
         assert result.mismatches == 0 and result.breaches == [], result.checks

@@ -29,6 +29,7 @@ from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError
 from featsync.project import Project
 from featsync.quality import report, suites
 from featsync.quality import validate as quality
+from featsync.results import result_path, validation_failures, view_results
 
 NOW = EXAMPLE_NOW
 VIEWS = (
@@ -188,6 +189,21 @@ def test_corrupted_views_fail_on_duckdb(duck, duck_project, tmp_path):
     data = {v["feature_view"]: v for v in json.loads(out)}
     assert code == CHECK_FAILED_EXIT and data["product_sales_features"]["status"] == "failed"
     assert data["product_sales_features"]["parameters"] == {"now_minus_2d": "2024-04-28 00:00:00"}
+
+
+def test_the_last_result_of_each_view_is_recorded(duck, duck_project):
+    """validate records each view's result for the UI and /metrics; a --select run keeps the others'."""
+    result_path(duck_project, "validate").unlink(missing_ok=True)
+    corrupt_duckdb(duck[1])
+    quality.validate(duck_project, now=NOW)
+    recorded = view_results(duck_project, "validate")
+    assert set(recorded) == set(VIEWS)
+    assert validation_failures(recorded["user_transaction_features"]) == 2
+    shutil.copy(duck[2], duck[1])  # the pristine data again
+    quality.validate(duck_project, ["user_transaction_features"], now=NOW)
+    recorded = view_results(duck_project, "validate")
+    assert validation_failures(recorded["user_transaction_features"]) == 0
+    assert validation_failures(recorded["merchant_risk_features"]) == 1  # not re-run: its last result stays
 
 
 def test_select_and_freshness_against_the_clock(duck_project, monkeypatch):

@@ -92,6 +92,22 @@ def post(http: httpx.Client, body) -> httpx.Response:
     return http.post("/get-online-features", json=body)
 
 
+def test_metrics_gauges_from_the_push_state_and_no_ui_unless_asked(served):
+    """/metrics: freshness and last push per online view, read from Redis at scrape time."""
+    http, reader = served
+    text = http.get("/metrics").text
+    gauges = dict(re.findall(r'^(featsync_feature_view_\w+\{feature_view="\w+"\}) (\S+)$', text, re.M))
+    assert {
+        f'featsync_feature_view_freshness_seconds{{feature_view="{v}"}}' for v in ("fv_user", "fv_pair", "fv_profile")
+    } <= set(gauges)
+    age = float(gauges['featsync_feature_view_freshness_seconds{feature_view="fv_pair"}'])
+    # fv_pair's newest pushed event is NOW - 24h (NOW: the wall clock when test_push's rows were made)
+    assert 24 * 3600 <= age < 24 * 3600 + 3600
+    assert time.time() - float(gauges['featsync_feature_view_last_push_timestamp_seconds{feature_view="fv_user"}']) < 3600
+    assert not any(k.startswith("featsync_feature_view_freshness_seconds") and "fv_user_copy" in k for k in gauges)  # offline
+    assert http.get("/ui/").status_code == 404  # the pages only with --ui (or featsync ui)
+
+
 def test_feast_shape_values_and_statuses(served):
     http, reader = served
     response = post(http, {"features": FEATURES, "entities": ROWS})

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from featsync import datagen
+from featsync import datagen, logs
 from featsync.errors import CHECK_FAILED_EXIT, FeatsyncError
 from featsync.offline import training
 from featsync.project import Project
@@ -77,6 +77,10 @@ def online_store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+access_log_option = click.option(
+    "--access-log", is_flag=True, help="Log every HTTP request (featsync.access: client, method, path, status, duration)."
+)
+
 now_option = click.option(
     "--now",
     default=None,
@@ -86,8 +90,49 @@ now_option = click.option(
 )
 
 
+# Long-running servers say where they listen (uvicorn logs it at info); other commands stay quiet.
+SERVER_COMMANDS = frozenset({"serve", "ui"})
+
+
+def with_logging(command: click.Command) -> click.Command:
+    """--log-level and --log-format on a command: the stdlib root logger, configured before it runs."""
+    default = "info" if command.name in SERVER_COMMANDS else "warning"
+    command.params += [
+        click.Option(
+            ["--log-level"],
+            type=click.Choice(logs.LEVELS),
+            default=default,
+            show_default=True,
+            envvar="FEATSYNC_LOG_LEVEL",
+            help="Log records at this level and above go to stderr.",
+        ),
+        click.Option(
+            ["--log-format"],
+            type=click.Choice(logs.FORMATS),
+            default="text",
+            show_default=True,
+            envvar="FEATSYNC_LOG_FORMAT",
+            help="text lines, or JSON lines (time, level, logger, message).",
+        ),
+    ]
+    callback = command.callback
+
+    @functools.wraps(callback)
+    def configured(*args: Any, log_level: str, log_format: str, **kwargs: Any) -> Any:
+        logs.configure(log_level, log_format)
+        click.get_current_context().meta["featsync.logging"] = (log_level, log_format)
+        return callback(*args, **kwargs)
+
+    command.callback = configured
+    return command
+
+
 class FeatsyncGroup(click.Group):
-    """Turns FeatsyncError into a clean message and its exit code instead of a traceback."""
+    """Every command gets the logging options; FeatsyncError becomes a clean message and its
+    exit code instead of a traceback."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(with_logging(cmd), name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -482,9 +527,8 @@ def get(
     show_default=True,
     help="Most entity rows in one request (413 above).",
 )
-@click.option(
-    "--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True
-)
+@access_log_option
+@click.option("--ui", is_flag=True, help="Also serve the feature-discovery pages under /ui (as `featsync ui` does).")
 def serve(
     project: Project,
     host: str,
@@ -493,12 +537,32 @@ def serve(
     redis_url: str | None,
     key_prefix: str | None,
     max_batch: int,
-    log_level: str,
+    access_log: bool,
+    ui: bool,
 ) -> None:
     """Serve online features over HTTP (Feast-compatible POST /get-online-features, /health, /metrics)."""
     from featsync.online.server import serve as run_server
 
-    run_server(project, host, port, workers, redis_url, key_prefix, max_batch, log_level)
+    level, fmt = click.get_current_context().meta["featsync.logging"]
+    run_server(project, host, port, workers, redis_url, key_prefix, max_batch, level, fmt, access_log, ui)
+
+
+@main.command()
+@project_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8888, show_default=True, help="TCP port.")
+@online_store_options
+@access_log_option
+def ui(project: Project, host: str, port: int, redis_url: str | None, key_prefix: str | None, access_log: bool) -> None:
+    """Browse the feature catalog in a web browser: views, services, lineage, freshness, validation, drift.
+
+    The pages are under /ui (http://127.0.0.1:8888/ui/); the server's online endpoints run beside them.
+    Offline: every asset ships with featsync.
+    """
+    from featsync.online.server import serve as run_server
+
+    level, fmt = click.get_current_context().meta["featsync.logging"]
+    run_server(project, host, port, 1, redis_url, key_prefix, log_level=level, log_format=fmt, access_log=access_log, ui=True)
 
 
 @main.command()

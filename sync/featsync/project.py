@@ -35,6 +35,7 @@ _DEFAULT_PATHS = {
     "analysis-paths": ["analyses"],
 }
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
+log = logging.getLogger(__name__)
 _ENV_VAR_CALL = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
 # Notes about files featsync writes into a project (the CLI prints them on stderr; without
 # any logging set up, Python prints warnings on stderr too).
@@ -140,12 +141,14 @@ class Project:
     def manifest(self, refresh: bool = False) -> dict[str, Any]:
         """The parsed manifest for this target, running `dbt parse` first when it is stale."""
         if refresh or self.manifest_is_stale():
+            log.info("dbt parse: the manifest of %s (target %s) is missing or stale", self.project_dir, self.target or "default")
             environment = self.environment()
             self.run_dbt(["parse"], target_path=self.target_path)
             self.environment_path.write_text(json.dumps(environment, indent=2))
             self._cache.pop("manifest", None)
             self._cache.pop("registry", None)
         if "manifest" not in self._cache:
+            log.debug("reading the manifest %s", self.manifest_path)
             with self.manifest_path.open() as fh:
                 self._cache["manifest"] = json.load(fh)
         return self._cache["manifest"]

@@ -27,6 +27,7 @@ from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.layout import kind_of
 from featsync.project import Project
 from featsync.registry import FeatureView, Monitoring
+from featsync.results import save_result
 
 PSI_BINS = 10  # reference deciles, the usual PSI binning
 PSI_FLOOR = 1e-4  # an empty bin's share, so that ln(c / r) stays finite
@@ -102,9 +103,10 @@ class FeatureDrift:
     def null_rate_change(self) -> float:
         return abs(self.null_rate_current - self.null_rate_reference)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, histogram: bool = False) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("histogram")
+        if not histogram:
+            data.pop("histogram")
         data["null_rate_change"] = self.null_rate_change
         return data
 
@@ -124,7 +126,8 @@ class DriftReport:
     def breached(self) -> bool:
         return any(f.breaches for f in self.features)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, histograms: bool = False) -> dict[str, Any]:
+        """JSON-ready; with histograms, everything `from_dict` needs to redraw the HTML report."""
         return {
             "feature_view": self.feature_view,
             "reference": str(self.reference),
@@ -133,9 +136,24 @@ class DriftReport:
             "current_rows": self.current_rows,
             "breached": self.breached,
             "thresholds": asdict(self.thresholds),
-            "features": [f.as_dict() for f in self.features],
+            "features": [f.as_dict(histograms) for f in self.features],
             "skipped": self.skipped,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftReport:
+        """A report recorded by `as_dict(histograms=True)` (featsync.results), e.g. for the UI."""
+        derived = {"null_rate_change"}
+        return cls(
+            data["feature_view"],
+            Window.parse(data["reference"]),
+            Window.parse(data["current"]),
+            data["reference_rows"],
+            data["current_rows"],
+            Monitoring(**data["thresholds"]),
+            [FeatureDrift(**{k: v for k, v in f.items() if k not in derived}) for f in data["features"]],
+            dict(data.get("skipped") or {}),
+        )
 
 
 def drift(project: Project, feature_view: str, reference: Window, current: Window) -> DriftReport:
@@ -167,9 +185,11 @@ def drift(project: Project, feature_view: str, reference: Window, current: Windo
         _judge(result, view.monitoring)
         results.append(result)
     results.sort(key=lambda f: (not f.breaches, -f.severity, f.feature))
-    return DriftReport(
+    report = DriftReport(
         view.name, reference, current, counts["reference"]["rows"], counts["current"]["rows"], view.monitoring, results, skipped
     )
+    save_result(project, "drift", {view.name: report.as_dict(histograms=True)})
+    return report
 
 
 def feature_kinds(view: FeatureView) -> tuple[dict[str, str], dict[str, str]]:

@@ -16,12 +16,14 @@ from typing import Any
 import redis
 
 from featsync.errors import FeatsyncError
+from featsync.monitoring.freshness import format_age, push_age_breach, staleness_breach
 from featsync.offline.warehouse import connect, reading
 from featsync.online.layout import KEY_PREFIX, Layout
 from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows
 from featsync.online.state import layout_of, read_state
 from featsync.project import Project
 from featsync.registry import FeatureView, format_duration
+from featsync.results import save_result
 
 SCAN_COUNT = 10_000  # keys per SCAN round trip
 
@@ -106,6 +108,7 @@ def status(
             )
             _judge_status(result, view, instant)
             out.append(result)
+    save_result(project, "status", {r.feature_view: r.as_dict() for r in out}, now=instant)
     return out
 
 
@@ -134,11 +137,8 @@ def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime) -> N
     if limits.max_staleness is not None:
         if result.newest_event_time is None:
             result.breaches.append("no rows in the warehouse")
-        elif result.staleness_seconds > limits.max_staleness:
-            result.breaches.append(
-                f"newest event is {format_age(result.staleness_seconds)} old "
-                f"> max_staleness {format_duration(limits.max_staleness)}"
-            )
+        elif breach := staleness_breach(result.staleness_seconds, limits.max_staleness):
+            result.breaches.append(breach)
     if not view.online:
         return
     if result.last_push_at is None:
@@ -155,10 +155,8 @@ def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime) -> N
             f"online is {format_age(result.lag_seconds)} behind the warehouse "
             f"> max_push_lag {format_duration(limits.max_push_lag)}"
         )
-    if limits.max_push_age is not None and result.push_age_seconds > limits.max_push_age:
-        result.breaches.append(
-            f"last push {format_age(result.push_age_seconds)} ago > max_push_age {format_duration(limits.max_push_age)}"
-        )
+    if breach := push_age_breach(result.push_age_seconds, limits.max_push_age):
+        result.breaches.append(breach)
     if result.online_keys is not None and result.online_keys < limits.min_online_keys:
         result.breaches.append(f"{result.online_keys} keys online < min_online_keys {limits.min_online_keys}")
 
@@ -171,16 +169,3 @@ def utc(value: datetime | None) -> datetime | None:
 
 def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
-
-
-def format_age(seconds: float) -> str:
-    """A duration for people: 45s, 12m, 3.1h, 40.1d; negative when an event time is in the future."""
-    if seconds < 0:
-        return "-" + format_age(-seconds)
-    if seconds >= 2 * 86400:
-        return f"{seconds / 86400:.1f}d"
-    if seconds >= 2 * 3600:
-        return f"{seconds / 3600:.1f}h"
-    if seconds >= 120:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds:.0f}s"

@@ -25,6 +25,7 @@ from featsync.online.push import compile_latest_rows, live_rows
 from featsync.online.serving import PRESENT, OnlineReader
 from featsync.project import Project
 from featsync.registry import FeatureView, Registry
+from featsync.results import save_result
 
 EXAMPLES = 3  # mismatch examples kept per feature
 
@@ -111,6 +112,7 @@ def verify(
                 )
             table = pa.Table.from_batches(batches) if batches else pa.table({})  # an empty view gives no batch
             results.append(_verify_view(view, table, registry, client, key_prefix, now))
+    save_result(project, "verify", {r.feature_view: r.as_dict() for r in results})
     return results
 
 

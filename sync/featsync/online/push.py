@@ -18,6 +18,7 @@ valid_to for SCD2 views, whichever is first. Rows already expired are not writte
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -35,11 +36,12 @@ from featsync.errors import FeatsyncError, NotFoundError
 from featsync.offline.warehouse import connect
 from featsync.online.connections import describe_client, push_retry
 from featsync.online.layout import Layout
-from featsync.online.state import claim, layout_of, read_state, save_state
+from featsync.online.state import NEWEST_EVENT, claim, layout_of, read_state, save_state
 from featsync.project import Project
 from featsync.registry import FeatureView
 
 CHUNK_ROWS = 1_000
+log = logging.getLogger(__name__)
 CHANGED_AT = "featsync_changed_at"  # the change-marker column push adds to the latest rows
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
@@ -106,6 +108,7 @@ class PushStats:
     dry_run: bool = False
     full_refresh: bool = True
     watermark: str | None = None  # the change marker pushed up to, ISO UTC
+    newest_event_time: str | None = None  # the newest event time written online so far, ISO UTC (freshness)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,6 +189,8 @@ class Pusher:
                 self._set_nx = self.set_nx and not state
                 since = None if full_refresh else state.get("watermark")
                 stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=since)
+                if since is not None:  # incremental: the newest event online may be from an earlier push
+                    stats.newest_event_time = state.get(NEWEST_EVENT)
                 start = time.perf_counter()
                 in_flight: InFlight | None = None
                 with self._redis_errors(view):
@@ -201,6 +206,18 @@ class Pusher:
                     stats.seconds = time.perf_counter() - start
                     if not dry_run:
                         self._save_state(view, stats)
+                log.info(
+                    "pushed %s v%d (%s): %d rows read, %d keys written, %d stale, %d expired, %.2fs%s",
+                    view.name,
+                    view.version,
+                    "full" if stats.full_refresh else "incremental",
+                    stats.rows_read,
+                    stats.keys_written,
+                    stats.skipped_stale,
+                    stats.skipped_expired,
+                    stats.seconds,
+                    " (dry run)" if dry_run else "",
+                )
                 results.append(stats)
         return results
 
@@ -224,6 +241,8 @@ class Pusher:
         }
         if stats.watermark:
             fields["watermark"] = stats.watermark
+        if stats.newest_event_time:
+            fields[NEWEST_EVENT] = stats.newest_event_time
         save_state(self.client, self.layout(view), fields)
 
     def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> Rows | None:
@@ -241,6 +260,12 @@ class Pusher:
             expire_ms = expire_ms[live]
         if batch.num_rows == 0:
             return None
+        newest_event = pc.max(batch.column(view.timestamp)).as_py()
+        if newest_event is not None:
+            newest_event = (newest_event.astimezone(UTC) if newest_event.tzinfo else newest_event.replace(tzinfo=UTC)).isoformat(
+                timespec="microseconds"
+            )
+            stats.newest_event_time = max(stats.newest_event_time or newest_event, newest_event)
         layout = self.layout(view)
         keys = layout.encode_keys(batch)
         if dry_run:

@@ -23,7 +23,7 @@ import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,8 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from featsync.errors import FeatsyncError, NotFoundError
+from featsync.logs import access_log, uvicorn_config
+from featsync.monitoring.freshness import online_freshness
 from featsync.online.connections import async_redis_client, embedded_redis, embedded_url, stop_embedded
 from featsync.online.layout import from_micros
 from featsync.online.serving import (
@@ -50,7 +52,11 @@ from featsync.online.serving import (
     OnlineStoreUnavailable,
     RequestError,
 )
+from featsync.online.state import layout_of, read_states
 from featsync.project import Project
+from featsync.quality.validate import resolve_now
+from featsync.registry import Registry
+from featsync.results import ResultCache, validation_failures
 
 CONFIG_ENV = "FEATSYNC_SERVE_CONFIG"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -73,6 +79,11 @@ class ServeConfig:
     key_prefix: str | None = None
     max_batch: int = 1000
     redis_timeout: float = 1.0
+    ui: bool = False  # the feature-discovery pages under /ui (featsync.ui)
+    auth_token: str | None = field(default=None, repr=False)  # the server's bearer token: the UI pages need it too
+    access_log: bool = False
+    log_level: str = "info"
+    log_format: str = "text"
 
 
 class PayloadTooLarge(RequestError):
@@ -135,6 +146,52 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+def view_gauges(registry: Registry, states: Mapping[str, Mapping[str, str]] | None, now: datetime, results: ResultCache) -> bytes:
+    """Per feature view gauges, computed at scrape time (Prometheus text format).
+
+    Freshness (now - newest event time pushed) and the last push time come from the push
+    state (absent for a view never pushed, or all of them when Redis does not answer);
+    validation failures from the last recorded `featsync validate` (absent if never run).
+    """
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import GaugeMetricFamily
+
+    freshness = GaugeMetricFamily(
+        "featsync_feature_view_freshness_seconds",
+        "Now minus the newest event time pushed online, per feature view (negative: event times in the future).",
+        labels=["feature_view"],
+    )
+    last_push = GaugeMetricFamily(
+        "featsync_feature_view_last_push_timestamp_seconds",
+        "Unix time of the last completed push of the feature view.",
+        labels=["feature_view"],
+    )
+    failures = GaugeMetricFamily(
+        "featsync_feature_view_validation_failures",
+        "Expectations that did not pass in the feature view's last recorded validation.",
+        labels=["feature_view"],
+    )
+    for view in registry.online_views() if states is not None else ():
+        fresh = online_freshness(view, states.get(view.name, {}), now)
+        if fresh.age_seconds is not None:
+            freshness.add_metric([view.name], fresh.age_seconds)
+        if fresh.last_push_at is not None:
+            last_push.add_metric([view.name], fresh.last_push_at.timestamp())
+    validations = results.views("validate")
+    for name in registry.feature_views:
+        count = validation_failures(validations.get(name))
+        if count is not None:
+            failures.add_metric([name], count)
+
+    class Collector:
+        def collect(self) -> Any:
+            yield from (freshness, last_push, failures)
+
+    gauges = CollectorRegistry(auto_describe=False)
+    gauges.register(Collector())
+    return generate_latest(gauges)
 
 
 def feast_response(response: OnlineResponse, n: int) -> dict[str, Any]:
@@ -294,13 +351,23 @@ def create_app(config: ServeConfig) -> Starlette:
         metrics.observe("/health", code, time.perf_counter() - start)
         return Response(orjson.dumps(body), code, media_type="application/json")
 
+    results = ResultCache(project)
+    online = registry.online_views()
+    layouts = [layout_of(registry, view, config.key_prefix) for view in online]
+
     async def metrics_endpoint(request: Request) -> Response:
         """
-        summary: Prometheus metrics of all workers
+        summary: Prometheus metrics of all workers, and per feature view freshness and validation gauges
         responses:
           200: {description: Prometheus text format.}
         """
-        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        try:  # one pipelined HGETALL per online view, on scrape only
+            replies = await asyncio.wait_for(read_states(reader.client, layouts), config.redis_timeout * 2)
+            states: dict[str, dict[str, str]] | None = {v.name: r for v, r in zip(online, replies, strict=True)}
+        except (redis.RedisError, OSError, TimeoutError):
+            states = None
+        body = metrics.exposition() + view_gauges(registry, states, resolve_now(), results)
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     schemas = SchemaGenerator(
         {"openapi": "3.0.0", "info": {"title": "featsync feature server", "version": "1"}, "components": COMPONENTS}
@@ -315,8 +382,12 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     ]
+    if config.ui:
+        from featsync.ui.app import mount
+
+        routes += mount(project, registry, lambda: reader.client, config.key_prefix, config.auth_token, config.redis_timeout)
     app = Starlette(routes=routes, lifespan=lifespan)
-    return app
+    return access_log(app) if config.access_log else app
 
 
 COMPONENTS = {
@@ -364,7 +435,7 @@ COMPONENTS = {
 }
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> Any:
     """uvicorn's factory in each worker process."""
     return create_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
 
@@ -378,6 +449,9 @@ def serve(
     key_prefix: str | None = None,
     max_batch: int = 1000,
     log_level: str = "info",
+    log_format: str = "text",
+    access_log: bool = False,
+    ui: bool = False,
 ) -> None:
     """Run the server until interrupted; validates the project first, in this process."""
     import uvicorn
@@ -388,7 +462,18 @@ def serve(
         embedded = embedded_redis(project)  # the embedded redis-server lives as long as this process
         redis_url = embedded_url(embedded)
     url = redis_url or os.environ["FEATSYNC_REDIS_URL"]
-    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), project.target, url, key_prefix, max_batch)
+    config = ServeConfig(
+        str(project.project_dir),
+        str(project.profiles_dir),
+        project.target,
+        url,
+        key_prefix,
+        max_batch,
+        ui=ui,
+        access_log=access_log,
+        log_level=log_level,
+        log_format=log_format,
+    )
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
     if own_metrics_dir:
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="featsync-metrics-")
@@ -405,8 +490,9 @@ def serve(
             workers=workers,
             loop="uvloop",
             http="httptools",
-            access_log=False,  # a log line per request costs more than the request itself
+            access_log=False,  # uvicorn's; featsync.access lines when --access-log (they cost more than a request)
             log_level=log_level,
+            log_config=uvicorn_config(log_level, log_format),
         )
     except SystemExit as exc:
         if exc.code != 128 + signal.SIGTERM:

@@ -3,8 +3,9 @@
 Each feature view version has one state hash, ``fs:<view id>`` (see featsync.online.layout):
 ``identity`` names the (prefix, view, version) that owns the id, and the other fields record
 the last completed push (``watermark``, ``last_push_at``, ``rows_read``, ``keys_written``,
-``mode``). Push writes it; status, verify and the catalog read it. Keeping it here lets them
-read it without building a pusher.
+``mode``) and ``newest_event_time``, the newest event time ever written online (what
+freshness is measured from). Push writes it; status, verify, the UI and the server's
+/metrics read it. Keeping it here lets them read it without building a pusher.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from featsync.online.layout import Layout
 from featsync.registry import FeatureView, Registry
 
 IDENTITY = "identity"
+NEWEST_EVENT = "newest_event_time"
 
 
 def layout_of(registry: Registry, view: FeatureView, key_prefix: str | None = None) -> Layout:
@@ -26,7 +28,21 @@ def layout_of(registry: Registry, view: FeatureView, key_prefix: str | None = No
 
 def read_state(client: Any, layout: Layout) -> dict[str, str]:
     """The view's push state: watermark, last_push_at, counts of the last push ({} if never pushed)."""
-    raw = client.hgetall(layout.state_key)
+    return decode_state(client.hgetall(layout.state_key))
+
+
+async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]]:
+    """Several views' push states in one pipelined round trip, on an async client (server, UI)."""
+    if not layouts:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for layout in layouts:
+        pipe.hgetall(layout.state_key)
+    return [decode_state(raw) for raw in await pipe.execute()]
+
+
+def decode_state(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    """An HGETALL reply of a state hash (sync or async client) as read_state returns it."""
     return {k.decode(): v.decode() for k, v in raw.items() if k != IDENTITY.encode()}
 
 

@@ -43,6 +43,7 @@ from featsync.project import Project
 from featsync.quality.report import jsonable, plain, show
 from featsync.quality.suites import INDEX_META, ROW_COUNT_EXPECTATIONS, Suite, load_suites, suite_file_of
 from featsync.registry import FeatureView
+from featsync.results import save_result
 
 DEFAULT_MAX_ROWS = 2_000_000  # Arrow engines: above this many rows, validate the documented sample
 SAMPLE_VALUES = 5  # distinct bad values shown per failing expectation (from the first 20 bad rows)
@@ -150,7 +151,7 @@ def validate(
     if not views:
         raise NotFoundError("no feature views to validate")
     if not any(suite_file_of(project, v.name) for v in views):
-        return [ViewValidation(v.name, "no_suite") for v in views]
+        return _recorded(project, [ViewValidation(v.name, "no_suite") for v in views])
     suites = load_suites(project, registry)
     now = resolve_now(now)
     todo = [v for v in views if v.name in suites]
@@ -166,7 +167,13 @@ def validate(
         context = _gx_context()
         for name, validation in runner(project, credentials, context, [(v, suites[v.name]) for v in todo], now, max_rows):
             results[name] = validation
-    return [results[v.name] for v in views]
+    return _recorded(project, [results[v.name] for v in views])
+
+
+def _recorded(project: Project, validations: list[ViewValidation]) -> list[ViewValidation]:
+    """Keep each view's result where the UI and /metrics read it (featsync.results)."""
+    save_result(project, "validate", {v.feature_view: v.as_dict() for v in validations})
+    return validations
 
 
 def _gx_context() -> Any:

@@ -1,0 +1,99 @@
+"""Online freshness from the push state alone: what the UI and the server's /metrics show.
+
+`featsync status` measures freshness from the warehouse (one query per view); this module
+measures it from what push recorded in Redis (one HGETALL per view), so that a page or a
+Prometheus scrape costs no warehouse query. Both judge against the same thresholds of the
+view's `monitoring` meta with the same rules and wording (the breach functions below).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from featsync.online.state import NEWEST_EVENT
+from featsync.registry import FeatureView, format_duration
+
+
+@dataclass
+class OnlineFreshness:
+    """How fresh a view is online; times are aware UTC, ages in seconds (negative: in the future)."""
+
+    feature_view: str
+    newest_event_time: datetime | None = None  # the newest event time push wrote online
+    last_push_at: datetime | None = None
+    watermark: datetime | None = None
+    age_seconds: float | None = None  # now - newest event time pushed
+    push_age_seconds: float | None = None  # now - last push
+    breaches: list[str] = field(default_factory=list)
+
+    @property
+    def pushed(self) -> bool:
+        return self.last_push_at is not None
+
+    @property
+    def stale(self) -> bool:
+        return bool(self.breaches)
+
+
+def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime) -> OnlineFreshness:
+    """Judge a view's push state (featsync.online.state.read_state) against its thresholds at `now`."""
+    result = OnlineFreshness(
+        view.name,
+        newest_event_time=parse_instant(state.get(NEWEST_EVENT)),
+        last_push_at=parse_instant(state.get("last_push_at")),
+        watermark=parse_instant(state.get("watermark")),
+    )
+    limits = view.monitoring
+    if result.last_push_at is None:
+        result.breaches.append("never pushed")
+        return result
+    result.push_age_seconds = (now - result.last_push_at).total_seconds()
+    if result.newest_event_time is not None:
+        result.age_seconds = (now - result.newest_event_time).total_seconds()
+        breach = staleness_breach(result.age_seconds, limits.max_staleness)
+        if breach:
+            result.breaches.append(breach)
+    breach = push_age_breach(result.push_age_seconds, limits.max_push_age)
+    if breach:
+        result.breaches.append(breach)
+    return result
+
+
+def staleness_breach(age_seconds: float, max_staleness: int | None) -> str | None:
+    """The breach of a newest event `age_seconds` old, or None (no limit, or within it)."""
+    if max_staleness is None or age_seconds <= max_staleness:
+        return None
+    return f"newest event is {format_age(age_seconds)} old > max_staleness {format_duration(max_staleness)}"
+
+
+def push_age_breach(age_seconds: float, max_push_age: int | None) -> str | None:
+    if max_push_age is None or age_seconds <= max_push_age:
+        return None
+    return f"last push {format_age(age_seconds)} ago > max_push_age {format_duration(max_push_age)}"
+
+
+def parse_instant(text: Any) -> datetime | None:
+    """An ISO time from the push state or a recorded result as aware UTC (naive means UTC)."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def format_age(seconds: float) -> str:
+    """A duration for people: 45s, 12m, 3.1h, 40.1d; negative when an event time is in the future."""
+    if seconds < 0:
+        return "-" + format_age(-seconds)
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f}d"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.1f}h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds:.0f}s"

@@ -1,0 +1,151 @@
+"""The last result of each check, kept as JSON where the UI and /metrics can read it.
+
+`featsync validate`, `drift`, `status` and `verify` (the library functions, so the Python API
+records too) write what they found per feature view into
+``target/featsync/<target>/results/<kind>.json``::
+
+    {"kind": "validate", "updated_at": "2024-04-30T00:00:00Z",
+     "views": {"user_transaction_features": {"recorded_at": "...", ...the view's result...}}}
+
+Each run replaces the entries of the views it checked and keeps the others, so a
+``--select`` run does not forget the rest. Writes are atomic (a temporary file renamed
+over the old one, under a lock against a concurrent run), so a reader never sees half a
+file. Recording is a side effect: a project that cannot be written (read-only checkout)
+logs a warning and the check itself still succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from featsync.project import Project
+
+KINDS = frozenset({"validate", "drift", "status", "verify"})
+log = logging.getLogger(__name__)
+
+
+def result_path(project: Project, kind: str) -> Path:
+    if kind not in KINDS:
+        raise ValueError(f"unknown result kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    return project.target_path / "results" / f"{kind}.json"
+
+
+def save_result(project: Project, kind: str, views: Mapping[str, Mapping[str, Any]], now: datetime | None = None) -> Path | None:
+    """Record each view's result (JSON-ready dicts), replacing those views' previous entries.
+
+    Returns the file written, or None when it could not be written (logged, not raised).
+    """
+    path = result_path(project, kind)
+    stamp = _iso(now or datetime.now(UTC))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path):
+            stored = _read(path).get("views", {})
+            stored.update({name: {"recorded_at": stamp, **result} for name, result in views.items()})
+            document = {"kind": kind, "updated_at": stamp, "views": dict(sorted(stored.items()))}
+            text = json.dumps(_finite(document), indent=1, default=str, allow_nan=False)
+            fd, tmp = tempfile.mkstemp(prefix=f".{kind}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+    except (OSError, ValueError) as exc:
+        log.warning("could not record the %s result in %s: %s", kind, path, exc)
+        return None
+    log.debug("recorded the %s result of %s in %s", kind, ", ".join(views), path)
+    return path
+
+
+def load_result(project: Project, kind: str) -> dict[str, Any]:
+    """The recorded document ({} when nothing was recorded or the file is unreadable)."""
+    return _read(result_path(project, kind))
+
+
+def view_results(project: Project, kind: str) -> dict[str, dict[str, Any]]:
+    """The recorded result of each view, by view name."""
+    return load_result(project, kind).get("views", {})
+
+
+class ResultCache:
+    """Recorded results for a long-running reader (the server, the UI): a file is re-read only
+    when it changed (mtime or size), so a page or a scrape costs a stat() per kind."""
+
+    def __init__(self, project: Project):
+        self.paths = {kind: result_path(project, kind) for kind in KINDS}
+        self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+    def views(self, kind: str) -> dict[str, dict[str, Any]]:
+        path = self.paths[kind]
+        try:
+            stat = path.stat()
+        except OSError:
+            return {}
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(kind)
+        if cached is None or cached[0] != stamp:
+            cached = self._cache[kind] = (stamp, _read(path).get("views", {}))
+        return cached[1]
+
+    def of(self, kind: str, view: str) -> dict[str, Any] | None:
+        return self.views(kind).get(view)
+
+
+def validation_failures(result: Mapping[str, Any] | None) -> int | None:
+    """Expectations that did not pass in a recorded validation (None: never validated).
+
+    A suite that could not run at all (status error, no expectation results) counts as one."""
+    if result is None:
+        return None
+    failed = sum(1 for r in result.get("results", []) if r.get("status") != "passed")
+    return failed or (1 if result.get("status") == "error" else 0)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring the unreadable result file %s: %s", path, exc)
+        return {}
+    return data if isinstance(data, dict) and isinstance(data.get("views"), dict) else {}
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock beside the file: two runs merging at once would lose one's views."""
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities (a p-value of a constant column, say) as null: JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
