@@ -1,10 +1,10 @@
 """The online layout: Redis keys and values for feature rows, encoded column-wise.
 
-One Redis string per (project, feature view, version, entity key):
+One Redis string per (project, feature view, version, column layout, entity key):
 
     key    fs:<view id>:<k1>|<k2>...
-           view id: 8 base32 characters naming (project, feature view, version), see
-           view_id; entity values as text, '\\' and '|' escaped with '\\', so composite
+           view id: 8 base32 characters naming (project, feature view, version, layout),
+           see view_id; entity values as text, '\\' and '|' escaped with '\\', so composite
            keys, separators inside values and non-ASCII (UTF-8) are unambiguous.
     state  fs:<view id> (a hash, no ':' after the id, so never an entity's key): which
            (project, view, version) owns the id, and the view's push state.

@@ -12,8 +12,10 @@ older event time, atomically, whatever pushes run at once):
   speed; only the rows whose key existed then go through WRITE_NEWER. Which way a batch
   goes is chosen from how many keys the previous batch found absent.
 
-TTL means what it means offline: a value expires at event time + ttl (PXAT), and at
-valid_to for SCD2 views, whichever is first. Rows already expired are not written.
+TTL means what it means offline: a value is valid until event time + ttl (inclusive) and
+before valid_to for SCD2 views, the join's rule, which featsync.online.validity states for
+every online path; each key expires (PXAT) at the last whole millisecond of validity, and
+rows no longer valid at the push's clock are not written.
 """
 
 from __future__ import annotations
