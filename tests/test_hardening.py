@@ -106,12 +106,16 @@ def stored(pusher: Pusher, name: str, *key: str):
 # -- 1. SQL injection from Redis into the warehouse ----------------------------------------
 
 
-def test_a_hostile_watermark_is_refused_and_never_run(pusher):
+def test_a_hostile_watermark_is_refused_and_never_run(pusher, project, prefix, redis_url):
     load(USERS, PAIRS, PROFILES)
     state_key = pusher.state_key(view(pusher, "fv_user"))
     pusher.client.hset(state_key, "watermark", HOSTILE)
     with pytest.raises(StateError, match=rf"hash {state_key}, field 'watermark'\) is not a timestamp.*full refresh"):
         pusher.push(["fv_user"])
+    options = ["--project-dir", str(project.project_dir), "--redis-url", redis_url, "--key-prefix", prefix]
+    result = CliRunner().invoke(main, ["push", *options, "--select", "fv_user", "--skip-validation"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"hash {state_key}, field 'watermark'" in result.output and "(featsync push --full-refresh)" in result.output
     assert "pwned" not in duckdb_tables()
     (full,) = pusher.push(["fv_user"], full_refresh=True)  # ignores the garbage and replaces it
     assert full.full_refresh and full.keys_written == 2

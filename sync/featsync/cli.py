@@ -339,6 +339,7 @@ def push(
     """
     from featsync.online.connections import redis_client
     from featsync.online.push import Pusher
+    from featsync.online.state import StateError
     from featsync.quality.gate import gated_push
     from featsync.quality.report import report_lines
 
@@ -361,16 +362,19 @@ def push(
             rate = stats.rows_read / stats.seconds if stats.seconds else 0.0
             bar.update(tasks[stats.feature_view], rows=stats.rows_read, rate=rate)
 
-        gate = gated_push(
-            pusher,
-            select,
-            skip_validation=skip_validation,
-            fail_fast=fail_fast,
-            now=now,
-            dry_run=dry_run,
-            full_refresh=full_refresh,
-            progress=report,
-        )
+        try:
+            gate = gated_push(
+                pusher,
+                select,
+                skip_validation=skip_validation,
+                fail_fast=fail_fast,
+                now=now,
+                dry_run=dry_run,
+                full_refresh=full_refresh,
+                progress=report,
+            )
+        except StateError as exc:
+            raise StateError(f"{exc} (featsync push --full-refresh)") from exc
     results = gate.pushed
     if as_json:
         _print_json(gate.as_dicts())

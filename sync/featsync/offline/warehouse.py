@@ -225,6 +225,11 @@ class SnowflakeWarehouse(Warehouse):
         """
         from snowflake.connector.pandas_tools import write_pandas
 
+        odd = [field.name for field in table.schema if identifier(field.name) != field.name]
+        if odd:  # unquoted names are what write_pandas copies into; a name that needs quotes is refused
+            raise FeatsyncError(
+                f"spine column {odd[0]!r} is not a plain name (letters, digits, underscores), which Snowflake needs here"
+            )
         columns = ", ".join(f"{field.name} {snowflake_type(field)}" for field in table.schema)
         try:
             self.execute(f"create table {self.relation(name)} ({columns})")

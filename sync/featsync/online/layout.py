@@ -310,12 +310,15 @@ class Layout:
         return int(_EVENT_TIME.unpack_from(value)[0]), values
 
     def _foreign(self, value: bytes) -> StoredValueError:
-        expected = f"{self._fixed_dtype.itemsize}" if self.fixed_width else f"at least {self._reader.texts_at}, with texts"
-        if self.compact_length > 0:
-            expected += f" or {self.compact_length}"
+        """The error for a stored value that cannot be in this layout (wrong length, broken text)."""
+        if self.fixed_width:
+            expected = f"{self._fixed_dtype.itemsize} or {self.compact_length} bytes"
+        else:
+            r = self._reader
+            expected = f"at least {r.texts_at + 4 * r.texts} bytes, ending with its {r.texts} text(s)"
         return StoredValueError(
             f"a value stored for feature view '{self.view.name}' v{self.view.version} under {self.prefix}* does not "
-            f"fit its layout ({self.schema}): {len(value)} bytes, expected {expected} bytes. featsync did not write it "
+            f"fit its layout ({self.schema}): {len(value)} bytes, expected {expected}. featsync did not write it "
             "for this layout; it was not decoded"
         )
 
