@@ -1,6 +1,6 @@
 """When a latest row is valid online: the point-in-time join's rule, at the clock's instant.
 
-The rule is the macro's (``featsync._pit_still_valid`` in macros/point_in_time_join.sql):
+The rule is the macro's (``featsync._pit_still_valid`` in package/macros/point_in_time_join.sql):
 a row applies at instant s when
 
     event_ts >= s - ttl      inclusive; a view without a ttl has no such bound
