@@ -232,7 +232,9 @@ def test_a_row_dated_in_the_future_never_stops_incremental_pushes(pusher, projec
     load([*USERS, ("future", datetime(2999, 1, 1), None, 7, "f")], PAIRS, PROFILES)
     (first,) = pusher.push(["fv_user"])
     assert stored(pusher, "fv_user", "future")[1] == {"amount": 7, "label": "f"}  # its values are real: written
-    assert datetime.fromisoformat(pusher.state(view(pusher, "fv_user"))["watermark"]) == clock  # held at the clock
+    state = pusher.state(view(pusher, "fv_user"))
+    assert datetime.fromisoformat(state["watermark"]) == clock  # held at the clock
+    assert datetime.fromisoformat(state["newest_event_time"]) == (NOW - H / 2).replace(tzinfo=UTC)  # freshness: not 2999
     assert first.future_rows == 1
     # A real change after the first push: created a minute after its clock.
     load([*USERS, ("future", datetime(2999, 1, 1), None, 7, "f"), ("late", clock - H / 6, clock + H / 60, 8, "n")])
