@@ -174,7 +174,10 @@ def test_bad_windows_are_rejected(window, message):
 def test_windows_keep_their_instant_in_other_zones():
     window = drift_lib.Window.parse("2024-01-01T02:00:00+02:00..2024-01-02T00:00:00Z")
     assert window.start == datetime(2024, 1, 1, tzinfo=UTC) and str(window).startswith("2024-01-01T00:00:00Z")
-    assert "cast('2024-01-01 00:00:00' as timestamp)" in window.sql("ts")
+    from featsync.offline.warehouse import PostgresWarehouse
+
+    rendered = PostgresWarehouse.__new__(PostgresWarehouse)  # bind() only: renders the typed bound, no connection
+    assert "cast('2024-01-01 00:00:00.000000' as timestamp)" in window.sql("ts", rendered, [])
 
 
 def test_drift_bad_inputs_from_the_cli(drift_data):

@@ -101,9 +101,10 @@ def test_push_writes_latest_rows_with_event_time_ttls(pusher):
 
     registry = pusher.project.registry()
     key = lambda view, *k: pusher.layout(registry.feature_view(view)).key(k)  # noqa: E731
-    assert pusher.client.pexpiretime(key("fv_user", "u1")) == ms(NOW - H + 3 * H)  # event time + ttl
-    assert pusher.client.pexpiretime(key("fv_profile", "u1")) == ms(NOW + H)  # valid_to first
-    assert pusher.client.pexpiretime(key("fv_profile", "u3")) == ms(NOW - H + 5 * H)
+    # PXAT: the last whole ms in which the value is still valid (featsync.online.validity).
+    assert pusher.client.pexpiretime(key("fv_user", "u1")) == ms(NOW - H + 3 * H) - 1  # event time + ttl
+    assert pusher.client.pexpiretime(key("fv_profile", "u1")) == ms(NOW + H) - 1  # valid_to first
+    assert pusher.client.pexpiretime(key("fv_profile", "u3")) == ms(NOW - H + 5 * H) - 1
     assert pusher.client.pttl(key("fv_pair", "u1", "m1")) == -1  # no ttl: never
 
 
@@ -303,13 +304,14 @@ def test_compact_and_full_values_compare_by_event_time(pusher):
     assert layout.decode(pusher.client.get(key)) == ((NOW - H + timedelta(microseconds=1)).replace(tzinfo=UTC), {"score": None})
 
 
-def test_expiry_bound_is_inclusive_as_in_the_join(pusher):
-    """A row is still pushed at exactly event time + ttl, as a join at that instant uses it."""
+def test_expiry_bound_is_the_last_whole_millisecond_of_validity(pusher):
+    """The 'old' row (event NOW - 4h, ttl 3h) is valid through event + ttl inclusive; its key
+    would expire after the ms before that (PXAT), so it is pushed while that ms is still ahead."""
     load(USERS, PAIRS, PROFILES)
-    bound = ms(NOW - 4 * H + 3 * H) / 1000  # the 'old' row: event NOW - 4h, ttl 3h
-    pusher.now = lambda: bound
+    bound = ms(NOW - 4 * H + 3 * H)
+    pusher.now = lambda: (bound - 2) / 1000
     assert pusher.push(["fv_user"], dry_run=True)[0].skipped_expired == 0
-    pusher.now = lambda: bound + 0.001
+    pusher.now = lambda: (bound - 1) / 1000
     assert pusher.push(["fv_user"], dry_run=True)[0].skipped_expired == 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +24,7 @@ from click.testing import CliRunner
 
 from conftest import EXAMPLE_NOW, ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project, delete_pushed_keys
 from featsync.cli import main
+from featsync.errors import FeatsyncError
 from featsync.offline.warehouse import SnowflakeWarehouse, connect
 from featsync.project import Project
 
@@ -166,6 +168,22 @@ def test_cli_training_set_from_snowflake_with_a_spine_file(sf_args, snowflake_bu
     with connect(snowflake_build.project) as warehouse:
         left = warehouse.fetch_arrow(f"show tables like 'FEATSYNC_SPINE_%' in schema {snowflake_build.schema}")
     assert left.num_rows == 0
+
+
+def test_a_spine_column_name_that_is_sql_is_refused(snowflake_build):
+    """The scratch table's DDL is built from the spine's column names: only plain names get in."""
+    from featsync.offline.training import TrainingSetRequest, get_historical_features
+
+    spine = pa.table(
+        {
+            "user_id": ["u0001"],
+            "event_timestamp": pa.array([datetime(2024, 3, 1, tzinfo=UTC)], pa.timestamp("us", tz="UTC")),
+            "x int); drop table stg_fraud_labels; --": [1],
+        }
+    )
+    request = TrainingSetRequest(features=["user_transaction_features:transaction_count_7d"])
+    with pytest.raises(FeatsyncError, match="spine column 'x int\\); drop table .* is not a plain name"):
+        get_historical_features(snowflake_build.project, spine, request)
 
 
 def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):

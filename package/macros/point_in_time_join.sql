@@ -223,7 +223,10 @@ asof left join {{ fv }}
 
 
 {#- A matched row still applies at the spine time: within the TTL (inclusive bound) and,
-    for SCD2 views, before valid_to. 'true' when neither applies. -#}
+    for SCD2 views, before valid_to. 'true' when neither applies. The online store applies
+    this same rule at the clock's instant (which rows push writes, each key's PXAT, the
+    read-time ttl check, verify): sync/featsync/online/validity.py states it once for them;
+    change both together. -#}
 {% macro _pit_still_valid(view, match, spine, spine_timestamp) -%}
   {%- set conditions = [] -%}
   {%- if view.ttl -%}

@@ -339,6 +339,7 @@ def push(
     """
     from featsync.online.connections import redis_client
     from featsync.online.push import Pusher
+    from featsync.online.state import StateError
     from featsync.quality.gate import gated_push
     from featsync.quality.report import report_lines
 
@@ -361,16 +362,19 @@ def push(
             rate = stats.rows_read / stats.seconds if stats.seconds else 0.0
             bar.update(tasks[stats.feature_view], rows=stats.rows_read, rate=rate)
 
-        gate = gated_push(
-            pusher,
-            select,
-            skip_validation=skip_validation,
-            fail_fast=fail_fast,
-            now=now,
-            dry_run=dry_run,
-            full_refresh=full_refresh,
-            progress=report,
-        )
+        try:
+            gate = gated_push(
+                pusher,
+                select,
+                skip_validation=skip_validation,
+                fail_fast=fail_fast,
+                now=now,
+                dry_run=dry_run,
+                full_refresh=full_refresh,
+                progress=report,
+            )
+        except StateError as exc:
+            raise StateError(f"{exc} (featsync push --full-refresh)") from exc
     results = gate.pushed
     if as_json:
         _print_json(gate.as_dicts())
@@ -797,6 +801,31 @@ def verify(
                 )
     if any(r.breaches for r in results):
         sys.exit(CHECK_FAILED_EXIT)
+
+
+@main.command()
+@project_options
+@online_store_options
+@click.option("--dry-run", is_flag=True, help="List what would be deleted, delete nothing.")
+@json_option
+def prune(project: Project, redis_url: str | None, key_prefix: str | None, dry_run: bool, as_json: bool) -> None:
+    """Delete the online keys of feature-view versions and column layouts the registry no longer has.
+
+    A new version, or columns changed without one, are pushed to new keys; the old ones stay
+    (for readers not yet redeployed, and for rollback) until this removes them.
+    """
+    from featsync.online.connections import redis_client
+    from featsync.online.prune import prune as run_prune
+
+    orphans = run_prune(project.registry(), redis_client(project, redis_url), key_prefix, dry_run)
+    if as_json:
+        _print_json([o.as_dict() for o in orphans])
+        return
+    title = "Prune (dry run: nothing deleted)" if dry_run else "Prune"
+    rows = [(o.identity, o.view_id, o.layout or "-", f"{o.keys:,}") for o in orphans]
+    out.print(_table(title, ("owner", "view id", "layout", "keys"), rows))
+    if not orphans:
+        out.print("nothing to prune: every view id of this key prefix is in use", markup=False)
 
 
 def _plain(value: Any) -> Any:

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError
+from featsync.offline.sql import identifier
 from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.layout import kind_of
 from featsync.project import Project
@@ -66,13 +67,10 @@ class Window:
             raise FeatsyncError(f"{option} '{text}': the start must be before the end")
         return cls(bounds[0], bounds[1])
 
-    def sql(self, column: str) -> str:
-        """The predicate on a naive-UTC timestamp column."""
-
-        def literal(value: datetime) -> str:
-            return f"cast('{value.replace(tzinfo=None).isoformat(sep=' ')}' as timestamp)"
-
-        return f"{_q(column)} >= {literal(self.start)} and {_q(column)} < {literal(self.end)}"
+    def sql(self, column: str, warehouse: Warehouse, params: list[Any]) -> str:
+        """The predicate on a naive-UTC timestamp column; the bounds are bound (Warehouse.bind)."""
+        name = identifier(column)
+        return f"{name} >= {warehouse.bind(self.start, params)} and {name} < {warehouse.bind(self.end, params)}"
 
     def __str__(self) -> str:
         return f"{_iso(self.start)}..{_iso(self.end)}"
@@ -210,17 +208,18 @@ def feature_kinds(view: FeatureView) -> tuple[dict[str, str], dict[str, str]]:
 
 def _counts(warehouse: Warehouse, view: FeatureView, reference: Window, current: Window, features: list[str]) -> dict:
     """Rows and non-null values per feature in each window: one aggregate query."""
-    selects = []
-    for label, window in zip(WINDOWS, (reference, current), strict=True):
+    selects, params = [], []
+    for w, window in enumerate((reference, current)):
         columns = ", ".join(
-            [f"'{label}' as featsync_window", "count(*) as featsync_rows"] + [f"count({_q(f)}) as {_q(f)}" for f in features]
+            [f"{w} as featsync_window", "count(*) as featsync_rows"]
+            + [f"count({identifier(f)}) as n{i}" for i, f in enumerate(features)]
         )
-        selects.append(f"select {columns} from {view.relation} where {window.sql(view.timestamp)}")
-    table = warehouse.fetch_arrow(" union all ".join(selects))
+        selects.append(f"select {columns} from {view.relation} where {window.sql(view.timestamp, warehouse, params)}")
+    table = warehouse.fetch_arrow(" union all ".join(selects), params)
     out = {}
     for row in table.to_pylist():
-        window, rows = row.pop("featsync_window"), int(row.pop("featsync_rows"))
-        out[window] = {"rows": rows, **{k: int(v) for k, v in row.items()}}
+        window, rows = WINDOWS[int(row["featsync_window"])], int(row["featsync_rows"])
+        out[window] = {"rows": rows, **{f: int(row[f"n{i}"]) for i, f in enumerate(features)}}
     return out
 
 
@@ -230,17 +229,20 @@ def _category_counts(
     """feature -> category -> {reference: n, current: n}, counted by the warehouse."""
     if not features:
         return {}
-    selects = [
-        f"select '{f}' as featsync_feature, '{label}' as featsync_window, cast({_q(f)} as varchar) as featsync_value, "
-        f"count(*) as featsync_n from {view.relation} where {window.sql(view.timestamp)} and {_q(f)} is not null "
-        f"group by cast({_q(f)} as varchar)"
-        for f in features
-        for label, window in zip(WINDOWS, (reference, current), strict=True)
-    ]
+    selects, params = [], []
+    for i, f in enumerate(features):
+        for w, window in enumerate((reference, current)):
+            name = identifier(f)
+            selects.append(
+                f"select {i} as featsync_feature, {w} as featsync_window, cast({name} as varchar) as featsync_value, "
+                f"count(*) as featsync_n from {view.relation} where {window.sql(view.timestamp, warehouse, params)} "
+                f"and {name} is not null group by cast({name} as varchar)"
+            )
     out: dict[str, dict[str, dict[str, int]]] = {}
-    for row in warehouse.fetch_arrow(" union all ".join(selects)).to_pylist():
-        shares = out.setdefault(row["featsync_feature"], {}).setdefault(row["featsync_value"], dict.fromkeys(WINDOWS, 0))
-        shares[row["featsync_window"]] = int(row["featsync_n"])
+    for row in warehouse.fetch_arrow(" union all ".join(selects), params).to_pylist():
+        feature, window = features[int(row["featsync_feature"])], WINDOWS[int(row["featsync_window"])]
+        shares = out.setdefault(feature, {}).setdefault(row["featsync_value"], dict.fromkeys(WINDOWS, 0))
+        shares[window] = int(row["featsync_n"])
     return out
 
 
@@ -250,12 +252,14 @@ def _numeric_values(
     """The non-null values of each numeric feature in the window, as float64 arrays."""
     if not features:
         return {}
+    params: list[Any] = []
+    columns = ", ".join(f"{identifier(f)} as n{i}" for i, f in enumerate(features))
     table = warehouse.fetch_arrow(
-        f"select {', '.join(_q(f) for f in features)} from {view.relation} where {window.sql(view.timestamp)}"
+        f"select {columns} from {view.relation} where {window.sql(view.timestamp, warehouse, params)}", params
     )
     out = {}
-    for name in features:
-        column = pc.drop_null(table.column(name))
+    for i, name in enumerate(features):
+        column = pc.drop_null(table.column(f"n{i}"))
         if kinds[name] == "timestamp":  # seconds since the epoch
             column = pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).cast(pa.float64()), 1e6)
         out[name] = column.to_numpy(zero_copy_only=False).astype(np.float64)
@@ -442,10 +446,6 @@ def _svg(f: FeatureDrift, width: int = 360, height: int = 170) -> str:
 
 def fmt_number(value: float | None, pattern: str = "{:.3f}") -> str:
     return "-" if value is None else pattern.format(value)
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _iso(value: datetime) -> str:

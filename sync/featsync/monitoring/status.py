@@ -17,10 +17,11 @@ import redis
 
 from featsync.errors import FeatsyncError
 from featsync.monitoring.freshness import format_age, push_age_breach, staleness_breach
-from featsync.offline.warehouse import connect, reading
+from featsync.offline.sql import identifier
+from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.layout import KEY_PREFIX, Layout
 from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows
-from featsync.online.state import layout_of, read_state
+from featsync.online.state import PushState, StateError, layout_of, read_state
 from featsync.project import Project
 from featsync.registry import FeatureView, format_duration
 from featsync.results import save_result
@@ -39,8 +40,9 @@ class ViewStatus:
     version: int
     online: bool
     entities_offline: int  # entities with a latest row in the warehouse
-    newest_event_time: datetime | None
-    newest_change: datetime | None  # newest change marker of the latest rows (what push's watermark tracks)
+    newest_event_time: datetime | None  # the newest not after now (rows dated later are future_rows)
+    newest_change: datetime | None  # newest change marker not after now (what push's watermark tracks)
+    future_rows: int = 0  # latest rows whose event or change time is after now
     last_push_at: datetime | None = None
     watermark: datetime | None = None
     last_push_mode: str | None = None
@@ -74,10 +76,14 @@ def status(
     select = list(select)
     views = [registry.feature_view(n) for n in select] if select else list(registry.feature_views.values())
     queries = compile_latest_rows(project, [v.name for v in views])
-    states = {}
+    states: dict[str, PushState] = {}
+    unreadable: dict[str, str] = {}
     try:
         for view in views:
-            states[view.name] = read_state(client, layout_of(registry, view, key_prefix)) if view.online else {}
+            try:
+                states[view.name] = read_state(client, layout_of(registry, view, key_prefix)) if view.online else PushState({})
+            except StateError as exc:  # reported as this view's breach; the others are still judged
+                states[view.name], unreadable[view.name] = PushState({}), str(exc)
         keys = count_online_keys(client, [layout_of(registry, v, key_prefix) for v in views if v.online]) if count_keys else {}
     except redis.RedisError as exc:
         raise FeatsyncError(f"cannot read the push state from Redis: {exc}") from exc
@@ -86,13 +92,9 @@ def status(
     with connect(project) as warehouse:
         for view in views:
             state = states[view.name]
-            watermark = state.get("watermark")
-            pending = "0" if watermark is None else f"count(case when {CHANGED_AT} > cast('{watermark}' as timestamp) then 1 end)"
             with reading(view):
-                row = warehouse.fetch_arrow(
-                    f"select count(*) as entities, max({view.timestamp}) as newest_event, max({CHANGED_AT}) as newest_change, "
-                    f"{pending} as pending from ({changed_since(view, queries[view.name], None)}) as featsync_changes"
-                ).to_pylist()[0]
+                row = warehouse.fetch_arrow(*status_query(warehouse, view, queries[view.name], state.watermark, instant))
+            row = row.to_pylist()[0]
             result = ViewStatus(
                 view.name,
                 view.version,
@@ -100,16 +102,44 @@ def status(
                 int(row["entities"]),
                 utc(row["newest_event"]),
                 utc(row["newest_change"]),
-                last_push_at=datetime.fromisoformat(state["last_push_at"]) if "last_push_at" in state else None,
-                watermark=utc(datetime.fromisoformat(watermark)) if watermark else None,
-                last_push_mode=state.get("mode"),
-                pending_rows=int(row["pending"]) if view.online and watermark else None,
+                future_rows=int(row["future"] or 0),
+                last_push_at=state.last_push_at,
+                watermark=utc(state.watermark),
+                last_push_mode=state.fields.get("mode"),
+                pending_rows=int(row["pending"]) if view.online and state.watermark else None,
                 online_keys=keys.get(layout_of(registry, view, key_prefix).prefix) if view.online else None,
             )
-            _judge_status(result, view, instant)
+            if view.name in unreadable:
+                result.breaches.append(unreadable[view.name])
+            _judge_status(result, view, instant, judge_push=view.name not in unreadable)
             out.append(result)
     save_result(project, "status", {r.feature_view: r.as_dict() for r in out}, now=instant)
     return out
+
+
+def status_query(
+    warehouse: Warehouse, view: FeatureView, latest_sql: str, watermark: datetime | None, instant: datetime
+) -> tuple[str, list[Any]]:
+    """One pass over the latest rows: entities, the newest event and change not after
+    `instant`, rows dated after it, and rows changed after the watermark (bound values)."""
+    params: list[Any] = []
+
+    def now() -> str:  # positional parameters: one placeholder per use
+        return warehouse.bind(instant, params)
+
+    ts = identifier(view.timestamp)
+    columns = [
+        "count(*) as entities",
+        f"max(case when {ts} <= {now()} then {ts} end) as newest_event",
+        f"max(case when {CHANGED_AT} <= {now()} then {CHANGED_AT} end) as newest_change",
+        f"count(case when {ts} > {now()} or {CHANGED_AT} > {now()} then 1 end) as future",
+    ]
+    if watermark is None:
+        columns.append("0 as pending")
+    else:
+        columns.append(f"count(case when {CHANGED_AT} > {warehouse.bind(watermark, params)} then 1 end) as pending")
+    sql = f"select {', '.join(columns)} from ({changed_since(view, latest_sql, None)}) as featsync_changes"
+    return sql, params
 
 
 def count_online_keys(client: redis.Redis, layouts: list[Layout]) -> dict[str, int]:
@@ -130,16 +160,21 @@ def count_online_keys(client: redis.Redis, layouts: list[Layout]) -> dict[str, i
     return counts
 
 
-def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime) -> None:
+def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime, judge_push: bool = True) -> None:
     limits = view.monitoring
+    if result.future_rows:
+        result.breaches.append(
+            f"{result.future_rows:,} latest rows are dated in the future (event or change time after now); "
+            "push writes them, but its watermark stops at its own clock"
+        )
     if result.newest_event_time is not None:
         result.staleness_seconds = (instant - result.newest_event_time).total_seconds()
     if limits.max_staleness is not None:
         if result.newest_event_time is None:
-            result.breaches.append("no rows in the warehouse")
+            result.breaches.append("no rows in the warehouse" if not result.future_rows else "no rows dated before now")
         elif breach := staleness_breach(result.staleness_seconds, limits.max_staleness):
             result.breaches.append(breach)
-    if not view.online:
+    if not view.online or not judge_push:
         return
     if result.last_push_at is None:
         result.breaches.append("never pushed")

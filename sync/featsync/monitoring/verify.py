@@ -1,9 +1,9 @@
 """featsync verify: does the online store hold what a push of the warehouse would leave?
 
 It goes through push's own SQL and rules, never a second copy of them: the latest rows come
-from the featsync.latest_rows macro (push.compile_latest_rows), and which rows belong online
-(TTL, valid_to) from push.live_rows; online values are read by the same OnlineReader as
-serving.
+from the featsync.latest_rows macro (push.compile_latest_rows), which rows belong online
+(TTL, valid_to) from featsync.online.validity.live_rows, as push decides, and online values
+are read by the same OnlineReader as serving.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -20,9 +20,11 @@ import redis
 
 from featsync.errors import FeatsyncError
 from featsync.monitoring.status import iso, utc
+from featsync.offline.sql import identifier
 from featsync.offline.warehouse import connect, reading
-from featsync.online.push import compile_latest_rows, live_rows
+from featsync.online.push import compile_latest_rows
 from featsync.online.serving import PRESENT, OnlineReader
+from featsync.online.validity import epoch_micros, live_rows
 from featsync.project import Project
 from featsync.registry import FeatureView, Registry
 from featsync.results import save_result
@@ -102,14 +104,16 @@ def verify(
     results = []
     with connect(project) as warehouse:
         for view in views:
-            keys = " || '|' || ".join(f"cast({k} as varchar)" for k in view.entities)
+            keys = " || '|' || ".join(f"cast({identifier(k)} as varchar)" for k in view.entities)
+            params: list[Any] = []
+            seed_sql = warehouse.bind(int(seed), params)
+            limit_sql = warehouse.bind(int(sample), params)
+            sql = (
+                f"select * from ({queries[view.name]}) as featsync_latest "
+                f"order by md5({keys} || '|' || cast({seed_sql} as varchar)) limit {limit_sql}"
+            )
             with reading(view):
-                batches = list(
-                    warehouse.arrow_batches(
-                        f"select * from ({queries[view.name]}) as featsync_latest "
-                        f"order by md5({keys} || '|{int(seed)}') limit {int(sample)}"
-                    )
-                )
+                batches = list(warehouse.arrow_batches(sql, params))
             table = pa.Table.from_batches(batches) if batches else pa.table({})  # an empty view gives no batch
             results.append(_verify_view(view, table, registry, client, key_prefix, now))
     save_result(project, "verify", {r.feature_view: r.as_dict() for r in results})
@@ -130,7 +134,7 @@ def _verify_view(
         return result
     start = now()
     batch = table.combine_chunks().to_batches()[0]
-    expire_ms, live = live_rows(view, batch, int(start * 1000))
+    expire_ms, live = live_rows(view, batch, epoch_micros(datetime.fromtimestamp(start, UTC)))
     entity_rows = table.select(list(view.entities)).to_pylist()
     # The reader's TTL check runs at the same instant as push's rule.
     reader = OnlineReader(registry, client, key_prefix, now=lambda: start)
@@ -146,7 +150,8 @@ def _verify_view(
         entity = "|".join(str(row[k]) for k in view.entities)
         status = response.statuses[first][i]
         result.present_online += status == PRESENT
-        expiring_now = expire_ms[i] != 0 and int(start * 1000) <= expire_ms[i] <= finished_ms
+        # Live at start (PXAT after start's ms), but Redis' clock may pass the PXAT during the read.
+        expiring_now = expire_ms[i] != 0 and expire_ms[i] <= finished_ms
         if not live[i]:
             result.expired_offline += 1
             for check in result.checks:

@@ -9,6 +9,7 @@ timestamps on the way out.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,11 @@ class TrainingSetRequest:
         require_one_selection(self.features, self.feature_service)
         if self.as_of not in ("event", "available"):
             raise FeatsyncError(f"as_of must be 'event' or 'available', got {self.as_of!r}")
+        # These names become SQL identifiers in the macro's output: plain ones only.
+        _require_column(self.spine_timestamp, "the spine timestamp")
+        for key, column in self.join_key_map.items():
+            _require_column(key, "a join key")
+            _require_column(column, f"the spine column of join key '{key}'")
 
     def inline_sql(self, spine_relation: str, feature_views: Sequence[str]) -> str:
         """The Jinja of featsync.point_in_time_join for this request, with depends_on hints.
@@ -63,6 +69,24 @@ class TrainingSetRequest:
         # JSON literals are valid Jinja literals except for booleans and null.
         rendered = ", ".join(f"{k}={_jinja(v)}" for k, v in args.items())
         return f"{hints}{{{{ featsync.point_in_time_join({rendered}) }}}}"
+
+
+_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_RELATION_PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
+_RELATION = re.compile(rf"{_RELATION_PART}(?:\.{_RELATION_PART}){{0,2}}\Z")
+
+
+def _require_column(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not _COLUMN.match(name):
+        raise FeatsyncError(f"{what} {name!r} is not a plain column name (letters, digits and underscores)")
+
+
+def require_relation(name: str) -> str:
+    """A spine relation given by name: [database.][schema.]table, each part a plain or a
+    double-quoted identifier; anything else would be SQL text, not a name."""
+    if not _RELATION.match(name):
+        raise FeatsyncError(f"spine {name!r} is neither a .parquet or .csv file nor a relation name ([database.][schema.]table)")
+    return name
 
 
 def _jinja(value: Any) -> str:
@@ -143,7 +167,7 @@ def get_historical_features(project: Project, spine: pa.Table | str, request: Tr
             ),
             None,
         )
-        relation = model["relation_name"] if model else spine
+        relation = model["relation_name"] if model else require_relation(spine)
         sql = compile_join(project, request, relation)
         with connect(project) as warehouse:
             return to_utc_aware(warehouse.fetch_arrow(sql))

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 
 from featsync.errors import FeatsyncError
+from featsync.offline.sql import identifier, literal, naive_utc
 from featsync.project import Project
 from featsync.registry import FeatureView
 
@@ -45,14 +47,32 @@ class Warehouse:
     schema: str
     con: Any
 
-    def arrow_batches(self, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    def bind(self, value: Any, params: list[Any]) -> str:
+        """SQL standing for one typed value (a watermark, a window bound, a seed): a literal
+        rendered from the typed value (featsync.offline.sql.literal), or, on engines that
+        bind without cost, a placeholder whose value is appended to `params`.
+
+        PostgreSQL renders: ADBC runs a query with bound parameters as one prepared
+        statement whose whole result libpq buffers (measured: 4x the memory of the
+        streamed COPY path on 2M rows), which would undo push's bounded memory.
+        Snowflake renders: its connector's default (pyformat) binding is client-side
+        interpolation anyway, and would turn any '%' in dbt's SQL into a format error.
+        """
+        return literal(value, self.adapter_type)
+
+    def arrow_batches(self, sql: str, params: Sequence[Any] = (), batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """The result of `sql` as record batches; `params` are the values `bind` collected."""
         raise NotImplementedError
 
-    def fetch_arrow(self, sql: str) -> pa.Table:
-        batches = list(self.arrow_batches(sql))
+    def fetch_arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        batches = list(self.arrow_batches(sql, params))
         if not batches:
             raise FeatsyncError("the warehouse returned no result schema")
         return pa.Table.from_batches(batches)
+
+    def _no_params(self, params: Sequence[Any]) -> None:
+        if params:  # bind() rendered every value on this engine, so none can be pending
+            raise TypeError(f"the {self.adapter_type} warehouse takes no bound parameters")
 
     def execute(self, sql: str) -> None:
         """Run a statement for its effect (DB-API connections: PostgreSQL's ADBC, Snowflake's connector)."""
@@ -85,12 +105,18 @@ class DuckDBWarehouse(Warehouse):
             # Settings go through SET, as dbt-duckdb applies them: some (TimeZone) need
             # their built-in extension loaded first, which connect(config=...) does not do.
             for key, value in (credentials.settings or {}).items():
-                self.con.execute(f"set {key} = ?", [str(value)])
+                self.con.execute(f"set {identifier(key)} = ?", [str(value)])
         except duckdb.Error as exc:
             raise FeatsyncError(f"cannot open DuckDB database {credentials.path}: {exc}") from exc
 
-    def arrow_batches(self, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        reader = self.con.sql(sql).to_arrow_reader(batch_rows)
+    def bind(self, value: Any, params: list[Any]) -> str:
+        """DuckDB binds parameters and still streams the result. A datetime is bound as naive UTC:
+        an aware one would be a TIMESTAMPTZ, compared in the session's time zone."""
+        params.append(naive_utc(value) if isinstance(value, datetime) else value)
+        return "?"
+
+    def arrow_batches(self, sql: str, params: Sequence[Any] = (), batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        reader = self.con.sql(sql, params=list(params) or None).to_arrow_reader(batch_rows)
         yield from reader
 
     def execute(self, sql: str) -> None:
@@ -115,15 +141,14 @@ class PostgresWarehouse(Warehouse):
 
         self.schema = credentials.schema
         self.batch_bytes = batch_bytes
-        user = credentials.user
-        password = f":{credentials.password}" if credentials.password else ""
-        uri = f"postgresql://{user}{password}@{credentials.host}:{credentials.port}/{credentials.database}"
         try:
-            self.con = adbc.connect(uri, autocommit=True)
+            self.con = adbc.connect(postgres_conninfo(credentials), autocommit=True)
         except Exception as exc:  # the driver raises its own error types
-            raise FeatsyncError(f"cannot connect to PostgreSQL at {credentials.host}:{credentials.port}: {exc}") from exc
+            reason = _without(str(exc), credentials.password)
+            raise FeatsyncError(f"cannot connect to PostgreSQL at {credentials.host}:{credentials.port}: {reason}") from None
 
-    def arrow_batches(self, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    def arrow_batches(self, sql: str, params: Sequence[Any] = (), batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        self._no_params(params)
         cursor = self.con.cursor()
         try:
             cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_bytes)})
@@ -174,7 +199,8 @@ class SnowflakeWarehouse(Warehouse):
         except Exception as exc:  # the connector and dbt's key loading raise several types
             raise FeatsyncError(f"cannot connect to Snowflake account {credentials.account!r}: {exc}") from exc
 
-    def arrow_batches(self, sql: str, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    def arrow_batches(self, sql: str, params: Sequence[Any] = (), batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        self._no_params(params)
         cursor = self.con.cursor()
         try:
             cursor.execute(sql)
@@ -199,6 +225,11 @@ class SnowflakeWarehouse(Warehouse):
         """
         from snowflake.connector.pandas_tools import write_pandas
 
+        odd = [field.name for field in table.schema if identifier(field.name) != field.name]
+        if odd:  # unquoted names are what write_pandas copies into; a name that needs quotes is refused
+            raise FeatsyncError(
+                f"spine column {odd[0]!r} is not a plain name (letters, digits, underscores), which Snowflake needs here"
+            )
         columns = ", ".join(f"{field.name} {snowflake_type(field)}" for field in table.schema)
         try:
             self.execute(f"create table {self.relation(name)} ({columns})")
@@ -236,6 +267,53 @@ def snowflake_names(table: pa.Table) -> pa.Table:
     """Snowflake folds unquoted identifiers to upper case; featsync's names are dbt's lower-case ones."""
     names = [n.lower() if n == n.upper() else n for n in table.column_names]
     return table.rename_columns(names)
+
+
+# What featsync passes on from a dbt PostgreSQL profile besides host, port, user, password, dbname.
+POSTGRES_OPTIONS = ("sslmode", "sslcert", "sslkey", "sslrootcert", "connect_timeout", "application_name")
+
+
+def postgres_options(credentials: Any) -> dict[str, Any]:
+    """The libpq connection parameters of a dbt PostgreSQL profile (TLS settings included)."""
+    options = {
+        "host": credentials.host,
+        "port": credentials.port,
+        "user": credentials.user,
+        "password": credentials.password or None,
+        "dbname": credentials.database,
+    }
+    options.update({key: getattr(credentials, key, None) for key in POSTGRES_OPTIONS})
+    return {key: value for key, value in options.items() if value not in (None, "")}
+
+
+def postgres_conninfo(credentials: Any) -> str:
+    """A libpq connection string, quoted by psycopg2's make_dsn: a password with '@', '/',
+    spaces or quotes arrives intact (a hand-built URI broke on them and leaked parts)."""
+    from psycopg2.extensions import make_dsn
+
+    return make_dsn(**postgres_options(credentials))
+
+
+def postgres_sqlalchemy_url(credentials: Any) -> Any:
+    """The same parameters as an SQLAlchemy URL (Great Expectations' SQL datasource); rendered
+    with the password in, for GE's connection_string, by SQLAlchemy, which encodes it."""
+    from sqlalchemy.engine import URL
+
+    options = postgres_options(credentials)
+    return URL.create(
+        "postgresql+psycopg2",
+        username=options.pop("user", None),
+        password=options.pop("password", None),
+        host=options.pop("host", None),
+        port=options.pop("port", None),
+        database=options.pop("dbname", None),
+        query={key: str(value) for key, value in options.items()},
+    )
+
+
+def _without(text: str, secret: str | None) -> str:
+    """A driver's message with a password removed, should it echo one."""
+    return text.replace(secret, "***") if secret else text
 
 
 ENGINES = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse, "snowflake": SnowflakeWarehouse}

@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from featsync.errors import FeatsyncError
 from featsync.project import Project
 
 RETRIES = 5
@@ -29,6 +31,51 @@ def push_retry() -> Retry:
     """Bounded retries with backoff on connection loss: every featsync write is idempotent
     (newest event time wins), so replaying a chunk is safe."""
     return Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES)
+
+
+SCHEMES = ("redis", "rediss", "unix", *CLUSTER_SCHEMES)
+
+
+def redacted(url: str) -> str:
+    """A Redis URL fit for messages: the password in its user info replaced by ***
+    (also when the URL is malformed, e.g. without a scheme)."""
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, userinfo = head.rpartition("://")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}{sep}{user}{colon and ':***'}@{host}"
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a Redis URL that redis-py would misread or fail on with a traceback: an unknown
+    scheme, a port that is not a number in 1..65535, or a database that is not a number
+    (redis-py silently uses db 0 for '/abc'). The message names the URL without its password."""
+
+    def bad(what: str) -> FeatsyncError:
+        return FeatsyncError(f"Redis URL {redacted(url)!r}: {what}")
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise bad(f"{exc} (the port must be a number from 1 to 65535)") from None
+    if parts.scheme not in SCHEMES:
+        schemes = ", ".join(f"{scheme}://" for scheme in SCHEMES)
+        raise bad(f"unknown scheme {parts.scheme!r} (expected {schemes})")
+    if port == 0:
+        raise bad("port 0 is not a port (1 to 65535)")
+    query = parse_qs(parts.query, keep_blank_values=True)
+    databases = list(query.get("db", []))
+    if parts.scheme != "unix" and parts.path not in ("", "/"):
+        databases.append(parts.path.lstrip("/"))
+    for db in databases:
+        if not (db.isascii() and db.isdigit()):
+            raise bad(f"database {db!r} is not a number (e.g. redis://host:6379/0)")
+        if parts.scheme in CLUSTER_SCHEMES and int(db) != 0:
+            raise bad(f"a Redis Cluster has only database 0, not {db}")
+    if parts.scheme == "unix" and not parts.path:
+        raise bad("a unix:// URL needs the socket's path, e.g. unix:///run/redis.sock")
 
 
 def _cluster_url(url: str) -> str | None:
@@ -47,6 +94,7 @@ def redis_client(project: Project, url: str | None = None) -> redis.Redis:
     """
     url = url or os.environ.get("FEATSYNC_REDIS_URL")
     if url:
+        check_redis_url(url)
         # Bounded retries with backoff on connection loss: every write is idempotent
         # (newest event time wins), so replaying a chunk is safe.
         retry = push_retry()
@@ -91,6 +139,18 @@ def describe_client(client: redis.Redis) -> str:
     return f"Redis at {kwargs.get('host')}:{kwargs.get('port')}"
 
 
+def server_identity(client: Any) -> frozenset[str] | None:
+    """The run ids of the Redis servers behind a client (INFO server): a restart or a
+    failover changes them. None when the user may not run INFO (an ACL without @dangerous)."""
+    try:
+        if isinstance(client, redis.RedisCluster):
+            infos = client.info("server", target_nodes=redis.RedisCluster.PRIMARIES)
+            return frozenset(str(info.get("run_id")) for info in infos.values())
+        return frozenset([str(client.info("server").get("run_id"))])
+    except redis.exceptions.NoPermissionError:
+        return None
+
+
 def async_redis_client(url: str, timeout: float) -> Any:
     """redis.asyncio for URL (redis+cluster:// for a cluster), with short timeouts and one retry.
 
@@ -99,6 +159,7 @@ def async_redis_client(url: str, timeout: float) -> Any:
     import redis.asyncio
     from redis.asyncio.retry import Retry as AsyncRetry
 
+    check_redis_url(url)
     retry = AsyncRetry(ExponentialBackoff(cap=0.05, base=0.005), 1)
     # socket_timeout=None (redis-py's default is 5 s): reads are bounded by
     # AsyncOnlineReader.timeout instead, one timer per request (see there).

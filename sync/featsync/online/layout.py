@@ -1,10 +1,10 @@
 """The online layout: Redis keys and values for feature rows, encoded column-wise.
 
-One Redis string per (project, feature view, version, entity key):
+One Redis string per (project, feature view, version, column layout, entity key):
 
     key    fs:<view id>:<k1>|<k2>...
-           view id: 8 base32 characters naming (project, feature view, version), see
-           view_id; entity values as text, '\\' and '|' escaped with '\\', so composite
+           view id: 8 base32 characters naming (project, feature view, version, layout),
+           see view_id; entity values as text, '\\' and '|' escaped with '\\', so composite
            keys, separators inside values and non-ASCII (UTF-8) are unambiguous.
     state  fs:<view id> (a hash, no ':' after the id, so never an entity's key): which
            (project, view, version) owns the id, and the view's push state.
@@ -52,6 +52,7 @@ from featsync.errors import FeatsyncError
 from featsync.registry import FeatureView
 
 KEY_PREFIX = "fs"
+VIEW_ID_CHARS = 8  # 40 bits in base32
 FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
 _STRUCT_CODES = {"int": "q", "float": "d", "timestamp": "q", "bool": "?"}  # the same widths, for reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,6 +80,10 @@ def kind_of(data_type: str) -> str:
     )
 
 
+class StoredValueError(FeatsyncError):
+    """A value in Redis that cannot be in the layout it is read with: refused, never decoded."""
+
+
 @dataclass(frozen=True)
 class Layout:
     """How one feature view version is laid out in Redis."""
@@ -88,14 +93,27 @@ class Layout:
 
     @property
     def identity(self) -> str:
-        """What the view id stands for; stored in the state hash to detect a collision."""
+        """What the view id stands for (with `schema`); stored in the state hash to detect a collision."""
         return f"{self.project}/{self.view.name}/v{self.view.version}"
 
     @cached_property
+    def schema(self) -> str:
+        """Everything the stored bytes depend on: the entity columns in key order, then each
+        feature's name and codec kind in declared order, e.g. 'user_id;amount:int,label:text'."""
+        features = ",".join(f"{name}:{kind}" for name, kind in self.features)
+        return f"{','.join(self.view.entities)};{features}"
+
+    @cached_property
     def view_id(self) -> str:
-        """40 bits of BLAKE2b over (project, view, version) in base32: the same in every
-        process without coordination; a push refuses an id another view already owns."""
-        digest = hashlib.blake2b(f"{self.project}\0{self.view.name}\0{self.view.version}".encode(), digest_size=5)
+        """40 bits of BLAKE2b over (project, view, version, schema) in base32: the same in every
+        process without coordination; a push refuses an id another view already owns.
+
+        The schema is part of it, so a view whose columns change (reordered, added, retyped)
+        without a new version writes new keys: no reader ever decodes a value with another
+        layout than the one it was written in, and a reader on the old registry keeps
+        reading the old keys until `featsync prune` removes them."""
+        text = f"{self.project}\0{self.view.name}\0{self.view.version}\0{self.schema}"
+        digest = hashlib.blake2b(text.encode(), digest_size=5)
         return base64.b32encode(digest.digest()).decode().lower()
 
     @property
@@ -205,8 +223,13 @@ class Layout:
         list per feature in declared order. What decode_row gives row by row, without per-row Python.
 
         Full and compact values differ in length; a batch of one form is decoded as one numpy
-        array, a mixed batch form by form and put back in order."""
+        array, a mixed batch form by form and put back in order. A value of any other length
+        is refused (StoredValueError), never decoded."""
+        full = self._fixed_dtype.itemsize
         compact = [len(value) == self.compact_length for value in values]
+        for value, is_compact in zip(values, compact, strict=True):
+            if not is_compact and len(value) != full:
+                raise self._foreign(value)
         if all(compact):
             return self._decode_block(values, True)
         if not any(compact):
@@ -252,18 +275,29 @@ class Layout:
         The read path's hot loop: one precompiled struct unpack for every fixed-width feature.
         """
         r = self._reader
-        if len(value) == self.compact_length:  # compact: whole-second event time, no NULLs, no text
+        size = len(value)
+        if size == self.compact_length:  # compact: whole-second event time, no NULLs, no text
             values = list(r.fixed.unpack_from(value, 4))
             for i in r.timestamps:
                 values[i] = from_micros(values[i])
             return _EVENT_SECONDS.unpack_from(value)[0] * 1_000_000, values
+        if size < r.texts_at or (not r.texts and size != r.texts_at):
+            raise self._foreign(value)
         values = list(r.fixed.unpack_from(value, r.fixed_at))
         if r.texts:
             offset = r.texts_at
-            for _ in range(r.texts):
-                (length,) = _TEXT_LENGTH.unpack_from(value, offset)
-                values.append(value[offset + 4 : offset + 4 + length].decode())
-                offset += 4 + length
+            try:
+                for _ in range(r.texts):
+                    (length,) = _TEXT_LENGTH.unpack_from(value, offset)
+                    end = offset + 4 + length
+                    if end > size:
+                        raise ValueError("text runs past the value")
+                    values.append(value[offset + 4 : end].decode())
+                    offset = end
+            except (struct.error, ValueError):  # UnicodeDecodeError is a ValueError
+                raise self._foreign(value) from None
+            if offset != size:
+                raise self._foreign(value)
             if r.order is not None:
                 values = [values[i] for i in r.order]
         for i in r.timestamps:
@@ -274,6 +308,19 @@ class Layout:
                 if nulls >> i & 1:
                     values[i] = None
         return int(_EVENT_TIME.unpack_from(value)[0]), values
+
+    def _foreign(self, value: bytes) -> StoredValueError:
+        """The error for a stored value that cannot be in this layout (wrong length, broken text)."""
+        if self.fixed_width:
+            expected = f"{self._fixed_dtype.itemsize} or {self.compact_length} bytes"
+        else:
+            r = self._reader
+            expected = f"at least {r.texts_at + 4 * r.texts} bytes, ending with its {r.texts} text(s)"
+        return StoredValueError(
+            f"a value stored for feature view '{self.view.name}' v{self.view.version} under {self.prefix}* does not "
+            f"fit its layout ({self.schema}): {len(value)} bytes, expected {expected}. featsync did not write it "
+            "for this layout; it was not decoded"
+        )
 
     def decode(self, value: bytes) -> tuple[datetime, dict[str, object]]:
         """One stored value back into (event time, {feature: value}) with Python types."""

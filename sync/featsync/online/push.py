@@ -12,12 +12,15 @@ older event time, atomically, whatever pushes run at once):
   speed; only the rows whose key existed then go through WRITE_NEWER. Which way a batch
   goes is chosen from how many keys the previous batch found absent.
 
-TTL means what it means offline: a value expires at event time + ttl (PXAT), and at
-valid_to for SCD2 views, whichever is first. Rows already expired are not written.
+TTL means what it means offline: a value is valid until event time + ttl (inclusive) and
+before valid_to for SCD2 views, the join's rule, which featsync.online.validity states for
+every online path; each key expires (PXAT) at the last whole millisecond of validity, and
+rows no longer valid at the push's clock are not written.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,10 +36,23 @@ import redis
 from redis.retry import Retry
 
 from featsync.errors import FeatsyncError, NotFoundError
-from featsync.offline.warehouse import connect
-from featsync.online.connections import describe_client, push_retry
+from featsync.offline.sql import identifier, naive_utc
+from featsync.offline.warehouse import Warehouse, connect, reading
+from featsync.online.connections import describe_client, push_retry, server_identity
 from featsync.online.layout import Layout
-from featsync.online.state import NEWEST_EVENT, claim, layout_of, read_state, save_state
+from featsync.online.state import (
+    NEWEST_EVENT,
+    PushState,
+    StateError,
+    claim,
+    decode_state,
+    forget_progress,
+    layout_of,
+    new_run,
+    read_state,
+    save_state,
+)
+from featsync.online.validity import epoch_micros, live_rows
 from featsync.project import Project
 from featsync.registry import FeatureView
 
@@ -50,6 +66,8 @@ UNAVAILABLE = (
     redis.exceptions.ClusterError,
     redis.exceptions.RedisClusterException,
 )
+
+SCRIPT_LOADS = 3  # times a push loads WRITE_NEWER again after Redis forgot it (SCRIPT FLUSH, a restart)
 
 # Below this share of absent keys in the last batch, SET NX costs more than it saves
 # (the rows it cannot write are sent again to WRITE_NEWER).
@@ -94,6 +112,10 @@ return {written, stale, absent}
 """
 
 
+class LostWritesError(FeatsyncError):
+    """Redis lost data while a push wrote it (restarted, flushed, failed over): not marked done."""
+
+
 @dataclass
 class PushStats:
     """What one feature view's push did."""
@@ -108,7 +130,8 @@ class PushStats:
     dry_run: bool = False
     full_refresh: bool = True
     watermark: str | None = None  # the change marker pushed up to, ISO UTC
-    newest_event_time: str | None = None  # the newest event time written online so far, ISO UTC (freshness)
+    future_rows: int = 0  # rows dated after the push's clock: written, but the watermark stays at the clock
+    newest_event_time: str | None = None  # the newest event time online not after the clock, ISO UTC (freshness)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -170,56 +193,99 @@ class Pusher:
     ) -> list[PushStats]:
         """Push each selected online view; incremental unless full_refresh or no state yet.
 
-        A view's watermark is stored only after all of its rows are written, so an
-        interrupted or failed push is never marked done; re-running it finishes the job
-        (writes are idempotent: newest event time wins).
+        A view's watermark is stored only after all of its rows are written, and only if
+        Redis kept everything meanwhile (the push's run field is still in the state hash and
+        the server's run id is unchanged), so an interrupted, failed or silently lost push
+        is never marked done; re-running it finishes the job (writes are idempotent:
+        newest event time wins).
         """
         views = self.views(select)
         if not views:
             raise NotFoundError("no online feature views to push")
-        queries = compile_latest_rows(self.project, [v.name for v in views])
         if not dry_run:
-            self._ping()
-        results = []
+            self.check_reachable()
+        queries = compile_latest_rows(self.project, [v.name for v in views])
         with connect(self.project) as warehouse:
-            for view in views:
-                with self._redis_errors(view):
-                    state = {} if dry_run else claim(self.client, self.layout(view))
-                # No state yet: a first push, most keys are absent, so start with SET NX.
-                self._set_nx = self.set_nx and not state
-                since = None if full_refresh else state.get("watermark")
-                stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=since)
-                if since is not None:  # incremental: the newest event online may be from an earlier push
-                    stats.newest_event_time = state.get(NEWEST_EVENT)
-                start = time.perf_counter()
+            return [self._push_view(warehouse, view, queries[view.name], dry_run, full_refresh, progress) for view in views]
+
+    def _push_view(
+        self,
+        warehouse: Warehouse,
+        view: FeatureView,
+        latest_sql: str,
+        dry_run: bool,
+        full_refresh: bool,
+        progress: Callable[[PushStats], None] | None,
+    ) -> PushStats:
+        layout = self.layout(view)
+        # The push's own clock: rows dated after it are written, but the watermark never
+        # passes it, so rows that change later are still picked up by the next push.
+        clock = datetime.fromtimestamp(self.now(), UTC)
+        run = new_run()
+        pushed_before = False
+        since = server = newest_event = None
+        if not dry_run:
+            with self._redis_errors(view):
+                server = server_identity(self.client)
+                raw = claim(self.client, layout, run, clock)
+            pushed_before = bool(decode_state(raw))
+            if not full_refresh:  # a full refresh ignores (and then overwrites) whatever state is stored
+                try:
+                    state = PushState.parse(layout, raw)
+                except StateError:
+                    self._forget(layout, run)
+                    raise
+                # A watermark after the clock was saved by an older featsync from a row dated
+                # in the future: it would skip every later change, so push the view in full.
+                if state.watermark is not None and state.watermark <= naive_utc(clock):
+                    since = state.watermark
+                    newest_event = state.newest_event_time  # incremental: it may be from an earlier push
+        # No state yet: a first push, most keys are absent, so start with SET NX.
+        self._set_nx = self.set_nx and not pushed_before
+        stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=_iso(since))
+        start = time.perf_counter()
+        newest: datetime | None = None  # change marker
+        saved = False
+        try:
+            with self._redis_errors(view), reading(view):
+                params: list[Any] = []
+                sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
                 in_flight: InFlight | None = None
-                with self._redis_errors(view):
-                    for batch in warehouse.arrow_batches(changed_since(view, queries[view.name], since)):
-                        rows = self._prepare(view, batch, stats, dry_run)
-                        # Encode batch n+1 while Redis runs batch n, then collect n's replies.
-                        self._complete(in_flight, stats)
-                        in_flight = self._start(rows)
-                        stats.seconds = time.perf_counter() - start
-                        if progress:
-                            progress(stats)
+                for batch in warehouse.arrow_batches(sql, params):
+                    changed, event = self._count(view, batch, stats, clock)
+                    newest, newest_event = _later(newest, changed), _later(newest_event, event)
+                    rows = self._prepare(view, batch, stats, dry_run, clock)
+                    # Encode batch n+1 while Redis runs batch n, then collect n's replies.
                     self._complete(in_flight, stats)
+                    in_flight = self._start(rows)
                     stats.seconds = time.perf_counter() - start
-                    if not dry_run:
-                        self._save_state(view, stats)
-                log.info(
-                    "pushed %s v%d (%s): %d rows read, %d keys written, %d stale, %d expired, %.2fs%s",
-                    view.name,
-                    view.version,
-                    "full" if stats.full_refresh else "incremental",
-                    stats.rows_read,
-                    stats.keys_written,
-                    stats.skipped_stale,
-                    stats.skipped_expired,
-                    stats.seconds,
-                    " (dry run)" if dry_run else "",
-                )
-                results.append(stats)
-        return results
+                    if progress:
+                        progress(stats)
+                self._complete(in_flight, stats)
+                stats.seconds = time.perf_counter() - start
+                if newest is not None:
+                    stats.watermark = _iso(min(newest, naive_utc(clock)))
+                if newest_event is not None:
+                    stats.newest_event_time = newest_event.isoformat(timespec="microseconds")
+                if not dry_run:
+                    self._save_state(layout, run, server, stats)
+                    saved = True
+        finally:
+            if not dry_run and not saved:
+                self._forget(layout, run)
+        log.info(
+            "pushed %s v%d (%s): %d rows read, %d keys written, %d stale, %d expired, %.2fs%s",
+            view.name,
+            view.version,
+            "full" if stats.full_refresh else "incremental",
+            stats.rows_read,
+            stats.keys_written,
+            stats.skipped_stale,
+            stats.skipped_expired,
+            stats.seconds,
+            " (dry run)" if dry_run else "",
+        )
+        return stats
 
     def state_key(self, view: FeatureView) -> str:
         return self.layout(view).state_key
@@ -229,10 +295,12 @@ class Pusher:
         return [f"{self.layout(view).state_key}*" for view in self.views(select)]
 
     def state(self, view: FeatureView) -> dict[str, str]:
-        """The view's push state: watermark, last_push_at, counts of the last push."""
-        return read_state(self.client, self.layout(view))
+        """The view's push state as stored: watermark, last_push_at, counts of the last push."""
+        return read_state(self.client, self.layout(view)).fields
 
-    def _save_state(self, view: FeatureView, stats: PushStats) -> None:
+    def _save_state(self, layout: Layout, run: str, server: frozenset[str] | None, stats: PushStats) -> None:
+        """Mark the view pushed, unless Redis lost data while it was written: then clear the
+        watermark (the next push is a full one) and fail."""
         fields = {
             "last_push_at": datetime.now(UTC).isoformat(),
             "rows_read": stats.rows_read,
@@ -243,29 +311,48 @@ class Pusher:
             fields["watermark"] = stats.watermark
         if stats.newest_event_time:
             fields[NEWEST_EVENT] = stats.newest_event_time
-        save_state(self.client, self.layout(view), fields)
+        now = server_identity(self.client)
+        restarted = server is not None and now is not None and now != server
+        if restarted or not save_state(self.client, layout, run, fields):
+            forget_progress(self.client, layout, run, lost=True)
+            what = "restarted or failed over" if restarted else "lost the view's push state (restarted empty or flushed)"
+            raise LostWritesError(
+                f"{describe_client(self.client)} {what} while featsync pushed '{layout.view.name}': the online store "
+                "may be missing rows of this view, so the push was not marked done and the next push of it is a full one"
+            )
 
-    def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool) -> Rows | None:
-        """Count, filter out expired rows and encode one batch; None when nothing to send."""
+    def _forget(self, layout: Layout, run: str) -> None:
+        """Best effort after a failure: remove the push's run field (a stale one is removed a day later anyway)."""
+        try:
+            forget_progress(self.client, layout, run)
+        except redis.RedisError:
+            pass
+
+    def _count(
+        self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, clock: datetime
+    ) -> tuple[datetime | None, datetime | None]:
+        """Count a batch's rows and those dated after the clock; its newest change marker
+        (naive UTC) and its newest event time not after the clock (aware UTC: freshness must
+        not be measured from a row dated in the future)."""
         stats.rows_read += batch.num_rows
-        if batch.num_rows:
-            newest = pc.max(batch.column(CHANGED_AT)).as_py()
-            if newest is not None:
-                newest = newest.isoformat(sep=" ", timespec="microseconds")
-                stats.watermark = max(stats.watermark or newest, newest)
-        expire_ms, live = live_rows(view, batch, int(self.now() * 1000))
+        if not batch.num_rows:
+            return None, None
+        marker, event = batch.column(CHANGED_AT), batch.column(view.timestamp)
+        late = [pc.greater(c, pa.scalar(naive_utc(clock), c.type)) for c in (marker, event)]
+        stats.future_rows += int(pc.sum(pc.fill_null(pc.or_kleene(*late), False)).as_py() or 0)
+        changed = pc.max(marker).as_py()
+        event = pc.max(pc.filter(event, pc.invert(pc.fill_null(late[1], False)))).as_py()
+        return (None if changed is None else naive_utc(changed)), (None if event is None else _aware(event))
+
+    def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool, clock: datetime) -> Rows | None:
+        """Filter out rows no longer valid at the clock and encode the rest; None when nothing to send."""
+        expire_ms, live = live_rows(view, batch, epoch_micros(clock))
         stats.skipped_expired += int((~live).sum())
         if not live.all():
             batch = batch.filter(pa.array(live))
             expire_ms = expire_ms[live]
         if batch.num_rows == 0:
             return None
-        newest_event = pc.max(batch.column(view.timestamp)).as_py()
-        if newest_event is not None:
-            newest_event = (newest_event.astimezone(UTC) if newest_event.tzinfo else newest_event.replace(tzinfo=UTC)).isoformat(
-                timespec="microseconds"
-            )
-            stats.newest_event_time = max(stats.newest_event_time or newest_event, newest_event)
         layout = self.layout(view)
         keys = layout.encode_keys(batch)
         if dry_run:
@@ -283,7 +370,7 @@ class Pusher:
             return None
         if isinstance(self.client, redis.RedisCluster):
             groups = slot_groups(rows, self.chunk_rows)
-            return InFlight(rows, groups, None, replies=self._write_cluster(groups))
+            return InFlight(rows, groups, None, replies=self._scripted(lambda: self._write_cluster(groups)))
         set_nx = self._set_nx
         if set_nx:
             commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms)]
@@ -330,8 +417,14 @@ class Pusher:
         elif replies is None and connection is not None:
             try:
                 replies = [connection.read_response() for _ in in_flight.commands]
-            except (redis.ConnectionError, redis.TimeoutError):
-                connection.disconnect()  # a half-read reply stream must not be reused
+            except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError):
+                # A half-read reply stream must not be reused. NOSCRIPT: Redis lost the script
+                # (SCRIPT FLUSH, a restart); _write_script loads it again and resends the batch.
+                connection.disconnect()
+                self._script = None
+            except redis.ResponseError as exc:
+                connection.disconnect()
+                raise FeatsyncError(f"Redis refused a featsync write: {exc}") from exc
             finally:
                 self.client.connection_pool.release(connection)
         if replies is None:
@@ -351,8 +444,27 @@ class Pusher:
 
     def _write_script(self, rows: Rows) -> list[Any]:
         """WRITE_NEWER over rows, with retries on connection loss (every write is idempotent)."""
-        commands = pack_writes(self.script_sha, rows, self.chunk_rows)
-        return self.retry.call_with_retry(lambda: self._send(commands), lambda error: None)
+
+        def send() -> list[Any]:
+            commands = pack_writes(self.script_sha, rows, self.chunk_rows)
+            return self.retry.call_with_retry(lambda: self._send(commands), lambda error: None)
+
+        return self._scripted(send)
+
+    def _scripted(self, send: Callable[[], list[Any]]) -> list[Any]:
+        """Run script calls; when Redis has forgotten the script (NOSCRIPT: SCRIPT FLUSH, a
+        restart), load it again and resend them all: every write is idempotent."""
+        for _ in range(SCRIPT_LOADS):
+            try:
+                return send()
+            except redis.exceptions.NoScriptError:
+                self._script = None
+            except redis.ResponseError as exc:
+                raise FeatsyncError(f"Redis refused a featsync write: {exc}") from exc
+        raise FeatsyncError(
+            f"{describe_client(self.client)} forgot featsync's write script {SCRIPT_LOADS} times in a row "
+            "(SCRIPT FLUSH or restarts during the push); nothing of this view was marked done"
+        )
 
     def _write_cluster(self, groups: list[tuple[list[bytes], list[bytes | str]]]) -> list[Any]:
         """Redis Cluster: one script call per slot group, routed by redis-py's cluster pipeline."""
@@ -391,7 +503,8 @@ class Pusher:
                 f"{str(exc).rstrip('.')}. Nothing of this view was marked done; re-run featsync push to finish."
             ) from exc
 
-    def _ping(self) -> None:
+    def check_reachable(self) -> None:
+        """Fail early, before anything is read or validated, when Redis does not answer."""
         try:
             self.client.ping()
         except redis.RedisError as exc:
@@ -510,55 +623,38 @@ def change_marker(view: FeatureView) -> str:
     """What moves when a row changes: created_timestamp if declared (NULL: known at event
     time, as in the point-in-time join), else the event time."""
     if view.created_timestamp:
-        return f"coalesce({view.created_timestamp}, {view.timestamp})"
-    return view.timestamp
+        return f"coalesce({identifier(view.created_timestamp)}, {identifier(view.timestamp)})"
+    return identifier(view.timestamp)
 
 
 def changed_since(view: FeatureView, latest_sql: str, watermark: str | None) -> str:
-    """The latest rows with their change marker as CHANGED_AT; with a watermark, only those
-    whose marker reached it (inclusive, so rows landing at the very instant of the last
-    push are sent again, harmlessly). The marker is computed here only, in SQL."""
+    """The latest rows with their change marker as CHANGED_AT; with a watermark (the SQL of
+    a bound parameter or typed literal: Warehouse.bind), only those whose marker reached it
+    (inclusive, so rows landing at the very instant of the last push are sent again,
+    harmlessly). The marker is computed here only, in SQL."""
     marker = change_marker(view)
-    where = "" if watermark is None else f" where {marker} >= cast('{watermark}' as timestamp)"
+    where = "" if watermark is None else f" where {marker} >= {watermark}"
     return f"select *, {marker} as {CHANGED_AT} from ({latest_sql}) as featsync_latest{where}"
 
 
-def expire_at_ms(view: FeatureView, batch: pa.RecordBatch) -> np.ndarray:
-    """Epoch ms at which each row stops being valid online; 0 = never."""
-    event_ms = _ms(batch.column(view.timestamp))
-    expire = np.zeros(batch.num_rows, dtype=np.int64)
-    if view.ttl_seconds:
-        expire = event_ms + view.ttl_seconds * 1000
-    if view.valid_to:
-        valid_to = batch.column(view.valid_to)
-        ends = _ms(valid_to)
-        has_end = valid_to.is_valid().to_numpy(zero_copy_only=False)
-        expire = np.where(has_end & ((expire == 0) | (ends < expire)), ends, expire)
-        # A version that ended at or before the epoch still must count as expired, not "never".
-        expire = np.where(has_end & (expire <= 0), 1, expire)
-    return expire
+def _iso(value: datetime | None) -> str | None:
+    """A naive UTC watermark as stored in the state hash."""
+    return None if value is None else value.isoformat(sep=" ", timespec="microseconds")
 
 
-def live_rows(view: FeatureView, batch: pa.RecordBatch | pa.Table, now_ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """(expire-at ms, live mask) of latest rows: rows not live at now_ms are not pushed.
-
-    Valid through expire-at inclusive (the join's bound; Redis keeps a key until now > PXAT).
-    featsync verify uses this too, so both agree on which rows belong online.
-    """
-    expire_ms = expire_at_ms(view, batch)
-    return expire_ms, (expire_ms == 0) | (expire_ms >= now_ms)
+def _aware(value: datetime) -> datetime:
+    """A warehouse timestamp (naive means UTC) as an aware UTC datetime."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _ms(column: pa.Array) -> np.ndarray:
-    """Timestamps (naive = UTC) as int64 epoch milliseconds; NULL as 0."""
-    millis = pc.cast(pc.cast(column, pa.timestamp("ms")), pa.int64())
-    return pc.fill_null(millis, 0).to_numpy(zero_copy_only=False)
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def compile_latest_rows(project: Project, views: list[str]) -> dict[str, str]:
     """featsync.latest_rows for every view, compiled by one in-process dbt call."""
     marker = "-- featsync:next-view"
-    inline = f"\n{marker}\n".join(f"{{{{ featsync.latest_rows('{name}') }}}}" for name in views)
+    inline = f"\n{marker}\n".join(f"{{{{ featsync.latest_rows({json.dumps(name)}) }}}}" for name in views)
     # --no-write-json: the manifest is dbt parse's job (Project.manifest); rewriting it and
     # run_results.json here cost about 0.3 s per push.
     result = project.run_dbt(["compile", "--no-write-json", "--inline", inline], target_path=project.target_path)

@@ -27,6 +27,7 @@ import redis.asyncio
 from featsync.errors import FeatsyncError
 from featsync.ondemand.compiler import OnDemandFeature, RequestField
 from featsync.online.layout import Layout, from_micros, key_texts
+from featsync.online.validity import oldest_valid_event_us
 from featsync.registry import FeatureService, FeatureView, Registry, output_name
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
@@ -230,8 +231,7 @@ VECTOR_MIN = 16  # from this many stored values of a fixed-width view on, decode
 def _read_block(read: ViewRead, block: Sequence[bytes | None], now_us: int) -> tuple[list[str], list, list[list[Any]]]:
     """One view's values for every entity row: statuses, event times, one column per output."""
     n = len(block)
-    # Inclusive bound, as in the join: still valid at exactly event time + ttl.
-    oldest = None if read.ttl_us is None else now_us - read.ttl_us
+    oldest = oldest_valid_event_us(read.ttl_us, now_us)  # the join's rule (featsync.online.validity)
     if n == 1:  # the common online request: one entity, no per-row bookkeeping
         raw = block[0]
         if raw is None:
@@ -344,7 +344,7 @@ class OnlineReader:
         requests: Mapping[str, list[Any]],
     ) -> OnlineResponse:
         """Everything after the Redis call: decoding, statuses, TTL, on-demand features (shared by both readers)."""
-        response = plan.assemble(columns, n, values, int(self.now() * 1_000_000))
+        response = plan.assemble(columns, n, values, round(self.now() * 1_000_000))  # round: exact at a whole us
         if plan.on_demand is not None:
             plan.on_demand.apply(response, requests, n)
         return response

@@ -1,16 +1,27 @@
 """Push state in Redis: which view owns a view id, and how far each view has been pushed.
 
 Each feature view version has one state hash, ``fs:<view id>`` (see featsync.online.layout):
-``identity`` names the (prefix, view, version) that owns the id, and the other fields record
-the last completed push (``watermark``, ``last_push_at``, ``rows_read``, ``keys_written``,
-``mode``) and ``newest_event_time``, the newest event time ever written online (what
-freshness is measured from). Push writes it; status, verify, the UI and the server's
-/metrics read it. Keeping it here lets them read it without building a pusher.
+
+- ``identity`` names the (prefix, view, version) that owns the id and ``layout`` the column
+  layout its values are written in, so a push refuses an id another view owns (a hash
+  collision) and `featsync prune` can tell which ids the registry no longer uses;
+- ``run:<id>``: one field per push in progress, written when it claims the id, removed
+  when it saves; a push whose field vanished meanwhile wrote into a Redis that lost data;
+- the last completed push: ``watermark``, ``last_push_at``, ``rows_read``,
+  ``keys_written``, ``mode``, and ``newest_event_time``, the newest event time written
+  online (not after the push's clock; what freshness is measured from).
+
+Push writes it; status, verify, the UI and the server's /metrics read it. Anyone who can write ``fs:*`` can
+write this hash, so what is read back is parsed into typed values (`PushState`) and
+refused with a clear error when it does not parse; it never reaches SQL as text.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from featsync.errors import FeatsyncError
@@ -19,6 +30,71 @@ from featsync.registry import FeatureView, Registry
 
 IDENTITY = "identity"
 NEWEST_EVENT = "newest_event_time"
+LAYOUT = "layout"
+RUN = "run:"  # the prefix of a push-in-progress field
+STALE_RUN = timedelta(days=1)  # a run field this old belongs to a push that was killed: removed at the next claim
+
+# Saves a completed push's state only if this push's run field is still there (and the id
+# still names this view): else the Redis lost data during the push. KEYS[1]: the state
+# hash; ARGV: identity, run field, then field/value pairs. Returns 1 when saved.
+SAVE_IF_INTACT = """
+if redis.call('HGET', KEYS[1], 'identity') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+return 1
+"""
+
+
+class StateError(FeatsyncError):
+    """A view's push state in Redis does not parse (written by something other than featsync)."""
+
+
+@dataclass(frozen=True)
+class PushState:
+    """A view's push state, parsed: what push and status rely on is typed or refused."""
+
+    fields: dict[str, str]  # as stored, without identity, layout and run fields (for display)
+    watermark: datetime | None = None  # naive UTC: the change marker pushed up to
+    last_push_at: datetime | None = None  # aware UTC
+    newest_event_time: datetime | None = None  # aware UTC
+
+    @classmethod
+    def parse(cls, layout: Layout, raw: Mapping[bytes, bytes]) -> PushState:
+        fields = decode_state(raw)
+        watermark = _timestamp(layout, fields, "watermark")
+        last_push_at = _timestamp(layout, fields, "last_push_at")
+        newest = _timestamp(layout, fields, NEWEST_EVENT)
+        return cls(fields, watermark and watermark.replace(tzinfo=None), last_push_at, newest)
+
+
+def decode_state(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    """An HGETALL reply of a state hash (sync or async client) as text: the fields that
+    describe the last push (not identity, layout, runs), unparsed (see PushState)."""
+    fields = {}
+    for key, value in raw.items():
+        name = key.decode(errors="replace")
+        if name not in (IDENTITY, LAYOUT) and not name.startswith(RUN):
+            fields[name] = value.decode(errors="replace")
+    return fields
+
+
+def _timestamp(layout: Layout, fields: Mapping[str, str], name: str) -> datetime | None:
+    """A stored instant as an aware UTC datetime (a naive one means UTC)."""
+    text = fields.get(name)
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise StateError(
+            f"the push state of feature view '{layout.view.name}' v{layout.view.version} in Redis "
+            f"(hash {layout.state_key}, field '{name}') is not a timestamp: {shown!r}; it was not written by "
+            "featsync. A full refresh of the view ignores and rewrites it"
+        ) from None
 
 
 def layout_of(registry: Registry, view: FeatureView, key_prefix: str | None = None) -> Layout:
@@ -26,13 +102,14 @@ def layout_of(registry: Registry, view: FeatureView, key_prefix: str | None = No
     return Layout(key_prefix or registry.project_name, view)
 
 
-def read_state(client: Any, layout: Layout) -> dict[str, str]:
-    """The view's push state: watermark, last_push_at, counts of the last push ({} if never pushed)."""
-    return decode_state(client.hgetall(layout.state_key))
+def read_state(client: Any, layout: Layout) -> PushState:
+    """The view's push state (empty if never pushed); StateError if it does not parse."""
+    return PushState.parse(layout, client.hgetall(layout.state_key))
 
 
 async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]]:
-    """Several views' push states in one pipelined round trip, on an async client (server, UI)."""
+    """Several views' push states in one pipelined round trip, on an async client (server, UI),
+    as text: their readers parse what they show (featsync.monitoring.freshness)."""
     if not layouts:
         return []
     pipe = client.pipeline(transaction=False)
@@ -41,25 +118,54 @@ async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]
     return [decode_state(raw) for raw in await pipe.execute()]
 
 
-def decode_state(raw: Mapping[bytes, bytes]) -> dict[str, str]:
-    """An HGETALL reply of a state hash (sync or async client) as read_state returns it."""
-    return {k.decode(): v.decode() for k, v in raw.items() if k != IDENTITY.encode()}
+def new_run() -> str:
+    """The field a push marks the state hash with while it writes."""
+    return f"{RUN}{secrets.token_hex(8)}"
 
 
-def claim(client: Any, layout: Layout) -> dict[str, str]:
+def claim(client: Any, layout: Layout, run: str, now: datetime) -> dict[bytes, bytes]:
     """Record which view owns the view id before writing under it, refuse an id owned by
-    another (a 40-bit hash collision), and return the view's state."""
-    client.hsetnx(layout.state_key, IDENTITY, layout.identity)
-    state = {k.decode(): v.decode() for k, v in client.hgetall(layout.state_key).items()}
-    owner = state.pop(IDENTITY, None)
-    if owner != layout.identity:
+    another (a 40-bit hash collision), mark the push in progress (`run`), and return the
+    stored state hash as is (parse it with PushState.parse)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hsetnx(layout.state_key, IDENTITY, layout.identity)
+    pipe.hsetnx(layout.state_key, LAYOUT, layout.schema)
+    pipe.hset(layout.state_key, run, now.isoformat())
+    pipe.hgetall(layout.state_key)
+    raw = pipe.execute()[-1]
+    owner = raw.get(IDENTITY.encode(), b"").decode(errors="replace")
+    schema = raw.get(LAYOUT.encode(), b"").decode(errors="replace")
+    if owner != layout.identity or schema != layout.schema:
+        client.hdel(layout.state_key, run)
         raise FeatsyncError(
             f"feature view '{layout.view.name}' v{layout.view.version} of '{layout.project}' hashes to the key prefix "
-            f"{layout.prefix} that '{owner}' already uses; push it under another key prefix"
+            f"{layout.prefix} that '{owner}' ({schema}) already uses; push it under another key prefix"
         )
-    return state
+    limit = now - STALE_RUN
+    stale = [key for key, value in raw.items() if key.startswith(RUN.encode()) and key != run.encode() and _older(value, limit)]
+    if stale:
+        client.hdel(layout.state_key, *stale)
+    return raw
 
 
-def save_state(client: Any, layout: Layout, fields: Mapping[str, Any]) -> None:
-    """Record a completed push; called only after every row of the view was written."""
-    client.hset(layout.state_key, mapping=dict(fields))
+def _older(value: bytes, limit: datetime) -> bool:
+    try:
+        return datetime.fromisoformat(value.decode()) < limit
+    except (ValueError, TypeError):
+        return True  # not featsync's: not worth keeping
+
+
+def save_state(client: Any, layout: Layout, run: str, fields: Mapping[str, Any]) -> bool:
+    """Record a completed push; called only after every row of the view was written.
+
+    Saved only if this push's run field is still in the hash: False when it is gone
+    (Redis restarted empty, was flushed, or failed over to a replica that missed it)."""
+    args = [x for key, value in fields.items() for x in (key, str(value))]
+    return bool(client.eval(SAVE_IF_INTACT, 1, layout.state_key, layout.identity, run, *args))
+
+
+def forget_progress(client: Any, layout: Layout, run: str, lost: bool = False) -> None:
+    """Remove a push's run field; after lost writes also the watermark, so that the next
+    push of the view is a full one."""
+    fields = [run, "watermark"] if lost else [run]
+    client.hdel(layout.state_key, *fields)

@@ -69,6 +69,8 @@ def gated_push(
     views = [v.name for v in pusher.views(select)]  # checks the selection (unknown, not online)
     if not views:
         raise NotFoundError("no online feature views to push")
+    if not push_options.get("dry_run"):
+        pusher.check_reachable()  # an unreachable Redis fails before the suites run, not after
     if skip_validation:
         return GatedPush(True, {}, pusher.push(views, **push_options), [])
     validations = {v.feature_view: v for v in validate(pusher.project, views, now=now, max_rows=max_rows)}

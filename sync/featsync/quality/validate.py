@@ -39,6 +39,7 @@ from fractions import Fraction
 from typing import Any
 
 from featsync.errors import FeatsyncError, NotFoundError
+from featsync.offline.sql import identifier
 from featsync.project import Project
 from featsync.quality.report import jsonable, plain, show
 from featsync.quality.suites import INDEX_META, ROW_COUNT_EXPECTATIONS, Suite, load_suites, suite_file_of
@@ -274,12 +275,13 @@ def sample_sql(view: FeatureView, relation: str, modulus: int) -> str:
 
     The same SQL on DuckDB and Snowflake (both have a multi-argument `hash`); the hash
     functions differ, so the entities picked differ between engines, not the rule."""
-    keys = ", ".join(view.entities)
-    newest = " and ".join(f"featsync_newest.{k} is not distinct from featsync_sampled.{k}" for k in view.entities)
+    names = [identifier(k) for k in view.entities]
+    keys = ", ".join(names)
+    newest = " and ".join(f"featsync_newest.{k} is not distinct from featsync_sampled.{k}" for k in names)
     return (
-        f"select * from {relation} as featsync_sampled where hash({keys}) % {modulus} = 0 "
-        f"or exists (select 1 from (select {keys} from {relation} order by {view.timestamp} desc nulls last limit 1)"
-        f" as featsync_newest where {newest})"
+        f"select * from {relation} as featsync_sampled where hash({keys}) % {int(modulus)} = 0 "
+        f"or exists (select 1 from (select {keys} from {relation} order by {identifier(view.timestamp)} desc nulls last "
+        f"limit 1) as featsync_newest where {newest})"
     )
 
 
@@ -331,11 +333,9 @@ def _validate_arrow(project, credentials, context, work, now, max_rows) -> Itera
 
 def _validate_postgres(project, credentials, context, work, now, max_rows) -> Iterator[tuple[str, ViewValidation]]:
     """In the warehouse: GE's SQL datasource turns every metric into a query."""
-    from urllib.parse import quote
+    from featsync.offline.warehouse import postgres_sqlalchemy_url
 
-    password = f":{quote(credentials.password, safe='')}" if credentials.password else ""
-    user = quote(credentials.user, safe="")
-    url = f"postgresql+psycopg2://{user}{password}@{credentials.host}:{credentials.port}/{credentials.database}"
+    url = postgres_sqlalchemy_url(credentials).render_as_string(hide_password=False)
     source = context.data_sources.add_postgres("featsync_postgres", connection_string=url)
     for view, suite in work:
         start = time.perf_counter()

@@ -10,6 +10,7 @@ node and key, so a typo never reaches a training set or the online store.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -28,32 +29,41 @@ ON_DEMAND_KEYS = frozenset({"expression", "data_type", "description"})
 # Timestamps are naive UTC everywhere; a zoned column type would make every comparison
 # depend on the session time zone, so it is rejected at load time.
 NAIVE_TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"})
-_DURATION = re.compile(r"^\s*(\d+)\s*([dhms]?)\s*$", re.IGNORECASE)
+_DURATION = re.compile(r"^\s*([0-9]+)([dhms]?)\s*$", re.IGNORECASE)
+MAX_DURATION_SECONDS = 36_500 * 86_400  # 100 years; the macro featsync.duration_seconds has the same bound
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
 
 
 def parse_duration(value: Any) -> int | None:
     """Seconds in a ttl/window: an int of seconds or '<n>d|h|m|s'; None, '' and 0 mean no limit.
 
-    The dbt macro ``featsync.duration_seconds`` implements the same grammar; the tests
-    run one table of cases through both.
+    At most MAX_DURATION_SECONDS: a longer ttl overflows the engines' interval arithmetic
+    (spine time - ttl) and Redis' expiry times. ASCII digits only, no space inside ('90 d'
+    is refused). The dbt macro ``featsync.duration_seconds`` implements the same grammar;
+    the tests run one table of cases through both.
     """
     if value is None or value == "" or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
         return None
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0 or value != int(value):
+            raise ValueError(f"{value} is not a whole number of seconds >= 0")
+        value = int(value)
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"{value} is negative; a duration is a whole number of seconds >= 0")
-        return value
-    if isinstance(value, float):
-        if value < 0 or value != int(value):
-            raise ValueError(f"{value} is not a whole number of seconds >= 0")
-        return int(value) or None
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"'{value}' is not a duration; use seconds or <n>d, <n>h, <n>m, <n>s (e.g. 90d, 12h, 30m)")
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+        seconds = value
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"'{value}' is not a duration; use seconds or <n>d, <n>h, <n>m, <n>s (e.g. 90d, 12h, 30m)")
+        seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+    if seconds > MAX_DURATION_SECONDS:
+        raise ValueError(
+            f"'{value}' is longer than {MAX_DURATION_SECONDS // 86400}d (100 years), the longest duration featsync takes; "
+            "leave it out (or 0) for no limit"
+        )
     return seconds or None
 
 

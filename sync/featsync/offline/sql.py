@@ -1,0 +1,62 @@
+"""The only ways featsync puts a name or a value into SQL it builds in Python.
+
+SQL that featsync builds itself (push's change filter, status, verify's sample, drift's
+windows, validate's sample) may hold two kinds of outside input: identifiers from the
+YAML (columns, entities) and values read from Redis, files, requests or the command line
+(watermarks, windows, seeds). Neither is ever pasted in as text:
+
+- `identifier` writes a name bare only when it is a plain identifier (letters, digits,
+  underscores; the registry accepts no other), so it folds exactly as the macros' own
+  unquoted SQL does on every engine; anything else is double-quoted with quotes doubled.
+- a value is bound as a parameter (`Warehouse.bind`), or, where binding costs too much,
+  rendered by `literal` from a *typed* value (a datetime, an int, a finite float, a bool):
+  its text comes from Python's own formatting of that type, never from the input, and a
+  str is refused outright.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, date, datetime
+from typing import Any
+
+from featsync.errors import FeatsyncError
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def identifier(name: str) -> str:
+    """A column name as SQL: bare when plain (as the macros write it), else quoted."""
+    if not isinstance(name, str) or not name:
+        raise FeatsyncError(f"{name!r} is not a column name")
+    if _PLAIN.match(name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def naive_utc(value: datetime) -> datetime:
+    """An instant as the naive UTC datetime warehouses store (aware values converted)."""
+    return value if value.tzinfo is None else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def literal(value: Any, engine: str) -> str:
+    """A typed value as an SQL literal of `engine` (duckdb, postgres, snowflake).
+
+    Timestamps are naive UTC (an aware one is converted first), as every warehouse
+    column featsync compares with. Only types whose text cannot carry SQL are accepted.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise FeatsyncError(f"{value} cannot be written as an SQL number")
+        return repr(float(value))
+    if isinstance(value, datetime):
+        text = naive_utc(value).isoformat(sep=" ", timespec="microseconds")
+        return f"cast('{text}' as {'timestamp_ntz' if engine == 'snowflake' else 'timestamp'})"
+    if isinstance(value, date):
+        return f"cast('{value.isoformat()}' as date)"
+    raise TypeError(f"featsync does not write a {type(value).__name__} into SQL as a literal; bind it")

@@ -1,0 +1,91 @@
+"""featsync prune: delete the online keys of view ids the registry no longer uses.
+
+A view id covers (prefix, view, version, column layout), so a new version, or columns
+changed without one, write new keys and leave the old ones in place: readers still on the
+old registry keep reading what they understand, and a rollback finds its keys. Keys with a
+ttl expire on their own; the others stay until pruned. Prune finds every state hash
+``fs:<view id>`` whose ``identity`` names this key prefix and whose id no online view of
+the registry has now, and deletes its keys, then the hash (so an interrupted prune can
+be re-run). Ids of other prefixes or projects are never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from featsync.online.layout import KEY_PREFIX, VIEW_ID_CHARS
+from featsync.online.state import IDENTITY, LAYOUT, layout_of
+from featsync.registry import Registry
+
+SCAN_COUNT = 10_000
+DELETE_BATCH = 1_000
+
+
+@dataclass
+class Orphan:
+    """A view id this prefix owns that no current online view uses."""
+
+    view_id: str
+    identity: str  # prefix/view/vN
+    layout: str | None  # entities;feature:kind,... (None: written before featsync stored it)
+    keys: int = 0  # data keys deleted (or, in a dry run, found)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prune(registry: Registry, client: Any, key_prefix: str | None = None, dry_run: bool = False) -> list[Orphan]:
+    """Delete (or with dry_run only count) the keys of this prefix's unused view ids.
+
+    Two SCANs of the keyspace (about a second per million keys each): one finds the state
+    hashes, one deletes the orphans' keys as it goes, in batches, so memory stays flat.
+    """
+    prefix = key_prefix or registry.project_name
+    current = {layout_of(registry, view, key_prefix).view_id for view in registry.online_views()}
+    width = len(KEY_PREFIX) + 1 + VIEW_ID_CHARS  # a state hash: "fs:" + the id
+    orphans: dict[bytes, Orphan] = {}
+    for key in _scan(client):
+        if len(key) != width:
+            continue
+        view_id = key[len(KEY_PREFIX) + 1 :].decode(errors="replace")
+        if view_id in current:
+            continue
+        identity, layout = client.hmget(key, IDENTITY, LAYOUT)
+        if identity is None:
+            continue
+        identity = identity.decode(errors="replace")
+        if identity.rsplit("/", 2)[0] != prefix:
+            continue
+        orphans[key] = Orphan(view_id, identity, layout.decode(errors="replace") if layout else None)
+    if not orphans:
+        return []
+    batch: list[bytes] = []
+    for key in _scan(client):
+        owner = orphans.get(key[:width])
+        if owner is None or len(key) == width:
+            continue
+        owner.keys += 1
+        if not dry_run:
+            batch.append(key)
+            if len(batch) >= DELETE_BATCH:
+                _unlink(client, batch)
+                batch = []
+    if not dry_run:
+        _unlink(client, batch + list(orphans))  # the state hashes last
+    return sorted(orphans.values(), key=lambda o: o.identity)
+
+
+def _scan(client: Any) -> Iterator[bytes]:
+    yield from client.scan_iter(match=f"{KEY_PREFIX}:*", count=SCAN_COUNT)
+
+
+def _unlink(client: Any, keys: list[bytes]) -> None:
+    """One UNLINK per key in a pipeline: a Redis Cluster refuses multi-key commands across slots."""
+    if not keys:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.unlink(key)
+    pipe.execute()

@@ -1,0 +1,77 @@
+"""When a latest row is valid online: the point-in-time join's rule, at the clock's instant.
+
+The rule is the macro's (``featsync._pit_still_valid`` in package/macros/point_in_time_join.sql):
+a row applies at instant s when
+
+    event_ts >= s - ttl      inclusive; a view without a ttl has no such bound
+    s < valid_to             exclusive; SCD2 views only; a NULL valid_to has no bound
+
+This module states it once, in microseconds, for every online path: push (which rows it
+writes, and each key's expiry), serving (the read-time re-check of the ttl against the
+stored event time) and verify (which rows belong online). As one bound:
+
+    valid at s  <=>  s < end,   end = min(event_us + ttl_us + 1, valid_to_us)
+
+Redis expires keys by its millisecond clock: a key with ``PXAT p`` is served while
+floor(s / 1000) <= p, that is for s < (p + 1) * 1000. So that a value never outlives the
+instant the join stops using it, p = floor(end / 1000) - 1: the key goes up to 1 ms early,
+never late. A row is written only while p is after the push's own millisecond (Redis
+drops a key set with a PXAT already past).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featsync.online.layout import _micros
+from featsync.registry import FeatureView
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NEVER = np.iinfo(np.int64).max  # an end (us) for a row that never stops being valid
+NO_EXPIRY = 0  # the PXAT that push sends for "no expiry" (WRITE_NEWER and SET NX both read 0 so)
+
+
+def valid_end_us(view: FeatureView, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
+    """Each row's end of validity in epoch microseconds (exclusive); NEVER without a bound."""
+    end = np.full(batch.num_rows, NEVER, dtype=np.int64)
+    if view.ttl_seconds:
+        end = _micros(batch.column(view.timestamp)) + (view.ttl_seconds * 1_000_000 + 1)
+    if view.valid_to:
+        valid_to = batch.column(view.valid_to)
+        has_end = pc.is_valid(valid_to).to_numpy(zero_copy_only=False)
+        ends = np.where(has_end, _micros(pc.fill_null(valid_to, pa.scalar(0, valid_to.type))), NEVER)
+        end = np.minimum(end, ends)
+    return end
+
+
+def expire_at_ms(end_us: np.ndarray) -> np.ndarray:
+    """The PXAT of each row: the last whole millisecond in which it is still valid (0: never)."""
+    return np.where(end_us == NEVER, NO_EXPIRY, np.floor_divide(end_us, 1000) - 1)
+
+
+def live_rows(view: FeatureView, batch: pa.RecordBatch | pa.Table, now_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """(PXAT ms, live mask): the rows push writes at now_us, and their keys' expiry.
+
+    A row is live when it never expires or its PXAT is after now's millisecond; verify
+    uses the same function, so both agree on which rows belong online.
+    """
+    expire_ms = expire_at_ms(valid_end_us(view, batch))
+    return expire_ms, (expire_ms == NO_EXPIRY) | (expire_ms > now_us // 1000)
+
+
+def epoch_micros(instant: datetime) -> int:
+    """An aware instant as integer microseconds since the epoch (exact, no float rounding)."""
+    return (instant - _EPOCH) // timedelta(microseconds=1)
+
+
+def oldest_valid_event_us(ttl_us: int | None, now_us: int) -> int | None:
+    """The read-time re-check: a stored value is valid at now_us when its event time is at or
+    after this (the ttl half of the rule: now < event + ttl + 1); None without a ttl.
+
+    A value stores no valid_to; its key's PXAT (above) ends it, up to 1 ms early.
+    """
+    return None if ttl_us is None else now_us - ttl_us
