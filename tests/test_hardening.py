@@ -352,7 +352,7 @@ def test_changed_columns_get_new_keys_and_prune_removes_the_old(project, pusher,
         options = ["--project-dir", str(project.project_dir), "--redis-url", redis_url, "--key-prefix", prefix, "--json"]
         result = CliRunner().invoke(main, ["prune", *options])
         assert result.exit_code == 0, result.output
-        assert sorted(o["keys"] for o in json.loads(result.output)) == [2, 2]
+        assert sorted(o["keys"] for o in json.loads(result.stdout)) == [2, 2]
         assert reader_added.get(key, features).statuses["score"] == [NOT_FOUND]
         assert reader_reordered.get(key, features).to_dict()["boost"] == [12.5]
         assert prune(reordered, pusher.client, prefix) == []

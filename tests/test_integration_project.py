@@ -165,9 +165,10 @@ def test_generated_macro_is_written_with_a_note_on_stderr(tmp_path, monkeypatch)
     open_consumer(dest, monkeypatch)
     first = CliRunner().invoke(main, ["list", "--project-dir", str(dest), "--json"])
     assert first.exit_code == 0, first.output
-    assert first.stderr.splitlines() == [
-        f"note: wrote {generated}: the on-demand features' SQL compiled for dbt (generated; check it in)"
-    ]
+    lines = first.stderr.splitlines()  # one warning line from the featsync logger, in the --log-format
+    assert len(lines) == 1 and lines[0].endswith(
+        f"WARNING featsync.project: wrote {generated}: the on-demand features' SQL compiled for dbt (generated; check it in)"
+    ), lines
     assert generated.read_text() == (CONSUMER / "macros" / MACRO_FILE).read_text()
     again = CliRunner().invoke(main, ["list", "--project-dir", str(dest), "--json"])
     assert again.exit_code == 0 and again.stderr == ""  # current: neither written nor announced

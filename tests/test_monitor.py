@@ -140,7 +140,7 @@ def test_drift_cli_exit_code_table_json_and_html(drift_data, tmp_path):
 
     result = run(drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", SAME, "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(result.output)
+    data = json.loads(result.stdout)
     assert data["breached"] is False and {f["feature"] for f in data["features"]} == {"amount", "label"}
     assert data["thresholds"]["psi"] == 0.2
 
@@ -390,7 +390,7 @@ def test_changing_the_warehouse_without_pushing_is_seen(online):
     (user,) = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_user"])
     assert user.mismatches == 0
     result = run(online.project, "verify", "--redis-url", _url(online), "--key-prefix", online.key_prefix, "--json")
-    assert result.exit_code == 0 and all(r["breaches"] == [] for r in json.loads(result.output))
+    assert result.exit_code == 0 and all(r["breaches"] == [] for r in json.loads(result.stdout))
 
 
 def test_a_value_online_that_push_would_not_write_is_a_mismatch(online):

@@ -183,7 +183,7 @@ def test_cli_get_request(pushed):
         main, [*base, "--request", "transaction_amount=500", "--request", "event_timestamp=2024-04-29T02:30:00Z"]
     )
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     # the request-only feature is computed from the request; the ratio from the stored average
     avg = out["amount_avg_30d"][0]
     assert out["is_night_transaction"] == [True]

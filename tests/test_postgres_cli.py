@@ -31,7 +31,7 @@ def pg_args(postgres_build, tmp_path_factory) -> list[str]:
 def cli(*args: str) -> str:
     result = CliRunner().invoke(main, list(args))
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.mark.parametrize(

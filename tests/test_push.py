@@ -355,7 +355,7 @@ def test_cli_push_json(project, redis_url):
     )
     try:
         assert result.exit_code == 0, result.output
-        stats = {s["feature_view"]: s for s in json.loads(result.output)}
+        stats = {s["feature_view"]: s for s in json.loads(result.stdout)}
         assert stats["fv_user"]["keys_written"] == 3 and stats["fv_user"]["skipped_expired"] == 1
     finally:
         delete_keys(Pusher(project, redis.Redis.from_url(redis_url), key_prefix=prefix))

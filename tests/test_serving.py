@@ -72,7 +72,7 @@ def test_cli_get(reader, pusher, redis_url):  # noqa: F811
     args += ["--key-prefix", pusher.key_prefix, "--features", "fv_user:amount", "--features", "fv_user:label"]
     result = CliRunner().invoke(main, [*args, "--entity", "user_id=a|b\\c", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {
+    assert json.loads(result.stdout) == {
         "user_id": ["a|b\\c"],
         "amount": [5],
         "label": [None],

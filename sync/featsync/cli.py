@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -145,20 +144,10 @@ class FeatsyncGroup(click.Group):
             sys.exit(130)
 
 
-class NotesOnStderr(logging.Handler):
-    """The library's notes (a file written into the project) as `note:` lines on stderr."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        err.print(f"[yellow]note:[/] {escape(record.getMessage())}", highlight=False, soft_wrap=True)
-
-
 @click.group(cls=FeatsyncGroup)
 @click.version_option(package_name="featsync")
 def main() -> None:
     """featsync: dbt models as feature views, synced to Redis and served online."""
-    notes = logging.getLogger("featsync")
-    if not any(isinstance(h, NotesOnStderr) for h in notes.handlers):
-        notes.addHandler(NotesOnStderr(logging.WARNING))
 
 
 @main.command("list")

@@ -35,11 +35,10 @@ _DEFAULT_PATHS = {
     "analysis-paths": ["analyses"],
 }
 _PROJECT_FILES = ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml")
-log = logging.getLogger(__name__)
 _ENV_VAR_CALL = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
-# Notes about files featsync writes into a project (the CLI prints them on stderr; without
-# any logging set up, Python prints warnings on stderr too).
-log = logging.getLogger("featsync")
+# Files featsync writes into a project are announced as warnings: the CLI's log handler
+# prints them on stderr, and without any logging set up Python prints warnings there too.
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
