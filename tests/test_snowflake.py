@@ -127,7 +127,7 @@ def test_emulator_profile_is_the_shipped_snowflake_target():
 def cli(*args: str) -> str:
     result = CliRunner().invoke(main, list(args))
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.fixture(scope="module")
