@@ -225,7 +225,7 @@ def _counts(warehouse: Warehouse, view: FeatureView, reference: Window, current:
             [f"{w} as featsync_window", "count(*) as featsync_rows"]
             + [f"count({identifier(f)}) as n{i}" for i, f in enumerate(features)]
         )
-        selects.append(f"select {columns} from {view.relation} where {window.sql(view.timestamp, warehouse, params, view.column(view.timestamp).type.zoned)}")
+        selects.append(f"select {columns} from {view.relation} where {_in(window, view, warehouse, params)}")
     table = warehouse.fetch_arrow(" union all ".join(selects), params)
     out = {}
     for row in table.to_pylist():
@@ -246,7 +246,7 @@ def _category_counts(
             name = identifier(f)
             selects.append(
                 f"select {i} as featsync_feature, {w} as featsync_window, cast({name} as varchar) as featsync_value, "
-                f"count(*) as featsync_n from {view.relation} where {window.sql(view.timestamp, warehouse, params, view.column(view.timestamp).type.zoned)} "
+                f"count(*) as featsync_n from {view.relation} where {_in(window, view, warehouse, params)} "
                 f"and {name} is not null group by cast({name} as varchar)"
             )
     out: dict[str, dict[str, dict[str, int]]] = {}
@@ -265,9 +265,7 @@ def _numeric_values(
         return {}
     params: list[Any] = []
     columns = ", ".join(f"{identifier(f)} as n{i}" for i, f in enumerate(features))
-    table = warehouse.fetch_arrow(
-        f"select {columns} from {view.relation} where {window.sql(view.timestamp, warehouse, params, view.column(view.timestamp).type.zoned)}", params
-    )
+    table = warehouse.fetch_arrow(f"select {columns} from {view.relation} where {_in(window, view, warehouse, params)}", params)
     out = {}
     for i, name in enumerate(features):
         column = pc.drop_null(table.column(f"n{i}"))
@@ -463,3 +461,8 @@ def fmt_number(value: float | None, pattern: str = "{:.3f}") -> str:
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _in(window: Window, view: FeatureView, warehouse: Warehouse, params: list[Any]) -> str:
+    """The window's predicate on the view's event time, naive (UTC) or zoned."""
+    return window.sql(view.timestamp, warehouse, params, view.column(view.timestamp).type.zoned)

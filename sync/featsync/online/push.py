@@ -338,6 +338,7 @@ class Pusher:
         stats.rows_read += batch.num_rows
         if not batch.num_rows:
             return None, None
+        self.layout(view).check_times(batch)  # instants outside the years 1 to 9999, named with their row
         marker, event = batch.column(CHANGED_AT), batch.column(view.timestamp)
         late = [pc.greater(c, pa.scalar(naive_utc(clock), c.type)) for c in (marker, event)]
         stats.future_rows += int(pc.sum(pc.fill_null(pc.or_kleene(*late), False)).as_py() or 0)
@@ -348,7 +349,6 @@ class Pusher:
 
     def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool, clock: datetime) -> Rows | None:
         """Filter out rows no longer valid at the clock and encode the rest; None when nothing to send."""
-        self.layout(view).check_times(batch)  # instants outside the years 1 to 9999, named with their row
         expire_ms, live = live_rows(view, batch, epoch_micros(clock))
         stats.skipped_expired += int((~live).sum())
         if not live.all():
