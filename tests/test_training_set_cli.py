@@ -178,7 +178,7 @@ def test_spine_errors_are_one_line_each(pit_dir, tmp_path):
     assert "the spine has a column 'amount', the name of feature 'fv_user:amount' in the training set" in run(
         "clash.parquet", pa.table({"user_id": ["a"], "ts": ts, "amount": [1]})
     )
-    assert "spine timestamp column 'ts;drop' is not a plain SQL name" in " ".join(
+    assert "the spine timestamp 'ts;drop' is not a plain column name" in " ".join(
         adhoc(pit_dir, tmp_path / "clash.parquet", out, "--spine-timestamp", "ts;drop").output.split()
     )
     # Full feature names make the clash go away.

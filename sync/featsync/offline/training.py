@@ -46,10 +46,12 @@ class TrainingSetRequest:
         require_one_selection(self.features, self.feature_service)
         if self.as_of not in ("event", "available"):
             raise FeatsyncError(f"as_of must be 'event' or 'available', got {self.as_of!r}")
-        for what, name in [("spine timestamp", self.spine_timestamp), *(("join key map", c) for c in self.join_key_map.values())]:
-            problem = identifier_problem(name)
-            if problem:
-                raise FeatsyncError(f"{what} column {problem}")
+        # These names become SQL identifiers in the macro's output: plain ones only
+        # (featsync.registry.identifiers, the rule the macros apply too).
+        _require_column(self.spine_timestamp, "the spine timestamp")
+        for key, column in self.join_key_map.items():
+            _require_column(key, "a join key")
+            _require_column(column, f"the spine column of join key '{key}'")
 
     def inline_sql(self, spine_relation: str, feature_views: Sequence[str], spine_types: Mapping[str, str]) -> str:
         """The Jinja of featsync.point_in_time_join for this request, with depends_on hints.
@@ -75,14 +77,14 @@ class TrainingSetRequest:
         return f"{hints}{{{{ featsync.point_in_time_join({rendered}) }}}}"
 
 
-_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _RELATION_PART = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"(?:[^"]|"")+")'
 _RELATION = re.compile(rf"{_RELATION_PART}(?:\.{_RELATION_PART}){{0,2}}\Z")
 
 
 def _require_column(name: Any, what: str) -> None:
-    if not isinstance(name, str) or not _COLUMN.match(name):
-        raise FeatsyncError(f"{what} {name!r} is not a plain column name (letters, digits and underscores)")
+    problem = identifier_problem(name)
+    if problem:
+        raise FeatsyncError(f"{what} {name!r} is not a plain column name: {problem}")
 
 
 def require_relation(name: str) -> str:
