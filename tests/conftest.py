@@ -191,6 +191,12 @@ PIT_TABLES = {
     "pair_rows": "user_id text, merchant_id text, event_timestamp timestamp, score float8",
     "profile_rows": "user_id text, event_timestamp timestamp, valid_to timestamp, tier text",
     "spine": "spine_id bigint, user_id text, shop_id text, ts timestamp",
+    # The same shapes with zoned timestamps, some mixed with naive ones in one view
+    # (tests/test_point_in_time.py: the oracle's zoned variants).
+    "user_rows_tz": "user_id text, event_timestamp timestamptz, created_timestamp timestamp, amount bigint, label text",
+    "pair_rows_tz": "user_id text, merchant_id text, event_timestamp timestamptz, score float8",
+    "profile_rows_tz": "user_id text, event_timestamp timestamp, valid_to timestamptz, tier text",
+    "spine_tz": "spine_id bigint, user_id text, shop_id text, ts timestamptz",
 }
 
 
@@ -274,3 +280,67 @@ def delete_pushed_keys(project: Project, client: Any, prefix: str) -> None:
     keys = [key for keys in pushed_keys(project, client, prefix).values() for key in keys]
     if keys:
         client.delete(*keys)
+
+
+# -- tests/types_project: real-world time and types (featsync as a package) -----------------
+
+TYPES_PRECISIONS = {  # the table of each feature view: its timestamp type per engine (None: not there)
+    "s": {"duckdb": "timestamp_s", "postgres": "timestamp(0)"},
+    "ms": {"duckdb": "timestamp_ms", "postgres": "timestamp(3)"},
+    "us": {"duckdb": "timestamp", "postgres": "timestamp"},
+    "ns": {"duckdb": "timestamp_ns", "postgres": None},
+    "tz": {"duckdb": "timestamptz", "postgres": "timestamptz"},
+}
+
+
+def types_tables(target: str) -> dict[str, str]:
+    """Source tables of tests/types_project on `target`: rows_<precision> and shape_rows_<precision>."""
+    tables = {}
+    for precision, types in TYPES_PRECISIONS.items():
+        ts = types[target]
+        if ts is None:
+            continue
+        created = "created_at timestamp, " if precision == "tz" else ""
+        tables[f"rows_{precision}"] = (
+            f"entity_id text, event_timestamp {ts}, {created}seen_at {ts}, "
+            "amount double precision, n bigint, flag boolean, note text"
+        )
+        if precision in ("s", "ms", "us"):
+            tables[f"shape_rows_{precision}"] = (
+                f"k_text text, k_int bigint, event_timestamp {ts}, f_float double precision, f_int bigint, f_text text, "
+                "f_bool boolean, f_ts timestamp"
+            )
+    return tables
+
+
+def build_types_project(tmp: Path, target: str, execute) -> Project:
+    """A copy of tests/types_project (featsync as a local package) with its tables, built on `target`."""
+    dest = tmp / f"types_project_{target}"
+    shutil.copytree(ROOT / "tests" / "types_project", dest)
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {PACKAGE}\n")
+    for table, columns in types_tables(target).items():
+        execute(f"create table {table} ({columns})")
+    project = Project.open(dest, dest, target)
+    project.run_dbt(["deps"])
+    project.run_dbt(["run"])
+    return project
+
+
+@pytest.fixture(scope="session")
+def types_duckdb(tmp_session: Path) -> Project:
+    """tests/types_project on a DuckDB file of its own (FEATSYNC_TYPES_DUCKDB_PATH) whose
+    session time zone is America/New_York (profiles.yml): nothing may depend on it."""
+    path = str(tmp_session / "types.duckdb")
+    os.environ["FEATSYNC_TYPES_DUCKDB_PATH"] = path
+
+    def execute(sql: str) -> None:
+        with duckdb.connect(path) as con:
+            con.execute(sql)
+
+    return build_types_project(tmp_session, "duckdb", execute)
+
+
+def types_duckdb_execute(sql: str, params: list | None = None) -> None:
+    """Run SQL on the types project's DuckDB file in a short-lived connection (featsync opens it next)."""
+    with duckdb.connect(os.environ["FEATSYNC_TYPES_DUCKDB_PATH"]) as con:
+        con.execute(sql, params or [])

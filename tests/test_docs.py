@@ -227,6 +227,7 @@ def test_the_macro_scan_finds_public_macros_and_skips_dispatch_and_private_ones(
         "full_feature_names",
         "as_of",
         "strategy",
+        "spine_types",
     )
     assert not {"default__window_aggregates", "postgres__bytewise", "_pit_plan", "featsync_on_demand_sql"} & set(macros)
 

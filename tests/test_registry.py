@@ -119,13 +119,71 @@ def test_timestamp_column_not_declared(manifest):
     assert f"{WHERE_FV}: feature_view.timestamp: column 'ts' is not declared" in message
 
 
-def test_zoned_timestamp_is_rejected(manifest):
-    def zoned(m):
-        m["nodes"][UTF]["columns"]["event_timestamp"]["data_type"] = "timestamptz"
+def test_zoned_timestamps_are_accepted(manifest):
+    zoned = copy.deepcopy(manifest)
+    zoned["nodes"][UTF]["columns"]["event_timestamp"]["data_type"] = "timestamptz"
+    zoned["nodes"][UTF]["columns"]["created_timestamp"]["data_type"] = "timestamp with time zone"
+    view = Registry.from_manifest(zoned).feature_view("user_transaction_features")
+    assert view.column("event_timestamp").type.zoned and view.column("created_timestamp").type.zoned
 
-    message = rejected(manifest, zoned)
-    assert f"{WHERE_FV}: feature_view.timestamp: column 'event_timestamp' has type 'timestamptz'" in message
-    assert "naive UTC" in message
+
+def test_time_columns_must_be_timestamps(manifest):
+    def dated(m):
+        m["nodes"][UTF]["columns"]["event_timestamp"]["data_type"] = "date"
+
+    message = rejected(manifest, dated)
+    assert f"{WHERE_FV}: feature_view.timestamp: column 'event_timestamp' has type 'date'" in message
+    assert "cast(event_timestamp as timestamp)" in message
+
+
+def test_unreadable_data_type(manifest):
+    def typo(m):
+        m["nodes"][UTF]["columns"]["transaction_count_7d"]["data_type"] = "bigintt"
+
+    message = rejected(manifest, typo)
+    assert f"{WHERE_FV}: columns.transaction_count_7d.data_type: 'bigintt' is not a SQL data type" in message
+
+
+def test_unsafe_column_names_are_refused(manifest):
+    """Names from YAML are written into SQL unquoted, so unsafe ones never load (registry/identifiers.py)."""
+
+    def hostile(m):
+        columns = m["nodes"][UTF]["columns"]
+        columns['label"; drop table t; --'] = {"name": 'label"; drop table t; --', "data_type": "text"}
+        columns["select"] = {"name": "select", "data_type": "bigint"}
+        columns["Amount"] = {"name": "Amount", "data_type": "bigint"}
+
+    message = rejected(manifest, hostile)
+    assert "(3 problems)" in message
+    assert (
+        f"""{WHERE_FV}: columns.label"; drop table t; --: column name 'label"; drop table t; --' is not a plain SQL name"""
+        in message
+    )
+    assert "columns.select: column name 'select' is a reserved SQL word" in message
+    assert "columns.Amount: column name 'Amount' is not a plain SQL name: featsync needs lower-case letters" in message
+
+
+def test_online_decimal_features_are_refused_offline_ones_kept(manifest):
+    def money(m):
+        m["nodes"][UTF]["columns"]["amount_sum_7d"]["data_type"] = "numeric(12,2)"
+
+    message = rejected(manifest, money)
+    assert f"{WHERE_FV}: columns.amount_sum_7d.data_type: online feature: type 'numeric(12,2)' is a decimal" in message
+    assert "cast(x as double precision)" in message
+    offline = copy.deepcopy(manifest)
+    money(offline)
+    fv(offline).update(online=False)
+    assert (
+        Registry.from_manifest(offline).feature_view("user_transaction_features").column("amount_sum_7d").type.kind == "decimal"
+    )
+
+
+def test_entity_keys_are_strings_or_integers(manifest):
+    def floating(m):
+        m["nodes"][UTF]["columns"]["user_id"]["data_type"] = "double"
+
+    message = rejected(manifest, floating)
+    assert f"{WHERE_FV}: feature_view.entities: entity column 'user_id' has type 'double'; entity keys are strings" in message
 
 
 @pytest.mark.parametrize("ttl", ["9x", "90 days", "-5", "1.5d", True])
@@ -185,6 +243,14 @@ def test_entity_types_must_agree(manifest):
         m["nodes"]["model.featsync.user_merchant_features"]["columns"]["user_id"]["data_type"] = "bigint"
 
     assert "entity 'user_id' has different types across feature views" in rejected(manifest, retype)
+
+
+def test_entity_type_aliases_agree(manifest):
+    """varchar, text and varchar(n) are one type to every engine: not an error."""
+    aliased = copy.deepcopy(manifest)
+    aliased["nodes"]["model.featsync.user_merchant_features"]["columns"]["user_id"]["data_type"] = "varchar"
+    aliased["nodes"][UTF]["columns"]["user_id"]["data_type"] = "character varying(32)"
+    assert Registry.from_manifest(aliased).entity("user_id").feature_views
 
 
 def test_every_problem_is_reported_at_once(manifest):

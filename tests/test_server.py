@@ -200,7 +200,7 @@ def test_health_openapi_and_metrics_across_workers(served):
     assert health.json() == {
         "manifest": "loaded",
         "project": "featsync_pit",
-        "feature_views": 4,
+        "feature_views": 7,  # tests/pit_project: 4, and 3 with zoned timestamps (test_point_in_time)
         "status": "ok",
         "redis": "reachable",
     }

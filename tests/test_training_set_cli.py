@@ -149,6 +149,60 @@ def test_bad_spines_are_rejected(pit_dir, tmp_path):
     assert result.exit_code == 1 and "Timestamps need a zone" in result.output, result.output
 
 
+def test_spine_errors_are_one_line_each(pit_dir, tmp_path):
+    """Each broken spine is a clear error through `featsync training-set` (exit 1, no traceback)."""
+    out = tmp_path / "o.parquet"
+
+    def run(name: str, table: pa.Table | str, *extra: str):
+        path = tmp_path / name
+        if isinstance(table, str):
+            path.write_text(table)
+        elif name.endswith(".csv"):
+            pacsv.write_csv(table, path)
+        else:
+            pq.write_table(table, path)
+        result = adhoc(pit_dir, path, out, "--spine-timestamp", "ts", *extra)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        return " ".join(result.output.split())
+
+    ts = pa.array([1_704_067_200_000_000], pa.timestamp("us", tz="UTC"))
+    assert "the spine has no column 'user_id' for entity 'user_id' of feature view 'fv_user' (columns: uid, ts)" in run(
+        "nokey.parquet", pa.table({"uid": ["a"], "ts": ts})
+    )
+    assert "spine column 'user_id' is int64, but entity 'user_id' of feature view 'fv_user' is text" in run(
+        "intkey.parquet", pa.table({"user_id": [1], "ts": ts})
+    )
+    assert "cannot read spine" in run("corrupt.parquet", "PAR1 this is not parquet") and "not a readable parquet file" in (
+        run("corrupt.parquet", "PAR1 this is not parquet")
+    )
+    assert "the spine has a column 'amount', the name of feature 'fv_user:amount' in the training set" in run(
+        "clash.parquet", pa.table({"user_id": ["a"], "ts": ts, "amount": [1]})
+    )
+    assert "the spine timestamp 'ts;drop' is not a plain column name" in " ".join(
+        adhoc(pit_dir, tmp_path / "clash.parquet", out, "--spine-timestamp", "ts;drop").output.split()
+    )
+    # Full feature names make the clash go away.
+    result = adhoc(pit_dir, tmp_path / "clash.parquet", out, "--spine-timestamp", "ts", "--full-feature-names")
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(out).column_names == ["user_id", "ts", "amount", "fv_user__amount"]
+
+
+def test_header_only_csv_gives_an_empty_training_set(pit_dir, tmp_path):
+    (tmp_path / "empty.csv").write_text("spine_id,user_id,shop_id,ts\n")
+    out = tmp_path / "o.parquet"
+    result = CliRunner().invoke(
+        main,
+        ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb", "--spine", str(tmp_path / "empty.csv"),
+         "--spine-timestamp", "ts", "--join-key-map", "merchant_id=shop_id", "--out", str(out),
+         *(a for f in FEATURES for a in ("--features", f))],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.num_rows == 0
+    assert table.column_names == ["spine_id", "user_id", "shop_id", "ts", "amount", "label", "score", "tier"]
+    assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+
+
 def adhoc(pit_dir: Path, spine: Path, out: Path, *extra: str):
     """`featsync training-set` for fv_user:amount on the pit project."""
     args = ["training-set", "--project-dir", str(pit_dir), "--target", "duckdb", "--features", "fv_user:amount"]

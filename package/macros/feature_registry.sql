@@ -83,6 +83,18 @@
     {%- set entities = [meta.entities] if meta.entities is string else meta.entities -%}
     {%- set reserved = entities + [meta.timestamp, meta.get('created_timestamp'), meta.get('valid_to')] -%}
     {%- set declared = node.columns.keys() | list -%}
+    {#- Every name below is written into SQL unquoted: refuse unsafe ones (macros/identifiers.sql). -#}
+    {%- for column in declared -%}
+      {%- do featsync._check_identifier(column, "feature view '" ~ view_name ~ "': column") -%}
+    {%- endfor -%}
+    {%- for column in reserved if column -%}
+      {%- if column not in declared -%}
+        {{ exceptions.raise_compiler_error("featsync: feature view '" ~ view_name ~ "': column '" ~ column ~ "' named in its meta is not declared in its columns") }}
+      {%- endif -%}
+    {%- endfor -%}
+    {%- if full_feature_names -%}
+      {%- do featsync._check_identifier(view_name, 'feature view name (full_feature_names)') -%}
+    {%- endif -%}
     {%- set feature_columns = [] -%}
     {%- for column in declared if column not in reserved -%}
       {%- do feature_columns.append(column) -%}
@@ -99,7 +111,7 @@
     {%- endfor -%}
     {%- set pairs = [] -%}
     {%- for column in chosen -%}
-      {%- set output = view_name ~ '__' ~ column if full_feature_names else column -%}
+      {%- set output = featsync._check_identifier(view_name ~ '__' ~ column if full_feature_names else column, 'output column') -%}
       {%- if output in outputs -%}
         {{ exceptions.raise_compiler_error("featsync: feature name '" ~ output ~ "' is provided by both feature views '" ~ outputs[output] ~ "' and '" ~ view_name ~ "'; pass full_feature_names=true or select only one") }}
       {%- endif -%}
@@ -119,7 +131,11 @@
       {%- do select_columns.append(column) -%}
     {%- endfor -%}
     {%- set spine_keys = [] -%}
-    {%- for key in entities -%}{%- do spine_keys.append(join_key_map.get(key, key)) -%}{%- endfor -%}
+    {%- for key in entities -%}
+      {%- do spine_keys.append(featsync._check_identifier(join_key_map.get(key, key), "join_key_map['" ~ key ~ "']")) -%}
+    {%- endfor -%}
+    {%- set types = {} -%}
+    {%- for column in declared -%}{%- do types.update({column: node.columns[column].data_type}) -%}{%- endfor -%}
     {%- do plan.append({
         'index': loop.index0,
         'name': view_name,
@@ -129,6 +145,7 @@
         'timestamp': meta.timestamp,
         'created_timestamp': meta.get('created_timestamp'),
         'valid_to': meta.get('valid_to'),
+        'types': types,
         'ttl': featsync.duration_seconds(meta.get('ttl'), "ttl of feature view '" ~ view_name ~ "'"),
         'features': pairs,
         'select_columns': select_columns,

@@ -5,14 +5,21 @@
   time after every event, by the same order (featsync._pit_order: event time, created
   time, then the other columns). Rows with NULL keys or event times are never returned.
   TTL is not applied here: the online store expires each row at event time + ttl.
+
+  changed_at=true adds `featsync_changed_at`, what moves when a row changes (featsync push's
+  incremental watermark): the created time where the view declares one (NULL: known at
+  event time), else the event time; always a naive UTC timestamp, whatever the columns' types.
 -#}
-{% macro latest_rows(feature_view) %}
+{% macro latest_rows(feature_view, changed_at=false) %}
   {%- if not execute -%}
     {%- do ref(feature_view) -%}
     {{ return('select 1 as featsync_parse_placeholder') }}
   {%- endif -%}
   {%- set view = featsync._pit_plan([feature_view ~ ':*'], none, {}, false)[0] -%}
 select {{ view.select_columns | join(', ') }}
+{%- if changed_at %},
+    {% if view.created_timestamp %}{{ featsync._available_at(view, '', true) }}{% else %}{{ featsync.utc(view.timestamp, view.types[view.timestamp]) }}{% endif %} as featsync_changed_at
+{%- endif %}
 from (
     select
         {{ view.select_columns | join(', ') }},

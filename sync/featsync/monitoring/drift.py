@@ -25,9 +25,10 @@ import pyarrow.compute as pc
 from featsync.errors import FeatsyncError
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import Warehouse, connect, reading
-from featsync.online.layout import kind_of
+from featsync.online.layout import epoch_micros
 from featsync.project import Project
 from featsync.registry import FeatureView, Monitoring
+from featsync.registry.types import BOOL, DECIMAL, FLOAT, INT, TEXT, TIMESTAMP
 from featsync.results import save_result
 
 PSI_BINS = 10  # reference deciles, the usual PSI binning
@@ -67,10 +68,16 @@ class Window:
             raise FeatsyncError(f"{option} '{text}': the start must be before the end")
         return cls(bounds[0], bounds[1])
 
-    def sql(self, column: str, warehouse: Warehouse, params: list[Any]) -> str:
-        """The predicate on a naive-UTC timestamp column; the bounds are bound (Warehouse.bind)."""
+    def sql(self, column: str, warehouse: Warehouse, params: list[Any], zoned: bool = False) -> str:
+        """The predicate on a timestamp column; the bounds are bound (Warehouse.bind) as naive UTC,
+        and made instants (`at time zone 'UTC'`) against a zoned column, so no session zone decides."""
         name = identifier(column)
-        return f"{name} >= {warehouse.bind(self.start, params)} and {name} < {warehouse.bind(self.end, params)}"
+
+        def bound(value: datetime) -> str:
+            sql = warehouse.bind(value, params)
+            return f"(cast({sql} as timestamp) at time zone 'UTC')" if zoned else sql
+
+        return f"{name} >= {bound(self.start)} and {name} < {bound(self.end)}"
 
     def __str__(self) -> str:
         return f"{_iso(self.start)}..{_iso(self.end)}"
@@ -190,16 +197,20 @@ def drift(project: Project, feature_view: str, reference: Window, current: Windo
     return report
 
 
+_DRIFT_KINDS = {INT: "numeric", FLOAT: "numeric", DECIMAL: "numeric", TIMESTAMP: "timestamp", TEXT: "categorical"}
+_DRIFT_KINDS[BOOL] = "categorical"
+
+
 def feature_kinds(view: FeatureView) -> tuple[dict[str, str], dict[str, str]]:
-    """numeric (int, float), timestamp (compared as numbers) or categorical (text, boolean)."""
+    """numeric (integers, floats, decimals), timestamp (compared as numbers) or categorical
+    (text, boolean), from the one type table; other types are not compared."""
     kinds, skipped = {}, {}
     for column in view.features:
-        try:
-            kind = kind_of(column.data_type)
-        except FeatsyncError:
+        kind = _DRIFT_KINDS.get(column.type.kind)
+        if kind is None:
             skipped[column.name] = f"type '{column.data_type}' is not compared"
-            continue
-        kinds[column.name] = {"int": "numeric", "float": "numeric", "timestamp": "timestamp"}.get(kind, "categorical")
+        else:
+            kinds[column.name] = kind
     return kinds, skipped
 
 
@@ -214,7 +225,7 @@ def _counts(warehouse: Warehouse, view: FeatureView, reference: Window, current:
             [f"{w} as featsync_window", "count(*) as featsync_rows"]
             + [f"count({identifier(f)}) as n{i}" for i, f in enumerate(features)]
         )
-        selects.append(f"select {columns} from {view.relation} where {window.sql(view.timestamp, warehouse, params)}")
+        selects.append(f"select {columns} from {view.relation} where {_in(window, view, warehouse, params)}")
     table = warehouse.fetch_arrow(" union all ".join(selects), params)
     out = {}
     for row in table.to_pylist():
@@ -235,7 +246,7 @@ def _category_counts(
             name = identifier(f)
             selects.append(
                 f"select {i} as featsync_feature, {w} as featsync_window, cast({name} as varchar) as featsync_value, "
-                f"count(*) as featsync_n from {view.relation} where {window.sql(view.timestamp, warehouse, params)} "
+                f"count(*) as featsync_n from {view.relation} where {_in(window, view, warehouse, params)} "
                 f"and {name} is not null group by cast({name} as varchar)"
             )
     out: dict[str, dict[str, dict[str, int]]] = {}
@@ -254,15 +265,15 @@ def _numeric_values(
         return {}
     params: list[Any] = []
     columns = ", ".join(f"{identifier(f)} as n{i}" for i, f in enumerate(features))
-    table = warehouse.fetch_arrow(
-        f"select {columns} from {view.relation} where {window.sql(view.timestamp, warehouse, params)}", params
-    )
+    table = warehouse.fetch_arrow(f"select {columns} from {view.relation} where {_in(window, view, warehouse, params)}", params)
     out = {}
     for i, name in enumerate(features):
         column = pc.drop_null(table.column(f"n{i}"))
-        if kinds[name] == "timestamp":  # seconds since the epoch
-            column = pc.divide(pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).cast(pa.float64()), 1e6)
-        out[name] = column.to_numpy(zero_copy_only=False).astype(np.float64)
+        if kinds[name] == "timestamp":  # seconds since the epoch, from any precision and zone
+            out[name] = epoch_micros(column).astype(np.float64) / 1e6
+            continue
+        # As doubles, rounding big integers and decimals: statistics need no more.
+        out[name] = pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64)
     return out
 
 
@@ -450,3 +461,8 @@ def fmt_number(value: float | None, pattern: str = "{:.3f}") -> str:
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _in(window: Window, view: FeatureView, warehouse: Warehouse, params: list[Any]) -> str:
+    """The window's predicate on the view's event time, naive (UTC) or zoned."""
+    return window.sql(view.timestamp, warehouse, params, view.column(view.timestamp).type.zoned)

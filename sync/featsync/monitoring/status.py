@@ -19,7 +19,7 @@ from featsync.errors import FeatsyncError
 from featsync.monitoring.freshness import format_age, push_age_breach, staleness_breach
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import Warehouse, connect, reading
-from featsync.online.layout import KEY_PREFIX, Layout
+from featsync.online.layout import KEY_PREFIX, Layout, online_values
 from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows
 from featsync.online.state import PushState, StateError, layout_of, read_state
 from featsync.project import Project
@@ -93,8 +93,8 @@ def status(
         for view in views:
             state = states[view.name]
             with reading(view):
-                row = warehouse.fetch_arrow(*status_query(warehouse, view, queries[view.name], state.watermark, instant))
-            row = row.to_pylist()[0]
+                table = warehouse.fetch_arrow(*status_query(warehouse, view, queries[view.name], state.watermark, instant))
+            row = {name: online_values(table.column(name))[0] for name in table.column_names}
             result = ViewStatus(
                 view.name,
                 view.version,

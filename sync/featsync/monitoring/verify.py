@@ -22,6 +22,7 @@ from featsync.errors import FeatsyncError
 from featsync.monitoring.status import iso, utc
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import connect, reading
+from featsync.online.layout import online_values
 from featsync.online.push import compile_latest_rows
 from featsync.online.serving import PRESENT, OnlineReader
 from featsync.online.validity import epoch_micros, live_rows
@@ -143,7 +144,7 @@ def _verify_view(
     except redis.RedisError as exc:
         raise FeatsyncError(f"cannot read from Redis: {exc}") from exc
     finished_ms = int(now() * 1000) + 1
-    offline = {name: table.column(name).to_pylist() for name in (view.timestamp, *view.feature_names)}
+    offline = {name: online_values(table.column(name)) for name in (view.timestamp, *view.feature_names)}
     online_times = response.event_timestamps[view.name]
     first = view.feature_names[0]
     for i, row in enumerate(entity_rows):

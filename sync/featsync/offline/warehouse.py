@@ -22,6 +22,7 @@ from featsync.errors import FeatsyncError
 from featsync.offline.sql import identifier, literal, naive_utc
 from featsync.project import Project
 from featsync.registry import FeatureView
+from featsync.registry.identifiers import identifier_problem
 
 BATCH_ROWS = 65_536
 # PostgreSQL: the ADBC driver cuts its COPY stream into batches of about this many bytes.
@@ -117,7 +118,12 @@ class DuckDBWarehouse(Warehouse):
 
     def arrow_batches(self, sql: str, params: Sequence[Any] = (), batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         reader = self.con.sql(sql, params=list(params) or None).to_arrow_reader(batch_rows)
-        yield from reader
+        empty = True
+        for batch in reader:
+            empty = False
+            yield batch
+        if empty:  # no rows: still give the result its schema (an empty spine, a `where 1 = 0` probe)
+            yield pa.RecordBatch.from_pylist([], schema=reader.schema)
 
     def execute(self, sql: str) -> None:
         self.con.execute(sql)
@@ -153,8 +159,13 @@ class PostgresWarehouse(Warehouse):
         try:
             cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(self.batch_bytes)})
             cursor.execute(sql)
-            for batch in cursor.fetch_record_batch():
+            reader = cursor.fetch_record_batch()
+            empty = True
+            for batch in reader:
+                empty = False
                 yield from pa.Table.from_batches([batch]).to_batches(max_chunksize=batch_rows)
+            if empty:  # no rows: still give the result its schema
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
         finally:
             cursor.close()
 
@@ -225,11 +236,10 @@ class SnowflakeWarehouse(Warehouse):
         """
         from snowflake.connector.pandas_tools import write_pandas
 
-        odd = [field.name for field in table.schema if identifier(field.name) != field.name]
-        if odd:  # unquoted names are what write_pandas copies into; a name that needs quotes is refused
-            raise FeatsyncError(
-                f"spine column {odd[0]!r} is not a plain name (letters, digits, underscores), which Snowflake needs here"
-            )
+        for field in table.schema:  # written unquoted below: only plain names
+            problem = identifier_problem(field.name)
+            if problem:
+                raise FeatsyncError(f"spine column name {problem}")
         columns = ", ".join(f"{field.name} {snowflake_type(field)}" for field in table.schema)
         try:
             self.execute(f"create table {self.relation(name)} ({columns})")
@@ -364,11 +374,18 @@ def driver_errors() -> tuple[type[BaseException], ...]:
 @contextmanager
 def reading(view: FeatureView) -> Iterator[None]:
     """The engines' own errors (a table not built, a lost connection) as one clear FeatsyncError."""
+    with warehouse_errors(
+        f"cannot read feature view '{view.name}' ({view.relation}) from the warehouse", "(has dbt built it on this target?)"
+    ):
+        yield
+
+
+@contextmanager
+def warehouse_errors(what: str, hint: str = "") -> Iterator[None]:
+    """An engine's own error (DuckDB, ADBC for PostgreSQL, Snowflake's connector) as one line:
+    `what: the engine's first line [hint]`."""
     try:
         yield
     except driver_errors() as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise FeatsyncError(
-            f"cannot read feature view '{view.name}' ({view.relation}) from the warehouse: {reason} "
-            "(has dbt built it on this target?)"
-        ) from exc
+        raise FeatsyncError(f"{what}: {reason}{' ' + hint if hint else ''}") from exc

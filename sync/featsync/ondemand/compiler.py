@@ -41,8 +41,11 @@ from sqlglot.errors import ParseError
 from featsync.errors import FeatsyncError
 
 DIALECTS = ("duckdb", "postgres", "snowflake")
-# Kinds of values an expression handles; "null" is the type of a bare NULL literal.
+# Kinds of values an expression handles, named as in featsync.registry.types (the one table
+# of column types, which maps declared types to them); "null" is the type of a bare NULL.
+# A timestamp is an aware UTC datetime here, whether its column is naive (UTC) or zoned.
 INT, FLOAT, BOOL, TEXT, TIMESTAMP, NULL = "int", "float", "bool", "text", "timestamp", "null"
+EVALUATOR_KINDS = (INT, FLOAT, BOOL, TEXT, TIMESTAMP)
 NUMERIC = (INT, FLOAT)
 OUTPUT_KINDS = (INT, FLOAT, BOOL)
 _INT64_LIMIT = float(2**63)
@@ -51,22 +54,6 @@ PLACEHOLDER = "featsync_input:"  # compiled SQL names each input as the quoted i
 
 class ExpressionError(ValueError):
     """An on-demand expression outside the supported subset; the registry reports it with file and node."""
-
-
-def kind_of(data_type: str) -> str | None:
-    """The evaluator's kind for a declared column type; None for types it cannot use."""
-    t = data_type.strip().lower()
-    if t in {"bigint", "int", "integer", "int8", "int4", "int2", "smallint", "int64", "tinyint", "hugeint"}:
-        return INT
-    if t in {"float8", "double", "double precision", "float", "float64", "real", "float4"}:
-        return FLOAT
-    if t in {"boolean", "bool"}:
-        return BOOL
-    if t in {"text", "varchar", "string", "character varying"} or t.startswith(("varchar(", "character varying(")):
-        return TEXT
-    if t in {"timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"}:
-        return TIMESTAMP
-    return None
 
 
 @dataclass(frozen=True)
@@ -154,16 +141,24 @@ def compile_feature(
     name: str,
     expression: str,
     data_type: str,
-    columns: Mapping[str, str],
+    columns: Mapping[str, str | None],
     description: str = "",
+    output: str | None = None,
 ) -> OnDemandFeature:
     """Parse, type-check and compile one expression; `columns` maps each usable name to its kind.
 
-    Raises ExpressionError with a message naming the offending part.
+    `output` is the kind of `data_type` (the registry reads it in the target's dialect);
+    without it, the type is read in generic SQL. Raises ExpressionError naming the offending part.
     """
     if not isinstance(expression, str) or not expression.strip():
         raise ExpressionError("must be a non-empty SQL expression")
-    output = kind_of(data_type) if isinstance(data_type, str) else None
+    if output is None and isinstance(data_type, str):
+        from featsync.registry.types import TypeProblem, column_type  # the registry imports this module
+
+        try:
+            output = column_type(data_type).kind
+        except TypeProblem:
+            output = None
     if output not in OUTPUT_KINDS:
         raise ExpressionError(f"data_type {data_type!r} is not supported; use bigint, float8 (double) or boolean")
     try:

@@ -32,6 +32,15 @@ bytes): 5 float features fit in the compact form only.
 A new feature-view version writes new keys, so versions coexist for rollback. Values are
 built for a whole Arrow batch at once (numpy and Arrow kernels, no per-row Python), which
 is what lets a push outrun a per-row client loop.
+
+Time: timestamps of any precision (s, ms, us, ns) and zone (naive means UTC) are stored
+as UTC microseconds, rounded down (towards the past) when they have nanoseconds. Rounding
+down keeps every answer of the point-in-time rules: they compare an event time with
+bounds that are whole microseconds online (the request time, the request time - ttl), and
+for a whole-microsecond bound b, `t >= b` holds exactly when `floor_us(t) >= b`. (Rounding
+up would let a row 500 ns older than the TTL bound count as inside it.) Only instants in
+the years 1 to 9999 are stored, the range every reader (Python's datetime) can represent;
+push refuses others with the feature view, column and entity named.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError
 from featsync.registry import FeatureView
+from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
 
 KEY_PREFIX = "fs"
 VIEW_ID_CHARS = 8  # 40 bits in base32
@@ -59,25 +69,11 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EVENT_TIME = struct.Struct(">d")
 _EVENT_SECONDS = struct.Struct(">I")  # the compact form
 _TEXT_LENGTH = struct.Struct("<I")
-
-
-def kind_of(data_type: str) -> str:
-    """The codec kind of a declared column type (the manifest's data_type)."""
-    t = data_type.lower().strip()
-    if t.startswith(("bigint", "int", "integer", "smallint", "tinyint", "hugeint", "long", "number(38,0)")):
-        return "int"
-    if t.startswith(("float", "double", "real", "numeric", "decimal", "number")):
-        return "float"
-    if t.startswith(("bool",)):
-        return "bool"
-    if t.startswith(("timestamp", "datetime")):
-        return "timestamp"
-    if t.startswith(("text", "varchar", "string", "char", "character")):
-        return "text"
-    raise FeatsyncError(
-        f"featsync cannot store a column of type '{data_type}' online (supported: integers, floats, "
-        "booleans, timestamps and text)"
-    )
+# The instants every reader can represent (Python's datetime: years 1 to 9999), in UTC microseconds.
+MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+_UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
+_ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.string()}
 
 
 class StoredValueError(FeatsyncError):
@@ -128,8 +124,14 @@ class Layout:
 
     @cached_property
     def features(self) -> tuple[tuple[str, str], ...]:
-        """(feature name, codec kind) in declared order."""
-        return tuple((c.name, kind_of(c.data_type)) for c in self.view.features)
+        """(feature name, codec kind) in declared order; the registry refused views with others."""
+        kinds = []
+        for column in self.view.features:
+            problem = column.type.online_problem
+            if problem:
+                raise FeatsyncError(f"feature view '{self.view.name}': feature '{column.name}': {problem}")
+            kinds.append((column.name, column.type.kind))
+        return tuple(kinds)
 
     def key(self, entity_values: Sequence[object]) -> bytes:
         """The key of one entity, for reads; the same text encode_keys builds for a batch."""
@@ -138,16 +140,80 @@ class Layout:
     def encode_keys(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         parts = []
         for name in self.view.entities:
-            column = batch.column(name)
-            if column.null_count:
-                raise FeatsyncError(f"feature view '{self.view.name}': entity column '{name}' has NULL values")
-            if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-                parts.append(pc.cast(column, pa.string()))  # integers: nothing to escape
-                continue
-            if pc.any(pc.match_substring_regex(column, r"[\\|]")).as_py():  # escaping only when needed
+            column = self._key_column(batch, name)
+            if pa.types.is_string(column.type) and pc.any(pc.match_substring_regex(column, r"[\\|]")).as_py():
                 column = pc.replace_substring(pc.replace_substring(column, "\\", "\\\\"), "|", "\\|")
             parts.append(column)
         return pc.binary_join_element_wise(pa.scalar(self.prefix), *_interleave(parts, "|"), "")
+
+    def _key_column(self, batch: pa.RecordBatch | pa.Table, name: str) -> pa.Array:
+        """An entity column as text: strings as they are, integers in decimal. Anything else is
+        refused, naming the row: a float key would be looked up by its text ('nan', '1.0'),
+        which no reader asking for an integer or a string could ever match."""
+        column = batch.column(name)
+        kind = column.type
+        where = f"feature view '{self.view.name}': entity column '{name}'"
+        if column.null_count:
+            row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise FeatsyncError(f"{where} is NULL in the row {self.describe_row(batch, row)}")
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return pc.cast(column, pa.string())
+        if pa.types.is_integer(kind) or (pa.types.is_decimal(kind) and kind.scale == 0):
+            try:
+                return pc.cast(pc.cast(column, pa.int64()), pa.string())
+            except pa.ArrowInvalid:
+                raise FeatsyncError(f"{where} holds integers beyond the 64-bit range") from None
+        if pa.types.is_floating(kind):
+            bad = np.flatnonzero(~pc.is_finite(column).to_numpy(zero_copy_only=False))
+            row = int(bad[0]) if len(bad) else 0
+            raise FeatsyncError(
+                f"{where} holds {column[row].as_py()!r} in the row {self.describe_row(batch, row)}: it is {kind}, and "
+                "entity keys are strings or integers; cast it in the model"
+            )
+        raise FeatsyncError(
+            f"{where} is {kind} (e.g. {column[0].as_py()!r} in the row {self.describe_row(batch, 0)}); "
+            "entity keys are strings or integers; cast it in the model"
+        )
+
+    def describe_row(self, batch: pa.RecordBatch | pa.Table, row: int) -> str:
+        """A row of a batch as people find it in the warehouse: its entity keys and event time."""
+        names = [n for n in (*self.view.entities, self.view.timestamp) if n in batch.schema.names]
+        return "(" + ", ".join(f"{n}={_shown(batch.column(n), row)}" for n in names) + ")"
+
+    def check_times(self, batch: pa.RecordBatch | pa.Table) -> None:
+        """Refuse a batch whose event or created times fall outside the years 1 to 9999 (valid_to
+        may: Postgres' 'infinity' is a common open end)."""
+        for name in (self.view.timestamp, self.view.created_timestamp):
+            if name and name in batch.schema.names:
+                self.micros(batch, name)
+
+    def micros(self, batch: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
+        """A timestamp column as UTC microseconds (NULL as 0); values outside the years 1 to 9999
+        are refused, naming the row."""
+        column = batch.column(name)
+        where = f"feature view '{self.view.name}': column '{name}'"
+        if not pa.types.is_timestamp(column.type):
+            raise FeatsyncError(f"{where} is declared a timestamp, but the warehouse returned {column.type}")
+        micros = epoch_micros(column)
+        bad = np.flatnonzero(column.is_valid().to_numpy(zero_copy_only=False) & ((micros < MIN_MICROS) | (micros > MAX_MICROS)))
+        if len(bad):
+            row = int(bad[0])
+            raise FeatsyncError(
+                f"{where} holds {_shown(column, row)} in the row {self.describe_row(batch, row)}; "
+                "featsync handles instants in the years 1 to 9999 only"
+            )
+        return micros
+
+    def _feature_column(self, batch: pa.RecordBatch | pa.Table, name: str, kind: str) -> pa.Array:
+        """A fixed-width or text feature cast to the codec's Arrow type (exact casts only)."""
+        column = batch.column(name)
+        try:
+            return pc.cast(column, _ARROW_TYPES[kind])
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise FeatsyncError(
+                f"feature view '{self.view.name}': feature '{name}' is declared {kind} but the warehouse "
+                f"returned {column.type} that does not convert exactly: {exc}"
+            ) from None
 
     @cached_property
     def compact_length(self) -> int:
@@ -159,20 +225,21 @@ class Layout:
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         n = batch.num_rows
         features = self.features
-        micros = _micros(batch.column(self.view.timestamp))
+        micros = self.micros(batch, self.view.timestamp)
         nulls = np.zeros((n, len(features)), dtype=bool)
         fixed: dict[str, np.ndarray] = {}  # f<i>: the fixed-width features' values
         texts = []
         for i, (name, kind) in enumerate(features):
-            column = batch.column(name)
-            nulls[:, i] = column.is_null().to_numpy(zero_copy_only=False)
-            if kind == "text":
-                filled = pc.fill_null(pc.cast(column, pa.string()), "")
+            nulls[:, i] = batch.column(name).is_null().to_numpy(zero_copy_only=False)
+            if kind == TIMESTAMP:
+                fixed[f"f{i}"] = self.micros(batch, name)
+                continue
+            column = self._feature_column(batch, name, kind)
+            if kind == TEXT:
+                filled = pc.fill_null(column, "")
                 length = pc.binary_length(filled).to_numpy(zero_copy_only=False).astype("<u4")
                 texts += [pc.cast(_fixed_binary(length.tobytes(), 4, n), pa.binary()), pc.cast(filled, pa.binary())]
-            elif kind == "timestamp":
-                fixed[f"f{i}"] = np.where(nulls[:, i], 0, _micros(column))
-            elif kind == "bool":
+            elif kind == BOOL:
                 fixed[f"f{i}"] = pc.fill_null(column, False).to_numpy(zero_copy_only=False)
             else:
                 fixed[f"f{i}"] = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
@@ -351,15 +418,42 @@ class _RowReader:
         return cls(layout, at, len(texts), at + layout.size, order, timestamps)
 
 
-def _micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """Timestamps (naive = UTC) as int64 microseconds since the epoch."""
+def epoch_micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """UTC microseconds since the epoch of a timestamp column of any unit and zone (NULL as 0).
+
+    Arrow keeps a zoned timestamp as its UTC instant and a naive one as its wall clock,
+    which featsync reads as UTC: both are the stored integers. Nanoseconds are rounded
+    down (numpy's floor division, also before 1970; see the module docstring); seconds and
+    milliseconds far outside the years 1 to 9999 are clipped just beyond them first, so
+    they stay out of range instead of overflowing.
+    """
     if not pa.types.is_timestamp(column.type):
         raise FeatsyncError(f"expected a timestamp column, got {column.type}")
-    return pc.cast(pc.cast(column, pa.timestamp("us")), pa.int64()).to_numpy(zero_copy_only=False)
+    raw = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    factor = _UNIT_MICROS[column.type.unit]
+    if factor is None:
+        return raw // 1000
+    if factor == 1:
+        return raw
+    return np.clip(raw, MIN_MICROS // factor - 1, MAX_MICROS // factor + 1) * factor
 
 
 def from_micros(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)  # exact (integer arithmetic), and faster than fromtimestamp
+    try:
+        return _EPOCH + timedelta(microseconds=micros)  # exact (integer arithmetic), and faster than fromtimestamp
+    except OverflowError:
+        raise FeatsyncError(
+            f"a time of {micros} microseconds since 1970 is outside the years 1 to 9999, which featsync handles "
+            "(featsync push refuses such times)"
+        ) from None
+
+
+def _shown(column: pa.Array | pa.ChunkedArray, row: int) -> str:
+    """One value of a column as text, whatever its type (Arrow formats years beyond 9999 too)."""
+    value = column.slice(row, 1)
+    if pa.types.is_timestamp(value.type):
+        return value.cast(pa.string())[0].as_py()
+    return repr(value[0].as_py())
 
 
 def _fixed_binary(buffer: bytes, width: int, n: int) -> pa.Array:
@@ -401,3 +495,15 @@ def _key_part(value: object) -> str:
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def online_values(column: pa.Array | pa.ChunkedArray) -> list[object]:
+    """A warehouse column as Python values, the way an online read returns them: timestamps
+    of any precision and zone as aware UTC datetimes at whole microseconds (rounded down, as
+    stored), other values as Arrow gives them. (pyarrow itself would give pandas Timestamps
+    for nanoseconds and fail on years beyond 9999.)"""
+    if not pa.types.is_timestamp(column.type):
+        return column.to_pylist()
+    micros = epoch_micros(column).tolist()
+    valid = column.is_valid().to_numpy(zero_copy_only=False).tolist()
+    return [from_micros(m) if ok else None for m, ok in zip(micros, valid, strict=True)]

@@ -36,10 +36,11 @@ import redis
 from redis.retry import Retry
 
 from featsync.errors import FeatsyncError, NotFoundError
-from featsync.offline.sql import identifier, naive_utc
+from featsync.offline.sql import naive_utc
 from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.connections import describe_client, push_retry, server_identity
-from featsync.online.layout import Layout
+from featsync.online.layout import Layout, from_micros
+from featsync.online.layout import epoch_micros as column_micros
 from featsync.online.state import (
     NEWEST_EVENT,
     PushState,
@@ -58,7 +59,7 @@ from featsync.registry import FeatureView
 
 CHUNK_ROWS = 1_000
 log = logging.getLogger(__name__)
-CHANGED_AT = "featsync_changed_at"  # the change-marker column push adds to the latest rows
+CHANGED_AT = "featsync_changed_at"  # the change marker of the latest rows: featsync.latest_rows(changed_at=true)
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -337,12 +338,14 @@ class Pusher:
         stats.rows_read += batch.num_rows
         if not batch.num_rows:
             return None, None
+        self.layout(view).check_times(batch)  # instants outside the years 1 to 9999, named with their row
         marker, event = batch.column(CHANGED_AT), batch.column(view.timestamp)
         late = [pc.greater(c, pa.scalar(naive_utc(clock), c.type)) for c in (marker, event)]
         stats.future_rows += int(pc.sum(pc.fill_null(pc.or_kleene(*late), False)).as_py() or 0)
-        changed = pc.max(marker).as_py()
-        event = pc.max(pc.filter(event, pc.invert(pc.fill_null(late[1], False)))).as_py()
-        return (None if changed is None else naive_utc(changed)), (None if event is None else _aware(event))
+        # Any precision and zone, as whole microseconds rounded down (featsync.online.layout).
+        changed = _newest(marker)
+        event = _newest(pc.filter(event, pc.invert(pc.fill_null(late[1], False))))
+        return (None if changed is None else naive_utc(changed)), event
 
     def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool, clock: datetime) -> Rows | None:
         """Filter out rows no longer valid at the clock and encode the rest; None when nothing to send."""
@@ -619,22 +622,13 @@ def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:
     return memoryview(data)[bounds[lo] : bounds[hi]]
 
 
-def change_marker(view: FeatureView) -> str:
-    """What moves when a row changes: created_timestamp if declared (NULL: known at event
-    time, as in the point-in-time join), else the event time."""
-    if view.created_timestamp:
-        return f"coalesce({identifier(view.created_timestamp)}, {identifier(view.timestamp)})"
-    return identifier(view.timestamp)
-
-
 def changed_since(view: FeatureView, latest_sql: str, watermark: str | None) -> str:
-    """The latest rows with their change marker as CHANGED_AT; with a watermark (the SQL of
-    a bound parameter or typed literal: Warehouse.bind), only those whose marker reached it
-    (inclusive, so rows landing at the very instant of the last push are sent again,
-    harmlessly). The marker is computed here only, in SQL."""
-    marker = change_marker(view)
-    where = "" if watermark is None else f" where {marker} >= {watermark}"
-    return f"select *, {marker} as {CHANGED_AT} from ({latest_sql}) as featsync_latest{where}"
+    """The latest rows, with their change marker CHANGED_AT (featsync.latest_rows(changed_at=true):
+    naive UTC whatever the columns' types); with a watermark (the SQL of a bound parameter or
+    typed literal: Warehouse.bind), only those whose marker reached it (inclusive, so rows
+    landing at the very instant of the last push are sent again, harmlessly)."""
+    where = "" if watermark is None else f" where {CHANGED_AT} >= {watermark}"
+    return f"select * from ({latest_sql}) as featsync_latest{where}"
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -651,10 +645,16 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def _newest(column: pa.Array | pa.ChunkedArray) -> datetime | None:
+    """The newest instant of a timestamp column (aware UTC, whole microseconds rounded down); None if all NULL."""
+    present = pc.drop_null(column)
+    return from_micros(int(column_micros(present).max())) if len(present) else None
+
+
 def compile_latest_rows(project: Project, views: list[str]) -> dict[str, str]:
-    """featsync.latest_rows for every view, compiled by one in-process dbt call."""
+    """featsync.latest_rows (with the change marker) for every view, compiled by one in-process dbt call."""
     marker = "-- featsync:next-view"
-    inline = f"\n{marker}\n".join(f"{{{{ featsync.latest_rows({json.dumps(name)}) }}}}" for name in views)
+    inline = f"\n{marker}\n".join(f"{{{{ featsync.latest_rows({json.dumps(name)}, changed_at=true) }}}}" for name in views)
     # --no-write-json: the manifest is dbt parse's job (Project.manifest); rewriting it and
     # run_results.json here cost about 0.3 s per push.
     result = project.run_dbt(["compile", "--no-write-json", "--inline", inline], target_path=project.target_path)

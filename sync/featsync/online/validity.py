@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featsync.online.layout import _micros
+from featsync.online.layout import epoch_micros as _micros  # any precision and zone, rounded down
 from featsync.registry import FeatureView
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from featsync.errors import DeclarationError, FeatsyncError, NotFoundError, Problem
-from featsync.ondemand.compiler import ExpressionError, OnDemandFeature, RequestField, compile_feature, kind_of
+from featsync.ondemand.compiler import EVALUATOR_KINDS, ExpressionError, OnDemandFeature, RequestField, compile_feature
+from featsync.registry.identifiers import identifier_problem
+from featsync.registry.types import KEY_KINDS, OTHER, TIMESTAMP, ColumnType, TypeProblem, column_type, dialect_of
 
 FEATURE_VIEW_KEYS = frozenset(
     {"entities", "timestamp", "created_timestamp", "valid_to", "ttl", "online", "version", "owner", "tags", "description"}
@@ -26,9 +28,6 @@ FEATURE_VIEW_KEYS = frozenset(
 FEATURE_SERVICE_KEYS = frozenset({"name", "version", "features", "description", "request_fields", "on_demand"})
 REQUEST_FIELD_KEYS = frozenset({"data_type", "description", "default"})
 ON_DEMAND_KEYS = frozenset({"expression", "data_type", "description"})
-# Timestamps are naive UTC everywhere; a zoned column type would make every comparison
-# depend on the session time zone, so it is rejected at load time.
-NAIVE_TIMESTAMP_TYPES = frozenset({"timestamp", "timestamp without time zone", "timestamp_ntz", "datetime"})
 _DURATION = re.compile(r"^\s*([0-9]+)([dhms]?)\s*$", re.IGNORECASE)
 MAX_DURATION_SECONDS = 36_500 * 86_400  # 100 years; the macro featsync.duration_seconds has the same bound
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
@@ -92,8 +91,19 @@ def format_duration(seconds: int | None) -> str:
 @dataclass(frozen=True)
 class Column:
     name: str
-    data_type: str
+    data_type: str  # as declared (lower case)
     description: str = ""
+    # What featsync makes of data_type (featsync.registry.types): read in the target's dialect
+    # by the registry; read in generic SQL when a Column is made without it.
+    type: ColumnType = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.type is None:
+            try:
+                parsed = column_type(self.data_type)
+            except TypeProblem:
+                parsed = ColumnType(self.data_type, OTHER)
+            object.__setattr__(self, "type", parsed)
 
 
 # feature_view.monitoring: thresholds of featsync drift / status / verify. Ratios and
@@ -222,11 +232,13 @@ class Registry:
         problems: list[Problem] = []
         views = {}
         invalid: set[str] = set()  # reported once here, not again by every service using them
+        metadata = manifest.get("metadata", {})
+        dialect = dialect_of(metadata.get("adapter_type"))
         for node in manifest.get("nodes", {}).values():
             spec = (node.get("config") or {}).get("meta", {}).get("feature_view")
             if node.get("resource_type") != "model" or spec is None:
                 continue
-            view = _feature_view(node, spec, problems)
+            view = _feature_view(node, spec, problems, dialect)
             if view is None:
                 invalid.add(node["name"])
             else:
@@ -239,13 +251,12 @@ class Registry:
             )
             if spec is None:
                 continue
-            service = _feature_service(exposure, spec, views, invalid, problems)
+            service = _feature_service(exposure, spec, views, invalid, problems, dialect)
             if service is not None:
                 services[service.exposure] = service
         _check_service_versions(services.values(), problems)
         if problems:
             raise DeclarationError(problems)
-        metadata = manifest.get("metadata", {})
         return cls(
             project_name=metadata.get("project_name", ""),
             adapter_type=metadata.get("adapter_type", ""),
@@ -349,7 +360,7 @@ def _yaml_file(node: Mapping[str, Any]) -> str:
     return patch.split("://", 1)[-1]
 
 
-def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -> FeatureView | None:
+def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem], dialect: str | None) -> FeatureView | None:
     name = node["name"]
     where = f"model '{name}'"
     file = _yaml_file(node)
@@ -364,13 +375,26 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
     for key in sorted(set(spec) - FEATURE_VIEW_KEYS):
         problem(key, f"unknown key; expected one of {', '.join(sorted(FEATURE_VIEW_KEYS))}")
 
+    # Every name featsync writes into SQL must be a plain identifier (featsync.registry.identifiers).
+    name_problem = identifier_problem(name)
+    if name_problem:
+        problems.append(Problem(file, where, "name", f"the feature view's name {name_problem}"))
     columns = []
     for col in (node.get("columns") or {}).values():
-        if not col.get("data_type"):
+        data_type = (col.get("data_type") or "").strip().lower()
+        name_problem = identifier_problem(col["name"])
+        if name_problem:
+            problems.append(Problem(file, where, f"columns.{col['name']}", f"column name {name_problem}"))
+        try:
+            parsed = column_type(data_type, dialect) if data_type else ColumnType("", OTHER)
+        except TypeProblem as exc:
+            problems.append(Problem(file, where, f"columns.{col['name']}.data_type", str(exc)))
+            parsed = ColumnType(data_type, OTHER)
+        if not data_type:
             problems.append(
                 Problem(file, where, f"columns.{col['name']}.data_type", "every column of a feature view needs a data_type")
             )
-        columns.append(Column(col["name"], (col.get("data_type") or "").strip().lower(), col.get("description") or ""))
+        columns.append(Column(col["name"], data_type, col.get("description") or "", parsed))
     declared = {c.name: c for c in columns}
     declared_list = ", ".join(declared) or "none"
 
@@ -383,6 +407,12 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
     for entity in entities:
         if entity not in declared:
             problem("entities", f"unknown entity column '{entity}' (declared columns: {declared_list})")
+        elif declared[entity].data_type and declared[entity].type.kind not in KEY_KINDS:
+            problem(
+                "entities",
+                f"entity column '{entity}' has type '{declared[entity].data_type}'; entity keys are strings or "
+                "integers (the online store looks them up by their text); cast it in the model",
+            )
     if len(set(entities)) != len(entities):
         problem("entities", f"lists a column twice: {entities}")
 
@@ -390,7 +420,7 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
         value = spec.get(key)
         if value is None:
             if required:
-                problem(key, "missing: name the event-time column (naive UTC timestamp)")
+                problem(key, "missing: name the event-time column (a timestamp: naive UTC, or with a time zone)")
             return None
         if not isinstance(value, str):
             problem(key, f"must be a column name, got {value!r}")
@@ -399,12 +429,11 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
             problem(key, f"column '{value}' is not declared in the model's columns (declared columns: {declared_list})")
             return None
         data_type = declared[value].data_type
-        if data_type and data_type not in NAIVE_TIMESTAMP_TYPES:
+        if data_type and declared[value].type.kind != TIMESTAMP:
             problem(
                 key,
-                f"column '{value}' has type '{data_type}'; featsync timestamps are naive UTC "
-                f"(one of {', '.join(sorted(NAIVE_TIMESTAMP_TYPES))}). Convert in SQL, e.g. "
-                f"`cast({value} at time zone 'UTC' as timestamp)`",
+                f"column '{value}' has type '{data_type}'; featsync time columns are timestamps (naive ones "
+                f"mean UTC; zoned ones are compared as instants). Cast it in the model, e.g. `cast({value} as timestamp)`",
             )
         return value
 
@@ -435,6 +464,12 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem]) -
         tags = {}
     if entities and timestamp and not any(c.name not in {*entities, timestamp, created, valid_to} for c in columns):
         problem("", "declares no feature columns besides its keys and timestamps")
+    if online is True:
+        for column in columns:
+            if column.name not in {*entities, timestamp, created, valid_to} and column.data_type:
+                reason = column.type.online_problem
+                if reason:
+                    problems.append(Problem(file, where, f"columns.{column.name}.data_type", f"online feature: {reason}"))
 
     monitoring = _monitoring(spec.get("monitoring"), ttl, problem)
 
@@ -505,8 +540,9 @@ def _entities(views: Mapping[str, FeatureView], problems: list[Problem]) -> dict
             found.setdefault(key, []).append((view, view.column(key)))
     entities = {}
     for key, uses in found.items():
-        types = {col.data_type for _, col in uses}
-        if len(types) > 1:
+        # One key, one kind: varchar and text (or int and bigint) are the same key to every engine and to Redis.
+        kinds = {col.type.kind for _, col in uses}
+        if len(kinds) > 1:
             detail = ", ".join(f"{v.name}: {c.data_type}" for v, c in uses)
             first = uses[0][0]
             problems.append(
@@ -528,6 +564,7 @@ def _feature_service(
     views: Mapping[str, FeatureView],
     invalid_views: set[str],
     problems: list[Problem],
+    dialect: str | None = None,
 ) -> FeatureService | None:
     exposure_name = exposure["name"]
     where = f"exposure '{exposure_name}'"
@@ -597,7 +634,9 @@ def _feature_service(
                 f"uses feature view '{view_name}' but depends_on lacks ref('{view_name}'); add it so dbt lineage is right",
             )
 
-    request_fields, on_demand = _on_demand(spec, refs, views, problem) if not unusable and len(problems) == start else ((), ())
+    request_fields, on_demand = (
+        _on_demand(spec, refs, views, problem, dialect) if not unusable and len(problems) == start else ((), ())
+    )
     if unusable or len(problems) > start:
         return None
     owner = exposure.get("owner") or {}
@@ -615,8 +654,21 @@ def _feature_service(
     )
 
 
+def _evaluator_kind(data_type: str, dialect: str | None) -> str | None:
+    """The on-demand evaluator's kind of a declared type (featsync.registry.types); None if it cannot use it."""
+    try:
+        kind = column_type(data_type, dialect).kind
+    except TypeProblem:
+        return None
+    return kind if kind in EVALUATOR_KINDS else None
+
+
 def _on_demand(
-    spec: Mapping[str, Any], refs: list[FeatureRef], views: Mapping[str, FeatureView], problem: Callable[[str, str], None]
+    spec: Mapping[str, Any],
+    refs: list[FeatureRef],
+    views: Mapping[str, FeatureView],
+    problem: Callable[[str, str], None],
+    dialect: str | None = None,
 ) -> tuple[tuple[RequestField, ...], tuple[OnDemandFeature, ...]]:
     """The service's request fields and compiled on-demand features; every invalid one is a problem."""
     fields: list[RequestField] = []
@@ -633,11 +685,16 @@ def _on_demand(
             continue
         for unknown in sorted(set(item) - REQUEST_FIELD_KEYS):
             problem(f"{key}.{unknown}", f"unknown key; expected one of {', '.join(sorted(REQUEST_FIELD_KEYS))}")
+        name_problem = identifier_problem(name)
+        if name_problem:
+            problem(key, f"request field name {name_problem}")
+            continue
         data_type = str(item.get("data_type") or "").strip().lower()
-        kind = kind_of(data_type)
+        kind = _evaluator_kind(data_type, dialect) if data_type else None
         if kind is None:
             problem(
-                f"{key}.data_type", f"{item.get('data_type')!r} is not supported; use bigint, float8, boolean, text or timestamp"
+                f"{key}.data_type",
+                f"{item.get('data_type')!r} is not supported; use bigint, float8, boolean, text or timestamp (or timestamptz)",
             )
             continue
         default = item.get("default")
@@ -647,7 +704,10 @@ def _on_demand(
             problem(key, f"'{name}' is also a feature of the service; request fields need names of their own")
             continue
         fields.append(RequestField(name, data_type, kind, str(item.get("description") or ""), default == "now"))
-    columns = {ref.feature: kind_of(views[ref.feature_view].column(ref.feature).data_type) for ref in refs}
+    columns = {}
+    for ref in refs:
+        kind = views[ref.feature_view].column(ref.feature).type.kind
+        columns[ref.feature] = kind if kind in EVALUATOR_KINDS else None
     columns.update({f.name: f.kind for f in fields})
     features: list[OnDemandFeature] = []
     raw = spec.get("on_demand") or {}
@@ -661,15 +721,22 @@ def _on_demand(
             continue
         for unknown in sorted(set(item) - ON_DEMAND_KEYS):
             problem(f"{key}.{unknown}", f"unknown key; expected one of {', '.join(sorted(ON_DEMAND_KEYS))}")
+        name_problem = identifier_problem(name)
+        if name_problem:
+            problem(key, f"on-demand feature name {name_problem}")
+            continue
         if name in columns:
             problem(key, f"'{name}' is already a feature or request field of the service")
             continue
-        if kind_of(str(item.get("data_type") or "")) not in ("int", "float", "bool"):
+        output = _evaluator_kind(str(item.get("data_type") or ""), dialect)
+        if output not in ("int", "float", "bool"):
             problem(f"{key}.data_type", f"{item.get('data_type')!r} is not supported; use bigint, float8 (double) or boolean")
             continue
         try:
             features.append(
-                compile_feature(name, item.get("expression"), item.get("data_type"), columns, str(item.get("description") or ""))
+                compile_feature(
+                    name, item.get("expression"), item.get("data_type"), columns, str(item.get("description") or ""), output
+                )
             )
         except ExpressionError as exc:
             problem(f"{key}.expression", f"{item.get('expression')!r}: {exc}")

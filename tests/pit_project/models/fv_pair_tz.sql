@@ -1,0 +1,1 @@
+select * from {{ source('pit_raw', 'pair_rows_tz') }}

@@ -1,0 +1,1 @@
+select * from {{ source('pit_raw', 'profile_rows_tz') }}

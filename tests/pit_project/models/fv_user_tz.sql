@@ -1,0 +1,1 @@
+select * from {{ source('pit_raw', 'user_rows_tz') }}

@@ -1,0 +1,2 @@
+{{ config(enabled=target.type == 'duckdb') }}  -- PostgreSQL has no nanoseconds
+select * from {{ source('raw', 'rows_ns') }}

@@ -1,0 +1,1 @@
+select * from {{ source('raw', 'shape_rows_s') }}
