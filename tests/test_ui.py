@@ -55,7 +55,6 @@ PUSHED_AT = datetime(2024, 4, 30, tzinfo=UTC).timestamp()  # push's clock: the 2
 def example(duckdb_build, redis_url, tmp_path_factory):
     """A copy of the example project on the shared DuckDB build: pushed, validated, drift-checked."""
     root = copy_project(tmp_path_factory.mktemp("ui") / "example")
-    shutil.copytree(ROOT / "expectations", root / "expectations")
     project = Project.open(root, None, "dev")
     client = redis.Redis.from_url(redis_url)
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"

@@ -5,9 +5,10 @@ windows, validate's sample) may hold two kinds of outside input: identifiers fro
 YAML (columns, entities) and values read from Redis, files, requests or the command line
 (watermarks, windows, seeds). Neither is ever pasted in as text:
 
-- `identifier` writes a name bare only when it is a plain identifier (letters, digits,
-  underscores; the registry accepts no other), so it folds exactly as the macros' own
-  unquoted SQL does on every engine; anything else is double-quoted with quotes doubled.
+- `identifier` writes a name bare only when it passes the registry's name rule
+  (featsync.registry.identifiers: the only names the YAML may declare), so it folds exactly
+  as the macros' own unquoted SQL does on every engine; anything else is double-quoted with
+  quotes doubled.
 - a value is bound as a parameter (`Warehouse.bind`), or, where binding costs too much,
   rendered by `literal` from a *typed* value (a datetime, an int, a finite float, a bool):
   its text comes from Python's own formatting of that type, never from the input, and a
@@ -17,20 +18,18 @@ YAML (columns, entities) and values read from Redis, files, requests or the comm
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, date, datetime
 from typing import Any
 
 from featsync.errors import FeatsyncError
-
-_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+from featsync.registry.identifiers import identifier_problem
 
 
 def identifier(name: str) -> str:
     """A column name as SQL: bare when plain (as the macros write it), else quoted."""
     if not isinstance(name, str) or not name:
         raise FeatsyncError(f"{name!r} is not a column name")
-    if _PLAIN.match(name):
+    if identifier_problem(name) is None:
         return name
     return '"' + name.replace('"', '""') + '"'
 
