@@ -85,17 +85,10 @@ def duckdb_build(tmp_session: Path) -> Iterator[Build]:
     yield Build(project, target_path, "main")
 
 
-@pytest.fixture(scope="session")
-def duckdb_con(duckdb_build: Build) -> Iterator[duckdb.DuckDBPyConnection]:
-    con = duckdb.connect(os.environ["FEATSYNC_DUCKDB_PATH"], read_only=True)
-    yield con
-    con.close()
-
-
 @pytest.fixture
 def duck_ro(duckdb_build):
-    """A read-only connection to the DuckDB build for one test only: the session-wide `duckdb_con`
-    would stay open and keep later tests (dbt, in this process) from opening the file read-write."""
+    """A read-only connection to the DuckDB build for one test only: a session-wide one would
+    stay open and keep later tests (dbt, in this process) from opening the file read-write."""
     con = duckdb.connect(os.environ["FEATSYNC_DUCKDB_PATH"], read_only=True)
     yield con
     con.close()

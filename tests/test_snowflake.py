@@ -182,7 +182,7 @@ def test_a_spine_column_name_that_is_sql_is_refused(snowflake_build):
         }
     )
     request = TrainingSetRequest(features=["user_transaction_features:transaction_count_7d"])
-    with pytest.raises(FeatsyncError, match="spine column 'x int\\); drop table .* is not a plain name"):
+    with pytest.raises(FeatsyncError, match="spine column name 'x int\\); drop table .* is not a plain SQL name"):
         get_historical_features(snowflake_build.project, spine, request)
 
 
