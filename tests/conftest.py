@@ -282,6 +282,17 @@ def postgres_pit_project(tmp: Path, dsn: dict) -> Iterator[tuple[Project, Any]]:
         con.close()
 
 
+def spark_pit_project(tmp: Path) -> Project:
+    """The pit project on Spark, compiled only: the property tests hold each example's rows in
+    session temporary views (parquet writes per example would be far slower than the join)."""
+    dest = tmp / "pit_project_spark"
+    shutil.copytree(ROOT / "tests" / "pit_project", dest)
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+    project = Project.open(dest, dest, "spark")
+    project.run_dbt(["deps"])
+    return project
+
+
 def duckdb_pit_project(tmp: Path) -> Project:
     """The pit project on a DuckDB file of its own (FEATSYNC_PIT_DUCKDB_PATH points at it)."""
     path = str(tmp / "pit.duckdb")

@@ -102,9 +102,15 @@ def test_spark_snapshot_rewrite_equals_duckdb_merge(spark_build, tmp_path, monke
 
 
 def test_point_in_time_plan_is_a_window_over_a_shuffle_not_a_join(spark_build, spark_session, tmp_path):
-    """fraud_training_set_v2 (four views, as_of='available'): per view a shuffle by the entity keys
-    and a window; no join of any kind, so no range join and no cartesian product."""
-    compiled = spark_build.project.run_dbt(["compile", "--select", "fraud_training_set_v2"], target_path=tmp_path)
+    """fraud_detection:v2 (four views, as_of='available') over a spine table: per view a shuffle by
+    the entity keys and a window; no join of any kind, so no range join and no cartesian product."""
+    views = ("user_transaction_features", "merchant_risk_features", "user_merchant_features", "merchant_profile_features")
+    inline = "".join(f"-- depends_on: {{{{ ref('{v}') }}}}\n" for v in views) + (
+        "{{ featsync.point_in_time_join(spine='(select transaction_id, user_id, merchant_id, event_timestamp, "
+        "transaction_amount from ' ~ ref('fraud_training_set_v1') ~ ')', feature_service='fraud_detection:v2', "
+        "as_of='available') }}"
+    )
+    compiled = spark_build.project.run_dbt(["compile", "--inline", inline], target_path=tmp_path)
     sql = compiled.result.results[0].node.compiled_code
     plan = "\n".join(r[0] for r in spark_session.sql(f"explain formatted {sql}").collect())
     physical = plan.split("\n\n(1)")[0]
