@@ -287,7 +287,9 @@ def test_pinned_semantics(engines, expression, data_type, expected):
 @pytest.mark.parametrize(
     ("expression", "data_type"),
     [
-        ("cast(a as bigint)", "bigint"),  # Spark's cast truncates: BROUND keeps half to even
+        # Spark's cast truncates (1.5 -> 1, 500.7 -> 500): BROUND keeps half to even (2, 501)
+        ("cast(a * 0.6 as bigint)", "bigint"),
+        ("a + 0.7", "bigint"),
         ("extract(dow from tt) * 10 + extract(isodow from tt)", "bigint"),  # Spark's DAYOFWEEK starts at 1
         ("extract(second from ts) + extract(week from ts) + extract(doy from tt)", "bigint"),
         ("a / b", "float8"),
