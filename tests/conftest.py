@@ -287,7 +287,7 @@ def spark_pit_project(tmp: Path) -> Project:
     session temporary views (parquet writes per example would be far slower than the join)."""
     dest = tmp / "pit_project_spark"
     shutil.copytree(ROOT / "tests" / "pit_project", dest)
-    (dest / "packages.yml").write_text(f"packages:\n  - local: {ROOT}\n")
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {PACKAGE}\n")
     project = Project.open(dest, dest, "spark")
     project.run_dbt(["deps"])
     return project
