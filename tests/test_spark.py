@@ -29,7 +29,7 @@ from featsync.offline.warehouse import SparkWarehouse, connect
 from featsync.project import Project
 from featsync.quality import report
 from featsync.quality import validate as quality
-from test_quality import NOW, SUITE_SIZES, VIEWS, by_view, gate_copy, online_keys, push_args, run_cli
+from test_quality import NOW, SUITE_SIZES, VIEWS, by_view, online_keys, push_args, run_cli
 from test_quality import prefix as prefix  # noqa: F401 - the fixture, shared
 from test_snowflake import TABLES, arrow_rows, assert_same_rows, assert_training_set_equals_duckdb, duckdb_rows, write_spine_file
 
@@ -225,7 +225,7 @@ def spark_gate(spark_build, tmp_path_factory) -> Iterator[tuple[Project, Any]]:
     with connect(spark_build.project) as warehouse, pytest.MonkeyPatch.context() as mp:
         warehouse.execute(f"create schema if not exists {GATE_SCHEMA}")
         mp.setenv("FEATSYNC_SPARK_SCHEMA", GATE_SCHEMA)
-        project = Project.open(gate_copy(tmp_path_factory.mktemp("quality-spark")), None, "spark")
+        project = Project.open(copy_project(tmp_path_factory.mktemp("quality-spark") / "project"), None, "spark")
         project.registry()
         try:
             yield project, warehouse
