@@ -22,7 +22,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import ROOT, SPARK_SCHEMA, copy_project, delete_pushed_keys
+from conftest import EXAMPLE_NOW, ROOT, SPARK_SCHEMA, copy_project, delete_pushed_keys
 from featsync.cli import main
 from featsync.errors import CHECK_FAILED_EXIT
 from featsync.offline.warehouse import SparkWarehouse, connect
@@ -181,11 +181,10 @@ def test_cli_push_from_spark(spark_args, duck_ro, redis_url):
     """`featsync push --target spark` writes DuckDB's latest rows; a second push is incremental."""
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
+    # With the suites present: the push gate validates against the example's now.
+    push = ["push", *spark_args, "--now", EXAMPLE_NOW, "--redis-url", redis_url, "--key-prefix", prefix, "--json"]
     try:
-        stats = {
-            s["feature_view"]: s
-            for s in json.loads(cli("push", *spark_args, "--redis-url", redis_url, "--key-prefix", prefix, "--json"))
-        }
+        stats = {s["feature_view"]: s for s in json.loads(cli(*push))}
         merchants = duck_ro.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
         current = dict(
             duck_ro.execute("select merchant_id, risk_tier from merchant_profile_features where valid_to is null").fetchall()
@@ -203,10 +202,7 @@ def test_cli_push_from_spark(spark_args, duck_ro, redis_url):
                 )
             )  # fmt: skip
             assert got["risk_tier"] == [current[merchant]], got
-        again = {
-            s["feature_view"]: s
-            for s in json.loads(cli("push", *spark_args, "--redis-url", redis_url, "--key-prefix", prefix, "--json"))
-        }
+        again = {s["feature_view"]: s for s in json.loads(cli(*push))}
         assert not again["merchant_profile_features"]["full_refresh"]
         assert 0 < again["merchant_profile_features"]["rows_read"] < stats["merchant_profile_features"]["rows_read"]
     finally:
