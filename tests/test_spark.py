@@ -154,7 +154,7 @@ def spark_args(spark_build, tmp_path_factory) -> list[str]:
 def cli(*args: str) -> str:
     result = CliRunner().invoke(main, list(args))
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 @pytest.mark.parametrize(
