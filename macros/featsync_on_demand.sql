@@ -13,7 +13,8 @@
         "amount_avg_30d"
       ],
       "postgres": "(CAST(\"featsync_input:transaction_amount\" AS DOUBLE PRECISION) / NULLIF(\"featsync_input:amount_avg_30d\", CAST(0 AS DOUBLE PRECISION)))",
-      "snowflake": "(\"featsync_input:transaction_amount\" / NULLIF(\"featsync_input:amount_avg_30d\", CAST(0 AS DOUBLE)))"
+      "snowflake": "(\"featsync_input:transaction_amount\" / NULLIF(\"featsync_input:amount_avg_30d\", CAST(0 AS DOUBLE)))",
+      "spark": "(`featsync_input:transaction_amount` / NULLIF(`featsync_input:amount_avg_30d`, CAST(0 AS DOUBLE)))"
     },
     "is_night_transaction": {
       "data_type": "boolean",
@@ -23,7 +24,8 @@
         "event_timestamp"
       ],
       "postgres": "(CAST(FLOOR(EXTRACT(HOUR FROM \"featsync_input:event_timestamp\")) AS BIGINT) < 6)",
-      "snowflake": "(CAST(FLOOR(DATE_PART(HOUR, \"featsync_input:event_timestamp\")) AS BIGINT) < 6)"
+      "snowflake": "(CAST(FLOOR(DATE_PART(HOUR, \"featsync_input:event_timestamp\")) AS BIGINT) < 6)",
+      "spark": "(CAST(FLOOR(EXTRACT(HOUR FROM `featsync_input:event_timestamp`)) AS BIGINT) < 6)"
     }
   }
 }) }}

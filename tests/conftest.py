@@ -153,6 +153,48 @@ def snowflake_build(tmp_session: Path) -> Iterator[Build]:
         yield Build(project, target_path, schema)
 
 
+SPARK_SCHEMA = "featsync"
+
+
+@pytest.fixture(scope="session")
+def spark_session(tmp_session: Path) -> Any:
+    """One local Spark JVM for the whole run, shared by every Spark test and by dbt-spark.
+
+    It is built from the shipped `spark` target (featsync's SparkWarehouse builds it exactly as
+    dbt-spark's session method does), with its warehouse directory and Derby metastore in this
+    run's temp folder, so dbt and featsync in this process find the same session and tables.
+    """
+    os.environ["FEATSYNC_SPARK_DIR"] = str(tmp_session / "spark")
+    os.environ["FEATSYNC_SPARK_SHUFFLE_PARTITIONS"] = "2"
+    os.environ["FEATSYNC_SPARK_SCHEMA"] = SPARK_SCHEMA
+    try:
+        import pyspark  # noqa: F401
+    except ImportError as exc:
+        missing_service("pyspark (pip install '.[spark]')", exc)
+    if shutil.which("java") is None:
+        missing_service("Java (Spark needs a JVM)", FileNotFoundError("java is not on PATH"))
+    from featsync.errors import FeatsyncError
+    from featsync.offline.warehouse import connect
+
+    try:
+        with connect(Project.open(ROOT, ROOT, "spark")) as warehouse:
+            return warehouse.con
+    except FeatsyncError as exc:
+        missing_service("a local Spark session", exc)
+
+
+@pytest.fixture(scope="session")
+def spark_build(spark_session: Any, tmp_session: Path) -> Iterator[Build]:
+    """The whole example project built on Spark (local session, parquet tables), then its
+    snapshot run a second time: the parquet snapshot's rewrite path (no MERGE) over the first
+    run's table. tests/test_spark.py changes the snapshot's source between runs as well."""
+    project = Project.open(ROOT, ROOT, "spark")
+    target_path = tmp_session / "target-spark"
+    project.run_dbt(["build"], target_path=target_path)
+    project.run_dbt(["snapshot"], target_path=target_path)
+    yield Build(project, target_path, SPARK_SCHEMA)
+
+
 @pytest.fixture(scope="session")
 def pg_con(postgres_build: Build, pg_dsn: dict):
     import psycopg2
@@ -231,6 +273,17 @@ def postgres_pit_project(tmp: Path, dsn: dict) -> Iterator[tuple[Project, Any]]:
     finally:
         execute(f'drop schema if exists "{schema}" cascade')
         con.close()
+
+
+def spark_pit_project(tmp: Path) -> Project:
+    """The pit project on Spark, compiled only: the property tests hold each example's rows in
+    session temporary views (parquet writes per example would be far slower than the join)."""
+    dest = tmp / "pit_project_spark"
+    shutil.copytree(ROOT / "tests" / "pit_project", dest)
+    (dest / "packages.yml").write_text(f"packages:\n  - local: {PACKAGE}\n")
+    project = Project.open(dest, dest, "spark")
+    project.run_dbt(["deps"])
+    return project
 
 
 def duckdb_pit_project(tmp: Path) -> Project:

@@ -6,8 +6,8 @@
 {% macro example_time(column) -%}
   {%- set days = var('featsync_example_shift_days', 0) | int -%}
   {%- if days -%}
-    cast({{ column }} as timestamp) + {{ featsync.interval_literal(days * 86400) }}
+    cast({{ column }} as {{ featsync.sql_type('timestamp') }}) + {{ featsync.interval_literal(days * 86400) }}
   {%- else -%}
-    cast({{ column }} as timestamp)
+    cast({{ column }} as {{ featsync.sql_type('timestamp') }})
   {%- endif -%}
 {%- endmacro %}

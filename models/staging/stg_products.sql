@@ -1,6 +1,6 @@
 select
     product_id,
     merchant_id,
-    cast(price as float8) as price,
+    cast(price as {{ featsync.sql_type('float8') }}) as price,
     {{ featsync.example_time('updated_at') }} as updated_at
 from {{ featsync.example_raw('raw_products') }}

@@ -120,13 +120,13 @@
       {{ exceptions.raise_compiler_error(stale ~ " (on-demand feature '" ~ name ~ "')") }}
     {%- endif -%}
     {%- if target.type not in entry -%}
-      {{ exceptions.raise_compiler_error("featsync: on-demand features are compiled for " ~ ['duckdb', 'postgres', 'snowflake'] | join(', ') ~ ", not " ~ target.type) }}
+      {{ exceptions.raise_compiler_error("featsync: on-demand features are compiled for " ~ ['duckdb', 'postgres', 'snowflake', 'spark'] | join(', ') ~ ", not " ~ target.type) }}
     {%- endif -%}
     {%- set ns = namespace(sql=entry[target.type]) -%}
     {%- for input in entry.inputs -%}
       {#- Date parts of a zoned timestamp are taken in UTC, as the online evaluator does. -#}
       {%- set value = featsync.utc('featsync_joined.' ~ outputs.get(input, input), types.get(input)) -%}
-      {%- set ns.sql = ns.sql.replace('"featsync_input:' ~ input ~ '"', value) -%}
+      {%- set ns.sql = ns.sql.replace(adapter.quote('featsync_input:' ~ input), value) -%}
     {%- endfor -%}
     {%- do columns.append(ns.sql ~ ' as ' ~ featsync._check_identifier(name, 'on-demand feature')) -%}
   {%- endfor -%}

@@ -78,7 +78,7 @@
 {%- endif -%}
 {#- A day-grain row at day d covers [d - (window - 1d), d]; an event-grain row at t covers [t - window, t]. -#}
 {%- set frame_offset = 0 if grain == 'event' else 86400 -%}
-{%- set bucket = timestamp if grain == 'event' else 'cast(' ~ dbt.date_trunc('day', timestamp) ~ ' as timestamp)' -%}
+{%- set bucket = timestamp if grain == 'event' else 'cast(' ~ dbt.date_trunc('day', timestamp) ~ ' as ' ~ featsync.sql_type('timestamp') ~ ')' -%}
 
 with featsync_partials as (
     select
@@ -139,9 +139,9 @@ featsync_windows as (
         {%- if o.agg == 'count' %}
         cast(coalesce(sum({{ o.p }}_n) over {{ frame }}, 0) as bigint) as {{ o.column }}
         {%- elif o.agg == 'sum' %}
-        cast(coalesce(sum({{ o.p }}_s) over {{ frame }}, 0) as float8) as {{ o.column }}
+        cast(coalesce(sum({{ o.p }}_s) over {{ frame }}, 0) as {{ featsync.sql_type('float8') }}) as {{ o.column }}
         {%- elif o.agg in ['avg', 'rate'] %}
-        cast(sum({{ o.p }}_s) over {{ frame }} as float8) / nullif(sum({{ o.p }}_n) over {{ frame }}, 0) as {{ o.column }}
+        cast(sum({{ o.p }}_s) over {{ frame }} as {{ featsync.sql_type('float8') }}) / nullif(sum({{ o.p }}_n) over {{ frame }}, 0) as {{ o.column }}
         {%- else %}
         {{ o.agg }}({{ o.p }}_m) over {{ frame }} as {{ o.column }}
         {%- endif %}{{ ',' if not loop.last }}

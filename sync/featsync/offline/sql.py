@@ -40,7 +40,7 @@ def naive_utc(value: datetime) -> datetime:
 
 
 def literal(value: Any, engine: str) -> str:
-    """A typed value as an SQL literal of `engine` (duckdb, postgres, snowflake).
+    """A typed value as an SQL literal of `engine` (duckdb, postgres, snowflake, spark).
 
     Timestamps are naive UTC (an aware one is converted first), as every warehouse
     column featsync compares with. Only types whose text cannot carry SQL are accepted.
@@ -55,7 +55,7 @@ def literal(value: Any, engine: str) -> str:
         return repr(float(value))
     if isinstance(value, datetime):
         text = naive_utc(value).isoformat(sep=" ", timespec="microseconds")
-        return f"cast('{text}' as {'timestamp_ntz' if engine == 'snowflake' else 'timestamp'})"
+        return f"cast('{text}' as {'timestamp_ntz' if engine in ('snowflake', 'spark') else 'timestamp'})"
     if isinstance(value, date):
         return f"cast('{value.isoformat()}' as date)"
     raise TypeError(f"featsync does not write a {type(value).__name__} into SQL as a literal; bind it")

@@ -2,7 +2,8 @@
 
 dbt compiles SQL; featsync runs it where it needs Arrow out of the warehouse (training
 sets, online pushes): DuckDB natively, PostgreSQL through the ADBC driver, Snowflake
-through snowflake-connector's Arrow result batches; all as record batches so memory stays
+through snowflake-connector's Arrow result batches, Spark through pyspark's Arrow batches
+one partition at a time; all as record batches so memory stays
 bounded by the batch, not the result. Connections are short-lived: DuckDB allows
 one configuration per database file in a process, and dbt runs in-process too.
 """
@@ -34,10 +35,13 @@ def relation_name(schema: str, name: str, adapter_type: str = "duckdb") -> str:
 
     Quoted on DuckDB and PostgreSQL (names are kept as given). Unquoted on Snowflake, where
     unquoted names fold to upper case: dbt creates its schemas unquoted, and a quoted
-    lower-case name would be a different, case-sensitive one.
+    lower-case name would be a different, case-sensitive one. On Spark, featsync's scratch
+    tables are temporary views of the session, which have no schema.
     """
     if adapter_type == "snowflake":
         return f"{schema}.{name}"
+    if adapter_type == "spark":
+        return f"`{name}`"
     return f'"{schema}"."{name}"'
 
 
@@ -255,6 +259,108 @@ class SnowflakeWarehouse(Warehouse):
         self.con.close()
 
 
+class SparkWarehouse(Warehouse):
+    """Spark through pyspark: the same SparkSession dbt-spark's session method uses.
+
+    The session is built from the profile's `server_side_parameters` exactly as dbt-spark
+    builds it, so in one process featsync and dbt share one JVM and one metastore (the
+    embedded Derby metastore admits one JVM at a time). `spark.remote` among those
+    parameters (or SPARK_REMOTE) makes it a Spark Connect session to a cluster instead.
+
+    Results leave Spark as Arrow record batches one partition at a time (the JVM computes
+    the next partition while Python consumes this one), so neither the driver nor this
+    process ever holds the whole result; a spine becomes a temporary view of the session.
+    """
+
+    adapter_type = "spark"
+
+    def __init__(self, credentials: Any):
+        if credentials.method != "session":
+            raise FeatsyncError(
+                f"featsync reads Spark through a SparkSession (method: session, locally or over Spark Connect "
+                f"with spark.remote); the {credentials.method} method serves dbt only"
+            )
+        self.schema = credentials.schema
+        self.con = spark_session(credentials)
+
+    def arrow_batches(self, sql: str, params: Sequence[Any] = (), batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """Values are rendered by `bind` as typed literals (timestamp_ntz), never bound: pyspark
+        would type a naive datetime by the session's default timestamp type."""
+        from pyspark.sql.pandas.types import to_arrow_schema
+
+        self._no_params(params)
+
+        frame = self.con.sql(sql)
+        schema = to_arrow_schema(frame.schema, timezone="UTC")
+        if not hasattr(frame, "_jdf"):  # Spark Connect: the client assembles the result itself
+            table = frame.toArrow()
+            yield from table.to_batches(max_chunksize=batch_rows) or [pa.RecordBatch.from_pylist([], schema=schema)]
+            return
+        emitted = False
+        for batch in _partition_arrow_batches(self.con, frame, schema, batch_rows):
+            emitted = True
+            yield batch
+        if not emitted:
+            yield pa.RecordBatch.from_pylist([], schema=schema)
+
+    def execute(self, sql: str) -> None:
+        self.con.sql(sql)  # statements (DDL, DML) run eagerly
+
+    def create_table(self, name: str, table: pa.Table) -> None:
+        """The spine as a temporary view of the session: nothing is written to the warehouse."""
+        self.con.createDataFrame(table).createOrReplaceTempView(name)
+
+    def drop_table(self, relation: str) -> None:
+        self.con.catalog.dropTempView(relation.strip("`"))
+
+    def close(self) -> None:
+        """Nothing: the session (and its JVM) is the process's, shared with dbt, and ends with it."""
+
+
+def spark_session(credentials: Any) -> Any:
+    """The SparkSession of a dbt-spark session target, built as dbt-spark builds it."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise FeatsyncError("the spark target needs pyspark: pip install 'featsync[spark]'") from exc
+    builder = SparkSession.builder.enableHiveSupport()
+    for key, value in credentials.server_side_parameters.items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # no Java, a bad master URL, an unreachable Spark Connect server
+        raise FeatsyncError(f"cannot start or reach Spark: {str(exc).strip().splitlines()[0]}") from exc
+    if hasattr(session, "sparkContext"):  # classic (not Connect): keep the JVM's INFO/WARN lines off stderr
+        session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def _partition_arrow_batches(spark: Any, frame: Any, schema: pa.Schema, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """The result of `frame` as Arrow batches of at most `batch_rows` rows, one partition at a time.
+
+    Spark's own Arrow batches of the query (Dataset.toArrowBatchRdd, the RDD behind toPandas and
+    toArrow) served like toLocalIterator: one job per partition, the next prefetched, each
+    batch an Arrow IPC message decoded against the schema. toArrow() instead collects every
+    partition into the driver first. The batch size is Spark's maxRecordsPerBatch, set for
+    the plan and restored.
+    """
+    from pyspark.serializers import NoOpSerializer
+    from pyspark.util import _local_iterator_from_socket
+
+    conf = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(conf)
+    spark.conf.set(conf, str(batch_rows))
+    try:
+        rdd = frame._jdf.toArrowBatchRdd()
+    finally:
+        spark.conf.set(conf, previous)
+    served = spark._jvm.org.apache.spark.api.python.PythonRDD.toLocalIteratorAndServe(rdd, True)
+    for message in _local_iterator_from_socket(served, NoOpSerializer()):
+        batch = pa.ipc.read_record_batch(pa.py_buffer(message), schema)
+        if batch.num_rows:
+            yield batch
+
+
 def snowflake_type(field: pa.Field) -> str:
     """The Snowflake column type of an Arrow field of a spine (keys, timestamps, labels)."""
     kind = field.type
@@ -326,7 +432,12 @@ def _without(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-ENGINES = {"duckdb": DuckDBWarehouse, "postgres": PostgresWarehouse, "snowflake": SnowflakeWarehouse}
+ENGINES = {
+    "duckdb": DuckDBWarehouse,
+    "postgres": PostgresWarehouse,
+    "snowflake": SnowflakeWarehouse,
+    "spark": SparkWarehouse,
+}
 
 
 def profile_credentials(project: Project) -> Any:
@@ -362,8 +473,15 @@ def connect(project: Project, credentials: Any = None) -> Iterator[Warehouse]:
         warehouse.close()
 
 
-# The base error class of each engine's driver, by module: DuckDB, PostgreSQL's ADBC, Snowflake's connector.
-DRIVER_ERRORS = {"duckdb": "Error", "adbc_driver_manager": "Error", "snowflake.connector.errors": "Error"}
+# The base error class of each engine's driver, by module: DuckDB, PostgreSQL's ADBC, Snowflake's connector,
+# Spark's (pyspark's own errors, and py4j's for a failure inside the JVM).
+DRIVER_ERRORS = {
+    "duckdb": "Error",
+    "adbc_driver_manager": "Error",
+    "snowflake.connector.errors": "Error",
+    "pyspark.errors": "PySparkException",
+    "py4j.protocol": "Py4JError",
+}
 
 
 def driver_errors() -> tuple[type[BaseException], ...]:

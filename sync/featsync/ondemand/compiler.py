@@ -5,7 +5,7 @@ request) and on-demand features (SQL expressions over the service's stored featu
 those request fields). Each expression is parsed once with sqlglot when the registry
 loads, type-checked against the declared column types, and compiled in one pass into
 
-- SQL for each warehouse (DuckDB, Postgres, Snowflake), generated from that parsed form
+- SQL for each warehouse (DuckDB, Postgres, Snowflake, Spark), generated from that parsed form
   with the semantics pinned explicitly (below), which `featsync.point_in_time_join` puts
   into training sets (through the generated macro ``featsync_on_demand_sql``); and
 - a Python closure that computes the same value online, after the Redis read.
@@ -40,7 +40,7 @@ from sqlglot.errors import ParseError
 
 from featsync.errors import FeatsyncError
 
-DIALECTS = ("duckdb", "postgres", "snowflake")
+DIALECTS = ("duckdb", "postgres", "snowflake", "spark")
 # Kinds of values an expression handles, named as in featsync.registry.types (the one table
 # of column types, which maps declared types to them); "null" is the type of a bare NULL.
 # A timestamp is an aware UTC datetime here, whether its column is naive (UTC) or zoned.
@@ -168,7 +168,7 @@ def compile_feature(
     inputs: dict[str, None] = {}
     body = _Compiler(columns, inputs).compile(tree)
     result = _finish(body, output, data_type)
-    sql = {dialect: result.sql.sql(dialect=dialect) for dialect in DIALECTS}
+    sql = {dialect: _render(result.sql, dialect) for dialect in DIALECTS}
     return OnDemandFeature(name, data_type, output, expression, tuple(inputs), sql, result.fn, description)
 
 
@@ -222,6 +222,35 @@ SUPPORTED = (
 
 
 _SQL_TYPES = {INT: "bigint", FLOAT: "double", BOOL: "boolean", TEXT: "text", TIMESTAMP: "timestamp"}
+_ROUNDING_CAST = "featsync_rounding_cast"  # meta flag: a double -> bigint cast that must round half to even
+
+
+def _render(tree: exp.Expression, dialect: str) -> str:
+    """The pinned SQL in one dialect. sqlglot spells the tree for each engine; where Spark's
+    functions mean something else, the tree is first rewritten to Spark's way of saying it."""
+    if dialect == "spark":
+        # Two passes: a replaced node's subtree is not visited again within one transform.
+        tree = tree.transform(_spark_rounding).transform(_spark_date_parts)
+    return tree.sql(dialect=dialect)
+
+
+def _spark_rounding(node: exp.Expression) -> exp.Expression:
+    """Spark's double -> bigint cast truncates; the pinned rounding is half to even, which BROUND does."""
+    if isinstance(node, exp.Cast) and node.meta.get(_ROUNDING_CAST):
+        return exp.Cast(this=exp.Anonymous(this="BROUND", expressions=[node.this.copy()]), to=node.to.copy())
+    return node
+
+
+def _spark_date_parts(node: exp.Expression) -> exp.Expression:
+    """Spark's DAYOFWEEK counts Sunday as 1 (pinned: 0); its ISO weekday is DAYOFWEEK_ISO."""
+    if isinstance(node, exp.Extract):
+        part = node.this.name.upper()
+        if part == "DOW":
+            day = exp.Extract(this=exp.var("DAYOFWEEK"), expression=node.expression)
+            return exp.Paren(this=exp.Sub(this=day, expression=exp.Literal.number(1)))
+        if part == "ISODOW":
+            return exp.Extract(this=exp.var("DAYOFWEEK_ISO"), expression=node.expression)
+    return node
 
 
 def _double(node: exp.Expression) -> exp.Expression:
@@ -263,14 +292,12 @@ def _to_float(fn: Callable) -> Callable:
 
 
 def _round_to_int(sql: exp.Expression, fn: Callable) -> _Compiled:
-    """Double to bigint: round half to even (both engines' cast), NULL outside int64."""
+    """Double to bigint: round half to even (DuckDB's and Postgres' cast; Spark's truncates, so
+    _render rounds there first), NULL outside int64."""
+    cast = exp.Cast(this=sql.copy(), to=exp.DataType.build("bigint"))
+    cast.meta[_ROUNDING_CAST] = True
     guarded = exp.Case(
-        ifs=[
-            exp.If(
-                this=exp.LT(this=exp.Abs(this=sql), expression=_double(exp.Literal.number(str(2**63)))),
-                true=exp.Cast(this=sql.copy(), to=exp.DataType.build("bigint")),
-            )
-        ]
+        ifs=[exp.If(this=exp.LT(this=exp.Abs(this=sql), expression=_double(exp.Literal.number(str(2**63)))), true=cast)]
     )
 
     def run(env):

@@ -3,13 +3,14 @@
 Where the data is validated (``RUNNERS``, one entry per dbt adapter type):
 - PostgreSQL: in the warehouse, through Great Expectations' SQL datasource (the metrics
   are SQL queries; no rows leave the database except the sample of bad values).
-- DuckDB and Snowflake: the table is streamed out through featsync's own warehouse
+- DuckDB, Snowflake and Spark: the table is streamed out through featsync's own warehouse
   connection (featsync.offline.warehouse, the reader push uses) as Arrow batches into one
   pandas frame. On DuckDB, Great Expectations' SQLAlchemy path returns empty metrics (it
   "fails" without raising). On Snowflake, GX's SQL datasource would need
   snowflake-sqlalchemy and a URL rebuilt from the profile (every authentication method
   again), and could not be tested against the emulator, which speaks the connector's
   protocol; the Arrow path uses exactly dbt's credentials and is what the tests prove.
+  On Spark, GX's Spark datasource would tie featsync to GX's pyspark support.
   A table of more than ``max_rows`` rows is validated on a documented sample: all rows of
   the entities whose key hash falls in the sample, plus the entity holding the newest row
   (see ``sample_sql``). Whole entities keep uniqueness, null, range and set checks exact
@@ -273,8 +274,9 @@ def sample_sql(view: FeatureView, relation: str, modulus: int) -> str:
     """The documented sample: every row of the entities whose key hash is 0 modulo `modulus`,
     plus every row of the entity holding the newest event (so freshness stays exact).
 
-    The same SQL on DuckDB and Snowflake (both have a multi-argument `hash`); the hash
-    functions differ, so the entities picked differ between engines, not the rule."""
+    The same SQL on DuckDB, Snowflake and Spark (all have a multi-argument `hash`; Spark's is
+    signed, and a negative multiple of `modulus` still leaves 0); the hash functions differ,
+    so the entities picked differ between engines, not the rule."""
     names = [identifier(k) for k in view.entities]
     keys = ", ".join(names)
     newest = " and ".join(f"featsync_newest.{k} is not distinct from featsync_sampled.{k}" for k in names)
@@ -368,4 +370,4 @@ def _validate_postgres(project, credentials, context, work, now, max_rows) -> It
 
 
 # dbt adapter type -> the runner that validates its tables.
-RUNNERS = {"duckdb": _validate_arrow, "snowflake": _validate_arrow, "postgres": _validate_postgres}
+RUNNERS = {"duckdb": _validate_arrow, "snowflake": _validate_arrow, "spark": _validate_arrow, "postgres": _validate_postgres}

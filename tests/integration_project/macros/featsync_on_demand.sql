@@ -13,7 +13,8 @@
         "longest_view_7d"
       ],
       "postgres": "(\"featsync_input:seconds_on_page\" > COALESCE(\"featsync_input:longest_view_7d\", 0))",
-      "snowflake": "(\"featsync_input:seconds_on_page\" > COALESCE(\"featsync_input:longest_view_7d\", 0))"
+      "snowflake": "(\"featsync_input:seconds_on_page\" > COALESCE(\"featsync_input:longest_view_7d\", 0))",
+      "spark": "(`featsync_input:seconds_on_page` > COALESCE(`featsync_input:longest_view_7d`, 0))"
     },
     "share_of_longest": {
       "data_type": "float8",
@@ -24,7 +25,8 @@
         "longest_view_7d"
       ],
       "postgres": "(CAST(\"featsync_input:seconds_on_page\" AS DOUBLE PRECISION) / NULLIF(CAST(\"featsync_input:longest_view_7d\" AS DOUBLE PRECISION), CAST(0 AS DOUBLE PRECISION)))",
-      "snowflake": "(CAST(\"featsync_input:seconds_on_page\" AS DOUBLE) / NULLIF(CAST(\"featsync_input:longest_view_7d\" AS DOUBLE), CAST(0 AS DOUBLE)))"
+      "snowflake": "(CAST(\"featsync_input:seconds_on_page\" AS DOUBLE) / NULLIF(CAST(\"featsync_input:longest_view_7d\" AS DOUBLE), CAST(0 AS DOUBLE)))",
+      "spark": "(CAST(`featsync_input:seconds_on_page` AS DOUBLE) / NULLIF(CAST(`featsync_input:longest_view_7d` AS DOUBLE), CAST(0 AS DOUBLE)))"
     }
   }
 }) }}
