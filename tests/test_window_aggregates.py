@@ -77,8 +77,8 @@ def daily_grid_complete(view: str, key: str) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}.{c[3]}" for c in CASES])
-def test_duckdb_matches_oracle(duckdb_con, case):
-    rows, bad = duckdb_con.execute(oracle_mismatches(*case)).fetchone()
+def test_duckdb_matches_oracle(duck_ro, case):
+    rows, bad = duck_ro.execute(oracle_mismatches(*case)).fetchone()
     assert rows > 0
     assert bad == 0, f"{bad} of {rows} rows of {case[0]}.{case[3]} differ from the brute-force value"
 
@@ -92,15 +92,15 @@ def test_postgres_matches_oracle(pg_con, case):
     assert bad == 0, f"{bad} of {rows} rows of {case[0]}.{case[3]} differ from the brute-force value"
 
 
-def test_daily_snapshot_has_a_row_for_every_change(duckdb_con):
-    missing = duckdb_con.execute(daily_grid_complete("merchant_risk_features", "merchant_id")).fetchone()[0]
+def test_daily_snapshot_has_a_row_for_every_change(duck_ro):
+    missing = duck_ro.execute(daily_grid_complete("merchant_risk_features", "merchant_id")).fetchone()[0]
     assert missing == 0
 
 
-def test_engines_agree_row_for_row(duckdb_con, pg_con):
+def test_engines_agree_row_for_row(duck_ro, pg_con):
     for view, keys, *_ in {c[0]: c for c in CASES}.values():
         order = ", ".join([*keys, "event_timestamp"])
-        duck = duckdb_con.execute(f"select * from {view} order by {order}").fetchall()
+        duck = duck_ro.execute(f"select * from {view} order by {order}").fetchall()
         with pg_con.cursor() as cur:
             cur.execute(f"select * from {view} order by {order}")
             pg = cur.fetchall()
