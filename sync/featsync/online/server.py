@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import shutil
@@ -488,7 +489,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
-            loop="uvloop",
+            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",  # no uvloop on Windows
             http="httptools",
             access_log=False,  # uvicorn's; featsync.access lines when --access-log (they cost more than a request)
             log_level=log_level,
