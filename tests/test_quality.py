@@ -505,14 +505,14 @@ def test_an_incremental_push_validates_only_views_with_something_new(duck, duck_
             # a merchant landing at the watermark's instant (merchant_profile_features' marker is its event time)
             "insert into {s}.merchant_profile_features select * replace ('m9999' as merchant_id) "
             "from {s}.merchant_profile_features order by event_timestamp desc limit 1",
-            # newer and bad: a negative count changed after the last push
-            "update {s}.user_transaction_features set transaction_count_7d = -1, created_timestamp = timestamp '2024-04-30'"
+            # newer and bad: a negative count changed after the last push (the example's latest change is 2024-05-06)
+            "update {s}.user_transaction_features set transaction_count_7d = -1, created_timestamp = timestamp '2024-05-07'"
             " where user_id = 'u0010'",
         ],
     )
     code, out, err = run_cli(*push_args(duck_project, redis_url, prefix, "--json"))
     rows = {r["feature_view"]: r for r in json.loads(out)}
-    assert code == CHECK_FAILED_EXIT and "not pushed: user_transaction_features" in err
+    assert code == CHECK_FAILED_EXIT and "not pushed: user_transaction_features" in err, out
     assert {name: r["validation"] for name, r in rows.items()} == {
         "merchant_profile_features": "passed",
         "merchant_risk_features": "unchanged",
