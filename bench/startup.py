@@ -3,6 +3,7 @@
     .venv/bin/python bench/startup.py                        # 550k entities, Feast if found
     .venv/bin/python bench/startup.py --rows 100000 --runs 3
     .venv/bin/python bench/startup.py --feast-python /path/to/feast-venv/bin/python
+    .venv/bin/python bench/startup.py --featsync /path/to/core-venv/bin/featsync --no-feast
 
 Every figure is one whole process, as a user or a cron job runs it (interpreter start,
 imports, dbt when it runs, the work), the median of --runs runs:
@@ -16,8 +17,12 @@ imports, dbt when it runs, the work), the median of --runs runs:
 
 Feast runs from its own venv (its pins clash with featsync's): --feast-python, else
 $FEAST_PYTHON, else .venv-feast/bin/python (`make feast-venv`); without one the Feast
-line is skipped. The view is bench/pit_project's bench_entity_features: one row per entity,
-five float features, no ttl, no expectation suite.
+line is skipped. --featsync times another install's featsync, e.g. a bare `pip install
+featsync` (tests/test_install.py keeps one in .pytest_cache/d/featsync-bare-venv/): with
+pandas installed (the quality, snowflake and pandas extras), pyarrow imports it on its first
+conversion of Python values, about half a second of CPU that a core install does not pay.
+The view is bench/pit_project's bench_entity_features: one row per entity, five float
+features, no ttl, no expectation suite.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ import redis
 from workspace import ROOT, Workspace
 
 VIEW = "bench_entity_features"
-FEATSYNC = str(Path(sys.executable).parent / "featsync")
+FEATSYNC = [str(Path(sys.executable).parent / "featsync")]  # --featsync replaces it
 
 
 def free_port() -> int:
@@ -121,6 +126,13 @@ bench_entity_features = FeatureView(
 """
 
 
+def has_pandas() -> bool:
+    python = Path(FEATSYNC[0]).parent / "python"
+    probe = subprocess.run([str(python), "-c", "import importlib.util as u; print(bool(u.find_spec('pandas')))"],
+                           capture_output=True, text=True)  # fmt: skip
+    return probe.stdout.strip() == "True"
+
+
 def feast_python(option: str | None) -> str | None:
     for candidate in (option, os.environ.get("FEAST_PYTHON"), str(ROOT / ".venv-feast" / "bin" / "python")):
         if candidate and Path(candidate).is_file():
@@ -161,7 +173,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=550_000)
     parser.add_argument("--runs", type=int, default=5, help="runs per short command (the median is shown)")
     parser.add_argument("--feast-python", default=None, help="python of a venv with feast[redis]==0.67.*")
+    parser.add_argument("--no-feast", action="store_true", help="skip Feast's materialize")
+    parser.add_argument("--featsync", default=None, help="the featsync executable to time (default: this venv's)")
     args = parser.parse_args()
+    if args.featsync:
+        FEATSYNC[:] = [args.featsync]
     work = Workspace.create()
     try:
         project = work.entity_project(args.rows)
@@ -173,32 +189,33 @@ def main() -> None:
 
 def run(project, work: Workspace, url: str, args: argparse.Namespace) -> None:
     client = redis.Redis.from_url(url)
-    base = ["--project-dir", str(project.project_dir)]
+    base = ["--project-dir", str(project.project_dir), "--target", "duckdb"]  # the manifest entity_project parsed
     online = [*base, "--redis-url", url, "--key-prefix", "bench"]
     compiled = project.target_path / "compiled.json"
     n = args.rows
 
     client.flushall()  # the benchmark's own private server
     compiled.unlink(missing_ok=True)
-    cold_full = timed([FEATSYNC, "push", *online, "--full-refresh"])  # compiles through dbt, fills the cache
+    cold_full = timed([*FEATSYNC, "push", *online, "--full-refresh"])  # dbt compiles (the manifest is parsed), fills the cache
     cold_cpu = CPU[0]
     client.flushall()
-    full = timed([FEATSYNC, "push", *online, "--full-refresh"])
+    full = timed([*FEATSYNC, "push", *online, "--full-refresh"])
     full_cpu = CPU[0]
     assert client.dbsize() == n + 1, client.dbsize()  # every entity and the view's push state
 
     rows = [
-        ("featsync --help", median([FEATSYNC, "--help"], args.runs)),
-        ("featsync list", median([FEATSYNC, "list", *base], args.runs)),
-        ("featsync get (one entity)", median([FEATSYNC, "get", *online, "--features", f"{VIEW}:f1", "--entity", "entity_id=42"],
+        ("featsync --help", median([*FEATSYNC, "--help"], args.runs)),
+        ("featsync list", median([*FEATSYNC, "list", *base], args.runs)),
+        ("featsync get (one entity)", median([*FEATSYNC, "get", *online, "--features", f"{VIEW}:f1", "--entity", "entity_id=42"],
                                              args.runs)),
-        ("featsync push, nothing new (compiled SQL cached)", median([FEATSYNC, "push", *online], args.runs)),
+        ("featsync push, nothing new (compiled SQL cached)", median([*FEATSYNC, "push", *online], args.runs)),
         (
             "featsync push, nothing new, cache removed (dbt compiles)",
-            median([FEATSYNC, "push", *online], args.runs, before=lambda: compiled.unlink(missing_ok=True)),
+            median([*FEATSYNC, "push", *online], args.runs, before=lambda: compiled.unlink(missing_ok=True)),
         ),
     ]  # fmt: skip
     print(f"{n:,} entities, 5 float features, DuckDB, a private redis-server; whole processes, median of {args.runs}")
+    print(f"featsync: {FEATSYNC[0]} (pandas installed: {has_pandas()})")
     print(f"{'command':<62}{'wall s':>8}{'CPU s':>8}")
     for label, (seconds, cpu) in rows:
         print(f"{label:<62}{seconds:>8.2f}{cpu:>8.2f}")
@@ -206,7 +223,7 @@ def run(project, work: Workspace, url: str, args: argparse.Namespace) -> None:
     print(f"{first:<62}{cold_full:>8.2f}{cold_cpu:>8.2f}   {n / cold_full:,.0f} rows/s")
     print(f"{'featsync push --full-refresh (compiled SQL cached)':<62}{full:>8.2f}{full_cpu:>8.2f}   {n / full:,.0f} rows/s")
 
-    python = feast_python(args.feast_python)
+    python = None if args.no_feast else feast_python(args.feast_python)
     if python is None:
         print("Feast: no venv with feast (pass --feast-python or run make feast-venv); skipped")
         return

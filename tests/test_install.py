@@ -40,7 +40,8 @@ def bare(request, tmp_path_factory) -> Path:
     python = venv / "bin" / "python"
     fresh = not (venv / "complete").is_file()
     if fresh:
-        shutil.rmtree(venv, ignore_errors=True)
+        for old in venv.parent.iterdir():  # venvs of earlier pyproject.toml versions, and a broken one
+            shutil.rmtree(old, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     wheels = tmp_path_factory.mktemp("wheel")
     built = _run([str(python), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(ROOT)])

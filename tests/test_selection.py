@@ -120,6 +120,6 @@ def test_describe_and_drift_take_select(project):
 
 
 def test_docs_list_the_methods():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
     for form in ("tag:", "path:", "service:", "+exposure:", "NAME+"):
         assert form in readme

@@ -70,7 +70,7 @@ def test_list_get_and_an_unchanged_push_load_no_dbt(pushed):
     assert code == 0 and json.loads(out)["amount"] == [7] and heavy == set()
     code, heavy, out = loaded("push", *args, "--json")
     pushed_views = {r["feature_view"]: r for r in json.loads(out)}
-    assert code == 0 and pushed_views["fv_user"]["rows_read"] == 2 and not pushed_views["fv_user"]["full_refresh"]
+    assert code == 0 and pushed_views["fv_user"]["validation"] == "unchanged" and not pushed_views["fv_user"]["full_refresh"]
     assert heavy == set()  # the compiled SQL came from the cache; the profile was read without dbt
 
 

@@ -260,7 +260,7 @@ def parse_request(body: bytes, max_batch: int) -> tuple[Mapping[str, Any], list[
         raise RequestError("'entities' must be an object of columns: {entity: [values, ...]}")
     for name, column in entities.items():
         if isinstance(column, list) and len(column) > max_batch:
-            raise PayloadTooLarge(f"entity '{name}' has {len(column)} rows; the maximum batch is {max_batch} (--max-batch)")
+            raise PayloadTooLarge(f"entity '{name}' has {len(column)} rows; the server's maximum batch is {max_batch} rows")
     full_feature_names = payload.get("full_feature_names", False)
     if not isinstance(full_feature_names, bool):
         raise RequestError("'full_feature_names' must be true or false")

@@ -72,9 +72,10 @@ def gated_push(
     covered, as with any check-then-act.
 
     On an incremental push, a view with nothing new since its last push (Pusher.unchanged)
-    is not validated again: the push only re-sends rows that passed the gate when they were
-    pushed. That is what makes a push every minute cheap when little changes; its status is
-    'unchanged'. A full refresh or a dry run validates every view.
+    is neither validated nor read again: its rows online passed the gate when they were
+    pushed; only the push's time is recorded. That is what makes a push every minute cheap
+    when little changes; its status is 'unchanged'. A full refresh or a dry run validates
+    (and reads) every view.
     """
     views = [v.name for v in pusher.views(select)]  # checks the selection (unknown, not online)
     if not views:
@@ -94,5 +95,5 @@ def gated_push(
     if failed and fail_fast:
         return GatedPush(False, validations, [], views, stopped=True, unchanged=unchanged)
     passing = [name for name in views if name not in failed]
-    pushed = pusher.push(passing, **push_options) if passing else []
+    pushed = pusher.push(passing, unchanged=unchanged, **push_options) if passing else []
     return GatedPush(False, validations, pushed, failed, unchanged=unchanged)
