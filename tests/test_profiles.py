@@ -8,12 +8,12 @@ import pytest
 
 from conftest import ROOT
 from featsync.offline.profiles import light_credentials, read_target
-from featsync.offline.warehouse import dbt_credentials, profile_credentials
+from featsync.offline.warehouse import POSTGRES_OPTIONS, dbt_credentials, profile_credentials
 from featsync.project import Project
 
 FIELDS = {
     "duckdb": ("type", "path", "schema", "settings"),
-    "postgres": ("type", "host", "port", "user", "password", "database", "schema"),
+    "postgres": ("type", "host", "port", "user", "password", "database", "schema", *POSTGRES_OPTIONS),
 }
 
 
