@@ -58,13 +58,15 @@ def pushed(pit_duckdb, redis_url):
     client = redis.Redis.from_url(redis_url)
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     Pusher(pit_duckdb, client, key_prefix=prefix).push()
-    yield pit_duckdb, ["--project-dir", str(pit_duckdb.project_dir), "--redis-url", redis_url, "--key-prefix", prefix]
+    # --target duckdb: the target the pit project was built and parsed for (each target has its own manifest)
+    project = ["--project-dir", str(pit_duckdb.project_dir), "--target", "duckdb"]
+    yield pit_duckdb, [*project, "--redis-url", redis_url, "--key-prefix", prefix]
     delete_pushed_keys(pit_duckdb, client, prefix)
 
 
 def test_list_get_and_an_unchanged_push_load_no_dbt(pushed):
     project, args = pushed
-    code, heavy, out = loaded("list", "--project-dir", str(project.project_dir), "--json")
+    code, heavy, out = loaded("list", "--project-dir", str(project.project_dir), "--target", "duckdb", "--json")
     assert code == 0 and "fv_user" in out and heavy == set()
     code, heavy, out = loaded("get", *args, "--features", "fv_user:amount", "--entity", "user_id=u1", "--json")
     assert code == 0 and json.loads(out)["amount"] == [7] and heavy == set()
@@ -88,7 +90,7 @@ def test_compiled_sql_is_reused_only_for_the_same_project(tmp_path, monkeypatch)
         patch.setattr(Project, "run_dbt", no_dbt)
         assert compile_latest_rows(Project.open(root), ["product_sales_features"])["product_sales_features"] == first
 
-    macro = root / "macros" / "latest_rows.sql"
+    macro = root / "package" / "macros" / "latest_rows.sql"
     macro.write_text(macro.read_text().replace("where featsync_pick = 1", "where featsync_pick = 1 -- edited macro"))
     edited = compile_latest_rows(Project.open(root), ["product_sales_features"])["product_sales_features"]
     assert "-- edited macro" in edited
