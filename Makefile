@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both create or reuse
-# the virtualenv in .venv and install featsync with its pinned dependencies.
+# the virtualenv in .venv and install featsync with every extra (all) and the test tools
+# (dev); `pip install featsync` alone is the lean core (see "Installing" in the README).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 $(BIN)/featsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,spark]'
+	$(BIN)/pip install --quiet -e '.[all,dev]'
 	@touch $@
 
 install: $(BIN)/featsync

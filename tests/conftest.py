@@ -11,7 +11,6 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +195,20 @@ def spark_build(spark_session: Any, tmp_session: Path) -> Iterator[Build]:
 
 
 @pytest.fixture(scope="session")
+def pg_args(postgres_build: Build, tmp_session: Path) -> list[str]:
+    """CLI arguments for the PostgreSQL build. A copy of the project: featsync's manifest cache
+    lives in the project and names the relations of the schema it was parsed for (a per-run one)."""
+    return ["--project-dir", str(copy_project(tmp_session / "pg-cli" / "project")), "--target", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def sf_args(snowflake_build: Build, tmp_session: Path) -> list[str]:
+    """CLI arguments for the emulated Snowflake build, on a copy of the project (as pg_args)."""
+    project = copy_project(tmp_session / "sf-cli" / "project")
+    return ["--project-dir", str(project), "--profiles-dir", str(SNOWFLAKE_EMULATOR_PROFILES), "--target", "snowflake"]
+
+
+@pytest.fixture(scope="session")
 def pg_con(postgres_build: Build, pg_dsn: dict):
     import psycopg2
 
@@ -252,26 +265,42 @@ def build_pit_project(tmp: Path, target: str, execute) -> Project:
     return project
 
 
-@contextmanager
-def postgres_pit_project(tmp: Path, dsn: dict) -> Iterator[tuple[Project, Any]]:
-    """The pit project on PostgreSQL in a schema of its own (FEATSYNC_PIT_PG_SCHEMA), dropped on
-    exit. Yields the project and an autocommit connection whose search_path is that schema."""
+@dataclass
+class PitPostgres:
+    """The pit project on PostgreSQL: the project, an autocommit connection on its schema, and
+    `execute(sql, params)` on that connection."""
+
+    project: Project
+    con: Any
+
+    def execute(self, query: str, params: Any = None) -> None:
+        with self.con.cursor() as cur:
+            cur.execute(query, params)
+
+
+@pytest.fixture(scope="session")
+def pit_postgres(tmp_session: Path, pg_dsn: dict) -> Iterator[PitPostgres]:
+    """tests/pit_project built once per run on PostgreSQL, in a schema of its own
+    (FEATSYNC_PIT_PG_SCHEMA) dropped at the end. Tests fill its source tables themselves
+    (delete, then insert), so one build serves every module."""
     import psycopg2
 
     schema = f"featsync_pit_{uuid.uuid4().hex[:8]}"
     os.environ["FEATSYNC_PIT_PG_SCHEMA"] = schema
-    con = psycopg2.connect(**dsn, options=f"-c search_path={schema}")
+    con = psycopg2.connect(**pg_dsn, options=f"-c search_path={schema}")
     con.autocommit = True
-
-    def execute(sql: str) -> None:
-        with con.cursor() as cur:
-            cur.execute(sql)
-
     try:
-        execute(f'create schema "{schema}"')
-        yield build_pit_project(tmp, "postgres", execute), con
+        with con.cursor() as cur:
+            cur.execute(f'create schema "{schema}"')
+
+        def execute(sql: str) -> None:
+            with con.cursor() as cur:
+                cur.execute(sql)
+
+        yield PitPostgres(build_pit_project(tmp_session, "postgres", execute), con)
     finally:
-        execute(f'drop schema if exists "{schema}" cascade')
+        with con.cursor() as cur:
+            cur.execute(f'drop schema if exists "{schema}" cascade')
         con.close()
 
 
@@ -286,16 +315,19 @@ def spark_pit_project(tmp: Path) -> Project:
     return project
 
 
-def duckdb_pit_project(tmp: Path) -> Project:
-    """The pit project on a DuckDB file of its own (FEATSYNC_PIT_DUCKDB_PATH points at it)."""
-    path = str(tmp / "pit.duckdb")
+@pytest.fixture(scope="session")
+def pit_duckdb(tmp_session: Path) -> Project:
+    """tests/pit_project built once per run on a DuckDB file of its own (FEATSYNC_PIT_DUCKDB_PATH
+    points at it). Tests fill its source tables themselves (delete, then insert) through
+    short-lived connections: dbt and featsync open the same file in this process."""
+    path = str(tmp_session / "pit.duckdb")
     os.environ["FEATSYNC_PIT_DUCKDB_PATH"] = path
 
-    def execute(sql: str) -> None:  # short-lived: dbt opens the file next, in this process
+    def execute(sql: str) -> None:
         with duckdb.connect(path) as con:
             con.execute(sql)
 
-    return build_pit_project(tmp, "duckdb", execute)
+    return build_pit_project(tmp_session, "duckdb", execute)
 
 
 @pytest.fixture(scope="session")

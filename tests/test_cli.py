@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from conftest import copy_project
 from featsync.cli import main
+from featsync.errors import USAGE_EXIT
 from featsync.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -147,3 +148,75 @@ def test_generate_is_deterministic(tmp_path):
     table = pq.read_table(tmp_path / "p" / "raw_transactions.parquet")
     assert table.num_rows == 12000
     assert set(table.column("status").unique().to_pylist()) == {"completed", "refunded", "chargeback"}
+
+
+# -- exit codes, -h and --json on every command -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list", "--bogus"],  # unknown option
+        ["training-set", "--service", "fraud_detection", "--out", "x.parquet"],  # missing --spine
+        ["push", "--now", "yesterday"],  # malformed value (click callback)
+        ["push", "--now", "2024-01-01T00:00:00"],  # no zone
+        ["verify", "--sample", "0"],  # out of range
+        ["training-set", "--spine", "s.csv", "--out", "o.parquet", "--features", "fv:x", "--as-of", "later"],  # bad choice
+        ["get", "--features", "user_transaction_features:amount_avg_30d", "--entity", "user_id"],  # not KEY=VALUE
+        ["get", "--service", "fraud_detection", "--entity", "user_id=u1", "--request", "transaction_amount=lots"],  # bad type
+        ["get", "--features", "user_transaction_features:amount_avg_30d", "--entity", "user_id=u1", "--request", "a=1"],
+        ["validate", "--select", "@user_transaction_features"],  # selector syntax not supported
+        ["describe"],  # neither NAME nor --select
+    ],
+)
+def test_every_malformed_option_is_a_usage_error(project_dir, args):
+    online = ["--redis-url", "redis://127.0.0.1:1/0"] if args[0] in ("push", "get", "verify") else []
+    result = run(*args, "--project-dir", str(project_dir), *online, ok=False)
+    assert result.exit_code == USAGE_EXIT, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_usage_errors_and_invalid_declarations_are_told_apart(project_copy):
+    yml = project_copy / "models/features/user_merchant_features.yml"
+    yml.write_text(yml.read_text().replace("entities: [user_id, merchant_id]", "entities: [user_id, shop_id]"))
+    assert run("list", "--project-dir", str(project_copy), ok=False).exit_code == 2
+    assert run("list", "--project-dir", str(project_copy), "--bogus", ok=False).exit_code == USAGE_EXIT
+    data = json.loads(run("list", "--project-dir", str(project_copy), "--json", ok=False).output)["error"]
+    assert data["kind"] == "invalid_declarations" and data["exit_code"] == 2
+    (problem,) = data["problems"]
+    assert problem["file"] == "models/features/user_merchant_features.yml" and problem["key"] == "feature_view.entities"
+    assert problem["node"] == "model 'user_merchant_features'" and problem["message"].startswith(
+        "unknown entity column 'shop_id'"
+    )
+
+
+def test_errors_are_json_under_json(project_dir, tmp_path):
+    result = run("list", "--project-dir", str(tmp_path), "--json", ok=False)
+    error = json.loads(result.output)["error"]
+    assert result.exit_code == 1 and error["kind"] == "error" and "is not a dbt project" in error["message"]
+    result = run("describe", "nope", "--project-dir", str(project_dir), "--json", ok=False)
+    assert result.exit_code == 2 and json.loads(result.output)["error"]["kind"] == "not_found"
+    result = run("push", "--now", "soon", "--project-dir", str(project_dir), "--json", ok=False)
+    error = json.loads(result.output)["error"]
+    assert result.exit_code == USAGE_EXIT and error["kind"] == "usage" and "--now" in error["message"]
+
+
+def test_every_command_has_h_and_json():
+    for name, command in main.commands.items():
+        result = run(name, "-h")
+        assert result.exit_code == 0 and result.output.startswith("Usage:") and f" {name} " in result.output.splitlines()[0]
+        options = {opt for param in command.params for opt in param.opts}
+        if name not in ("serve", "ui"):  # servers: their output is their log
+            assert "--json" in options, name
+
+
+def test_training_set_and_generate_speak_json(duckdb_build, tmp_path):
+    out = tmp_path / "train.parquet"
+    result = run(
+        "training-set", "--project-dir", str(ROOT), "--target", "dev", "--service", "fraud_detection:v1",
+        "--spine", "stg_fraud_labels", "--out", str(out), "--json",
+    )  # fmt: skip
+    data = json.loads(result.output)
+    assert data["out"] == str(out) and data["rows"] > 0 and "transaction_count_7d" in data["columns"] and out.is_file()
+    files = json.loads(run("generate", "--out", str(tmp_path / "g"), "--format", "csv", "--json").output)["files"]
+    assert {"raw_fraud_labels.csv", "raw_merchants.csv", "raw_transactions.csv"} <= {Path(f).name for f in files}

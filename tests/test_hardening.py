@@ -22,7 +22,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import delete_pushed_keys, duckdb_pit_project, postgres_pit_project
+from conftest import delete_pushed_keys
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.monitoring import drift as drift_lib
@@ -66,8 +66,8 @@ def duckdb_tables() -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return duckdb_pit_project(tmp_path_factory.mktemp("hardening"))
+def project(pit_duckdb):
+    return pit_duckdb
 
 
 @pytest.fixture
@@ -134,10 +134,9 @@ def test_status_reports_hostile_state_without_running_it(pusher, project, prefix
     assert results["fv_user"].entities_offline == 2  # the warehouse side is still reported
 
 
-@pytest.fixture(scope="module")
-def pg_project(tmp_path_factory, pg_dsn):
-    with postgres_pit_project(tmp_path_factory.mktemp("hardening-pg"), pg_dsn) as (project, con):
-        yield project, con
+@pytest.fixture
+def pg_project(pit_postgres):
+    return pit_postgres.project, pit_postgres.con
 
 
 def test_a_hostile_watermark_never_reaches_postgres(pg_project, redis_url):

@@ -22,9 +22,9 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import delete_pushed_keys, duckdb_pit_project, postgres_pit_project
+from conftest import delete_pushed_keys
 from featsync.cli import main
-from featsync.errors import CHECK_FAILED_EXIT, DeclarationError, FeatsyncError, NotFoundError
+from featsync.errors import CHECK_FAILED_EXIT, USAGE_EXIT, DeclarationError, FeatsyncError, NotFoundError, UsageError
 from featsync.monitoring import drift as drift_lib
 from featsync.monitoring import status as mstatus
 from featsync.monitoring import verify as monitor_verify
@@ -64,8 +64,8 @@ def duck(sql: str, params=None) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return duckdb_pit_project(tmp_path_factory.mktemp("monitor"))
+def project(pit_duckdb):
+    return pit_duckdb
 
 
 @pytest.fixture(scope="module")
@@ -127,9 +127,7 @@ def test_psi_of_identical_samples_is_zero_and_grows_with_the_shift():
 
 def test_drift_cli_exit_code_table_json_and_html(drift_data, tmp_path):
     page = tmp_path / "drift.html"
-    result = run(
-        drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", SHIFTED, "--html", str(page)
-    )
+    result = run(drift_data, "drift", "--select", "fv_user", "--reference", REFERENCE, "--current", SHIFTED, "--html", str(page))
     assert result.exit_code == CHECK_FAILED_EXIT, result.output
     assert "Drift (ranked)" in result.output and "PSI" in result.output and f"wrote {page}" in result.output
     text = page.read_text()
@@ -138,7 +136,7 @@ def test_drift_cli_exit_code_table_json_and_html(drift_data, tmp_path):
     assert not re.search(r"<(script|link|img)\b|\bsrc=|\bhref=", text)
     assert set(re.findall(r"https?://[^'\"]+", text)) == {"http://www.w3.org/2000/svg"}
 
-    result = run(drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", SAME, "--json")
+    result = run(drift_data, "drift", "--select", "fv_user", "--reference", REFERENCE, "--current", SAME, "--json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["breached"] is False and {f["feature"] for f in data["features"]} == {"amount", "label"}
@@ -182,15 +180,24 @@ def test_windows_keep_their_instant_in_other_zones():
 
 def test_drift_bad_inputs_from_the_cli(drift_data):
     empty = "2030-01-01T00:00:00Z..2030-02-01T00:00:00Z"
-    result = run(drift_data, "drift", "--feature-view", "fv_user", "--reference", REFERENCE, "--current", empty)
+    result = run(drift_data, "drift", "--select", "fv_user", "--reference", REFERENCE, "--current", empty)
     assert result.exit_code == 1
     assert (
         "the current window 2030-01-01T00:00:00Z..2030-02-01T00:00:00Z holds no rows of feature view 'fv_user'" in result.output
     )
-    result = run(drift_data, "drift", "--feature-view", "nope", "--reference", REFERENCE, "--current", SAME)
+    result = run(drift_data, "drift", "--select", "nope", "--reference", REFERENCE, "--current", SAME)
     assert result.exit_code == 2 and "no feature view named 'nope'" in result.output
+    # A malformed option is a usage error (64), as every other; the old --feature-view still works.
     result = run(drift_data, "drift", "--feature-view", "fv_user", "--reference", "2024-01-01..2024-02-01", "--current", SAME)
-    assert result.exit_code == 1 and "--reference '2024-01-01..2024-02-01': '2024-01-01' has no time zone" in result.output
+    assert (
+        result.exit_code == USAGE_EXIT and "--reference '2024-01-01..2024-02-01': '2024-01-01' has no time zone" in result.output
+    )
+    result = run(drift_data, "drift", "--reference", REFERENCE, "--current", SAME, "--json")
+    assert result.exit_code == USAGE_EXIT
+    assert json.loads(result.output)["error"] == {
+        "kind": "usage", "exit_code": USAGE_EXIT, "message": "Missing option '--select' (the feature view to compare). "
+        "(see 'featsync drift -h')",
+    }  # fmt: skip
 
 
 def test_a_view_not_built_is_a_clear_error(drift_data, redis_url):
@@ -421,7 +428,7 @@ def test_verify_and_status_of_an_empty_view(online):
 
 
 def test_verify_bad_inputs(online):
-    with pytest.raises(FeatsyncError, match="--sample must be at least 1, got 0"):
+    with pytest.raises(UsageError, match="the sample must be at least 1 entity, got 0"):
         monitor_verify.verify(online.project, online.client, online.key_prefix, sample=0)
     with pytest.raises(FeatsyncError, match="feature view 'fv_user_copy' is not online"):
         monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_user_copy"])
@@ -434,15 +441,9 @@ def test_verify_bad_inputs(online):
 # -- PostgreSQL ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def pg_project(tmp_path_factory, pg_dsn):
-    with postgres_pit_project(tmp_path_factory.mktemp("monitor-pg"), pg_dsn) as (project, con):
-
-        def execute(query, params=None):
-            with con.cursor() as cur:
-                cur.execute(query, params)
-
-        yield project, execute
+@pytest.fixture
+def pg_project(pit_postgres):
+    return pit_postgres.project, pit_postgres.execute
 
 
 def test_status_and_verify_on_postgres(pg_project, redis_url):

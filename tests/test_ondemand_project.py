@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import ROOT, copy_project, delete_pushed_keys
 from featsync.cli import main
-from featsync.errors import DbtError, DeclarationError, FeatsyncError
+from featsync.errors import USAGE_EXIT, DbtError, DeclarationError, FeatsyncError
 from featsync.offline.training import TrainingSetRequest, get_historical_features
 from featsync.ondemand.macro import MACRO_FILE, render_macro
 from featsync.online.push import Pusher
@@ -190,9 +190,10 @@ def test_cli_get_request(pushed):
     assert out["amount_vs_avg_ratio"] == [500 / avg if avg else None]
     assert out["amount_vs_avg_ratio__status"] == out["amount_avg_30d__status"]
     result = runner.invoke(main, [*base, "--request", "transaction_amount=abc"])
-    assert result.exit_code == 1 and "request field 'transaction_amount' is float8; cannot read 'abc'" in result.output
+    # a malformed value is a usage error; a field the service does not declare, an unknown name
+    assert result.exit_code == USAGE_EXIT and "request field 'transaction_amount' is float8; cannot read 'abc'" in result.output
     result = runner.invoke(main, [*base, "--request", "amount=1"])
-    assert result.exit_code == 1 and "unknown request field 'amount'" in result.output
+    assert result.exit_code == 2 and "unknown request field 'amount'" in result.output
 
 
 # -- declarations rejected at load, with file, node and key ---------------------------------

@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import duckdb_pit_project, postgres_pit_project, spark_pit_project
+from conftest import spark_pit_project
 from featsync.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,8 +230,8 @@ def compile_variants(project: Project, modes: list[tuple[str, str]]) -> dict:
 
 
 @pytest.fixture(scope="module")
-def duck(tmp_path_factory) -> Engine:
-    project = duckdb_pit_project(tmp_path_factory.mktemp("pit-duckdb"))
+def duck(pit_duckdb) -> Engine:
+    project = pit_duckdb
     sql = compile_variants(project, [(a, s) for a in ("event", "available") for s in ("asof", "lateral")])
     con = duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"])
     con.execute(f"set TimeZone = '{SESSION_ZONE}'")
@@ -248,24 +248,26 @@ def duck(tmp_path_factory) -> Engine:
 
 
 @pytest.fixture(scope="module")
-def pg(tmp_path_factory, pg_dsn) -> Engine:
+def pg(pit_postgres) -> Engine:
     from psycopg2.extras import execute_values
 
-    with postgres_pit_project(tmp_path_factory.mktemp("pit-postgres"), pg_dsn) as (project, con):
+    con = pit_postgres.con
+    with con.cursor() as cur:  # this module's session zone; reset for the other modules at the end
+        cur.execute(f"set timezone = '{SESSION_ZONE}'")
+
+    def execute(query, fetch=False):
         with con.cursor() as cur:
-            cur.execute(f"set timezone = '{SESSION_ZONE}'")
+            cur.execute(query)
+            return cur.fetchall() if fetch else None
 
-        def execute(query, fetch=False):
-            with con.cursor() as cur:
-                cur.execute(query)
-                return cur.fetchall() if fetch else None
+    def insert(table, rows):
+        with con.cursor() as cur:
+            execute_values(cur, f"insert into {table} values %s", rows)
 
-        def insert(table, rows):
-            with con.cursor() as cur:
-                execute_values(cur, f"insert into {table} values %s", rows)
-
-        sql = compile_variants(project, [("event", "lateral"), ("available", "lateral")])
-        yield Engine(project, execute, insert, sql)
+    sql = compile_variants(pit_postgres.project, [("event", "lateral"), ("available", "lateral")])
+    yield Engine(pit_postgres.project, execute, insert, sql)
+    with con.cursor() as cur:
+        cur.execute("reset timezone")
 
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,7 +16,6 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import duckdb_pit_project, postgres_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.online.connections import redis_client
@@ -55,8 +54,8 @@ PROFILES = [
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return duckdb_pit_project(tmp_path_factory.mktemp("push"))
+def project(pit_duckdb):
+    return pit_duckdb
 
 
 @pytest.fixture
@@ -522,16 +521,9 @@ def test_a_killed_push_then_a_rerun(project, private_redis):
     assert pusher.state(view)["keys_written"] == str(n)
 
 
-@pytest.fixture(scope="module")
-def pg_project(tmp_path_factory, pg_dsn):
-    """The pit project on PostgreSQL, in a schema of its own."""
-    with postgres_pit_project(tmp_path_factory.mktemp("push-pg"), pg_dsn) as (project, con):
-
-        def execute(query, params=None):
-            with con.cursor() as cur:
-                cur.execute(query, params)
-
-        yield project, execute
+@pytest.fixture
+def pg_project(pit_postgres):
+    return pit_postgres.project, pit_postgres.execute
 
 
 def test_push_from_postgres_reads_back_the_latest_rows(pg_project, redis_url):

@@ -490,6 +490,46 @@ def test_push_fail_fast_pushes_nothing_and_skip_validation_is_explicit(duck, duc
     assert code == 0 and "validation skipped (--skip-validation)" in out
 
 
+def test_an_incremental_push_validates_only_views_with_something_new(duck, duck_project, redis_url, prefix):
+    """Nothing new since the last push: not validated again ('unchanged'), still pushed. A row that
+    lands later at the very instant of the watermark, or a newer one, makes its view validated."""
+    code, out, err = run_cli(*push_args(duck_project, redis_url, prefix, "--json"))
+    assert code == 0 and {r["validation"] for r in json.loads(out)} == {"passed"}, err
+    code, out, err = run_cli(*push_args(duck_project, redis_url, prefix, "--json"))
+    rows = {r["feature_view"]: r for r in json.loads(out)}
+    assert code == 0 and {r["validation"] for r in rows.values()} == {"unchanged"} and all(r["pushed"] for r in rows.values())
+    assert not rows["merchant_profile_features"]["full_refresh"]
+    corrupt_duckdb(
+        duck[1],
+        [
+            # a merchant landing at the watermark's instant (merchant_profile_features' marker is its event time)
+            "insert into {s}.merchant_profile_features select * replace ('m9999' as merchant_id) "
+            "from {s}.merchant_profile_features order by event_timestamp desc limit 1",
+            # newer and bad: a negative count changed after the last push (the example's latest change is 2024-05-06)
+            "update {s}.user_transaction_features set transaction_count_7d = -1, created_timestamp = timestamp '2024-05-07'"
+            " where user_id = 'u0010'",
+        ],
+    )
+    code, out, err = run_cli(*push_args(duck_project, redis_url, prefix, "--json"))
+    rows = {r["feature_view"]: r for r in json.loads(out)}
+    assert code == CHECK_FAILED_EXIT and "not pushed: user_transaction_features" in err, out
+    assert {name: r["validation"] for name, r in rows.items()} == {
+        "merchant_profile_features": "passed",
+        "merchant_risk_features": "unchanged",
+        "product_sales_features": "unchanged",
+        "user_merchant_features": "unchanged",
+        "user_transaction_features": "failed",
+    }
+    assert rows["merchant_profile_features"]["pushed"] and not rows["user_transaction_features"]["pushed"]
+    # --full-refresh validates everything again
+    code, out, err = run_cli(
+        *push_args(duck_project, redis_url, prefix, "--json", "--full-refresh", "--select", "tag:*,merchant_*")
+    )
+    assert code == 2 and json.loads(out)["error"]["kind"] == "not_found"  # the example has no dbt tags
+    code, out, err = run_cli(*push_args(duck_project, redis_url, prefix, "--json", "--full-refresh", "--select", "merchant_*"))
+    assert code == 0 and {r["validation"] for r in json.loads(out)} == {"passed"}
+
+
 def test_views_without_a_suite_are_reported_and_pushed(duck_project, redis_url, prefix):
     (duck_project.project_dir / "expectations" / "merchant_profile_features.json").unlink()
     code, out, _ = run_cli("validate", "--project-dir", str(duck_project.project_dir), "--now", NOW)

@@ -3,30 +3,25 @@
 The example is built twice with dbt-snowflake against the emulator (tests/snowflake_emulator:
 fakesnow over HTTP, with the shims listed there), then compared row for row with DuckDB;
 every compiled model parses as Snowflake SQL; featsync's Snowflake reader (the connector's
-Arrow batches) serves training sets and pushes through the CLI.
+Arrow batches) serves training sets and pushes through the CLI (tests/test_warehouse_cli.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import redis
 import sqlglot
 import yaml
 from click.testing import CliRunner
 
-from conftest import EXAMPLE_NOW, ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project, delete_pushed_keys
+from conftest import EXAMPLE_NOW, ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.offline.warehouse import SnowflakeWarehouse, connect
-from featsync.project import Project
 
 # Every table the build leaves behind: feature views, the snapshot and the training sets.
 TABLES = {
@@ -62,26 +57,6 @@ def duckdb_rows(duck_ro, relation: str, order: str, columns: list[str] | None = 
 def arrow_rows(table: pa.Table, columns: list[str], order: str) -> list[tuple]:
     table = table.select(columns).sort_by([(c.strip(), "ascending") for c in order.split(",")])
     return list(zip(*(c.to_pylist() for c in table.columns), strict=True))
-
-
-def assert_training_set_equals_duckdb(out: Path, duck_ro, model: str) -> None:
-    """The parquet training set `out` equals DuckDB's `model` table row for row, on the columns `out` has.
-
-    Timestamps come back UTC-aware; DuckDB's table holds the same instants naive."""
-    table = pq.read_table(out)
-    table = pa.table(
-        [c.cast(pa.timestamp("us")) if pa.types.is_timestamp(c.type) else c for c in table.columns], names=table.column_names
-    )
-    columns = [c for c in duckdb_rows(duck_ro, model, "transaction_id")[0] if c in table.column_names]
-    _, expected = duckdb_rows(duck_ro, model, "transaction_id", columns)
-    assert_same_rows(expected, arrow_rows(table, columns, "transaction_id"), f"{model} from {out.name}")
-
-
-def write_spine_file(duck_ro, path: Path) -> Path:
-    """The example's labels as a parquet spine file with UTC-aware event times."""
-    labels = duck_ro.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
-    pq.write_table(labels.set_column(3, "event_timestamp", labels.column(3).cast(pa.timestamp("us", tz="UTC"))), path)
-    return path
 
 
 def snapshot_relation(table: str) -> str:
@@ -124,52 +99,6 @@ def test_emulator_profile_is_the_shipped_snowflake_target():
     assert emulated == shipped and extra["protocol"] == "http"
 
 
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args))
-    assert result.exit_code == 0, result.output
-    return result.stdout
-
-
-@pytest.fixture(scope="module")
-def sf_args(snowflake_build, tmp_path_factory) -> list[str]:
-    """CLI arguments for the emulated build. A copy of the project: featsync's manifest cache lives
-    in the project and names the relations of the schema it was parsed for (a per-run schema here)."""
-    project = copy_project(tmp_path_factory.mktemp("sf-cli") / "project")
-    return ["--project-dir", str(project), "--profiles-dir", str(SNOWFLAKE_EMULATOR_PROFILES), "--target", "snowflake"]
-
-
-@pytest.mark.parametrize(
-    ("service", "model"), [("fraud_detection:v1", "fraud_training_set_v1"), ("fraud_detection:v2", "fraud_training_set_v2")]
-)
-def test_cli_training_set_from_snowflake_equals_duckdb(sf_args, duck_ro, tmp_path: Path, service, model):
-    """`featsync training-set --target snowflake`: the macro compiled for Snowflake, read back as Arrow batches."""
-    out = tmp_path / "train.parquet"
-    as_of = ["--as-of", "available"] if model.endswith("v2") else []
-    cli(
-        "training-set",
-        *sf_args,
-        "--service",
-        service,
-        "--spine",
-        "stg_fraud_labels",
-        *as_of,
-        "--out",
-        str(out),
-    )
-    assert_training_set_equals_duckdb(out, duck_ro, model)
-
-
-def test_cli_training_set_from_snowflake_with_a_spine_file(sf_args, snowflake_build, duck_ro, tmp_path: Path):
-    """A parquet spine is loaded with the connector's write_pandas (PUT + COPY) into a scratch table, dropped after."""
-    spine = write_spine_file(duck_ro, tmp_path / "spine.parquet")
-    out = tmp_path / "train.parquet"
-    cli("training-set", *sf_args, "--service", "fraud_detection:v1", "--spine", str(spine), "--out", str(out))
-    assert_training_set_equals_duckdb(out, duck_ro, "fraud_training_set_v1")
-    with connect(snowflake_build.project) as warehouse:
-        left = warehouse.fetch_arrow(f"show tables like 'FEATSYNC_SPINE_%' in schema {snowflake_build.schema}")
-    assert left.num_rows == 0
-
-
 def test_a_spine_column_name_that_is_sql_is_refused(snowflake_build):
     """The scratch table's DDL is built from the spine's column names: only plain names get in."""
     from featsync.offline.training import TrainingSetRequest, get_historical_features
@@ -184,46 +113,6 @@ def test_a_spine_column_name_that_is_sql_is_refused(snowflake_build):
     request = TrainingSetRequest(features=["user_transaction_features:transaction_count_7d"])
     with pytest.raises(FeatsyncError, match="spine column name 'x int\\); drop table .* is not a plain SQL name"):
         get_historical_features(snowflake_build.project, spine, request)
-
-
-def test_cli_push_from_snowflake(sf_args, duck_ro, redis_url):
-    """`featsync push --target snowflake`, as the README has it: the quality gate validates every online
-    view on Snowflake, then the latest rows are written; the online values equal DuckDB's latest rows."""
-    prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
-    client = redis.Redis.from_url(redis_url)
-    assert len(list(Path(sf_args[1], "expectations").glob("*.json"))) == 5  # the suites are there
-    try:
-        output = cli("push", *sf_args, "--now", EXAMPLE_NOW, "--redis-url", redis_url, "--key-prefix", prefix, "--json")
-        stats = {s["feature_view"]: s for s in json.loads(output)}
-        assert {s["validation"] for s in stats.values()} == {"passed"} and all(s["pushed"] for s in stats.values())
-        # The example data ends in 2024: rows of views with a ttl have expired; the SCD2 view has none.
-        merchants = duck_ro.execute("select count(distinct merchant_id) from merchant_profile_features").fetchone()[0]
-        current = dict(
-            duck_ro.execute("select merchant_id, risk_tier from merchant_profile_features where valid_to is null").fetchall()
-        )
-        assert stats["merchant_profile_features"]["rows_read"] == merchants
-        assert stats["merchant_profile_features"]["keys_written"] == len(current) > 0
-        users = duck_ro.execute("select count(distinct user_id) from user_transaction_features").fetchone()[0]
-        assert stats["user_transaction_features"]["rows_read"] == users
-        for merchant in sorted(current)[:3]:
-            got = json.loads(
-                cli(
-                    "get",
-                    *sf_args,
-                    "--redis-url",
-                    redis_url,
-                    "--key-prefix",
-                    prefix,
-                    "--features",
-                    "merchant_profile_features:risk_tier",
-                    "--entity",
-                    f"merchant_id={merchant}",
-                    "--json",
-                )
-            )
-            assert got["risk_tier"] == [current[merchant]], got
-    finally:
-        delete_pushed_keys(Project.open(ROOT), client, prefix)
 
 
 def validate_json(*args: str) -> tuple[int, dict[str, dict]]:

@@ -20,7 +20,6 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, Phase, given, settings
 
-from conftest import duckdb_pit_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.store import FeatureStore
@@ -31,9 +30,9 @@ FEATURES = ["fv_user:amount", "fv_user:label", "fv_pair:score", "fv_profile:tier
 
 
 @pytest.fixture(scope="module")
-def pit_dir(tmp_path_factory) -> Path:
-    """A built copy of tests/pit_project on DuckDB; tables are refilled per example."""
-    return duckdb_pit_project(tmp_path_factory.mktemp("pit-cli")).project_dir
+def pit_dir(pit_duckdb) -> Path:
+    """The pit project on DuckDB (conftest); tables are refilled per example."""
+    return pit_duckdb.project_dir
 
 
 def load(rows: dict[str, list[tuple]]) -> None:

@@ -1,7 +1,14 @@
 """The `featsync` command line: a thin click layer over the library.
 
 Every command takes --project-dir, --target and --profiles-dir, prints rich tables by
-default and JSON with --json, and exits non-zero with a one-line reason on failure.
+default and JSON with --json (errors too), and exits with the code of the README's table
+(featsync.errors): 0 ok, 1 error, 2 invalid declarations or unknown name, 3 dbt failed,
+4 a check failed, 64 a usage error. Commands that pick feature views take --select in
+dbt's selector syntax (featsync.registry.selection).
+
+Start-up matters (`featsync get` or a push every minute): this module imports only click,
+rich and featsync.errors; everything else is imported inside the command that needs it, so
+`featsync --help` never loads dbt, pyarrow, Great Expectations, scipy or Starlette.
 """
 
 from __future__ import annotations
@@ -10,27 +17,34 @@ import functools
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import pyarrow.parquet as pq
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from featsync import datagen, logs
-from featsync.errors import CHECK_FAILED_EXIT, FeatsyncError
-from featsync.offline import training
-from featsync.project import Project
-from featsync.registry import catalog
+from featsync import logs
+from featsync.errors import CHECK_FAILED_EXIT, USAGE_EXIT, DeclarationError, FeatsyncError
+
+if TYPE_CHECKING:
+    from featsync.progress import Progress
+    from featsync.project import Project
 
 # Piped output gets a wide console so tables stay readable in logs and CI.
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+SELECT_HELP = (
+    "Feature views to {what}, in dbt's selector syntax: NAME (wildcards *), tag:TAG, path:PATH, "
+    "service:SERVICE, +NAME (with upstream), NAME+ (with downstream), A,B (both); repeatable. "
+    "Default: {default}."
+)
 
 
 def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -52,12 +66,24 @@ def project_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--target", default=None, envvar="FEATSYNC_TARGET", help="dbt target (default: the profile's).")
     @functools.wraps(command)
     def wrapper(project_dir: str | None, profiles_dir: str | None, target: str | None, **kwargs: Any) -> Any:
-        return command(Project.open(project_dir, profiles_dir, target), **kwargs)
+        from featsync.project import Project
+
+        try:
+            project = Project.open(project_dir, profiles_dir, target)
+        except FeatsyncError as exc:
+            raise FeatsyncError(f"{exc}; pass --project-dir") from exc
+        return command(project, **kwargs)
 
     return wrapper
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of tables (errors too).")
+
+
+def select_option(what: str, default: str) -> Callable[..., Any]:
+    return click.option(
+        "--select", "-s", "select", multiple=True, metavar="SELECTOR", help=SELECT_HELP.format(what=what, default=default)
+    )
 
 
 def online_store_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -81,11 +107,25 @@ access_log_option = click.option(
     "--access-log", is_flag=True, help="Log every HTTP request (featsync.access: client, method, path, status, duration)."
 )
 
+
+def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """--now as an aware UTC datetime; a malformed or zoneless value is a usage error."""
+    if value is None:
+        return None
+    from featsync.quality.validate import resolve_now
+
+    try:
+        return resolve_now(value)
+    except FeatsyncError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 now_option = click.option(
     "--now",
     default=None,
     envvar="FEATSYNC_NOW",
     metavar="TIMESTAMP",
+    callback=_parse_now,
     help="Reference time of freshness expectations, ISO with zone (default: the clock).",
 )
 
@@ -128,27 +168,122 @@ def with_logging(command: click.Command) -> click.Command:
 
 
 class FeatsyncGroup(click.Group):
-    """Every command gets the logging options; FeatsyncError becomes a clean message and its
-    exit code instead of a traceback."""
+    """Every command gets the logging options; every failure is one line (or a JSON object
+    under --json) and the exit code of its kind, never a traceback.
+
+    Click's own usage errors (an unknown, missing or malformed option) exit with USAGE_EXIT
+    rather than click's 2, which featsync keeps for invalid declarations and unknown names.
+    """
 
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         super().add_command(with_logging(cmd), name)
 
+    def main(self, args: Sequence[str] | None = None, *pos: Any, standalone_mode: bool = True, **extra: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode:
+            return super().main(args, *pos, standalone_mode=False, **extra)
+        as_json = "--json" in (args[: args.index("--")] if "--" in args else args)
+        try:
+            code = super().main(args, *pos, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+            _fail(exc.format_message() + hint, USAGE_EXIT, "usage", as_json)
+        except click.ClickException as exc:  # e.g. a file click could not open
+            _fail(exc.format_message(), exc.exit_code, "error", as_json)
+        except click.Abort:
+            _fail("aborted", 1, "error", as_json)
+        except FeatsyncError as exc:
+            _fail(str(exc), exc.exit_code, _kind(exc), as_json, _details(exc))
+        sys.exit(code if isinstance(code, int) else 0)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except FeatsyncError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err.print("[bold red]interrupted:[/] work not finished was not marked done; re-run to complete it")
             sys.exit(130)
 
 
-@click.group(cls=FeatsyncGroup)
+def _kind(exc: FeatsyncError) -> str:
+    from featsync.errors import DbtError, NotFoundError, UsageError
+    from featsync.extras import MissingExtraError
+
+    for cls, kind in (
+        (DeclarationError, "invalid_declarations"),
+        (NotFoundError, "not_found"),
+        (DbtError, "dbt"),
+        (UsageError, "usage"),
+        (MissingExtraError, "missing_extra"),
+    ):
+        if isinstance(exc, cls):
+            return kind
+    return "error"
+
+
+def _details(exc: FeatsyncError) -> dict[str, Any]:
+    if isinstance(exc, DeclarationError):
+        return {"problems": [vars(p) for p in exc.problems]}
+    extra = getattr(exc, "extra", None)
+    return {"extra": extra} if extra else {}
+
+
+def _fail(message: str, code: int, kind: str, as_json: bool, details: dict[str, Any] | None = None) -> None:
+    """Report an error and exit: one line on stderr, or {"error": ...} on stdout under --json."""
+    if as_json:
+        click.echo(json.dumps({"error": {"kind": kind, "exit_code": code, "message": message, **(details or {})}}, indent=2))
+    else:
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+@click.group("featsync", cls=FeatsyncGroup, context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="featsync")
 def main() -> None:
     """featsync: dbt models as feature views, synced to Redis and served online."""
+
+
+@contextmanager
+def progress_display(enabled: bool = True) -> Iterator[Progress]:
+    """A transient progress line on stderr for steps that take more than a second; off under --json
+    and when stderr is not a terminal (a log gets the result, not the animation)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not (enabled and err.is_terminal),
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def report(what: str, done: int | None = None, total: int | None = None) -> None:
+            bar.update(task, description=what, completed=done or 0, total=total)
+
+        yield report
+
+
+def _redis(project: Project, url: str | None) -> Any:
+    """The Redis client of --redis-url; without one, the embedded server (an extra)."""
+    from featsync.online.connections import redis_client
+
+    with _embedded_hint():
+        return redis_client(project, url)
+
+
+@contextmanager
+def _embedded_hint() -> Iterator[None]:
+    """Without the embedded extra, a missing Redis URL is the user's to give: say how."""
+    from featsync.extras import MissingExtraError
+
+    try:
+        yield
+    except MissingExtraError as exc:
+        if exc.extra != "embedded":
+            raise
+        raise MissingExtraError(exc.extra, exc.what, ", or pass --redis-url (or set FEATSYNC_REDIS_URL)") from exc
 
 
 @main.command("list")
@@ -156,6 +291,8 @@ def main() -> None:
 @json_option
 def list_command(project: Project, as_json: bool) -> None:
     """List feature views, feature services and entities."""
+    from featsync.registry import catalog
+
     data = catalog.catalog(project.registry())
     if as_json:
         _print_json(data)
@@ -190,17 +327,32 @@ def list_command(project: Project, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @project_options
+@select_option("describe", "none; give NAME or --select")
 @json_option
-def describe(project: Project, name: str, as_json: bool) -> None:
-    """Show one feature view, feature service (NAME, NAME:vN or exposure name) or entity."""
-    data = catalog.describe(project.registry(), name)
+def describe(project: Project, name: str | None, select: tuple[str, ...], as_json: bool) -> None:
+    """Show a feature view, feature service (NAME, NAME:vN or exposure name) or entity by NAME,
+    or every feature view --select picks (JSON: a list)."""
+    from featsync.registry import catalog
+
+    if (name is None) == (not select):
+        raise click.UsageError("give a NAME or --select, not both" if name else "give a NAME or --select")
+    registry = project.registry()
+    if name is not None:
+        items = [catalog.describe(registry, name)]
+    else:
+        items = [catalog.describe_feature_view(registry, view) for view in registry.select(select)]
     if as_json:
-        _print_json(data)
+        _print_json(items[0] if name is not None else items)
         return
+    for data in items:
+        _print_description(data)
+
+
+def _print_description(data: dict[str, Any]) -> None:
     kind = data["kind"].replace("_", " ")
-    out.print(f"[bold]{data['name']}[/] ({kind}{', v' + str(data['version']) if 'version' in data else ''})")
+    out.print(f"[bold]{escape(data['name'])}[/] ({kind}{', v' + str(data['version']) if 'version' in data else ''})")
     if data.get("description"):
         out.print(data["description"], markup=False, highlight=False)
     if data["kind"] == "feature_view":
@@ -227,8 +379,7 @@ def describe(project: Project, name: str, as_json: bool) -> None:
         facts.append(("upstream models", ", ".join(data["lineage"]["models"]) or "-"))
         facts.append(("used by services", ", ".join(data["used_by"]["services"]) or "-"))
         facts.append(("used by models", ", ".join(data["used_by"]["models"]) or "-"))
-        facts = _table(None, ("key", "value"), facts, show_header=False, box=None)
-        out.print(facts)
+        out.print(_table(None, ("key", "value"), facts, show_header=False, box=None))
         out.print(
             _table(
                 "Columns",
@@ -270,6 +421,7 @@ def describe(project: Project, name: str, as_json: bool) -> None:
     help="'available' also requires created_timestamp <= the spine time.",
 )
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output parquet file.")
+@json_option
 def training_set(
     project: Project,
     feature_service: str | None,
@@ -280,8 +432,13 @@ def training_set(
     full_feature_names: bool,
     as_of: str,
     out_path: str,
+    as_json: bool,
 ) -> None:
     """Build a point-in-time correct training set into a parquet file (same macro as the models)."""
+    import pyarrow.parquet as pq
+
+    from featsync.offline import training
+
     mapping = {}
     for item in join_key_map:
         key, sep, column = item.partition("=")
@@ -293,14 +450,19 @@ def training_set(
     )
     path = Path(spine)
     source = training.read_spine(path, spine_timestamp) if path.suffix.lower() in (".csv", ".parquet") else spine
-    table = training.get_historical_features(project, source, request)
-    pq.write_table(table, out_path)
+    with progress_display(not as_json) as progress:
+        table = training.get_historical_features(project, source, request, progress=progress)
+        progress(f"writing {out_path}", None, None)
+        pq.write_table(table, out_path)
+    if as_json:
+        _print_json({"out": out_path, "rows": table.num_rows, "columns": table.column_names})
+        return
     out.print(f"wrote {table.num_rows} rows x {table.num_columns} columns to {out_path}", markup=False)
 
 
 @main.command()
 @project_options
-@click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every online view.")
+@select_option("push", "every online view")
 @online_store_options
 @click.option("--full-refresh", is_flag=True, help="Resend every latest row, not only those changed since the last push.")
 @click.option("--dry-run", is_flag=True, help="Read and encode everything, write nothing.")
@@ -319,38 +481,45 @@ def push(
     dry_run: bool,
     skip_validation: bool,
     fail_fast: bool,
-    now: str | None,
+    now: Any,
     as_json: bool,
 ) -> None:
     """Validate the online feature views, then push the latest row of every entity of those that pass to Redis.
 
     A view failing its suite (expectations/<view>.json) is not pushed; the others are,
-    unless --fail-fast. The exit code is 4 when any view was held back.
+    unless --fail-fast. The exit code is 4 when any view was held back. On an incremental
+    push a view with nothing new since its last push is not validated again ('unchanged').
     """
-    from featsync.online.connections import redis_client
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from featsync.extras import MissingExtraError
     from featsync.online.push import Pusher
     from featsync.online.state import StateError
     from featsync.quality.gate import gated_push
     from featsync.quality.report import report_lines
 
-    pusher = Pusher(project, redis_client(project, redis_url), key_prefix=key_prefix)
+    pusher = Pusher(project, _redis(project, redis_url), key_prefix=key_prefix)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.fields[rows]:,} rows"),
-        TextColumn("{task.fields[rate]:,.0f} rows/s"),
+        TextColumn("{task.fields[rows]}"),
         TimeElapsedColumn(),
         console=err,
-        disable=as_json,
+        disable=as_json or not err.is_terminal,
         transient=True,
     ) as bar:
         tasks: dict[str, Any] = {}
 
+        def validating(what: str, done: int | None = None, total: int | None = None) -> None:
+            if "validation" not in tasks:
+                tasks["validation"] = bar.add_task(what, total=total, rows="")
+            bar.update(tasks["validation"], description=what, completed=done or 0, total=total)
+
         def report(stats: Any) -> None:
             if stats.feature_view not in tasks:
-                tasks[stats.feature_view] = bar.add_task(stats.feature_view, total=None, rows=0, rate=0.0)
+                tasks[stats.feature_view] = bar.add_task(stats.feature_view, total=None, rows="")
             rate = stats.rows_read / stats.seconds if stats.seconds else 0.0
-            bar.update(tasks[stats.feature_view], rows=stats.rows_read, rate=rate)
+            bar.update(tasks[stats.feature_view], rows=f"{stats.rows_read:,} rows {rate:,.0f} rows/s")
 
         try:
             gate = gated_push(
@@ -362,9 +531,14 @@ def push(
                 dry_run=dry_run,
                 full_refresh=full_refresh,
                 progress=report,
+                validation_progress=validating,
             )
         except StateError as exc:
             raise StateError(f"{exc} (featsync push --full-refresh)") from exc
+        except MissingExtraError as exc:
+            if exc.extra != "quality":
+                raise
+            raise MissingExtraError(exc.extra, exc.what, ", or push with --skip-validation") from exc
     results = gate.pushed
     if as_json:
         _print_json(gate.as_dicts())
@@ -414,7 +588,7 @@ def push(
 
 @main.command()
 @project_options
-@click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every feature view.")
+@select_option("validate", "every feature view")
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Also write JUnit XML here.")
 @click.option(
     "--max-rows",
@@ -425,13 +599,14 @@ def push(
 @now_option
 @json_option
 def validate(
-    project: Project, select: tuple[str, ...], junit_path: str | None, max_rows: int | None, now: str | None, as_json: bool
+    project: Project, select: tuple[str, ...], junit_path: str | None, max_rows: int | None, now: Any, as_json: bool
 ) -> None:
     """Run each feature view's Great Expectations suite (expectations/<view>.json); exit 4 on a failure."""
     from featsync.quality import validate as quality
     from featsync.quality.report import junit_xml, report_lines
 
-    results = quality.validate(project, select, now=now, max_rows=max_rows or quality.DEFAULT_MAX_ROWS)
+    with progress_display(not as_json) as progress:
+        results = quality.validate(project, select, now=now, max_rows=max_rows or quality.DEFAULT_MAX_ROWS, progress=progress)
     if junit_path:
         Path(junit_path).write_text(junit_xml(results))
     if as_json:
@@ -480,7 +655,6 @@ def get(
     as_json: bool,
 ) -> None:
     """Read one entity's features from the online store."""
-    from featsync.online.connections import redis_client
     from featsync.online.serving import OnlineReader
 
     row = {}
@@ -494,7 +668,7 @@ def get(
         if feature_service is None:
             raise click.UsageError("--request needs --service: request fields belong to a feature service")
         request_data = _parse_request_fields(project.registry().service(feature_service), request_items)
-    reader = OnlineReader(project.registry(), redis_client(project, redis_url), key_prefix)
+    reader = OnlineReader(project.registry(), _redis(project, redis_url), key_prefix)
     response = reader.get([row], list(features) or None, feature_service, full_feature_names, request_data)
     if as_json:
         _print_json(response.to_dict(include_status=True))
@@ -535,10 +709,13 @@ def serve(
     ui: bool,
 ) -> None:
     """Serve online features over HTTP (Feast-compatible POST /get-online-features, /health, /metrics)."""
-    from featsync.online.server import serve as run_server
+    from featsync.extras import needs
 
+    with needs("serve", "featsync serve"):
+        from featsync.online.server import serve as run_server
     level, fmt = click.get_current_context().meta["featsync.logging"]
-    run_server(project, host, port, workers, redis_url, key_prefix, max_batch, level, fmt, access_log, ui)
+    with _embedded_hint():
+        run_server(project, host, port, workers, redis_url, key_prefix, max_batch, level, fmt, access_log, ui)
 
 
 @main.command()
@@ -553,10 +730,13 @@ def ui(project: Project, host: str, port: int, redis_url: str | None, key_prefix
     The pages are under /ui (http://127.0.0.1:8888/ui/); the server's online endpoints run beside them.
     Offline: every asset ships with featsync.
     """
-    from featsync.online.server import serve as run_server
+    from featsync.extras import needs
 
+    with needs("serve", "featsync ui"):
+        from featsync.online.server import serve as run_server
     level, fmt = click.get_current_context().meta["featsync.logging"]
-    run_server(project, host, port, 1, redis_url, key_prefix, log_level=level, log_format=fmt, access_log=access_log, ui=True)
+    with _embedded_hint():
+        run_server(project, host, port, 1, redis_url, key_prefix, log_level=level, log_format=fmt, access_log=access_log, ui=True)
 
 
 @main.command()
@@ -570,14 +750,23 @@ def ui(project: Project, host: str, port: int, redis_url: str | None, key_prefix
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed; same seed, same files.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="parquet", show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="data/raw", show_default=True)
-def generate(scale: int, seed: int, fmt: str, out_dir: str) -> None:
+@json_option
+def generate(scale: int, seed: int, fmt: str, out_dir: str, as_json: bool) -> None:
     """Write the example payments data (deterministic).
 
     CSV at scale 1 is what seeds/ holds; parquet files are read by dbt through the
     raw_parquet sources with --vars '{featsync_raw_data: parquet}'.
     """
-    for path in datagen.write(Path(out_dir), scale=scale, seed=seed, fmt=fmt):
-        out.print(f"wrote {path}")
+    from featsync import datagen
+
+    with progress_display(not as_json) as progress:
+        progress(f"generating scale {scale}", None, None)
+        paths = [str(path) for path in datagen.write(Path(out_dir), scale=scale, seed=seed, fmt=fmt)]
+    if as_json:
+        _print_json({"files": paths})
+        return
+    for path in paths:
+        out.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def _table(title: str | None, columns: tuple[str, ...], rows: Any, **options: Any) -> Table:
@@ -625,7 +814,15 @@ def _breach_table(title: str, columns: tuple[str, ...], rows: list[tuple[list[An
 
 @main.command()
 @project_options
-@click.option("--feature-view", "feature_view", required=True, help="The feature view to compare.")
+@click.option(
+    "--select",
+    "-s",
+    "select",
+    multiple=True,
+    metavar="SELECTOR",
+    help="The feature view to compare, in dbt's selector syntax (as for push; it must pick exactly one view).",
+)
+@click.option("--feature-view", "feature_view", default=None, hidden=True, help="Deprecated: --select VIEW.")
 @click.option(
     "--reference",
     required=True,
@@ -637,12 +834,31 @@ def _breach_table(title: str, columns: tuple[str, ...], rows: list[tuple[list[An
     "--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Also write a self-contained HTML report."
 )
 @json_option
-def drift(project: Project, feature_view: str, reference: str, current: str, html_path: str | None, as_json: bool) -> None:
+def drift(
+    project: Project,
+    select: tuple[str, ...],
+    feature_view: str | None,
+    reference: str,
+    current: str,
+    html_path: str | None,
+    as_json: bool,
+) -> None:
     """Compare a feature view's distributions between two event-time windows (KS, PSI, chi-square, nulls)."""
     from featsync.monitoring import drift as drift_lib
 
+    if feature_view is not None:
+        if not as_json:
+            err.print("note: --feature-view is deprecated; use --select", markup=False, highlight=False)
+        select = (*select, feature_view)
+    if not select:
+        raise click.UsageError("Missing option '--select' (the feature view to compare).")
     windows = drift_lib.Window.parse(reference, "--reference"), drift_lib.Window.parse(current, "--current")
-    report = drift_lib.drift(project, feature_view, *windows)
+    views = project.registry().select(select)
+    if len(views) != 1:
+        names = ", ".join(v.name for v in views)
+        raise click.UsageError(f"drift compares one feature view; --select picks {len(views)}: {names}")
+    with progress_display(not as_json) as progress:
+        report = drift_lib.drift(project, views[0].name, *windows, progress=progress)
     if html_path:
         Path(html_path).write_text(drift_lib.html_report(report), encoding="utf-8")
     if as_json:
@@ -689,7 +905,7 @@ def drift(project: Project, feature_view: str, reference: str, current: str, htm
 
 @main.command()
 @project_options
-@click.option("--select", "select", multiple=True, help="Only this feature view (repeatable). Default: every feature view.")
+@select_option("report on", "every feature view")
 @online_store_options
 @click.option(
     "--count-keys/--no-count-keys", default=True, show_default=True, help="Count online keys (one SCAN of the whole keyspace)."
@@ -700,9 +916,9 @@ def status(
 ) -> None:
     """Freshness per feature view: newest offline event, last push and watermark, keys online, lag."""
     from featsync.monitoring import status as monitor
-    from featsync.online.connections import redis_client
 
-    results = monitor.status(project, redis_client(project, redis_url), key_prefix, select, count_keys)
+    with progress_display(not as_json) as progress:
+        results = monitor.status(project, _redis(project, redis_url), key_prefix, select, count_keys, progress=progress)
     if as_json:
         _print_json([r.as_dict() for r in results])
     else:
@@ -740,8 +956,8 @@ def status(
 
 @main.command()
 @project_options
-@click.option("--select", "select", multiple=True, help="Only this online feature view (repeatable). Default: every online view.")
-@click.option("--sample", type=int, default=1000, show_default=True, help="Entities sampled per feature view.")
+@select_option("verify", "every online view")
+@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True, help="Entities sampled per feature view.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Another seed samples other entities.")
 @online_store_options
 @json_option
@@ -756,9 +972,10 @@ def verify(
 ) -> None:
     """Check online against offline: sampled entities read from Redis vs their latest rows recomputed by push's SQL."""
     from featsync.monitoring import verify as monitor
-    from featsync.online.connections import redis_client
 
-    results = monitor.verify(project, redis_client(project, redis_url), key_prefix, select, sample, seed)
+    with progress_display(not as_json) as progress:
+        progress("sampling and comparing", None, None)
+        results = monitor.verify(project, _redis(project, redis_url), key_prefix, select, sample, seed)
     if as_json:
         _print_json([r.as_dict() for r in results])
     else:
@@ -816,10 +1033,9 @@ def prune(project: Project, redis_url: str | None, key_prefix: str | None, dry_r
     A new version, or columns changed without one, are pushed to new keys; the old ones stay
     (for readers not yet redeployed, and for rollback) until this removes them.
     """
-    from featsync.online.connections import redis_client
     from featsync.online.prune import prune as run_prune
 
-    orphans = run_prune(project.registry(), redis_client(project, redis_url), key_prefix, dry_run)
+    orphans = run_prune(project.registry(), _redis(project, redis_url), key_prefix, dry_run)
     if as_json:
         _print_json([o.as_dict() for o in orphans])
         return
@@ -839,16 +1055,21 @@ def _plain(value: Any) -> Any:
 
 def _parse_request_fields(service: Any, items: Sequence[str]) -> dict[str, Any]:
     """--request NAME=VALUE texts as request fields, each typed by its declaration."""
+    from featsync.errors import NotFoundError
+
     fields = {f.name: f for f in service.request_fields}
     values: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
         if not sep or not name:
-            raise FeatsyncError(f"--request '{item}' is not NAME=VALUE")
+            raise click.BadParameter(f"'{item}' is not NAME=VALUE", param_hint="--request")
         if name not in fields:
             known = ", ".join(fields) or "none"
-            raise FeatsyncError(
+            raise NotFoundError(
                 f"unknown request field '{name}' for feature service '{service.name}:v{service.version}' (fields: {known})"
             )
-        values[name] = fields[name].parse(text)
+        try:
+            values[name] = fields[name].parse(text)
+        except FeatsyncError as exc:
+            raise click.BadParameter(str(exc), param_hint="--request") from None
     return values

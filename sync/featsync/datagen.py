@@ -39,7 +39,7 @@ class Sizes:
     @classmethod
     def for_scale(cls, scale: int) -> Sizes:
         if scale < 1:
-            raise ValueError(f"--scale must be >= 1, got {scale}")
+            raise ValueError(f"scale must be >= 1, got {scale}")
         return cls(users=200 * scale, merchants=40 * scale, products=120 * scale, transactions=4000 * scale)
 
 

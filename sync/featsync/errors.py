@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The exit code of a check that ran and found a problem: a failed expectation suite, a view the
-# push gate held back, a drift / freshness / skew threshold breached. Codes 1-3 mean featsync
-# could not do its job (FeatsyncError and subclasses); 4 means it did, and the data is not ok.
+# Exit codes (the README's table): 0 ok; 1 an error (environment, data, a missing extra);
+# 2 invalid declarations or an unknown name; 3 a dbt command failed; 4 a check ran and found a
+# problem (a failed expectation suite, a view the push gate held back, a drift / freshness /
+# skew threshold breached); 64 a usage error (an unknown, missing or malformed option:
+# sysexits' EX_USAGE, apart from 2 so that scripts can tell a typo from a broken project).
+# Codes 1-3 and 64 mean featsync could not do its job; 4 means it did, and the data is not ok.
 CHECK_FAILED_EXIT = 4
+USAGE_EXIT = 64
 
 
 class FeatsyncError(Exception):
@@ -27,6 +31,12 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.file}: {self.node}: {self.key}: {self.message}"
+
+
+class UsageError(FeatsyncError):
+    """A malformed argument: wrong syntax or an impossible value, whatever the project holds."""
+
+    exit_code = USAGE_EXIT
 
 
 class DeclarationError(FeatsyncError):

@@ -5,25 +5,31 @@ names differ between targets) and runs ``dbt parse`` in-process, through dbt's o
 ``dbtRunner``, whenever that manifest is missing, older than any project file, or was
 parsed under other values of the environment variables the profile and project read
 (``env_var('FEATSYNC_PG_SCHEMA')`` changes every relation name without touching a file).
+
+SQL that dbt compiles from featsync's macros for a command (push's latest rows) is cached
+beside the manifest, keyed by the manifest's content hash: a command on an unchanged
+project neither imports nor runs dbt (see ``compiled``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from featsync.errors import DbtError, FeatsyncError
-from featsync.ondemand.macro import MACRO_FILE, render_macro
-from featsync.registry import Registry
+
+if TYPE_CHECKING:
+    from featsync.registry import Registry
 
 # dbt's default folders, used when dbt_project.yml does not name its own.
 _DEFAULT_PATHS = {
@@ -39,6 +45,8 @@ _ENV_VAR_CALL = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
 # Files featsync writes into a project are announced as warnings: the CLI's log handler
 # prints them on stderr, and without any logging set up Python prints warnings there too.
 log = logging.getLogger(__name__)
+# Bump when the layout of compiled.json changes.
+_COMPILED_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class Project:
     ) -> Project:
         root = Path(project_dir or os.environ.get("FEATSYNC_PROJECT_DIR") or ".").resolve()
         if not (root / "dbt_project.yml").is_file():
-            raise FeatsyncError(f"{root} is not a dbt project (no dbt_project.yml); pass --project-dir")
+            raise FeatsyncError(f"{root} is not a dbt project (no dbt_project.yml)")
         if profiles_dir is None:
             profiles_dir = os.environ.get("DBT_PROFILES_DIR") or (
                 root if (root / "profiles.yml").is_file() else Path.home() / ".dbt"
@@ -79,7 +87,13 @@ class Project:
     def run_dbt(self, command: Sequence[str], target_path: Path | None = None, quiet: bool = True) -> Any:
         """Run a dbt command in-process and return dbt's result; raise DbtError when it fails."""
         os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
-        from dbt.cli.main import dbtRunner  # imported lazily: it costs about a second
+        from featsync.extras import require_adapter
+        from featsync.offline.profiles import target_type
+
+        adapter = target_type(self)
+        if adapter is not None:  # else dbt's own error names what is wrong with the profile
+            require_adapter(adapter, self.target)
+        from dbt.cli.main import dbtRunner  # imported lazily: it costs about two seconds
 
         args = self.dbt_args(command, target_path)
         if quiet:  # errors still reach the DbtError below through the callback
@@ -148,12 +162,46 @@ class Project:
             self._cache.pop("registry", None)
         if "manifest" not in self._cache:
             log.debug("reading the manifest %s", self.manifest_path)
-            with self.manifest_path.open() as fh:
-                self._cache["manifest"] = json.load(fh)
+            data = self.manifest_path.read_bytes()
+            self._cache["manifest_hash"] = hashlib.sha256(data).hexdigest()
+            self._cache["manifest"] = json.loads(data)
         return self._cache["manifest"]
+
+    @property
+    def compiled_path(self) -> Path:
+        return self.target_path / "compiled.json"
+
+    def compiled(self, templates: dict[str, str], compile: Callable[[Project, dict[str, str]], dict[str, str]]) -> dict[str, str]:
+        """SQL compiled by dbt from Jinja `templates` (by name), through a cache beside the manifest.
+
+        An entry is reused only while its key holds: the manifest's content hash (a manifest is
+        re-parsed whenever a model, YAML file, macro, the profile or an environment variable
+        it reads changes, and it embeds every macro's source and the dbt version), the target,
+        the featsync version and the template itself. Only the templates not cached go to
+        `compile` (one dbt call for all of them), and their SQL is added to the cache.
+        """
+        self.manifest()
+        base = {"format": _COMPILED_FORMAT, "manifest": self._cache["manifest_hash"], "target": self.target}
+        base["featsync"] = _featsync_version()
+        key = hashlib.sha256(json.dumps(base, sort_keys=True).encode()).hexdigest()
+        try:
+            cache = json.loads(self.compiled_path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        entries = cache.get("entries", {}) if cache.get("key") == key else {}
+        out = {name: entries[template]["sql"] for name, template in templates.items() if template in entries}
+        missing = {name: template for name, template in templates.items() if name not in out}
+        if missing:
+            compiled = compile(self, missing)
+            out.update(compiled)
+            entries.update({template: {"sql": compiled[name]} for name, template in missing.items()})
+            _write_atomic(self.compiled_path, json.dumps({"key": key, "entries": entries}, indent=1))
+        return {name: out[name] for name in templates}
 
     def registry(self, refresh: bool = False) -> Registry:
         """The validated registry; built once per Project and reused."""
+        from featsync.registry import Registry
+
         manifest = self.manifest(refresh)
         if "registry" not in self._cache:
             self._cache["registry"] = Registry.from_manifest(manifest)
@@ -170,6 +218,8 @@ class Project:
         only when its content changes, and every write is logged naming the file (a
         read-only project is left alone).
         """
+        from featsync.ondemand.macro import MACRO_FILE, render_macro
+
         compiled = {f"{s.name}:v{s.version}": {f.name: f for f in s.on_demand} for s in registry.services.values()}
         macro_dir = self.project_dir / (self.config.get("macro-paths") or _DEFAULT_PATHS["macro-paths"])[0]
         path = macro_dir / MACRO_FILE
@@ -215,6 +265,23 @@ def _project_source_files(root: Path) -> Iterator[Path]:
             base = root / folder
             if base.is_dir():
                 yield from (p for p in base.rglob("*") if p.is_file())
+
+
+def _featsync_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("featsync")
+    except PackageNotFoundError:  # running from a source tree
+        return "unknown"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Replace a file in one step, so that a concurrent reader sees the old or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _release_duckdb() -> None:

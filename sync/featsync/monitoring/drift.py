@@ -22,10 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featsync.errors import FeatsyncError
+from featsync.errors import FeatsyncError, UsageError
+from featsync.extras import needs
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.layout import epoch_micros
+from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import FeatureView, Monitoring
 from featsync.registry.types import BOOL, DECIMAL, FLOAT, INT, TEXT, TIMESTAMP
@@ -50,22 +52,22 @@ class Window:
         """'START..END' in ISO 8601 with a zone (2024-03-01T00:00:00Z or +00:00)."""
         start_text, sep, end_text = text.partition("..")
         if not sep or not start_text.strip() or not end_text.strip():
-            raise FeatsyncError(f"{option} '{text}' is not START..END (e.g. 2024-03-01T00:00:00Z..2024-04-01T00:00:00Z)")
+            raise UsageError(f"{option} '{text}' is not START..END (e.g. 2024-03-01T00:00:00Z..2024-04-01T00:00:00Z)")
         bounds = []
         for part in (start_text.strip(), end_text.strip()):
             try:
                 value = datetime.fromisoformat(part)
             except ValueError:
-                raise FeatsyncError(f"{option} '{text}': '{part}' is not an ISO 8601 timestamp") from None
+                raise UsageError(f"{option} '{text}': '{part}' is not an ISO 8601 timestamp") from None
             if value.tzinfo is None:
-                raise FeatsyncError(
+                raise UsageError(
                     f"{option} '{text}': '{part}' has no time zone; featsync times are UTC, write e.g. {part}Z"
                     if "T" in part
                     else f"{option} '{text}': '{part}' has no time zone; featsync times are UTC, write e.g. {part}T00:00:00Z"
                 )
             bounds.append(value.astimezone(UTC))
         if bounds[0] >= bounds[1]:
-            raise FeatsyncError(f"{option} '{text}': the start must be before the end")
+            raise UsageError(f"{option} '{text}': the start must be before the end")
         return cls(bounds[0], bounds[1])
 
     def sql(self, column: str, warehouse: Warehouse, params: list[Any], zoned: bool = False) -> str:
@@ -161,11 +163,14 @@ class DriftReport:
         )
 
 
-def drift(project: Project, feature_view: str, reference: Window, current: Window) -> DriftReport:
+def drift(project: Project, feature_view: str, reference: Window, current: Window, progress: Progress = silent) -> DriftReport:
     """Compare the view's offline rows in the two windows, feature by feature."""
+    with needs("drift", "drift detection"):
+        import scipy.stats  # noqa: F401  (its tests; imported here to fail before any query)
     view = project.registry().feature_view(feature_view)
     kinds, skipped = feature_kinds(view)
     with connect(project) as warehouse, reading(view):
+        progress("counting rows and nulls", 0, 4)
         counts = _counts(warehouse, view, reference, current, list(kinds))
         for window, name in zip(WINDOWS, (reference, current), strict=True):
             if counts[window]["rows"] == 0:
@@ -173,11 +178,14 @@ def drift(project: Project, feature_view: str, reference: Window, current: Windo
                     f"the {window} window {name} holds no rows of feature view '{view.name}' "
                     f"(by its event time '{view.timestamp}')"
                 )
+        progress("counting categories", 1, 4)
         categories = _category_counts(warehouse, view, reference, current, [f for f, k in kinds.items() if k == "categorical"])
         numeric = [f for f, k in kinds.items() if k != "categorical"]
+        progress("reading numeric values", 2, 4)
         values = {
             w: _numeric_values(warehouse, view, win, numeric, kinds) for w, win in zip(WINDOWS, (reference, current), strict=True)
         }
+    progress("testing", 3, 4)
     results = []
     for name, kind in kinds.items():
         rows = (counts["reference"]["rows"], counts["current"]["rows"])

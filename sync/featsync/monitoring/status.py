@@ -22,6 +22,7 @@ from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.layout import KEY_PREFIX, Layout, online_values
 from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows
 from featsync.online.state import PushState, StateError, layout_of, read_state
+from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import FeatureView, format_duration
 from featsync.results import save_result
@@ -64,6 +65,7 @@ def status(
     select: Iterable[str] = (),
     count_keys: bool = True,
     now: Callable[[], float] = time.time,
+    progress: Progress = silent,
 ) -> list[ViewStatus]:
     """Each selected view's freshness against its monitoring thresholds.
 
@@ -73,8 +75,7 @@ def status(
     about a second per million keys; --no-count-keys skips it.
     """
     registry = project.registry()
-    select = list(select)
-    views = [registry.feature_view(n) for n in select] if select else list(registry.feature_views.values())
+    views = registry.select(select)
     queries = compile_latest_rows(project, [v.name for v in views])
     states: dict[str, PushState] = {}
     unreadable: dict[str, str] = {}
@@ -84,7 +85,8 @@ def status(
                 states[view.name] = read_state(client, layout_of(registry, view, key_prefix)) if view.online else PushState({})
             except StateError as exc:  # reported as this view's breach; the others are still judged
                 states[view.name], unreadable[view.name] = PushState({}), str(exc)
-        keys = count_online_keys(client, [layout_of(registry, v, key_prefix) for v in views if v.online]) if count_keys else {}
+        layouts = [layout_of(registry, v, key_prefix) for v in views if v.online]
+        keys = count_online_keys(client, layouts, progress) if count_keys else {}
     except redis.RedisError as exc:
         raise FeatsyncError(f"cannot read the push state from Redis: {exc}") from exc
     out = []
@@ -142,7 +144,7 @@ def status_query(
     return sql, params
 
 
-def count_online_keys(client: redis.Redis, layouts: list[Layout]) -> dict[str, int]:
+def count_online_keys(client: redis.Redis, layouts: list[Layout], progress: Progress = silent) -> dict[str, int]:
     """Keys per layout prefix (`fs:<view id>:`), from one SCAN over featsync's namespace.
 
     SCAN walks the whole keyspace whatever its pattern, so one pass buckets every view's
@@ -153,10 +155,13 @@ def count_online_keys(client: redis.Redis, layouts: list[Layout]) -> dict[str, i
     if not layouts:
         return counts
     width = len(layouts[0].prefix)
-    for key in client.scan_iter(match=f"{KEY_PREFIX}:*", count=SCAN_COUNT):
+    progress("counting online keys", 0, None)
+    for found, key in enumerate(client.scan_iter(match=f"{KEY_PREFIX}:*", count=SCAN_COUNT), 1):
         prefix = prefixes.get(key[:width])
         if prefix is not None:
             counts[prefix] += 1
+        if found % SCAN_COUNT == 0:
+            progress("counting online keys", found, None)
     return counts
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import redis
 
-from featsync.errors import FeatsyncError
+from featsync.errors import FeatsyncError, UsageError
 from featsync.monitoring.status import iso, utc
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import connect, reading
@@ -96,7 +96,7 @@ def verify(
     consistent either way.
     """
     if sample < 1:
-        raise FeatsyncError(f"--sample must be at least 1, got {sample}")
+        raise UsageError(f"the sample must be at least 1 entity, got {sample}")
     registry = project.registry()
     views = registry.online_views(select)  # names unknown or offline are errors
     if not views:

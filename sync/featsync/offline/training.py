@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from featsync.errors import FeatsyncError
 from featsync.offline.warehouse import connect, profile_credentials, relation_name, warehouse_errors
+from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import Registry, output_name, require_one_selection
 from featsync.registry.identifiers import identifier_problem
@@ -260,7 +261,9 @@ def compile_join(project: Project, request: TrainingSetRequest, spine_relation: 
     return result.result.results[0].node.compiled_code
 
 
-def get_historical_features(project: Project, spine: pa.Table | str, request: TrainingSetRequest) -> pa.Table:
+def get_historical_features(
+    project: Project, spine: pa.Table | str, request: TrainingSetRequest, progress: Progress = silent
+) -> pa.Table:
     """A point-in-time correct training set as an Arrow table with UTC-aware timestamps.
 
     `spine` is an Arrow table (timestamps must carry a zone) or the name of a relation in
@@ -281,7 +284,9 @@ def get_historical_features(project: Project, spine: pa.Table | str, request: Tr
         with connect(project) as warehouse, warehouse_errors(f"cannot read the spine {relation}"):
             schema = warehouse.fetch_arrow(f"select * from {relation} where 1 = 0").schema
         check_spine(registry, schema, request)
+        progress("compiling the point-in-time join (dbt)", 0, 2)
         sql = compile_join(project, request, relation, spine_types(schema))
+        progress("joining in the warehouse", 1, 2)
         with connect(project) as warehouse, warehouse_errors("the training-set query failed"):
             return _unique_columns(to_utc_aware(warehouse.fetch_arrow(sql)))
     keys = check_spine(registry, spine.schema, request)
@@ -290,11 +295,14 @@ def get_historical_features(project: Project, spine: pa.Table | str, request: Tr
     # The spine goes into a scratch table named up front: dbt compiles against its name
     # before featsync opens its own connection (DuckDB allows one per file at a time).
     name = f"featsync_spine_{uuid.uuid4().hex[:12]}"
+    progress("compiling the point-in-time join (dbt)", 0, 3)
     sql = compile_join(project, request, relation_name(credentials.schema, name, credentials.type), spine_types(loaded.schema))
     with connect(project, credentials) as warehouse:
+        progress(f"loading the spine ({loaded.num_rows:,} rows)", 1, 3)
         with warehouse_errors("cannot load the spine into the warehouse"):
             warehouse.create_table(name, loaded)
         try:
+            progress("joining in the warehouse", 2, 3)
             with warehouse_errors("the training-set query failed"):
                 result = warehouse.fetch_arrow(sql)
             return _unique_columns(to_utc_aware(result, spine.schema))

@@ -15,15 +15,18 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from featsync.errors import FeatsyncError
+from featsync.extras import needs
 from featsync.offline.sql import identifier, literal, naive_utc
 from featsync.project import Project
-from featsync.registry import FeatureView
 from featsync.registry.identifiers import identifier_problem
+
+if TYPE_CHECKING:
+    from featsync.registry import FeatureView
 
 BATCH_ROWS = 65_536
 # PostgreSQL: the ADBC driver cuts its COPY stream into batches of about this many bytes.
@@ -147,7 +150,8 @@ class PostgresWarehouse(Warehouse):
     adapter_type = "postgres"
 
     def __init__(self, credentials: Any, batch_bytes: int = BATCH_BYTES):
-        import adbc_driver_postgresql.dbapi as adbc
+        with needs("postgres", "reading from PostgreSQL"):
+            import adbc_driver_postgresql.dbapi as adbc
 
         self.schema = credentials.schema
         self.batch_bytes = batch_bytes
@@ -196,7 +200,8 @@ class SnowflakeWarehouse(Warehouse):
     adapter_type = "snowflake"
 
     def __init__(self, credentials: Any):
-        import snowflake.connector
+        with needs("snowflake", "reading from Snowflake"):
+            import snowflake.connector
 
         self.schema = credentials.schema
         try:
@@ -238,7 +243,8 @@ class SnowflakeWarehouse(Warehouse):
         The column types come from Arrow rather than from Snowflake's INFER_SCHEMA, so a
         naive UTC timestamp is a TIMESTAMP_NTZ and an integer stays an integer.
         """
-        from snowflake.connector.pandas_tools import write_pandas
+        with needs("snowflake", "loading a spine into Snowflake"):
+            from snowflake.connector.pandas_tools import write_pandas
 
         for field in table.schema:  # written unquoted below: only plain names
             problem = identifier_problem(field.name)
@@ -441,6 +447,18 @@ ENGINES = {
 
 
 def profile_credentials(project: Project) -> Any:
+    """The target's credentials: read without dbt when that is exact (featsync.offline.profiles:
+    DuckDB and PostgreSQL targets of plain YAML and env_var), else rendered by dbt's own
+    profile loader (any Jinja, every engine), which costs about a second to import."""
+    from featsync.offline.profiles import light_credentials
+
+    credentials = light_credentials(project)
+    if credentials is not None:
+        return credentials
+    return dbt_credentials(project)
+
+
+def dbt_credentials(project: Project) -> Any:
     """The target's credentials, rendered by dbt's own profile loader (env_var and all)."""
     from argparse import Namespace
 
@@ -453,6 +471,12 @@ def profile_credentials(project: Project) -> Any:
     try:
         profile = load_profile(str(project.project_dir), {}, None, project.target)
     except Exception as exc:  # dbt's profile errors are several types
+        reason = str(exc).strip()
+        if "Could not find adapter type" in reason:
+            from featsync.extras import require_adapter
+            from featsync.offline.profiles import target_type
+
+            require_adapter(target_type(project) or reason.rsplit(" ", 1)[-1].strip("!. "), project.target)
         raise FeatsyncError(f"cannot load the dbt profile from {project.profiles_dir}: {exc}") from exc
     return profile.credentials
 

@@ -96,7 +96,7 @@ class RequestField:
         return value.astimezone(UTC)
 
     def parse(self, text: str) -> Any:
-        """A value from text (the CLI's --request NAME=VALUE), typed by the declaration."""
+        """A value from text (a request field given on a command line), typed by the declaration."""
         try:
             if self.kind == INT:
                 return int(text)

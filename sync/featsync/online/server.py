@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import shutil
@@ -259,7 +260,7 @@ def parse_request(body: bytes, max_batch: int) -> tuple[Mapping[str, Any], list[
         raise RequestError("'entities' must be an object of columns: {entity: [values, ...]}")
     for name, column in entities.items():
         if isinstance(column, list) and len(column) > max_batch:
-            raise PayloadTooLarge(f"entity '{name}' has {len(column)} rows; the maximum batch is {max_batch} (--max-batch)")
+            raise PayloadTooLarge(f"entity '{name}' has {len(column)} rows; the server's maximum batch is {max_batch} rows")
     full_feature_names = payload.get("full_feature_names", False)
     if not isinstance(full_feature_names, bool):
         raise RequestError("'full_feature_names' must be true or false")
@@ -488,7 +489,7 @@ def serve(
             host=host,
             port=port,
             workers=workers,
-            loop="uvloop",
+            loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",  # no uvloop on Windows
             http="httptools",
             access_log=False,  # uvicorn's; featsync.access lines when --access-log (they cost more than a request)
             log_level=log_level,

@@ -30,6 +30,7 @@ from featsync.registry import FeatureView, Registry
 
 IDENTITY = "identity"
 NEWEST_EVENT = "newest_event_time"
+AT_WATERMARK = "at_watermark"  # latest rows at the watermark's instant, for Pusher.unchanged
 LAYOUT = "layout"
 RUN = "run:"  # the prefix of a push-in-progress field
 STALE_RUN = timedelta(days=1)  # a run field this old belongs to a push that was killed: removed at the next claim
@@ -59,6 +60,7 @@ class PushState:
     watermark: datetime | None = None  # naive UTC: the change marker pushed up to
     last_push_at: datetime | None = None  # aware UTC
     newest_event_time: datetime | None = None  # aware UTC
+    at_watermark: int | None = None  # latest rows at the watermark's instant when it was pushed (None: not counted)
 
     @classmethod
     def parse(cls, layout: Layout, raw: Mapping[bytes, bytes]) -> PushState:
@@ -66,7 +68,9 @@ class PushState:
         watermark = _timestamp(layout, fields, "watermark")
         last_push_at = _timestamp(layout, fields, "last_push_at")
         newest = _timestamp(layout, fields, NEWEST_EVENT)
-        return cls(fields, watermark and watermark.replace(tzinfo=None), last_push_at, newest)
+        count = fields.get(AT_WATERMARK, "")
+        at_watermark = int(count) if count.isascii() and count.isdigit() else None  # anything else: not counted
+        return cls(fields, watermark and watermark.replace(tzinfo=None), last_push_at, newest, at_watermark)
 
 
 def decode_state(raw: Mapping[bytes, bytes]) -> dict[str, str]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from featsync.errors import NotFoundError
+from featsync.progress import Progress, silent
 from featsync.quality.validate import DEFAULT_MAX_ROWS, ViewValidation, validate
 
 
@@ -19,7 +20,8 @@ class GatedPush:
     validations: dict[str, ViewValidation]  # empty when validation was skipped
     pushed: list[Any]  # featsync.online.push.PushStats of the views pushed
     blocked: list[str]  # views not pushed because their suite failed (or, with fail-fast, another's did)
-    stopped: bool = False  # --fail-fast stopped everything
+    stopped: bool = False  # fail_fast stopped everything
+    unchanged: list[str] = field(default_factory=list)  # nothing new since their last push: not validated again
 
     @property
     def success(self) -> bool:
@@ -45,6 +47,8 @@ class GatedPush:
     def status_of(self, view: str) -> str:
         if self.skip_validation:
             return "skipped"
+        if view in self.unchanged:
+            return "unchanged"
         validation = self.validations.get(view)
         return validation.status if validation else "not run"
 
@@ -57,6 +61,7 @@ def gated_push(
     fail_fast: bool = False,
     now: datetime | str | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
+    validation_progress: Progress = silent,
     **push_options: Any,
 ) -> GatedPush:
     """Validate the selected online views, then push only those that pass.
@@ -65,6 +70,12 @@ def gated_push(
     does not move); the others still are, unless fail_fast, which pushes nothing. The
     gate checks the table as it is when validated: a dbt run between the two steps is not
     covered, as with any check-then-act.
+
+    On an incremental push, a view with nothing new since its last push (Pusher.unchanged)
+    is neither validated nor read again: its rows online passed the gate when they were
+    pushed; only the push's time is recorded. That is what makes a push every minute cheap
+    when little changes; its status is 'unchanged'. A full refresh or a dry run validates
+    (and reads) every view.
     """
     views = [v.name for v in pusher.views(select)]  # checks the selection (unknown, not online)
     if not views:
@@ -73,10 +84,16 @@ def gated_push(
         pusher.check_reachable()  # an unreachable Redis fails before the suites run, not after
     if skip_validation:
         return GatedPush(True, {}, pusher.push(views, **push_options), [])
-    validations = {v.feature_view: v for v in validate(pusher.project, views, now=now, max_rows=max_rows)}
-    failed = [name for name in views if not validations[name].success]
+    incremental = not push_options.get("full_refresh") and not push_options.get("dry_run")
+    unchanged = pusher.unchanged(views) if incremental else []
+    to_validate = [name for name in views if name not in unchanged]
+    validations = {}
+    if to_validate:
+        results = validate(pusher.project, to_validate, now=now, max_rows=max_rows, progress=validation_progress)
+        validations = {v.feature_view: v for v in results}
+    failed = [name for name in to_validate if not validations[name].success]
     if failed and fail_fast:
-        return GatedPush(False, validations, [], views, stopped=True)
+        return GatedPush(False, validations, [], views, stopped=True, unchanged=unchanged)
     passing = [name for name in views if name not in failed]
-    pushed = pusher.push(passing, **push_options) if passing else []
-    return GatedPush(False, validations, pushed, failed)
+    pushed = pusher.push(passing, unchanged=unchanged, **push_options) if passing else []
+    return GatedPush(False, validations, pushed, failed, unchanged=unchanged)

@@ -102,6 +102,7 @@ def suite_files(project_dir: Path) -> Iterator[Path]:
 def load_suites(project: Project, registry: Registry | None = None) -> dict[str, Suite]:
     """Every suite of the project, keyed by feature view; DeclarationError lists every problem."""
     registry = registry or project.registry()
+    require_gx()
     problems: list[Problem] = []
     suites: dict[str, Suite] = {}
     for path in suite_files(project.project_dir):
@@ -120,6 +121,15 @@ def load_suites(project: Project, registry: Registry | None = None) -> dict[str,
     if problems:
         raise DeclarationError(problems)
     return suites
+
+
+def require_gx() -> None:
+    """Import Great Expectations (about 2.3 s, so only when a suite is loaded), or say which
+    extra brings it."""
+    from featsync.extras import needs
+
+    with needs("quality", "validating expectation suites"):
+        import great_expectations  # noqa: F401
 
 
 def _load_suite(path: Path, rel: str, registry: Registry, problems: list[Problem]) -> Suite | None:

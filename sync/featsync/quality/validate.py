@@ -41,6 +41,7 @@ from typing import Any
 
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.offline.sql import identifier
+from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.quality.report import jsonable, plain, show
 from featsync.quality.suites import INDEX_META, ROW_COUNT_EXPECTATIONS, Suite, load_suites, suite_file_of
@@ -145,15 +146,16 @@ def validate(
     select: Iterable[str] = (),
     now: datetime | str | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
+    progress: Progress = silent,
 ) -> list[ViewValidation]:
     """Run the suite of each selected feature view (default: every view); a view without a suite is 'no_suite'."""
     registry = project.registry()
-    select = list(dict.fromkeys(select))
-    views = [registry.feature_view(name) for name in select] if select else list(registry.feature_views.values())
+    views = registry.select(select)
     if not views:
         raise NotFoundError("no feature views to validate")
     if not any(suite_file_of(project, v.name) for v in views):
         return _recorded(project, [ViewValidation(v.name, "no_suite") for v in views])
+    progress("loading the suites (Great Expectations)", None, None)
     suites = load_suites(project, registry)
     now = resolve_now(now)
     todo = [v for v in views if v.name in suites]
@@ -167,8 +169,11 @@ def validate(
             supported = ", ".join(sorted(RUNNERS))
             raise FeatsyncError(f"featsync validate cannot run on a {credentials.type} target yet (supported: {supported})")
         context = _gx_context()
-        for name, validation in runner(project, credentials, context, [(v, suites[v.name]) for v in todo], now, max_rows):
+        progress(f"validating {todo[0].name}", 0, len(todo))
+        work = [(v, suites[v.name]) for v in todo]
+        for done, (name, validation) in enumerate(runner(project, credentials, context, work, now, max_rows), 1):
             results[name] = validation
+            progress(f"validating {todo[done].name}" if done < len(todo) else "validated", done, len(todo))
     return _recorded(project, [results[v.name] for v in views])
 
 

@@ -311,14 +311,26 @@ class Registry:
                     chosen.append(name)
         return by_view
 
+    def select(self, select: Iterable[str] = ()) -> list[FeatureView]:
+        """The feature views picked by dbt-style selectors (featsync.registry.selection), all by default."""
+        from featsync.registry.selection import select as select_views
+
+        return select_views(self, select)
+
     def online_views(self, select: Iterable[str] = ()) -> list[FeatureView]:
-        """The online feature views, all or the selected ones; a selected view that is unknown
-        or not online is an error naming it."""
+        """The online feature views, all or the selected ones (dbt-style selectors). A view named
+        plainly that is unknown or not online is an error naming it; a pattern (tag:, +x, *)
+        picks the online views among its matches."""
+        from featsync.registry.selection import is_plain_name, parse_selectors
+
         select = list(select)
-        for name in select:
-            if not self.feature_view(name).online:  # NotFoundError names the known views
+        for name in (atom for intersection in parse_selectors(select) for atom in intersection):
+            if is_plain_name(name) and not self.feature_view(name).online:  # NotFoundError names the known views
                 raise FeatsyncError(f"feature view '{name}' is not online (set online: true in its meta)")
-        return [v for v in self.feature_views.values() if v.online and (not select or v.name in select)]
+        views = [v for v in self.select(select) if v.online]
+        if select and not views:
+            raise NotFoundError(f"selection '{' '.join(select)}' matches no online feature view")
+        return views
 
     def entity(self, name: str) -> Entity:
         try:
