@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 from click.testing import CliRunner
@@ -31,7 +32,8 @@ from featsync.quality import report
 from featsync.quality import validate as quality
 from test_quality import NOW, SUITE_SIZES, VIEWS, by_view, online_keys, push_args, run_cli
 from test_quality import prefix as prefix  # noqa: F401 - the fixture, shared
-from test_snowflake import TABLES, arrow_rows, assert_same_rows, assert_training_set_equals_duckdb, duckdb_rows, write_spine_file
+from test_snowflake import TABLES, arrow_rows, assert_same_rows, duckdb_rows
+from test_warehouse_cli import assert_training_set_equals_duckdb
 
 
 def spark_table(spark_build, table: str) -> str:
@@ -166,6 +168,13 @@ def test_cli_training_set_from_spark_equals_duckdb(spark_args, duck_ro, tmp_path
     as_of = ["--as-of", "available"] if model.endswith("v2") else []
     cli("training-set", *spark_args, "--service", service, "--spine", "stg_fraud_labels", *as_of, "--out", str(out))
     assert_training_set_equals_duckdb(out, duck_ro, model)
+
+
+def write_spine_file(duck_ro, path: Path) -> Path:
+    """The example's labels as a parquet spine file with UTC-aware event times."""
+    labels = duck_ro.sql("select transaction_id, user_id, merchant_id, event_timestamp from stg_fraud_labels").to_arrow_table()
+    pq.write_table(labels.set_column(3, "event_timestamp", labels.column(3).cast(pa.timestamp("us", tz="UTC"))), path)
+    return path
 
 
 def test_cli_training_set_from_spark_with_a_spine_file(spark_args, spark_session, duck_ro, tmp_path: Path):
