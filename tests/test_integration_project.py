@@ -28,7 +28,7 @@ from featsync.project import Project
 CONSUMER = ROOT / "tests" / "integration_project"
 # Every kind of manifest entry a dbt project can add besides macros (and docs blocks).
 PROJECT_RESOURCES = ("nodes", "sources", "exposures", "unit_tests", "metrics", "semantic_models", "saved_queries", "groups")
-MACRO_FILES = sorted(f"macros/{path.name}" for path in (PACKAGE / "macros").glob("*.sql"))  # the package's
+MACRO_FILES = sorted(path.relative_to(PACKAGE).as_posix() for path in (PACKAGE / "macros").rglob("*.sql"))  # the package's
 
 
 def consumer_copy(tmp: Path, package: str) -> Path:

@@ -77,7 +77,12 @@ def ui(example, redis_url):
     project, prefix, build = example
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FEATSYNC_NOW", FRESH)
-        mp.setenv("DBT_TARGET_PATH", str(build.target_path))  # the build's compiled SQL, read when the app starts
+        # The build's compiled SQL, from a copy of its manifest: other tests' `dbt compile --inline`
+        # into the shared build's target path rewrite manifest.json without the models' code.
+        artifacts = project.project_dir / "build-artifacts"
+        artifacts.mkdir()
+        shutil.copy(build.target_path / "manifest.json", artifacts / "manifest.json")
+        mp.setenv("DBT_TARGET_PATH", str(artifacts))
         config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", redis_url, prefix, ui=True)
         app = create_app(config)
         mp.delenv("DBT_TARGET_PATH")
