@@ -14,7 +14,6 @@ on /ui/login, which keeps the token in an HttpOnly, SameSite=Strict cookie scope
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from featsync.monitoring import drift as drift_lib
+from featsync.online.auth import COOKIE, authorized, token_matches, unauthorized
 from featsync.online.state import layout_of, read_states
 from featsync.project import Project
 from featsync.quality.validate import resolve_now
@@ -39,7 +39,6 @@ from featsync.results import ResultCache
 from featsync.ui import pages
 
 PREFIX = "/ui"
-COOKIE = "featsync_token"
 FILTERS = ("entity", "tag", "owner", "online")
 CATALOG_PAGES = 64  # rendered catalog pages kept, one per filter
 KEY_COUNT_SECONDS = 60.0  # how long a key count (one SCAN of the keyspace) is reused
@@ -110,8 +109,7 @@ class UI:
                 path = scope.get("path", "")  # the whole path (Starlette keeps it; root_path is the mount's)
                 response: Response = RedirectResponse(f"{PREFIX}/login?next={quote(path)}", 303)
                 if _wants_json(scope):
-                    response = Response('{"detail":"missing or wrong bearer token"}', 401, media_type="application/json")
-                    response.headers["WWW-Authenticate"] = "Bearer"
+                    response = unauthorized()
                 await response(scope, receive, send)
                 return
             await app(scope, receive, send)
@@ -123,17 +121,7 @@ class UI:
         return path.endswith("/login") or "/static/" in path
 
     def _authorized(self, scope: dict) -> bool:
-        headers = dict(scope.get("headers") or [])
-        given = None
-        auth = headers.get(b"authorization", b"").decode("latin-1")
-        if auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        else:
-            for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
-                name, _, value = part.strip().partition("=")
-                if name == COOKIE:
-                    given = value
-        return given is not None and hmac.compare_digest(given.encode(), str(self.token).encode())
+        return authorized(scope, None if self.token is None else str(self.token), cookie=True)
 
     async def login(self, request: Request) -> Response:
         target = request.query_params.get("next") or f"{PREFIX}/"
@@ -143,7 +131,7 @@ class UI:
         if request.method == "POST":
             body = await request.body()  # a urlencoded form of one field (no multipart parser needed)
             given = (parse_qs(body[:4096].decode("utf-8", "replace")).get("token") or [""])[0]
-            if self.token is None or hmac.compare_digest(given.encode(), str(self.token).encode()):
+            if token_matches(given, None if self.token is None else str(self.token)):
                 response = RedirectResponse(target, 303)
                 if self.token:
                     secure = request.url.scheme == "https"

@@ -1,0 +1,49 @@
+"""The server's optional bearer token: one check for every endpoint that needs it.
+
+`featsync serve --auth-token-file F` (and `featsync ui`) read the token from a file, never
+from the command line or the environment, so it does not show in `ps` or a worker's
+environment. Reads (`/get-online-features`) stay open unless configured otherwise; writes
+(`/push`, `/write-to-online-store`) and the UI pages require the token when one is set.
+Tokens are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.responses import Response
+
+COOKIE = "featsync_token"  # the UI keeps a signed-in browser's token in this cookie (HttpOnly, SameSite=Strict)
+
+
+def given_token(scope: dict, cookie: bool = False) -> str | None:
+    """The token a request carries: `Authorization: Bearer <token>`, else (when `cookie`) the UI cookie."""
+    headers = dict(scope.get("headers") or [])
+    auth = headers.get(b"authorization", b"").decode("latin-1")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    if cookie:
+        for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE:
+                return value
+    return None
+
+
+def token_matches(given: str | None, token: str | None) -> bool:
+    """True when no token is configured, or `given` equals it (constant-time)."""
+    if token is None:
+        return True
+    return given is not None and hmac.compare_digest(given.encode(), token.encode())
+
+
+def authorized(scope: dict, token: str | None, cookie: bool = False) -> bool:
+    """Whether a request (its ASGI scope, or `request.scope`) may pass a check on `token`."""
+    return token_matches(given_token(scope, cookie), token)
+
+
+def unauthorized() -> Response:
+    """401 with `WWW-Authenticate: Bearer`, in the JSON error shape of the server."""
+    response = Response('{"detail":"missing or wrong bearer token"}', 401, media_type="application/json")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
