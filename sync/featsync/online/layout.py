@@ -1,46 +1,11 @@
 """The online layout: Redis keys and values for feature rows, encoded column-wise.
 
-One Redis string per (project, feature view, version, column layout, entity key):
-
-    key    fs:<view id>:<k1>|<k2>...
-           view id: 8 base32 characters naming (project, feature view, version, layout),
-           see view_id; entity values as text, '\\' and '|' escaped with '\\', so composite
-           keys, separators inside values and non-ASCII (UTF-8) are unambiguous.
-    state  fs:<view id> (a hash, no ':' after the id, so never an entity's key): which
-           (project, view, version) owns the id, and the view's push state.
-    value  8 bytes   event time, microseconds since the epoch (UTC), big-endian float64:
-                     exact up to 2**53 us (year 2255); the server-side stale check reads it
-           N bytes   null bitmap, one bit per feature in declared order (1 = NULL)
-           then each feature in declared order:
-                     int64 / timestamp (us, UTC): 8 bytes little-endian
-                     float64: 8 bytes little-endian IEEE 754
-                     boolean: 1 byte
-                     text: 4-byte little-endian length, then UTF-8 bytes
-    or, compact, for a view without text features and a row without NULLs whose event
-    time is a whole second in 1970..2106:
-           4 bytes   event time, seconds since the epoch (UTC), big-endian uint32
-           then the features as above.
-           Its length (4 + the features' width) tells it from the full form (8 + N + the
-           features' width, N >= 1); compact_length names it, the stale check reads both.
-
-Both are short on purpose. Redis (jemalloc) stores a key of up to 30 bytes with a 1-byte
-header in a 32-byte allocation, a longer one in 48 or more, so `featsync:<project>:
-<view>:v1:` in every key cost about 32 bytes per entity; and a value of up to 44 bytes
-lives in one 64-byte allocation with its object header (embstr), a longer one in two (80
-bytes): 5 float features fit in the compact form only.
-
-A new feature-view version writes new keys, so versions coexist for rollback. Values are
-built for a whole Arrow batch at once (numpy and Arrow kernels, no per-row Python), which
-is what lets a push outrun a per-row client loop.
-
-Time: timestamps of any precision (s, ms, us, ns) and zone (naive means UTC) are stored
-as UTC microseconds, rounded down (towards the past) when they have nanoseconds. Rounding
-down keeps every answer of the point-in-time rules: they compare an event time with
-bounds that are whole microseconds online (the request time, the request time - ttl), and
-for a whole-microsecond bound b, `t >= b` holds exactly when `floor_us(t) >= b`. (Rounding
-up would let a row 500 ns older than the TTL bound count as inside it.) Only instants in
-the years 1 to 9999 are stored, the range every reader (Python's datetime) can represent;
-push refuses others with the feature view, column and entity named.
+One Redis string per (key prefix, feature view, version, column layout, entity key):
+`fs:<view id>:<k1>|<k2>...`, whose value is the event time, a null bitmap and the features
+in declared order (or a compact form without the bitmap). The byte-level layout, why it is
+this short, and how times are rounded are documented once, in docs/internals.md ("The online
+layout"); this module is its only implementation (`Layout.encode_keys`/`encode_values` for a whole
+Arrow batch, `decode_columns`/`decode` for reads) and `Layout.view_id` its only naming rule.
 """
 
 from __future__ import annotations
