@@ -1,0 +1,53 @@
+"""Run by .venv-feast's python (tests/test_feast_sdk.py): the real Feast SDK against `featsync serve`.
+
+Usage: python client.py REPO_DIR < cases.json, where REPO_DIR holds feature_store.yaml and
+repo.py, and each case is {"name", "features" | "feature_service", "entity_rows",
+"full_feature_names"}. Applies the repo to Feast's local registry file, then prints, per case,
+what Feast's OnlineResponse holds: to_dict() and the FieldStatus name of every value.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+from feast import FeatureStore
+from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+
+def main() -> None:
+    repo = Path(sys.argv[1])
+    sys.path.insert(0, str(repo))
+    import repo as definitions
+
+    store = FeatureStore(repo_path=str(repo))
+    objects = [
+        definitions.user,
+        definitions.merchant,
+        definitions.user_transaction_features,
+        definitions.merchant_risk_features,
+        definitions.user_merchant_features,
+        definitions.merchant_profile_features,
+        definitions.fraud_detection_v2,
+        definitions.fraud_detection,
+    ]
+    store.apply(objects)
+    out = {}
+    for case in json.load(sys.stdin):
+        if "feature_service" in case:
+            features = store.get_feature_service(case["feature_service"])
+        else:
+            features = case["features"]
+        response = store.get_online_features(
+            features=features, entity_rows=case["entity_rows"], full_feature_names=case.get("full_feature_names", False)
+        )
+        names = list(response.proto.metadata.feature_names.val)
+        statuses = {
+            name: [FieldStatus.Name(s) for s in result.statuses]
+            for name, result in zip(names, response.proto.results, strict=True)
+        }
+        out[case["name"]] = {"names": names, "values": response.to_dict(), "statuses": statuses}
+    json.dump(out, sys.stdout)
+
+
+if __name__ == "__main__":
+    main()
