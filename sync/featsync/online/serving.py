@@ -81,6 +81,10 @@ class OnlineResponse:
     def to_pandas(self) -> Any:
         return self.to_arrow().to_pandas()
 
+    def to_df(self) -> Any:
+        """Feast's name for to_pandas()."""
+        return self.to_pandas()
+
 
 @dataclass(frozen=True)
 class OnDemandPlan:
@@ -319,7 +323,7 @@ class OnlineReader:
         if features and feature_service is None:
             stored, chosen = self._split_on_demand(features)
             if chosen:
-                return self._on_demand_plan(stored, chosen, full_feature_names)
+                return self._on_demand_plan(features, stored, chosen, full_feature_names)
         by_view = self.registry.resolve_features(features, feature_service)
         for view_name in by_view:
             if not self.registry.feature_view(view_name).online:
@@ -380,7 +384,7 @@ class OnlineReader:
         return stored, chosen
 
     def _on_demand_plan(
-        self, stored: list[str], chosen: list[tuple[str, FeatureService, Any]], full_feature_names: bool
+        self, refs: Sequence[str], stored: list[str], chosen: list[tuple[str, FeatureService, Any]], full_feature_names: bool
     ) -> ReadPlan:
         """Stored features plus on-demand ones by reference: their inputs are read too (under internal
         names view__feature) and computed as a service would; only what was asked is output."""
@@ -395,10 +399,19 @@ class OnlineReader:
             )
         internal = self._build_plan([*stored, *input_refs], None, True)
         subset = replace(service, on_demand=features, request_fields=tuple(r for r in service.request_fields if r.name in inputs))
-        select: list[tuple[str, str]] = []
-        for view_name, names in (self.registry.resolve_features(stored) if stored else {}).items():
-            select += [(output_name(view_name, name, True), output_name(view_name, name, full_feature_names)) for name in names]
-        select += [(f.name, output_name(alias, f.name, full_feature_names)) for alias, _, f in chosen]
+        select: list[tuple[str, str]] = []  # in the order asked
+        for ref in refs:
+            if ref in stored:
+                for view_name, names in self.registry.resolve_features([ref]).items():
+                    select += [(output_name(view_name, n, True), output_name(view_name, n, full_feature_names)) for n in names]
+            else:
+                view_name, _, name = ref.partition(":")
+                select += [
+                    (f.name, output_name(a, f.name, full_feature_names))
+                    for a, _, f in chosen
+                    if a == view_name and name in ("*", f.name)
+                ]
+        select = list(dict.fromkeys(select))
         outputs = [output for _, output in select]
         duplicates = sorted({output for output in outputs if outputs.count(output) > 1})
         if duplicates:
