@@ -121,6 +121,12 @@ def cases(users: list[str], pairs: list[tuple[str, str]]) -> list[dict]:
             ],
             "entity_rows": [{k: v for k, v in row.items() if k != "merchant_id"} for row in scored],
         },
+        {"name": "unknown_feature_view", "features": ["no_such_view:x"], "entity_rows": [{"user_id": users[0]}]},
+        {
+            "name": "missing_request_field",
+            "features": ["fraud_detection_v2:amount_vs_avg_ratio"],
+            "entity_rows": [{"user_id": users[0]}],
+        },
     ]
 
 
@@ -175,6 +181,7 @@ def test_feast_sdk_reads_what_featsync_reads(served_example, feast_answers, name
     _, reader, _, _ = served_example
     requests, answers = feast_answers
     feast = answers[name]
+    assert "error" not in feast, feast.get("error")
     names, values, statuses = featsync_answer(reader, requests[name])
     assert feast["names"] == names
     assert feast["values"] == values
@@ -189,3 +196,19 @@ def test_feast_sdk_reads_what_featsync_reads(served_example, feast_answers, name
     if name.startswith(("feature_service", "on_demand")):
         assert set(feast["values"]["is_night_transaction"]) == {True}  # 02:30 UTC, sent among the entities
         assert any(v is not None for v in feast["values"]["amount_vs_avg_ratio"])
+
+
+@pytest.mark.parametrize(
+    ("name", "code", "feast_class", "message"),
+    [
+        ("unknown_feature_view", 404, "FeatureViewNotFoundException", "no feature view named 'no_such_view'"),
+        ("missing_request_field", 400, "RequestDataNotFoundInEntityRowsException", "needs request field 'transaction_amount'"),
+    ],
+)
+def test_feast_sdk_gets_featsync_errors_as_feast_exceptions(feast_answers, name, code, feast_class, message):
+    """Feast's FeastError.from_error_detail rebuilds the typed exception from the server's error body."""
+    _, answers = feast_answers
+    answer = answers[name]
+    assert answer["error"].startswith(f"Failed to get online features: {code} ")
+    rebuilt_class, rebuilt_message = answer["rebuilt"]
+    assert rebuilt_class == feast_class and message in rebuilt_message

@@ -3,7 +3,9 @@
 Usage: python client.py REPO_DIR < cases.json, where REPO_DIR holds feature_store.yaml and
 repo.py, and each case is {"name", "features" | "feature_service", "entity_rows",
 "full_feature_names"}. Applies the repo to Feast's local registry file, then prints, per case,
-what Feast's OnlineResponse holds: to_dict() and the FieldStatus name of every value.
+what Feast's OnlineResponse holds: to_dict() and the FieldStatus name of every value; or, for a
+request that fails, the error Feast raised and the exception Feast's own
+FeastError.from_error_detail rebuilds from the server's error body.
 """
 
 import json
@@ -11,6 +13,7 @@ import sys
 from pathlib import Path
 
 from feast import FeatureStore
+from feast.errors import FeastError
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
 
 
@@ -37,9 +40,15 @@ def main() -> None:
             features = store.get_feature_service(case["feature_service"])
         else:
             features = case["features"]
-        response = store.get_online_features(
-            features=features, entity_rows=case["entity_rows"], full_feature_names=case.get("full_feature_names", False)
-        )
+        try:
+            response = store.get_online_features(
+                features=features, entity_rows=case["entity_rows"], full_feature_names=case.get("full_feature_names", False)
+            )
+        except RuntimeError as exc:  # Feast 0.67's remote client: "Failed to get online features: <code> <body>"
+            body = str(exc).split(" ", 6)[-1]
+            rebuilt = FeastError.from_error_detail(body)
+            out[case["name"]] = {"error": str(exc), "rebuilt": [type(rebuilt).__name__, str(rebuilt)]}
+            continue
         names = list(response.proto.metadata.feature_names.val)
         statuses = {
             name: [FieldStatus.Name(s) for s in result.statuses]
