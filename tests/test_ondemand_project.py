@@ -194,6 +194,17 @@ def test_cli_get_request(pushed):
     assert result.exit_code == USAGE_EXIT and "request field 'transaction_amount' is float8; cannot read 'abc'" in result.output
     result = runner.invoke(main, [*base, "--request", "amount=1"])
     assert result.exit_code == 2 and "unknown request field 'amount'" in result.output
+    # an on-demand feature by reference takes its service's request fields; a stored one has none
+    by_ref = [a for a in base if a not in ("--service", "fraud_detection")]
+    result = runner.invoke(
+        main, [*by_ref, "--features", "fraud_detection_v2:amount_vs_avg_ratio", "--request", "transaction_amount=500"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["amount_vs_avg_ratio"] == out["amount_vs_avg_ratio"]
+    result = runner.invoke(
+        main, [*by_ref, "--features", "user_transaction_features:amount_avg_30d", "--request", "transaction_amount=500"]
+    )
+    assert result.exit_code == USAGE_EXIT and "--request needs --service or an on-demand feature" in result.output
 
 
 # -- declarations rejected at load, with file, node and key ---------------------------------

@@ -321,7 +321,7 @@ class OnlineReader:
 
     def _build_plan(self, features, feature_service, full_feature_names) -> ReadPlan:
         if features and feature_service is None:
-            stored, chosen = self._split_on_demand(features)
+            stored, chosen = self.split_on_demand(features)
             if chosen:
                 return self._on_demand_plan(features, stored, chosen, full_feature_names)
         by_view = self.registry.resolve_features(features, feature_service)
@@ -352,7 +352,7 @@ class OnlineReader:
         on_demand = OnDemandPlan.build(service, full_feature_names) if service is not None and service.on_demand else None
         return ReadPlan(tuple(plan), tuple(needed_by), needed_by, on_demand)
 
-    def _split_on_demand(self, features: Sequence[str]) -> tuple[list[str], list[tuple[str, FeatureService, Any]]]:
+    def split_on_demand(self, features: Sequence[str]) -> tuple[list[str], list[tuple[str, FeatureService, Any]]]:
         """The references to stored features, and those to on-demand features: '<view>:<feature>'
         (or ':*') where <view> is no feature view but a feature service with on-demand features,
         by exposure name (fraud_detection_v2) or name (fraud_detection: its latest version).
