@@ -77,8 +77,13 @@ def served_example(tmp_path_factory, redis_url, feast_python):
             old = pc.subtract(stale["event_timestamp"], pa.scalar(timedelta(days=200), pa.duration("us")))
             stale = stale.set_column(stale.schema.get_field_index("event_timestamp"), "event_timestamp", old)
             client.set(layout.key([name]), layout.encode_values(stale)[0].as_py())
+        reader = OnlineReader(project.registry(), client, prefix)
+        statuses = reader.get([{"user_id": u} for u in users], features=USER_FEATURES[:1]).statuses[
+            USER_FEATURES[0].split(":")[1]
+        ]
+        users = [u for u, status in zip(users, statuses, strict=True) if status == PRESENT]  # within their TTL
         proc, base = start_server(project, redis_url, prefix, target="dev")
-        yield base, OnlineReader(project.registry(), client, prefix), users, pairs
+        yield base, reader, users, pairs
     finally:
         if proc is not None:
             stop(proc)
@@ -120,6 +125,11 @@ def cases(users: list[str], pairs: list[tuple[str, str]]) -> list[dict]:
                 "user_transaction_features:amount_avg_30d",
             ],
             "entity_rows": [{k: v for k, v in row.items() if k != "merchant_id"} for row in scored],
+        },
+        {
+            "name": "online_read",
+            "online_read": ["user_transaction_features", ["transaction_count_7d", "amount_avg_30d"]],
+            "entity_rows": [{"user_id": users[1]}, {"user_id": "nobody"}],
         },
         {"name": "unknown_feature_view", "features": ["no_such_view:x"], "entity_rows": [{"user_id": users[0]}]},
         {
@@ -189,6 +199,8 @@ def test_feast_sdk_reads_what_featsync_reads(served_example, feast_answers, name
         assert [type(v).__name__ for v in feast["values"][column]] == [type(v).__name__ for v in values[column]], column
     assert feast["statuses"] == statuses
     every = {s for column in statuses.values() for s in column}
+    if name == "single":
+        assert "PRESENT" in every and "NOT_FOUND" not in every
     if name == "batch_of_50":
         assert {"PRESENT", "NOT_FOUND", "OUTSIDE_MAX_AGE"} <= every
     if name == "full_feature_names":
@@ -212,3 +224,21 @@ def test_feast_sdk_gets_featsync_errors_as_feast_exceptions(feast_answers, name,
     assert answer["error"].startswith(f"Failed to get online features: {code} ")
     rebuilt_class, rebuilt_message = answer["rebuilt"]
     assert rebuilt_class == feast_class and message in rebuilt_message
+
+
+def test_feast_online_read_gets_event_timestamps(served_example, feast_answers):
+    """The per-view read (RemoteOnlineStore.online_read) is the one Feast path that parses
+    `event_timestamps`: it takes the first row's from the first feature column, for every row."""
+    _, reader, _, _ = served_example
+    requests, answers = feast_answers
+    rows = requests["online_read"]["entity_rows"]
+    expected = reader.get(rows, features=USER_FEATURES[:1] + ["user_transaction_features:amount_avg_30d"])
+    event_time = expected.event_timestamps["user_transaction_features"][0]
+    assert event_time is not None
+    (ts0, present), (ts1, missing) = answers["online_read"]
+    assert ts0 == ts1 == event_time.isoformat()  # Feast's own simplification: one event time per call
+    assert present == {
+        "transaction_count_7d": expected.features["transaction_count_7d"][0],
+        "amount_avg_30d": expected.features["amount_avg_30d"][0],
+    }
+    assert missing == {"transaction_count_7d": None, "amount_avg_30d": None}

@@ -5,7 +5,9 @@ repo.py, and each case is {"name", "features" | "feature_service", "entity_rows"
 "full_feature_names"}. Applies the repo to Feast's local registry file, then prints, per case,
 what Feast's OnlineResponse holds: to_dict() and the FieldStatus name of every value; or, for a
 request that fails, the error Feast raised and the exception Feast's own
-FeastError.from_error_detail rebuilds from the server's error body.
+FeastError.from_error_detail rebuilds from the server's error body. A case with "online_read"
+(a view and its features) goes through RemoteOnlineStore.online_read instead, the per-view read,
+the one path whose parser reads `event_timestamps`.
 """
 
 import json
@@ -15,6 +17,9 @@ from pathlib import Path
 from feast import FeatureStore
 from feast.errors import FeastError
 from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from feast.type_map import feast_value_type_to_python_type
 
 
 def main() -> None:
@@ -36,6 +41,17 @@ def main() -> None:
     store.apply(objects)
     out = {}
     for case in json.load(sys.stdin):
+        if "online_read" in case:
+            view, features = case["online_read"]
+            keys = [
+                EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=row["user_id"])]) for row in case["entity_rows"]
+            ]
+            rows = store._get_provider().online_store.online_read(store.config, store.get_feature_view(view), keys, features)
+            out[case["name"]] = [
+                [None if ts is None else ts.isoformat(), {k: feast_value_type_to_python_type(v) for k, v in values.items()}]
+                for ts, values in rows
+            ]
+            continue
         if "feature_service" in case:
             features = store.get_feature_service(case["feature_service"])
         else:
