@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 
-.PHONY: demo test install clean validate dbt-compat browser ui
+.PHONY: demo test install clean validate dbt-compat browser ui feast-venv
 
 $(BIN)/featsync: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,8 +49,21 @@ browser:
 ui: install
 	$(BIN)/featsync ui
 
+## The real Feast SDK, for tests/test_feast_sdk.py (Feast's client against `featsync serve`), in a
+## virtualenv of its own: feast pins pyarrow, pandas, pydantic, fastapi and more, which clash with
+## ours. 0.67 is the Feast version tested. Reused once installed; pip's cache keeps a reinstall quick.
+FEAST_VENV ?= .venv-feast
+FEAST_VERSION ?= 0.67.*
+
+$(FEAST_VENV)/bin/feast:
+	$(PYTHON) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/pip install --quiet 'feast[redis]==$(FEAST_VERSION)'
+	@touch $@
+
+feast-venv: $(FEAST_VENV)/bin/feast
+
 ## Lint, then the test suite (real DuckDB, Postgres and Redis; under CI=true missing services fail).
-test: install browser
+test: install browser feast-venv
 	$(BIN)/ruff check sync tests bench
 	$(BIN)/ruff format --check sync tests bench
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import ROOT, copy_project, delete_pushed_keys
 from featsync.cli import main
-from featsync.errors import USAGE_EXIT, DbtError, DeclarationError, FeatsyncError
+from featsync.errors import USAGE_EXIT, DbtError, DeclarationError, FeatsyncError, NotFoundError
 from featsync.offline.training import TrainingSetRequest, get_historical_features
 from featsync.ondemand.macro import MACRO_FILE, render_macro
 from featsync.online.push import Pusher
@@ -194,6 +194,17 @@ def test_cli_get_request(pushed):
     assert result.exit_code == USAGE_EXIT and "request field 'transaction_amount' is float8; cannot read 'abc'" in result.output
     result = runner.invoke(main, [*base, "--request", "amount=1"])
     assert result.exit_code == 2 and "unknown request field 'amount'" in result.output
+    # an on-demand feature by reference takes its service's request fields; a stored one has none
+    by_ref = [a for a in base if a not in ("--service", "fraud_detection")]
+    result = runner.invoke(
+        main, [*by_ref, "--features", "fraud_detection_v2:amount_vs_avg_ratio", "--request", "transaction_amount=500"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["amount_vs_avg_ratio"] == out["amount_vs_avg_ratio"]
+    result = runner.invoke(
+        main, [*by_ref, "--features", "user_transaction_features:amount_avg_30d", "--request", "transaction_amount=500"]
+    )
+    assert result.exit_code == USAGE_EXIT and "--request needs --service or an on-demand feature" in result.output
 
 
 # -- declarations rejected at load, with file, node and key ---------------------------------
@@ -288,3 +299,64 @@ def test_describe_shows_request_fields_and_on_demand_features(duckdb_build):
     ]
     table = CliRunner().invoke(main, args).output
     assert "On-demand features" in table and "extract(hour from event_timestamp) < 6" in table
+
+
+def test_on_demand_features_by_reference_and_request_fields_in_entity_rows(pushed):
+    """Feast style: '<on-demand view>:<feature>' (the service version's exposure, or the service's
+    name for its latest version) computes as the service does; request fields may be entity columns."""
+    project, client, prefix = pushed
+    reader = OnlineReader(project.registry(), client, prefix)
+    rows = [{"user_id": "u0137", "merchant_id": "m0035"}, {"user_id": "nobody", "merchant_id": "m0035"}]
+    request = {"transaction_amount": [500.0, 7.0], "event_timestamp": "2024-04-29T02:30:00Z"}
+    service = reader.get(rows, feature_service="fraud_detection:v2", request_data=request).to_dict()
+    scored = [
+        {**row, "transaction_amount": a, "event_timestamp": request["event_timestamp"]}
+        for row, a in zip(rows, [500.0, 7.0], strict=True)
+    ]
+    by_ref = reader.get(scored, features=["fraud_detection_v2:amount_vs_avg_ratio", "merchant_risk_features:refund_rate_30d"])
+    # only what was asked: the ratio's input (amount_avg_30d) is read but not returned
+    assert list(by_ref.features) == ["amount_vs_avg_ratio", "refund_rate_30d"]
+    assert by_ref.features["amount_vs_avg_ratio"] == service["amount_vs_avg_ratio"]
+    assert by_ref.features["amount_vs_avg_ratio"][0] is not None and by_ref.statuses["amount_vs_avg_ratio"][1] == "not_found"
+    latest = reader.get(scored, features=["fraud_detection:*"], full_feature_names=True)
+    assert latest.features == {
+        "fraud_detection__amount_vs_avg_ratio": service["amount_vs_avg_ratio"],
+        "fraud_detection__is_night_transaction": [True, True],
+    }
+    with pytest.raises(NotFoundError, match="on-demand feature view 'fraud_detection_v2' has no feature 'nope'") as info:
+        reader.get(scored, features=["fraud_detection_v2:nope"])
+    assert info.value.kind == "on-demand feature"
+    with pytest.raises(FeatsyncError, match="request field 'transaction_amount' is given twice"):
+        reader.plan(["fraud_detection_v2:amount_vs_avg_ratio"], None, False).request_columns(
+            {"user_id": ["u1"], "transaction_amount": [1.0]}, {"transaction_amount": [2.0]}
+        )
+    with pytest.raises(FeatsyncError, match="needs request field 'transaction_amount'"):
+        reader.get(rows, features=["fraud_detection_v2:amount_vs_avg_ratio"])
+
+
+def test_feature_store_takes_feast_calls_as_feast_writes_them(pushed, redis_url):
+    """`from featsync import FeatureStore`; Feast's positional order, a service by name, a dict of
+    columns, request fields among the entities, to_dict/to_df/to_arrow; the earlier order too."""
+    from featsync import FeatureStore
+
+    project, _, prefix = pushed
+    store = FeatureStore(ROOT, target="dev", profiles_dir=ROOT, redis_url=redis_url, key_prefix=prefix)
+    features = ["user_transaction_features:transaction_count_7d", "merchant_profile_features:risk_tier"]
+    rows = [{"user_id": "u0137", "merchant_id": "m0035"}, {"user_id": "nobody", "merchant_id": "m0035"}]
+    expected = store.get_online_features(entity_rows=rows, features=features).to_dict()  # featsync's keywords
+    assert store.get_online_features(features, rows).to_dict() == expected  # Feast's positional order
+    assert store.get_online_features(rows, features).to_dict() == expected  # featsync's earlier order
+    columns = {"user_id": ["u0137", "nobody"], "merchant_id": ["m0035", "m0035"]}
+    response = store.get_online_features(features=features, entity_rows=columns)
+    assert response.to_dict() == expected and response.statuses["transaction_count_7d"][1] == "not_found"
+    assert response.to_arrow().to_pydict() == expected
+    df = response.to_df()  # pandas: a missing integer is NaN there
+    assert list(df.columns) == list(expected) and df["risk_tier"].tolist() == expected["risk_tier"]
+    scored = {**columns, "transaction_amount": [500.0, 1.0], "event_timestamp": ["2024-04-29T02:30:00Z"] * 2}
+    by_name = store.get_online_features("fraud_detection", scored).to_dict()
+    by_keyword = store.get_online_features(
+        entity_rows=rows, feature_service="fraud_detection", request_data={k: scored[k] for k in scored if k not in columns}
+    ).to_dict()
+    assert by_name == by_keyword and by_name["is_night_transaction"] == [True, True]
+    by_object = store.get_online_features(store.registry.service("fraud_detection"), scored).to_dict()
+    assert by_object == by_name

@@ -173,7 +173,7 @@ def test_expired_full_feature_names_and_empty_batch(served):
             "'shop' is not an entity of the requested feature views",
         ),
         ({"features": ["fv_user:amount"], "entities": {"user_id": ["u"] * (MAX_BATCH + 1)}}, 413, "maximum batch is 50"),
-        ({"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}, "extra": 1}, 400, "unknown request field(s): extra"),
+        ({"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}, "request_data": [1]}, 400, "'request_data' must be"),
         ({"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}, "full_feature_names": "yes"}, 400, "true or false"),
         (
             {"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}, "request_data": {"amount": [5]}},
@@ -190,7 +190,37 @@ def test_malformed_requests_get_a_4xx_naming_the_problem(served, body, status, m
     else:
         response = post(http, body)
     assert response.status_code == status, response.text
-    assert message in response.json()["detail"]
+    error = response.json()
+    assert message in error["detail"]
+    # Feast's error shape too (feast/errors.py FeastError.to_error_detail), the same message
+    assert error["module"] == "feast.errors" and error["message"] == error["detail"] and error["class"]
+
+
+@pytest.mark.parametrize(
+    ("body", "feast_class"),
+    [
+        ({"features": ["nope:amount"], "entities": {"user_id": ["u1"]}}, "FeatureViewNotFoundException"),
+        ({"feature_service": "nope", "entities": {"user_id": ["u1"]}}, "FeatureServiceNotFoundException"),
+        ({"features": ["fv_user:nope"], "entities": {"user_id": ["u1"]}}, "FeastObjectNotFoundException"),
+        ({"features": "fv_user:amount", "entities": {"user_id": ["u1"]}}, "InvalidFeaturesParameterType"),
+        ({"features": ["fv_pair:score"], "entities": {"user_id": ["u1"]}}, "FeastEntityDFMissingColumnsError"),
+        ({"features": ["fv_user:amount"], "entities": {"user_id": [1.5]}}, "FeastError"),
+    ],
+)
+def test_error_bodies_name_the_feast_exception_class(served, body, feast_class):
+    http, _ = served
+    assert post(http, body).json()["class"] == feast_class
+
+
+def test_unknown_request_fields_are_ignored_as_feast_does(served):
+    """Feast's client always sends include_feature_view_version_metadata; Feast's server ignores
+    fields it does not use. Known fields keep their types checked."""
+    http, reader = served
+    body = {"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}}
+    plain = post(http, body)
+    extra = post(http, {**body, "include_feature_view_version_metadata": False, "allow_registry_cache": True, "x": [1]})
+    assert plain.status_code == extra.status_code == 200 and extra.json() == plain.json()
+    assert post(http, {**body, "include_feature_view_version_metadata": True, "features": 1}).status_code == 400
 
 
 def test_health_openapi_and_metrics_across_workers(served):

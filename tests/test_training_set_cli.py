@@ -256,3 +256,33 @@ def test_feature_name_collisions_name_both_views(pit_dir):
     assert table.select(["fv_user__amount", "fv_user_copy__amount"]).to_pylist() == [
         {"fv_user__amount": 7, "fv_user_copy__amount": 7}
     ]
+
+
+def test_historical_features_as_feast_returns_them(pit_dir, tmp_path):
+    """A RetrievalJob (to_df, to_arrow) from pandas, Arrow, a file or a SQL query, as in Feast;
+    the table's own methods still answer, so code written for the Arrow table keeps working."""
+    load(
+        {
+            "user_rows": [("a", pd.Timestamp("2024-01-01 01:00").to_pydatetime(), None, 7, "x")],
+            "pair_rows": [],
+            "profile_rows": [],
+        }
+    )
+    store = FeatureStore(pit_dir, target="duckdb")
+    spine = pd.DataFrame({"user_id": ["a", "b"], "event_timestamp": pd.to_datetime(["2024-01-01T02:00:00Z"] * 2)})
+    spine.to_parquet(tmp_path / "spine.parquet")
+    query = (  # a query's naive timestamps mean UTC
+        "select * from (values ('a', timestamp '2024-01-01 02:00:00'), ('b', timestamp '2024-01-01 02:00:00'))"
+        " t(user_id, event_timestamp)"
+    )
+    for entity_df in (spine, pa.Table.from_pandas(spine), tmp_path / "spine.parquet", str(tmp_path / "spine.parquet"), query):
+        job = store.get_historical_features(entity_df=entity_df, features=["fv_user:amount", "fv_user:label"])
+        assert sorted(job.to_arrow().select(["user_id", "amount"]).to_pylist(), key=lambda r: r["user_id"]) == [
+            {"user_id": "a", "amount": 7},
+            {"user_id": "b", "amount": None},
+        ], entity_df
+        df = job.to_df().sort_values("user_id")
+        assert df["label"].tolist()[0] == "x" and str(df["event_timestamp"].dt.tz) == "UTC"
+        assert job.num_rows == 2 and job.to_pandas().shape == df.shape  # the Arrow table's own API
+    with pytest.raises(FeatsyncError, match="cannot run the entity_df query"):
+        store.get_historical_features("select * from no_such_table", features=["fv_user:amount"])

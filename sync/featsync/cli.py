@@ -664,11 +664,19 @@ def get(
             raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--entity")
         row[key] = value
     request_data = None
-    if request_items:
-        if feature_service is None:
-            raise click.UsageError("--request needs --service: request fields belong to a feature service")
-        request_data = _parse_request_fields(project.registry().service(feature_service), request_items)
     reader = OnlineReader(project.registry(), _redis(project, redis_url), key_prefix)
+    if request_items:
+        service = None
+        if feature_service is not None:
+            service = project.registry().service(feature_service)
+        else:  # on-demand features by reference, '<service>:<feature>': their service's fields
+            chosen = reader.split_on_demand(features)[1]
+            service = chosen[0][1] if chosen else None
+        if service is None:
+            raise click.UsageError(
+                "--request needs --service or an on-demand feature '<service>:<feature>': request fields belong to a service"
+            )
+        request_data = _parse_request_fields(service, request_items)
     response = reader.get([row], list(features) or None, feature_service, full_feature_names, request_data)
     if as_json:
         _print_json(response.to_dict(include_status=True))

@@ -58,6 +58,14 @@ class DbtError(FeatsyncError):
 
 
 class NotFoundError(FeatsyncError):
-    """A feature view, service or entity that does not exist was asked for."""
+    """A feature view, service or entity that does not exist was asked for.
+
+    `kind` says which ("feature view", "feature service", "feature", "entity"): the HTTP
+    server names the matching Feast exception class from it (featsync.online.server).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, kind: str | None = None):
+        super().__init__(message)
+        self.kind = kind

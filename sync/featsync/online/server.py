@@ -18,6 +18,7 @@ import contextlib
 import gc
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import signal
@@ -62,6 +63,15 @@ from featsync.results import ResultCache, validation_failures
 CONFIG_ENV = "FEATSYNC_SERVE_CONFIG"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REQUEST_FIELDS = {"features", "feature_service", "entities", "full_feature_names", "request_data"}
+# Feast's exception class (feast/errors.py) for each featsync NotFoundError kind: error bodies
+# carry {"module", "class", "message"} as Feast's own server does, so its clients can type them.
+FEAST_NOT_FOUND = {
+    "feature view": "FeatureViewNotFoundException",
+    "feature service": "FeatureServiceNotFoundException",
+    "entity": "EntityNotFoundException",
+    "on-demand feature": "OnDemandFeatureViewNotFoundException",
+}
+log = logging.getLogger(__name__)
 # Feast's FieldStatus names; a stored NULL is NULL_VALUE, an expired value OUTSIDE_MAX_AGE.
 FEAST_STATUS = {PRESENT: "PRESENT", NOT_FOUND: "NOT_FOUND", EXPIRED: "OUTSIDE_MAX_AGE"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Feast's event time for entity columns and missing values
@@ -243,9 +253,9 @@ def parse_request(body: bytes, max_batch: int) -> tuple[Mapping[str, Any], list[
         raise RequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise RequestError("request body must be a JSON object")
-    unknown = sorted(payload.keys() - REQUEST_FIELDS)
-    if unknown:
-        raise RequestError(f"unknown request field(s): {', '.join(unknown)} (expected: {', '.join(sorted(REQUEST_FIELDS))})")
+    unknown = payload.keys() - REQUEST_FIELDS
+    if unknown:  # as Feast's server: fields it does not use (include_feature_view_version_metadata, ...) are ignored
+        log.debug("ignored request field(s): %s", ", ".join(sorted(unknown)))
     features, service = payload.get("features"), payload.get("feature_service")
     if features is not None and not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
         raise RequestError("'features' must be a list of 'feature_view:feature' strings")
@@ -270,8 +280,28 @@ def parse_request(body: bytes, max_batch: int) -> tuple[Mapping[str, Any], list[
     return entities, features, service, full_feature_names, request_data
 
 
-def error(status: int, message: str) -> Response:
-    return Response(orjson.dumps({"detail": message}), status, media_type="application/json")
+def error(status: int, message: str, feast_class: str = "FeastError") -> Response:
+    """An error body both for curl users (`detail`) and for Feast clients: Feast's server answers
+    {"module", "class", "message"} (FeastError.to_error_detail), which FeastError.from_error_detail
+    turns back into the typed exception."""
+    body = {"detail": message, "module": "feast.errors", "class": feast_class, "message": message}
+    return Response(orjson.dumps(body), status, media_type="application/json")
+
+
+def feast_class_of(exc: FeatsyncError) -> str:
+    """The Feast exception class that means the same as a featsync error (feast/errors.py)."""
+    if isinstance(exc, NotFoundError):
+        return FEAST_NOT_FOUND.get(exc.kind or "", "FeastObjectNotFoundException")
+    message = str(exc)
+    if "needs request field" in message:
+        return "RequestDataNotFoundInEntityRowsException"
+    if "use full_feature_names" in message:
+        return "FeatureNameCollisionError"
+    if message.startswith("'features' must be"):
+        return "InvalidFeaturesParameterType"
+    if message.startswith("missing entity key") or " lacks " in message:
+        return "FeastEntityDFMissingColumnsError"
+    return "FeastError"
 
 
 def create_app(config: ServeConfig) -> Starlette:
@@ -323,9 +353,9 @@ def create_app(config: ServeConfig) -> Starlette:
         except OnlineStoreUnavailable as exc:
             result = error(503, str(exc))
         except NotFoundError as exc:
-            result = error(404, str(exc))
+            result = error(404, str(exc), feast_class_of(exc))
         except FeatsyncError as exc:  # RequestError and every other problem with what was asked
-            result = error(400, str(exc))
+            result = error(400, str(exc), feast_class_of(exc))
         metrics.observe("/get-online-features", result.status_code, time.perf_counter() - start)
         return result
 

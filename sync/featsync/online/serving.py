@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
@@ -24,7 +24,7 @@ import pyarrow as pa
 import redis
 import redis.asyncio
 
-from featsync.errors import FeatsyncError
+from featsync.errors import FeatsyncError, NotFoundError
 from featsync.ondemand.compiler import OnDemandFeature, RequestField
 from featsync.online.layout import Layout, from_micros, key_texts
 from featsync.online.validity import oldest_valid_event_us
@@ -80,6 +80,10 @@ class OnlineResponse:
 
     def to_pandas(self) -> Any:
         return self.to_arrow().to_pandas()
+
+    def to_df(self) -> Any:
+        """Feast's name for to_pandas()."""
+        return self.to_pandas()
 
 
 @dataclass(frozen=True)
@@ -162,9 +166,32 @@ class ReadPlan:
     entity_names: tuple[str, ...]  # in first-use order: the response's entity columns
     needed_by: Mapping[str, str]  # entity -> the first feature view that needs it
     on_demand: OnDemandPlan | None = None  # the feature service's on-demand features, computed after the read
+    # On-demand features asked for by reference ('<on-demand view>:<feature>', Feast style): the
+    # response's columns as (column read or computed, output name); the inputs read only for them
+    # are left out. None: every column read is an output.
+    select: tuple[tuple[str, str], ...] | None = None
+
+    def request_columns(self, columns: Mapping[str, Any], request_data: Mapping[str, Any] | None) -> tuple[Mapping, Any]:
+        """Feast sends request fields among the entity columns: a column that is a request field of a
+        requested on-demand feature (and no entity) is request data. Returns (entities, request data)."""
+        if self.on_demand is None:
+            return columns, request_data
+        moved = [name for name in columns if name in self.on_demand.fields and name not in self.needed_by]
+        if not moved:
+            return columns, request_data
+        given = dict(request_data or {})
+        for name in moved:
+            if name in given:
+                raise RequestError(f"request field '{name}' is given twice: in entities and in request_data")
+            given[name] = columns[name]
+        return {name: column for name, column in columns.items() if name not in moved}, given
 
     def columns_from_rows(self, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
-        return {name: [row.get(name) for row in entity_rows] for name in self.entity_names}
+        columns = {name: [row.get(name) for row in entity_rows] for name in self.entity_names}
+        for name in self.on_demand.fields if self.on_demand is not None else ():
+            if any(name in row for row in entity_rows):  # a request field in the entity rows, as Feast allows
+                columns[name] = [row.get(name) for row in entity_rows]
+        return columns
 
     def check_columns(self, columns: Mapping[str, Any], strict: bool = False) -> int:
         """The number of entity rows, after checking every column this plan needs.
@@ -293,6 +320,10 @@ class OnlineReader:
         return plan
 
     def _build_plan(self, features, feature_service, full_feature_names) -> ReadPlan:
+        if features and feature_service is None:
+            stored, chosen = self.split_on_demand(features)
+            if chosen:
+                return self._on_demand_plan(features, stored, chosen, full_feature_names)
         by_view = self.registry.resolve_features(features, feature_service)
         for view_name in by_view:
             if not self.registry.feature_view(view_name).online:
@@ -321,11 +352,78 @@ class OnlineReader:
         on_demand = OnDemandPlan.build(service, full_feature_names) if service is not None and service.on_demand else None
         return ReadPlan(tuple(plan), tuple(needed_by), needed_by, on_demand)
 
+    def split_on_demand(self, features: Sequence[str]) -> tuple[list[str], list[tuple[str, FeatureService, Any]]]:
+        """The references to stored features, and those to on-demand features: '<view>:<feature>'
+        (or ':*') where <view> is no feature view but a feature service with on-demand features,
+        by exposure name (fraud_detection_v2) or name (fraud_detection: its latest version).
+        Each on-demand feature comes as (the view name as written, its service, the feature)."""
+        stored: list[str] = []
+        chosen: list[tuple[str, FeatureService, Any]] = []
+        for ref in features:
+            view_name, sep, name = ref.partition(":")
+            if not sep or view_name in self.registry.feature_views:
+                stored.append(ref)
+                continue
+            try:
+                service = self.registry.service(view_name)
+            except NotFoundError:
+                service = None
+            if service is None or not service.on_demand:
+                stored.append(ref)  # resolve_features reports the unknown feature view
+                continue
+            picks = [f for f in service.on_demand if name in ("*", f.name)]
+            if not picks:
+                known = ", ".join(f.name for f in service.on_demand)
+                message = f"on-demand feature view '{view_name}' has no feature '{name}' (features: {known})"
+                raise NotFoundError(message, "on-demand feature")
+            if chosen and chosen[0][1] is not service:
+                raise RequestError(
+                    f"on-demand features of one feature service per request: '{chosen[0][0]}' and '{view_name}' differ"
+                )
+            chosen += [(view_name, service, f) for f in picks if f not in [c[2] for c in chosen]]
+        return stored, chosen
+
+    def _on_demand_plan(
+        self, refs: Sequence[str], stored: list[str], chosen: list[tuple[str, FeatureService, Any]], full_feature_names: bool
+    ) -> ReadPlan:
+        """Stored features plus on-demand ones by reference: their inputs are read too (under internal
+        names view__feature) and computed as a service would; only what was asked is output."""
+        service = chosen[0][1]
+        features = tuple(f for _, _, f in chosen)
+        inputs = {name for f in features for name in f.inputs}
+        input_refs = [str(ref) for ref in service.features if ref.feature in inputs]
+        if not stored and not input_refs:  # nothing to read, so no entity rows to count
+            raise RequestError(
+                f"on-demand feature '{features[0].name}' reads no stored feature; request it with a stored feature"
+                f" or through feature service '{service.name}'"
+            )
+        internal = self._build_plan([*stored, *input_refs], None, True)
+        subset = replace(service, on_demand=features, request_fields=tuple(r for r in service.request_fields if r.name in inputs))
+        select: list[tuple[str, str]] = []  # in the order asked
+        for ref in refs:
+            if ref in stored:
+                for view_name, names in self.registry.resolve_features([ref]).items():
+                    select += [(output_name(view_name, n, True), output_name(view_name, n, full_feature_names)) for n in names]
+            else:
+                view_name, _, name = ref.partition(":")
+                select += [
+                    (f.name, output_name(a, f.name, full_feature_names))
+                    for a, _, f in chosen
+                    if a == view_name and name in ("*", f.name)
+                ]
+        select = list(dict.fromkeys(select))
+        outputs = [output for _, output in select]
+        duplicates = sorted({output for output in outputs if outputs.count(output) > 1})
+        if duplicates:
+            raise FeatsyncError(f"feature name '{duplicates[0]}' is requested twice; use full_feature_names")
+        return replace(internal, on_demand=OnDemandPlan.build(subset, True), select=tuple(select))
+
     def prepare(
         self, plan: ReadPlan, columns: Mapping[str, Any], request_data: Mapping[str, Any] | None, strict: bool = False
     ) -> tuple[int, list[bytes], dict[str, list[Any]]]:
         """Everything before the Redis call (shared by both readers): checked entities, the keys,
         and the typed request fields of on-demand features (checked before any read)."""
+        columns, request_data = plan.request_columns(columns, request_data)
         n = plan.check_columns(columns, strict)
         if plan.on_demand is None:
             if request_data:
@@ -347,6 +445,13 @@ class OnlineReader:
         response = plan.assemble(columns, n, values, round(self.now() * 1_000_000))  # round: exact at a whole us
         if plan.on_demand is not None:
             plan.on_demand.apply(response, requests, n)
+        if plan.select is not None:
+            features, statuses, views = {}, {}, {}
+            for column, output in plan.select:
+                features[output], statuses[output] = response.features[column], response.statuses[column]
+                if column in response.feature_views:
+                    views[output] = response.feature_views[column]
+            response.features, response.statuses, response.feature_views = features, statuses, views
         return response
 
     def get(

@@ -272,7 +272,7 @@ class Registry:
         try:
             return self.feature_views[name]
         except KeyError:
-            raise NotFoundError(_unknown("feature view", name, self.feature_views)) from None
+            raise NotFoundError(_unknown("feature view", name, self.feature_views), "feature view") from None
 
     def service(self, name: str) -> FeatureService:
         """A service by exposure name (``fraud_detection_v1``), ``name:vN``, or name (latest version)."""
@@ -284,7 +284,7 @@ class Registry:
             candidates = [s for s in candidates if f"v{s.version}" == version.lower() or str(s.version) == version]
         if not candidates:
             known = sorted({s.name for s in self.services.values()} | set(self.services))
-            raise NotFoundError(_unknown("feature service", name, known))
+            raise NotFoundError(_unknown("feature service", name, known), "feature service")
         return max(candidates, key=lambda s: s.version)
 
     def resolve_features(self, features: Sequence[str] | None = None, feature_service: str | None = None) -> dict[str, list[str]]:
@@ -305,7 +305,8 @@ class Registry:
             for name in view.feature_names if feature == "*" else [feature]:
                 if name not in view.feature_names:
                     raise NotFoundError(
-                        f"feature view '{view_name}' has no feature '{name}' (features: {', '.join(view.feature_names)})"
+                        f"feature view '{view_name}' has no feature '{name}' (features: {', '.join(view.feature_names)})",
+                        "feature",
                     )
                 if name not in chosen:
                     chosen.append(name)
@@ -336,7 +337,7 @@ class Registry:
         try:
             return self.entities[name]
         except KeyError:
-            raise NotFoundError(_unknown("entity", name, self.entities)) from None
+            raise NotFoundError(_unknown("entity", name, self.entities), "entity") from None
 
     # -- lineage -----------------------------------------------------------------
 
