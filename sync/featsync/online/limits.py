@@ -1,0 +1,219 @@
+"""What one client may cost the server: body size, read deadlines, and errors that stay JSON.
+
+A feature server listens to clients it does not control. Without limits, one client could
+send a 200 MB body (read in full), trickle a request a byte at a time to hold a connection
+open for ever (slow loris), or hit a bug that answers a text/plain 500 nobody counts. So:
+
+- `HeaderDeadlineProtocol` (uvicorn's httptools protocol with one more timer): a request's
+  headers must arrive within `read_timeout` of the connection opening, or of the previous
+  response on a kept-alive connection; else the connection is closed. The app never sees
+  such a request: it only runs once the headers are complete, so this must be at the
+  protocol level.
+- `guard` (ASGI middleware around the app): a declared `Content-Length` above the limit is
+  answered 413 before any of the body is read; a chunked body is counted as it arrives and
+  refused as soon as it passes the limit; the whole body must arrive within `read_timeout`
+  (408 otherwise). The body is read here, once, and handed to the app as one message.
+  Any exception the app lets through is answered as a JSON 500 (the server's error shape)
+  and counted in `featsync_errors_total` by endpoint and kind; the traceback goes to the
+  server's log, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from featsync.errors import FeatsyncError
+from featsync.online.auth import authorized, unauthorized
+
+logger = logging.getLogger("featsync.server")
+
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full --max-batch of 1000 rows of two 100-character keys is ~0.25 MiB
+DEFAULT_READ_TIMEOUT = 10.0  # seconds for a request's headers, and again for its body
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose request headers are too slow.
+
+    The deadline is armed when the connection opens and after each response (the next
+    request's headers are awaited from then on), and disarmed when the headers are
+    complete. uvicorn's own keep-alive timeout still closes an idle connection sooner; it is
+    disarmed by the first byte, which this deadline is not.
+    """
+
+    def __init__(self, *args: Any, read_timeout: float = DEFAULT_READ_TIMEOUT, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read_timeout = read_timeout
+        self.header_deadline: asyncio.TimerHandle | None = None
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self.header_deadline = self.loop.call_later(self.read_timeout, self._headers_too_slow)
+
+    def _disarm_header_deadline(self) -> None:
+        if self.header_deadline is not None:
+            self.header_deadline.cancel()
+            self.header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self.header_deadline = None
+        if not self.transport.is_closing():
+            logger.debug("closing a connection whose request headers took over %s s", self.read_timeout)
+            self.transport.close()
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_headers_complete(self) -> None:
+        self._disarm_header_deadline()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+def guard(
+    app: Any,
+    *,
+    max_body_bytes: int,
+    read_timeout: float,
+    error: Callable[[int, str], Any],
+    count_error: Callable[[str, str], None],
+    observe: Callable[[str, int, float], None],
+    endpoints: Iterable[str],
+    token: str | None = None,
+    token_paths: Iterable[str] = (),
+) -> Any:
+    """Wrap an ASGI app with the body limit, the body deadline, the bearer token of
+    `token_paths` and JSON 500s (see the module docstring).
+
+    `error(status, message)` builds the server's JSON error response; `count_error(endpoint,
+    kind)` counts a refusal or a failure; `observe(endpoint, status, seconds)` records a
+    response the app itself never gave (its endpoints observe their own). Endpoint labels
+    are the known `endpoints`, `/ui` for the pages, else `other`: never a client's raw path.
+    """
+    known = frozenset(endpoints)
+    guarded = frozenset(token_paths) if token else frozenset()
+
+    def endpoint_of(path: str) -> str:
+        if path in known:
+            return path
+        return "/ui" if path == "/ui" or path.startswith("/ui/") else "other"
+
+    async def read_body(scope: dict, receive: Any, started: float) -> tuple[bytes, bool]:
+        """The whole body within the limits; False when the client went away."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise _Refused(400, "bad_content_length", "Content-Length is not a number") from None
+                if declared > max_body_bytes:
+                    raise _Refused(413, "body_too_large", body_too_large(max_body_bytes))
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            remaining = started + read_timeout - time.monotonic()
+            try:
+                async with asyncio.timeout(max(remaining, 0)):
+                    message = await receive()
+            except TimeoutError:
+                raise _Refused(408, "body_timeout", f"the request body did not arrive within {read_timeout:g} s") from None
+            if message["type"] == "http.disconnect":
+                return b"", False
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise _Refused(413, "body_too_large", body_too_large(max_body_bytes))
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks), True
+
+    async def guarded_app(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        started = time.monotonic()
+        endpoint = endpoint_of(scope.get("path", ""))
+        response_started = False
+
+        async def sending(message: dict) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            if scope.get("path") in guarded and not authorized(scope, token):
+                count_error(endpoint, "unauthorized")
+                observe(endpoint, 401, time.monotonic() - started)
+                await unauthorized()(scope, receive, send)
+                return
+            body, connected = await read_body(scope, receive, started)
+            if not connected:
+                return
+            delivered = False
+
+            async def replay() -> dict:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()  # only a disconnect can come now
+
+            await app(scope, replay, sending)
+        except _Refused as refused:
+            count_error(endpoint, refused.kind)
+            observe(endpoint, refused.status, time.monotonic() - started)
+            response = error(refused.status, refused.message)
+            response.headers["connection"] = "close"  # the rest of the body is not read
+            await response(scope, receive, send)
+        except Exception as exc:
+            kind = type(exc).__name__
+            count_error(endpoint, kind)
+            logger.error("%s %s failed: %s: %s", scope.get("method"), endpoint, kind, exc, exc_info=exc)
+            observe(endpoint, 500, time.monotonic() - started)  # the endpoint raised: it observed nothing
+            if not response_started:  # the app's JSON 500 handler normally answered already
+                await error(500, internal_error(exc))(scope, receive, send)
+
+    return guarded_app
+
+
+def server_error_handler(error: Callable[[int, str], Any]) -> Callable[[Any, Exception], Any]:
+    """Starlette's 500 handler (`exception_handlers={Exception: ...}`): the server's JSON error
+    shape instead of Starlette's text/plain. Starlette then re-raises, and `guard` counts it."""
+
+    async def server_error(request: Any, exc: Exception) -> Any:
+        return error(500, internal_error(exc))
+
+    return server_error
+
+
+def body_too_large(limit: int) -> str:
+    return f"request body is larger than the server's maximum of {limit} bytes"
+
+
+def internal_error(exc: BaseException) -> str:
+    """The client's view of a failure: featsync's own message (it names what, never a stored
+    value), else only the kind; never a traceback."""
+    if isinstance(exc, FeatsyncError):
+        return f"internal server error: {exc}"
+    return f"internal server error ({type(exc).__name__}); the server's log has the details"
