@@ -9,9 +9,11 @@ for the clients that misbehave.
 from __future__ import annotations
 
 import functools
+import os
 import re
 import socket
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -227,14 +229,14 @@ def uvicorn_server():
         thread.join(10)
 
 
-def test_an_unexpected_exception_is_a_counted_json_500(uvicorn_server, tmp_path, monkeypatch):
+def test_an_unexpected_exception_is_a_counted_json_500(uvicorn_server, monkeypatch):
     """Any exception an endpoint lets through: JSON (not Starlette's text/plain), counted once."""
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
 
     async def boom(request):
         raise ZeroDivisionError("the bug")
 
-    metrics = Metrics()
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    metrics = Metrics()  # this process's own registry
     app = Starlette(routes=[Route("/boom", boom)], exception_handlers={Exception: server_error_handler(error)})
     wrapped = guard(
         app,
@@ -355,9 +357,10 @@ def descendants(pid: int) -> list[int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_get_no_secret_in_their_environment(project, tmp_path):  # noqa: F811
-    """--workers 2 on a Redis with a password, and a token: neither is in any worker's
-    environment (they were, as JSON in FEATSYNC_SERVE_CONFIG); the workers read both from a
-    mode 0600 file, removed when the server exits. Serving and the token check work."""
+    """--workers 2 on a Redis with a password (in FEATSYNC_REDIS_URL), and a token: neither is
+    in any worker's environment (they were, as JSON in FEATSYNC_SERVE_CONFIG, and the variable
+    was inherited); the workers read both from a mode 0600 file, removed when the server exits.
+    Serving and the token check work."""
     port = free_port_in(7200, 7299)
     redis_proc = start_redis(port, tmp_path, "--requirepass", PASSWORD, password=PASSWORD)
     url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
@@ -365,7 +368,9 @@ def test_workers_get_no_secret_in_their_environment(project, tmp_path):  # noqa:
         load(USERS, PAIRS, PROFILES)
         Pusher(project, redis.Redis.from_url(url), key_prefix="guard").push()
         token = token_file(tmp_path, TOKEN + "\n")
-        proc, base = start_server(project, url, "guard", "--workers", "2", "--auth-token-file", token, "--auth-reads")
+        # In the server's own environment: its workers must not inherit it.
+        args = ["serve", "--project-dir", str(project.project_dir), "--key-prefix", "guard", "--workers", "2"]
+        proc, base = start(args + ["--auth-token-file", token, "--auth-reads"], {**os.environ, "FEATSYNC_REDIS_URL": url})
         try:
             body = {"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}}
             deadline = time.monotonic() + 60
@@ -375,9 +380,10 @@ def test_workers_get_no_secret_in_their_environment(project, tmp_path):  # noqa:
                 time.sleep(0.2)
             assert len(workers) >= 2, descendants(proc.pid)
             config_files = set()
-            for pid in [proc.pid, *descendants(proc.pid)]:
+            for pid in descendants(proc.pid):
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
-                assert PASSWORD.encode() not in environ and TOKEN.encode() not in environ
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                assert PASSWORD.encode() not in environ and TOKEN.encode() not in environ, cmd
                 for entry in environ.split(b"\0"):
                     if entry.startswith(b"FEATSYNC_SERVE_CONFIG_FILE="):
                         config_files.add(entry.split(b"=", 1)[1].decode())
@@ -402,25 +408,31 @@ def test_workers_get_no_secret_in_their_environment(project, tmp_path):  # noqa:
         redis_proc.wait()
 
 
+def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
+    """`featsync ARGS` (serve or ui) on a free port of this test's range; returns once it answers /health."""
+    port = free_port_in(7200, 7299)
+    command = [sys.executable, "-m", "featsync", *args, "--port", str(port), "--log-level", "warning"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"featsync {args[0]} exited with {proc.returncode}:\n{proc.stdout.read()}")
+        try:
+            httpx.get(f"{base}/health", timeout=2)
+            return proc, base
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"featsync {args[0]} did not answer within 120 s:\n{proc.stdout.read()}")
+
+
 def test_the_ui_takes_its_token_from_the_file(project, tmp_path, redis_url):  # noqa: F811
     """`featsync ui --auth-token-file`: the pages need the file's token (a header or the sign-in cookie)."""
     token = token_file(tmp_path, TOKEN)
-    port = free_port_in(7200, 7299)
-    args = [sys.executable, "-m", "featsync", "ui", "--project-dir", str(project.project_dir), "--redis-url", redis_url]
-    args += ["--port", str(port), "--auth-token-file", token, "--log-level", "warning"]
-    import subprocess
-
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = ["ui", "--project-dir", str(project.project_dir), "--redis-url", redis_url, "--auth-token-file", token]
+    proc, base = start(args, dict(os.environ))
     try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            if proc.poll() is not None:
-                pytest.fail(proc.stdout.read())
-            try:
-                httpx.get(f"{base}/health", timeout=2)
-                break
-            except httpx.TransportError:
-                time.sleep(0.1)
         assert httpx.get(f"{base}/ui/", timeout=10, headers={"accept": "application/json"}).status_code == 401
         ok = httpx.get(f"{base}/ui/", timeout=10, headers={"authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200

@@ -508,15 +508,46 @@ def serve(
     auth_token: str | None = None,
     auth_reads: bool = False,
 ) -> None:
-    """Run the server until interrupted; validates the project first, in this process."""
+    """Run the server until interrupted; validates the project first, in this process.
+
+    FEATSYNC_REDIS_URL (it may hold a password) is taken out of the environment first, so no
+    process started from here on inherits it (dbt's helpers, multiprocessing's resource
+    tracker, the workers): the URL reaches the workers in the config file only.
+    """
+    env_url = os.environ.pop("FEATSYNC_REDIS_URL", None)
+    try:
+        _serve(project, host, port, workers, redis_url or env_url, key_prefix, max_batch, log_level, log_format, access_log, ui,
+               max_body_bytes, read_timeout, auth_token, auth_reads)  # fmt: skip
+    finally:
+        if env_url is not None:
+            os.environ["FEATSYNC_REDIS_URL"] = env_url
+
+
+def _serve(
+    project: Project,
+    host: str,
+    port: int,
+    workers: int,
+    redis_url: str | None,
+    key_prefix: str | None,
+    max_batch: int,
+    log_level: str,
+    log_format: str,
+    access_log: bool,
+    ui: bool,
+    max_body_bytes: int,
+    read_timeout: float,
+    auth_token: str | None,
+    auth_reads: bool,
+) -> None:
     import uvicorn
 
     project.registry()  # parse + validate once here: declaration errors before any worker starts
     embedded = None
-    if not (redis_url or os.environ.get("FEATSYNC_REDIS_URL")):
+    if not redis_url:
         embedded = embedded_redis(project)  # the embedded redis-server lives as long as this process
         redis_url = embedded_url(embedded)
-    url = redis_url or os.environ["FEATSYNC_REDIS_URL"]
+    url = redis_url
     config = ServeConfig(
         str(project.project_dir),
         str(project.profiles_dir),
