@@ -9,6 +9,7 @@ for the clients that misbehave.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import socket
@@ -36,6 +37,7 @@ from featsync.online.plan_cache import PlanCache
 from featsync.online.push import Pusher
 from featsync.online.server import Metrics, error
 from featsync.online.serving import OnlineReader
+from featsync.results import result_path
 from test_push import PAIRS, PROFILES, USERS, load, project, start_redis  # noqa: F401 (fixtures)
 from test_server import start_server, stop
 
@@ -438,3 +440,54 @@ def test_the_ui_takes_its_token_from_the_file(project, tmp_path, redis_url):  # 
         assert ok.status_code == 200
     finally:
         stop(proc)
+
+
+# -- the audit: crashes that must be clear errors ----------------------------------------------
+
+
+def test_the_example_server_answers_what_it_cannot_serve_in_json(duckdb_build, redis_url):
+    """A request time outside years 1..9999 once in UTC was an OverflowError 500 (issue 11); an
+    unknown path or a wrong method was Starlette's text/plain; a hand-edited result file broke /metrics."""
+    example = duckdb_build.project
+    results = result_path(example, "validate")
+    saved = results.read_bytes() if results.exists() else None
+    proc, base = start_server(example, redis_url, f"featsync-guard-{uuid.uuid4().hex[:8]}", target="dev")
+    try:
+        entities = {"user_id": ["u0001"], "merchant_id": ["m0001"]}
+        for shown in ("0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"):
+            request = {"transaction_amount": [1.0], "event_timestamp": [shown]}
+            body = {"feature_service": "fraud_detection", "entities": entities, "request_data": request}
+            response = httpx.post(f"{base}/get-online-features", json=body, timeout=10)
+            assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+            assert response.json()["detail"] == (
+                f"request field 'event_timestamp': '{shown}' is outside the years 1 to 9999 once converted to UTC"
+            )
+        wrong_method = httpx.get(f"{base}/get-online-features", timeout=10)
+        assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
+        assert wrong_method.json() == {"detail": "Method Not Allowed"}
+        unknown = httpx.get(f"{base}/nowhere", timeout=10)
+        assert unknown.status_code == 404 and unknown.json() == {"detail": "Not Found"}
+
+        results.parent.mkdir(parents=True, exist_ok=True)
+        view = next(iter(example.registry().feature_views))
+        results.write_text(json.dumps({"views": {view: {"results": 5}, "other": "not a result"}}))
+        scrape = httpx.get(f"{base}/metrics", timeout=10)
+        assert scrape.status_code == 200, scrape.text
+        assert f'featsync_feature_view_validation_failures{{feature_view="{view}"}} 0.0' in scrape.text
+        assert "featsync_errors_total{" not in scrape.text
+    finally:
+        stop(proc)
+        if saved is None:
+            results.unlink(missing_ok=True)
+        else:
+            results.write_bytes(saved)
+
+
+def test_a_request_time_outside_the_years_is_a_usage_error_in_get(duckdb_build, redis_url):
+    """`featsync get --request`: the same parse, a one-line usage error instead of a traceback."""
+    args = ["get", "--project-dir", str(duckdb_build.project.project_dir), "--target", "dev", "--redis-url", redis_url]
+    args += ["--key-prefix", f"featsync-guard-{uuid.uuid4().hex[:8]}", "--service", "fraud_detection"]
+    args += ["--entity", "user_id=u0001", "--entity", "merchant_id=m0001", "--request", "transaction_amount=1"]
+    result = CliRunner().invoke(main, [*args, "--request", "event_timestamp=0001-01-01T00:00:00+05:00"])
+    assert result.exit_code in (2, 64), result.output
+    assert "outside the years 1 to 9999" in result.output and "Traceback" not in result.output

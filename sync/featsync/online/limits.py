@@ -207,6 +207,19 @@ def server_error_handler(error: Callable[[int, str], Any]) -> Callable[[Any, Exc
     return server_error
 
 
+def http_error_handler(error: Callable[[int, str], Any]) -> Callable[[Any, Exception], Any]:
+    """Starlette's HTTPException handler (an unknown path: 404, a wrong method: 405): the
+    server's JSON error shape too, its headers (Allow) kept."""
+
+    async def http_error(request: Any, exc: Any) -> Any:
+        response = error(exc.status_code, exc.detail)
+        for name, value in (exc.headers or {}).items():
+            response.headers[name] = value
+        return response
+
+    return http_error
+
+
 def body_too_large(limit: int) -> str:
     return f"request body is larger than the server's maximum of {limit} bytes"
 

@@ -34,6 +34,7 @@ import orjson
 import redis
 import redis.asyncio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -49,6 +50,7 @@ from featsync.online.limits import (
     DEFAULT_READ_TIMEOUT,
     HeaderDeadlineProtocol,
     guard,
+    http_error_handler,
     server_error_handler,
 )
 from featsync.online.serving import (
@@ -417,7 +419,8 @@ def create_app(config: ServeConfig) -> Starlette:
 
         routes += mount(project, registry, lambda: reader.client, config.key_prefix, config.auth_token, config.redis_timeout)
 
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={Exception: server_error_handler(error)})
+    handlers = {Exception: server_error_handler(error), HTTPException: http_error_handler(error)}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     guarded = guard(
         app,
         max_body_bytes=config.max_body_bytes,
