@@ -107,6 +107,12 @@ access_log_option = click.option(
     "--access-log", is_flag=True, help="Log every HTTP request (featsync.access: client, method, path, status, duration)."
 )
 
+host_option = click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0: all; unsafe without a TLS proxy in front).",
+)
 auth_token_file_option = click.option(
     "--auth-token-file",
     type=click.Path(dir_okay=False),
@@ -690,7 +696,7 @@ def get(
 
 @main.command()
 @project_options
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@host_option
 @click.option("--port", type=click.IntRange(0, 65535), default=6566, show_default=True, help="TCP port (Feast's default).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @online_store_options
@@ -772,7 +778,7 @@ def _auth_token(path: str | None) -> str | None:
 
 @main.command()
 @project_options
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@host_option
 @click.option("--port", type=click.IntRange(0, 65535), default=8888, show_default=True, help="TCP port.")
 @online_store_options
 @auth_token_file_option
