@@ -8,6 +8,7 @@ for the clients that misbehave.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -171,6 +172,19 @@ def test_a_kept_alive_connection_gets_the_same_header_deadline(limited):
         assert read_response(sock)[0] in (200, 503)
         took = closed_within(sock, 10 * READ_TIMEOUT, trickle=b"GET /health HTTP/1.1\r\nX-Slow: " + b"a" * 1000)
     assert took is not None
+
+
+def test_headers_larger_than_64_kib_are_refused(limited):
+    """Headers sent fast but without end: 431 once 64 KiB have come, not held in memory until the deadline."""
+    http, port = limited
+    with raw(port, b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: ") as sock:
+        with contextlib.suppress(OSError):  # the server may close while this is still sending
+            for _ in range(16):
+                sock.sendall(b"a" * 16384)
+        status, headers, body = read_response(sock)
+    assert status == 431 and headers["content-type"] == "application/json"
+    assert httpx.Response(431, content=body).json() == {"detail": "request line and headers are larger than 65536 bytes"}
+    assert http.get("/health").status_code == 200
 
 
 def test_a_slow_body_is_answered_408(limited):

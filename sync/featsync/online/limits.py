@@ -36,6 +36,7 @@ logger = logging.getLogger("featsync.server")
 
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full --max-batch of 1000 rows of two 100-character keys is ~0.25 MiB
 DEFAULT_READ_TIMEOUT = 10.0  # seconds for a request's headers, and again for its body
+MAX_HEADER_BYTES = 64 * 1024  # a request line and headers larger than this: 431 (nginx allows 32 KiB by default)
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -44,16 +45,20 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     The deadline is armed when the connection opens and after each response (the next
     request's headers are awaited from then on), and disarmed when the headers are
     complete. uvicorn's own keep-alive timeout still closes an idle connection sooner; it is
-    disarmed by the first byte, which this deadline is not.
+    disarmed by the first byte, which this deadline is not. The bytes received while the
+    headers are awaited are counted too: past MAX_HEADER_BYTES, 431 and the connection is
+    closed (httptools itself keeps every header byte it is sent).
     """
 
     def __init__(self, *args: Any, read_timeout: float = DEFAULT_READ_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
         self.header_deadline: asyncio.TimerHandle | None = None
+        self.header_bytes = 0
 
     def _arm_header_deadline(self) -> None:
         self._disarm_header_deadline()
+        self.header_bytes = 0
         self.header_deadline = self.loop.call_later(self.read_timeout, self._headers_too_slow)
 
     def _disarm_header_deadline(self) -> None:
@@ -70,6 +75,18 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_header_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        if self.header_deadline is None:  # headers complete: a body, handled by `guard`
+            super().data_received(data)
+            return
+        self.header_bytes += len(data)
+        super().data_received(data)
+        if self.header_deadline is not None and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            body = b'{"detail":"request line and headers are larger than %d bytes"}' % MAX_HEADER_BYTES
+            head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            self.transport.write(head + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+            self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._disarm_header_deadline()
