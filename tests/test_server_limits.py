@@ -126,9 +126,8 @@ def test_a_declared_body_over_the_limit_is_413_before_it_is_read(limited):
     with raw(port, head + b"Content-Length: 10000000\r\n\r\n") as sock:
         status, headers, body = read_response(sock)
     assert status == 413 and headers["content-type"] == "application/json"
-    assert httpx.Response(413, content=body).json() == {
-        "detail": f"request body is larger than the server's maximum of {MAX_BODY} bytes"
-    }
+    detail = httpx.Response(413, content=body).json()["detail"]  # (the error body may carry more keys: Feast's)
+    assert detail == f"request body is larger than the server's maximum of {MAX_BODY} bytes"
     assert headers.get("connection") == "close"
     assert errors_counted(http)[("/get-online-features", "body_too_large")] >= 1
 
@@ -183,7 +182,7 @@ def test_headers_larger_than_64_kib_are_refused(limited):
                 sock.sendall(b"a" * 16384)
         status, headers, body = read_response(sock)
     assert status == 431 and headers["content-type"] == "application/json"
-    assert httpx.Response(431, content=body).json() == {"detail": "request line and headers are larger than 65536 bytes"}
+    assert httpx.Response(431, content=body).json()["detail"] == "request line and headers are larger than 65536 bytes"
     assert http.get("/health").status_code == 200
 
 
@@ -267,7 +266,7 @@ def test_an_unexpected_exception_is_a_counted_json_500(uvicorn_server, monkeypat
     for _ in range(2):
         response = httpx.get(f"{base}/boom", timeout=10)
         assert response.status_code == 500 and response.headers["content-type"] == "application/json"
-        assert response.json() == {"detail": "internal server error (ZeroDivisionError); the server's log has the details"}
+        assert response.json()["detail"] == "internal server error (ZeroDivisionError); the server's log has the details"
     text = metrics.exposition().decode()
     assert 'featsync_errors_total{endpoint="/boom",kind="ZeroDivisionError"} 2.0' in text
     assert 'featsync_requests_total{code="500",endpoint="/boom"} 2.0' in text
@@ -478,9 +477,9 @@ def test_the_example_server_answers_what_it_cannot_serve_in_json(duckdb_build, r
             )
         wrong_method = httpx.get(f"{base}/get-online-features", timeout=10)
         assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
-        assert wrong_method.json() == {"detail": "Method Not Allowed"}
+        assert wrong_method.json()["detail"] == "Method Not Allowed"
         unknown = httpx.get(f"{base}/nowhere", timeout=10)
-        assert unknown.status_code == 404 and unknown.json() == {"detail": "Not Found"}
+        assert unknown.status_code == 404 and unknown.json()["detail"] == "Not Found"
 
         results.parent.mkdir(parents=True, exist_ok=True)
         view = next(iter(example.registry().feature_views))
