@@ -93,8 +93,9 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)  # a next request whose headers are already in: nothing to await
         super().on_response_complete()
-        if not self.transport.is_closing():
+        if not pipelined and not self.transport.is_closing():
             self._arm_header_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -115,28 +116,31 @@ class BodyDeadlines:
         self.interval = interval
         self.reading: dict[asyncio.Task, float] = {}
         self.expired: set[asyncio.Task] = set()
-        self._armed = False
+        self._armed: asyncio.AbstractEventLoop | None = None  # the loop whose timer sweeps
 
     def watch(self, task: asyncio.Task, deadline: float) -> None:
         self.reading[task] = deadline
-        if not self._armed:
-            self._armed = True
-            asyncio.get_running_loop().call_later(self.interval, self._sweep)
+        loop = task.get_loop()
+        if self._armed is not loop:  # idle, or an app used from another loop (tests)
+            self._armed = loop
+            loop.call_later(self.interval, self._sweep, loop)
 
     def unwatch(self, task: asyncio.Task) -> None:
         self.reading.pop(task, None)
 
-    def _sweep(self) -> None:
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._armed is not loop:
+            return  # superseded by another loop's timer
         now = time.monotonic()
         for task, deadline in list(self.reading.items()):
-            if deadline <= now:
+            if deadline <= now and task.get_loop() is loop:
                 del self.reading[task]
                 self.expired.add(task)
                 task.cancel()
         if self.reading:
-            asyncio.get_running_loop().call_later(self.interval, self._sweep)
+            loop.call_later(self.interval, self._sweep, loop)
         else:
-            self._armed = False  # idle: no timer until the next read
+            self._armed = None  # idle: no timer until the next read
 
 
 class _Refused(Exception):
