@@ -504,3 +504,14 @@ def test_a_request_time_outside_the_years_is_a_usage_error_in_get(duckdb_build, 
     result = CliRunner().invoke(main, [*args, "--request", "event_timestamp=0001-01-01T00:00:00+05:00"])
     assert result.exit_code in (2, 64), result.output
     assert "outside the years 1 to 9999" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [("redis://127.0.0.1:abc/0", "the port must be a number"), ("redis://:s3cret@127.0.0.1:6379/abc", "database 'abc'")],
+)
+def test_serve_refuses_a_malformed_redis_url_before_starting(project, url, message):  # noqa: F811
+    """It failed in the worker's start-up with a traceback and exit code 3 (dbt's)."""
+    result = CliRunner().invoke(main, ["serve", "--project-dir", str(project.project_dir), "--redis-url", url])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert "s3cret" not in result.output and "Traceback" not in result.output

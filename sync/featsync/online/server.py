@@ -43,7 +43,7 @@ from starlette.schemas import SchemaGenerator
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.logs import access_log, uvicorn_config
 from featsync.monitoring.freshness import online_freshness
-from featsync.online.connections import async_redis_client, embedded_redis, embedded_url, stop_embedded
+from featsync.online.connections import async_redis_client, check_redis_url, embedded_redis, embedded_url, stop_embedded
 from featsync.online.layout import StoredValueError, from_micros
 from featsync.online.limits import (
     DEFAULT_MAX_BODY_BYTES,
@@ -545,6 +545,8 @@ def _serve(
 ) -> None:
     import uvicorn
 
+    if redis_url:  # a malformed URL would fail in every worker's start-up, with a traceback
+        check_redis_url(redis_url)
     project.registry()  # parse + validate once here: declaration errors before any worker starts
     embedded = None
     if not redis_url:
