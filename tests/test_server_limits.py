@@ -515,3 +515,19 @@ def test_serve_refuses_a_malformed_redis_url_before_starting(project, url, messa
     result = CliRunner().invoke(main, ["serve", "--project-dir", str(project.project_dir), "--redis-url", url])
     assert result.exit_code == 1 and message in result.output, result.output
     assert "s3cret" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "entities, message",
+    [
+        (["user_id=u1", "user_id=u2"], "'user_id' is given twice"),
+        (["user_id=\udcff"], "is not valid UTF-8 text"),  # a byte of another encoding, as Python decodes argv
+    ],
+)
+def test_get_refuses_an_entity_given_twice_or_not_utf8(project, redis_url, entities, message):  # noqa: F811
+    """The second value silently replaced the first; a non-UTF-8 byte was a UnicodeEncodeError traceback."""
+    args = ["get", "--project-dir", str(project.project_dir), "--redis-url", redis_url, "--features", "fv_user:amount"]
+    args += [f"--entity={entity}" for entity in entities]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 64 and message in result.output, result.output
+    assert "Traceback" not in result.output

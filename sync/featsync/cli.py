@@ -674,6 +674,12 @@ def get(
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--entity")
+        if key in row:  # one row: a second value would silently replace the first
+            raise click.BadParameter(f"'{key}' is given twice (one entity row per call)", param_hint="--entity")
+        try:
+            item.encode()
+        except UnicodeEncodeError:  # bytes of another encoding on the command line
+            raise click.BadParameter(f"{item!r} is not valid UTF-8 text", param_hint="--entity") from None
         row[key] = value
     request_data = None
     if request_items:
