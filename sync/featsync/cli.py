@@ -107,6 +107,18 @@ access_log_option = click.option(
     "--access-log", is_flag=True, help="Log every HTTP request (featsync.access: client, method, path, status, duration)."
 )
 
+host_option = click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on (0.0.0.0: all; unsafe without a TLS proxy in front).",
+)
+auth_token_file_option = click.option(
+    "--auth-token-file",
+    type=click.Path(dir_okay=False),
+    help="File holding the server's bearer token (not readable by all users): required by the UI pages and the write endpoints.",
+)
+
 
 def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """--now as an aware UTC datetime; a malformed or zoneless value is a usage error."""
@@ -662,6 +674,12 @@ def get(
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise click.BadParameter(f"'{item}' is not KEY=VALUE", param_hint="--entity")
+        if key in row:  # one row: a second value would silently replace the first
+            raise click.BadParameter(f"'{key}' is given twice (one entity row per call)", param_hint="--entity")
+        try:
+            item.encode()
+        except UnicodeEncodeError:  # bytes of another encoding on the command line
+            raise click.BadParameter(f"{item!r} is not valid UTF-8 text", param_hint="--entity") from None
         row[key] = value
     request_data = None
     reader = OnlineReader(project.registry(), _redis(project, redis_url), key_prefix)
@@ -692,7 +710,7 @@ def get(
 
 @main.command()
 @project_options
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@host_option
 @click.option("--port", type=click.IntRange(0, 65535), default=6566, show_default=True, help="TCP port (Feast's default).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes.")
 @online_store_options
@@ -703,6 +721,22 @@ def get(
     show_default=True,
     help="Most entity rows in one request (413 above).",
 )
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=1 << 20,
+    show_default=True,
+    help="Largest request body accepted (413 above, before reading it).",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client may take to send a request's headers, and again its body (slow clients are cut off).",
+)
+@auth_token_file_option
+@click.option("--auth-reads", is_flag=True, help="Require the token for /get-online-features too (needs --auth-token-file).")
 @access_log_option
 @click.option("--ui", is_flag=True, help="Also serve the feature-discovery pages under /ui (as `featsync ui` does).")
 def serve(
@@ -713,26 +747,65 @@ def serve(
     redis_url: str | None,
     key_prefix: str | None,
     max_batch: int,
+    max_body_bytes: int,
+    read_timeout: float,
+    auth_token_file: str | None,
+    auth_reads: bool,
     access_log: bool,
     ui: bool,
 ) -> None:
     """Serve online features over HTTP (Feast-compatible POST /get-online-features, /health, /metrics)."""
     from featsync.extras import needs
 
+    if auth_reads and auth_token_file is None:
+        raise click.UsageError("--auth-reads needs --auth-token-file")
+    token = _auth_token(auth_token_file)
     with needs("serve", "featsync serve"):
         from featsync.online.server import serve as run_server
     level, fmt = click.get_current_context().meta["featsync.logging"]
     with _embedded_hint():
-        run_server(project, host, port, workers, redis_url, key_prefix, max_batch, level, fmt, access_log, ui)
+        run_server(
+            project,
+            host,
+            port,
+            workers,
+            redis_url,
+            key_prefix,
+            max_batch,
+            level,
+            fmt,
+            access_log,
+            ui,
+            max_body_bytes=max_body_bytes,
+            read_timeout=read_timeout,
+            auth_token=token,
+            auth_reads=auth_reads,
+        )
+
+
+def _auth_token(path: str | None) -> str | None:
+    """The server's bearer token, read from --auth-token-file (never from the command line)."""
+    from featsync.online.auth import read_token_file
+
+    return None if path is None else read_token_file(path)
 
 
 @main.command()
 @project_options
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@host_option
 @click.option("--port", type=click.IntRange(0, 65535), default=8888, show_default=True, help="TCP port.")
 @online_store_options
+@auth_token_file_option
 @access_log_option
-def ui(project: Project, host: str, port: int, redis_url: str | None, key_prefix: str | None, access_log: bool) -> None:
+def ui(
+    project: Project,
+    host: str,
+    port: int,
+    redis_url: str | None,
+    key_prefix: str | None,
+    auth_token_file: str | None,
+    access_log: bool,
+) -> None:
     """Browse the feature catalog in a web browser: views, services, lineage, freshness, validation, drift.
 
     The pages are under /ui (http://127.0.0.1:8888/ui/); the server's online endpoints run beside them.
@@ -740,11 +813,24 @@ def ui(project: Project, host: str, port: int, redis_url: str | None, key_prefix
     """
     from featsync.extras import needs
 
+    token = _auth_token(auth_token_file)
     with needs("serve", "featsync ui"):
         from featsync.online.server import serve as run_server
     level, fmt = click.get_current_context().meta["featsync.logging"]
     with _embedded_hint():
-        run_server(project, host, port, 1, redis_url, key_prefix, log_level=level, log_format=fmt, access_log=access_log, ui=True)
+        run_server(
+            project,
+            host,
+            port,
+            1,
+            redis_url,
+            key_prefix,
+            log_level=level,
+            log_format=fmt,
+            access_log=access_log,
+            ui=True,
+            auth_token=token,
+        )
 
 
 @main.command()

@@ -97,7 +97,8 @@ class ResultCache:
         stamp = (stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(kind)
         if cached is None or cached[0] != stamp:
-            cached = self._cache[kind] = (stamp, _read(path).get("views", {}))
+            views = _read(path).get("views", {})
+            cached = self._cache[kind] = (stamp, {name: v for name, v in views.items() if isinstance(v, dict)})
         return cached[1]
 
     def of(self, kind: str, view: str) -> dict[str, Any] | None:
@@ -110,7 +111,9 @@ def validation_failures(result: Mapping[str, Any] | None) -> int | None:
     A suite that could not run at all (status error, no expectation results) counts as one."""
     if result is None:
         return None
-    failed = sum(1 for r in result.get("results", []) if r.get("status") != "passed")
+    results = result.get("results")
+    results = results if isinstance(results, list) else []  # a file edited by hand: counted, never a crash
+    failed = sum(1 for r in results if not isinstance(r, dict) or r.get("status") != "passed")
     return failed or (1 if result.get("status") == "error" else 0)
 
 

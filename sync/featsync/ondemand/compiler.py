@@ -93,7 +93,12 @@ class RequestField:
                 f"request field '{self.name}': {shown} has no time zone; featsync times are UTC, "
                 "give one (e.g. 2024-04-29T02:30:00Z or a datetime with tzinfo=UTC)"
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is in year 0 once in UTC
+            raise FeatsyncError(
+                f"request field '{self.name}': {shown} is outside the years 1 to 9999 once converted to UTC"
+            ) from None
 
     def parse(self, text: str) -> Any:
         """A value from text (a request field given on a command line), typed by the declaration."""

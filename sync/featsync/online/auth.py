@@ -47,3 +47,31 @@ def unauthorized() -> Response:
     response = Response('{"detail":"missing or wrong bearer token"}', 401, media_type="application/json")
     response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+def read_token_file(path: str) -> str:
+    """The token in `path` (surrounding whitespace stripped), refusing a file that cannot hold a secret.
+
+    A missing or empty file, or one that every user of the machine can read, is a
+    UsageError naming the file: a token anyone can read protects nothing.
+    """
+    import os
+    import stat
+
+    from featsync.errors import UsageError
+
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as file:
+            token = file.read().strip()
+    except FileNotFoundError:
+        raise UsageError(f"--auth-token-file {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--auth-token-file {path}: cannot read it ({exc})") from None
+    if mode & stat.S_IROTH:
+        raise UsageError(f"--auth-token-file {path}: every user can read it; chmod o-r (or 600) it first")
+    if not token:
+        raise UsageError(f"--auth-token-file {path}: the file is empty")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise UsageError(f"--auth-token-file {path}: the token must be one line of printable characters without spaces")
+    return token

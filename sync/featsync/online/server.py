@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import importlib.util
 import json
@@ -34,6 +35,7 @@ import orjson
 import redis
 import redis.asyncio
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -42,8 +44,16 @@ from starlette.schemas import SchemaGenerator
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.logs import access_log, uvicorn_config
 from featsync.monitoring.freshness import online_freshness
-from featsync.online.connections import async_redis_client, embedded_redis, embedded_url, stop_embedded
-from featsync.online.layout import from_micros
+from featsync.online.connections import async_redis_client, check_redis_url, embedded_redis, embedded_url, stop_embedded
+from featsync.online.layout import StoredValueError, from_micros
+from featsync.online.limits import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_READ_TIMEOUT,
+    HeaderDeadlineProtocol,
+    guard,
+    http_error_handler,
+    server_error_handler,
+)
 from featsync.online.serving import (
     EXPIRED,
     NOT_FOUND,
@@ -60,7 +70,7 @@ from featsync.quality.validate import resolve_now
 from featsync.registry import Registry
 from featsync.results import ResultCache, validation_failures
 
-CONFIG_ENV = "FEATSYNC_SERVE_CONFIG"
+CONFIG_ENV = "FEATSYNC_SERVE_CONFIG_FILE"  # the path of the workers' config file (mode 0600), never the config itself
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REQUEST_FIELDS = {"features", "feature_service", "entities", "full_feature_names", "request_data"}
 # Feast's exception class (feast/errors.py) for each featsync NotFoundError kind: error bodies
@@ -81,7 +91,13 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01,
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """What every worker needs to build the app; passed to workers as JSON in CONFIG_ENV."""
+    """What every worker needs to build the app.
+
+    Passed to workers as JSON in a file only the server's user can read (its path in
+    CONFIG_ENV), removed when the server exits: it holds the Redis URL (with its password)
+    and the token, which an environment variable would show to anyone reading
+    /proc/<pid>/environ of a worker (and to the workers' child processes).
+    """
 
     project_dir: str
     profiles_dir: str
@@ -95,6 +111,9 @@ class ServeConfig:
     access_log: bool = False
     log_level: str = "info"
     log_format: str = "text"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # 413 above, before reading the body (featsync.online.limits)
+    read_timeout: float = DEFAULT_READ_TIMEOUT  # seconds for a request's headers, and again for its body
+    auth_reads: bool = False  # /get-online-features requires the token too (writes and the UI always do)
 
 
 class PayloadTooLarge(RequestError):
@@ -133,6 +152,13 @@ class Metrics:
             ["feature_view", "status"],
             registry=target,
         )
+        self.errors = Counter(
+            "featsync_errors",
+            "Requests that failed on the server's side (kind: the exception) or were refused by a limit "
+            "(body_too_large, body_timeout, unauthorized), by endpoint.",
+            ["endpoint", "kind"],
+            registry=target,
+        )
         self._children: dict[tuple, Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
@@ -145,6 +171,9 @@ class Metrics:
     def observe(self, endpoint: str, code: int, seconds: float) -> None:
         self.child(self.latency, endpoint).observe(seconds)
         self.child(self.requests, endpoint, str(code)).inc()
+
+    def count_error(self, endpoint: str, kind: str) -> None:
+        self.child(self.errors, endpoint, kind).inc()
 
     def count_lookups(self, response: OnlineResponse) -> None:
         for view, statuses in response.view_statuses.items():
@@ -348,6 +377,8 @@ def create_app(config: ServeConfig) -> Starlette:
             n = len(next(iter(response.entities.values()), ()))
             result = Response(orjson.dumps(feast_response(response, n), option=orjson.OPT_UTC_Z), media_type="application/json")
             metrics.count_lookups(response)
+        except StoredValueError:
+            raise  # not the client's fault: a JSON 500, counted (featsync.online.limits)
         except PayloadTooLarge as exc:
             result = error(413, str(exc))
         except OnlineStoreUnavailable as exc:
@@ -417,8 +448,21 @@ def create_app(config: ServeConfig) -> Starlette:
         from featsync.ui.app import mount
 
         routes += mount(project, registry, lambda: reader.client, config.key_prefix, config.auth_token, config.redis_timeout)
-    app = Starlette(routes=routes, lifespan=lifespan)
-    return access_log(app) if config.access_log else app
+
+    handlers = {Exception: server_error_handler(error), HTTPException: http_error_handler(error)}
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    guarded = guard(
+        app,
+        max_body_bytes=config.max_body_bytes,
+        read_timeout=config.read_timeout,
+        error=error,
+        count_error=metrics.count_error,
+        observe=metrics.observe,
+        endpoints=[route.path for route in routes if isinstance(route, Route)],
+        token=config.auth_token,
+        token_paths=["/get-online-features"] if config.auth_reads else [],
+    )
+    return access_log(guarded) if config.access_log else guarded
 
 
 COMPONENTS = {
@@ -467,8 +511,17 @@ COMPONENTS = {
 
 
 def app_from_env() -> Any:
-    """uvicorn's factory in each worker process."""
-    return create_app(ServeConfig(**json.loads(os.environ[CONFIG_ENV])))
+    """uvicorn's factory in each worker process: the config from the file CONFIG_ENV names."""
+    with open(os.environ[CONFIG_ENV], encoding="utf-8") as file:
+        return create_app(ServeConfig(**json.load(file)))
+
+
+def write_config(config: ServeConfig) -> str:
+    """The workers' config file: created with mode 0600 (mkstemp), so only this user reads it."""
+    fd, path = tempfile.mkstemp(prefix="featsync-serve-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        json.dump(asdict(config), file)
+    return path
 
 
 def serve(
@@ -483,16 +536,53 @@ def serve(
     log_format: str = "text",
     access_log: bool = False,
     ui: bool = False,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    read_timeout: float = DEFAULT_READ_TIMEOUT,
+    auth_token: str | None = None,
+    auth_reads: bool = False,
 ) -> None:
-    """Run the server until interrupted; validates the project first, in this process."""
+    """Run the server until interrupted; validates the project first, in this process.
+
+    FEATSYNC_REDIS_URL (it may hold a password) is taken out of the environment first, so no
+    process started from here on inherits it (dbt's helpers, multiprocessing's resource
+    tracker, the workers): the URL reaches the workers in the config file only.
+    """
+    env_url = os.environ.pop("FEATSYNC_REDIS_URL", None)
+    try:
+        _serve(project, host, port, workers, redis_url or env_url, key_prefix, max_batch, log_level, log_format, access_log, ui,
+               max_body_bytes, read_timeout, auth_token, auth_reads)  # fmt: skip
+    finally:
+        if env_url is not None:
+            os.environ["FEATSYNC_REDIS_URL"] = env_url
+
+
+def _serve(
+    project: Project,
+    host: str,
+    port: int,
+    workers: int,
+    redis_url: str | None,
+    key_prefix: str | None,
+    max_batch: int,
+    log_level: str,
+    log_format: str,
+    access_log: bool,
+    ui: bool,
+    max_body_bytes: int,
+    read_timeout: float,
+    auth_token: str | None,
+    auth_reads: bool,
+) -> None:
     import uvicorn
 
+    if redis_url:  # a malformed URL would fail in every worker's start-up, with a traceback
+        check_redis_url(redis_url)
     project.registry()  # parse + validate once here: declaration errors before any worker starts
     embedded = None
-    if not (redis_url or os.environ.get("FEATSYNC_REDIS_URL")):
+    if not redis_url:
         embedded = embedded_redis(project)  # the embedded redis-server lives as long as this process
         redis_url = embedded_url(embedded)
-    url = redis_url or os.environ["FEATSYNC_REDIS_URL"]
+    url = redis_url
     config = ServeConfig(
         str(project.project_dir),
         str(project.profiles_dir),
@@ -504,11 +594,16 @@ def serve(
         access_log=access_log,
         log_level=log_level,
         log_format=log_format,
+        max_body_bytes=max_body_bytes,
+        read_timeout=read_timeout,
+        auth_token=auth_token,
+        auth_reads=auth_reads,
     )
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
     if own_metrics_dir:
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="featsync-metrics-")
-    os.environ[CONFIG_ENV] = json.dumps(asdict(config))
+    config_file = write_config(config)
+    os.environ[CONFIG_ENV] = config_file
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: with the default handler
     # the process would die there, before the cleanup below (embedded Redis, metrics files).
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -520,7 +615,7 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",  # no uvloop on Windows
-            http="httptools",
+            http=functools.partial(HeaderDeadlineProtocol, read_timeout=read_timeout),  # httptools + a header deadline
             access_log=False,  # uvicorn's; featsync.access lines when --access-log (they cost more than a request)
             log_level=log_level,
             log_config=uvicorn_config(log_level, log_format),
@@ -529,6 +624,9 @@ def serve(
         if exc.code != 128 + signal.SIGTERM:
             raise
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(config_file)
+        os.environ.pop(CONFIG_ENV, None)
         if own_metrics_dir:
             shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
         if embedded is not None:

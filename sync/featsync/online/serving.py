@@ -27,11 +27,11 @@ import redis.asyncio
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.ondemand.compiler import OnDemandFeature, RequestField
 from featsync.online.layout import Layout, from_micros, key_texts
+from featsync.online.plan_cache import PlanCache, plan_key
 from featsync.online.validity import oldest_valid_event_us
 from featsync.registry import FeatureService, FeatureView, Registry, output_name
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
-MAX_CACHED_PLANS = 1024  # distinct feature lists; clients choose them, so the cache is bounded
 
 
 class RequestError(FeatsyncError):
@@ -307,16 +307,14 @@ class OnlineReader:
     client: Any  # redis.Redis / redis.RedisCluster here; their asyncio versions in AsyncOnlineReader
     key_prefix: str | None = None
     now: Any = time.time
-    _plans: dict[tuple, ReadPlan] = field(default_factory=dict, repr=False)
+    _plans: PlanCache = field(default_factory=PlanCache, repr=False)  # clients choose the keys: bounded LRU
 
     def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> ReadPlan:
-        signature = (tuple(features or ()), feature_service, full_feature_names)
-        plan = self._plans.get(signature)
+        key = plan_key(features, feature_service, full_feature_names)  # duplicates dropped: one plan, a short key
+        plan = self._plans.get(key)
         if plan is None:
-            plan = self._build_plan(features, feature_service, full_feature_names)
-            if len(self._plans) >= MAX_CACHED_PLANS:
-                self._plans.clear()
-            self._plans[signature] = plan
+            plan = self._build_plan(key[0] or None, feature_service, full_feature_names)
+            self._plans.put(key, plan)
         return plan
 
     def _build_plan(self, features, feature_service, full_feature_names) -> ReadPlan:
