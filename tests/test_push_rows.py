@@ -201,3 +201,37 @@ def test_the_suite_s_row_level_expectations_apply(example, client, prefix):
         assert any("expect_table_row_count_to_be_between" in note and "whole table" in note for note in result.notes)
     finally:
         cleanup(example, client, prefix)
+
+
+def test_cli_push_rows_from_csv_and_parquet(pit, tmp_path, redis_url):
+    import json
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from featsync.cli import main
+
+    project = pit.project
+    base = ["push", "--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)]
+    base += ["--target", "duckdb", "--redis-url", redis_url, "--key-prefix", pit.key_prefix]
+    at = (NOW - H).isoformat().replace("+00:00", "Z")
+    good = tmp_path / "rows.csv"
+    good.write_text(f"user_id,event_timestamp,amount,label\nc1,{at},4,csv\nc2,{at},,\n")
+    result = CliRunner().invoke(main, [*base, "--rows", str(good), "--select", "fv_user", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["online"]["keys_written"] == 2
+    table = pa.table(
+        {"user_id": ["c3"], "event_timestamp": pa.array([NOW - H], pa.timestamp("us")), "amount": [5], "label": ["pq"]}
+    )
+    pq.write_table(table, tmp_path / "rows.parquet")
+    result = CliRunner().invoke(main, [*base, "--rows", str(tmp_path / "rows.parquet"), "--select", "fv_user"])
+    assert result.exit_code == 0, result.output
+    assert read(pit, "fv_user", ["c1", "c2", "c3"], ["amount", "label"]) == {"amount": [4, None, 5], "label": ["csv", None, "pq"]}
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"user_id,event_timestamp,amount,label\nc9,{at},1,x\nc8,2024-01-01T00:00:00,1,x\n")
+    result = CliRunner().invoke(main, [*base, "--rows", str(bad), "--select", "fv_user"])
+    assert result.exit_code == 1
+    assert "row 1, column 'event_timestamp'" in result.output
+    assert read(pit, "fv_user", ["c9"], ["amount"]) == {"amount": [None]}
+    result = CliRunner().invoke(main, [*base, "--rows", str(good), "--select", "fv_user,fv_pair"])
+    assert result.exit_code == 64

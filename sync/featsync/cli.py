@@ -460,6 +460,49 @@ def training_set(
     out.print(f"wrote {table.num_rows} rows x {table.num_columns} columns to {out_path}", markup=False)
 
 
+def _push_rows(
+    project: Project,
+    select: tuple[str, ...],
+    redis_url: str | None,
+    key_prefix: str | None,
+    rows_file: Path,
+    to: str,
+    batch_only: bool,
+    as_json: bool,
+) -> None:
+    """`featsync push --rows FILE --select VIEW`: the file's rows through featsync.online.ingest."""
+    from featsync.errors import UsageError
+    from featsync.online.ingest import RowIngest
+    from featsync.online.rows import read_rows_file
+
+    if len(select) != 1 or "," in select[0] or ":" in select[0] or "+" in select[0]:
+        raise UsageError("--rows needs exactly one feature view name in --select (e.g. --select user_transaction_features)")
+    if batch_only:
+        raise UsageError("--rows takes none of --full-refresh, --dry-run, --fail-fast (they are about the warehouse push)")
+    ingest = RowIngest(project, None if to == "offline" else _redis(project, redis_url), key_prefix)
+    view = ingest.view(select[0])
+    result = ingest.push(view.name, read_rows_file(view, rows_file), to)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    stats = result.online
+    rows = [
+        (
+            result.feature_view,
+            result.to,
+            f"{result.rows:,}",
+            "" if stats is None else f"{stats.keys_written:,}",
+            "" if stats is None else f"{stats.skipped_stale:,}",
+            "" if stats is None else f"{stats.skipped_expired:,}",
+            result.offline_file or "",
+        )
+    ]
+    columns = ("feature view", "to", "rows", "keys written", "skipped stale", "skipped expired", "offline log")
+    out.print(_table("Push rows", columns, rows))
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
 @main.command()
 @project_options
 @select_option("push", "every online view")
@@ -470,6 +513,20 @@ def training_set(
     "--skip-validation", is_flag=True, help="Push without running the views' expectation suites (shown in the summary)."
 )
 @click.option("--fail-fast", is_flag=True, help="If any view fails its suite, push nothing at all.")
+@click.option(
+    "--rows",
+    "rows_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Push the rows of this .parquet or .csv file to the one view of --select instead of querying the warehouse.",
+)
+@click.option(
+    "--to",
+    type=click.Choice(["online", "offline", "online_and_offline"]),
+    default="online",
+    show_default=True,
+    help="With --rows: write the rows online, to the view's offline push log, or both.",
+)
 @now_option
 @json_option
 def push(
@@ -481,6 +538,8 @@ def push(
     dry_run: bool,
     skip_validation: bool,
     fail_fast: bool,
+    rows_file: Path | None,
+    to: str,
     now: Any,
     as_json: bool,
 ) -> None:
@@ -489,7 +548,14 @@ def push(
     A view failing its suite (expectations/<view>.json) is not pushed; the others are,
     unless --fail-fast. The exit code is 4 when any view was held back. On an incremental
     push a view with nothing new since its last push is not validated again ('unchanged').
+
+    With --rows FILE, the file's rows are pushed to the view named by --select instead,
+    as FeatureStore.push and POST /push do: every row is checked first (types, NULL keys,
+    the suite's row-level expectations), a bad one is named and nothing is written.
     """
+    if rows_file is not None:
+        _push_rows(project, select, redis_url, key_prefix, rows_file, to, full_refresh or dry_run or fail_fast, as_json)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from featsync.extras import MissingExtraError

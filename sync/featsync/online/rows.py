@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -273,3 +274,32 @@ def newest_per_key(table: pa.Table, keys: pa.Array, event_micros: np.ndarray) ->
     last = np.ones(n, dtype=bool)
     last[:-1] = pc.not_equal(sorted_keys.slice(0, n - 1), sorted_keys.slice(1)).to_numpy(zero_copy_only=False)
     return order[last]
+
+
+def read_rows_file(view: FeatureView, path: Any) -> pa.Table:
+    """Rows to push from a parquet or CSV file (`featsync push --rows`). CSV columns are read as
+    their declared kinds; timestamps as text, so that `conform` refuses one without a zone
+    naming its row (an empty field is NULL)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FeatsyncError(f"rows file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pq.read_table(path)
+        if suffix == ".csv":
+            types = {}
+            for column in view.columns:
+                kind = column.type.kind
+                if column.name in view.entities:
+                    kind = kind if kind in (INT, TEXT) else TEXT
+                types[column.name] = pa.string() if kind == TIMESTAMP else _TARGET.get(kind, pa.string())
+            options = pacsv.ConvertOptions(strings_can_be_null=True, column_types=types)
+            return pacsv.read_csv(path, convert_options=options)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PushRowsError(f"cannot read rows file {path}: {reason}") from None
+    raise FeatsyncError(f"rows file {path} is neither .parquet nor .csv")
