@@ -505,6 +505,99 @@ def _push_rows(
 
 @main.command()
 @project_options
+@click.option(
+    "--from",
+    "source_url",
+    required=True,
+    metavar="URL",
+    help="The stream: redis://[user:password@]host[:port]/DB/STREAM (rediss:// for TLS).",
+)
+@click.option(
+    "--select", "-s", "view", default=None, metavar="VIEW", help="The feature view of entries without a feature_view field."
+)
+@online_store_options
+@click.option(
+    "--to",
+    type=click.Choice(["online", "offline", "online_and_offline"]),
+    default="online",
+    show_default=True,
+    help="Write the rows online, to the views' offline push logs, or both.",
+)
+@click.option("--group", default="featsync", show_default=True, help="The consumer group (created if missing).")
+@click.option(
+    "--consumer", default=None, help="This consumer's name in the group (default: featsync-<hostname>); keep it across restarts."
+)
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 100_000), help="Entries per micro-batch.")
+@click.option("--block-ms", default=1000, show_default=True, type=click.IntRange(1), help="How long one read waits for entries.")
+@click.option(
+    "--claim-idle-ms",
+    default=60_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Claim entries another consumer left unacknowledged this long (it died).",
+)
+@click.option(
+    "--stop-when-idle",
+    default=None,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="Exit after this long without entries (default: run until interrupted).",
+)
+@json_option
+def stream(
+    project: Project,
+    source_url: str,
+    view: str | None,
+    redis_url: str | None,
+    key_prefix: str | None,
+    to: str,
+    group: str,
+    consumer: str | None,
+    batch: int,
+    block_ms: int,
+    claim_idle_ms: int,
+    stop_when_idle: float | None,
+    as_json: bool,
+) -> None:
+    """Consume a Redis stream of rows and push them in micro-batches (at-least-once, idempotent).
+
+    Each entry holds one row as JSON in its `row` field, and optionally its view in
+    `feature_view`. Rows go through the same checks and newest-wins writes as POST /push;
+    entries that cannot be pushed go to the dead-letter stream STREAM:dead. Entries are
+    acknowledged after they are written, so a killed consumer loses nothing: restarted
+    under the same --consumer name, it first pushes what it had not acknowledged.
+    """
+    import redis as redis_lib
+
+    from featsync.online.connections import check_redis_url
+    from featsync.online.ingest import RowIngest
+    from featsync.online.stream import StreamConsumer, StreamSource
+
+    source = StreamSource.parse(source_url)
+    check_redis_url(source.url)
+    ingest = RowIngest(project, None if to == "offline" else _redis(project, redis_url), key_prefix)
+    if view is not None:
+        ingest.view(view)  # an unknown view is an error now, not a dead letter per entry
+    options = {"group": group, "batch": batch, "block_ms": block_ms, "claim_idle_ms": claim_idle_ms}
+    if consumer:
+        options["consumer"] = consumer
+    worker = StreamConsumer(ingest, redis_lib.Redis.from_url(source.url), source.stream, view, to, **options)
+    try:
+        stats = worker.run(stop_when_idle)
+    except KeyboardInterrupt:
+        stats = worker.stats
+    except redis_lib.RedisError as exc:
+        raise FeatsyncError(f"stream {source.stream}: {exc}") from exc
+    if as_json:
+        _print_json({"stream": source.stream, **vars(stats)})
+    else:
+        out.print(
+            f"stream {source.stream}: {stats.read} entries read, {stats.pushed} rows pushed, {stats.dead} dead", markup=False
+        )
+
+
+@main.command()
+@project_options
 @select_option("push", "every online view")
 @online_store_options
 @click.option("--full-refresh", is_flag=True, help="Resend every latest row, not only those changed since the last push.")
