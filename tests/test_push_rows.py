@@ -100,6 +100,8 @@ def test_an_older_row_never_replaces_a_newer_one(pit):
         ([user_row("ok", NOW), user_row("x", NOW, amount="12")], "row 1, column 'amount': '12' is not a integer"),
         ([user_row("ok", NOW), user_row("x", NOW, amount=1.5)], "row 1, column 'amount': 1.5 is not a integer"),
         ([user_row("ok", NOW), user_row("x", NOW, label=3)], "row 1, column 'label': 3 is not a string"),
+        ([user_row("ok", NOW, 1.0), user_row("x", NOW, amount=True)], "row 1, column 'amount': True is not a integer"),
+        ([user_row("ok", NOW), user_row("x", NOW, amount=2**64)], "row 1, column 'amount': 18446744073709551616"),
         ([user_row("ok", NOW), user_row("x", "2024-01-01T00:00:00")], "row 1, column 'event_timestamp'"),
         ([user_row("ok", NOW), user_row("x", NOW.replace(tzinfo=None))], "row 1, column 'event_timestamp'"),
         ([user_row("ok", NOW), user_row("x", None)], "row 1, column 'event_timestamp': NULL"),

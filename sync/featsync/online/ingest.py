@@ -52,10 +52,15 @@ class RowIngest:
     key_prefix: str | None = None
     _checks: dict[str, RowChecks] = field(default_factory=dict, init=False, repr=False)
     _pusher: Pusher | None = field(default=None, init=False, repr=False)
+    _registry: Registry | None = field(default=None, init=False, repr=False)
 
     @property
     def registry(self) -> Registry:
-        return self.project.registry()
+        """The registry, loaded once (Project.registry checks the manifest's freshness on every
+        call, which costs milliseconds: too much per pushed request)."""
+        if self._registry is None:
+            self._registry = self.project.registry()
+        return self._registry
 
     def view(self, name: str) -> FeatureView:
         view = self.registry.feature_views.get(name)

@@ -206,6 +206,51 @@ def _python_ok(kind: str, value: Any) -> bool:
 
 
 def _from_python(view: FeatureView, name: str, kind: str, values: list[Any]) -> pa.Array:
+    """Python values typed exactly: Arrow infers the column's type in C, and only a column whose
+    inferred type may not fit goes through the per-value check, which also finds the bad row."""
+    try:
+        inferred = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        inferred = None  # mixed types: the slow path names the first value that does not fit
+    if inferred is not None:
+        fast = _fast_python(kind, inferred, values)
+        if fast is not None:
+            return fast
+    return _checked_python(view, name, kind, values)
+
+
+def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | None:
+    """The column converted exactly when its inferred Arrow type makes that certain, else None."""
+    t = array.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), _TARGET[kind])
+    if kind in (INT, FLOAT) and any(v.__class__ is bool for v in values):
+        return None  # Arrow reads [1.0, True] as doubles: a boolean is not a number here
+    if kind == INT and pa.types.is_integer(t):
+        return array.cast(pa.int64())
+    if kind == FLOAT and pa.types.is_floating(t):
+        return array.cast(pa.float64())
+    if kind == FLOAT and pa.types.is_integer(t):
+        if pc.max(pc.abs(array)).as_py() <= _EXACT_FLOAT:
+            return array.cast(pa.float64())
+        return None
+    if kind == BOOL and pa.types.is_boolean(t):
+        return array
+    if kind == TEXT and pa.types.is_string(t):
+        return array
+    if kind == TIMESTAMP and pa.types.is_string(t):
+        try:
+            return array.cast(TIME_TYPE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    if kind == TIMESTAMP and pa.types.is_timestamp(t):
+        if all(v is None or getattr(v, "tzinfo", None) is not None for v in values):
+            return array.cast(TIME_TYPE)
+        return None
+    return None
+
+
+def _checked_python(view: FeatureView, name: str, kind: str, values: list[Any]) -> pa.Array:
     for row, value in enumerate(values):
         if not _python_ok(kind, value):
             raise _refuse(view, name, kind, row, value)
