@@ -135,17 +135,28 @@ def test_unknown_view_and_destination(pit):
         pit.push("fv_user_copy", [user_row("a", NOW)], to="online")
 
 
-def test_race_between_the_batch_push_and_pushed_rows(pit):
-    """The warehouse holds rows at NOW - 1h for 400 users; concurrently, an API client pushes
-    a newer row (NOW - 10 min) for the even users and an older one (NOW - 2h) for the odd
-    users, while the batch push runs. Whatever the interleaving, each key ends with the
-    newest row: the API's for even users, the warehouse's for odd users."""
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_race_between_the_batch_push_and_pushed_rows(pit, engine, request):
+    """The warehouse (DuckDB, PostgreSQL) holds rows at NOW - 1h for 400 users; concurrently,
+    an API client pushes a newer row (NOW - 10 min) for the even users and an older one
+    (NOW - 2h) for the odd users, while the batch push runs. Whatever the interleaving, each
+    key ends with the newest row: the API's for even users, the warehouse's for odd users."""
     users = [f"r{i}" for i in range(400)]
     base = (NOW - H).replace(tzinfo=None)
-    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
-        con.execute("delete from user_rows")
-        con.executemany("insert into user_rows values (?, ?, ?, ?, ?)", [(u, base, base, 100, "batch") for u in users])
-    pusher = Pusher(pit.project, pit.client, key_prefix=pit.key_prefix, chunk_rows=50)
+    rows = [(u, base, base, 100, "batch") for u in users]
+    project = pit.project
+    if engine == "duckdb":
+        with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+            con.execute("delete from user_rows")
+            con.executemany("insert into user_rows values (?, ?, ?, ?, ?)", rows)
+    else:
+        pg = request.getfixturevalue("pit_postgres")
+        project = pg.project
+        pg.execute("delete from user_rows")
+        with pg.con.cursor() as cur:
+            cur.executemany("insert into user_rows values (%s, %s, %s, %s, %s)", rows)
+    pusher = Pusher(project, pit.client, key_prefix=pit.key_prefix, chunk_rows=50)
+    api_ingest = RowIngest(project, pit.client, pit.key_prefix)
     newer = [user_row(u, NOW - H / 6, 200, "api-newer") for u in users[::2]]
     older = [user_row(u, NOW - 2 * H, 50, "api-older") for u in users[1::2]]
     errors: list[BaseException] = []
@@ -153,7 +164,7 @@ def test_race_between_the_batch_push_and_pushed_rows(pit):
     def api() -> None:
         try:
             for lo in range(0, 200, 20):
-                pit.push("fv_user", newer[lo : lo + 20] + older[lo : lo + 20])
+                api_ingest.push("fv_user", newer[lo : lo + 20] + older[lo : lo + 20])
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
 

@@ -19,9 +19,11 @@ import pyarrow as pa
 import redis
 
 from featsync.errors import FeatsyncError, NotFoundError
+from featsync.online.layout import Layout
 from featsync.online.push import Pusher, PushStats
 from featsync.online.row_checks import RowChecks
 from featsync.online.rows import Destination, PushRowsError, conform
+from featsync.online.state import layout_of
 from featsync.project import Project
 from featsync.registry import FeatureView, Registry
 
@@ -53,6 +55,7 @@ class RowIngest:
     _checks: dict[str, RowChecks] = field(default_factory=dict, init=False, repr=False)
     _pusher: Pusher | None = field(default=None, init=False, repr=False)
     _registry: Registry | None = field(default=None, init=False, repr=False)
+    _layouts: dict[str, Layout] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def registry(self) -> Registry:
@@ -101,8 +104,13 @@ class RowIngest:
         if destination.offline and table.num_rows:
             result.offline_file = self.log_offline(view, table)
         if destination.online:
-            result.online = self.pusher().push_rows(view, table)
+            result.online = self.pusher().push_rows(view, table, self.layout(view))
         return result
+
+    def layout(self, view: FeatureView) -> Layout:
+        if view.name not in self._layouts:
+            self._layouts[view.name] = layout_of(self.registry, view, self.key_prefix)
+        return self._layouts[view.name]
 
     def pusher(self) -> Pusher:
         if self.client is None:

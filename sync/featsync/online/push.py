@@ -426,14 +426,15 @@ class Pusher:
             return None
         return Rows(keys, layout.encode_values(batch), expire_ms, layout.compact_length)
 
-    def push_rows(self, view: FeatureView, table: pa.Table) -> PushStats:
+    def push_rows(self, view: FeatureView, table: pa.Table, layout: Layout | None = None) -> PushStats:
         """Write rows a client gave (checked by featsync.online.rows.conform) through WRITE_NEWER:
         the same keys, values and expiry as a push of the same rows from the warehouse, and
         an older row never replaces a newer one, whoever wrote it. No watermark is stored:
-        the next warehouse push is unaffected (and cannot undo a newer pushed row)."""
+        the next warehouse push is unaffected (and cannot undo a newer pushed row). `layout`:
+        the view's, when the caller holds it (self.layout re-checks the manifest each call)."""
         stats = PushStats(view.name, view.version, full_refresh=False)
         start = time.perf_counter()
-        layout = self.layout(view)
+        layout = layout or self.layout(view)
         rows, stats.rows_read, stats.skipped_expired = encode_pushed(layout, table, int(self.now() * 1_000_000))
         if rows is not None:
             with self._redis_errors(view):

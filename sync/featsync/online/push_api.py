@@ -39,7 +39,7 @@ from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
 from featsync.online.push import WRITE_NEWER, encode_pushed, write_newer_async
 from featsync.online.rows import TO_ONLINE, PushRowsError
-from featsync.online.state import layout_of, own_async
+from featsync.online.state import own_async
 from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
@@ -91,14 +91,12 @@ def routes(
 ) -> list[Route]:
     """The write routes of one worker; `client` returns the worker's asyncio Redis client."""
     ingest = RowIngest(project, None, key_prefix)
-    registry = project.registry()
-    layouts: dict[str, Any] = {}
     owned: set[str] = set()
     loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
     script: dict[str, str] = {}
 
     async def write_online(view: Any, table: Any) -> tuple[int, int, int]:
-        layout = layouts.get(view.name) or layouts.setdefault(view.name, layout_of(registry, view, key_prefix))
+        layout = ingest.layout(view)
         rows, _, expired = encode_pushed(layout, table, time.time_ns() // 1000)
         if rows is None:
             return 0, 0, expired
