@@ -5,7 +5,8 @@
   training set see exactly the values the online store served (featsync.offline.pushlog).
 
     columns: {name: SQL type}, the columns to read, in the order the model wants them
-             (the view's entities, event timestamp and features; timestamps naive UTC).
+             (the view's entities, event timestamp and features; timestamps naive UTC);
+             types as featsync.sql_type takes them (text, float8, bigint, boolean, timestamp).
 
   DuckDB: the parquet files under env var FEATSYNC_PUSH_LOG_DIR (default data/pushed,
   relative to the working directory like the DuckDB file)/<feature_view>/*.parquet.
@@ -17,12 +18,12 @@
 {% endmacro %}
 
 {% macro _push_log_select(columns, relation) %}
-select {% for name, type in columns.items() %}cast({{ name }} as {{ type }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
+select {% for name, type in columns.items() %}cast({{ name }} as {{ featsync.sql_type(type) }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
 from {{ relation }}
 {%- endmacro %}
 
 {% macro _push_log_empty(columns) %}
-select {% for name, type in columns.items() %}cast(null as {{ type }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
+select {% for name, type in columns.items() %}cast(null as {{ featsync.sql_type(type) }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %}
 where 1 = 0
 {%- endmacro %}
 
