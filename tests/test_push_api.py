@@ -10,6 +10,7 @@ import redis
 from starlette.testclient import TestClient
 
 from featsync.online.server import ServeConfig, create_app
+from test_cluster import cluster  # noqa: F401 (fixture)
 from test_push_rows import cleanup
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -107,3 +108,17 @@ def test_push_counts_in_metrics(http):
     http.post("/push", json={"push_source_name": "fv_user", "df": df(["m1"], NOW - H, [1])})
     metrics = http.get("/metrics").text
     assert 'featsync_requests_total{code="200",endpoint="/push"}' in metrics
+
+
+def test_push_to_a_redis_cluster(pit_duckdb, cluster):  # noqa: F811
+    """redis+cluster:// URLs: one WRITE_NEWER call per hash slot, newest wins as on one node."""
+    project = pit_duckdb
+    prefix = f"featsync-pushapi-{uuid.uuid4().hex[:8]}"
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "duckdb", cluster.url, prefix)
+    users = [f"c{i}" for i in range(50)]
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        reply = http.post("/push", json={"push_source_name": "fv_user", "df": df(users, NOW - H, list(range(50)))})
+        assert reply.status_code == 200 and reply.json()["written"] == 50, reply.text
+        older = http.post("/push", json={"push_source_name": "fv_user", "df": df(users, NOW - 2 * H, [0] * 50)})
+        assert older.json()["stale"] == 50
+        assert online(http, users)["amount"] == list(range(50))

@@ -626,19 +626,35 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
 
 
 async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS) -> tuple[int, int]:
-    """WRITE_NEWER over rows on an asyncio client (the server's /push), one pipeline of
-    EVALSHA calls; (written, stale). NoScriptError propagates: the caller loads the script."""
-    keys = rows.keys.cast(pa.binary()).to_pylist()
-    values = rows.values.cast(pa.binary()).to_pylist()
-    expires = rows.expire_ms.tolist()
-    compact = rows.compact_length
-    pipe = client.pipeline(transaction=False)
-    for lo in range(0, len(keys), chunk_rows):
-        hi = min(lo + chunk_rows, len(keys))
-        args = [x for i in range(lo, hi) for x in (values[i], expires[i])]
-        pipe.evalsha(sha, hi - lo, *keys[lo:hi], *args, compact)
+    """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
+
+    The calls are framed by pack_writes (Arrow kernels, no per-row Python) and written to
+    one pooled connection, as the batch push does on a blocking one; a Redis Cluster gets
+    one call per hash slot through redis-py's routing. NoScriptError propagates (the caller
+    loads the script and retries); a connection whose replies were not all read is dropped.
+    """
+    import redis.asyncio  # only the server writes asynchronously
+
+    if isinstance(client, redis.asyncio.RedisCluster):
+        pipe = client.pipeline()
+        for keys, args in slot_groups(rows, chunk_rows):
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        replies = await pipe.execute()
+    else:
+        commands = pack_writes(sha, rows, chunk_rows)
+        pool = client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            for command in commands:
+                await connection.send_packed_command(command, check_health=False)
+            replies = [await connection.read_response() for _ in commands]
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
     written = stale = 0
-    for reply in await pipe.execute():
+    for reply in replies:
         written += reply[0]
         stale += reply[1]
     return written, stale

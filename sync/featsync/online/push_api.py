@@ -22,6 +22,7 @@ column); 503 Redis unreachable.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -88,8 +89,10 @@ def routes(
     auth_token: str | None,
     max_rows: int,
     observe: Callable[[str, int, float], None] | None = None,
+    timeout: float | None = None,
 ) -> list[Route]:
-    """The write routes of one worker; `client` returns the worker's asyncio Redis client."""
+    """The write routes of one worker; `client` returns the worker's asyncio Redis client, whose
+    sockets have no timeout (see AsyncOnlineReader): `timeout` bounds each write instead."""
     ingest = RowIngest(project, None, key_prefix)
     owned: set[str] = set()
     loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
@@ -109,7 +112,8 @@ def routes(
                 sha = await redis_client.script_load(WRITE_NEWER)
                 script["sha"] = sha.decode() if isinstance(sha, bytes) else sha
             try:
-                written, stale = await write_newer_async(redis_client, script["sha"], rows)
+                async with asyncio.timeout(timeout):
+                    written, stale = await write_newer_async(redis_client, script["sha"], rows)
                 return written, stale, expired
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)
@@ -152,7 +156,7 @@ def routes(
             except PushRowsError as exc:
                 result = _error(422, str(exc))
             except REDIS_DOWN as exc:
-                result = _error(503, f"the online store is unreachable: {exc}")
+                result = _error(503, f"the online store is unreachable: {exc or 'no answer within ' + str(timeout) + ' s'}")
             except redis.RedisError as exc:
                 result = _error(503, f"Redis refused the write: {exc}")
             except FeatsyncError as exc:

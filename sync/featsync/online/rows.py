@@ -226,6 +226,8 @@ def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | No
         return pa.nulls(len(array), _TARGET[kind])
     if kind in (INT, FLOAT) and any(v.__class__ is bool for v in values):
         return None  # Arrow reads [1.0, True] as doubles: a boolean is not a number here
+    if array.type == _TARGET[kind] and kind != TIMESTAMP:
+        return array
     if kind == INT and pa.types.is_integer(t):
         return array.cast(pa.int64())
     if kind == FLOAT and pa.types.is_floating(t):

@@ -385,7 +385,15 @@ def create_app(config: ServeConfig) -> Starlette:
     ]
     from featsync.online.push_api import routes as push_routes  # POST /push, /write-to-online-store
 
-    routes += push_routes(project, lambda: reader.client, config.key_prefix, config.auth_token, config.max_batch, metrics.observe)
+    routes += push_routes(
+        project,
+        lambda: reader.client,
+        config.key_prefix,
+        config.auth_token,
+        config.max_batch,
+        metrics.observe,
+        config.redis_timeout,
+    )
     if config.ui:
         from featsync.ui.app import mount
 
