@@ -619,7 +619,7 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
     if table.num_rows == 0:
         return None, given, expired
     keys = layout.encode_keys(table)
-    keep = newest_per_key(table, keys, column_micros(table.column(view.timestamp)))
+    keep = newest_per_key(table, keys, lambda: column_micros(table.column(view.timestamp)))
     if len(keep) < table.num_rows:
         table, keys, expire_ms = table.take(pa.array(keep)), keys.take(pa.array(keep)), expire_ms[keep]
     return Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired

@@ -22,7 +22,7 @@ checked table has the declared columns in declared order, typed as the online co
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,15 +307,17 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
         raise PushRowsError(f"feature view '{view.name}': column '{name}' ({t}) does not convert exactly to {kind}") from None
 
 
-def newest_per_key(table: pa.Table, keys: pa.Array, event_micros: np.ndarray) -> np.ndarray:
+def newest_per_key(table: pa.Table | pa.RecordBatch, keys: pa.Array, event_micros: Callable[[], np.ndarray]) -> np.ndarray:
     """Indices of the rows to write: the newest per key (the last given of equal event times),
-    in key order. The write script compares each row with what Redis held before the call, so
-    two rows of one key in one call must be reduced to the one that wins first."""
+    in key order; `event_micros` gives the event times, computed only when a key repeats.
+    The write script compares each row with what Redis held before the call, so two rows of
+    one key in one call must be reduced to the one that wins first."""
     n = len(keys)
     if n < 2 or pc.count_distinct(keys).as_py() == n:
         return np.arange(n)
     order = pc.sort_indices(
-        pa.table({"k": keys, "t": event_micros, "i": np.arange(n)}), [("k", "ascending"), ("t", "ascending"), ("i", "ascending")]
+        pa.table({"k": keys, "t": event_micros(), "i": np.arange(n)}),
+        [("k", "ascending"), ("t", "ascending"), ("i", "ascending")],
     ).to_numpy()
     sorted_keys = keys.take(pa.array(order))
     last = np.ones(n, dtype=bool)
