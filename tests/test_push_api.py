@@ -122,3 +122,17 @@ def test_push_to_a_redis_cluster(pit_duckdb, cluster):  # noqa: F811
         older = http.post("/push", json={"push_source_name": "fv_user", "df": df(users, NOW - 2 * H, [0] * 50)})
         assert older.json()["stale"] == 50
         assert online(http, users)["amount"] == list(range(50))
+
+
+def test_push_offline_lands_in_the_log_before_the_answer(http, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
+    both = http.post("/push", json={"push_source_name": "fv_user", "df": df(["o1"], NOW - H, [5]), "to": "online_and_offline"})
+    assert both.status_code == 200, both.text
+    logged = pq.read_table(both.json()["offline"]).to_pylist()
+    assert [(r["user_id"], r["amount"], r["label"]) for r in logged] == [("o1", 5, "api")]
+    only = http.post("/push", json={"push_source_name": "fv_user", "df": df(["o2"], NOW - H, [6]), "to": "offline"})
+    assert only.json()["written"] == 0 and only.json()["offline"].endswith(".parquet")
+    assert online(http, ["o1", "o2"])["amount"] == [5, None]
+    assert len(list((tmp_path / "pushed" / "fv_user").glob("*.parquet"))) == 2

@@ -27,6 +27,7 @@ import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -62,12 +63,12 @@ def log_rows(table: pa.Table, now: datetime | None = None) -> pa.Table:
     return pa.table(columns)
 
 
-def append(project: Project, view: FeatureView, table: pa.Table) -> str:
+def append(project: Project, view: FeatureView, table: pa.Table, credentials: Any = None) -> str:
     """Append checked rows (featsync.online.rows.conform) to the view's log, durably; returns
-    where they went (a file or a table)."""
+    where they went (a file or a table). `credentials`: the target's, when the caller keeps them."""
     from featsync.offline.warehouse import profile_credentials
 
-    credentials = profile_credentials(project)
+    credentials = credentials or profile_credentials(project)
     rows = log_rows(table)
     if credentials.type == "duckdb":
         return _append_parquet(view, rows)

@@ -56,6 +56,7 @@ class RowIngest:
     _pusher: Pusher | None = field(default=None, init=False, repr=False)
     _registry: Registry | None = field(default=None, init=False, repr=False)
     _layouts: dict[str, Layout] = field(default_factory=dict, init=False, repr=False)
+    _credentials: Any = field(default=None, init=False, repr=False)
 
     @property
     def registry(self) -> Registry:
@@ -95,8 +96,11 @@ class RowIngest:
 
     def log_offline(self, view: FeatureView, table: pa.Table) -> str:
         from featsync.offline.pushlog import append
+        from featsync.offline.warehouse import profile_credentials
 
-        return append(self.project, view, table)
+        if self._credentials is None:  # read once: the profile is parsed on every call otherwise
+            self._credentials = profile_credentials(self.project)
+        return append(self.project, view, table, self._credentials)
 
     def push(self, name: str, rows: Any, to: str = "online") -> PushResult:
         view, table, destination = self.prepare(name, rows, to)
