@@ -12,8 +12,10 @@ warehouse) declares one online view of 5 features (user_id; 3 floats, 1 int, 1 t
    with keep-alive connections. Baseline: the same rows (the same keys and encoded
    values) written by a plain redis-py pipeline of `SET key value PXAT t`, 1,000 per
    execute, from the same number of threads. Targets: >= 50,000 rows/s.
-2. One row: --single sequential POST /push of one row; p50 / p99. Baseline: one redis-py
-   `SET key value PXAT t` round trip per row from the same client. Target: p99 <= 2 ms.
+2. One row: --single sequential POST /push of one row; p50 / p99. Baselines: one redis-py
+   `SET key value PXAT t` round trip per row from the same client, and a one-entity
+   POST /get-online-features on the same server (what HTTP and the server cost by
+   themselves). Target: p99 <= 2 ms.
 
 The machine is shared: the load average is printed at the start and the end; compare the
 ratios, not the absolute figures.
@@ -218,7 +220,8 @@ def main() -> None:
             for i in range(args.single)
         ]
         singles = baseline[0][: min(args.single, 1000)] * (args.single // 1000 + 1)
-        ours_one, theirs_one = [], []
+        read = orjson.dumps({"features": [f"{VIEW}:amount_sum_7d", f"{VIEW}:tier"], "entities": {"user_id": [users[0]]}})
+        ours_one, theirs_one, reads = [], [], []
         for i in range(args.single):
             start = time.perf_counter()
             http.post("/push", content=one[i], headers={"content-type": "application/json"})
@@ -227,9 +230,13 @@ def main() -> None:
             start = time.perf_counter()
             client.set(key, value, pxat=expire)
             theirs_one.append(time.perf_counter() - start)
-        print(f"\none row, {args.single} sequential requests, alternating with the baseline")
+            start = time.perf_counter()
+            http.post("/get-online-features", content=read, headers={"content-type": "application/json"})
+            reads.append(time.perf_counter() - start)
+        print(f"\none row, {args.single} sequential requests, alternating with the baselines")
         print(f"  featsync POST /push:           {percentiles(ours_one)}   target p99 <= 2 ms")
         print(f"  redis-py SET (baseline):       {percentiles(theirs_one)}")
+        print(f"  same server, one-entity read:  {percentiles(reads)}   (POST /get-online-features)")
     finally:
         proc.terminate()
         proc.wait(timeout=60)
