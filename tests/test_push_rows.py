@@ -248,3 +248,12 @@ def test_cli_push_rows_from_csv_and_parquet(pit, tmp_path, redis_url):
     assert read(pit, "fv_user", ["c9"], ["amount"]) == {"amount": [None]}
     result = CliRunner().invoke(main, [*base, "--rows", str(good), "--select", "fv_user,fv_pair"])
     assert result.exit_code == 64
+
+
+def test_timestamps_of_any_precision_round_down_like_the_batch_push(pit):
+    at = pd.Timestamp(NOW - H).tz_localize(None) + pd.Timedelta(nanoseconds=1999)  # naive, nanoseconds
+    frame = pd.DataFrame({"user_id": ["ns"], "event_timestamp": [at], "amount": [1], "label": ["x"]})
+    pit.push("fv_user", frame)
+    layout = pit.pusher().layout(pit.view("fv_user"))
+    event, _ = layout.decode(pit.client.get(layout.key(["ns"])))
+    assert event == (NOW - H) + timedelta(microseconds=1)  # 1.999 us rounded down, as the batch push does

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError
+from featsync.online.layout import epoch_micros
 from featsync.registry import FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
 
@@ -290,10 +291,11 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
             f"feature view '{view.name}': row {row}, column '{name}': {array[row].as_py()!r} ({t}) is not a {_KIND_WORDS[kind]}"
         )
     try:
-        if kind == TIMESTAMP and pa.types.is_timestamp(t) and t.tz is None:
-            return pc.cast(pc.cast(array, pa.timestamp("us")), pa.int64()).cast(TIME_TYPE)  # naive means UTC
-        if kind == TIMESTAMP and pa.types.is_timestamp(t) and t.unit == "ns":
-            return pc.cast(pc.floor_temporal(array, unit="microsecond"), TIME_TYPE)
+        if kind == TIMESTAMP and pa.types.is_timestamp(t):
+            # Any precision and zone as UTC microseconds, rounded down like the batch push
+            # (featsync.online.layout.epoch_micros); naive means UTC, as in the warehouse.
+            nulls = array.is_null().to_numpy(zero_copy_only=False)
+            return pa.array(epoch_micros(array), pa.int64(), mask=nulls).cast(TIME_TYPE)
         if kind == FLOAT and pa.types.is_integer(t):
             big = pc.greater(pc.abs(pc.cast(array, pa.int64())), _EXACT_FLOAT)
             if pc.any(big).as_py():
