@@ -212,6 +212,11 @@ def test_the_suite_s_row_level_expectations_apply(example, client, prefix):
         result = ingest.push("user_transaction_features", [user_features("u1", NOW)])
         assert result.online.keys_written == 1
         assert any("expect_table_row_count_to_be_between" in note and "whole table" in note for note in result.notes)
+        # Skipped on request (push --rows --skip-validation): the types are still checked.
+        skipped = ingest.push("user_transaction_features", [user_features("u2", NOW, count_1d=-1)], expectations=False)
+        assert skipped.online.keys_written == 1 and "not applied" in skipped.notes[0]
+        with pytest.raises(FeatsyncError, match="is not a integer"):
+            ingest.push("user_transaction_features", [user_features("u3", NOW, count_1d="x")], expectations=False)
     finally:
         cleanup(example, client, prefix)
 

@@ -468,6 +468,7 @@ def _push_rows(
     rows_file: Path,
     to: str,
     batch_only: bool,
+    skip_validation: bool,
     as_json: bool,
 ) -> None:
     """`featsync push --rows FILE --select VIEW`: the file's rows through featsync.online.ingest."""
@@ -481,7 +482,7 @@ def _push_rows(
         raise UsageError("--rows takes none of --full-refresh, --dry-run, --fail-fast (they are about the warehouse push)")
     ingest = RowIngest(project, None if to == "offline" else _redis(project, redis_url), key_prefix)
     view = ingest.view(select[0])
-    result = ingest.push(view.name, read_rows_file(view, rows_file), to)
+    result = ingest.push(view.name, read_rows_file(view, rows_file), to, expectations=not skip_validation)
     if as_json:
         _print_json(result.as_dict())
         return
@@ -647,7 +648,8 @@ def push(
     the suite's row-level expectations), a bad one is named and nothing is written.
     """
     if rows_file is not None:
-        _push_rows(project, select, redis_url, key_prefix, rows_file, to, full_refresh or dry_run or fail_fast, as_json)
+        batch_only = full_refresh or dry_run or fail_fast
+        _push_rows(project, select, redis_url, key_prefix, rows_file, to, batch_only, skip_validation, as_json)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
