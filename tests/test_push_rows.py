@@ -262,3 +262,12 @@ def test_timestamps_of_any_precision_round_down_like_the_batch_push(pit):
     layout = pit.pusher().layout(pit.view("fv_user"))
     event, _ = layout.decode(pit.client.get(layout.key(["ns"])))
     assert event == (NOW - H) + timedelta(microseconds=1)  # 1.999 us rounded down, as the batch push does
+
+
+def test_pushed_rows_refuse_a_view_id_owned_by_another_view(pit):
+    view = pit.view("fv_user")
+    layout = pit.pusher().layout(view)
+    pit.client.hset(layout.state_key, "identity", "other/fv_x/v1")
+    with pytest.raises(FeatsyncError, match=r"fv_user' v1 .* already uses"):
+        pit.push("fv_user", [user_row("owned", NOW - H)])
+    assert pit.client.get(layout.key(["owned"])) is None

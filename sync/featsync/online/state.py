@@ -137,14 +137,10 @@ def claim(client: Any, layout: Layout, run: str, now: datetime) -> dict[bytes, b
     pipe.hset(layout.state_key, run, now.isoformat())
     pipe.hgetall(layout.state_key)
     raw = pipe.execute()[-1]
-    owner = raw.get(IDENTITY.encode(), b"").decode(errors="replace")
-    schema = raw.get(LAYOUT.encode(), b"").decode(errors="replace")
-    if owner != layout.identity or schema != layout.schema:
+    problem = owner_problem(layout, raw.get(IDENTITY.encode()), raw.get(LAYOUT.encode()))
+    if problem:
         client.hdel(layout.state_key, run)
-        raise FeatsyncError(
-            f"feature view '{layout.view.name}' v{layout.view.version} of '{layout.project}' hashes to the key prefix "
-            f"{layout.prefix} that '{owner}' ({schema}) already uses; push it under another key prefix"
-        )
+        raise FeatsyncError(problem)
     limit = now - STALE_RUN
     stale = [key for key, value in raw.items() if key.startswith(RUN.encode()) and key != run.encode() and _older(value, limit)]
     if stale:
