@@ -472,6 +472,143 @@ def training_set(
     out.print(f"wrote {table.num_rows} rows x {table.num_columns} columns to {out_path}", markup=False)
 
 
+def _push_rows(
+    project: Project,
+    select: tuple[str, ...],
+    redis_url: str | None,
+    key_prefix: str | None,
+    rows_file: Path,
+    to: str,
+    batch_only: bool,
+    skip_validation: bool,
+    as_json: bool,
+) -> None:
+    """`featsync push --rows FILE --select VIEW`: the file's rows through featsync.online.ingest."""
+    from featsync.errors import UsageError
+    from featsync.online.ingest import RowIngest
+    from featsync.online.rows import read_rows_file
+
+    if len(select) != 1 or "," in select[0] or ":" in select[0] or "+" in select[0]:
+        raise UsageError("--rows needs exactly one feature view name in --select (e.g. --select user_transaction_features)")
+    if batch_only:
+        raise UsageError("--rows takes none of --full-refresh, --dry-run, --fail-fast (they are about the warehouse push)")
+    ingest = RowIngest(project, None if to == "offline" else _redis(project, redis_url), key_prefix)
+    view = ingest.view(select[0])
+    result = ingest.push(view.name, read_rows_file(view, rows_file), to, expectations=not skip_validation)
+    if as_json:
+        _print_json(result.as_dict())
+        return
+    stats = result.online
+    rows = [
+        (
+            result.feature_view,
+            result.to,
+            f"{result.rows:,}",
+            "" if stats is None else f"{stats.keys_written:,}",
+            "" if stats is None else f"{stats.skipped_stale:,}",
+            "" if stats is None else f"{stats.skipped_expired:,}",
+            result.offline_file or "",
+        )
+    ]
+    columns = ("feature view", "to", "rows", "keys written", "skipped stale", "skipped expired", "offline log")
+    out.print(_table("Push rows", columns, rows))
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+
+
+@main.command()
+@project_options
+@click.option(
+    "--from",
+    "source_url",
+    required=True,
+    metavar="URL",
+    help="The stream: redis://[user:password@]host[:port]/DB/STREAM (rediss:// for TLS).",
+)
+@click.option(
+    "--select", "-s", "view", default=None, metavar="VIEW", help="The feature view of entries without a feature_view field."
+)
+@online_store_options
+@click.option(
+    "--to",
+    type=click.Choice(["online", "offline", "online_and_offline"]),
+    default="online",
+    show_default=True,
+    help="Write the rows online, to the views' offline push logs, or both.",
+)
+@click.option("--group", default="featsync", show_default=True, help="The consumer group (created if missing).")
+@click.option(
+    "--consumer", default=None, help="This consumer's name in the group (default: featsync-<hostname>); keep it across restarts."
+)
+@click.option("--batch", default=500, show_default=True, type=click.IntRange(1, 100_000), help="Entries per micro-batch.")
+@click.option("--block-ms", default=1000, show_default=True, type=click.IntRange(1), help="How long one read waits for entries.")
+@click.option(
+    "--claim-idle-ms",
+    default=60_000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Claim entries another consumer left unacknowledged this long (it died).",
+)
+@click.option(
+    "--stop-when-idle",
+    default=None,
+    type=click.FloatRange(0),
+    metavar="SECONDS",
+    help="Exit after this long without entries (default: run until interrupted).",
+)
+@json_option
+def stream(
+    project: Project,
+    source_url: str,
+    view: str | None,
+    redis_url: str | None,
+    key_prefix: str | None,
+    to: str,
+    group: str,
+    consumer: str | None,
+    batch: int,
+    block_ms: int,
+    claim_idle_ms: int,
+    stop_when_idle: float | None,
+    as_json: bool,
+) -> None:
+    """Consume a Redis stream of rows and push them in micro-batches (at-least-once, idempotent).
+
+    Each entry holds one row as JSON in its `row` field, and optionally its view in
+    `feature_view`. Rows go through the same checks and newest-wins writes as POST /push;
+    entries that cannot be pushed go to the dead-letter stream STREAM:dead. Entries are
+    acknowledged after they are written, so a killed consumer loses nothing: restarted
+    under the same --consumer name, it first pushes what it had not acknowledged.
+    """
+    import redis as redis_lib
+
+    from featsync.online.connections import check_redis_url
+    from featsync.online.ingest import RowIngest
+    from featsync.online.stream import StreamConsumer, StreamSource
+
+    source = StreamSource.parse(source_url)
+    check_redis_url(source.url)
+    ingest = RowIngest(project, None if to == "offline" else _redis(project, redis_url), key_prefix)
+    if view is not None:
+        ingest.view(view)  # an unknown view is an error now, not a dead letter per entry
+    options = {"group": group, "batch": batch, "block_ms": block_ms, "claim_idle_ms": claim_idle_ms}
+    if consumer:
+        options["consumer"] = consumer
+    worker = StreamConsumer(ingest, redis_lib.Redis.from_url(source.url), source.stream, view, to, **options)
+    try:
+        stats = worker.run(stop_when_idle)
+    except KeyboardInterrupt:
+        stats = worker.stats
+    except redis_lib.RedisError as exc:
+        raise FeatsyncError(f"stream {source.stream}: {exc}") from exc
+    if as_json:
+        _print_json({"stream": source.stream, **vars(stats)})
+    else:
+        out.print(
+            f"stream {source.stream}: {stats.read} entries read, {stats.pushed} rows pushed, {stats.dead} dead", markup=False
+        )
+
+
 @main.command()
 @project_options
 @select_option("push", "every online view")
@@ -482,6 +619,20 @@ def training_set(
     "--skip-validation", is_flag=True, help="Push without running the views' expectation suites (shown in the summary)."
 )
 @click.option("--fail-fast", is_flag=True, help="If any view fails its suite, push nothing at all.")
+@click.option(
+    "--rows",
+    "rows_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Push the rows of this .parquet or .csv file to the one view of --select instead of querying the warehouse.",
+)
+@click.option(
+    "--to",
+    type=click.Choice(["online", "offline", "online_and_offline"]),
+    default="online",
+    show_default=True,
+    help="With --rows: write the rows online, to the view's offline push log, or both.",
+)
 @now_option
 @json_option
 def push(
@@ -493,6 +644,8 @@ def push(
     dry_run: bool,
     skip_validation: bool,
     fail_fast: bool,
+    rows_file: Path | None,
+    to: str,
     now: Any,
     as_json: bool,
 ) -> None:
@@ -501,7 +654,15 @@ def push(
     A view failing its suite (expectations/<view>.json) is not pushed; the others are,
     unless --fail-fast. The exit code is 4 when any view was held back. On an incremental
     push a view with nothing new since its last push is not validated again ('unchanged').
+
+    With --rows FILE, the file's rows are pushed to the view named by --select instead,
+    as FeatureStore.push and POST /push do: every row is checked first (types, NULL keys,
+    the suite's row-level expectations), a bad one is named and nothing is written.
     """
+    if rows_file is not None:
+        batch_only = full_refresh or dry_run or fail_fast
+        _push_rows(project, select, redis_url, key_prefix, rows_file, to, batch_only, skip_validation, as_json)
+        return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from featsync.extras import MissingExtraError

@@ -99,6 +99,7 @@ class FeatureStore:
         self.redis_url = redis_url
         self.key_prefix = key_prefix
         self._reader: OnlineReader | None = None
+        self._ingest: Any = None  # featsync.online.ingest.RowIngest, made on the first push
 
     @property
     def registry(self) -> Registry:
@@ -169,3 +170,30 @@ class FeatureStore:
 
             self._reader = OnlineReader(self.registry, redis_client(self.project, self.redis_url), self.key_prefix)
         return self._reader.get(_rows(entity_rows), features, feature_service, full_feature_names, request_data)
+
+    def push(self, feature_view: str, rows: Any, to: str = "online") -> Any:
+        """Write rows of a feature view now, without the warehouse (Feast's `store.push`).
+
+        `rows` is a pandas DataFrame, an Arrow table, a list of dicts or a dict of lists, with
+        the view's entities, event timestamp and features (created_timestamp and valid_to
+        optional). `to` is "online", "offline" or "online_and_offline". Every row is checked
+        first (types, NULL keys, the suite's row-level expectations): a FeatsyncError names the
+        first bad row and column, and nothing is written. Online, an older row never replaces
+        a newer one, whoever wrote it; offline, the rows land in the view's push log (durably,
+        before this returns), which the view's SQL reads at the next `dbt build`. Returns a
+        featsync.online.ingest.PushResult.
+        """
+        if self._ingest is None:
+            from featsync.online.ingest import RowIngest
+
+            client = None
+            if to != "offline":
+                from featsync.online.connections import redis_client
+
+                client = redis_client(self.project, self.redis_url)
+            self._ingest = RowIngest(self.project, client, self.key_prefix)
+        elif to != "offline" and self._ingest.client is None:
+            from featsync.online.connections import redis_client
+
+            self._ingest.client = redis_client(self.project, self.redis_url)
+        return self._ingest.push(feature_view, rows, to)

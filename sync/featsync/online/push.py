@@ -51,6 +51,7 @@ from featsync.online.state import (
     forget_progress,
     layout_of,
     new_run,
+    own,
     read_state,
     save_state,
 )
@@ -180,6 +181,7 @@ class Pusher:
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
     # Batches written each way, for tests and curious operators.
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
+    _owned: set[str] = field(default_factory=set, init=False, repr=False)  # view ids whose identity push_rows recorded
 
     def views(self, select: Iterable[str] = ()) -> list[FeatureView]:
         return self.project.registry().online_views(select)
@@ -424,6 +426,28 @@ class Pusher:
             return None
         return Rows(keys, layout.encode_values(batch), expire_ms, layout.compact_length)
 
+    def push_rows(self, view: FeatureView, table: pa.Table, layout: Layout | None = None) -> PushStats:
+        """Write rows a client gave (checked by featsync.online.rows.conform) through WRITE_NEWER:
+        the same keys, values and expiry as a push of the same rows from the warehouse, and
+        an older row never replaces a newer one, whoever wrote it. No watermark is stored:
+        the next warehouse push is unaffected (and cannot undo a newer pushed row). `layout`:
+        the view's, when the caller holds it (self.layout re-checks the manifest each call)."""
+        stats = PushStats(view.name, view.version, full_refresh=False)
+        start = time.perf_counter()
+        layout = layout or self.layout(view)
+        rows, stats.rows_read, stats.skipped_expired = encode_pushed(layout, table, int(self.now() * 1_000_000))
+        if rows is not None:
+            with self._redis_errors(view):
+                if layout.view_id not in self._owned:
+                    own(self.client, layout)
+                    self._owned.add(layout.view_id)
+                for reply in self._write_script(rows):
+                    written, stale, _ = reply
+                    stats.keys_written += written
+                    stats.skipped_stale += stale
+        stats.seconds = time.perf_counter() - start
+        return stats
+
     def write(self, rows: Rows, stats: PushStats) -> None:
         """Write one batch of encoded rows and wait for it (push overlaps these two steps)."""
         self._complete(self._start(rows), stats)
@@ -573,6 +597,67 @@ class Pusher:
             self.client.ping()
         except redis.RedisError as exc:
             raise FeatsyncError(f"cannot reach {describe_client(self.client)}: {exc}") from exc
+
+
+def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int) -> tuple[Rows | None, int, int]:
+    """(rows to write, rows given, rows already expired) for rows a client pushed: the batch
+    push's encoding (featsync.online.layout) and expiry (featsync.online.validity), reduced to
+    the newest row per key (WRITE_NEWER compares each row with what Redis held before the call)."""
+    from featsync.online.rows import newest_per_key
+
+    given = table.num_rows
+    if not given:
+        return None, 0, 0
+    view = layout.view
+    table = table.combine_chunks().to_batches()[0]  # one batch: the encoders slice plain arrays
+    layout.check_times(table)
+    expire_ms, live = live_rows(view, table, now_us)
+    expired = int((~live).sum())
+    if not live.all():
+        table = table.filter(pa.array(live))
+        expire_ms = expire_ms[live]
+    if table.num_rows == 0:
+        return None, given, expired
+    keys = layout.encode_keys(table)
+    keep = newest_per_key(table, keys, lambda: column_micros(table.column(view.timestamp)))
+    if len(keep) < table.num_rows:
+        table, keys, expire_ms = table.take(pa.array(keep)), keys.take(pa.array(keep)), expire_ms[keep]
+    return Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired
+
+
+async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS) -> tuple[int, int]:
+    """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
+
+    The calls are framed by pack_writes (Arrow kernels, no per-row Python) and written to
+    one pooled connection, as the batch push does on a blocking one; a Redis Cluster gets
+    one call per hash slot through redis-py's routing. NoScriptError propagates (the caller
+    loads the script and retries); a connection whose replies were not all read is dropped.
+    """
+    import redis.asyncio  # only the server writes asynchronously
+
+    if isinstance(client, redis.asyncio.RedisCluster):
+        pipe = client.pipeline()
+        for keys, args in slot_groups(rows, chunk_rows):
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        replies = await pipe.execute()
+    else:
+        commands = pack_writes(sha, rows, chunk_rows)
+        pool = client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            for command in commands:
+                await connection.send_packed_command(command, check_health=False)
+            replies = [await connection.read_response() for _ in commands]
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+    written = stale = 0
+    for reply in replies:
+        written += reply[0]
+        stale += reply[1]
+    return written, stale
 
 
 def pack_writes(sha: str, rows: Rows, chunk_rows: int) -> list[list[bytes | memoryview]]:

@@ -444,6 +444,18 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     ]
+    from featsync.online.push_api import routes as push_routes  # POST /push, /write-to-online-store
+
+    routes += push_routes(
+        project,
+        lambda: reader.client,
+        config.key_prefix,
+        config.auth_token,
+        config.max_batch,
+        metrics.observe,
+        config.redis_timeout,
+        error,
+    )
     if config.ui:
         from featsync.ui.app import mount
 

@@ -137,19 +137,50 @@ def claim(client: Any, layout: Layout, run: str, now: datetime) -> dict[bytes, b
     pipe.hset(layout.state_key, run, now.isoformat())
     pipe.hgetall(layout.state_key)
     raw = pipe.execute()[-1]
-    owner = raw.get(IDENTITY.encode(), b"").decode(errors="replace")
-    schema = raw.get(LAYOUT.encode(), b"").decode(errors="replace")
-    if owner != layout.identity or schema != layout.schema:
+    problem = owner_problem(layout, raw.get(IDENTITY.encode()), raw.get(LAYOUT.encode()))
+    if problem:
         client.hdel(layout.state_key, run)
-        raise FeatsyncError(
-            f"feature view '{layout.view.name}' v{layout.view.version} of '{layout.project}' hashes to the key prefix "
-            f"{layout.prefix} that '{owner}' ({schema}) already uses; push it under another key prefix"
-        )
+        raise FeatsyncError(problem)
     limit = now - STALE_RUN
     stale = [key for key, value in raw.items() if key.startswith(RUN.encode()) and key != run.encode() and _older(value, limit)]
     if stale:
         client.hdel(layout.state_key, *stale)
     return raw
+
+
+def owner_problem(layout: Layout, raw_identity: bytes | None, raw_schema: bytes | None) -> str | None:
+    """Why a view id belongs to another view (None when it is this one's): the message claim raises."""
+    owner = (raw_identity or b"").decode(errors="replace")
+    schema = (raw_schema or b"").decode(errors="replace")
+    if owner == layout.identity and schema == layout.schema:
+        return None
+    return (
+        f"feature view '{layout.view.name}' v{layout.view.version} of '{layout.project}' hashes to the key prefix "
+        f"{layout.prefix} that '{owner}' ({schema}) already uses; push it under another key prefix"
+    )
+
+
+def own(client: Any, layout: Layout) -> None:
+    """Record which view owns the view id, as claim does, for writers that are not a push run
+    (pushed rows, the stream consumer): they write keys but no watermark."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hsetnx(layout.state_key, IDENTITY, layout.identity)
+    pipe.hsetnx(layout.state_key, LAYOUT, layout.schema)
+    pipe.hmget(layout.state_key, [IDENTITY, LAYOUT])
+    problem = owner_problem(layout, *pipe.execute()[-1])
+    if problem:
+        raise FeatsyncError(problem)
+
+
+async def own_async(client: Any, layout: Layout) -> None:
+    """`own` on an asyncio client (the server)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hsetnx(layout.state_key, IDENTITY, layout.identity)
+    pipe.hsetnx(layout.state_key, LAYOUT, layout.schema)
+    pipe.hmget(layout.state_key, [IDENTITY, LAYOUT])
+    problem = owner_problem(layout, *(await pipe.execute())[-1])
+    if problem:
+        raise FeatsyncError(problem)
 
 
 def _older(value: bytes, limit: datetime) -> bool:

@@ -1,0 +1,129 @@
+"""Pushed rows, end to end: checked, logged offline, written online (FeatureStore.push, the CLI's
+`push --rows`, the stream consumer, and the server's POST /push, which shares `prepare`).
+
+Order matters for the guarantees: every row of a request is checked (columns, types, NULL
+keys, the suite's row-level expectations) before anything is written, so a refused request
+writes nothing; the offline log is appended (durably) before the online write, so a value
+that was served is always in the log the training sets read (a failure after the log but
+before Redis leaves a row offline only, which a retry makes consistent: both writes are
+idempotent under newest-wins and the latest_rows dedup).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import redis
+
+from featsync.errors import FeatsyncError, NotFoundError
+from featsync.online.layout import Layout
+from featsync.online.push import Pusher, PushStats
+from featsync.online.row_checks import RowChecks
+from featsync.online.rows import Destination, PushRowsError, conform
+from featsync.online.state import layout_of
+from featsync.project import Project
+from featsync.registry import FeatureView, Registry
+
+
+@dataclass
+class PushResult:
+    """What one push of rows did."""
+
+    feature_view: str
+    rows: int  # rows given
+    to: str
+    online: PushStats | None = None
+    offline_file: str | None = None  # where the offline log got the rows (a file or table)
+    notes: list[str] = field(default_factory=list)  # expectations not applied, and why
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["online"] = None if self.online is None else self.online.as_dict()
+        return out
+
+
+@dataclass
+class RowIngest:
+    """Pushes client rows into one project's online store and offline log."""
+
+    project: Project
+    client: redis.Redis | None = None  # None: offline only
+    key_prefix: str | None = None
+    _checks: dict[str, RowChecks] = field(default_factory=dict, init=False, repr=False)
+    _pusher: Pusher | None = field(default=None, init=False, repr=False)
+    _registry: Registry | None = field(default=None, init=False, repr=False)
+    _layouts: dict[str, Layout] = field(default_factory=dict, init=False, repr=False)
+    _credentials: Any = field(default=None, init=False, repr=False)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry, loaded once (Project.registry checks the manifest's freshness on every
+        call, which costs milliseconds: too much per pushed request)."""
+        if self._registry is None:
+            self._registry = self.project.registry()
+        return self._registry
+
+    def view(self, name: str) -> FeatureView:
+        view = self.registry.feature_views.get(name)
+        if view is None:
+            known = ", ".join(sorted(self.registry.feature_views)) or "none"
+            raise NotFoundError(f"no feature view named '{name}' to push to (feature views: {known})")
+        return view
+
+    def checks(self, view: FeatureView) -> RowChecks:
+        """The row-level part of the view's suite (loaded once; none when the view has no suite)."""
+        if view.name not in self._checks:
+            from featsync.quality.suites import load_suites, suite_file_of
+
+            suite = None
+            if suite_file_of(self.project, view.name) is not None:
+                suite = load_suites(self.project, self.registry).get(view.name)
+            self._checks[view.name] = RowChecks(view.name, suite)
+        return self._checks[view.name]
+
+    def prepare(
+        self, name: str, rows: Any, to: str, now: datetime | None = None, expectations: bool = True
+    ) -> tuple[FeatureView, pa.Table, Destination]:
+        """Check a request completely (nothing written): the view, the destination, every row
+        (types always; the suite's row-level expectations unless `expectations` is False)."""
+        destination = Destination.parse(to)
+        view = self.view(name)
+        if destination.online and not view.online:
+            raise PushRowsError(f"feature view '{view.name}' is not online (online: false); push it with to='offline'")
+        table = conform(view, rows)
+        if expectations:
+            self.checks(view).check(table, now or datetime.now(UTC))
+        return view, table, destination
+
+    def log_offline(self, view: FeatureView, table: pa.Table) -> str:
+        from featsync.offline.pushlog import append
+        from featsync.offline.warehouse import profile_credentials
+
+        if self._credentials is None:  # read once: the profile is parsed on every call otherwise
+            self._credentials = profile_credentials(self.project)
+        return append(self.project, view, table, self._credentials)
+
+    def push(self, name: str, rows: Any, to: str = "online", expectations: bool = True) -> PushResult:
+        view, table, destination = self.prepare(name, rows, to, expectations=expectations)
+        notes = list(self.checks(view).notes) if expectations else ["the suite's expectations were not applied (skipped)"]
+        result = PushResult(view.name, table.num_rows, to, notes=notes)
+        if destination.offline and table.num_rows:
+            result.offline_file = self.log_offline(view, table)
+        if destination.online:
+            result.online = self.pusher().push_rows(view, table, self.layout(view))
+        return result
+
+    def layout(self, view: FeatureView) -> Layout:
+        if view.name not in self._layouts:
+            self._layouts[view.name] = layout_of(self.registry, view, self.key_prefix)
+        return self._layouts[view.name]
+
+    def pusher(self) -> Pusher:
+        if self.client is None:
+            raise FeatsyncError("no Redis to push online to")
+        if self._pusher is None:
+            self._pusher = Pusher(self.project, self.client, self.key_prefix)
+        return self._pusher

@@ -1,0 +1,206 @@
+"""The write endpoints of `featsync serve`, in Feast's request shapes: POST /push and
+POST /write-to-online-store.
+
+    POST /push                   {"push_source_name": VIEW, "df": {column: [values]}, "to": "online"}
+    POST /write-to-online-store  {"feature_view_name": VIEW, "df": {column: [values]}}
+
+`push_source_name` is the feature view's name (featsync has no separate push sources: a view
+is its own push source); `to` is "online" (default), "offline" or "online_and_offline".
+Feast's `allow_registry_cache` and `transform_on_write` are accepted and ignored (the
+registry is loaded once per worker; featsync has no write-time transformations).
+
+Both go through the same code as FeatureStore.push (featsync.online.ingest: every row
+checked before anything is written; featsync.online.push: the batch push's encoding, expiry
+and newest-wins script), on the worker's asyncio Redis client. Both require the server's
+bearer token when one is configured (featsync.online.auth).
+
+Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "offline"}; 400 a
+malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
+server's --max-batch; 422 rows that do not fit the view (the message names the row and
+column); 503 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from featsync.errors import FeatsyncError, NotFoundError
+from featsync.online.auth import authorized, unauthorized
+from featsync.online.ingest import RowIngest
+from featsync.online.push import WRITE_NEWER, encode_pushed, write_newer_async
+from featsync.online.rows import TO_ONLINE, PushRowsError
+from featsync.online.state import own_async
+from featsync.project import Project
+
+PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
+WRITE_FIELDS = {"feature_view_name", "df", "allow_registry_cache", "transform_on_write"}
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError)
+
+
+class BadRequest(FeatsyncError):
+    """A request that is not of the endpoint's shape: 400."""
+
+
+class TooMany(FeatsyncError):
+    """More rows than the server's maximum batch: 413."""
+
+
+def parse_push(body: bytes, fields: set[str], name_field: str, max_rows: int) -> tuple[str, dict[str, list[Any]], str]:
+    """(view name, columns, to) of a request body, each problem a BadRequest naming the field."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object")
+    unknown = sorted(payload.keys() - fields)
+    if unknown:
+        raise BadRequest(f"unknown request field(s): {', '.join(unknown)} (expected: {', '.join(sorted(fields))})")
+    name = payload.get(name_field)
+    if not isinstance(name, str) or not name:
+        raise BadRequest(f"'{name_field}' must name a feature view")
+    df = payload.get("df")
+    if not isinstance(df, dict) or not df or not all(isinstance(v, list) for v in df.values()):
+        raise BadRequest("'df' must be an object of columns: {column: [value, ...]}")
+    rows = max(len(v) for v in df.values())
+    if rows > max_rows:
+        raise TooMany(f"'df' has {rows} rows; the server's maximum batch is {max_rows} rows (featsync serve --max-batch)")
+    to = payload.get("to", TO_ONLINE)
+    if not isinstance(to, str):
+        raise BadRequest("'to' must be a string: online, offline or online_and_offline")
+    return name, df, to
+
+
+def routes(
+    project: Project,
+    client: Callable[[], Any],
+    key_prefix: str | None,
+    auth_token: str | None,
+    max_rows: int,
+    observe: Callable[[str, int, float], None] | None = None,
+    timeout: float | None = None,
+    error: Callable[[int, str], Response] | None = None,
+) -> list[Route]:
+    """The write routes of one worker; `client` returns the worker's asyncio Redis client, whose
+    sockets have no timeout (see AsyncOnlineReader): `timeout` bounds each write instead.
+    `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint."""
+    _error = error or _plain_error
+    ingest = RowIngest(project, None, key_prefix)
+    owned: set[str] = set()
+    loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
+    script: dict[str, str] = {}
+
+    async def write_online(view: Any, table: Any) -> tuple[int, int, int]:
+        layout = ingest.layout(view)
+        rows, _, expired = encode_pushed(layout, table, time.time_ns() // 1000)
+        if rows is None:
+            return 0, 0, expired
+        redis_client = client()
+        if layout.view_id not in owned:
+            await own_async(redis_client, layout)
+            owned.add(layout.view_id)
+        for attempt in range(2):
+            if "sha" not in script:
+                sha = await redis_client.script_load(WRITE_NEWER)
+                script["sha"] = sha.decode() if isinstance(sha, bytes) else sha
+            try:
+                async with asyncio.timeout(timeout):
+                    written, stale = await write_newer_async(redis_client, script["sha"], rows)
+                return written, stale, expired
+            except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
+                script.pop("sha", None)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def handle(request: Request, endpoint: str, fields: set[str], name_field: str, fixed_to: str | None) -> Response:
+        start = time.perf_counter()
+        if not authorized(request.scope, auth_token):
+            result = unauthorized()
+        else:
+            try:
+                name, df, to = parse_push(await request.body(), fields, name_field, max_rows)
+                to = fixed_to or to
+                if name not in loaded:
+                    view = ingest.view(name)
+                    await run_in_threadpool(ingest.checks, view)
+                    loaded.add(name)
+                view, table, destination = ingest.prepare(name, df, to, datetime.now(UTC))
+                offline = None
+                if destination.offline and table.num_rows:
+                    offline = await run_in_threadpool(ingest.log_offline, view, table)
+                written = stale = expired = 0
+                if destination.online:
+                    written, stale, expired = await write_online(view, table)
+                body = {
+                    "feature_view": view.name,
+                    "rows": table.num_rows,
+                    "written": written,
+                    "stale": stale,
+                    "expired": expired,
+                    "offline": offline,
+                }
+                result = Response(orjson.dumps(body), media_type="application/json")
+            except TooMany as exc:
+                result = _error(413, str(exc))
+            except NotFoundError as exc:
+                result = _error(404, str(exc))
+            except PushRowsError as exc:
+                result = _error(422, str(exc))
+            except REDIS_DOWN as exc:
+                result = _error(503, f"the online store is unreachable: {exc or 'no answer within ' + str(timeout) + ' s'}")
+            except redis.RedisError as exc:
+                result = _error(503, f"Redis refused the write: {exc}")
+            except FeatsyncError as exc:
+                result = _error(400, str(exc))
+        if observe is not None:
+            observe(endpoint, result.status_code, time.perf_counter() - start)
+        return result
+
+    async def push(request: Request) -> Response:
+        """
+        summary: Write rows of a feature view online and/or to its offline push log (Feast's /push)
+        responses:
+          200: {description: 'Rows written: counts of written, stale (an older row than stored) and expired rows.'}
+          400: {description: Malformed request.}
+          401: {description: Missing or wrong bearer token.}
+          404: {description: Unknown feature view.}
+          413: {description: More rows than the maximum batch.}
+          422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
+          503: {description: Redis is unreachable.}
+        """
+        return await handle(request, "/push", PUSH_FIELDS, "push_source_name", None)
+
+    async def write_to_online_store(request: Request) -> Response:
+        """
+        summary: Write rows of a feature view online (Feast's /write-to-online-store)
+        responses:
+          200: {description: 'Rows written: counts of written, stale and expired rows.'}
+          400: {description: Malformed request.}
+          401: {description: Missing or wrong bearer token.}
+          404: {description: Unknown feature view.}
+          413: {description: More rows than the maximum batch.}
+          422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
+          503: {description: Redis is unreachable.}
+        """
+        return await handle(request, "/write-to-online-store", WRITE_FIELDS, "feature_view_name", TO_ONLINE)
+
+    return [
+        Route("/push", push, methods=["POST"]),
+        Route("/write-to-online-store", write_to_online_store, methods=["POST"]),
+    ]
+
+
+def _plain_error(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"detail": message}), status, media_type="application/json")

@@ -1,0 +1,356 @@
+"""Rows pushed by a client (FeatureStore.push, POST /push, `featsync push --rows`, the stream
+consumer), checked against their feature view before anything is written.
+
+The warehouse path (featsync.online.push) trusts the model's declared contract; rows from a
+client do not have one, so this module gives them the same guarantees first:
+
+- columns: exactly the view's declared columns (entities, event timestamp, features), with
+  created_timestamp and valid_to optional; an unknown or missing column is refused;
+- types: each column converts to its declared kind (featsync.registry.types) exactly, or is
+  refused naming the first row and column that does not: an integer feature takes integers
+  (or floats with no fraction), a float feature numbers, a text feature strings only, a
+  boolean true/false only, a timestamp an instant; a timestamp given as text needs a zone
+  (naive Arrow or pandas timestamps mean UTC, as in the warehouse);
+- NULL entity keys and NULL event times are refused, naming the row;
+- the view's expectation suite (expectations/<view>.json), where its expectations are about
+  one row at a time (featsync.online.row_checks).
+
+Everything is checked before the first write, so a refused request writes nothing. The
+checked table has the declared columns in declared order, typed as the online codec
+(featsync.online.layout) and the offline log (featsync.offline.pushlog) expect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from featsync.errors import FeatsyncError
+from featsync.online.layout import epoch_micros
+from featsync.registry import FeatureView
+from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
+
+TO_ONLINE, TO_OFFLINE, TO_BOTH = "online", "offline", "online_and_offline"
+DESTINATIONS = (TO_ONLINE, TO_OFFLINE, TO_BOTH)
+TIME_TYPE = pa.timestamp("us", tz="UTC")
+_TARGET = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.string(), TIMESTAMP: TIME_TYPE}
+_EXACT_FLOAT = 2**53  # integers beyond it do not fit a float64 exactly
+
+
+class PushRowsError(FeatsyncError):
+    """Pushed rows that do not fit their feature view: the HTTP API answers 400 (or 422)."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    online: bool
+    offline: bool
+
+    @classmethod
+    def parse(cls, to: str) -> Destination:
+        if to not in DESTINATIONS:
+            raise PushRowsError(f"'to' must be one of {', '.join(DESTINATIONS)}, got {to!r}")
+        return cls(to in (TO_ONLINE, TO_BOTH), to in (TO_OFFLINE, TO_BOTH))
+
+
+def as_table(rows: Any) -> pa.Table | PyRows:
+    """A pandas DataFrame, an Arrow table or record batch, a list of dicts (rows) or a dict of
+    lists (columns, Feast's `df` in JSON) as an Arrow table. Lists of Python values are kept as
+    they are (pa.array would silently truncate 1.5 into an integer column); `conform` types them."""
+    if isinstance(rows, pa.Table):
+        return rows
+    if isinstance(rows, pa.RecordBatch):
+        return pa.Table.from_batches([rows])
+    if isinstance(rows, Mapping):
+        columns = {str(k): v for k, v in rows.items()}
+        lengths = {name: len(v) for name, v in columns.items() if isinstance(v, Sequence) and not isinstance(v, str)}
+        if len(lengths) != len(columns):
+            bad = next(name for name in columns if name not in lengths)
+            raise PushRowsError(f"column '{bad}' must be a list of values, one per row")
+        if len(set(lengths.values())) > 1:
+            shown = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+            raise PushRowsError(f"the columns have different lengths ({shown})")
+        return PyRows({name: list(v) for name, v in columns.items()})
+    if isinstance(rows, Sequence) and not isinstance(rows, (str, bytes)):
+        names: dict[str, None] = {}
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise PushRowsError(f"row {i} is not a mapping of column to value")
+            names.update(dict.fromkeys(row))
+        return PyRows({name: [row.get(name) for row in rows] for name in names})
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas comes with every extra that pushes
+        pd = None
+    if pd is not None and isinstance(rows, pd.DataFrame):
+        try:
+            return pa.Table.from_pandas(rows, preserve_index=False)
+        except (pa.ArrowException, TypeError, ValueError) as exc:
+            raise PushRowsError(f"cannot read the DataFrame's columns: {exc}") from None
+    raise PushRowsError(
+        f"rows must be a pandas DataFrame, an Arrow table, a list of dicts or a dict of lists, not {type(rows).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class PyRows:
+    """Columns of Python values, not typed yet: pa.array would silently truncate 1.5 into an
+    integer column, so `conform` types them itself, value by value where needed."""
+
+    columns: dict[str, list[Any]]
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.columns)
+
+    @property
+    def num_rows(self) -> int:
+        return len(next(iter(self.columns.values()), ()))
+
+    def column(self, name: str) -> list[Any]:
+        return self.columns[name]
+
+
+def conform(view: FeatureView, rows: Any) -> pa.Table:
+    """The rows as an Arrow table of the view's declared columns, typed for the online codec;
+    PushRowsError naming the row and column of the first problem."""
+    table = as_table(rows)
+    declared = [c.name for c in view.columns]
+    names = list(table.column_names)
+    where = f"feature view '{view.name}'"
+    unknown = [n for n in names if n not in declared]
+    if unknown:
+        raise PushRowsError(f"{where}: unknown column '{unknown[0]}' in every row (declared columns: {', '.join(declared)})")
+    optional = {view.created_timestamp, view.valid_to} - {None}
+    missing = [n for n in declared if n not in names and n not in optional]
+    if missing:
+        required = ", ".join(n for n in declared if n not in optional)
+        raise PushRowsError(f"{where}: column '{missing[0]}' is missing from every row (required: {required})")
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise PushRowsError(f"{where}: column '{twice}' is given twice")
+    n = table.num_rows
+    out: dict[str, pa.Array] = {}
+    for column in view.columns:
+        kind = column.type.kind
+        if column.name in view.entities:
+            kind = kind if kind in (INT, TEXT) else TEXT
+        if column.name not in names:
+            out[column.name] = pa.nulls(n, _TARGET.get(kind, pa.string()))
+            continue
+        out[column.name] = _convert(view, column.name, kind, table.column(column.name))
+    for name in (*view.entities, view.timestamp):
+        values = out[name]
+        if values.null_count:
+            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise PushRowsError(f"{where}: row {row}, column '{name}': NULL; entity keys and the event timestamp are required")
+    return pa.table(out)
+
+
+def _convert(view: FeatureView, name: str, kind: str, values: Any) -> pa.Array:
+    """One column converted exactly to its declared kind, or PushRowsError naming the first bad row."""
+    if kind not in _TARGET:
+        raise PushRowsError(f"feature view '{view.name}': column '{name}' is declared {kind}, which cannot be pushed")
+    if isinstance(values, list):
+        return _from_python(view, name, kind, values)
+    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    return _from_arrow(view, name, kind, array)
+
+
+def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> PushRowsError:
+    hint = " (a timestamp given as text needs a zone, e.g. 2024-03-01T10:00:00Z)" if kind == TIMESTAMP else ""
+    return PushRowsError(f"feature view '{view.name}': row {row}, column '{name}': {value!r} is not a {_KIND_WORDS[kind]}{hint}")
+
+
+_KIND_WORDS = {INT: "integer", FLOAT: "number", BOOL: "boolean", TEXT: "string", TIMESTAMP: "timestamp with a zone"}
+
+
+def _python_ok(kind: str, value: Any) -> bool:
+    """Whether one Python value is acceptable for a kind (the slow path that finds the bad row)."""
+    if value is None:
+        return True
+    if kind == BOOL:
+        return isinstance(value, (bool, np.bool_))
+    if kind == TEXT:
+        return isinstance(value, str)
+    if kind == INT:
+        if isinstance(value, (bool, np.bool_)):
+            return False
+        if isinstance(value, (int, np.integer)):
+            return -(2**63) <= int(value) < 2**63
+        return isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(value) < 2**63
+    if kind == FLOAT:
+        if isinstance(value, (bool, np.bool_)):
+            return False
+        if isinstance(value, (int, np.integer)):
+            return abs(int(value)) <= _EXACT_FLOAT
+        return isinstance(value, (float, np.floating))
+    if kind == TIMESTAMP:
+        from datetime import datetime
+
+        if isinstance(value, datetime):
+            return value.tzinfo is not None
+        if isinstance(value, str):
+            try:
+                pa.array([value]).cast(TIME_TYPE)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return False
+            return True
+        return False
+    return False
+
+
+def _from_python(view: FeatureView, name: str, kind: str, values: list[Any]) -> pa.Array:
+    """Python values typed exactly: Arrow infers the column's type in C, and only a column whose
+    inferred type may not fit goes through the per-value check, which also finds the bad row."""
+    try:
+        inferred = pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        inferred = None  # mixed types: the slow path names the first value that does not fit
+    if inferred is not None:
+        fast = _fast_python(kind, inferred, values)
+        if fast is not None:
+            return fast
+    return _checked_python(view, name, kind, values)
+
+
+def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | None:
+    """The column converted exactly when its inferred Arrow type makes that certain, else None."""
+    t = array.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), _TARGET[kind])
+    if kind in (INT, FLOAT) and any(v.__class__ is bool for v in values):
+        return None  # Arrow reads [1.0, True] as doubles: a boolean is not a number here
+    if array.type == _TARGET[kind] and kind != TIMESTAMP:
+        return array
+    if kind == INT and pa.types.is_integer(t):
+        return array.cast(pa.int64())
+    if kind == FLOAT and pa.types.is_floating(t):
+        return array.cast(pa.float64())
+    if kind == FLOAT and pa.types.is_integer(t):
+        if pc.max(pc.abs(array)).as_py() <= _EXACT_FLOAT:
+            return array.cast(pa.float64())
+        return None
+    if kind == BOOL and pa.types.is_boolean(t):
+        return array
+    if kind == TEXT and pa.types.is_string(t):
+        return array
+    if kind == TIMESTAMP and pa.types.is_string(t):
+        try:
+            return array.cast(TIME_TYPE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    if kind == TIMESTAMP and pa.types.is_timestamp(t):
+        if all(v is None or getattr(v, "tzinfo", None) is not None for v in values):
+            return array.cast(TIME_TYPE)
+        return None
+    return None
+
+
+def _checked_python(view: FeatureView, name: str, kind: str, values: list[Any]) -> pa.Array:
+    for row, value in enumerate(values):
+        if not _python_ok(kind, value):
+            raise _refuse(view, name, kind, row, value)
+    if kind == INT:
+        values = [None if v is None else int(v) for v in values]
+    elif kind == FLOAT:
+        values = [None if v is None else float(v) for v in values]
+    elif kind == TIMESTAMP:
+        strings = [isinstance(v, str) for v in values]
+        if any(strings):
+            parsed = pa.array([v if isinstance(v, str) else None for v in values], pa.string()).cast(TIME_TYPE)
+            if all(strings):
+                return parsed
+            objects = pa.array([None if isinstance(v, str) else v for v in values], TIME_TYPE)
+            return pc.if_else(pa.array(strings), parsed, objects)
+    return pa.array(values, _TARGET[kind])
+
+
+def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.Array:
+    t = array.type
+    if pa.types.is_null(t):
+        return pa.nulls(len(array), _TARGET[kind])
+    if pa.types.is_dictionary(t):
+        array, t = array.dictionary_decode(), t.value_type
+    ok = {
+        INT: pa.types.is_integer(t) or pa.types.is_floating(t) or (pa.types.is_decimal(t) and t.scale == 0),
+        FLOAT: pa.types.is_integer(t) or pa.types.is_floating(t),
+        BOOL: pa.types.is_boolean(t),
+        TEXT: pa.types.is_string(t) or pa.types.is_large_string(t),
+        TIMESTAMP: pa.types.is_timestamp(t) or pa.types.is_string(t) or pa.types.is_large_string(t),
+    }[kind]
+    if not ok:
+        row = int(np.flatnonzero(array.is_valid().to_numpy(zero_copy_only=False))[0]) if array.null_count < len(array) else 0
+        raise PushRowsError(
+            f"feature view '{view.name}': row {row}, column '{name}': {array[row].as_py()!r} ({t}) is not a {_KIND_WORDS[kind]}"
+        )
+    try:
+        if kind == TIMESTAMP and pa.types.is_timestamp(t):
+            # Any precision and zone as UTC microseconds, rounded down like the batch push
+            # (featsync.online.layout.epoch_micros); naive means UTC, as in the warehouse.
+            nulls = array.is_null().to_numpy(zero_copy_only=False)
+            return pa.array(epoch_micros(array), pa.int64(), mask=nulls).cast(TIME_TYPE)
+        if kind == FLOAT and pa.types.is_integer(t):
+            big = pc.greater(pc.abs(pc.cast(array, pa.int64())), _EXACT_FLOAT)
+            if pc.any(big).as_py():
+                raise pa.ArrowInvalid("integer beyond 2**53")
+        return pc.cast(array, _TARGET[kind])  # safe: fails on truncation and overflow
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = array.to_pylist()
+        for row, value in enumerate(values):
+            if not _python_ok(kind, value) or (kind == TIMESTAMP and isinstance(value, str) and not _python_ok(kind, value)):
+                raise _refuse(view, name, kind, row, value) from None
+        raise PushRowsError(f"feature view '{view.name}': column '{name}' ({t}) does not convert exactly to {kind}") from None
+
+
+def newest_per_key(table: pa.Table | pa.RecordBatch, keys: pa.Array, event_micros: Callable[[], np.ndarray]) -> np.ndarray:
+    """Indices of the rows to write: the newest per key (the last given of equal event times),
+    in key order; `event_micros` gives the event times, computed only when a key repeats.
+    The write script compares each row with what Redis held before the call, so two rows of
+    one key in one call must be reduced to the one that wins first."""
+    n = len(keys)
+    if n < 2 or pc.count_distinct(keys).as_py() == n:
+        return np.arange(n)
+    order = pc.sort_indices(
+        pa.table({"k": keys, "t": event_micros(), "i": np.arange(n)}),
+        [("k", "ascending"), ("t", "ascending"), ("i", "ascending")],
+    ).to_numpy()
+    sorted_keys = keys.take(pa.array(order))
+    last = np.ones(n, dtype=bool)
+    last[:-1] = pc.not_equal(sorted_keys.slice(0, n - 1), sorted_keys.slice(1)).to_numpy(zero_copy_only=False)
+    return order[last]
+
+
+def read_rows_file(view: FeatureView, path: Any) -> pa.Table:
+    """Rows to push from a parquet or CSV file (`featsync push --rows`). CSV columns are read as
+    their declared kinds; timestamps as text, so that `conform` refuses one without a zone
+    naming its row (an empty field is NULL)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FeatsyncError(f"rows file {path} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pq.read_table(path)
+        if suffix == ".csv":
+            types = {}
+            for column in view.columns:
+                kind = column.type.kind
+                if column.name in view.entities:
+                    kind = kind if kind in (INT, TEXT) else TEXT
+                types[column.name] = pa.string() if kind == TIMESTAMP else _TARGET.get(kind, pa.string())
+            options = pacsv.ConvertOptions(strings_can_be_null=True, column_types=types)
+            return pacsv.read_csv(path, convert_options=options)
+    except (pa.ArrowException, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PushRowsError(f"cannot read rows file {path}: {reason}") from None
+    raise FeatsyncError(f"rows file {path} is neither .parquet nor .csv")
