@@ -267,7 +267,10 @@ def test_an_unexpected_exception_is_a_counted_json_500(uvicorn_server, monkeypat
         response = httpx.get(f"{base}/boom", timeout=10)
         assert response.status_code == 500 and response.headers["content-type"] == "application/json"
         assert response.json()["detail"] == "internal server error (ZeroDivisionError); the server's log has the details"
-    text = metrics.exposition().decode()
+    # Counted by the guard once Starlette has sent the 500 and re-raised: a moment after the reply.
+    deadline = time.monotonic() + 10
+    while 'code="500",endpoint="/boom"} 2.0' not in (text := metrics.exposition().decode()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert 'featsync_errors_total{endpoint="/boom",kind="ZeroDivisionError"} 2.0' in text
     assert 'featsync_requests_total{code="500",endpoint="/boom"} 2.0' in text
     assert httpx.get(f"{base}/elsewhere/{uuid.uuid4().hex}", timeout=10).status_code == 404
