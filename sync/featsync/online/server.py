@@ -41,7 +41,7 @@ from starlette.schemas import SchemaGenerator
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.logs import access_log, uvicorn_config
 from featsync.monitoring.freshness import online_freshness
-from featsync.online.connections import async_redis_client, embedded_redis, embedded_url, stop_embedded
+from featsync.online.connections import async_mget, async_redis_client, embedded_redis, embedded_url, stop_embedded
 from featsync.online.layout import from_micros
 from featsync.online.serving import (
     EXPIRED,
@@ -289,8 +289,11 @@ def create_app(config: ServeConfig) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         reader.client = async_redis_client(config.redis_url, config.redis_timeout)
+        reader.mget = async_mget(config.redis_url, config.redis_timeout)  # the hot path's lean MGET
         yield
         await reader.client.aclose()
+        if reader.mget is not None:
+            await reader.mget.aclose()
 
     async def get_online_features(request: Request) -> Response:
         """
