@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-import pyarrow as pa
 import redis
 import redis.asyncio
 
@@ -75,7 +74,10 @@ class OnlineResponse:
             out.update({f"{name}__status": values for name, values in self.statuses.items()})
         return out
 
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self) -> Any:
+        """A pyarrow.Table (pyarrow imported here: `featsync get` never needs it)."""
+        import pyarrow as pa
+
         return pa.table(self.to_dict())
 
     def to_pandas(self) -> Any:
