@@ -77,6 +77,9 @@ function catalogFilter(form, data) {
   form.addEventListener("input", apply);
   form.addEventListener("change", apply);
   form.addEventListener("submit", (event) => { event.preventDefault(); apply(); });
+  // Parse the index once the page has loaded and the browser is idle, so the first keystroke does not wait for it.
+  const warm = () => { index = index || JSON.parse(data.textContent); };
+  window.addEventListener("load", () => (window.requestIdleCallback || setTimeout)(warm));
 }
 
 function copyButtons() {
