@@ -10,7 +10,7 @@ import uuid
 import pytest
 import redis
 
-from featsync.online.connections import async_mget
+from featsync.online.connections import AsyncMget, async_mget
 from test_push import free_port, private_redis, start_redis  # noqa: F401 (fixture)
 
 
@@ -73,13 +73,13 @@ def test_lost_hung_and_refused_then_recovers(private_redis):  # noqa: F811
         mget = async_mget(f"redis://127.0.0.1:{port}/0", 0.3)
         try:
             assert await mget.mget([b"k"]) == [b"1"]
-            servers[-1].send_signal(signal.SIGSTOP)  # hung: the client's own deadline, then a caller's
+            servers[-1].send_signal(signal.SIGSTOP)  # hung: a caller's deadline, then the client's own
             try:
-                with pytest.raises(TimeoutError, match="no answer from Redis within 0.3 s"):
-                    await mget.mget([b"k"])
                 with pytest.raises(TimeoutError):
                     async with asyncio.timeout(0.1):
                         await mget.mget([b"k"])
+                with pytest.raises(TimeoutError, match="no answer from Redis within 0.3 s"):
+                    await mget.mget([b"k"])
             finally:
                 servers[-1].send_signal(signal.SIGCONT)
             assert all(c.closed and not c.pending for c in mget.connections)  # dropped, never read again
@@ -96,6 +96,28 @@ def test_lost_hung_and_refused_then_recovers(private_redis):  # noqa: F811
             await mget.aclose()
 
     run(main())
+
+
+def test_a_cancelled_read_leaves_the_replies_after_it_to_their_callers(redis_url):
+    client = redis.Redis.from_url(redis_url)
+    key = f"featsync-perf-{uuid.uuid4().hex[:8]}"
+    client.set(key, "mine")
+
+    async def main():
+        mget = AsyncMget(redis_url, 1.0, 1.0, size=1)  # one connection: every read pipelined on it
+        try:
+            cancelled = asyncio.ensure_future(mget.mget([key.encode()]))
+            await asyncio.sleep(0)  # sent; its reply not read yet
+            cancelled.cancel()
+            after = await asyncio.gather(mget.mget([b"featsync-perf-absent"]), mget.mget([key.encode(), b"x"]))
+            return after, len(mget.connections), mget.connections[0].closed
+        finally:
+            await mget.aclose()
+
+    try:
+        assert run(main()) == ([[None], [b"mine", None]], 1, False)
+    finally:
+        client.delete(key)
 
 
 def test_tls_and_cluster_urls_keep_redis_py():
