@@ -428,3 +428,12 @@ def test_a_server_token_guards_every_page_and_a_browser_signs_in_once(example):
         assert http.get("/ui/services/fraud_detection_v1", headers=html).status_code == 200  # the cookie, from now on
         off_site = http.post("/ui/login?next=https://elsewhere.example/", data={"token": "s3cret-token"}, follow_redirects=False)
         assert off_site.headers["location"] == "/ui/"  # never sent off this UI
+
+
+def test_the_catalog_index_cannot_close_its_script_element():
+    """The JSON index rides inside <script>: no text of a description may end it early."""
+    from featsync.ui.pages import CatalogRow, catalog_index
+
+    row = CatalogRow("feature_view", "v", "v", 1, "ends </script><script>alert(1)</script> <!--", ("e",), (), (), "", True, 1)
+    index = catalog_index([row])
+    assert "<" not in index and json.loads(index)[0][11] == row.description
