@@ -243,6 +243,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--seconds", type=int, default=10, help="per wrk run")
     parser.add_argument("--skip-load", action="store_true")
+    parser.add_argument("--load-only", action="store_true", help="only the HTTP-under-load pair (section 3)")
     args = parser.parse_args()
     url = os.environ.get("FEATSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     client = redis.Redis.from_url(url)
@@ -267,6 +268,7 @@ def main() -> None:
         # 1. In-process: one entity, two views, five features.
         plan = reader.plan(FEATURES_5, None, False)
         layouts = [read.layout for read in plan.views]
+        in_process = not args.load_only
 
         def bare(keys):
             for layout, value in zip(layouts, client.mget(keys), strict=True):
@@ -280,27 +282,30 @@ def main() -> None:
             return u, m
 
         samples: dict[str, list[int]] = {"ours": [], "bare": []}
-        for _ in range(10):
+        for _ in range(10 if in_process else 0):
             picks = [one() for _ in range(500)]
             samples["bare"] += timed(bare, [([layouts[0].key([u]), layouts[1].key([m])],) for u, m in picks])
             samples["ours"] += timed(ours, [([{"user_id": u, "merchant_id": m}],) for u, m in picks])
-        print("In-process (OnlineReader.get vs redis-py MGET + decode of the same keys), 5,000 reads each:")
-        row("1 entity, 2 views, 5 features", percentiles(samples["ours"]), percentiles(samples["bare"]), "target p99 <= 0.25 ms")
+        if in_process:
+            print("In-process (OnlineReader.get vs redis-py MGET + decode of the same keys), 5,000 reads each:")
+            ours_, bare_ = percentiles(samples["ours"]), percentiles(samples["bare"])
+            row("1 entity, 2 views, 5 features", ours_, bare_, "target p99 <= 0.25 ms")
 
         samples = {"ours": [], "bare": []}
-        for _ in range(5):
+        for _ in range(5 if in_process else 0):
             picks = [[one() for _ in range(100)] for _ in range(100)]
             samples["bare"] += timed(
                 lambda keys: [layouts[i % 2].decode_row(v) for i, v in enumerate(client.mget(keys)) if v],
                 [([k for u, m in p for k in (layouts[0].key([u]), layouts[1].key([m]))],) for p in picks],
             )
             samples["ours"] += timed(ours, [([{"user_id": u, "merchant_id": m} for u, m in p],) for p in picks])
-        row(
-            "100 entities, 2 views, 5 features",
-            percentiles(samples["ours"]),
-            percentiles(samples["bare"]),
-            "target p50 <= 1.5 ms",
-        )
+        if in_process:
+            row(
+                "100 entities, 2 views, 5 features",
+                percentiles(samples["ours"]),
+                percentiles(samples["bare"]),
+                "target p50 <= 1.5 ms",
+            )
 
         # 2-4. HTTP.
         if shutil.which("wrk") is None:
@@ -338,24 +343,28 @@ def main() -> None:
         def cpu(o: tuple, b: tuple) -> str:
             return f"server CPU per request: ours {o[3]:.0f} us, bare {b[3]:.0f} us (+{o[3] - b[3]:.0f} us)"
 
-        s = args.seconds
-        ours, bare_ = featsync_server(1), bare_server(1)
-        print(f"\nHTTP, one client (wrk -t1 -c1 -d{s}s, 1 server worker; POST /get-online-features, 1 entity, 5 features),")
-        print("two rounds, alternating (the spread between rounds is the box's noise):")
-        wrk(ours[0], five, 1, 1, 2, root)  # warm-up
-        for _ in range(2):
-            o, b = wrk(ours[0], five, 1, 1, s, root, ours[1]), wrk(bare_[0], five, 1, 1, s, root, bare_[1])
-            row(f"1 entity: {o[0]:,.0f} vs {b[0]:,.0f} req/s", o[1:3], b[1:3], "target p99 <= 0.8 ms; " + cpu(o, b))
+        def one_client(s: int) -> None:
+            ours, bare_ = featsync_server(1), bare_server(1)
+            print(f"\nHTTP, one client (wrk -t1 -c1 -d{s}s, 1 server worker; POST /get-online-features, 1 entity, 5 features),")
+            print("two rounds, alternating (the spread between rounds is the box's noise):")
+            wrk(ours[0], five, 1, 1, 2, root)  # warm-up
+            for _ in range(2):
+                o, b = wrk(ours[0], five, 1, 1, s, root, ours[1]), wrk(bare_[0], five, 1, 1, s, root, bare_[1])
+                row(f"1 entity: {o[0]:,.0f} vs {b[0]:,.0f} req/s", o[1:3], b[1:3], "target p99 <= 0.8 ms; " + cpu(o, b))
 
-        print(f"\nWide requests, one client (wrk -t1 -c1 -d{s}s, 1 worker): 50 features over 5 views")
-        for batch in (1, 10, 100):
-            body = bodies(WIDE, batch, ["entity_id"])
-            o = wrk(ours[0], body, 1, 1, s, root, ours[1])
-            print(
-                f"  batch {batch:>3}: p50 {o[1]:6.3f} ms  p99 {o[2]:6.3f} ms  ({o[0]:,.0f} req/s, {o[3]:.0f} us CPU/request)"
-                f" | Feast Go server p99 {FEAST_GO_P99[batch]} ms (published)"
-            )
-        stop_all()
+            print(f"\nWide requests, one client (wrk -t1 -c1 -d{s}s, 1 worker): 50 features over 5 views")
+            for batch in (1, 10, 100):
+                body = bodies(WIDE, batch, ["entity_id"])
+                o = wrk(ours[0], body, 1, 1, s, root, ours[1])
+                print(
+                    f"  batch {batch:>3}: p50 {o[1]:6.3f} ms  p99 {o[2]:6.3f} ms  ({o[0]:,.0f} req/s, {o[3]:.0f} us CPU/request)"
+                    f" | Feast Go server p99 {FEAST_GO_P99[batch]} ms (published)"
+                )
+            stop_all()
+
+        s = args.seconds
+        if not args.load_only:
+            one_client(s)
 
         if not args.skip_load:
             ours, bare_ = featsync_server(2), bare_server(2)

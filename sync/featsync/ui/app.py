@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 import jinja2
 import redis
@@ -40,7 +40,9 @@ from featsync.ui import pages
 
 PREFIX = "/ui"
 FILTERS = ("entity", "tag", "owner", "online")
+KINDS = ("feature_view", "feature_service")
 CATALOG_PAGES = 64  # rendered catalog pages kept, one per filter
+CATALOG_ROWS = 50  # rows listed per kind (views, services) until the user asks for all: a light page
 KEY_COUNT_SECONDS = 60.0  # how long a key count (one SCAN of the keyspace) is reused
 SECURITY_HEADERS = {
     # Nothing is fetched from anywhere but this server; the drift report is framed from here only.
@@ -62,6 +64,7 @@ class UI:
         key_prefix: str | None = None,
         token: str | None = None,
         timeout: float = 1.0,
+        catalog_rows: int = CATALOG_ROWS,
     ):
         self.project = project
         self.registry = registry
@@ -73,6 +76,8 @@ class UI:
         self.compiled = pages.CompiledSQL.of(project)
         self.compiled.get({})  # read dbt's manifest now, not on the first page view
         self.rows = pages.catalog_rows(registry)
+        self.index = pages.catalog_index(self.rows)
+        self.catalog_rows = catalog_rows
         self.facets = pages.facets(self.rows)
         self.key_counts: dict[str, tuple[float, int]] = {}
         self.catalog_pages: dict[tuple[str, ...], str] = {}
@@ -142,15 +147,33 @@ class UI:
 
     async def catalog(self, request: Request) -> Response:
         """The catalog depends on the registry (fixed for the worker's life) and the filter only,
-        so each filter's page is rendered once and kept (a few dozen of them at most)."""
+        so each filter's page is rendered once and kept (a few dozen of them at most).
+
+        It lists the first `catalog_rows` matches of each kind (all of them with ?all=1), and
+        carries every row as a JSON index that the script filters as one types."""
         q = request.query_params
-        key = (q.get("q", ""), *(q.get(k, "") for k in FILTERS))
+        key = (q.get("q", ""), *(q.get(k, "") for k in FILTERS), "all" if "all" in q else "")
         html = self.catalog_pages.get(key)
         if html is None:
-            query, chosen = key[0], dict(zip(FILTERS, key[1:], strict=True))
+            query, chosen, show_all = key[0], dict(zip(FILTERS, key[1:-1], strict=True)), bool(key[-1])
             words = pages.search_words(query)
-            shown = {(r.kind, r.key) for r in self.rows if r.matches(words, **chosen)}
-            context = dict(rows=self.rows, shown=shown, query=query, chosen=chosen, facets=self.facets, title="Catalog")
+            matches = {kind: [r for r in self.rows if r.kind == kind and r.matches(words, **chosen)] for kind in KINDS}
+            limit = None if show_all else self.catalog_rows
+            listed = {kind: found[:limit] for kind, found in matches.items()}
+            more = urlencode({k: v for k, v in zip(("q", *FILTERS), key[:-1], strict=True) if v} | {"all": "1"})
+            context = dict(
+                total=len(self.rows),
+                matches=matches,
+                listed=listed,
+                more=more,
+                page_rows=self.catalog_rows,
+                show_all=show_all,
+                index=self.index,
+                query=query,
+                chosen=chosen,
+                facets=self.facets,
+                title="Catalog",
+            )
             html = self.render("catalog.html", request, **context)
             if len(self.catalog_pages) >= CATALOG_PAGES:
                 self.catalog_pages.pop(next(iter(self.catalog_pages)))
@@ -272,9 +295,10 @@ def mount(
     key_prefix: str | None = None,
     token: str | None = None,
     timeout: float = 1.0,
+    catalog_rows: int = CATALOG_ROWS,
 ) -> list[Any]:
     """Routes to add to the server: /ui (the pages) and / (a redirect to them)."""
-    ui = UI(project, registry, client, key_prefix, token, timeout)
+    ui = UI(project, registry, client, key_prefix, token, timeout, catalog_rows)
 
     async def to_catalog(request: Request) -> Response:
         return RedirectResponse(f"{PREFIX}/", 307)

@@ -115,6 +115,22 @@ def catalog_rows(registry: Registry) -> list[CatalogRow]:
     return rows
 
 
+def catalog_index(rows: list[CatalogRow]) -> str:
+    """Every catalog row as compact JSON for the page's script, safe inside a <script> element.
+
+    The page lists only the first rows of each kind (a table of 500 rows is what made it slow
+    to load); the script filters this index instead of hidden rows and lists the matches. Each
+    entry: [kind, key, name, version, entities, online, ttl, tags, tag keys, owner, features,
+    description, search words]. `<` is escaped so no text can close the script element.
+    """
+    entries = [
+        [r.kind, r.key, r.name, r.version, r.entities, r.online, r.ttl, r.tags, r.tag_keys, r.owner, r.features, r.description,
+         r.search]
+        for r in rows
+    ]  # fmt: skip
+    return json.dumps(entries, separators=(",", ":"), ensure_ascii=False).replace("<", "\\u003c")
+
+
 @dataclass(frozen=True)
 class Facets:
     entities: list[str]
