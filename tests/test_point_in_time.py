@@ -314,7 +314,8 @@ def spark(tmp_path_factory, spark_session) -> Engine:
     The two spine tables exist (empty) while the SQL compiles, so the macro reads the spine's
     column types from Spark as it does for a user's spine (DESCRIBE: `timestamp` is LTZ). The
     queries run in a session whose time zone is not UTC, like DuckDB's and Postgres's here."""
-    spark_session.sql(f"create schema if not exists {SPARK_SCHEMA}")
+    spark_session.sql(f"drop schema if exists {SPARK_SCHEMA} cascade")  # left over by an interrupted run
+    spark_session.sql(f"create schema {SPARK_SCHEMA}")
     for table in ("spine", "spine_tz"):
         spark_session.sql(f"create table {SPARK_SCHEMA}.{table} ({SPARK_TYPES[table]}) using parquet")
     try:
