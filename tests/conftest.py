@@ -363,11 +363,11 @@ def delete_pushed_keys(project: Project, client: Any, prefix: str) -> None:
 # -- tests/types_project: real-world time and types (featsync as a package) -----------------
 
 TYPES_PRECISIONS = {  # the table of each feature view: its timestamp type per engine (None: not there)
-    "s": {"duckdb": "timestamp_s", "postgres": "timestamp(0)"},
-    "ms": {"duckdb": "timestamp_ms", "postgres": "timestamp(3)"},
-    "us": {"duckdb": "timestamp", "postgres": "timestamp"},
-    "ns": {"duckdb": "timestamp_ns", "postgres": None},
-    "tz": {"duckdb": "timestamptz", "postgres": "timestamptz"},
+    "s": {"duckdb": "timestamp_s", "postgres": "timestamp(0)", "spark": None},
+    "ms": {"duckdb": "timestamp_ms", "postgres": "timestamp(3)", "spark": None},
+    "us": {"duckdb": "timestamp", "postgres": "timestamp", "spark": "timestamp_ntz"},
+    "ns": {"duckdb": "timestamp_ns", "postgres": None, "spark": None},
+    "tz": {"duckdb": "timestamptz", "postgres": "timestamptz", "spark": "timestamp_ltz"},
 }
 
 

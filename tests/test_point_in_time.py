@@ -14,9 +14,9 @@ zoned views, and with both. The queries run in a session whose time zone is not 
 session zone convert a naive side would give other rows. Every variant must equal the
 same oracle, which sees naive UTC.
 
-Spark (the sort-based as-of join, spark__point_in_time_join) runs the naive variant, with
-fewer examples (each costs a few Spark jobs), never none: zoned (TIMESTAMP_LTZ) columns are
-not supported by the Spark plan yet.
+Spark (the sort-based as-of join, spark__point_in_time_join) runs every variant too, zoned
+columns as TIMESTAMP_LTZ, in a New York session, with fewer examples (each costs a few Spark
+jobs), never none.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import spark_pit_project
+from conftest import PIT_TABLES, spark_pit_project
 from featsync.project import Project
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -272,54 +272,79 @@ def pg(pit_postgres) -> Engine:
 
 SETTINGS = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 SPARK_SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# The Spark column types of conftest.PIT_TABLES: zoned columns are TIMESTAMP_LTZ, naive ones TIMESTAMP_NTZ.
+SPARK_WORDS = {
+    "text": "string", "timestamp": "timestamp_ntz", "timestamptz": "timestamp_ltz", "float8": "double", "bigint": "bigint"
+}  # fmt: skip
 SPARK_TYPES = {
-    "user_rows": "user_id string, event_timestamp timestamp_ntz, created_timestamp timestamp_ntz, amount bigint, label string",
-    "pair_rows": "user_id string, merchant_id string, event_timestamp timestamp_ntz, score double",
-    "profile_rows": "user_id string, event_timestamp timestamp_ntz, valid_to timestamp_ntz, tier string",
-    "spine": "spine_id bigint, user_id string, shop_id string, ts timestamp_ntz",
+    table: ", ".join(f"{name} {SPARK_WORDS[kind]}" for name, kind in (c.split() for c in columns.split(", ")))
+    for table, columns in PIT_TABLES.items()
 }
 # The pit project's relations and the session temporary views holding an example's rows.
 SPARK_VIEWS = {"fv_user": "user_rows", "fv_pair": "pair_rows", "fv_profile": "profile_rows", "spine": "spine"}
+SPARK_SCHEMA = "featsync_pit"  # the spark target's schema in tests/pit_project/profiles.yml
 
 
 class SparkEngine(Engine):
-    """The naive variant only, its rows as temporary views of the session."""
+    """Every variant, its rows as temporary views of the session; the four variants of an
+    example run as one query (a UNION ALL tagged by variant), one round of Spark jobs."""
 
     def load(self, spine, user, pair, profile) -> None:
         for table, rows in (("spine", spine), ("user_rows", user), ("pair_rows", pair), ("profile_rows", profile)):
             self.insert(table, rows)
+            self.insert(f"{table}_tz", zoned(table, rows))
 
     def run(self, as_of: str, strategy: str, spine, user, pair, profile) -> dict[str, Counter]:
         self.load(spine, user, pair, profile)
-        sql = self.sql[as_of, strategy, "naive"]
-        return {"naive": Counter(self.execute(f"select spine_id, amount, label, score, tier from ({sql}) as j", fetch=True))}
+        columns = "spine_id, amount, label, score, tier"
+        union = " union all ".join(
+            f"select '{variant}' as variant, {columns} from ({self.sql[as_of, strategy, variant]}) as j" for variant in VARIANTS
+        )
+        out: dict[str, Counter] = {variant: Counter() for variant in VARIANTS}
+        for variant, *row in self.execute(union, fetch=True):
+            out[variant][tuple(row)] += 1
+        return out
 
 
 @pytest.fixture(scope="module")
 def spark(tmp_path_factory, spark_session) -> Engine:
     """Spark: each example's rows become temporary views of the session, and the compiled SQL's
-    relations (featsync_pit.fv_user, ...) are pointed at them; the SQL is otherwise the macro's."""
-    project = spark_pit_project(tmp_path_factory.mktemp("pit-spark"))
-    compiled = compile_variants(project, [("event", "asof"), ("available", "asof")])
+    relations (featsync_pit.fv_user, ...) are pointed at them; the SQL is otherwise the macro's.
+
+    The two spine tables exist (empty) while the SQL compiles, so the macro reads the spine's
+    column types from Spark as it does for a user's spine (DESCRIBE: `timestamp` is LTZ). The
+    queries run in a session whose time zone is not UTC, like DuckDB's and Postgres's here."""
+    spark_session.sql(f"drop schema if exists {SPARK_SCHEMA} cascade")  # left over by an interrupted run
+    spark_session.sql(f"create schema {SPARK_SCHEMA}")
+    for table in ("spine", "spine_tz"):
+        spark_session.sql(f"create table {SPARK_SCHEMA}.{table} ({SPARK_TYPES[table]}) using parquet")
+    try:
+        project = spark_pit_project(tmp_path_factory.mktemp("pit-spark"))
+        compiled = compile_variants(project, [("event", "asof"), ("available", "asof")])
+    finally:
+        spark_session.sql(f"drop schema {SPARK_SCHEMA} cascade")
     sql = {}
     for key, text in compiled.items():
-        if key[-1] not in ("naive", "fv_user", "fv_pair", "fv_profile"):
-            continue
         for relation, view in SPARK_VIEWS.items():
-            text = text.replace(f"featsync_pit.{relation}", f"featsync_pit_{view}")
-        assert "featsync_pit." not in text, text
+            text = text.replace(f"{SPARK_SCHEMA}.{relation}", f"featsync_pit_{view}")
+        assert f"{SPARK_SCHEMA}." not in text, text
         sql[key] = text
 
     def execute(query, fetch=False):
-        rows = spark_session.sql(query).collect()
-        return [tuple(r) for r in rows] if fetch else None
+        # Through Arrow: a zoned (LTZ) value comes back as an aware datetime.
+        return [tuple(r.values()) for r in spark_session.sql(query).toArrow().to_pylist()] if fetch else None
 
     def insert(table, rows):
         spark_session.createDataFrame(rows, SPARK_TYPES[table]).createOrReplaceTempView(f"featsync_pit_{table}")
 
-    yield SparkEngine(project, execute, insert, sql)
-    for view in SPARK_VIEWS.values():
-        spark_session.catalog.dropTempView(f"featsync_pit_{view}")
+    zone = spark_session.conf.get("spark.sql.session.timeZone")
+    spark_session.conf.set("spark.sql.session.timeZone", SESSION_ZONE)
+    try:
+        yield SparkEngine(project, execute, insert, sql)
+    finally:
+        spark_session.conf.set("spark.sql.session.timeZone", zone)
+        for table in PIT_TABLES:
+            spark_session.catalog.dropTempView(f"featsync_pit_{table}")
 
 
 @pytest.mark.parametrize("as_of", ["event", "available"])
@@ -344,18 +369,44 @@ def test_postgres_matches_oracle(pg, as_of, spine, user, pair, profile):
 @given(spine=spines, user=user_rows, pair=pair_rows, profile=profile_rows)
 def test_spark_matches_oracle(spark, as_of, spine, user, pair, profile):
     expected = oracle(spine, {"user_rows": user, "pair_rows": pair, "profile_rows": profile}, as_of)
-    assert spark.run(as_of, "asof", spine, user, pair, profile) == {"naive": expected}
+    assert spark.run(as_of, "asof", spine, user, pair, profile) == dict.fromkeys(VARIANTS, expected)
+
+
+def test_spark_join_keeps_the_spine_types(spark, spark_session):
+    """The training set's spine columns keep their own types: a zoned spine time stays TIMESTAMP_LTZ."""
+    spark.load([], [], [], [])
+    for variant, ts_type in (("naive", "timestamp_ntz"), ("zoned", "timestamp")):
+        schema = spark_session.sql(spark.sql["event", "asof", variant]).schema
+        assert schema["ts"].dataType.simpleString() == ts_type, variant
 
 
 @SPARK_SETTINGS
 @given(user=user_rows, pair=pair_rows, profile=profile_rows)
 def test_spark_latest_rows_use_the_join_order(spark, user, pair, profile):
-    """featsync.latest_rows on Spark (the default macro) picks the row the join would pick."""
+    """featsync.latest_rows on Spark (the default macro) picks the row the join would pick, zoned or not.
+    The six views' latest rows come back from one query, each row as text (zoned values as
+    their UTC wall clock), so an example costs one round of Spark jobs."""
     spark.load([], user, pair, profile)
     rows = {"user_rows": user, "pair_rows": pair, "profile_rows": profile}
-    for view, name in zip(VIEWS, ("fv_user", "fv_pair", "fv_profile"), strict=True):
-        got = spark.execute(f"select {', '.join(view.columns)} from ({spark.sql['latest', name]}) as l", fetch=True)
-        assert Counter(got) == Counter(tuple(r[c] for c in view.columns) for r in latest_by_oracle(view, rows).values())
+    views = {
+        **dict(zip(("fv_user", "fv_pair", "fv_profile"), VIEWS, strict=True)),
+        **dict(zip(("fv_user_tz", "fv_pair_tz", "fv_profile_tz"), VIEWS, strict=True)),
+    }
+    selects = []
+    for name, view in views.items():
+        zoned_columns = ZONED[view.table] if name.endswith("_tz") else set()
+        cells = [
+            f"timestampadd(MICROSECOND, unix_micros({c}), timestamp_ntz'1970-01-01 00:00:00')" if i in zoned_columns else c
+            for i, c in enumerate(view.columns)
+        ]
+        cells_sql = ", ".join(f"cast({c} as string)" for c in cells)
+        selects.append(f"select '{name}' as view, array({cells_sql}) as cells from ({spark.sql['latest', name]}) as l")
+    got: dict[str, Counter] = {name: Counter() for name in views}
+    for name, cells in spark.execute(" union all ".join(selects), fetch=True):
+        got[name][tuple(cells)] += 1
+    for name, view in views.items():
+        expected = latest_by_oracle(view, rows).values()
+        assert got[name] == Counter(tuple(None if r[c] is None else str(r[c]) for c in view.columns) for r in expected), name
 
 
 def latest_by_oracle(view: View, rows: dict[str, list[tuple]]) -> dict[tuple, dict]:

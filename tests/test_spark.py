@@ -229,8 +229,9 @@ GATE_SCHEMA = "featsync_gate"
 
 @pytest.fixture(scope="module")
 def spark_gate(spark_build, tmp_path_factory) -> Iterator[tuple[Project, Any]]:
-    """A project copy whose schema holds its own copies of the feature views (parquet tables
-    have no UPDATE: a test rewrites a copy with its corruption instead)."""
+    """A project copy whose schema holds its own views of the feature views (parquet tables
+    have no UPDATE: a test redefines a view with its corruption instead). Views are metadata
+    only: no Spark job copies anything."""
     with connect(spark_build.project) as warehouse, pytest.MonkeyPatch.context() as mp:
         warehouse.execute(f"create schema if not exists {GATE_SCHEMA}")
         mp.setenv("FEATSYNC_SPARK_SCHEMA", GATE_SCHEMA)
@@ -251,8 +252,7 @@ def spark_gate_project(spark_gate) -> Project:
 
 
 def copy_view(warehouse, view: str, select: str = "*") -> None:
-    warehouse.execute(f"drop table if exists {GATE_SCHEMA}.{view}")
-    warehouse.execute(f"create table {GATE_SCHEMA}.{view} using parquet as select {select} from {SPARK_SCHEMA}.{view}")
+    warehouse.execute(f"create or replace view {GATE_SCHEMA}.{view} as select {select} from {SPARK_SCHEMA}.{view}")
 
 
 def test_example_suites_pass_on_spark(spark_gate_project):

@@ -143,9 +143,56 @@ def pg(tmp_path_factory, pg_dsn, redis_url):
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+SPARK_SCHEMA = "featsync_types"  # tests/types_project/profiles.yml
+
+
+def spark_load(spark_session) -> None:
+    """load()'s rows on Spark, written as parquet tables through DataFrames (Spark's string
+    literals unescape backslashes): fv_us's times TIMESTAMP_NTZ, fv_tz's TIMESTAMP_LTZ written
+    in New York's offset, its created_at naive."""
+    for precision in ("us", "tz"):
+        rows = []
+        for key, at, amount, n, flag, note in [
+            ("e1", OLDER, 2.5, 1, False, "old"),
+            ("e1", NEWER, -0.0, 2**62, True, "é|\\x"),
+            ("e2", EARLY, None, -1, False, None),
+        ]:
+            ts = datetime.fromisoformat(at + FRACTION[precision])
+            if precision == "tz":
+                ts = ts.replace(tzinfo=UTC).astimezone(timezone_of(-5))
+            created = [datetime.fromisoformat(at)] if precision == "tz" else []
+            rows.append((key, ts, *created, ts, amount, n, flag, note))
+        ts_type = TYPES_PRECISIONS[precision]["spark"]
+        created_type = "created_at timestamp_ntz, " if precision == "tz" else ""
+        schema = (
+            f"entity_id string, event_timestamp {ts_type}, {created_type}seen_at {ts_type}, "
+            "amount double, n bigint, flag boolean, note string"
+        )
+        frame = spark_session.createDataFrame(rows, schema)
+        frame.write.mode("overwrite").format("parquet").saveAsTable(f"{SPARK_SCHEMA}.rows_{precision}")
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory, spark_session, redis_url):
+    """tests/types_project on Spark (fv_us and fv_tz; Spark keeps microseconds), dbt and
+    featsync in a session whose time zone is New York (its profile sets it); UTC again after."""
+    zone = spark_session.conf.get("spark.sql.session.timeZone")
+    spark_session.sql(f"create schema if not exists {SPARK_SCHEMA}")
+    try:
+        spark_load(spark_session)
+        # The tables are there with their rows: nothing for build_types_project to create.
+        project = build_types_project(tmp_path_factory.mktemp("types-spark"), "spark", lambda sql: None)
+        pushed = push_all(project, "spark", redis_url)
+        yield pushed
+        delete_pushed_keys(project, redis.Redis.from_url(redis_url), pushed.prefix)
+    finally:
+        spark_session.sql(f"drop schema if exists {SPARK_SCHEMA} cascade")
+        spark_session.conf.set("spark.sql.session.timeZone", zone)
+
+
+@pytest.fixture(params=["duckdb", "postgres", "spark"])
 def engine(request):
-    return request.getfixturevalue("duck" if request.param == "duckdb" else "pg")
+    return request.getfixturevalue({"duckdb": "duck", "postgres": "pg", "spark": "spark"}[request.param])
 
 
 def test_get_returns_every_precision_as_utc_microseconds(engine):
@@ -198,8 +245,11 @@ def test_verify_and_status_agree_at_every_precision(engine):
         assert data[f"fv_{precision}"]["watermark"] == marker, data[f"fv_{precision}"]
 
 
-@pytest.mark.parametrize("precision", list(TYPES_PRECISIONS))
-def test_drift_reads_every_precision(duck, precision):
+@pytest.mark.parametrize(
+    "target, precision", [*(("duckdb", p) for p in TYPES_PRECISIONS), ("spark", "tz")]
+)  # fmt: skip
+def test_drift_reads_every_precision(request, target, precision):
+    duck = request.getfixturevalue("duck" if target == "duckdb" else "spark")
     result = duck.run(
         "drift",
         "--feature-view",
@@ -240,8 +290,8 @@ def epoch_ns(text: str, fraction: str = "") -> int:
 def test_training_set_keeps_the_spine_type_and_agrees_with_get(engine, tmp_path, unit, zone):
     """Spine times one unit before e1's newer row (per view: older row or newer row, exactly as
     the times compare at nanoseconds) and at e2's row (inclusive); the spine keeps its type."""
-    if engine.target == "postgres" and unit == "ns":
-        unit = "us"  # PostgreSQL keeps microseconds (a spine with nanoseconds is refused: tested below)
+    if engine.target in ("postgres", "spark") and unit == "ns":
+        unit = "us"  # PostgreSQL and Spark keep microseconds (a spine with nanoseconds is refused: tested below)
     step = {"ns": 1, "us": 1000, "s": 10**9}[unit]
     later = epoch_ns("2024-04-01 00:00:00")
     just_before = epoch_ns(NEWER, FRACTION["ns"]) - step if unit != "s" else epoch_ns(NEWER) - step
@@ -284,15 +334,17 @@ def test_training_set_keeps_the_spine_type_and_agrees_with_get(engine, tmp_path,
                 assert older <= t and got["n"] == 1, (precision, row)
 
 
-def test_postgres_refuses_spine_nanoseconds(pg, tmp_path):
+@pytest.mark.parametrize("target, name", [("postgres", "PostgreSQL"), ("spark", "Spark")])
+def test_spine_nanoseconds_are_refused_where_the_engine_keeps_microseconds(request, tmp_path, target, name):
+    engine = request.getfixturevalue({"postgres": "pg", "spark": "spark"}[target])
     spine = pa.table({"entity_id": ["e1"], "ts": pa.array([1_700_000_000_000_000_001], pa.timestamp("ns", tz="UTC"))})
     pq.write_table(spine, tmp_path / "spine.parquet")
-    result = pg.run(
+    result = engine.run(
         "training-set", "--features", "fv_us:n", "--spine", str(tmp_path / "spine.parquet"), "--spine-timestamp", "ts",
         "--out", str(tmp_path / "t.parquet"), online=False,
     )  # fmt: skip
     assert result.exit_code == 1
-    assert "spine column 'ts' has nanoseconds, which PostgreSQL does not keep" in result.output
+    assert f"spine column 'ts' has nanoseconds, which {name} does not keep" in result.output
 
 
 def test_push_refuses_times_outside_years_1_to_9999(types_duckdb, redis_url):
@@ -314,9 +366,11 @@ def test_types_project_uses_featsync_only_as_a_package():
     assert not (root / "macros").exists() and not (root / "packages.yml").exists()  # written by the tests: local package/
 
 
-def test_on_demand_date_parts_of_zoned_times_are_utc_offline_and_online(duck, tmp_path):
+@pytest.mark.parametrize("target", ["duckdb", "spark"])
+def test_on_demand_date_parts_of_zoned_times_are_utc_offline_and_online(request, tmp_path, target):
     """extract(hour ...) of a zoned feature and of a zoned request field is the UTC hour, in the
-    training set (a New York DuckDB session) and online: 06 for e1's 06:59:59Z."""
+    training set (a New York DuckDB or Spark session) and online: 06 for e1's 06:59:59Z."""
+    duck = request.getfixturevalue("duck" if target == "duckdb" else "spark")
     at = datetime(2024, 3, 10, 23, 30, tzinfo=UTC)  # 19:30 in New York, 05:15 the next day in Kathmandu
     spine = pa.table(
         {

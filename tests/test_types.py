@@ -53,6 +53,11 @@ TYPES = [
     ("timestamp_tz", "snowflake", TIMESTAMP, True),
     ("timestamp_ltz", "snowflake", TIMESTAMP, True),
     ("timestamp_tz(9)", "snowflake", TIMESTAMP, True),
+    ("timestamp", "spark", TIMESTAMP, False),  # the spark target sets spark.sql.timestampType=TIMESTAMP_NTZ
+    ("timestamp_ntz", "spark", TIMESTAMP, False),
+    ("timestamp_ltz", "spark", TIMESTAMP, True),
+    ("timestamp", "databricks", TIMESTAMP, False),
+    ("timestamp_ltz", "databricks", TIMESTAMP, True),
 ]
 
 

@@ -10,6 +10,13 @@
     featsync.compare_time(l, l_type, op, r, r_type)
                                           l op r, comparing instants
 
+  On Spark a zoned column is TIMESTAMP_LTZ (declared `timestamp_ltz`; Spark's DESCRIBE names
+  it `timestamp`, which featsync.introspected_type reads as such), a naive one TIMESTAMP_NTZ
+  (declared `timestamp` or `timestamp_ntz`: the spark target sets spark.sql.timestampType).
+  Spark compares the two by casting the naive side in the session time zone, and its cast
+  of an instant to TIMESTAMP_NTZ also reads the session zone (ambiguous in the repeated hour
+  of a DST change): spark__utc counts microseconds since the epoch instead.
+
   Interval arithmetic (TTL bounds) is done on naive UTC values only: on a zoned value,
   `- interval '90 days'` would count calendar days in the session time zone (23 or 25
   hours across a DST change). The Python registry reads types with the same rule
@@ -34,6 +41,11 @@
 
 {% macro snowflake__utc(expression, data_type) -%}
   {%- if featsync.is_zoned(data_type) -%}convert_timezone('UTC', {{ expression }})::timestamp_ntz{%- else -%}{{ expression }}{%- endif -%}
+{%- endmacro %}
+
+
+{% macro spark__utc(expression, data_type) -%}
+  {%- if featsync.is_zoned(data_type) -%}timestampadd(MICROSECOND, unix_micros({{ expression }}), timestamp_ntz'1970-01-01 00:00:00'){%- else -%}{{ expression }}{%- endif -%}
 {%- endmacro %}
 
 
@@ -62,6 +74,31 @@
 {%- endmacro %}
 
 
+{% macro spark__compare_time(left, left_type, op, right, right_type) -%}
+  {%- if featsync.is_zoned(left_type) == featsync.is_zoned(right_type) -%}
+    {{ left }} {{ op }} {{ right }}
+  {%- else -%}
+    {{ featsync.spark__utc(left, left_type) }} {{ op }} {{ featsync.spark__utc(right, right_type) }}
+  {%- endif -%}
+{%- endmacro %}
+
+
+{#- A column type as the warehouse's introspection names it, in the words featsync.is_zoned
+    reads: on Spark (and Databricks) DESCRIBE calls TIMESTAMP_LTZ `timestamp` whatever
+    spark.sql.timestampType says, and TIMESTAMP_NTZ `timestamp_ntz`. -#}
+{% macro introspected_type(data_type) %}
+  {{ return(adapter.dispatch('introspected_type', 'featsync')(data_type)) }}
+{% endmacro %}
+
+{% macro default__introspected_type(data_type) %}
+  {{ return(data_type) }}
+{% endmacro %}
+
+{% macro spark__introspected_type(data_type) %}
+  {{ return('timestamp_ltz' if (data_type or '') | string | lower | trim == 'timestamp' else data_type) }}
+{% endmacro %}
+
+
 {#- The column types of a spine: `spine_types` when given ({column: data_type}), else those
     of the relation in the warehouse (a ref or source; introspected at compile time), else
     none known (a relation given as text), which means naive timestamps. -#}
@@ -72,7 +109,7 @@
   {%- set types = {} -%}
   {%- if spine is not string and execute -%}
     {%- for column in adapter.get_columns_in_relation(spine) -%}
-      {%- do types.update({column.name | lower: column.data_type}) -%}
+      {%- do types.update({column.name | lower: featsync.introspected_type(column.data_type)}) -%}
     {%- endfor -%}
   {%- endif -%}
   {{ return(types) }}

@@ -18,6 +18,9 @@
       the match is the best row so far, max_by(featsync_row, tie-break order) over the running
       frame, so a row backfilled late never wins before it was known, and once known it wins
       only if it is the best by the usual order.
+    - Times meet as naive UTC (featsync.utc): a zoned (TIMESTAMP_LTZ) spine or feature time
+      is placed at its instant whatever the session time zone; the output keeps the spine's
+      own columns and the features' own types.
     - Then the shared rules (featsync._pit_still_valid): TTL after the match, inclusive bound,
       and SCD2 validity [valid_from, valid_to).
 
@@ -44,7 +47,7 @@ featsync_tagged{{ i }} as (
         {%- for key in view.spine_keys %}
         featsync_spine.{{ key }} as featsync_key{{ loop.index0 }},
         {%- endfor %}
-        featsync_spine.{{ spine_timestamp }} as featsync_time,
+        {{ featsync.utc('featsync_spine.' ~ spine_timestamp, view.spine_timestamp_type) }} as featsync_time,
         1 as featsync_tag,
         featsync_spine,
         {%- for name in previous %}
@@ -58,9 +61,9 @@ featsync_tagged{{ i }} as (
         {{ key }},
         {%- endfor %}
         {%- if available %}
-        greatest({{ view.timestamp }}, coalesce({{ view.created_timestamp }}, {{ view.timestamp }})),
+        greatest({{ featsync.utc(view.timestamp, view.types[view.timestamp]) }}, {{ featsync._available_at(view, '', true) }}),
         {%- else %}
-        {{ view.timestamp }},
+        {{ featsync.utc(view.timestamp, view.types[view.timestamp]) }},
         {%- endif %}
         0,
         null,

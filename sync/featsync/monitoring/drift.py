@@ -74,6 +74,9 @@ class Window:
         """The predicate on a timestamp column; the bounds are bound (Warehouse.bind) as naive UTC,
         and made instants (`at time zone 'UTC'`) against a zoned column, so no session zone decides."""
         name = identifier(column)
+        if zoned and warehouse.adapter_type == "spark":
+            # Spark has no AT TIME ZONE: the column's instant as naive UTC instead (macros/time.sql spark__utc).
+            name, zoned = f"timestampadd(MICROSECOND, unix_micros({name}), timestamp_ntz'1970-01-01 00:00:00')", False
 
         def bound(value: datetime) -> str:
             sql = warehouse.bind(value, params)
@@ -251,11 +254,11 @@ def _category_counts(
     selects, params = [], []
     for i, f in enumerate(features):
         for w, window in enumerate((reference, current)):
-            name = identifier(f)
+            name, text = identifier(f), warehouse.text_type
             selects.append(
-                f"select {i} as featsync_feature, {w} as featsync_window, cast({name} as varchar) as featsync_value, "
+                f"select {i} as featsync_feature, {w} as featsync_window, cast({name} as {text}) as featsync_value, "
                 f"count(*) as featsync_n from {view.relation} where {_in(window, view, warehouse, params)} "
-                f"and {name} is not null group by cast({name} as varchar)"
+                f"and {name} is not null group by cast({name} as {text})"
             )
     out: dict[str, dict[str, dict[str, int]]] = {}
     for row in warehouse.fetch_arrow(" union all ".join(selects), params).to_pylist():

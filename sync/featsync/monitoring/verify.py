@@ -105,13 +105,14 @@ def verify(
     results = []
     with connect(project) as warehouse:
         for view in views:
-            keys = " || '|' || ".join(f"cast({identifier(k)} as varchar)" for k in view.entities)
+            text = warehouse.text_type
+            keys = " || '|' || ".join(f"cast({identifier(k)} as {text})" for k in view.entities)
             params: list[Any] = []
             seed_sql = warehouse.bind(int(seed), params)
             limit_sql = warehouse.bind(int(sample), params)
             sql = (
                 f"select * from ({queries[view.name]}) as featsync_latest "
-                f"order by md5({keys} || '|' || cast({seed_sql} as varchar)) limit {limit_sql}"
+                f"order by md5({keys} || '|' || cast({seed_sql} as {text})) limit {limit_sql}"
             )
             with reading(view):
                 batches = list(warehouse.arrow_batches(sql, params))

@@ -186,6 +186,10 @@ def _key_fits(actual: pa.DataType, expected: str) -> bool:
     return pa.types.is_integer(actual) or (pa.types.is_decimal(actual) and actual.scale == 0)
 
 
+# Engines whose timestamps hold microseconds at most, by adapter type: their names in messages.
+MICROSECOND_ENGINES = {"postgres": "PostgreSQL", "spark": "Spark"}
+
+
 def to_utc_naive(
     spine: pa.Table, spine_timestamp: str, adapter_type: str = "duckdb", keys: Mapping[str, str] | None = None
 ) -> pa.Table:
@@ -193,8 +197,8 @@ def to_utc_naive(
 
     Columns without any value (a header-only CSV) get a type the warehouse can store: their
     entity's (`keys`: column -> int or text), else text.
-    Units are kept (DuckDB and Snowflake keep nanoseconds); PostgreSQL keeps microseconds, so
-    there a spine time with nanoseconds is refused rather than rounded, which would move
+    Units are kept (DuckDB and Snowflake keep nanoseconds); PostgreSQL and Spark keep
+    microseconds, so there a spine time with nanoseconds is refused rather than rounded, which would move
     TTL bounds by up to a microsecond.
     """
     if spine_timestamp not in spine.column_names:
@@ -211,12 +215,13 @@ def to_utc_naive(
     for f, column in zip(spine.schema, spine.columns, strict=True):
         if pa.types.is_timestamp(f.type):
             column = pc.cast(column, pa.timestamp(f.type.unit, tz="UTC")).cast(pa.timestamp(f.type.unit))
-            if f.type.unit == "ns" and adapter_type == "postgres":
+            if f.type.unit == "ns" and adapter_type in MICROSECOND_ENGINES:
                 try:
                     column = column.cast(pa.timestamp("us"))
                 except pa.ArrowInvalid:
                     raise FeatsyncError(
-                        f"spine column '{f.name}' has nanoseconds, which PostgreSQL does not keep; round it to microseconds first"
+                        f"spine column '{f.name}' has nanoseconds, which {MICROSECOND_ENGINES[adapter_type]} does not keep; "
+                        "round it to microseconds first"
                     ) from None
         elif pa.types.is_null(f.type):
             column = column.cast(pa.int64() if (keys or {}).get(f.name) == INT else pa.string())

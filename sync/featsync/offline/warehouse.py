@@ -54,6 +54,7 @@ class Warehouse:
     adapter_type: str
     schema: str
     con: Any
+    text_type = "varchar"  # what `cast(x as ...)` to text is spelled; Spark's varchar needs a length
 
     def bind(self, value: Any, params: list[Any]) -> str:
         """SQL standing for one typed value (a watermark, a window bound, a seed): a literal
@@ -279,6 +280,7 @@ class SparkWarehouse(Warehouse):
     """
 
     adapter_type = "spark"
+    text_type = "string"
 
     def __init__(self, credentials: Any):
         if credentials.method != "session":

@@ -31,6 +31,7 @@ write in the model, which makes the rounding a visible decision of the model's a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -77,6 +78,12 @@ _KINDS: dict[exp.DataType.Type, str] = {
     **dict.fromkeys((T.DECIMAL, T.BIGDECIMAL, T.DECIMAL32, T.DECIMAL64, T.DECIMAL128, T.DECIMAL256), DECIMAL),
 }
 _ZONED = frozenset({T.TIMESTAMPTZ, T.TIMESTAMPLTZ})
+# Spark's bare TIMESTAMP is whatever spark.sql.timestampType says; featsync's spark target sets
+# TIMESTAMP_NTZ (as on every other engine, a bare `timestamp` is naive UTC), so a declared
+# `timestamp` is naive there too. Zoned Spark columns are declared `timestamp_ltz`. sqlglot
+# reads a bare TIMESTAMP in these dialects as zoned (Spark's default setting).
+_BARE_TIMESTAMP = re.compile(r"timestamp\s*(\(\s*\d+\s*\))?", re.IGNORECASE)
+_SPARK_DIALECTS = frozenset({"spark", "databricks"})
 # dbt adapter type -> sqlglot dialect (the same names where sqlglot has one).
 _DIALECTS = {"duckdb": "duckdb", "postgres": "postgres", "snowflake": "snowflake", "spark": "spark", "databricks": "databricks"}
 
@@ -136,6 +143,8 @@ def column_type(data_type: str, dialect: str | None = None) -> ColumnType:
         if scale == 0:  # NUMBER(p, 0), Snowflake's INT: an integer
             return ColumnType(declared, INT)
         return ColumnType(declared, DECIMAL, precision=precision, scale=scale)
+    if dialect in _SPARK_DIALECTS and _BARE_TIMESTAMP.fullmatch(declared):
+        return ColumnType(declared, TIMESTAMP)
     return ColumnType(declared, kind, zoned=parsed.this in _ZONED)
 
 

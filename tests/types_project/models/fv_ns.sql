@@ -1,2 +1,2 @@
-{{ config(enabled=target.type == 'duckdb') }}  -- PostgreSQL has no nanoseconds
+{{ config(enabled=target.type == 'duckdb') }}  -- PostgreSQL and Spark have no nanoseconds
 select * from {{ source('raw', 'rows_ns') }}
