@@ -245,6 +245,19 @@ def test_verify_and_status_agree_at_every_precision(engine):
         assert data[f"fv_{precision}"]["watermark"] == marker, data[f"fv_{precision}"]
 
 
+def test_status_compares_zoned_event_times_as_instants(engine):
+    """`now` two hours before fv_tz's newest row, in a New York session: that row is after now
+    (its instant is), so the newest event time not after now is e2's. Comparing the zoned column
+    with a naive bound would convert the bound in the session's zone and count the row as past."""
+    from featsync.monitoring.status import status
+
+    now = instant(NEWER, "tz") - timedelta(hours=2)
+    client = redis.Redis.from_url(engine.redis_url)
+    [view] = status(engine.project, client, engine.prefix, select=["fv_tz"], count_keys=False, now=now.timestamp)
+    assert view.future_rows == 1
+    assert view.newest_event_time == instant(EARLY, "tz")
+
+
 @pytest.mark.parametrize(
     "target, precision", [*(("duckdb", p) for p in TYPES_PRECISIONS), ("spark", "tz")]
 )  # fmt: skip

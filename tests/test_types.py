@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta, timezone
 
 import duckdb
 import pytest
 
 from featsync.errors import DbtError
 from featsync.registry.identifiers import RESERVED, identifier_problem
-from featsync.registry.types import BOOL, DATE, DECIMAL, FLOAT, INT, OTHER, TEXT, TIMESTAMP, column_type, timestamp_literal
+from featsync.registry.types import BOOL, DATE, DECIMAL, FLOAT, INT, OTHER, TEXT, TIMESTAMP, column_type
 
 TYPES = [
     # (declared, dialect, kind, zoned)
@@ -72,20 +71,6 @@ def test_online_problems_name_the_cast():
     assert "cast(x as double precision)" in column_type("numeric(12,2)", "postgres").online_problem
     assert "cast it to a timestamp" in column_type("date").online_problem
     assert "cannot be stored online" in column_type("interval").online_problem
-
-
-def test_timestamp_literals_are_instants_for_zoned_columns():
-    """A drift window bound compares as an instant against a zoned column in any session zone."""
-    at = datetime(2024, 1, 1, 2, tzinfo=timezone(timedelta(hours=2)))
-    assert timestamp_literal(at) == "cast('2024-01-01 00:00:00.000000' as timestamp)"
-    assert timestamp_literal(at, zoned=True) == "cast('2024-01-01 00:00:00.000000+00:00' as timestamptz)"
-    con = duckdb.connect()
-    con.execute("set TimeZone = 'Asia/Kathmandu'")
-    value = con.execute(f"select {timestamp_literal(at, zoned=True)} = timestamptz '2024-01-01 00:00:00+00'").fetchone()
-    assert value == (True,)
-    with pytest.raises(ValueError):
-        timestamp_literal(datetime(2024, 1, 1))
-    assert timestamp_literal(datetime(2024, 1, 1, tzinfo=UTC)).startswith("cast('2024-01-01 00:00:00")
 
 
 NAMES_OK = ["user_id", "_x", "a1", "label", "event_timestamp", "x" * 63]

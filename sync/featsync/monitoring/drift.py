@@ -71,18 +71,11 @@ class Window:
         return cls(bounds[0], bounds[1])
 
     def sql(self, column: str, warehouse: Warehouse, params: list[Any], zoned: bool = False) -> str:
-        """The predicate on a timestamp column; the bounds are bound (Warehouse.bind) as naive UTC,
-        and made instants (`at time zone 'UTC'`) against a zoned column, so no session zone decides."""
-        name = identifier(column)
-        if zoned and warehouse.adapter_type == "spark":
-            # Spark has no AT TIME ZONE: the column's instant as naive UTC instead (macros/time.sql spark__utc).
-            name, zoned = f"timestampadd(MICROSECOND, unix_micros({name}), timestamp_ntz'1970-01-01 00:00:00')", False
-
-        def bound(value: datetime) -> str:
-            sql = warehouse.bind(value, params)
-            return f"(cast({sql} as timestamp) at time zone 'UTC')" if zoned else sql
-
-        return f"{name} >= {bound(self.start)} and {name} < {bound(self.end)}"
+        """The predicate on a timestamp column, naive (UTC) or zoned, with bound instants
+        (Warehouse.time_column/time_bound: no session time zone decides)."""
+        name, zoned = warehouse.time_column(identifier(column), zoned)
+        start, end = (warehouse.time_bound(b, params, zoned) for b in (self.start, self.end))
+        return f"{name} >= {start} and {name} < {end}"
 
     def __str__(self) -> str:
         return f"{_iso(self.start)}..{_iso(self.end)}"

@@ -126,15 +126,17 @@ def status_query(
     `instant`, rows dated after it, and rows changed after the watermark (bound values)."""
     params: list[Any] = []
 
-    def now() -> str:  # positional parameters: one placeholder per use
-        return warehouse.bind(instant, params)
+    def now(zoned: bool = False) -> str:  # positional parameters: one placeholder per use
+        return warehouse.time_bound(instant, params, zoned)
 
+    # The event time may be zoned; CHANGED_AT is naive UTC (featsync.latest_rows).
     ts = identifier(view.timestamp)
+    compared, zoned = warehouse.time_column(ts, view.column(view.timestamp).type.zoned)
     columns = [
         "count(*) as entities",
-        f"max(case when {ts} <= {now()} then {ts} end) as newest_event",
+        f"max(case when {compared} <= {now(zoned)} then {ts} end) as newest_event",
         f"max(case when {CHANGED_AT} <= {now()} then {CHANGED_AT} end) as newest_change",
-        f"count(case when {ts} > {now()} or {CHANGED_AT} > {now()} then 1 end) as future",
+        f"count(case when {compared} > {now(zoned)} or {CHANGED_AT} > {now()} then 1 end) as future",
     ]
     if watermark is None:
         columns.append("0 as pending")

@@ -69,6 +69,18 @@ class Warehouse:
         """
         return literal(value, self.adapter_type)
 
+    def time_column(self, column_sql: str, zoned: bool) -> tuple[str, bool]:
+        """A timestamp column as featsync compares it with an instant bound: (SQL, still zoned).
+        Engines with AT TIME ZONE keep the column and make the bound an instant (time_bound)."""
+        return column_sql, zoned
+
+    def time_bound(self, value: datetime, params: list[Any], zoned: bool) -> str:
+        """An instant (a window bound, now) to compare with a timestamp column: the naive UTC
+        value against a naive column; against a zoned one, that value made an instant in UTC
+        (`at time zone 'UTC'`), so no session time zone converts either side."""
+        sql = self.bind(value, params)
+        return f"(cast({sql} as timestamp) at time zone 'UTC')" if zoned else sql
+
     def arrow_batches(self, sql: str, params: Sequence[Any] = (), batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
         """The result of `sql` as record batches; `params` are the values `bind` collected."""
         raise NotImplementedError
@@ -200,6 +212,13 @@ class SnowflakeWarehouse(Warehouse):
 
     adapter_type = "snowflake"
 
+    def time_bound(self, value: datetime, params: list[Any], zoned: bool) -> str:
+        """Snowflake has no AT TIME ZONE: against a zoned column, a TIMESTAMP_TZ literal at +00:00."""
+        if not zoned:
+            return self.bind(value, params)
+        text = naive_utc(value).isoformat(sep=" ", timespec="microseconds")  # from the datetime, never from input
+        return f"cast('{text} +00:00' as timestamp_tz)"
+
     def __init__(self, credentials: Any):
         with needs("snowflake", "reading from Snowflake"):
             import snowflake.connector
@@ -281,6 +300,13 @@ class SparkWarehouse(Warehouse):
 
     adapter_type = "spark"
     text_type = "string"
+
+    def time_column(self, column_sql: str, zoned: bool) -> tuple[str, bool]:
+        """Spark has no AT TIME ZONE: a zoned column's instant as naive UTC, counted in epoch
+        microseconds so the session zone plays no part (package/macros/time.sql, spark__utc)."""
+        if not zoned:
+            return column_sql, False
+        return f"timestampadd(MICROSECOND, unix_micros({column_sql}), timestamp_ntz'1970-01-01 00:00:00')", False
 
     def __init__(self, credentials: Any):
         if credentials.method != "session":

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
@@ -146,17 +145,3 @@ def column_type(data_type: str, dialect: str | None = None) -> ColumnType:
     if dialect in _SPARK_DIALECTS and _BARE_TIMESTAMP.fullmatch(declared):
         return ColumnType(declared, TIMESTAMP)
     return ColumnType(declared, kind, zoned=parsed.this in _ZONED)
-
-
-def timestamp_literal(value: datetime, zoned: bool = False) -> str:
-    """A SQL literal of an aware datetime, typed to compare with a naive-UTC or a zoned column.
-
-    Against a zoned column the literal is an instant (`+00:00` spelled out, cast to
-    timestamptz), so no engine converts either side with its session time zone; against a
-    naive column it is the naive UTC wall clock. Rendered from the parsed value, never
-    from text a user typed.
-    """
-    if value.tzinfo is None:
-        raise ValueError("timestamp_literal needs an aware datetime")
-    utc = value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-    return f"cast('{utc}+00:00' as timestamptz)" if zoned else f"cast('{utc}' as timestamp)"
