@@ -153,6 +153,11 @@ class Rows:
         keep = pa.array(mask)
         return Rows(self.keys.filter(keep), self.values.filter(keep), self.expire_ms[mask], self.compact_length)
 
+    def select(self, rows: np.ndarray) -> Rows:
+        """The rows at these positions, in this order."""
+        at = pa.array(rows, pa.int64())
+        return Rows(self.keys.take(at), self.values.take(at), self.expire_ms[rows], self.compact_length)
+
 
 @dataclass
 class InFlight:
@@ -162,7 +167,8 @@ class InFlight:
     commands: list
     connection: Any  # None when sending failed and the batch must be resent
     set_nx: bool = False  # SET NX per row (else WRITE_NEWER per chunk)
-    replies: list | None = None  # already read (Redis Cluster writes synchronously)
+    replies: list | None = None  # already read
+    cluster: Any = None  # a Redis Cluster round in flight (featsync.online.cluster.Sent)
 
 
 @dataclass
@@ -177,6 +183,7 @@ class Pusher:
     retry: Retry = field(default_factory=push_retry)
     set_nx: bool = True  # False: every batch through the script (the benchmark compares both)
     _script: Any = field(default=None, init=False, repr=False)
+    _cluster: Any = field(default=None, init=False, repr=False)  # featsync.online.cluster.ClusterWriter
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
     # Batches written each way, for tests and curious operators.
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
@@ -433,8 +440,7 @@ class Pusher:
         if rows is None:
             return None
         if isinstance(self.client, redis.RedisCluster):
-            groups = slot_groups(rows, self.chunk_rows)
-            return InFlight(rows, groups, None, replies=self._scripted(lambda: self._write_cluster(groups)))
+            return InFlight(rows, [], None, self._set_nx, cluster=self._cluster_writer().start(rows, self._set_nx))
         set_nx = self._set_nx
         if set_nx:
             commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms)]
@@ -457,6 +463,9 @@ class Pusher:
         batch uses SET NX is decided here, from the share of keys this batch found absent.
         """
         if in_flight is None:
+            return
+        if in_flight.cluster is not None:
+            self._complete_cluster(in_flight, stats)
             return
         rows, replies, connection = in_flight.rows, in_flight.replies, in_flight.connection
         if in_flight.set_nx and connection is not None:
@@ -530,12 +539,28 @@ class Pusher:
             "(SCRIPT FLUSH or restarts during the push); nothing of this view was marked done"
         )
 
-    def _write_cluster(self, groups: list[tuple[list[bytes], list[bytes | str]]]) -> list[Any]:
-        """Redis Cluster: one script call per slot group, routed by redis-py's cluster pipeline."""
-        pipe = self.client.pipeline()
-        for keys, args in groups:
-            pipe.execute_command("EVALSHA", self.script_sha, len(keys), *keys, *args)
-        return pipe.execute()
+    def _cluster_writer(self) -> Any:
+        """The Redis Cluster router (featsync.online.cluster), made on first use and kept with its slot map."""
+        if self._cluster is None:
+            from featsync.online.cluster import ClusterWriter
+
+            self._cluster = ClusterWriter(self.client, WRITE_NEWER, self.chunk_rows)
+        return self._cluster
+
+    def _complete_cluster(self, in_flight: InFlight, stats: PushStats) -> None:
+        """Read a Redis Cluster batch's replies and write what is left (featsync.online.cluster)."""
+        outcome = self._cluster.finish(in_flight.cluster)
+        stats.keys_written += outcome.created + outcome.written
+        stats.skipped_stale += outcome.stale
+        if outcome.set_nx_rows:
+            self.batches["set_nx"] += 1
+        if outcome.script_rows and not in_flight.set_nx:
+            self.batches["script"] += 1
+        if in_flight.set_nx:
+            absent = outcome.created / max(outcome.set_nx_rows, 1)
+        else:
+            absent = outcome.absent / max(outcome.script_rows, 1)
+        self._set_nx = self.set_nx and absent >= SET_NX_MIN_ABSENT
 
     def _send(self, commands: list[list[bytes | memoryview]]) -> list[Any]:
         """Send every packed script call, then read every reply."""
@@ -575,30 +600,43 @@ class Pusher:
             raise FeatsyncError(f"cannot reach {describe_client(self.client)}: {exc}") from exc
 
 
-def pack_writes(sha: str, rows: Rows, chunk_rows: int) -> list[list[bytes | memoryview]]:
+def pack_writes(
+    sha: str, rows: Rows, chunk_rows: int, groups: np.ndarray | None = None, asking: bool = False
+) -> list[list[bytes | memoryview]]:
     """EVALSHA calls of WRITE_NEWER in Redis' wire format (RESP), built column-wise.
 
     Each key and each (value, expire-at) pair is framed by Arrow kernels over the whole
     batch; a chunk's command is then a header plus two slices of those buffers. No
     per-row Python runs, which is what lets a push go faster than redis-py's packer.
+    A Redis Cluster passes `groups`, the row positions where a hash slot starts (rows sorted
+    by slot: a call starts there too), and `asking` to send each call after ASKING.
     """
     key_frames = _framed(rows.keys)
     row_frames = pc.binary_join_element_wise(_framed(rows.values), _framed(pa.array(rows.expire_ms)), _bytes(b""))
     compact = str(rows.compact_length)
     tail = f"${len(compact)}\r\n{compact}\r\n".encode()
+    n_rows = len(rows.keys)
+    starts = [0] if groups is None else [int(g) for g in groups]
     commands = []
-    for lo in range(0, len(rows.keys), chunk_rows):
-        hi = min(lo + chunk_rows, len(rows.keys))
-        n = hi - lo
-        head = f"*{4 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
-        commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi), tail])
+    for start, end in zip(starts, [*starts[1:], n_rows], strict=True):
+        for lo in range(start, end, chunk_rows):
+            hi = min(lo + chunk_rows, end)
+            n = hi - lo
+            head = f"*{4 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
+            commands.append([ASKING if asking else b"", head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi), tail])
     return commands
 
 
-def pack_set_nx(keys: pa.Array, values: pa.Array, expire_ms: np.ndarray) -> list[memoryview]:
-    """`SET key value [PXAT t] NX` per row in RESP, built column-wise like pack_writes."""
+ASKING = b"*1\r\n$6\r\nASKING\r\n"  # Redis Cluster: the next command is for a slot being imported
+
+
+def pack_set_nx(keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, asking: bool = False) -> list[memoryview]:
+    """`SET key value [PXAT t] NX` per row in RESP, built column-wise like pack_writes
+    (each after ASKING with `asking`: a Redis Cluster's redirection to a slot being imported)."""
     never = pa.array(expire_ms == 0)
     head = pc.if_else(never, _bytes(b"*4\r\n$3\r\nSET\r\n"), _bytes(b"*6\r\n$3\r\nSET\r\n"))
+    if asking:
+        head = pc.binary_join_element_wise(_bytes(ASKING), head, _bytes(b""))
     pxat = pc.binary_join_element_wise(_bytes(b"$4\r\nPXAT\r\n"), _framed(pa.array(expire_ms)), _bytes(b""))
     tail = pc.binary_join_element_wise(pc.if_else(never, _bytes(b""), pxat), _bytes(b"$2\r\nNX\r\n"), _bytes(b""))
     rows = pc.binary_join_element_wise(head, _framed(keys), _framed(values), tail, _bytes(b""))
@@ -616,6 +654,15 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
     opted in, e.g. to client tracking) counts as a lost connection: the batch is rewritten
     through the script.
     """
+    first, errors = read_reply_lines(connection, n)
+    if errors:  # an error reply, e.g. OOM or NOPERM
+        raise FeatsyncError(f"Redis refused a featsync write: {errors[min(errors)]}")
+    return first == ord("+")
+
+
+def read_reply_lines(connection: Any, n: int) -> tuple[np.ndarray, dict[int, str]]:
+    """The first byte of each of n one-line replies (read_set_nx_replies), and the text of
+    the error ones by position: a Redis Cluster routes on them (MOVED, ASK, TRYAGAIN)."""
     chunks, lines = [], 0
     sock = raw_socket(connection)
     try:
@@ -634,35 +681,14 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
     first = data[np.concatenate(([0], ends[:-1] + 1))]
     if (first == ord(">")).any():  # a RESP3 push message (client tracking): read it the slow way
         raise redis.ConnectionError("a RESP3 push message arrived amid SET NX replies")
-    created = first == ord("+")
-    unexpected = np.flatnonzero(~created & (first != ord("_")) & (first != ord("$")))
-    if len(unexpected):  # an error reply, e.g. OOM or NOPERM
-        i = int(unexpected[0])
-        line = bytes(data[int(ends[i - 1]) + 1 if i else 0 : ends[i]]).decode(errors="replace")
-        raise FeatsyncError(f"Redis refused a featsync write: {line.strip().lstrip('-')}")
     if lines != n:
         raise FeatsyncError(f"Redis sent {lines} replies to {n} SET NX commands")
-    return created
-
-
-def slot_groups(rows: Rows, chunk_rows: int) -> list[tuple[list[bytes], list[bytes | str]]]:
-    """Redis Cluster: a script call may only touch keys of one hash slot, so group by slot."""
-    from redis.crc import key_slot
-
-    key_list = [k.encode() if isinstance(k, str) else k for k in rows.keys.to_pylist()]
-    value_list = pc.cast(rows.values, pa.binary()).to_pylist()
-    expires = rows.expire_ms.astype(str).tolist()
-    compact = str(rows.compact_length)
-    by_slot: dict[int, list[int]] = {}
-    for i, key in enumerate(key_list):
-        by_slot.setdefault(key_slot(key), []).append(i)
-    groups = []
-    for members in by_slot.values():
-        for lo in range(0, len(members), chunk_rows):
-            chunk = members[lo : lo + chunk_rows]
-            args = [x for i in chunk for x in (value_list[i], expires[i])]
-            groups.append(([key_list[i] for i in chunk], [*args, compact]))
-    return groups
+    unexpected = np.flatnonzero((first != ord("+")) & (first != ord("_")) & (first != ord("$")))
+    errors = {}
+    for i in unexpected.tolist():
+        line = bytes(data[int(ends[i - 1]) + 1 if i else 0 : ends[i]]).decode(errors="replace")
+        errors[i] = line.strip().lstrip("-")
+    return first, errors
 
 
 def _bytes(value: bytes) -> pa.Scalar:

@@ -1,0 +1,434 @@
+"""Push into a Redis Cluster the way push writes one Redis: column-wise, per master, pipelined.
+
+A batch's hash slots are computed at once in numpy (CRC16 as Redis defines it, hash tags
+included), the slot → master map comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` before Redis
+7), and each master gets its rows as one pipeline built with push's own column-wise packers:
+`SET key value PXAT t NX` while keys are absent, the WRITE_NEWER script (one call per hash
+slot, as a script may only touch one slot) for the rows whose key existed. The pipelines of
+all masters are sent before any reply is read, so the masters work at the same time, and
+push encodes its next batch meanwhile.
+
+Redirections are followed row by row: `MOVED` (a slot moved for good: the map is read again)
+and `ASK` (a slot is being migrated and this key is already on the target: the row is resent
+there after `ASKING`); `TRYAGAIN`, `CLUSTERDOWN`, a lost connection or a failed-over master
+resend the rows with backoff after reading the map again, at most RETRIES rounds without
+progress, then fail as unreachable (push's message). Every write is idempotent (newest event
+time wins), so resending is always safe. Semantics are push's (featsync.online.push): this
+module only routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+from redis.crc import key_slot
+
+from featsync.errors import FeatsyncError
+from featsync.online.connections import RETRIES, cluster_node_client
+from featsync.online.push import Rows, pack_set_nx, pack_writes, read_reply_lines
+
+SLOTS = 16384
+NO_NODE = -1
+LONG_KEY = 256  # keys longer than this (rare) get their slot one by one, not in the padded matrix
+
+
+def _crc16_table() -> np.ndarray:
+    """CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), the one Redis Cluster uses."""
+    table = np.zeros(256, dtype=np.uint16)
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table[byte] = crc & 0xFFFF
+    return table
+
+
+CRC16 = _crc16_table()
+
+
+def key_slots(keys: pa.Array) -> np.ndarray:
+    """The hash slot of every key of a batch, as Redis Cluster computes it.
+
+    CRC16 runs column-wise: one numpy step per byte position over every key at once, after
+    the keys' common prefix (a view's keys share theirs), which is hashed once. A key with a
+    hash tag (a `{`: only what is between it and the next `}` is hashed, when not empty) or
+    longer than LONG_KEY bytes is hashed on its own by redis-py's key_slot, the reference
+    this function is tested against.
+    """
+    if not (pa.types.is_string(keys.type) or pa.types.is_binary(keys.type)):
+        keys = pc.cast(keys, pa.binary())  # same buffers for string and binary: no copy for those
+    n = len(keys)
+    slots = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return slots
+    _, offsets_buffer, data_buffer = keys.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=n + 1, offset=keys.offset * 4).astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(1, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    odd = lengths > LONG_KEY
+    braces = np.flatnonzero(data[offsets[0] : offsets[-1]] == ord("{")) + offsets[0]
+    odd[np.searchsorted(offsets, braces, side="right") - 1] = True  # the keys holding a `{`
+    fast = np.flatnonzero(~odd)
+    if len(fast):
+        starts, lengths = starts[fast], lengths[fast]
+        common, head = 0, 0
+        while common < int(lengths.min()):
+            byte = data[starts + common]
+            if (byte != byte[0]).any():
+                break
+            head = ((head << 8) & 0xFFFF) ^ int(CRC16[(head >> 8) ^ int(byte[0])])
+            common += 1
+        positions = np.arange(common, int(lengths.max()))[:, None]
+        matrix = data[np.minimum(starts[None, :] + positions, len(data) - 1)].astype(np.uint16)  # byte j of every key
+        active = lengths[None, :] > positions
+        crc = np.full(len(fast), head, dtype=np.uint16)
+        for j in range(len(positions)):
+            crc = np.where(active[j], (crc << 8) ^ CRC16[(crc >> 8) ^ matrix[j]], crc)
+        slots[fast] = crc & (SLOTS - 1)
+    for i in np.flatnonzero(odd):
+        slots[i] = key_slot(keys[int(i)].as_py().encode() if pa.types.is_string(keys.type) else keys[int(i)].as_py())
+    return slots
+
+
+@dataclass
+class SlotMap:
+    """Which master owns each hash slot: an index into `nodes` per slot (NO_NODE: unassigned)."""
+
+    nodes: list[tuple[str, int]]
+    owners: np.ndarray
+
+    @classmethod
+    def read(
+        cls, client: redis.RedisCluster, node_client: Callable[[str, int], redis.Redis], known: list[tuple[str, int]] = ()
+    ) -> SlotMap:
+        """The map as a reachable node states it: CLUSTER SHARDS, or CLUSTER SLOTS before Redis 7.
+
+        Asks the nodes redis-py knows, then those this writer saw; the first answer wins (a
+        MOVED that comes back sends us here again)."""
+        candidates = [(n.host, int(n.port)) for n in client.get_nodes()]
+        candidates += [a for a in known if a not in candidates]
+        error: Exception | None = None
+        for host, port in candidates:
+            node = node_client(host, port)
+            try:
+                try:
+                    return cls._from_shards(node.execute_command("CLUSTER SHARDS"), host)
+                except redis.ResponseError as exc:
+                    if "unknown" not in str(exc).lower():
+                        raise
+                    return cls._from_slots(node.execute_command("CLUSTER SLOTS"), host)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+                error = exc
+        raise redis.ConnectionError(f"no node of the cluster gave its slot map: {error}")
+
+    @classmethod
+    def _from_shards(cls, shards: list[Any], asked: str) -> SlotMap:
+        owners = np.full(SLOTS, NO_NODE, dtype=np.int64)
+        nodes: list[tuple[str, int]] = []
+        for shard in shards:
+            shard = _as_dict(shard)
+            for node in shard.get("nodes", []):
+                node = _as_dict(node)
+                if _text(node.get("role")) != "master" or _text(node.get("health", "online")) != "online":
+                    continue
+                host = _text(node.get("endpoint") or node.get("ip") or "")
+                host = asked if host in ("", "?") else host
+                port = int(node.get("port") or node.get("tls-port"))
+                nodes.append((host, port))
+                ranges = [int(x) for x in shard.get("slots", [])]
+                for lo, hi in zip(ranges[::2], ranges[1::2], strict=True):
+                    owners[lo : hi + 1] = len(nodes) - 1
+                break
+        return cls(nodes, owners)
+
+    @classmethod
+    def _from_slots(cls, ranges: Any, asked: str) -> SlotMap:
+        owners = np.full(SLOTS, NO_NODE, dtype=np.int64)
+        nodes: list[tuple[str, int]] = []
+        # redis-py parses CLUSTER SLOTS into {(lo, hi): {"primary": (host, port), ...}}.
+        items = ranges.items() if isinstance(ranges, dict) else ((tuple(r[:2]), {"primary": r[2][:2]}) for r in ranges)
+        for (lo, hi), owner in items:
+            host, port = owner["primary"][:2]
+            host = _text(host) or asked
+            address = (host, int(port))
+            if address not in nodes:
+                nodes.append(address)
+            owners[int(lo) : int(hi) + 1] = nodes.index(address)
+        return cls(nodes, owners)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A RESP3 map or a RESP2 flat [key, value, ...] list as a dict with text keys."""
+    if isinstance(value, dict):
+        return {_text(k): v for k, v in value.items()}
+    return {_text(k): v for k, v in zip(value[::2], value[1::2], strict=True)}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""
+
+
+# Per-row outcome of a round.
+PENDING, CREATED, EXISTED, DONE = 0, 1, 2, 3
+
+
+@dataclass
+class Sent:
+    """One round's pipelines, sent and not read yet: per (node, asking, set_nx) a connection."""
+
+    rows: Rows
+    slots: np.ndarray
+    # (node, rows, after ASKING, SET NX, connection or None when sending failed, commands or [error])
+    parts: list[tuple[int, np.ndarray, bool, bool, Any, list]] = field(default_factory=list)
+    unsent: list[tuple[np.ndarray, bool]] = field(default_factory=list)  # (rows, SET NX) of unassigned slots
+
+
+@dataclass
+class Outcome:
+    """What a batch's writes did: which rows SET NX created, and the script's counts."""
+
+    created: int = 0
+    written: int = 0
+    stale: int = 0
+    absent: int = 0
+    set_nx_rows: int = 0  # rows that went through SET NX (to decide how the next batch goes)
+    script_rows: int = 0
+
+
+@dataclass
+class ClusterWriter:
+    """Routes push's writes to the masters of a Redis Cluster (see the module docstring)."""
+
+    client: redis.RedisCluster
+    script: str  # WRITE_NEWER
+    chunk_rows: int
+    map: SlotMap | None = None
+    _loaded: set[tuple[str, int]] = field(default_factory=set)  # masters known to hold the script
+    _clients: dict[tuple[str, int], redis.Redis] = field(default_factory=dict)
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.script.encode()).hexdigest()
+
+    def refresh(self) -> None:
+        known = self.map.nodes if self.map else []
+        self.map = SlotMap.read(self.client, lambda host, port: self._node((host, port)), known)
+
+    def _node(self, address: tuple[str, int]) -> redis.Redis:
+        if address not in self._clients:
+            self._clients[address] = cluster_node_client(self.client, *address)
+        return self._clients[address]
+
+    def _index(self, address: tuple[str, int]) -> int:
+        assert self.map is not None
+        if address not in self.map.nodes:
+            self.map.nodes.append(address)
+        return self.map.nodes.index(address)
+
+    def start(self, rows: Rows, set_nx: bool) -> Sent:
+        """Send a batch's first round (every row by the map) without reading any reply."""
+        if self.map is None:
+            self.refresh()
+        slots = key_slots(rows.keys)
+        n = len(rows.keys)
+        return self._send(rows, slots, np.arange(n), np.full(n, set_nx), np.full(n, NO_NODE))
+
+    def finish(self, sent: Sent) -> Outcome:
+        """Read a batch's replies, then write what is left (keys that existed, redirections)
+        round by round until every row is written."""
+        outcome = Outcome()
+        n = len(sent.rows.keys)
+        state = np.full(n, PENDING, dtype=np.int8)
+        ask = np.full(n, NO_NODE, dtype=np.int64)
+        set_nx = np.zeros(n, dtype=bool)
+        quiet = 0  # rounds in a row that wrote nothing
+        while True:
+            settled = int(np.isin(state, (CREATED, DONE)).sum())
+            trouble = self._collect(sent, state, ask, set_nx, outcome)
+            progress = int((state != PENDING).sum()) > settled
+            todo = np.flatnonzero((state == PENDING) | (state == EXISTED))
+            if not len(todo):
+                return outcome
+            quiet = 0 if progress else quiet + 1
+            if quiet > RETRIES:
+                raise trouble or redis.exceptions.ClusterDownError("the cluster kept refusing featsync's writes")
+            if trouble is not None:
+                if not progress:
+                    time.sleep(min(1.0, 0.05 * 2**quiet))
+                self.refresh()
+            # Rows whose key existed go through the script; redirected ones are resent as they were.
+            nx = (state[todo] == PENDING) & set_nx[todo]
+            state[todo] = PENDING
+            sent = self._send(sent.rows, sent.slots, todo, nx, ask[todo])
+
+    def _send(self, rows: Rows, slots: np.ndarray, idx: np.ndarray, set_nx: np.ndarray, ask: np.ndarray) -> Sent:
+        """Pipelines per (master, ASKING or not, SET NX or script) for rows idx; replies unread."""
+        assert self.map is not None
+        sent = Sent(rows, slots)
+        target = np.where(ask >= 0, ask, self.map.owners[slots[idx]])
+        for node in np.unique(target):
+            for asking in (False, True):
+                for nx in (True, False):
+                    mask = (target == node) & ((ask >= 0) == asking) & (set_nx == nx)
+                    part = idx[mask]
+                    if not len(part):
+                        continue
+                    if node == NO_NODE:  # an unassigned slot (CLUSTERDOWN): try again after a refresh
+                        sent.unsent.append((part, nx))
+                        continue
+                    self._send_part(sent, int(node), part, asking, nx)
+        return sent
+
+    def _send_part(self, sent: Sent, node: int, part: np.ndarray, asking: bool, nx: bool) -> None:
+        assert self.map is not None
+        address = self.map.nodes[node]
+        if not nx:  # script calls go per hash slot: rows sorted by slot
+            part = part[np.argsort(sent.slots[part], kind="stable")]
+        rows = sent.rows.select(part)
+        client = self._node(address)
+        connection = None
+        try:
+            if nx:
+                commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms, asking=asking)]
+            else:
+                if address not in self._loaded:
+                    client.script_load(self.script)
+                    self._loaded.add(address)
+                # One call per hash slot (and per row after ASKING: a multi-key call on an
+                # importing node may get TRYAGAIN while its keys arrive).
+                part_slots = sent.slots[part]
+                groups = np.arange(len(part)) if asking else np.flatnonzero(np.diff(part_slots, prepend=-1))
+                commands = pack_writes(self.sha, rows, self.chunk_rows, groups=groups, asking=asking)
+            connection = client.connection_pool.get_connection()
+            for command in commands:
+                connection.send_packed_command(command, check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if connection is not None:
+                connection.disconnect()
+                client.connection_pool.release(connection)
+            self._loaded.discard(address)
+            sent.parts.append((node, part, asking, nx, None, [exc]))
+            return
+        sent.parts.append((node, part, asking, nx, connection, commands))
+
+    def _collect(self, sent: Sent, state: np.ndarray, ask: np.ndarray, set_nx: np.ndarray, outcome: Outcome) -> Exception | None:
+        """Read every reply of a round into per-row state; returns the last trouble (a reason to
+        back off and read the map again), if any."""
+        assert self.map is not None
+        trouble: Exception | None = None
+        for part, nx in sent.unsent:
+            set_nx[part] = nx
+            trouble = trouble or redis.exceptions.ClusterDownError("a hash slot has no reachable master")
+        for node, part, asking, nx, connection, commands in sent.parts:
+            address = self.map.nodes[node]
+            client = self._node(address)
+            if connection is None:
+                set_nx[part] = nx
+                trouble = commands[0] if isinstance(commands[0], Exception) else trouble
+                continue
+            ask[part] = NO_NODE
+            set_nx[part] = nx
+            try:
+                if nx:
+                    trouble = self._read_set_nx(connection, part, asking, state, ask, outcome) or trouble
+                else:
+                    trouble = self._read_script(connection, address, part, asking, sent, state, ask, outcome) or trouble
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                connection.disconnect()  # a half-read reply stream is never reused
+                self._loaded.discard(address)
+                trouble = exc
+            except BaseException:
+                connection.disconnect()
+                raise
+            finally:
+                client.connection_pool.release(connection)
+        return trouble
+
+    def _read_set_nx(
+        self, connection: Any, part: np.ndarray, asking: bool, state: np.ndarray, ask: np.ndarray, outcome: Outcome
+    ) -> Exception | None:
+        lines = len(part) * (2 if asking else 1)
+        first, errors = read_reply_lines(connection, lines)
+        if asking:  # every other reply is ASKING's +OK
+            first = first[1::2]
+            errors = {(i - 1) // 2: text for i, text in errors.items() if i % 2}
+        outcome.set_nx_rows += len(part)
+        created = first == ord("+")
+        existed = (first == ord("_")) | (first == ord("$"))
+        outcome.created += int(created.sum())
+        state[part[created]] = CREATED
+        state[part[existed]] = EXISTED
+        trouble = None
+        for i, error in errors.items():
+            trouble = self._redirect(error, int(part[i]), ask) or trouble
+        return trouble
+
+    def _read_script(
+        self,
+        connection: Any,
+        address: tuple[str, int],
+        part: np.ndarray,
+        asking: bool,
+        sent: Sent,
+        state: np.ndarray,
+        ask: np.ndarray,
+        outcome: Outcome,
+    ) -> Exception | None:
+        part_slots = sent.slots[part]
+        groups = np.arange(len(part)) if asking else np.flatnonzero(np.diff(part_slots, prepend=-1))
+        bounds = _chunks(groups, len(part), self.chunk_rows)
+        trouble = None
+        for lo, hi in bounds:
+            members = part[lo:hi]
+            try:
+                if asking:
+                    connection.read_response()  # ASKING's +OK
+                written, stale, absent = connection.read_response()
+            except redis.exceptions.NoScriptError as exc:
+                self._loaded.discard(address)  # load it again on the next round (a failed-over master)
+                trouble = exc
+                continue
+            except redis.ResponseError as exc:
+                trouble = self._redirect(str(exc), int(members[0]), ask, members) or trouble
+                continue
+            outcome.script_rows += len(members)
+            outcome.written += written
+            outcome.stale += stale
+            outcome.absent += absent
+            state[members] = DONE
+        return trouble
+
+    def _redirect(self, error: str, row: int, ask: np.ndarray, members: np.ndarray | None = None) -> Exception | None:
+        """A redirection or a transient refusal leaves the rows pending; anything else fails the push."""
+        rows = np.array([row]) if members is None else members
+        word = error.split(" ", 1)[0].lstrip("-").upper()
+        if word == "ASK":
+            host, _, port = error.split()[2].rpartition(":")
+            ask[rows] = self._index((host or self.map.nodes[0][0], int(port)))
+            return None
+        if word == "MOVED":
+            return redis.exceptions.MovedError(error)
+        if word in ("TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY"):
+            return redis.exceptions.ClusterDownError(error)
+        if word == "NOSCRIPT":
+            return redis.exceptions.NoScriptError(error)
+        raise FeatsyncError(f"Redis refused a featsync write: {error}")
+
+
+def _chunks(groups: np.ndarray, n: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """The (lo, hi) row ranges of the script calls pack_writes builds: a call starts at every
+    group start and every chunk_rows rows within a group."""
+    bounds = []
+    starts = list(groups) + [n]
+    for lo, end in zip(starts[:-1], starts[1:], strict=True):
+        for a in range(int(lo), int(end), chunk_rows):
+            bounds.append((a, min(a + chunk_rows, int(end))))
+    return bounds
