@@ -176,19 +176,59 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""
 
 
+# redis-py's exceptions for the error replies a cluster routes on, and each reply's first word.
+_REPLY_WORDS = (
+    (redis.exceptions.AskError, "ASK"),
+    (redis.exceptions.MovedError, "MOVED"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.BusyLoadingError, "LOADING"),
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.NoScriptError, "NOSCRIPT"),
+)
+
 # Per-row outcome of a round.
 PENDING, CREATED, EXISTED, DONE = 0, 1, 2, 3
 
 
 @dataclass
+class Part:
+    """The rows of one round sent to one master on one connection, one way."""
+
+    node: int
+    rows: np.ndarray  # positions in the batch, in the order sent
+    asking: bool  # each command after ASKING (an ASK redirection)
+    set_nx: bool  # SET NX per row, else the script per hash slot
+    single: bool  # the script one row per call (after ASKING, or after TRYAGAIN)
+    connection: Any = None  # None: sending failed (error says why)
+    error: Exception | None = None
+
+    def groups(self, slots: np.ndarray) -> np.ndarray:
+        """Where each script call starts (rows sorted by slot)."""
+        return np.arange(len(self.rows)) if self.single else np.flatnonzero(np.diff(slots[self.rows], prepend=-1))
+
+
+@dataclass
 class Sent:
-    """One round's pipelines, sent and not read yet: per (node, asking, set_nx) a connection."""
+    """One round's pipelines, sent and not read yet."""
 
     rows: Rows
     slots: np.ndarray
-    # (node, rows, after ASKING, SET NX, connection or None when sending failed, commands or [error])
-    parts: list[tuple[int, np.ndarray, bool, bool, Any, list]] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     unsent: list[tuple[np.ndarray, bool]] = field(default_factory=list)  # (rows, SET NX) of unassigned slots
+
+
+@dataclass
+class Route:
+    """How each row of a batch goes next: SET NX or the script, to its ASK target, one per call."""
+
+    set_nx: np.ndarray
+    ask: np.ndarray  # a node index after ASK, else NO_NODE (by the map)
+    single: np.ndarray  # the script one row per call (a multi-key call got TRYAGAIN)
+
+    @classmethod
+    def of(cls, n: int, set_nx: bool) -> Route:
+        return cls(np.full(n, set_nx), np.full(n, NO_NODE, dtype=np.int64), np.zeros(n, dtype=bool))
 
 
 @dataclass
@@ -237,9 +277,8 @@ class ClusterWriter:
         """Send a batch's first round (every row by the map) without reading any reply."""
         if self.map is None:
             self.refresh()
-        slots = key_slots(rows.keys)
         n = len(rows.keys)
-        return self._send(rows, slots, np.arange(n), np.full(n, set_nx), np.full(n, NO_NODE))
+        return self._send(rows, key_slots(rows.keys), np.arange(n), Route.of(n, set_nx))
 
     def finish(self, sent: Sent) -> Outcome:
         """Read a batch's replies, then write what is left (keys that existed, redirections)
@@ -247,12 +286,15 @@ class ClusterWriter:
         outcome = Outcome()
         n = len(sent.rows.keys)
         state = np.full(n, PENDING, dtype=np.int8)
-        ask = np.full(n, NO_NODE, dtype=np.int64)
-        set_nx = np.zeros(n, dtype=bool)
+        route = Route.of(n, False)
+        for part in sent.parts:
+            route.set_nx[part.rows] = part.set_nx
+        for rows, nx in sent.unsent:
+            route.set_nx[rows] = nx
         quiet = 0  # rounds in a row that wrote nothing
         while True:
             settled = int(np.isin(state, (CREATED, DONE)).sum())
-            trouble = self._collect(sent, state, ask, set_nx, outcome)
+            trouble = self._collect(sent, state, route, outcome)
             progress = int((state != PENDING).sum()) > settled
             todo = np.flatnonzero((state == PENDING) | (state == EXISTED))
             if not len(todo):
@@ -265,139 +307,116 @@ class ClusterWriter:
                     time.sleep(min(1.0, 0.05 * 2**quiet))
                 self.refresh()
             # Rows whose key existed go through the script; redirected ones are resent as they were.
-            nx = (state[todo] == PENDING) & set_nx[todo]
+            route.set_nx[todo] &= state[todo] == PENDING
             state[todo] = PENDING
-            sent = self._send(sent.rows, sent.slots, todo, nx, ask[todo])
+            sent = self._send(sent.rows, sent.slots, todo, route)
 
-    def _send(self, rows: Rows, slots: np.ndarray, idx: np.ndarray, set_nx: np.ndarray, ask: np.ndarray) -> Sent:
-        """Pipelines per (master, ASKING or not, SET NX or script) for rows idx; replies unread."""
+    def _send(self, rows: Rows, slots: np.ndarray, idx: np.ndarray, route: Route) -> Sent:
+        """Pipelines per (master, ASKING, SET NX, one per call) for rows idx; replies unread."""
         assert self.map is not None
         sent = Sent(rows, slots)
+        ask, nx, single = route.ask[idx], route.set_nx[idx], route.single[idx] | (route.ask[idx] >= 0)
         target = np.where(ask >= 0, ask, self.map.owners[slots[idx]])
-        for node in np.unique(target):
-            for asking in (False, True):
-                for nx in (True, False):
-                    mask = (target == node) & ((ask >= 0) == asking) & (set_nx == nx)
-                    part = idx[mask]
-                    if not len(part):
-                        continue
-                    if node == NO_NODE:  # an unassigned slot (CLUSTERDOWN): try again after a refresh
-                        sent.unsent.append((part, nx))
-                        continue
-                    self._send_part(sent, int(node), part, asking, nx)
+        kinds = target * 8 + (ask >= 0) * 4 + nx * 2 + single
+        for kind in np.unique(kinds):
+            part = idx[kinds == kind]
+            node, asking, set_nx, one = int(kind) // 8, bool(kind & 4), bool(kind & 2), bool(kind & 1)
+            if node < 0:  # an unassigned slot (CLUSTERDOWN): try again after a refresh
+                sent.unsent.append((part, set_nx))
+                continue
+            sent.parts.append(self._send_part(sent, Part(node, part, asking, set_nx, one)))
         return sent
 
-    def _send_part(self, sent: Sent, node: int, part: np.ndarray, asking: bool, nx: bool) -> None:
+    def _send_part(self, sent: Sent, part: Part) -> Part:
         assert self.map is not None
-        address = self.map.nodes[node]
-        if not nx:  # script calls go per hash slot: rows sorted by slot
-            part = part[np.argsort(sent.slots[part], kind="stable")]
-        rows = sent.rows.select(part)
+        address = self.map.nodes[part.node]
+        if not part.set_nx:  # script calls go per hash slot: rows sorted by slot
+            part.rows = part.rows[np.argsort(sent.slots[part.rows], kind="stable")]
+        rows = sent.rows.select(part.rows)
         client = self._node(address)
-        connection = None
         try:
-            if nx:
-                commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms, asking=asking)]
+            if part.set_nx:
+                commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms, asking=part.asking)]
             else:
                 if address not in self._loaded:
                     client.script_load(self.script)
                     self._loaded.add(address)
-                # One call per hash slot (and per row after ASKING: a multi-key call on an
-                # importing node may get TRYAGAIN while its keys arrive).
-                part_slots = sent.slots[part]
-                groups = np.arange(len(part)) if asking else np.flatnonzero(np.diff(part_slots, prepend=-1))
-                commands = pack_writes(self.sha, rows, self.chunk_rows, groups=groups, asking=asking)
-            connection = client.connection_pool.get_connection()
+                groups = part.groups(sent.slots)
+                commands = pack_writes(self.sha, rows, self.chunk_rows, groups=groups, asking=part.asking)
+            part.connection = client.connection_pool.get_connection()
             for command in commands:
-                connection.send_packed_command(command, check_health=False)
+                part.connection.send_packed_command(command, check_health=False)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            if connection is not None:
-                connection.disconnect()
-                client.connection_pool.release(connection)
+            if part.connection is not None:
+                part.connection.disconnect()
+                client.connection_pool.release(part.connection)
+            part.connection, part.error = None, exc
             self._loaded.discard(address)
-            sent.parts.append((node, part, asking, nx, None, [exc]))
-            return
-        sent.parts.append((node, part, asking, nx, connection, commands))
+        return part
 
-    def _collect(self, sent: Sent, state: np.ndarray, ask: np.ndarray, set_nx: np.ndarray, outcome: Outcome) -> Exception | None:
+    def _collect(self, sent: Sent, state: np.ndarray, route: Route, outcome: Outcome) -> Exception | None:
         """Read every reply of a round into per-row state; returns the last trouble (a reason to
         back off and read the map again), if any."""
         assert self.map is not None
         trouble: Exception | None = None
-        for part, nx in sent.unsent:
-            set_nx[part] = nx
-            trouble = trouble or redis.exceptions.ClusterDownError("a hash slot has no reachable master")
-        for node, part, asking, nx, connection, commands in sent.parts:
-            address = self.map.nodes[node]
-            client = self._node(address)
-            if connection is None:
-                set_nx[part] = nx
-                trouble = commands[0] if isinstance(commands[0], Exception) else trouble
+        if sent.unsent:
+            trouble = redis.exceptions.ClusterDownError("a hash slot has no master")
+        for part in sent.parts:
+            address = self.map.nodes[part.node]
+            if part.connection is None:
+                trouble = part.error
                 continue
-            ask[part] = NO_NODE
-            set_nx[part] = nx
+            route.ask[part.rows] = NO_NODE
+            client = self._node(address)
             try:
-                if nx:
-                    trouble = self._read_set_nx(connection, part, asking, state, ask, outcome) or trouble
+                if part.set_nx:
+                    trouble = self._read_set_nx(part, state, route, outcome) or trouble
                 else:
-                    trouble = self._read_script(connection, address, part, asking, sent, state, ask, outcome) or trouble
+                    trouble = self._read_script(address, part, sent, state, route, outcome) or trouble
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                connection.disconnect()  # a half-read reply stream is never reused
+                part.connection.disconnect()  # a half-read reply stream is never reused
                 self._loaded.discard(address)
                 trouble = exc
             except BaseException:
-                connection.disconnect()
+                part.connection.disconnect()
                 raise
             finally:
-                client.connection_pool.release(connection)
+                client.connection_pool.release(part.connection)
         return trouble
 
-    def _read_set_nx(
-        self, connection: Any, part: np.ndarray, asking: bool, state: np.ndarray, ask: np.ndarray, outcome: Outcome
-    ) -> Exception | None:
-        lines = len(part) * (2 if asking else 1)
-        first, errors = read_reply_lines(connection, lines)
-        if asking:  # every other reply is ASKING's +OK
+    def _read_set_nx(self, part: Part, state: np.ndarray, route: Route, outcome: Outcome) -> Exception | None:
+        lines = len(part.rows) * (2 if part.asking else 1)
+        first, errors = read_reply_lines(part.connection, lines)
+        if part.asking:  # every other reply is ASKING's +OK
             first = first[1::2]
             errors = {(i - 1) // 2: text for i, text in errors.items() if i % 2}
-        outcome.set_nx_rows += len(part)
+        outcome.set_nx_rows += len(part.rows)
         created = first == ord("+")
         existed = (first == ord("_")) | (first == ord("$"))
         outcome.created += int(created.sum())
-        state[part[created]] = CREATED
-        state[part[existed]] = EXISTED
+        state[part.rows[created]] = CREATED
+        state[part.rows[existed]] = EXISTED
         trouble = None
         for i, error in errors.items():
-            trouble = self._redirect(error, int(part[i]), ask) or trouble
+            trouble = self._redirect(error, part.rows[i : i + 1], route) or trouble
         return trouble
 
     def _read_script(
-        self,
-        connection: Any,
-        address: tuple[str, int],
-        part: np.ndarray,
-        asking: bool,
-        sent: Sent,
-        state: np.ndarray,
-        ask: np.ndarray,
-        outcome: Outcome,
+        self, address: tuple[str, int], part: Part, sent: Sent, state: np.ndarray, route: Route, outcome: Outcome
     ) -> Exception | None:
-        part_slots = sent.slots[part]
-        groups = np.arange(len(part)) if asking else np.flatnonzero(np.diff(part_slots, prepend=-1))
-        bounds = _chunks(groups, len(part), self.chunk_rows)
         trouble = None
-        for lo, hi in bounds:
-            members = part[lo:hi]
+        for lo, hi in _chunks(part.groups(sent.slots), len(part.rows), self.chunk_rows):
+            members = part.rows[lo:hi]
             try:
-                if asking:
-                    connection.read_response()  # ASKING's +OK
-                written, stale, absent = connection.read_response()
-            except redis.exceptions.NoScriptError as exc:
-                self._loaded.discard(address)  # load it again on the next round (a failed-over master)
-                trouble = exc
-                continue
+                if part.asking:
+                    part.connection.read_response()  # ASKING's +OK
+                written, stale, absent = part.connection.read_response()
             except redis.ResponseError as exc:
-                trouble = self._redirect(str(exc), int(members[0]), ask, members) or trouble
+                if isinstance(exc, redis.exceptions.NoScriptError):
+                    self._loaded.discard(address)  # load it again on the next round (a failed-over master)
+                # redis-py parsed the reply into an exception without its first word: put it back.
+                word = next((w for kind, w in _REPLY_WORDS if isinstance(exc, kind)), "")
+                trouble = self._redirect(f"{word} {exc}".strip(), members, route) or trouble
                 continue
             outcome.script_rows += len(members)
             outcome.written += written
@@ -406,17 +425,21 @@ class ClusterWriter:
             state[members] = DONE
         return trouble
 
-    def _redirect(self, error: str, row: int, ask: np.ndarray, members: np.ndarray | None = None) -> Exception | None:
-        """A redirection or a transient refusal leaves the rows pending; anything else fails the push."""
-        rows = np.array([row]) if members is None else members
+    def _redirect(self, error: str, rows: np.ndarray, route: Route) -> Exception | None:
+        """A redirection or a transient refusal leaves the rows pending (what to do next goes in
+        route); anything else fails the push."""
+        assert self.map is not None
         word = error.split(" ", 1)[0].lstrip("-").upper()
         if word == "ASK":
             host, _, port = error.split()[2].rpartition(":")
-            ask[rows] = self._index((host or self.map.nodes[0][0], int(port)))
+            route.ask[rows] = self._index((host or self.map.nodes[0][0], int(port)))
             return None
+        if word == "TRYAGAIN":  # a multi-key call on a slot in migration: one key per call then
+            route.single[rows] = True
+            return redis.exceptions.ClusterDownError(error)
         if word == "MOVED":
-            return redis.exceptions.MovedError(error)
-        if word in ("TRYAGAIN", "CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY"):
+            return redis.exceptions.ClusterError(error)  # the map is read again before the next round
+        if word in ("CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY"):
             return redis.exceptions.ClusterDownError(error)
         if word == "NOSCRIPT":
             return redis.exceptions.NoScriptError(error)
