@@ -470,6 +470,13 @@ def training_set(
     "--skip-validation", is_flag=True, help="Push without running the views' expectation suites (shown in the summary)."
 )
 @click.option("--fail-fast", is_flag=True, help="If any view fails its suite, push nothing at all.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Push each view as N disjoint slices (a hash of the entity key, computed in the warehouse) at once.",
+)
 @now_option
 @json_option
 def push(
@@ -481,6 +488,7 @@ def push(
     dry_run: bool,
     skip_validation: bool,
     fail_fast: bool,
+    jobs: int,
     now: Any,
     as_json: bool,
 ) -> None:
@@ -532,6 +540,7 @@ def push(
                 full_refresh=full_refresh,
                 progress=report,
                 validation_progress=validating,
+                jobs=jobs,
             )
         except StateError as exc:
             raise StateError(f"{exc} (featsync push --full-refresh)") from exc

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,7 +38,7 @@ import redis
 from redis.retry import Retry
 
 from featsync.errors import FeatsyncError, NotFoundError
-from featsync.offline.sql import naive_utc
+from featsync.offline.sql import naive_utc, slice_number
 from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.connections import describe_client, push_retry, raw_socket, server_identity
 from featsync.online.layout import Layout, from_micros
@@ -172,6 +174,30 @@ class InFlight:
 
 
 @dataclass
+class Seen:
+    """What a push's rows held, for the state it saves: the newest change marker (naive UTC),
+    how many rows carry it, and the newest event time not after the clock (aware UTC)."""
+
+    newest: datetime | None = None
+    at_newest: int = 0
+    newest_event: datetime | None = None
+
+    def add(self, batch: pa.RecordBatch, changed: datetime | None, event: datetime | None) -> None:
+        if changed is not None:
+            at = _count_at(batch.column(CHANGED_AT), changed)
+            self.merge(Seen(changed, at, None))
+        self.newest_event = _later(self.newest_event, event)
+
+    def merge(self, other: Seen) -> None:
+        if other.newest is not None:
+            if self.newest is None or other.newest > self.newest:
+                self.newest, self.at_newest = other.newest, other.at_newest
+            elif other.newest == self.newest:
+                self.at_newest += other.at_newest
+        self.newest_event = _later(self.newest_event, other.newest_event)
+
+
+@dataclass
 class Pusher:
     """Pushes the online feature views of one project into one Redis."""
 
@@ -201,8 +227,14 @@ class Pusher:
         full_refresh: bool = False,
         progress: Callable[[PushStats], None] | None = None,
         unchanged: Iterable[str] = (),
+        jobs: int = 1,
     ) -> list[PushStats]:
         """Push each selected online view; incremental unless full_refresh or no state yet.
+
+        With jobs > 1, each view's latest rows are read as that many disjoint slices (a hash of
+        the entity key computed in the warehouse: featsync.offline.sql.slice_number), each
+        pushed by its own thread on its own warehouse connection; the view's state is saved
+        once every slice has completed, so a failed slice leaves the watermark where it was.
 
         A view's watermark is stored only after all of its rows are written, and only if
         Redis kept everything meanwhile (the push's run field is still in the state hash and
@@ -221,7 +253,7 @@ class Pusher:
         queries = compile_latest_rows(self.project, [v.name for v in views])
         with connect(self.project) as warehouse:
             return [
-                self._push_view(warehouse, view, queries[view.name], dry_run, full_refresh, progress, view.name in skip)
+                self._push_view(warehouse, view, queries[view.name], dry_run, full_refresh, progress, view.name in skip, jobs)
                 for view in views
             ]
 
@@ -234,6 +266,7 @@ class Pusher:
         full_refresh: bool,
         progress: Callable[[PushStats], None] | None,
         unchanged: bool = False,
+        jobs: int = 1,
     ) -> PushStats:
         layout = self.layout(view)
         # The push's own clock: rows dated after it are written, but the watermark never
@@ -264,29 +297,20 @@ class Pusher:
         self._set_nx = self.set_nx and not pushed_before
         stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=_iso(since))
         start = time.perf_counter()
-        newest: datetime | None = None  # change marker
-        at_newest = 0  # rows whose change marker is `newest`
         skip = unchanged and since is not None and at_watermark is not None and not dry_run
         saved = False
         try:
             with self._redis_errors(view), reading(view):
-                params: list[Any] = []
-                sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
-                in_flight: InFlight | None = None
-                for batch in () if skip else warehouse.arrow_batches(sql, params):
-                    changed, event = self._count(view, batch, stats, clock)
-                    if changed is not None:
-                        at = _count_at(batch.column(CHANGED_AT), changed)
-                        at_newest = at if newest is None or changed > newest else at_newest + (at if changed == newest else 0)
-                    newest, newest_event = _later(newest, changed), _later(newest_event, event)
-                    rows = self._prepare(view, batch, stats, dry_run, clock)
-                    # Encode batch n+1 while Redis runs batch n, then collect n's replies.
-                    self._complete(in_flight, stats)
-                    in_flight = self._start(rows)
-                    stats.seconds = time.perf_counter() - start
-                    if progress:
-                        progress(stats)
-                self._complete(in_flight, stats)
+                if skip:
+                    seen = Seen()
+                elif jobs > 1:
+                    seen = self._stream_slices(view, latest_sql, since, stats, clock, dry_run, progress, jobs, start)
+                else:
+                    params: list[Any] = []
+                    sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
+                    seen = self._stream(warehouse.arrow_batches(sql, params), view, stats, clock, dry_run, progress, start)
+                newest, at_newest = seen.newest, seen.at_newest
+                newest_event = _later(newest_event, seen.newest_event)
                 stats.seconds = time.perf_counter() - start
                 if skip:
                     stats.at_watermark = at_watermark
@@ -315,6 +339,76 @@ class Pusher:
             " (dry run)" if dry_run else "",
         )
         return stats
+
+    def _stream(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        view: FeatureView,
+        stats: PushStats,
+        clock: datetime,
+        dry_run: bool,
+        progress: Callable[[PushStats], None] | None,
+        start: float,
+    ) -> Seen:
+        """Write every batch, encoding batch n+1 while Redis runs batch n; what the rows held."""
+        seen = Seen()
+        in_flight: InFlight | None = None
+        for batch in batches:
+            changed, event = self._count(view, batch, stats, clock)
+            seen.add(batch, changed, event)
+            rows = self._prepare(view, batch, stats, dry_run, clock)
+            self._complete(in_flight, stats)
+            in_flight = self._start(rows)
+            stats.seconds = time.perf_counter() - start
+            if progress:
+                progress(stats)
+        self._complete(in_flight, stats)
+        return seen
+
+    def _stream_slices(
+        self,
+        view: FeatureView,
+        latest_sql: str,
+        since: datetime | None,
+        stats: PushStats,
+        clock: datetime,
+        dry_run: bool,
+        progress: Callable[[PushStats], None] | None,
+        jobs: int,
+        start: float,
+    ) -> Seen:
+        """--jobs: the view's rows as `jobs` disjoint slices, pushed at once by as many threads,
+        each with its own warehouse connection and its own write state; raises the first
+        failure once every slice has stopped (the caller then saves nothing)."""
+        lock = threading.Lock()
+
+        def one(number: int) -> tuple[PushStats, Seen]:
+            worker = replace(self)  # the same settings, a write state of its own
+            worker._set_nx = self._set_nx
+            part = PushStats(view.name, view.version, dry_run=dry_run)
+            with connect(self.project) as warehouse:
+                params: list[Any] = []
+                sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
+                where = f"{slice_number(list(view.entities), jobs, warehouse.adapter_type)} = {number}"
+                sql = f"select * from ({sql}) as featsync_slice where {where}"
+                seen = worker._stream(warehouse.arrow_batches(sql, params), view, part, clock, dry_run, None, start)
+            with lock:
+                for name in ("rows_read", "keys_written", "skipped_stale", "skipped_expired", "future_rows"):
+                    setattr(stats, name, getattr(stats, name) + getattr(part, name))
+                for way, count in worker.batches.items():
+                    self.batches[way] += count
+                stats.seconds = time.perf_counter() - start
+                if progress:
+                    progress(stats)
+            return part, seen
+
+        with ThreadPoolExecutor(jobs, thread_name_prefix=f"featsync-push-{view.name}") as pool:
+            futures = [pool.submit(one, number) for number in range(jobs)]
+            wait(futures)
+        total = Seen()
+        for future in futures:
+            total.merge(future.result()[1])  # the first failure is raised here
+        return total
 
     def unchanged(self, select: Iterable[str] = ()) -> list[str]:
         """The selected views with nothing new since their last push: no latest row whose change
