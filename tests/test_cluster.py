@@ -165,6 +165,12 @@ def test_push_read_and_incremental_on_a_cluster(project, cluster):  # noqa: F811
         "score": [1.25, None],
         "tier": ["gold", None],
     }
+    # A stale slot map (every slot on the wrong master): MOVED, answered through redis-py, map read again.
+    reader._cluster.map.owners[:] = (reader._cluster.map.owners + 1) % 3
+    assert reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"]) == response
+    assert reader._cluster.map is None
+    assert reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"]) == response
+    assert reader._cluster.map is not None and len(set(reader._cluster.map.owners.tolist())) == 3
     (incremental,) = pusher.push(["fv_user"])
     assert not incremental.full_refresh and incremental.rows_read == 1
     # The keys really are spread over the masters.

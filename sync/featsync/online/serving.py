@@ -281,6 +281,14 @@ class OnlineReader:
     key_prefix: str | None = None
     now: Any = time.time
     _plans: dict[tuple, ReadPlan] = field(default_factory=dict, repr=False)
+    _cluster: Any = field(default=None, repr=False)  # featsync.online.cluster.ClusterReader, made on first use
+
+    def _cluster_reader(self) -> Any:
+        if self._cluster is None:
+            from featsync.online.cluster import ClusterReader
+
+            self._cluster = ClusterReader(self.client)
+        return self._cluster
 
     def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> ReadPlan:
         signature = (tuple(features or ()), feature_service, full_feature_names)
@@ -364,7 +372,7 @@ class OnlineReader:
             if not keys:
                 values = []
             elif isinstance(self.client, redis.RedisCluster):
-                values = self.client.mget_nonatomic(keys)  # one MGET per slot, sent together
+                values = self._cluster_reader().mget(keys)  # one MGET per slot, per master at once
             else:
                 values = self.client.mget(keys)
         except redis.RedisError as exc:
