@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 
 import duckdb
 import pytest
 import redis
+from click.testing import CliRunner
 
-from featsync.errors import FeatsyncError
+from featsync.cli import main
+from featsync.errors import USAGE_EXIT, FeatsyncError
 from featsync.offline.sql import slice_number
 from featsync.online.push import Pusher
 from test_push import NOW, PAIRS, PROFILES, USERS, delete_keys, keys_of, load, pg_project, project  # noqa: F401
@@ -107,3 +110,18 @@ def test_slice_numbers_refuse_what_is_not_a_count():
     for bad in (0, -1, True, "3"):
         with pytest.raises(FeatsyncError, match="slices"):
             slice_number(["user_id"], bad, "duckdb")
+
+
+def test_the_cli_pushes_with_jobs(project, redis_url):  # noqa: F811
+    load(USERS, PAIRS, PROFILES)
+    prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
+    where = ["--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)]
+    where += ["--redis-url", redis_url, "--key-prefix", prefix]
+    if project.target:
+        where += ["--target", project.target]
+    result = CliRunner().invoke(main, ["push", "--jobs", "2", "--skip-validation", "--json", *where])
+    assert result.exit_code == 0, result.output
+    assert sum(v["keys_written"] for v in json.loads(result.output)) == 7
+    bad = CliRunner().invoke(main, ["push", "--jobs", "0", *where])
+    assert bad.exit_code == USAGE_EXIT and "--jobs" in bad.output
+    delete_keys(Pusher(project, redis.Redis.from_url(redis_url), key_prefix=prefix))

@@ -23,6 +23,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ import redis
 from redis.crc import key_slot
 
 from featsync.errors import FeatsyncError
-from featsync.online.connections import RETRIES, cluster_node_client
+from featsync.online.connections import RETRIES, cluster_node_client, raw_socket
 from featsync.online.push import Rows, pack_set_nx, pack_writes, read_reply_lines
 
 SLOTS = 16384
@@ -344,8 +345,9 @@ class ClusterWriter:
                 groups = part.groups(sent.slots)
                 commands = pack_writes(self.sha, rows, self.chunk_rows, groups=groups, asking=part.asking)
             part.connection = client.connection_pool.get_connection()
-            for command in commands:
-                part.connection.send_packed_command(command, check_health=False)
+            # One buffer, one send: a script call per slot is a few rows, so a send per piece
+            # would cost more syscalls than the rows cost Redis.
+            part.connection.send_packed_command([b"".join(chain.from_iterable(commands))], check_health=False)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             if part.connection is not None:
                 part.connection.disconnect()
@@ -459,12 +461,12 @@ def _chunks(groups: np.ndarray, n: int, chunk_rows: int) -> list[tuple[int, int]
 
 @dataclass
 class ClusterReader:
-    """MGET across a Redis Cluster for reads (featsync.online.serving.OnlineReader): one
-    pipeline per master, each holding one MGET per hash slot, all sent before any reply is
-    read. redis-py's mget_nonatomic does the same through its generic cluster pipeline, at
-    several times the Python cost per request; it remains the fallback whenever the map is
-    wrong (a MOVED, ASK or any error reply): then it answers, and the map is read again
-    before the next request."""
+    """Reads across a Redis Cluster (featsync.online.serving.OnlineReader): one pipeline of
+    `GET`s per master, packed in one buffer and sent before any reply is read, the replies
+    parsed straight off the sockets. redis-py's mget_nonatomic sends one MGET per hash slot
+    through its generic cluster pipeline, at several times the Python cost per key; it stays
+    the fallback whenever the map is wrong (a MOVED, ASK or any error reply): it answers
+    then, and the map is read again before the next request."""
 
     client: redis.RedisCluster
     map: SlotMap | None = None
@@ -479,28 +481,26 @@ class ClusterReader:
         if self.map is None:
             self.map = SlotMap.read(self.client, lambda host, port: self._node((host, port)))
         slots = [key_slot(k) for k in keys] if len(keys) <= 16 else key_slots(pa.array(keys, pa.binary())).tolist()
-        by_node: dict[int, dict[int, list[int]]] = {}
+        by_node: dict[int, list[int]] = {}
         owners = self.map.owners
         for i, slot in enumerate(slots):
-            by_node.setdefault(int(owners[slot]), {}).setdefault(slot, []).append(i)
+            by_node.setdefault(int(owners[slot]), []).append(i)
         if NO_NODE in by_node:
             return self._fallback(keys)
         sent = []
         try:
-            for node, groups in by_node.items():
+            for node, members in by_node.items():
                 client = self._node(self.map.nodes[node])
                 connection = client.connection_pool.get_connection()
-                sent.append((client, connection, groups))
-                commands = [("MGET", *(keys[i] for i in members)) for members in groups.values()]
-                connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+                sent.append((client, connection, members))
+                command = b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(keys[i]), keys[i]) for i in members)
+                connection.send_packed_command([command], check_health=False)
             values: list[Any] = [None] * len(keys)
-            for _, connection, groups in sent:
-                for members in groups.values():
-                    reply = connection.read_response()
-                    for i, value in zip(members, reply, strict=True):
-                        values[i] = value
+            for _, connection, members in sent:
+                for i, value in zip(members, read_bulk_replies(connection, len(members)), strict=True):
+                    values[i] = value
             return values
-        except redis.ResponseError:  # MOVED, ASK, TRYAGAIN...: the map is stale
+        except _Refused:  # MOVED, ASK, TRYAGAIN...: the map is stale
             for _, connection, _ in sent:
                 connection.disconnect()  # replies may be left unread
             return self._fallback(keys)
@@ -515,3 +515,43 @@ class ClusterReader:
     def _fallback(self, keys: list[bytes]) -> list[Any]:
         self.map = None
         return self.client.mget_nonatomic(keys)
+
+
+class _Refused(Exception):
+    """An error reply where a value was expected."""
+
+
+def read_bulk_replies(connection: Any, n: int) -> list[bytes | None]:
+    """n replies to GET read straight off the socket: a value ($<len>), or nil ($-1, or _ in
+    RESP3). Nothing else is pending on the connection (every earlier reply on it was read in
+    full), as for push's SET NX replies. An error reply raises _Refused."""
+    sock = raw_socket(connection)
+    buffer, at, out = bytearray(), 0, []
+    try:
+        while len(out) < n:
+            end = buffer.find(b"\r\n", at)
+            if end >= 0 and buffer[at] == ord("$"):
+                length = int(buffer[at + 1 : end])
+                if length < 0:
+                    out.append(None)
+                    at = end + 2
+                    continue
+                if len(buffer) >= end + 4 + length:
+                    out.append(bytes(buffer[end + 2 : end + 2 + length]))
+                    at = end + 4 + length
+                    continue
+            elif end >= 0 and buffer[at] == ord("_"):
+                out.append(None)
+                at = end + 2
+                continue
+            elif end >= 0:
+                raise _Refused(bytes(buffer[at:end]).decode(errors="replace"))
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection")
+            buffer += chunk
+    except TimeoutError as exc:
+        raise redis.TimeoutError(str(exc)) from exc
+    except OSError as exc:
+        raise redis.ConnectionError(str(exc)) from exc
+    return out

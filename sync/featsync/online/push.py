@@ -711,13 +711,18 @@ def pack_writes(
     tail = f"${len(compact)}\r\n{compact}\r\n".encode()
     n_rows = len(rows.keys)
     starts = [0] if groups is None else [int(g) for g in groups]
+    keys, key_at = _bytes_and_bounds(key_frames)
+    rows_, row_at = _bytes_and_bounds(row_frames)
+    sha_head = f"$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n"
     commands = []
     for start, end in zip(starts, [*starts[1:], n_rows], strict=True):
         for lo in range(start, end, chunk_rows):
             hi = min(lo + chunk_rows, end)
             n = hi - lo
-            head = f"*{4 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
-            commands.append([ASKING if asking else b"", head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi), tail])
+            head = f"*{4 + 3 * n}\r\n{sha_head}${len(str(n))}\r\n{n}\r\n".encode()
+            commands.append(
+                [ASKING if asking else b"", head, keys[key_at[lo] : key_at[hi]], rows_[row_at[lo] : row_at[hi]], tail]
+            )
     return commands
 
 
@@ -795,6 +800,14 @@ def _framed(array: pa.Array) -> pa.Array:
     array = pc.cast(array, pa.binary())
     length = pc.cast(pc.cast(pc.binary_length(array), pa.string()), pa.binary())
     return pc.binary_join_element_wise(_bytes(b"$"), length, _bytes(b"\r\n"), array, _bytes(b"\r\n"), _bytes(b""))
+
+
+def _bytes_and_bounds(array: pa.Array) -> tuple[memoryview, list[int]]:
+    """The data of a binary array and each element's start (and the end), for slicing many
+    times without copying (a cluster's script calls are a few rows each)."""
+    _, offsets, data = array.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    return memoryview(data), bounds.tolist()
 
 
 def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:
