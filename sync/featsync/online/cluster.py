@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+import hiredis
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -402,7 +403,7 @@ class ClusterWriter:
             replies = replies[1::2]  # every other reply is ASKING's +OK
         for (lo, hi), reply in zip(bounds, replies, strict=True):
             members = part.rows[lo:hi]
-            if isinstance(reply, _Refused):
+            if isinstance(reply, hiredis.ReplyError):
                 if str(reply).startswith("NOSCRIPT"):
                     self._loaded.discard(address)  # load it again on the next round (a failed-over master)
                 trouble = self._redirect(str(reply), members, route) or trouble
@@ -485,10 +486,13 @@ class ClusterReader:
                 connection.send_packed_command([command], check_health=False)
             values: list[Any] = [None] * len(keys)
             for _, connection, members in sent:
-                for i, value in zip(members, read_bulk_replies(connection, len(members)), strict=True):
+                replies = read_replies(connection, len(members))
+                if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
+                    raise _StaleMap  # MOVED, ASK, TRYAGAIN...
+                for i, value in zip(members, replies, strict=True):
                     values[i] = value
             return values
-        except _Refused:  # MOVED, ASK, TRYAGAIN...: the map is stale
+        except _StaleMap:
             for _, connection, _ in sent:
                 connection.disconnect()  # replies may be left unread
             return self._fallback(keys)
@@ -505,95 +509,33 @@ class ClusterReader:
         return self.client.mget_nonatomic(keys)
 
 
-class _Refused(Exception):
-    """An error reply where a value was expected."""
-
-
-class _More(Exception):
-    """The buffer ends amid a reply: read more."""
+class _StaleMap(Exception):
+    """An error reply to a read: the slot map is wrong."""
 
 
 def read_replies(connection: Any, n: int) -> list[Any]:
-    """n replies read straight off the socket and parsed here (redis-py's read_response costs
-    over ten microseconds a reply; a cluster's script calls are a few rows each): integers,
-    simple strings, error lines (as _Refused, in place, not raised), nil, and arrays of
-    those. Nothing else is pending on the connection, as for push's SET NX replies."""
+    """n replies read straight off the socket and parsed by hiredis (redis-py's read_response
+    costs over ten microseconds a reply, and a cluster's script calls are a few rows each):
+    an error reply comes back in place as a hiredis.ReplyError, not raised. Nothing else is
+    pending on the connection (every earlier reply on it was read in full), as for push's
+    SET NX replies."""
     sock = raw_socket(connection)
-    buffer = bytearray()
-    at = 0
-
-    def parse(at: int) -> tuple[Any, int]:
-        end = buffer.find(b"\r\n", at)
-        if end < 0:
-            raise _More
-        kind, line = buffer[at], bytes(buffer[at + 1 : end])
-        if kind == ord(":"):
-            return int(line), end + 2
-        if kind == ord("+"):
-            return line.decode(), end + 2
-        if kind == ord("-"):
-            return _Refused(line.decode(errors="replace")), end + 2
-        if kind == ord("_"):
-            return None, end + 2
-        if kind == ord("*"):
-            items, at = [], end + 2
-            for _ in range(int(line)):
-                item, at = parse(at)
-                items.append(item)
-            return items, at
-        raise redis.ConnectionError(f"unexpected reply {bytes(buffer[at:end])!r} to a featsync write")
-
+    reader = hiredis.Reader()
     out: list[Any] = []
     try:
         while len(out) < n:
-            try:
-                reply, at = parse(at)
+            reply = reader.gets()
+            if reply is not False:
                 out.append(reply)
                 continue
-            except _More:
-                pass
             chunk = sock.recv(1 << 20)
             if not chunk:
                 raise redis.ConnectionError("Redis closed the connection")
-            buffer += chunk
+            reader.feed(chunk)
     except TimeoutError as exc:
         raise redis.TimeoutError(str(exc)) from exc
     except OSError as exc:
         raise redis.ConnectionError(str(exc)) from exc
-    return out
-
-
-def read_bulk_replies(connection: Any, n: int) -> list[bytes | None]:
-    """n replies to GET read straight off the socket: a value ($<len>), or nil ($-1, or _ in
-    RESP3). Nothing else is pending on the connection (every earlier reply on it was read in
-    full), as for push's SET NX replies. An error reply raises _Refused."""
-    sock = raw_socket(connection)
-    buffer, at, out = bytearray(), 0, []
-    try:
-        while len(out) < n:
-            end = buffer.find(b"\r\n", at)
-            if end >= 0 and buffer[at] == ord("$"):
-                length = int(buffer[at + 1 : end])
-                if length < 0:
-                    out.append(None)
-                    at = end + 2
-                    continue
-                if len(buffer) >= end + 4 + length:
-                    out.append(bytes(buffer[end + 2 : end + 2 + length]))
-                    at = end + 4 + length
-                    continue
-            elif end >= 0 and buffer[at] == ord("_"):
-                out.append(None)
-                at = end + 2
-                continue
-            elif end >= 0:
-                raise _Refused(bytes(buffer[at:end]).decode(errors="replace"))
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                raise redis.ConnectionError("Redis closed the connection")
-            buffer += chunk
-    except TimeoutError as exc:
-        raise redis.TimeoutError(str(exc)) from exc
-    except OSError as exc:
-        raise redis.ConnectionError(str(exc)) from exc
+    if reader.gets() is not False:
+        raise redis.ConnectionError(f"Redis sent more than the {n} replies expected")
     return out
