@@ -39,7 +39,7 @@ from redis.retry import Retry
 
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.offline.sql import naive_utc, slice_number
-from featsync.offline.warehouse import Warehouse, connect, reading
+from featsync.offline.warehouse import BATCH_ROWS, Warehouse, connect, reading
 from featsync.online.connections import describe_client, push_retry, raw_socket, server_identity
 from featsync.online.layout import Layout, from_micros
 from featsync.online.layout import epoch_micros as column_micros
@@ -61,6 +61,7 @@ from featsync.project import Project
 from featsync.registry import FeatureView
 
 CHUNK_ROWS = 1_000
+CLUSTER_BATCH_ROWS = 4 * BATCH_ROWS  # 16 rows per script call and slot rather than 4 (Pusher.batch_rows)
 log = logging.getLogger(__name__)
 CHANGED_AT = "featsync_changed_at"  # the change marker of the latest rows: featsync.latest_rows(changed_at=true)
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
@@ -214,6 +215,12 @@ class Pusher:
     # Batches written each way, for tests and curious operators.
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
 
+    @property
+    def batch_rows(self) -> int:
+        """Rows per warehouse batch: a Redis Cluster takes CLUSTER_BATCH_ROWS, as its script
+        calls hold the rows of one hash slot, about batch rows / 16,384 each."""
+        return CLUSTER_BATCH_ROWS if isinstance(self.client, redis.RedisCluster) else BATCH_ROWS
+
     def views(self, select: Iterable[str] = ()) -> list[FeatureView]:
         return self.project.registry().online_views(select)
 
@@ -308,7 +315,8 @@ class Pusher:
                 else:
                     params: list[Any] = []
                     sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
-                    seen = self._stream(warehouse.arrow_batches(sql, params), view, stats, clock, dry_run, progress, start)
+                    batches = warehouse.arrow_batches(sql, params, self.batch_rows)
+                    seen = self._stream(batches, view, stats, clock, dry_run, progress, start)
                 newest, at_newest = seen.newest, seen.at_newest
                 newest_event = _later(newest_event, seen.newest_event)
                 stats.seconds = time.perf_counter() - start
@@ -391,7 +399,8 @@ class Pusher:
                 sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
                 where = f"{slice_number(list(view.entities), jobs, warehouse.adapter_type)} = {number}"
                 sql = f"select * from ({sql}) as featsync_slice where {where}"
-                seen = worker._stream(warehouse.arrow_batches(sql, params), view, part, clock, dry_run, None, start)
+                batches = warehouse.arrow_batches(sql, params, self.batch_rows)
+                seen = worker._stream(batches, view, part, clock, dry_run, None, start)
             with lock:
                 for name in ("rows_read", "keys_written", "skipped_stale", "skipped_expired", "future_rows"):
                     setattr(stats, name, getattr(stats, name) + getattr(part, name))
