@@ -4,7 +4,9 @@ A batch's hash slots are computed at once in numpy (CRC16 as Redis defines it, h
 included), the slot → master map comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` before Redis
 7), and each master gets its rows as one pipeline built with push's own column-wise packers:
 `SET key value PXAT t NX` while keys are absent, the WRITE_NEWER script (one call per hash
-slot, as a script may only touch one slot) for the rows whose key existed. The pipelines of
+slot, as a script's declared keys must share a slot, even with Redis 7's
+allow-cross-slot-keys; push reads 4 times bigger batches from the warehouse for a cluster,
+push.CLUSTER_BATCH_ROWS, so a call holds about 16 rows) for the rows whose key existed. The pipelines of
 all masters are sent before any reply is read, so the masters work at the same time, and
 push encodes its next batch meanwhile.
 
