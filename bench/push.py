@@ -151,25 +151,26 @@ def timed_push(project: Project, client: redis.Redis, set_nx: bool, jobs: int = 
     return seconds, per_entity
 
 
-def read_latencies(project: Project, client: redis.Redis, n: int, entities: int, calls: int) -> tuple[float, float]:
-    """(p50, p99) in ms of OnlineReader.get of `entities` random entities, `calls` times."""
+def read_latencies(project: Project, clients: list[redis.Redis], n: int, entities: int, calls: int) -> list[tuple[float, float]]:
+    """(p50, p99) in ms of OnlineReader.get of `entities` random entities, `calls` times, per
+    client; each request goes to every client in turn, so load swings hit them alike."""
     import random
 
     import numpy as np
 
     from featsync.online.serving import OnlineReader
 
-    reader = OnlineReader(project.registry(), client, "bench")
+    readers = [OnlineReader(project.registry(), client, "bench") for client in clients]
     features = [f"{VIEW}:f{i}" for i in range(1, 6)]
     rng = random.Random(1)
-    times = []
+    times: list[list[float]] = [[] for _ in clients]
     for _ in range(calls):
         rows = [{"entity_id": rng.randrange(n)} for _ in range(entities)]
-        start = time.perf_counter()
-        reader.get(rows, features=features)
-        times.append(time.perf_counter() - start)
-    p50, p99 = np.percentile(times, [50, 99]) * 1000
-    return float(p50), float(p99)
+        for reader, spent in zip(readers, times, strict=True):
+            start = time.perf_counter()
+            reader.get(rows, features=features)
+            spent.append(time.perf_counter() - start)
+    return [tuple(float(x) for x in np.percentile(spent, [50, 99]) * 1000) for spent in times]
 
 
 def compare_cluster(project: Project, rows: int) -> None:
@@ -196,9 +197,9 @@ def compare_cluster(project: Project, rows: int) -> None:
         print(f"{'reads (OnlineReader.get, 5 features)':<52}{'one Redis':>12}{'cluster':>12}{'p99 ratio':>10}")
         for client in (single, cluster):
             timed_push(project, client, set_nx=True, keep=True)
+        time.sleep(2)  # let the servers finish their background work (lazy frees, rehashing)
         for entities, calls in ((1, 3000), (100, 500)):
-            a50, a99 = read_latencies(project, single, rows, entities, calls)
-            b50, b99 = read_latencies(project, cluster, rows, entities, calls)
+            (a50, a99), (b50, b99) = read_latencies(project, [single, cluster], rows, entities, calls)
             label = f"{entities} entit{'y' if entities == 1 else 'ies'} per request, p50 / p99 ms"
             print(f"{label:<52}{a50:>5.2f}/{a99:<6.2f}{b50:>5.2f}/{b99:<6.2f}{b99 / a99:>9.2f}x")
         for client in (single, cluster):
