@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/push.py                  # 1M entities, 5 float features
     .venv/bin/python bench/push.py --rows 10000000 --skip-baseline  # the scale case: peak RSS
-    .venv/bin/python bench/push.py --cluster --rows 300000  # a local 3-master Redis Cluster
+    .venv/bin/python bench/push.py --cluster --rows 200000  # a 3-master Redis Cluster vs one Redis
     FEATSYNC_BENCH_REDIS_URL=redis://host:port/0 ... (default redis://127.0.0.1:6379/0)
 
 Prints rows/s of `featsync push` (dbt compile + warehouse read + encode + newest-wins
@@ -15,7 +15,10 @@ memory per entity for each (INFO used_memory deltas, summed over nodes for a clu
 the peak RSS of this process. Every key written is deleted at the end.
 
 --cluster starts a throwaway 3-master cluster (redis-server + redis-cli --cluster create,
-as tests/test_cluster.py does) on free loopback ports and pushes through redis+cluster://.
+as tests/test_cluster.py does) and one plain redis-server with the same settings, on
+loopback ports 7100-7199, and prints side by side, in one run: the push into each (first
+push: SET NX; and through the script for every row), the push with --jobs 2 and 4 into
+each, and the p50/p99 of reads (OnlineReader.get) of 1 and of 100 entities from each.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import duckdb
 import redis
@@ -63,19 +67,42 @@ def clear(client: redis.Redis, pattern: str) -> None:
         pipe.execute()
 
 
+TAKEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    while True:
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-        if port + 10000 < 65536:
+    """A free port in 7100-7199 (this benchmark's range) whose cluster bus port (+10000) is free too."""
+    for port in sorted(set(range(7100, 7200)) - TAKEN):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+            TAKEN.add(port)
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no free port in 7100-7199")
+
+
+@contextmanager
+def local_redis() -> Iterator[str]:
+    """One plain redis-server with the cluster nodes' settings; yields its URL."""
+    workdir = tempfile.mkdtemp(prefix="featsync-single-")
+    port = free_port()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+    proc = subprocess.Popen([shutil.which("redis-server"), *args], stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
             try:
-                with socket.socket() as b:
-                    b.bind(("127.0.0.1", port + 10000))
-                return port
-            except OSError:
-                continue
+                redis.Redis(port=port).ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager
@@ -108,19 +135,75 @@ def local_cluster() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def timed_push(project: Project, client: redis.Redis, set_nx: bool) -> tuple[float, float]:
+def timed_push(project: Project, client: redis.Redis, set_nx: bool, jobs: int = 1, keep: bool = False) -> tuple[float, float]:
     """(seconds, Redis bytes per entity) of one full push of the bench view into empty keys."""
     pusher = Pusher(project, client, key_prefix="bench", set_nx=set_nx)
     for pattern in pusher.key_patterns([VIEW]):
         clear(client, pattern)
     base = used_memory(client)
     start = time.perf_counter()
-    (stats,) = pusher.push([VIEW])
+    (stats,) = pusher.push([VIEW], jobs=jobs)
     seconds = time.perf_counter() - start
     per_entity = (used_memory(client) - base) / stats.keys_written
-    for pattern in pusher.key_patterns([VIEW]):
-        clear(client, pattern)
+    if not keep:
+        for pattern in pusher.key_patterns([VIEW]):
+            clear(client, pattern)
     return seconds, per_entity
+
+
+def read_latencies(project: Project, clients: list[redis.Redis], n: int, entities: int, calls: int) -> list[tuple[float, float]]:
+    """(p50, p99) in ms of OnlineReader.get of `entities` random entities, `calls` times, per
+    client; each request goes to every client in turn, so load swings hit them alike."""
+    import random
+
+    import numpy as np
+
+    from featsync.online.serving import OnlineReader
+
+    readers = [OnlineReader(project.registry(), client, "bench") for client in clients]
+    features = [f"{VIEW}:f{i}" for i in range(1, 6)]
+    rng = random.Random(1)
+    times: list[list[float]] = [[] for _ in clients]
+    for _ in range(calls):
+        rows = [{"entity_id": rng.randrange(n)} for _ in range(entities)]
+        for reader, spent in zip(readers, times, strict=True):
+            start = time.perf_counter()
+            reader.get(rows, features=features)
+            spent.append(time.perf_counter() - start)
+    return [tuple(float(x) for x in np.percentile(spent, [50, 99]) * 1000) for spent in times]
+
+
+def compare_cluster(project: Project, rows: int) -> None:
+    """One Redis and a 3-master cluster side by side, each push alternating between them."""
+    with local_redis() as single_url, local_cluster() as cluster_url:
+        single, cluster = redis_client(project, single_url), redis_client(project, cluster_url)
+        timed_push(project, single, set_nx=True)  # pays dbt's first in-process compile
+        print(f"{rows:,} entities, 5 float features, no ttl; one redis-server vs a 3-master cluster, same settings,")
+        print("all on this machine (the masters share its cores); best of 3 alternating runs each")
+        print(f"{'push':<52}{'one Redis':>12}{'cluster':>12}{'ratio':>8}")
+
+        def best(**options: Any) -> tuple[float, float]:
+            runs = [(timed_push(project, single, **options)[0], timed_push(project, cluster, **options)[0]) for _ in range(3)]
+            return min(r[0] for r in runs), min(r[1] for r in runs)
+
+        for label, options in (
+            ("first push (SET NX while keys are absent)", {"set_nx": True}),
+            ("Lua check-and-set for every row", {"set_nx": False}),
+            ("--jobs 2 (SET NX)", {"set_nx": True, "jobs": 2}),
+            ("--jobs 4 (SET NX)", {"set_nx": True, "jobs": 4}),
+        ):
+            a, b = best(**options)
+            print(f"{label:<52}{rows / a:>10,.0f}/s{rows / b:>10,.0f}/s{b / a:>7.2f}x")
+        print(f"{'reads (OnlineReader.get, 5 features)':<52}{'one Redis':>12}{'cluster':>12}{'p99 ratio':>10}")
+        for client in (single, cluster):
+            timed_push(project, client, set_nx=True, keep=True)
+        time.sleep(2)  # let the servers finish their background work (lazy frees, rehashing)
+        for entities, calls in ((1, 3000), (100, 500)):
+            (a50, a99), (b50, b99) = read_latencies(project, [single, cluster], rows, entities, calls)
+            label = f"{entities} entit{'y' if entities == 1 else 'ies'} per request, p50 / p99 ms"
+            print(f"{label:<52}{a50:>5.2f}/{a99:<6.2f}{b50:>5.2f}/{b99:<6.2f}{b99 / a99:>9.2f}x")
+        for client in (single, cluster):
+            clear(client, "bench*")
 
 
 def plain_loop(client: redis.Redis, rows: list[tuple]) -> tuple[float, float]:
@@ -151,17 +234,13 @@ def main() -> None:
     work = Workspace.create()
     try:
         project = work.entity_project(args.rows)
-        with local_cluster() if args.cluster else _nothing() as cluster_url:
-            url = cluster_url or os.environ.get("FEATSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-            client = redis_client(project, url)
-            run(project, client, url, work, args)
+        if args.cluster:
+            compare_cluster(project, args.rows)
+            return
+        url = os.environ.get("FEATSYNC_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        run(project, redis_client(project, url), url, work, args)
     finally:
         work.remove()
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield None
 
 
 def run(project: Project, client: redis.Redis, url: str, work: Workspace, args: argparse.Namespace) -> None:

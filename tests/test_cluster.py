@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+import random
 import shutil
+import struct
 import subprocess
+import threading
 import time
 import uuid
 
+import numpy as np
+import pyarrow as pa
 import pytest
 import redis
+from redis.crc import key_slot
 
 from featsync.errors import FeatsyncError
+from featsync.online.cluster import key_slots
 from featsync.online.connections import redis_client
-from featsync.online.push import Pusher
+from featsync.online.push import Pusher, PushStats, Rows
 from featsync.online.serving import OnlineReader
 from test_push import PAIRS, PROFILES, USERS, load, project  # noqa: F401 (fixture)
 
 
 def cluster_port() -> int:
     """A free port p whose cluster bus port p + 10000 is free too (and below 65536)."""
-    import random
     import socket
 
     for _ in range(200):
@@ -35,10 +41,38 @@ def cluster_port() -> int:
 
 
 class Cluster:
-    def __init__(self, workdir):
+    def __init__(self, workdir, nodes: int = 3):
         self.workdir = workdir
-        self.ports = [cluster_port() for _ in range(3)]
+        self.ports = [cluster_port() for _ in range(nodes)]
         self.procs: dict[int, subprocess.Popen] = {}
+
+    def create(self, replicas: int = 0) -> None:
+        for port in self.ports:
+            self.start_node(port)
+        nodes = [f"127.0.0.1:{p}" for p in self.ports]
+        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", str(replicas), "--cluster-yes"]
+        subprocess.run(create, check=True, capture_output=True, timeout=60)
+        self.wait_ok()
+        if replicas:  # every replica has synced with its master
+            for _ in range(200):
+                infos = [redis.Redis(port=p).info("replication") for p in self.ports]
+                if all(i["role"] == "master" or i.get("master_link_status") == "up" for i in infos):
+                    break
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        for port in self.ports:
+            if self.procs[port].poll() is None:
+                self.kill(port)
+
+    def masters(self) -> dict[str, int]:
+        """node id -> port of every master."""
+        out = {}
+        for port in self.ports:
+            me = redis.Redis(port=port, decode_responses=True).execute_command("CLUSTER MYID")
+            if redis.Redis(port=port).info("replication")["role"] == "master":
+                out[me] = port
+        return out
 
     def start_node(self, port: int) -> None:
         node_dir = self.workdir / str(port)
@@ -98,19 +132,20 @@ def cluster(tmp_path_factory):
     if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
         pytest.fail("redis-server and redis-cli are needed for the cluster tests")
     c = Cluster(tmp_path_factory.mktemp("cluster"))
-    for port in c.ports:
-        c.start_node(port)
-    subprocess.run(
-        ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in c.ports), "--cluster-replicas", "0", "--cluster-yes"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    c.wait_ok()
+    c.create()
     yield c
-    for port in c.ports:
-        if c.procs[port].poll() is None:
-            c.kill(port)
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def replicated(tmp_path_factory):
+    """3 masters with one replica each."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.fail("redis-server and redis-cli are needed for the cluster tests")
+    c = Cluster(tmp_path_factory.mktemp("replicated"), nodes=6)
+    c.create(replicas=1)
+    yield c
+    c.stop()
 
 
 def test_push_read_and_incremental_on_a_cluster(project, cluster):  # noqa: F811
@@ -130,6 +165,12 @@ def test_push_read_and_incremental_on_a_cluster(project, cluster):  # noqa: F811
         "score": [1.25, None],
         "tier": ["gold", None],
     }
+    # A stale slot map (every slot on the wrong master): MOVED, answered through redis-py, map read again.
+    reader._cluster.map.owners[:] = (reader._cluster.map.owners + 1) % 3
+    assert reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"]) == response
+    assert reader._cluster.map is None
+    assert reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"]) == response
+    assert reader._cluster.map is not None and len(set(reader._cluster.map.owners.tolist())) == 3
     (incremental,) = pusher.push(["fv_user"])
     assert not incremental.full_refresh and incremental.rows_read == 1
     # The keys really are spread over the masters.
@@ -152,3 +193,151 @@ def test_a_node_down_is_a_clear_error_then_a_rerun_completes(project, cluster): 
     assert sum(s.keys_written for s in results) == 7
     reader = OnlineReader(project.registry(), pusher.client, prefix)
     assert reader.get([{"user_id": "u1"}], features=["fv_user:amount"]).features["amount"] == [2]
+
+
+def test_key_slots_are_redis_cluster_s():
+    """The column-wise CRC16 gives every key the slot Redis gives it, hash tags included."""
+    rng = random.Random(7)
+    alphabet = "ab{}|\\é:0123456789"
+    keys = [f"fs:abc:{i}" for i in range(2000)]
+    keys += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 20))) for _ in range(2000)]
+    keys += ["a{b}c", "{}x", "x{", "{{a}}", "a{}b{c}", "", "k" * 300, "{user1000}.following"]
+    array = pa.array(keys)
+    expected = np.array([key_slot(k.encode()) for k in keys])
+    assert (key_slots(array) == expected).all()
+    assert (key_slots(array.slice(1999, 7)) == expected[1999:2006]).all()  # an array with an offset
+    assert (key_slots(pa.array([k.encode() for k in keys], pa.binary())) == expected).all()
+
+
+def _rows(keys: list[str], version: int) -> Rows:
+    """Values carrying event time `version` seconds (the script's double form) and the version."""
+    values = pa.array([struct.pack(">d", version * 1e6) + f"v{version}".encode() for _ in keys], pa.binary())
+    return Rows(pa.array(keys), values, np.zeros(len(keys), dtype=np.int64), -1)
+
+
+def _write_rounds(pusher: Pusher, keys: list[str], until, at_least: int, version: int = 0) -> int:
+    """Write every key again and again, each round newer, half of them through SET NX (most
+    keys existing: the script takes them over), until `until()` and at least up to version
+    `at_least`; returns the last version written."""
+    while version < at_least or not until():
+        version += 1
+        stats = PushStats("t", 1)
+        pusher._set_nx = version % 2 == 1
+        pusher.write(_rows(keys, version), stats)
+        assert stats.keys_written == len(keys) and stats.skipped_stale == 0
+    return version
+
+
+def _assert_latest(client: redis.RedisCluster, keys: list[str], version: int) -> None:
+    values = client.mget_nonatomic(keys)
+    assert [v[8:] if v else None for v in values] == [f"v{version}".encode()] * len(keys)
+
+
+def test_a_resharding_during_a_push_loses_nothing(project, cluster):  # noqa: F811
+    client = redis_client(project, cluster.url)
+    pusher = Pusher(project, client, chunk_rows=100)
+    tag = uuid.uuid4().hex[:6]
+    keys = [f"featsync-cluster-{tag}:{i}" for i in range(3000)]
+    masters = cluster.masters()
+    source, target = list(masters)[:2]
+    reshard = subprocess.Popen(
+        ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{masters[source]}", "--cluster-from", source]
+        + ["--cluster-to", target, "--cluster-slots", "1500", "--cluster-yes", "--cluster-pipeline", "20"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        version = _write_rounds(pusher, keys, lambda: reshard.poll() is not None, at_least=3)
+    finally:
+        reshard.wait(timeout=120)
+    assert reshard.returncode == 0, reshard.stderr.read()
+    _assert_latest(client, keys, version)
+    # Once more on the new layout, with the writer's old map: MOVED is followed.
+    _write_rounds(pusher, keys, lambda: True, at_least=version + 2, version=version)
+    _assert_latest(client, keys, version + 2)
+    for key in keys:
+        client.unlink(key)
+
+
+def test_ask_redirections_of_a_slot_in_migration_are_followed(project, cluster):  # noqa: F811
+    """A slot half migrated: keys already moved answer ASK, are sent after ASKING, and land."""
+    client = redis_client(project, cluster.url)
+    pusher = Pusher(project, client)
+    tag = uuid.uuid4().hex[:6]
+    keys = [f"featsync-{{{tag}}}:{i}" for i in range(50)]  # one hash tag: one slot
+    slot = key_slot(keys[0].encode())
+    masters = cluster.masters()
+    by_port = {port: node for node, port in masters.items()}
+    owner_port = client.get_node_from_key(keys[0]).port
+    source = by_port[owner_port]
+    target = next(n for n in masters if n != source)
+    pusher.write(_rows(keys[:20], 1), PushStats("t", 1))
+    a, b = redis.Redis(port=owner_port), redis.Redis(port=masters[target])
+    b.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source)
+    a.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target)
+    try:
+        a.execute_command("MIGRATE", "127.0.0.1", masters[target], "", 0, 5000, "KEYS", *keys[:10])
+        for version, set_nx in ((2, True), (3, False)):
+            stats = PushStats("t", 1)
+            pusher._set_nx = set_nx
+            pusher.write(_rows(keys, version), stats)
+            assert stats.keys_written == 50 and stats.skipped_stale == 0
+
+        def on_target(some: list[str]) -> int:  # the importing node answers only after ASKING
+            pipe = b.pipeline(transaction=False)
+            for key in some:
+                pipe.execute_command("ASKING")
+                pipe.exists(key)
+            return sum(pipe.execute()[1::2])
+
+        assert on_target(keys[:10]) == 10
+        with pytest.raises(redis.exceptions.AskError):  # not on the source any more
+            a.get(keys[0])
+        assert on_target(keys[20:]) == 30  # absent keys of a migrating slot go to the target
+    finally:
+        a.execute_command("MIGRATE", "127.0.0.1", masters[target], "", 0, 5000, "KEYS", *keys)
+        for node in (a, b):
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+    _assert_latest(client, keys, 3)
+    for key in keys:
+        client.unlink(key)
+
+
+def test_a_failover_during_a_push_is_followed_or_said_and_a_rerun_converges(project, replicated):  # noqa: F811
+    load(USERS, PAIRS, PROFILES)
+    client = redis_client(project, replicated.url)
+    # Writes going on while a replica takes over its master (CLUSTER FAILOVER): followed.
+    writer = Pusher(project, client, chunk_rows=100)
+    keys = [f"featsync-cluster-{uuid.uuid4().hex[:6]}:{i}" for i in range(2000)]
+    replica = next(p for p in replicated.ports if redis.Redis(port=p).info("replication")["role"] == "slave")
+    failover = threading.Thread(target=lambda: redis.Redis(port=replica).execute_command("CLUSTER", "FAILOVER"))
+    failover.start()
+    promoted = lambda: redis.Redis(port=replica).info("replication")["role"] == "master"  # noqa: E731
+    version = _write_rounds(writer, keys, promoted, at_least=2)
+    failover.join()
+    _assert_latest(client, keys, version)
+    # A whole push with a failover between sending and saving its state: either it completes,
+    # or it says so clearly; the re-run converges.
+    prefix = f"cluster-{uuid.uuid4().hex[:6]}"
+    pusher = Pusher(project, redis_client(project, replicated.url), key_prefix=prefix)
+    replica = next(p for p in replicated.ports if redis.Redis(port=p).info("replication")["role"] == "slave")
+
+    def fail_over(_stats):  # once, after the first view's first batch was sent
+        if redis.Redis(port=replica).info("replication")["role"] == "master":
+            return
+        redis.Redis(port=replica).execute_command("CLUSTER", "FAILOVER")
+        for _ in range(100):
+            if redis.Redis(port=replica).info("replication")["role"] == "master":
+                return
+            time.sleep(0.1)
+
+    try:
+        pusher.push(progress=fail_over)
+    except FeatsyncError as exc:
+        assert "failed over" in str(exc) or "re-run" in str(exc)
+    results = Pusher(project, redis_client(project, replicated.url), key_prefix=prefix).push()
+    assert {s.feature_view: s.rows_read > 0 for s in results}
+    reader = OnlineReader(project.registry(), redis_client(project, replicated.url), prefix)
+    rows = [{"user_id": "u1", "merchant_id": "m|2"}]
+    response = reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"])
+    assert response.to_dict() == {"user_id": ["u1"], "merchant_id": ["m|2"], "amount": [2], "score": [1.25], "tier": ["gold"]}

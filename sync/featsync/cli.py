@@ -633,6 +633,13 @@ def stream(
     show_default=True,
     help="With --rows: write the rows online, to the view's offline push log, or both.",
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Push each view as N disjoint slices (a hash of the entity key, computed in the warehouse) at once.",
+)
 @now_option
 @json_option
 def push(
@@ -646,6 +653,7 @@ def push(
     fail_fast: bool,
     rows_file: Path | None,
     to: str,
+    jobs: int,
     now: Any,
     as_json: bool,
 ) -> None:
@@ -705,6 +713,7 @@ def push(
                 full_refresh=full_refresh,
                 progress=report,
                 validation_progress=validating,
+                jobs=jobs,
             )
         except StateError as exc:
             raise StateError(f"{exc} (featsync push --full-refresh)") from exc

@@ -59,3 +59,27 @@ def literal(value: Any, engine: str) -> str:
     if isinstance(value, date):
         return f"cast('{value.isoformat()}' as date)"
     raise TypeError(f"featsync does not write a {type(value).__name__} into SQL as a literal; bind it")
+
+
+def slice_number(columns: list[str], slices: int, engine: str) -> str:
+    """Which of `slices` disjoint slices a row falls in (0 to slices - 1), from a hash of its
+    entity key columns, as SQL of `engine`: `featsync push --jobs N` reads each slice of a
+    view's latest rows in its own query. Every row gets exactly one number (never NULL), the
+    same in every query of the same engine; the hash differs between engines, which is fine
+    (a push reads one engine)."""
+    if isinstance(slices, bool) or not isinstance(slices, int) or slices < 1:
+        raise FeatsyncError(f"{slices!r} slices: expected a whole number of at least 1")
+    names = ", ".join(identifier(c) for c in columns)
+    n = str(slices)
+    if engine == "duckdb":
+        expression = f"hash({names}) % {n}"  # unsigned 64-bit
+    elif engine == "postgres":
+        text = ", ".join(f"{identifier(c)}::text" for c in columns)
+        expression = f"((hashtextextended(concat_ws('|', {text}), 0) % {n}) + {n}) % {n}"
+    elif engine == "snowflake":
+        expression = f"mod(mod(hash({names}), {n}) + {n}, {n})"
+    elif engine == "spark":
+        expression = f"pmod(hash({names}), {n})"
+    else:
+        raise FeatsyncError(f"featsync cannot slice a push on a {engine} target")
+    return f"coalesce({expression}, 0)"

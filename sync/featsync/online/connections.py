@@ -143,6 +143,19 @@ def raw_socket(connection: Any) -> Any:
     return connection._sock
 
 
+def cluster_node_client(client: redis.RedisCluster, host: str, port: int) -> redis.Redis:
+    """A client of one node of a Redis Cluster with the cluster client's settings (password,
+    TLS, timeouts, address remapping), for push's per-master pipelines
+    (featsync.online.cluster): redis-py's own when it knows the node, else a new one made
+    the way redis-py makes them (no retries of its own: push resends whole rounds)."""
+    manager = client.nodes_manager
+    node = client.get_node(host=host, port=port)
+    if node is not None and node.redis_connection is not None:
+        return node.redis_connection
+    host, port = manager.remap_host_port(host, port)
+    return manager.create_redis_node(host, port, **manager.connection_kwargs)
+
+
 def describe_client(client: redis.Redis) -> str:
     """'Redis at host:port', 'Redis at unix socket ...' or 'the Redis Cluster at a, b, c'."""
     if isinstance(client, redis.RedisCluster):

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,8 +38,8 @@ from redis.retry import Retry
 
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.lazy import lazy
-from featsync.offline.sql import naive_utc
-from featsync.offline.warehouse import Warehouse, connect, reading
+from featsync.offline.sql import naive_utc, slice_number
+from featsync.offline.warehouse import BATCH_ROWS, Warehouse, connect, reading
 from featsync.online.connections import describe_client, push_retry, raw_socket, server_identity
 from featsync.online.layout import Layout, from_micros
 from featsync.online.layout import epoch_micros as column_micros
@@ -62,6 +64,7 @@ from featsync.registry import FeatureView
 pc = lazy("pyarrow.compute")  # its import builds ~300 wrappers (0.1 s of CPU): a push with nothing new needs none
 
 CHUNK_ROWS = 1_000
+CLUSTER_BATCH_ROWS = 4 * BATCH_ROWS  # 16 rows per script call and slot rather than 4 (Pusher.batch_rows)
 log = logging.getLogger(__name__)
 CHANGED_AT = "featsync_changed_at"  # the change marker of the latest rows: featsync.latest_rows(changed_at=true)
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
@@ -156,6 +159,11 @@ class Rows:
         keep = pa.array(mask)
         return Rows(self.keys.filter(keep), self.values.filter(keep), self.expire_ms[mask], self.compact_length)
 
+    def select(self, rows: np.ndarray) -> Rows:
+        """The rows at these positions, in this order."""
+        at = pa.array(rows, pa.int64())
+        return Rows(self.keys.take(at), self.values.take(at), self.expire_ms[rows], self.compact_length)
+
 
 @dataclass
 class InFlight:
@@ -165,7 +173,32 @@ class InFlight:
     commands: list
     connection: Any  # None when sending failed and the batch must be resent
     set_nx: bool = False  # SET NX per row (else WRITE_NEWER per chunk)
-    replies: list | None = None  # already read (Redis Cluster writes synchronously)
+    replies: list | None = None  # already read
+    cluster: Any = None  # a Redis Cluster round in flight (featsync.online.cluster.Sent)
+
+
+@dataclass
+class Seen:
+    """What a push's rows held, for the state it saves: the newest change marker (naive UTC),
+    how many rows carry it, and the newest event time not after the clock (aware UTC)."""
+
+    newest: datetime | None = None
+    at_newest: int = 0
+    newest_event: datetime | None = None
+
+    def add(self, batch: pa.RecordBatch, changed: datetime | None, event: datetime | None) -> None:
+        if changed is not None:
+            at = _count_at(batch.column(CHANGED_AT), changed)
+            self.merge(Seen(changed, at, None))
+        self.newest_event = _later(self.newest_event, event)
+
+    def merge(self, other: Seen) -> None:
+        if other.newest is not None:
+            if self.newest is None or other.newest > self.newest:
+                self.newest, self.at_newest = other.newest, other.at_newest
+            elif other.newest == self.newest:
+                self.at_newest += other.at_newest
+        self.newest_event = _later(self.newest_event, other.newest_event)
 
 
 @dataclass
@@ -180,10 +213,17 @@ class Pusher:
     retry: Retry = field(default_factory=push_retry)
     set_nx: bool = True  # False: every batch through the script (the benchmark compares both)
     _script: Any = field(default=None, init=False, repr=False)
+    _cluster: Any = field(default=None, init=False, repr=False)  # featsync.online.cluster.ClusterWriter
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
     # Batches written each way, for tests and curious operators.
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
     _owned: set[str] = field(default_factory=set, init=False, repr=False)  # view ids whose identity push_rows recorded
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows per warehouse batch: a Redis Cluster takes CLUSTER_BATCH_ROWS, as its script
+        calls hold the rows of one hash slot, about batch rows / 16,384 each."""
+        return CLUSTER_BATCH_ROWS if isinstance(self.client, redis.RedisCluster) else BATCH_ROWS
 
     def views(self, select: Iterable[str] = ()) -> list[FeatureView]:
         return self.project.registry().online_views(select)
@@ -198,8 +238,14 @@ class Pusher:
         full_refresh: bool = False,
         progress: Callable[[PushStats], None] | None = None,
         unchanged: Iterable[str] = (),
+        jobs: int = 1,
     ) -> list[PushStats]:
         """Push each selected online view; incremental unless full_refresh or no state yet.
+
+        With jobs > 1, each view's latest rows are read as that many disjoint slices (a hash of
+        the entity key computed in the warehouse: featsync.offline.sql.slice_number), each
+        pushed by its own thread on its own warehouse connection; the view's state is saved
+        once every slice has completed, so a failed slice leaves the watermark where it was.
 
         A view's watermark is stored only after all of its rows are written, and only if
         Redis kept everything meanwhile (the push's run field is still in the state hash and
@@ -218,7 +264,7 @@ class Pusher:
         queries = compile_latest_rows(self.project, [v.name for v in views])
         with connect(self.project) as warehouse:
             return [
-                self._push_view(warehouse, view, queries[view.name], dry_run, full_refresh, progress, view.name in skip)
+                self._push_view(warehouse, view, queries[view.name], dry_run, full_refresh, progress, view.name in skip, jobs)
                 for view in views
             ]
 
@@ -231,6 +277,7 @@ class Pusher:
         full_refresh: bool,
         progress: Callable[[PushStats], None] | None,
         unchanged: bool = False,
+        jobs: int = 1,
     ) -> PushStats:
         layout = self.layout(view)
         # The push's own clock: rows dated after it are written, but the watermark never
@@ -261,29 +308,21 @@ class Pusher:
         self._set_nx = self.set_nx and not pushed_before
         stats = PushStats(view.name, view.version, dry_run=dry_run, full_refresh=since is None, watermark=_iso(since))
         start = time.perf_counter()
-        newest: datetime | None = None  # change marker
-        at_newest = 0  # rows whose change marker is `newest`
         skip = unchanged and since is not None and at_watermark is not None and not dry_run
         saved = False
         try:
             with self._redis_errors(view), reading(view):
-                params: list[Any] = []
-                sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
-                in_flight: InFlight | None = None
-                for batch in () if skip else warehouse.arrow_batches(sql, params):
-                    changed, event = self._count(view, batch, stats, clock)
-                    if changed is not None:
-                        at = _count_at(batch.column(CHANGED_AT), changed)
-                        at_newest = at if newest is None or changed > newest else at_newest + (at if changed == newest else 0)
-                    newest, newest_event = _later(newest, changed), _later(newest_event, event)
-                    rows = self._prepare(view, batch, stats, dry_run, clock)
-                    # Encode batch n+1 while Redis runs batch n, then collect n's replies.
-                    self._complete(in_flight, stats)
-                    in_flight = self._start(rows)
-                    stats.seconds = time.perf_counter() - start
-                    if progress:
-                        progress(stats)
-                self._complete(in_flight, stats)
+                if skip:
+                    seen = Seen()
+                elif jobs > 1:
+                    seen = self._stream_slices(view, latest_sql, since, stats, clock, dry_run, progress, jobs, start)
+                else:
+                    params: list[Any] = []
+                    sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
+                    batches = warehouse.arrow_batches(sql, params, self.batch_rows)
+                    seen = self._stream(batches, view, stats, clock, dry_run, progress, start)
+                newest, at_newest = seen.newest, seen.at_newest
+                newest_event = _later(newest_event, seen.newest_event)
                 stats.seconds = time.perf_counter() - start
                 if skip:
                     stats.at_watermark = at_watermark
@@ -312,6 +351,77 @@ class Pusher:
             " (dry run)" if dry_run else "",
         )
         return stats
+
+    def _stream(
+        self,
+        batches: Iterable[pa.RecordBatch],
+        view: FeatureView,
+        stats: PushStats,
+        clock: datetime,
+        dry_run: bool,
+        progress: Callable[[PushStats], None] | None,
+        start: float,
+    ) -> Seen:
+        """Write every batch, encoding batch n+1 while Redis runs batch n; what the rows held."""
+        seen = Seen()
+        in_flight: InFlight | None = None
+        for batch in batches:
+            changed, event = self._count(view, batch, stats, clock)
+            seen.add(batch, changed, event)
+            rows = self._prepare(view, batch, stats, dry_run, clock)
+            self._complete(in_flight, stats)
+            in_flight = self._start(rows)
+            stats.seconds = time.perf_counter() - start
+            if progress:
+                progress(stats)
+        self._complete(in_flight, stats)
+        return seen
+
+    def _stream_slices(
+        self,
+        view: FeatureView,
+        latest_sql: str,
+        since: datetime | None,
+        stats: PushStats,
+        clock: datetime,
+        dry_run: bool,
+        progress: Callable[[PushStats], None] | None,
+        jobs: int,
+        start: float,
+    ) -> Seen:
+        """--jobs: the view's rows as `jobs` disjoint slices, pushed at once by as many threads,
+        each with its own warehouse connection and its own write state; raises the first
+        failure once every slice has stopped (the caller then saves nothing)."""
+        lock = threading.Lock()
+
+        def one(number: int) -> tuple[PushStats, Seen]:
+            worker = replace(self)  # the same settings, a write state of its own
+            worker._set_nx = self._set_nx
+            part = PushStats(view.name, view.version, dry_run=dry_run)
+            with connect(self.project) as warehouse:
+                params: list[Any] = []
+                sql = changed_since(view, latest_sql, None if since is None else warehouse.bind(since, params))
+                where = f"{slice_number(list(view.entities), jobs, warehouse.adapter_type)} = {number}"
+                sql = f"select * from ({sql}) as featsync_slice where {where}"
+                batches = warehouse.arrow_batches(sql, params, self.batch_rows)
+                seen = worker._stream(batches, view, part, clock, dry_run, None, start)
+            with lock:
+                for name in ("rows_read", "keys_written", "skipped_stale", "skipped_expired", "future_rows"):
+                    setattr(stats, name, getattr(stats, name) + getattr(part, name))
+                for way, count in worker.batches.items():
+                    self.batches[way] += count
+                stats.seconds = time.perf_counter() - start
+                if progress:
+                    progress(stats)
+            return part, seen
+
+        with ThreadPoolExecutor(jobs, thread_name_prefix=f"featsync-push-{view.name}") as pool:
+            futures = [pool.submit(one, number) for number in range(jobs)]
+            wait(futures)
+        total = Seen()
+        for future in futures:
+            total.merge(future.result()[1])  # the first failure is raised here
+        return total
 
     def unchanged(self, select: Iterable[str] = ()) -> list[str]:
         """The selected views with nothing new since their last push: no latest row whose change
@@ -459,8 +569,7 @@ class Pusher:
         if rows is None:
             return None
         if isinstance(self.client, redis.RedisCluster):
-            groups = slot_groups(rows, self.chunk_rows)
-            return InFlight(rows, groups, None, replies=self._scripted(lambda: self._write_cluster(groups)))
+            return InFlight(rows, [], None, self._set_nx, cluster=self._cluster_writer().start(rows, self._set_nx))
         set_nx = self._set_nx
         if set_nx:
             commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms)]
@@ -483,6 +592,9 @@ class Pusher:
         batch uses SET NX is decided here, from the share of keys this batch found absent.
         """
         if in_flight is None:
+            return
+        if in_flight.cluster is not None:
+            self._complete_cluster(in_flight, stats)
             return
         rows, replies, connection = in_flight.rows, in_flight.replies, in_flight.connection
         if in_flight.set_nx and connection is not None:
@@ -556,12 +668,28 @@ class Pusher:
             "(SCRIPT FLUSH or restarts during the push); nothing of this view was marked done"
         )
 
-    def _write_cluster(self, groups: list[tuple[list[bytes], list[bytes | str]]]) -> list[Any]:
-        """Redis Cluster: one script call per slot group, routed by redis-py's cluster pipeline."""
-        pipe = self.client.pipeline()
-        for keys, args in groups:
-            pipe.execute_command("EVALSHA", self.script_sha, len(keys), *keys, *args)
-        return pipe.execute()
+    def _cluster_writer(self) -> Any:
+        """The Redis Cluster router (featsync.online.cluster), made on first use and kept with its slot map."""
+        if self._cluster is None:
+            from featsync.online.cluster import ClusterWriter
+
+            self._cluster = ClusterWriter(self.client, WRITE_NEWER, self.chunk_rows)
+        return self._cluster
+
+    def _complete_cluster(self, in_flight: InFlight, stats: PushStats) -> None:
+        """Read a Redis Cluster batch's replies and write what is left (featsync.online.cluster)."""
+        outcome = self._cluster.finish(in_flight.cluster)
+        stats.keys_written += outcome.created + outcome.written
+        stats.skipped_stale += outcome.stale
+        if outcome.set_nx_rows:
+            self.batches["set_nx"] += 1
+        if outcome.script_rows and not in_flight.set_nx:
+            self.batches["script"] += 1
+        if in_flight.set_nx:
+            absent = outcome.created / max(outcome.set_nx_rows, 1)
+        else:
+            absent = outcome.absent / max(outcome.script_rows, 1)
+        self._set_nx = self.set_nx and absent >= SET_NX_MIN_ABSENT
 
     def _send(self, commands: list[list[bytes | memoryview]]) -> list[Any]:
         """Send every packed script call, then read every reply."""
@@ -639,7 +767,7 @@ async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int =
 
     if isinstance(client, redis.asyncio.RedisCluster):
         pipe = client.pipeline()
-        for keys, args in slot_groups(rows, chunk_rows):
+        for keys, args in _slot_calls(rows, chunk_rows):
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
         replies = await pipe.execute()
     else:
@@ -662,30 +790,67 @@ async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int =
     return written, stale
 
 
-def pack_writes(sha: str, rows: Rows, chunk_rows: int) -> list[list[bytes | memoryview]]:
+def _slot_calls(rows: Rows, chunk_rows: int) -> list[tuple[list[bytes], list[bytes | str]]]:
+    """The arguments of WRITE_NEWER calls for a Redis Cluster client that routes them itself: a
+    script call may only touch keys of one hash slot (featsync.online.cluster.key_slots)."""
+    from featsync.online.cluster import key_slots
+
+    slots = key_slots(rows.keys)
+    order = np.argsort(slots, kind="stable")
+    keys = rows.keys.to_pylist()
+    values = pc.cast(rows.values, pa.binary()).to_pylist()
+    expires = rows.expire_ms.astype(str).tolist()
+    calls = []
+    for group in np.split(order, np.flatnonzero(np.diff(slots[order])) + 1):
+        for lo in range(0, len(group), chunk_rows):
+            chunk = group[lo : lo + chunk_rows].tolist()
+            args = [x for i in chunk for x in (values[i], expires[i])]
+            calls.append(([keys[i] for i in chunk], [*args, str(rows.compact_length)]))
+    return calls
+
+
+def pack_writes(
+    sha: str, rows: Rows, chunk_rows: int, groups: np.ndarray | None = None, asking: bool = False
+) -> list[list[bytes | memoryview]]:
     """EVALSHA calls of WRITE_NEWER in Redis' wire format (RESP), built column-wise.
 
     Each key and each (value, expire-at) pair is framed by Arrow kernels over the whole
     batch; a chunk's command is then a header plus two slices of those buffers. No
     per-row Python runs, which is what lets a push go faster than redis-py's packer.
+    A Redis Cluster passes `groups`, the row positions where a hash slot starts (rows sorted
+    by slot: a call starts there too), and `asking` to send each call after ASKING.
     """
     key_frames = _framed(rows.keys)
     row_frames = pc.binary_join_element_wise(_framed(rows.values), _framed(pa.array(rows.expire_ms)), _bytes(b""))
     compact = str(rows.compact_length)
     tail = f"${len(compact)}\r\n{compact}\r\n".encode()
+    n_rows = len(rows.keys)
+    starts = [0] if groups is None else [int(g) for g in groups]
+    keys, key_at = _bytes_and_bounds(key_frames)
+    rows_, row_at = _bytes_and_bounds(row_frames)
+    sha_head = f"$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n"
     commands = []
-    for lo in range(0, len(rows.keys), chunk_rows):
-        hi = min(lo + chunk_rows, len(rows.keys))
-        n = hi - lo
-        head = f"*{4 + 3 * n}\r\n$7\r\nEVALSHA\r\n${len(sha)}\r\n{sha}\r\n${len(str(n))}\r\n{n}\r\n".encode()
-        commands.append([head, _slice(key_frames, lo, hi), _slice(row_frames, lo, hi), tail])
+    for start, end in zip(starts, [*starts[1:], n_rows], strict=True):
+        for lo in range(start, end, chunk_rows):
+            hi = min(lo + chunk_rows, end)
+            n = hi - lo
+            head = f"*{4 + 3 * n}\r\n{sha_head}${len(str(n))}\r\n{n}\r\n".encode()
+            commands.append(
+                [ASKING if asking else b"", head, keys[key_at[lo] : key_at[hi]], rows_[row_at[lo] : row_at[hi]], tail]
+            )
     return commands
 
 
-def pack_set_nx(keys: pa.Array, values: pa.Array, expire_ms: np.ndarray) -> list[memoryview]:
-    """`SET key value [PXAT t] NX` per row in RESP, built column-wise like pack_writes."""
+ASKING = b"*1\r\n$6\r\nASKING\r\n"  # Redis Cluster: the next command is for a slot being imported
+
+
+def pack_set_nx(keys: pa.Array, values: pa.Array, expire_ms: np.ndarray, asking: bool = False) -> list[memoryview]:
+    """`SET key value [PXAT t] NX` per row in RESP, built column-wise like pack_writes
+    (each after ASKING with `asking`: a Redis Cluster's redirection to a slot being imported)."""
     never = pa.array(expire_ms == 0)
     head = pc.if_else(never, _bytes(b"*4\r\n$3\r\nSET\r\n"), _bytes(b"*6\r\n$3\r\nSET\r\n"))
+    if asking:
+        head = pc.binary_join_element_wise(_bytes(ASKING), head, _bytes(b""))
     pxat = pc.binary_join_element_wise(_bytes(b"$4\r\nPXAT\r\n"), _framed(pa.array(expire_ms)), _bytes(b""))
     tail = pc.binary_join_element_wise(pc.if_else(never, _bytes(b""), pxat), _bytes(b"$2\r\nNX\r\n"), _bytes(b""))
     rows = pc.binary_join_element_wise(head, _framed(keys), _framed(values), tail, _bytes(b""))
@@ -703,6 +868,15 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
     opted in, e.g. to client tracking) counts as a lost connection: the batch is rewritten
     through the script.
     """
+    first, errors = read_reply_lines(connection, n)
+    if errors:  # an error reply, e.g. OOM or NOPERM
+        raise FeatsyncError(f"Redis refused a featsync write: {errors[min(errors)]}")
+    return first == ord("+")
+
+
+def read_reply_lines(connection: Any, n: int) -> tuple[np.ndarray, dict[int, str]]:
+    """The first byte of each of n one-line replies (read_set_nx_replies), and the text of
+    the error ones by position: a Redis Cluster routes on them (MOVED, ASK, TRYAGAIN)."""
     chunks, lines = [], 0
     sock = raw_socket(connection)
     try:
@@ -721,35 +895,14 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
     first = data[np.concatenate(([0], ends[:-1] + 1))]
     if (first == ord(">")).any():  # a RESP3 push message (client tracking): read it the slow way
         raise redis.ConnectionError("a RESP3 push message arrived amid SET NX replies")
-    created = first == ord("+")
-    unexpected = np.flatnonzero(~created & (first != ord("_")) & (first != ord("$")))
-    if len(unexpected):  # an error reply, e.g. OOM or NOPERM
-        i = int(unexpected[0])
-        line = bytes(data[int(ends[i - 1]) + 1 if i else 0 : ends[i]]).decode(errors="replace")
-        raise FeatsyncError(f"Redis refused a featsync write: {line.strip().lstrip('-')}")
     if lines != n:
         raise FeatsyncError(f"Redis sent {lines} replies to {n} SET NX commands")
-    return created
-
-
-def slot_groups(rows: Rows, chunk_rows: int) -> list[tuple[list[bytes], list[bytes | str]]]:
-    """Redis Cluster: a script call may only touch keys of one hash slot, so group by slot."""
-    from redis.crc import key_slot
-
-    key_list = [k.encode() if isinstance(k, str) else k for k in rows.keys.to_pylist()]
-    value_list = pc.cast(rows.values, pa.binary()).to_pylist()
-    expires = rows.expire_ms.astype(str).tolist()
-    compact = str(rows.compact_length)
-    by_slot: dict[int, list[int]] = {}
-    for i, key in enumerate(key_list):
-        by_slot.setdefault(key_slot(key), []).append(i)
-    groups = []
-    for members in by_slot.values():
-        for lo in range(0, len(members), chunk_rows):
-            chunk = members[lo : lo + chunk_rows]
-            args = [x for i in chunk for x in (value_list[i], expires[i])]
-            groups.append(([key_list[i] for i in chunk], [*args, compact]))
-    return groups
+    unexpected = np.flatnonzero((first != ord("+")) & (first != ord("_")) & (first != ord("$")))
+    errors = {}
+    for i in unexpected.tolist():
+        line = bytes(data[int(ends[i - 1]) + 1 if i else 0 : ends[i]]).decode(errors="replace")
+        errors[i] = line.strip().lstrip("-")
+    return first, errors
 
 
 def _bytes(value: bytes) -> pa.Scalar:
@@ -762,6 +915,14 @@ def _framed(array: pa.Array) -> pa.Array:
     array = pc.cast(array, pa.binary())
     length = pc.cast(pc.cast(pc.binary_length(array), pa.string()), pa.binary())
     return pc.binary_join_element_wise(_bytes(b"$"), length, _bytes(b"\r\n"), array, _bytes(b"\r\n"), _bytes(b""))
+
+
+def _bytes_and_bounds(array: pa.Array) -> tuple[memoryview, list[int]]:
+    """The data of a binary array and each element's start (and the end), for slicing many
+    times without copying (a cluster's script calls are a few rows each)."""
+    _, offsets, data = array.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
+    return memoryview(data), bounds.tolist()
 
 
 def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:

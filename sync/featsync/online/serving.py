@@ -310,6 +310,14 @@ class OnlineReader:
     key_prefix: str | None = None
     now: Any = time.time
     _plans: PlanCache = field(default_factory=PlanCache, repr=False)  # clients choose the keys: bounded LRU
+    _cluster: Any = field(default=None, repr=False)  # featsync.online.cluster.ClusterReader, made on first use
+
+    def _cluster_reader(self) -> Any:
+        if self._cluster is None:
+            from featsync.online.cluster import ClusterReader
+
+            self._cluster = ClusterReader(self.client)
+        return self._cluster
 
     def plan(self, features: Sequence[str] | None, feature_service: str | None, full_feature_names: bool) -> ReadPlan:
         key = plan_key(features, feature_service, full_feature_names)  # duplicates dropped: one plan, a short key
@@ -469,7 +477,7 @@ class OnlineReader:
             if not keys:
                 values = []
             elif isinstance(self.client, redis.RedisCluster):
-                values = self.client.mget_nonatomic(keys)  # one MGET per slot, sent together
+                values = self._cluster_reader().mget(keys)  # one MGET per slot, per master at once
             else:
                 values = self.client.mget(keys)
         except redis.RedisError as exc:

@@ -1,0 +1,543 @@
+"""Push into a Redis Cluster the way push writes one Redis: column-wise, per master, pipelined.
+
+A batch's hash slots are computed at once in numpy (CRC16 as Redis defines it, hash tags
+included), the slot → master map comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` before Redis
+7), and each master gets its rows as one pipeline built with push's own column-wise packers:
+`SET key value PXAT t NX` while keys are absent, the WRITE_NEWER script (one call per hash
+slot, as a script's declared keys must share a slot, even with Redis 7's
+allow-cross-slot-keys; push reads 4 times bigger batches from the warehouse for a cluster,
+push.CLUSTER_BATCH_ROWS, so a call holds about 16 rows) for the rows whose key existed. The pipelines of
+all masters are sent before any reply is read, so the masters work at the same time, and
+push encodes its next batch meanwhile.
+
+Redirections are followed row by row: `MOVED` (a slot moved for good: the map is read again)
+and `ASK` (a slot is being migrated and this key is already on the target: the row is resent
+there after `ASKING`); `TRYAGAIN`, `CLUSTERDOWN`, a lost connection or a failed-over master
+resend the rows with backoff after reading the map again, at most RETRIES rounds without
+progress, then fail as unreachable (push's message). Every write is idempotent (newest event
+time wins), so resending is always safe. Semantics are push's (featsync.online.push): this
+module only routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+import hiredis
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import redis
+from redis.crc import key_slot
+
+from featsync.errors import FeatsyncError
+from featsync.online.connections import RETRIES, cluster_node_client, raw_socket
+from featsync.online.push import Rows, pack_set_nx, pack_writes, read_reply_lines
+
+SLOTS = 16384
+NO_NODE = -1
+LONG_KEY = 256  # keys longer than this (rare) get their slot one by one, not in the padded matrix
+
+
+def _crc16_table() -> np.ndarray:
+    """CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), the one Redis Cluster uses."""
+    table = np.zeros(256, dtype=np.uint16)
+    for byte in range(256):
+        crc = byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+        table[byte] = crc & 0xFFFF
+    return table
+
+
+CRC16 = _crc16_table()
+
+
+def key_slots(keys: pa.Array) -> np.ndarray:
+    """The hash slot of every key of a batch, as Redis Cluster computes it.
+
+    CRC16 runs column-wise: one numpy step per byte position over every key at once, after
+    the keys' common prefix (a view's keys share theirs), which is hashed once. A key with a
+    hash tag (a `{`: only what is between it and the next `}` is hashed, when not empty) or
+    longer than LONG_KEY bytes is hashed on its own by redis-py's key_slot, the reference
+    this function is tested against.
+    """
+    if not (pa.types.is_string(keys.type) or pa.types.is_binary(keys.type)):
+        keys = pc.cast(keys, pa.binary())  # same buffers for string and binary: no copy for those
+    n = len(keys)
+    slots = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return slots
+    _, offsets_buffer, data_buffer = keys.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=np.int32, count=n + 1, offset=keys.offset * 4).astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.zeros(1, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    odd = lengths > LONG_KEY
+    braces = np.flatnonzero(data[offsets[0] : offsets[-1]] == ord("{")) + offsets[0]
+    odd[np.searchsorted(offsets, braces, side="right") - 1] = True  # the keys holding a `{`
+    fast = np.flatnonzero(~odd)
+    if len(fast):
+        starts, lengths = starts[fast], lengths[fast]
+        common, head = 0, 0
+        while common < int(lengths.min()):
+            byte = data[starts + common]
+            if (byte != byte[0]).any():
+                break
+            head = ((head << 8) & 0xFFFF) ^ int(CRC16[(head >> 8) ^ int(byte[0])])
+            common += 1
+        positions = np.arange(common, int(lengths.max()))[:, None]
+        matrix = data[np.minimum(starts[None, :] + positions, len(data) - 1)].astype(np.uint16)  # byte j of every key
+        active = lengths[None, :] > positions
+        crc = np.full(len(fast), head, dtype=np.uint16)
+        for j in range(len(positions)):
+            crc = np.where(active[j], (crc << 8) ^ CRC16[(crc >> 8) ^ matrix[j]], crc)
+        slots[fast] = crc & (SLOTS - 1)
+    for i in np.flatnonzero(odd):
+        slots[i] = key_slot(keys[int(i)].as_py().encode() if pa.types.is_string(keys.type) else keys[int(i)].as_py())
+    return slots
+
+
+@dataclass
+class SlotMap:
+    """Which master owns each hash slot: an index into `nodes` per slot (NO_NODE: unassigned)."""
+
+    nodes: list[tuple[str, int]]
+    owners: np.ndarray
+
+    @classmethod
+    def read(
+        cls, client: redis.RedisCluster, node_client: Callable[[str, int], redis.Redis], known: list[tuple[str, int]] = ()
+    ) -> SlotMap:
+        """The map as a reachable node states it: CLUSTER SHARDS, or CLUSTER SLOTS before Redis 7.
+
+        Asks the nodes redis-py knows, then those this writer saw; the first answer wins (a
+        MOVED that comes back sends us here again)."""
+        candidates = [(n.host, int(n.port)) for n in client.get_nodes()]
+        candidates += [a for a in known if a not in candidates]
+        error: Exception | None = None
+        for host, port in candidates:
+            node = node_client(host, port)
+            try:
+                try:
+                    return cls._from_shards(node.execute_command("CLUSTER SHARDS"), host)
+                except redis.ResponseError as exc:
+                    if "unknown" not in str(exc).lower():
+                        raise
+                    return cls._from_slots(node.execute_command("CLUSTER SLOTS"), host)
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+                error = exc
+        raise redis.ConnectionError(f"no node of the cluster gave its slot map: {error}")
+
+    @classmethod
+    def _from_shards(cls, shards: list[Any], asked: str) -> SlotMap:
+        owners = np.full(SLOTS, NO_NODE, dtype=np.int64)
+        nodes: list[tuple[str, int]] = []
+        for shard in shards:
+            shard = _as_dict(shard)
+            for node in shard.get("nodes", []):
+                node = _as_dict(node)
+                if _text(node.get("role")) != "master" or _text(node.get("health", "online")) != "online":
+                    continue
+                host = _text(node.get("endpoint") or node.get("ip") or "")
+                host = asked if host in ("", "?") else host
+                port = int(node.get("port") or node.get("tls-port"))
+                nodes.append((host, port))
+                ranges = [int(x) for x in shard.get("slots", [])]
+                for lo, hi in zip(ranges[::2], ranges[1::2], strict=True):
+                    owners[lo : hi + 1] = len(nodes) - 1
+                break
+        return cls(nodes, owners)
+
+    @classmethod
+    def _from_slots(cls, ranges: Any, asked: str) -> SlotMap:
+        owners = np.full(SLOTS, NO_NODE, dtype=np.int64)
+        nodes: list[tuple[str, int]] = []
+        # redis-py parses CLUSTER SLOTS into {(lo, hi): {"primary": (host, port), ...}}.
+        items = ranges.items() if isinstance(ranges, dict) else ((tuple(r[:2]), {"primary": r[2][:2]}) for r in ranges)
+        for (lo, hi), owner in items:
+            host, port = owner["primary"][:2]
+            host = _text(host) or asked
+            address = (host, int(port))
+            if address not in nodes:
+                nodes.append(address)
+            owners[int(lo) : int(hi) + 1] = nodes.index(address)
+        return cls(nodes, owners)
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A RESP3 map or a RESP2 flat [key, value, ...] list as a dict with text keys."""
+    if isinstance(value, dict):
+        return {_text(k): v for k, v in value.items()}
+    return {_text(k): v for k, v in zip(value[::2], value[1::2], strict=True)}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value) if value is not None else ""
+
+
+# Per-row outcome of a round.
+PENDING, CREATED, EXISTED, DONE = 0, 1, 2, 3
+
+
+@dataclass
+class Part:
+    """The rows of one round sent to one master on one connection, one way."""
+
+    node: int
+    rows: np.ndarray  # positions in the batch, in the order sent
+    asking: bool  # each command after ASKING (an ASK redirection)
+    set_nx: bool  # SET NX per row, else the script per hash slot
+    single: bool  # the script one row per call (after ASKING, or after TRYAGAIN)
+    connection: Any = None  # None: sending failed (error says why)
+    error: Exception | None = None
+
+    def groups(self, slots: np.ndarray) -> np.ndarray:
+        """Where each script call starts (rows sorted by slot)."""
+        return np.arange(len(self.rows)) if self.single else np.flatnonzero(np.diff(slots[self.rows], prepend=-1))
+
+
+@dataclass
+class Sent:
+    """One round's pipelines, sent and not read yet."""
+
+    rows: Rows
+    slots: np.ndarray
+    parts: list[Part] = field(default_factory=list)
+    unsent: list[tuple[np.ndarray, bool]] = field(default_factory=list)  # (rows, SET NX) of unassigned slots
+
+
+@dataclass
+class Route:
+    """How each row of a batch goes next: SET NX or the script, to its ASK target, one per call."""
+
+    set_nx: np.ndarray
+    ask: np.ndarray  # a node index after ASK, else NO_NODE (by the map)
+    single: np.ndarray  # the script one row per call (a multi-key call got TRYAGAIN)
+
+    @classmethod
+    def of(cls, n: int, set_nx: bool) -> Route:
+        return cls(np.full(n, set_nx), np.full(n, NO_NODE, dtype=np.int64), np.zeros(n, dtype=bool))
+
+
+@dataclass
+class Outcome:
+    """What a batch's writes did: which rows SET NX created, and the script's counts."""
+
+    created: int = 0
+    written: int = 0
+    stale: int = 0
+    absent: int = 0
+    set_nx_rows: int = 0  # rows that went through SET NX (to decide how the next batch goes)
+    script_rows: int = 0
+
+
+@dataclass
+class ClusterWriter:
+    """Routes push's writes to the masters of a Redis Cluster (see the module docstring)."""
+
+    client: redis.RedisCluster
+    script: str  # WRITE_NEWER
+    chunk_rows: int
+    map: SlotMap | None = None
+    _loaded: set[tuple[str, int]] = field(default_factory=set)  # masters known to hold the script
+    _clients: dict[tuple[str, int], redis.Redis] = field(default_factory=dict)
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha1(self.script.encode()).hexdigest()
+
+    def refresh(self) -> None:
+        known = self.map.nodes if self.map else []
+        self.map = SlotMap.read(self.client, lambda host, port: self._node((host, port)), known)
+
+    def _node(self, address: tuple[str, int]) -> redis.Redis:
+        if address not in self._clients:
+            self._clients[address] = cluster_node_client(self.client, *address)
+        return self._clients[address]
+
+    def _index(self, address: tuple[str, int]) -> int:
+        assert self.map is not None
+        if address not in self.map.nodes:
+            self.map.nodes.append(address)
+        return self.map.nodes.index(address)
+
+    def start(self, rows: Rows, set_nx: bool) -> Sent:
+        """Send a batch's first round (every row by the map) without reading any reply."""
+        if self.map is None:
+            self.refresh()
+        n = len(rows.keys)
+        return self._send(rows, key_slots(rows.keys), np.arange(n), Route.of(n, set_nx))
+
+    def finish(self, sent: Sent) -> Outcome:
+        """Read a batch's replies, then write what is left (keys that existed, redirections)
+        round by round until every row is written."""
+        outcome = Outcome()
+        n = len(sent.rows.keys)
+        state = np.full(n, PENDING, dtype=np.int8)
+        route = Route.of(n, False)
+        for part in sent.parts:
+            route.set_nx[part.rows] = part.set_nx
+        for rows, nx in sent.unsent:
+            route.set_nx[rows] = nx
+        quiet = 0  # rounds in a row that wrote nothing
+        while True:
+            settled = int(np.isin(state, (CREATED, DONE)).sum())
+            trouble = self._collect(sent, state, route, outcome)
+            progress = int((state != PENDING).sum()) > settled
+            todo = np.flatnonzero((state == PENDING) | (state == EXISTED))
+            if not len(todo):
+                return outcome
+            quiet = 0 if progress else quiet + 1
+            if quiet > RETRIES:
+                raise trouble or redis.exceptions.ClusterDownError("the cluster kept refusing featsync's writes")
+            if trouble is not None:
+                if not progress:
+                    time.sleep(min(1.0, 0.05 * 2**quiet))
+                self.refresh()
+            # Rows whose key existed go through the script; redirected ones are resent as they were.
+            route.set_nx[todo] &= state[todo] == PENDING
+            state[todo] = PENDING
+            sent = self._send(sent.rows, sent.slots, todo, route)
+
+    def _send(self, rows: Rows, slots: np.ndarray, idx: np.ndarray, route: Route) -> Sent:
+        """Pipelines per (master, ASKING, SET NX, one per call) for rows idx; replies unread."""
+        assert self.map is not None
+        sent = Sent(rows, slots)
+        ask, nx, single = route.ask[idx], route.set_nx[idx], route.single[idx] | (route.ask[idx] >= 0)
+        target = np.where(ask >= 0, ask, self.map.owners[slots[idx]])
+        kinds = target * 8 + (ask >= 0) * 4 + nx * 2 + single
+        for kind in np.unique(kinds):
+            part = idx[kinds == kind]
+            node, asking, set_nx, one = int(kind) // 8, bool(kind & 4), bool(kind & 2), bool(kind & 1)
+            if node < 0:  # an unassigned slot (CLUSTERDOWN): try again after a refresh
+                sent.unsent.append((part, set_nx))
+                continue
+            sent.parts.append(self._send_part(sent, Part(node, part, asking, set_nx, one)))
+        return sent
+
+    def _send_part(self, sent: Sent, part: Part) -> Part:
+        assert self.map is not None
+        address = self.map.nodes[part.node]
+        if not part.set_nx:  # script calls go per hash slot: rows sorted by slot
+            part.rows = part.rows[np.argsort(sent.slots[part.rows], kind="stable")]
+        rows = sent.rows.select(part.rows)
+        client = self._node(address)
+        try:
+            if part.set_nx:
+                commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms, asking=part.asking)]
+            else:
+                if address not in self._loaded:
+                    client.script_load(self.script)
+                    self._loaded.add(address)
+                groups = part.groups(sent.slots)
+                commands = pack_writes(self.sha, rows, self.chunk_rows, groups=groups, asking=part.asking)
+            part.connection = client.connection_pool.get_connection()
+            # One buffer, one send: a script call per slot is a few rows, so a send per piece
+            # would cost more syscalls than the rows cost Redis.
+            part.connection.send_packed_command([b"".join(chain.from_iterable(commands))], check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            if part.connection is not None:
+                part.connection.disconnect()
+                client.connection_pool.release(part.connection)
+            part.connection, part.error = None, exc
+            self._loaded.discard(address)
+        return part
+
+    def _collect(self, sent: Sent, state: np.ndarray, route: Route, outcome: Outcome) -> Exception | None:
+        """Read every reply of a round into per-row state; returns the last trouble (a reason to
+        back off and read the map again), if any."""
+        assert self.map is not None
+        trouble: Exception | None = None
+        if sent.unsent:
+            trouble = redis.exceptions.ClusterDownError("a hash slot has no master")
+        for part in sent.parts:
+            address = self.map.nodes[part.node]
+            if part.connection is None:
+                trouble = part.error
+                continue
+            route.ask[part.rows] = NO_NODE
+            client = self._node(address)
+            try:
+                if part.set_nx:
+                    trouble = self._read_set_nx(part, state, route, outcome) or trouble
+                else:
+                    trouble = self._read_script(address, part, sent, state, route, outcome) or trouble
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                part.connection.disconnect()  # a half-read reply stream is never reused
+                self._loaded.discard(address)
+                trouble = exc
+            except BaseException:
+                part.connection.disconnect()
+                raise
+            finally:
+                client.connection_pool.release(part.connection)
+        return trouble
+
+    def _read_set_nx(self, part: Part, state: np.ndarray, route: Route, outcome: Outcome) -> Exception | None:
+        lines = len(part.rows) * (2 if part.asking else 1)
+        first, errors = read_reply_lines(part.connection, lines)
+        if part.asking:  # every other reply is ASKING's +OK
+            first = first[1::2]
+            errors = {(i - 1) // 2: text for i, text in errors.items() if i % 2}
+        outcome.set_nx_rows += len(part.rows)
+        created = first == ord("+")
+        existed = (first == ord("_")) | (first == ord("$"))
+        outcome.created += int(created.sum())
+        state[part.rows[created]] = CREATED
+        state[part.rows[existed]] = EXISTED
+        trouble = None
+        for i, error in errors.items():
+            trouble = self._redirect(error, part.rows[i : i + 1], route) or trouble
+        return trouble
+
+    def _read_script(
+        self, address: tuple[str, int], part: Part, sent: Sent, state: np.ndarray, route: Route, outcome: Outcome
+    ) -> Exception | None:
+        trouble = None
+        bounds = _chunks(part.groups(sent.slots), len(part.rows), self.chunk_rows)
+        replies = read_replies(part.connection, len(bounds) * (2 if part.asking else 1))
+        if part.asking:
+            replies = replies[1::2]  # every other reply is ASKING's +OK
+        for (lo, hi), reply in zip(bounds, replies, strict=True):
+            members = part.rows[lo:hi]
+            if isinstance(reply, hiredis.ReplyError):
+                if str(reply).startswith("NOSCRIPT"):
+                    self._loaded.discard(address)  # load it again on the next round (a failed-over master)
+                trouble = self._redirect(str(reply), members, route) or trouble
+                continue
+            written, stale, absent = reply
+            outcome.script_rows += len(members)
+            outcome.written += written
+            outcome.stale += stale
+            outcome.absent += absent
+            state[members] = DONE
+        return trouble
+
+    def _redirect(self, error: str, rows: np.ndarray, route: Route) -> Exception | None:
+        """A redirection or a transient refusal leaves the rows pending (what to do next goes in
+        route); anything else fails the push."""
+        assert self.map is not None
+        word = error.split(" ", 1)[0].lstrip("-").upper()
+        if word == "ASK":
+            host, _, port = error.split()[2].rpartition(":")
+            route.ask[rows] = self._index((host or self.map.nodes[0][0], int(port)))
+            return None
+        if word == "TRYAGAIN":  # a multi-key call on a slot in migration: one key per call then
+            route.single[rows] = True
+            return redis.exceptions.ClusterDownError(error)
+        if word == "MOVED":
+            return redis.exceptions.ClusterError(error)  # the map is read again before the next round
+        if word in ("CLUSTERDOWN", "LOADING", "MASTERDOWN", "READONLY"):
+            return redis.exceptions.ClusterDownError(error)
+        if word == "NOSCRIPT":
+            return redis.exceptions.NoScriptError(error)
+        raise FeatsyncError(f"Redis refused a featsync write: {error}")
+
+
+def _chunks(groups: np.ndarray, n: int, chunk_rows: int) -> list[tuple[int, int]]:
+    """The (lo, hi) row ranges of the script calls pack_writes builds: a call starts at every
+    group start and every chunk_rows rows within a group."""
+    bounds = []
+    starts = list(groups) + [n]
+    for lo, end in zip(starts[:-1], starts[1:], strict=True):
+        for a in range(int(lo), int(end), chunk_rows):
+            bounds.append((a, min(a + chunk_rows, int(end))))
+    return bounds
+
+
+@dataclass
+class ClusterReader:
+    """Reads across a Redis Cluster (featsync.online.serving.OnlineReader): one pipeline of
+    `GET`s per master, packed in one buffer and sent before any reply is read, the replies
+    parsed straight off the sockets. redis-py's mget_nonatomic sends one MGET per hash slot
+    through its generic cluster pipeline, at several times the Python cost per key; it stays
+    the fallback whenever the map is wrong (a MOVED, ASK or any error reply): it answers
+    then, and the map is read again before the next request."""
+
+    client: redis.RedisCluster
+    map: SlotMap | None = None
+    _clients: dict[tuple[str, int], redis.Redis] = field(default_factory=dict)
+
+    def _node(self, address: tuple[str, int]) -> redis.Redis:
+        if address not in self._clients:
+            self._clients[address] = cluster_node_client(self.client, *address)
+        return self._clients[address]
+
+    def mget(self, keys: list[bytes]) -> list[Any]:
+        if self.map is None:
+            self.map = SlotMap.read(self.client, lambda host, port: self._node((host, port)))
+        slots = [key_slot(k) for k in keys] if len(keys) <= 16 else key_slots(pa.array(keys, pa.binary())).tolist()
+        by_node: dict[int, list[int]] = {}
+        owners = self.map.owners
+        for i, slot in enumerate(slots):
+            by_node.setdefault(int(owners[slot]), []).append(i)
+        if NO_NODE in by_node:
+            return self._fallback(keys)
+        sent = []
+        try:
+            for node, members in by_node.items():
+                client = self._node(self.map.nodes[node])
+                connection = client.connection_pool.get_connection()
+                sent.append((client, connection, members))
+                command = b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(keys[i]), keys[i]) for i in members)
+                connection.send_packed_command([command], check_health=False)
+            values: list[Any] = [None] * len(keys)
+            for _, connection, members in sent:
+                replies = read_replies(connection, len(members))
+                if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
+                    raise _StaleMap  # MOVED, ASK, TRYAGAIN...
+                for i, value in zip(members, replies, strict=True):
+                    values[i] = value
+            return values
+        except _StaleMap:
+            for _, connection, _ in sent:
+                connection.disconnect()  # replies may be left unread
+            return self._fallback(keys)
+        except BaseException:
+            for _, connection, _ in sent:
+                connection.disconnect()
+            raise
+        finally:
+            for client, connection, _ in sent:
+                client.connection_pool.release(connection)
+
+    def _fallback(self, keys: list[bytes]) -> list[Any]:
+        self.map = None
+        return self.client.mget_nonatomic(keys)
+
+
+class _StaleMap(Exception):
+    """An error reply to a read: the slot map is wrong."""
+
+
+def read_replies(connection: Any, n: int) -> list[Any]:
+    """n replies read straight off the socket and parsed by hiredis (redis-py's read_response
+    costs over ten microseconds a reply, and a cluster's script calls are a few rows each):
+    an error reply comes back in place as a hiredis.ReplyError, not raised. Nothing else is
+    pending on the connection (every earlier reply on it was read in full), as for push's
+    SET NX replies."""
+    sock = raw_socket(connection)
+    reader = hiredis.Reader()
+    out: list[Any] = []
+    try:
+        while len(out) < n:
+            reply = reader.gets()
+            if reply is not False:
+                out.append(reply)
+                continue
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection")
+            reader.feed(chunk)
+    except TimeoutError as exc:
+        raise redis.TimeoutError(str(exc)) from exc
+    except OSError as exc:
+        raise redis.ConnectionError(str(exc)) from exc
+    if reader.gets() is not False:
+        raise redis.ConnectionError(f"Redis sent more than the {n} replies expected")
+    return out
