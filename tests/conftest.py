@@ -53,6 +53,16 @@ class Build:
     target_path: Path
     schema: str
 
+    @property
+    def scratch_path(self) -> Path:
+        """A copy of the build's target path for `dbt compile --inline` and the like: they rewrite
+        manifest.json without the models' compiled code, which later tests read from target_path
+        (the copy keeps partial parsing quick)."""
+        scratch = self.target_path.with_name(self.target_path.name + "-scratch")
+        if not scratch.exists():
+            shutil.copytree(self.target_path, scratch)
+        return scratch
+
     def manifest_registry(self):
         import json
 

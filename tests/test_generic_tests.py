@@ -17,7 +17,7 @@ BAD_SCD2 = """(select * from (values
 
 def compiled(build, call: str) -> str:
     return (
-        build.project.run_dbt(["compile", "--inline", call], target_path=build.target_path).result.results[0].node.compiled_code
+        build.project.run_dbt(["compile", "--inline", call], target_path=build.scratch_path).result.results[0].node.compiled_code
     )
 
 

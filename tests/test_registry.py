@@ -329,7 +329,7 @@ def test_macro_parses_durations_like_python(duckdb_build):
         f"featsync.duration_seconds({v!r})" if v is not None else "featsync.duration_seconds(none)" for v, _ in DURATIONS
     )
     result = duckdb_build.project.run_dbt(
-        ["compile", "--inline", f"select '{{{{ [{calls}] | tojson }}}}'"], target_path=duckdb_build.target_path
+        ["compile", "--inline", f"select '{{{{ [{calls}] | tojson }}}}'"], target_path=duckdb_build.scratch_path
     )
     compiled = result.result.results[0].node.compiled_code
     assert json.loads(compiled.split("'")[1]) == [s for _, s in DURATIONS]
@@ -339,5 +339,5 @@ def test_macro_parses_durations_like_python(duckdb_build):
         with pytest.raises(DbtError, match="is not a duration|whole number of seconds|longer than 36500d"):
             duckdb_build.project.run_dbt(
                 ["compile", "--inline", f"select {{{{ featsync.duration_seconds({bad!r}) }}}}"],
-                target_path=duckdb_build.target_path,
+                target_path=duckdb_build.scratch_path,
             )
