@@ -10,8 +10,10 @@ Tokens are compared in constant time.
 from __future__ import annotations
 
 import hmac
+from typing import TYPE_CHECKING
 
-from starlette.responses import Response
+if TYPE_CHECKING:  # the CLI reads token files before it knows the serve extra is there
+    from starlette.responses import Response
 
 COOKIE = "featsync_token"  # the UI keeps a signed-in browser's token in this cookie (HttpOnly, SameSite=Strict)
 
@@ -44,6 +46,8 @@ def authorized(scope: dict, token: str | None, cookie: bool = False) -> bool:
 
 def unauthorized() -> Response:
     """401 with `WWW-Authenticate: Bearer`, in the JSON error shape of the server."""
+    from starlette.responses import Response
+
     response = Response('{"detail":"missing or wrong bearer token"}', 401, media_type="application/json")
     response.headers["WWW-Authenticate"] = "Bearer"
     return response
