@@ -41,7 +41,7 @@ import redis
 from featsync.online.connections import redis_client
 from featsync.online.push import Pusher
 from featsync.project import Project
-from workspace import Workspace
+from workspace import Workspace, private_redis
 
 VIEW = "bench_entity_features"
 
@@ -82,27 +82,6 @@ def free_port() -> int:
         except OSError:
             continue
     raise RuntimeError("no free port in 7100-7199")
-
-
-@contextmanager
-def local_redis() -> Iterator[str]:
-    """One plain redis-server with the cluster nodes' settings; yields its URL."""
-    workdir = tempfile.mkdtemp(prefix="featsync-single-")
-    port = free_port()
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-    proc = subprocess.Popen([shutil.which("redis-server"), *args], stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                redis.Redis(port=port).ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @contextmanager
@@ -175,7 +154,7 @@ def read_latencies(project: Project, clients: list[redis.Redis], n: int, entitie
 
 def compare_cluster(project: Project, rows: int) -> None:
     """One Redis and a 3-master cluster side by side, each push alternating between them."""
-    with local_redis() as single_url, local_cluster() as cluster_url:
+    with private_redis(free_port()) as single_url, local_cluster() as cluster_url:
         single, cluster = redis_client(project, single_url), redis_client(project, cluster_url)
         timed_push(project, single, set_nx=True)  # pays dbt's first in-process compile
         print(f"{rows:,} entities, 5 float features, no ttl; one redis-server vs a 3-master cluster, same settings,")

@@ -30,53 +30,20 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import redis
 
-from workspace import ROOT, Workspace
+from workspace import ROOT, Workspace, private_redis
 
 VIEW = "bench_entity_features"
 FEATSYNC = [str(Path(sys.executable).parent / "featsync")]  # --featsync replaces it
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """A redis-server of this benchmark's own on a free loopback port, killed at the end."""
-    port = free_port()
-    workdir = tempfile.mkdtemp(prefix="featsync-bench-redis-")
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
-    proc = subprocess.Popen([shutil.which("redis-server"), *args], stdout=subprocess.DEVNULL)
-    try:
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 CPU: list[float] = []  # CPU seconds (user + system) of the last timed process

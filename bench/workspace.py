@@ -1,10 +1,16 @@
-"""A scratch copy of bench/pit_project (featsync as a local package) on its own DuckDB file."""
+"""What benchmarks run on: a scratch copy of bench/pit_project (featsync as a local package) on its
+own DuckDB file, and a private redis-server."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,3 +60,34 @@ class Workspace:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def private_redis(port: int | None = None) -> Iterator[str]:
+    """A redis-server of the benchmark's own on loopback (a free port unless given), nothing
+    kept on disk, killed at the end; yields its URL once it answers PING."""
+    import redis
+
+    port = port or free_port()
+    workdir = tempfile.mkdtemp(prefix="featsync-bench-redis-")
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+    proc = subprocess.Popen([shutil.which("redis-server"), *args], stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port)
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
