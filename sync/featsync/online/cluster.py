@@ -399,7 +399,7 @@ class ClusterWriter:
         self, address: tuple[str, int], part: Part, sent: Sent, state: np.ndarray, route: Route, outcome: Outcome
     ) -> Exception | None:
         trouble = None
-        bounds = _chunks(part.groups(sent.slots), len(part.rows), self.chunk_rows)
+        bounds = call_bounds(part.groups(sent.slots), len(part.rows), self.chunk_rows)
         replies = read_replies(part.connection, len(bounds) * (2 if part.asking else 1))
         if part.asking:
             replies = replies[1::2]  # every other reply is ASKING's +OK
@@ -439,7 +439,7 @@ class ClusterWriter:
         raise FeatsyncError(f"Redis refused a featsync write: {error}")
 
 
-def _chunks(groups: np.ndarray, n: int, chunk_rows: int) -> list[tuple[int, int]]:
+def call_bounds(groups: np.ndarray, n: int, chunk_rows: int) -> list[tuple[int, int]]:
     """The (lo, hi) row ranges of the script calls pack_writes builds: a call starts at every
     group start and every chunk_rows rows within a group."""
     bounds = []

@@ -792,20 +792,21 @@ async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int =
 
 def _slot_calls(rows: Rows, chunk_rows: int) -> list[tuple[list[bytes], list[bytes | str]]]:
     """The arguments of WRITE_NEWER calls for a Redis Cluster client that routes them itself: a
-    script call may only touch keys of one hash slot (featsync.online.cluster.key_slots)."""
-    from featsync.online.cluster import key_slots
+    script call only touches keys of one hash slot, cut as ClusterWriter cuts its calls
+    (featsync.online.cluster: key_slots, and call_bounds for the rows of each call)."""
+    from featsync.online.cluster import call_bounds, key_slots
 
     slots = key_slots(rows.keys)
     order = np.argsort(slots, kind="stable")
+    starts = np.flatnonzero(np.diff(slots[order], prepend=-1))
     keys = rows.keys.to_pylist()
     values = pc.cast(rows.values, pa.binary()).to_pylist()
     expires = rows.expire_ms.astype(str).tolist()
     calls = []
-    for group in np.split(order, np.flatnonzero(np.diff(slots[order])) + 1):
-        for lo in range(0, len(group), chunk_rows):
-            chunk = group[lo : lo + chunk_rows].tolist()
-            args = [x for i in chunk for x in (values[i], expires[i])]
-            calls.append(([keys[i] for i in chunk], [*args, str(rows.compact_length)]))
+    for lo, hi in call_bounds(starts, len(order), chunk_rows):
+        chunk = order[lo:hi].tolist()
+        args = [x for i in chunk for x in (values[i], expires[i])]
+        calls.append(([keys[i] for i in chunk], [*args, str(rows.compact_length)]))
     return calls
 
 
