@@ -36,19 +36,26 @@ def start_server(
     args += ["--redis-url", redis_url] if redis_url else []
     args += ["--key-prefix", key_prefix, "--port", str(port), "--log-level", "warning", *extra]
     env = {k: v for k, v in os.environ.items() if k != "FEATSYNC_REDIS_URL"}
+    return launch(args, env, port, 60)
+
+
+def launch(args: list[str], env: dict[str, str], port: int, seconds: float) -> tuple[subprocess.Popen, str]:
+    """A `featsync serve` / `featsync ui` command line in a subprocess; returns (process, base
+    URL) once it answers /health (200 or 503), else fails the test with its output."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    what = f"featsync {args[args.index('-m') + 2]}"
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            pytest.fail(f"featsync serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{proc.stdout.read()}")
         try:
             httpx.get(f"{base}/health", timeout=2)
             return proc, base
         except httpx.TransportError:
             time.sleep(0.1)
     proc.kill()
-    pytest.fail(f"featsync serve did not answer within 60 s:\n{proc.stdout.read()}")
+    pytest.fail(f"{what} did not answer within {seconds:g} s:\n{proc.stdout.read()}")
 
 
 def stop(proc: subprocess.Popen) -> None:

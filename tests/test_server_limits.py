@@ -40,7 +40,7 @@ from featsync.online.server import Metrics, error
 from featsync.online.serving import OnlineReader
 from featsync.results import result_path
 from test_push import PAIRS, PROFILES, USERS, load, project, start_redis  # noqa: F401 (fixtures)
-from test_server import start_server, stop
+from test_server import launch, start_server, stop
 
 MAX_BODY = 4096
 READ_TIMEOUT = 1.0
@@ -430,19 +430,7 @@ def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """`featsync ARGS` (serve or ui) on a free port of this test's range; returns once it answers /health."""
     port = free_port_in(7200, 7299)
     command = [sys.executable, "-m", "featsync", *args, "--port", str(port), "--log-level", "warning"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"featsync {args[0]} exited with {proc.returncode}:\n{proc.stdout.read()}")
-        try:
-            httpx.get(f"{base}/health", timeout=2)
-            return proc, base
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    pytest.fail(f"featsync {args[0]} did not answer within 120 s:\n{proc.stdout.read()}")
+    return launch(command, env, port, 120)
 
 
 def test_the_ui_takes_its_token_from_the_file(project, tmp_path, redis_url):  # noqa: F811
