@@ -18,7 +18,7 @@ import sqlglot
 import yaml
 from click.testing import CliRunner
 
-from conftest import EXAMPLE_NOW, ROOT, SNOWFLAKE_EMULATOR_PROFILES, copy_project
+from conftest import EXAMPLE_NOW, ROOT, SNOWFLAKE_EMULATOR_PROFILES, assert_jobs_push_what_one_job_pushes, copy_project
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.offline.warehouse import SnowflakeWarehouse, connect
@@ -173,3 +173,10 @@ def test_asof_shim_keeps_snowflake_semantics(snowflake_build):
     with connect(snowflake_build.project) as warehouse:
         table = warehouse.fetch_arrow(sql)
     assert arrow_rows(table, ["k", "ts", "val"], "k, ts") == [("a", 10, "x"), ("a", 25, "y"), ("b", 5, None), ("c", 1, None)]
+
+
+def test_push_with_jobs_slices_in_snowflake(snowflake_build, redis_url):
+    """`push --jobs 3 --target snowflake`: each slice is read with mod(mod(hash(keys), 3) + 3, 3)."""
+    import redis
+
+    assert_jobs_push_what_one_job_pushes(snowflake_build.project, redis.Redis.from_url(redis_url), EXAMPLE_NOW)

@@ -23,7 +23,14 @@ import pytest
 import redis
 from click.testing import CliRunner
 
-from conftest import EXAMPLE_NOW, ROOT, SPARK_SCHEMA, copy_project, delete_pushed_keys
+from conftest import (
+    EXAMPLE_NOW,
+    ROOT,
+    SPARK_SCHEMA,
+    assert_jobs_push_what_one_job_pushes,
+    copy_project,
+    delete_pushed_keys,
+)
 from featsync.cli import main
 from featsync.errors import CHECK_FAILED_EXIT
 from featsync.offline.warehouse import SparkWarehouse, connect
@@ -220,6 +227,12 @@ def test_cli_push_from_spark(spark_args, duck_ro, redis_url):
         assert again["merchant_profile_features"]["watermark"] == stats["merchant_profile_features"]["watermark"]
     finally:
         delete_pushed_keys(Project.open(ROOT), client, prefix)
+
+
+
+def test_push_with_jobs_slices_in_spark(spark_build, redis_url):
+    """`push --jobs 3 --target spark`: each slice is read with Spark's pmod(hash(keys), 3)."""
+    assert_jobs_push_what_one_job_pushes(spark_build.project, redis.Redis.from_url(redis_url), EXAMPLE_NOW)
 
 
 # -- validate and the push gate ----------------------------------------------------------------
