@@ -374,7 +374,7 @@ def assert_jobs_push_what_one_job_pushes(project: Project, client: Any, now: str
     prefixes = [f"featsync-test-{uuid.uuid4().hex[:8]}" for _ in range(2)]
     try:
         stats, contents = [], []
-        for prefix, n in zip(prefixes, (1, jobs)):
+        for prefix, n in zip(prefixes, (1, jobs), strict=True):
             pusher = Pusher(project, client, key_prefix=prefix, now=lambda: instant)
             stats.append({s.feature_view: (s.rows_read, s.keys_written, s.skipped_expired) for s in pusher.push(jobs=n)})
             online = {}

@@ -229,7 +229,6 @@ def test_cli_push_from_spark(spark_args, duck_ro, redis_url):
         delete_pushed_keys(Project.open(ROOT), client, prefix)
 
 
-
 def test_push_with_jobs_slices_in_spark(spark_build, redis_url):
     """`push --jobs 3 --target spark`: each slice is read with Spark's pmod(hash(keys), 3)."""
     assert_jobs_push_what_one_job_pushes(spark_build.project, redis.Redis.from_url(redis_url), EXAMPLE_NOW)
