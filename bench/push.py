@@ -16,7 +16,7 @@ the peak RSS of this process. Every key written is deleted at the end.
 
 --cluster starts a throwaway 3-master cluster (redis-server + redis-cli --cluster create,
 as tests/test_cluster.py does) and one plain redis-server with the same settings, on
-loopback ports 7100-7199, and prints side by side, in one run: the push into each (first
+loopback ports 7100-7199 (FEATSYNC_BENCH_PORTS=lo-hi to change), and prints side by side, in one run: the push into each (first
 push: SET NX; and through the script for every row), the push with --jobs 2 and 4 into
 each, and the p50/p99 of reads (OnlineReader.get) of 1 and of 100 entities from each.
 """
@@ -68,11 +68,13 @@ def clear(client: redis.Redis, pattern: str) -> None:
 
 
 TAKEN: set[int] = set()
+# This benchmark's loopback ports (FEATSYNC_BENCH_PORTS=lo-hi, default 7100-7199): a cluster node's bus port is +10000.
+PORTS = range(*(int(x) + i for i, x in enumerate(os.environ.get("FEATSYNC_BENCH_PORTS", "7100-7199").split("-"))))
 
 
 def free_port() -> int:
-    """A free port in 7100-7199 (this benchmark's range) whose cluster bus port (+10000) is free too."""
-    for port in sorted(set(range(7100, 7200)) - TAKEN):
+    """A free port of PORTS whose cluster bus port (+10000) is free too."""
+    for port in sorted(set(PORTS) - TAKEN):
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -81,7 +83,7 @@ def free_port() -> int:
             return port
         except OSError:
             continue
-    raise RuntimeError("no free port in 7100-7199")
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1} (FEATSYNC_BENCH_PORTS)")
 
 
 @contextmanager
