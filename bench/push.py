@@ -17,8 +17,9 @@ the peak RSS of this process. Every key written is deleted at the end.
 --cluster starts a throwaway 3-master cluster (redis-server + redis-cli --cluster create,
 as tests/test_cluster.py does) and one plain redis-server with the same settings, on
 loopback ports 7100-7199 (FEATSYNC_BENCH_PORTS=lo-hi to change), and prints side by side, in one run: the push into each (first
-push: SET NX; and through the script for every row), the push with --jobs 2 and 4 into
-each, and the p50/p99 of reads (OnlineReader.get) of 1 and of 100 entities from each.
+push: SET NX; through the script for every row, into empty keys and onto existing ones), the push with --jobs 2 and 4 into
+each, and the p50/p99 of reads of 1 and of 100 entities from each: OnlineReader.get (the
+Python API) and AsyncOnlineReader.get_columns on the server's lean clients (featsync serve).
 """
 
 from __future__ import annotations
@@ -116,14 +117,20 @@ def local_cluster() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def timed_push(project: Project, client: redis.Redis, set_nx: bool, jobs: int = 1, keep: bool = False) -> tuple[float, float]:
-    """(seconds, Redis bytes per entity) of one full push of the bench view into empty keys."""
+def timed_push(
+    project: Project, client: redis.Redis, set_nx: bool, jobs: int = 1, keep: bool = False, existing: bool = False
+) -> tuple[float, float]:
+    """(seconds, Redis bytes per entity) of one full push of the bench view into empty keys;
+    `existing`: onto the keys of an untimed push just before (a full refresh, the script
+    for every row: the memory figure is then about 0)."""
     pusher = Pusher(project, client, key_prefix="bench", set_nx=set_nx)
     for pattern in pusher.key_patterns([VIEW]):
         clear(client, pattern)
+    if existing:
+        Pusher(project, client, key_prefix="bench").push([VIEW])
     base = used_memory(client)
     start = time.perf_counter()
-    (stats,) = pusher.push([VIEW], jobs=jobs)
+    (stats,) = pusher.push([VIEW], jobs=jobs, full_refresh=existing)
     seconds = time.perf_counter() - start
     per_entity = (used_memory(client) - base) / stats.keys_written
     if not keep:
@@ -154,6 +161,40 @@ def read_latencies(project: Project, clients: list[redis.Redis], n: int, entitie
     return [tuple(float(x) for x in np.percentile(spent, [50, 99]) * 1000) for spent in times]
 
 
+def async_read_latencies(project: Project, urls: list[str], n: int, entities: int, calls: int) -> list[tuple[float, float]]:
+    """The same as read_latencies through the HTTP server's reader (AsyncOnlineReader on
+    connections.async_mget's lean client: AsyncMget, or AsyncClusterMget for a cluster)."""
+    import asyncio
+    import random
+
+    import numpy as np
+
+    from featsync.online.connections import async_mget, async_redis_client
+    from featsync.online.serving import AsyncOnlineReader
+
+    async def measure() -> list[tuple[float, float]]:
+        readers = []
+        for url in urls:
+            reader = AsyncOnlineReader(project.registry(), async_redis_client(url, 5), "bench", timeout=5)
+            reader.mget = async_mget(url, 5)
+            readers.append(reader)
+        features = [f"{VIEW}:f{i}" for i in range(1, 6)]
+        rng = random.Random(1)
+        times: list[list[float]] = [[] for _ in urls]
+        for _ in range(calls):
+            columns = {"entity_id": [rng.randrange(n) for _ in range(entities)]}
+            for reader, spent in zip(readers, times, strict=True):
+                start = time.perf_counter()
+                await reader.get_columns(columns, features=features)
+                spent.append(time.perf_counter() - start)
+        for reader in readers:
+            await reader.mget.aclose()
+            await reader.client.aclose()
+        return [tuple(float(x) for x in np.percentile(spent, [50, 99]) * 1000) for spent in times]
+
+    return asyncio.run(measure())
+
+
 def compare_cluster(project: Project, rows: int) -> None:
     """One Redis and a 3-master cluster side by side, each push alternating between them."""
     with private_redis(free_port()) as single_url, local_cluster() as cluster_url:
@@ -170,6 +211,7 @@ def compare_cluster(project: Project, rows: int) -> None:
         for label, options in (
             ("first push (SET NX while keys are absent)", {"set_nx": True}),
             ("Lua check-and-set for every row", {"set_nx": False}),
+            ("Lua check-and-set onto existing keys (a refresh)", {"set_nx": False, "existing": True}),
             ("--jobs 2 (SET NX)", {"set_nx": True, "jobs": 2}),
             ("--jobs 4 (SET NX)", {"set_nx": True, "jobs": 4}),
         ):
@@ -181,6 +223,11 @@ def compare_cluster(project: Project, rows: int) -> None:
         time.sleep(2)  # let the servers finish their background work (lazy frees, rehashing)
         for entities, calls in ((1, 3000), (100, 500)):
             (a50, a99), (b50, b99) = read_latencies(project, [single, cluster], rows, entities, calls)
+            label = f"{entities} entit{'y' if entities == 1 else 'ies'} per request, p50 / p99 ms"
+            print(f"{label:<52}{a50:>5.2f}/{a99:<6.2f}{b50:>5.2f}/{b99:<6.2f}{b99 / a99:>9.2f}x")
+        print(f"{'reads, the server (AsyncOnlineReader, 5 features)':<52}{'one Redis':>12}{'cluster':>12}{'p99 ratio':>10}")
+        for entities, calls in ((1, 3000), (100, 500)):
+            (a50, a99), (b50, b99) = async_read_latencies(project, [single_url, cluster_url], rows, entities, calls)
             label = f"{entities} entit{'y' if entities == 1 else 'ies'} per request, p50 / p99 ms"
             print(f"{label:<52}{a50:>5.2f}/{a99:<6.2f}{b50:>5.2f}/{b99:<6.2f}{b99 / a99:>9.2f}x")
         for client in (single, cluster):
