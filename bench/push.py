@@ -117,26 +117,36 @@ def local_cluster() -> Iterator[str]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def cpu_seconds(client: redis.Redis) -> float:
+    """CPU time so far of this process and of the Redis servers behind client (INFO cpu)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    servers = sum(float(i["used_cpu_user"]) + float(i["used_cpu_sys"]) for i in (n.info("cpu") for n in nodes(client)))
+    return usage.ru_utime + usage.ru_stime + servers
+
+
 def timed_push(
     project: Project, client: redis.Redis, set_nx: bool, jobs: int = 1, keep: bool = False, existing: bool = False
-) -> tuple[float, float]:
-    """(seconds, Redis bytes per entity) of one full push of the bench view into empty keys;
-    `existing`: onto the keys of an untimed push just before (a full refresh, the script
-    for every row: the memory figure is then about 0)."""
+) -> tuple[float, float, float]:
+    """(seconds, Redis bytes per entity, CPU seconds of this process and the servers) of one
+    full push of the bench view into empty keys; `existing`: onto the keys of an untimed
+    push just before (a full refresh, the script for every row: the memory figure is then
+    about 0)."""
     pusher = Pusher(project, client, key_prefix="bench", set_nx=set_nx)
     for pattern in pusher.key_patterns([VIEW]):
         clear(client, pattern)
     if existing:
         Pusher(project, client, key_prefix="bench").push([VIEW])
     base = used_memory(client)
+    cpu = cpu_seconds(client)
     start = time.perf_counter()
     (stats,) = pusher.push([VIEW], jobs=jobs, full_refresh=existing)
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds(client) - cpu
     per_entity = (used_memory(client) - base) / stats.keys_written
     if not keep:
         for pattern in pusher.key_patterns([VIEW]):
             clear(client, pattern)
-    return seconds, per_entity
+    return seconds, per_entity, cpu
 
 
 def read_latencies(project: Project, clients: list[redis.Redis], n: int, entities: int, calls: int) -> list[tuple[float, float]]:
@@ -188,7 +198,8 @@ def async_read_latencies(project: Project, urls: list[str], n: int, entities: in
                 await reader.get_columns(columns, features=features)
                 spent.append(time.perf_counter() - start)
         for reader in readers:
-            await reader.mget.aclose()
+            if reader.mget is not None:  # None: redis.asyncio's own reads (before AsyncClusterMget)
+                await reader.mget.aclose()
             await reader.client.aclose()
         return [tuple(float(x) for x in np.percentile(spent, [50, 99]) * 1000) for spent in times]
 
@@ -201,12 +212,13 @@ def compare_cluster(project: Project, rows: int) -> None:
         single, cluster = redis_client(project, single_url), redis_client(project, cluster_url)
         timed_push(project, single, set_nx=True)  # pays dbt's first in-process compile
         print(f"{rows:,} entities, 5 float features, no ttl; one redis-server vs a 3-master cluster, same settings,")
-        print("all on this machine (the masters share its cores); best of 3 alternating runs each")
-        print(f"{'push':<52}{'one Redis':>12}{'cluster':>12}{'ratio':>8}")
+        print("all on this machine (the masters share its cores); best of 3 alternating runs each; CPU: this")
+        print("process and the servers (INFO cpu), the figure a box shared with other work tells best")
+        print(f"{'push':<52}{'one Redis':>12}{'cluster':>12}{'ratio':>8}{'CPU ratio':>11}")
 
-        def best(**options: Any) -> tuple[float, float]:
-            runs = [(timed_push(project, single, **options)[0], timed_push(project, cluster, **options)[0]) for _ in range(3)]
-            return min(r[0] for r in runs), min(r[1] for r in runs)
+        def best(**options: Any) -> tuple[float, float, float, float]:
+            runs = [(timed_push(project, single, **options), timed_push(project, cluster, **options)) for _ in range(3)]
+            return tuple(min(r[side][what] for r in runs) for what in (0, 2) for side in (0, 1))  # type: ignore[return-value]
 
         for label, options in (
             ("first push (SET NX while keys are absent)", {"set_nx": True}),
@@ -215,8 +227,8 @@ def compare_cluster(project: Project, rows: int) -> None:
             ("--jobs 2 (SET NX)", {"set_nx": True, "jobs": 2}),
             ("--jobs 4 (SET NX)", {"set_nx": True, "jobs": 4}),
         ):
-            a, b = best(**options)
-            print(f"{label:<52}{rows / a:>10,.0f}/s{rows / b:>10,.0f}/s{b / a:>7.2f}x")
+            a, b, cpu_a, cpu_b = best(**options)
+            print(f"{label:<52}{rows / a:>10,.0f}/s{rows / b:>10,.0f}/s{b / a:>7.2f}x{cpu_b / cpu_a:>10.2f}x")
         print(f"{'reads (OnlineReader.get, 5 features)':<52}{'one Redis':>12}{'cluster':>12}{'p99 ratio':>10}")
         for client in (single, cluster):
             timed_push(project, client, set_nx=True, keep=True)
@@ -273,7 +285,7 @@ def main() -> None:
 
 def run(project: Project, client: redis.Redis, url: str, work: Workspace, args: argparse.Namespace) -> None:
     n = args.rows
-    cold_s, cold_bytes = timed_push(project, client, set_nx=True)  # pays dbt's first in-process compile
+    cold_s, cold_bytes, _ = timed_push(project, client, set_nx=True)  # pays dbt's first in-process compile
     push_peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
     print(f"{n:,} entities, 5 float features, no ttl, Redis at {url} (shares the machine)")
     if args.skip_baseline:
@@ -282,8 +294,8 @@ def run(project: Project, client: redis.Redis, url: str, work: Workspace, args: 
             f"{cold_s:.1f} s, peak RSS {push_peak_gb:.2f} GB"
         )
         return
-    script_s, script_bytes = timed_push(project, client, set_nx=False)
-    warm_s, warm_bytes = timed_push(project, client, set_nx=True)
+    script_s, script_bytes, _ = timed_push(project, client, set_nx=False)
+    warm_s, warm_bytes, _ = timed_push(project, client, set_nx=True)
     with duckdb.connect(str(work.db), read_only=True) as con:
         rows = con.execute("select entity_id, epoch_us(event_timestamp), f1, f2, f3, f4, f5 from entity_rows").fetchall()
     plain_s, plain_bytes = plain_loop(client, rows)
