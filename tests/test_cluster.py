@@ -165,17 +165,24 @@ def test_push_read_and_incremental_on_a_cluster(project, cluster):  # noqa: F811
         "score": [1.25, None],
         "tier": ["gold", None],
     }
-    # A stale slot map (every slot on the wrong master): MOVED, answered through redis-py, map read again.
-    reader._cluster.map.owners[:] = (reader._cluster.map.owners + 1) % 3
+    # A stale slot map (every slot on the wrong master): MOVED is followed key by key, the map read again next time.
+    reader._cluster.route = _wrong_masters(reader._cluster.route)
     assert reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"]) == response
-    assert reader._cluster.map is None
+    assert reader._cluster.route.stale
     assert reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"]) == response
-    assert reader._cluster.map is not None and len(set(reader._cluster.map.owners.tolist())) == 3
+    assert not reader._cluster.route.stale and len(set(reader._cluster.route.owners)) == 3
     (incremental,) = pusher.push(["fv_user"])
     assert not incremental.full_refresh and incremental.rows_read == 1
     # The keys really are spread over the masters.
     per_node = [redis.Redis(port=p).dbsize() for p in cluster.ports]
     assert sum(per_node) >= 7 and sum(1 for n in per_node if n) >= 2
+
+
+def _wrong_masters(route):
+    """The route with every hash slot given to the wrong master (a stale map)."""
+    from featsync.online.cluster import ReadRoute, SlotMap
+
+    return ReadRoute(SlotMap(route.map.nodes, (route.map.owners + 1) % len(route.map.nodes)))
 
 
 def test_a_node_down_is_a_clear_error_then_a_rerun_completes(project, cluster):  # noqa: F811
@@ -341,3 +348,193 @@ def test_a_failover_during_a_push_is_followed_or_said_and_a_rerun_converges(proj
     rows = [{"user_id": "u1", "merchant_id": "m|2"}]
     response = reader.get(rows, features=["fv_user:amount", "fv_pair:score", "fv_profile:tier"])
     assert response.to_dict() == {"user_id": ["u1"], "merchant_id": ["m|2"], "amount": [2], "score": [1.25], "tier": ["gold"]}
+
+
+def _async_reads(url: str, keys: list[bytes], until) -> tuple[int, set[int], object]:
+    """Read `keys` through the server's cluster client again and again until `until()`, then
+    once more; every read must give every key's value (b"v<i>"). Returns (reads, the ids of
+    the slot maps the reads went by, the client)."""
+    import asyncio
+
+    from featsync.online.connections import async_mget
+
+    async def loop() -> tuple[int, set[int], object]:
+        client = async_mget(url, timeout=5)
+        reads, maps = 0, set()
+        try:
+            while not until() or reads == 0:
+                assert await client.mget(keys) == [b"v%d" % i for i in range(len(keys))]
+                reads += 1
+                maps.add(id(client.route.map))
+            assert await client.mget(keys) == [b"v%d" % i for i in range(len(keys))]
+            return reads, maps, client
+        finally:
+            await client.aclose()
+
+    return asyncio.run(loop())
+
+
+def _fill(client: redis.RedisCluster, tag: str, n: int) -> list[bytes]:
+    keys = [f"featsync-read-{tag}:{i}".encode() for i in range(n)]
+    for i, key in enumerate(keys):
+        client.set(key, b"v%d" % i)
+    return keys
+
+
+def test_the_server_reader_follows_a_resharding(project, cluster):  # noqa: F811
+    """featsync serve's cluster client (AsyncClusterMget: a pipeline of GETs per master on
+    raw asyncio connections) answers every read right while slots move (MOVED, ASK)."""
+    from featsync.online.cluster import AsyncClusterMget
+
+    client = redis_client(project, cluster.url)
+    keys = _fill(client, uuid.uuid4().hex[:6], 300)
+    masters = cluster.masters()
+    # Move slots from the master holding most of the keys to another one.
+    by_port = {port: node for node, port in masters.items()}
+    ports = [client.get_node_from_key(k).port for k in keys]
+    source = by_port[max(set(ports), key=ports.count)]
+    target = next(n for n in masters if n != source)
+    reshard = subprocess.Popen(
+        ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{masters[source]}", "--cluster-from", source]
+        + ["--cluster-to", target, "--cluster-slots", "1000", "--cluster-yes", "--cluster-pipeline", "5"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        reads, maps, reader = _async_reads(cluster.url, keys, lambda: reshard.poll() is not None)
+    finally:
+        reshard.wait(timeout=120)
+    assert reshard.returncode == 0, reshard.stderr.read()
+    assert isinstance(reader, AsyncClusterMget) and reads > 1
+    assert len(maps) > 1  # MOVED made the reader read the map again while reading right
+    for key in keys:
+        client.unlink(key)
+
+
+def test_reads_follow_moved_with_a_stale_map_and_read_it_again(project, cluster):  # noqa: F811
+    """Both readers, given a map where every slot is on the wrong master: MOVED is followed
+    key by key (the right answer, no fallback), then the map is read again for the next read."""
+    import asyncio
+
+    from featsync.online.cluster import ClusterReader
+    from featsync.online.connections import async_mget
+
+    client = redis_client(project, cluster.url)
+    keys = _fill(client, uuid.uuid4().hex[:6], 100)
+    expected = [b"v%d" % i for i in range(len(keys))]
+    sync_reader = ClusterReader(client)
+    assert sync_reader.mget(keys) == expected
+    sync_reader.route = _wrong_masters(sync_reader.route)
+    assert sync_reader.mget(keys) == expected
+    assert sync_reader.route.stale
+    stale = sync_reader.route
+    assert sync_reader.mget(keys) == expected and sync_reader.route is not stale and not sync_reader.route.stale
+
+    async def async_case() -> None:
+        reader = async_mget(cluster.url, timeout=5)
+        assert await reader.mget(keys) == expected
+        reader.route = _wrong_masters(reader.route)
+        assert await reader.mget(keys) == expected
+        assert reader.route.stale
+        stale = reader.route
+        assert await reader.mget(keys) == expected and reader.route is not stale and not reader.route.stale
+        assert await reader.mget([b"featsync-read-absent"]) == [None]
+        await reader.aclose()
+
+    asyncio.run(async_case())
+    for key in keys:
+        client.unlink(key)
+
+
+def test_reads_follow_ask_for_a_slot_in_migration(project, cluster):  # noqa: F811
+    """A slot half migrated by hand: keys already on the importing master answer ASK on the
+    source; both readers send them there after ASKING."""
+    import asyncio
+
+    from featsync.online.cluster import ClusterReader
+    from featsync.online.connections import async_mget
+
+    client = redis_client(project, cluster.url)
+    tag = uuid.uuid4().hex[:6]
+    keys = [f"featsync-read-{{{tag}}}:{i}".encode() for i in range(20)]
+    for i, key in enumerate(keys):
+        client.set(key, b"v%d" % i)
+    slot = key_slot(keys[0])
+    masters = cluster.masters()
+    by_port = {port: node for node, port in masters.items()}
+    owner_port = client.get_node_from_key(keys[0]).port
+    source = by_port[owner_port]
+    target = next(n for n in masters if n != source)
+    a, b = redis.Redis(port=owner_port), redis.Redis(port=masters[target])
+    expected = [b"v%d" % i for i in range(len(keys))]
+    b.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source)
+    a.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target)
+    try:
+        a.execute_command("MIGRATE", "127.0.0.1", masters[target], "", 0, 5000, "KEYS", *keys[:10])
+        with pytest.raises(redis.exceptions.AskError):
+            a.get(keys[0])
+        assert ClusterReader(client).mget(keys) == expected
+
+        async def read() -> list:
+            reader = async_mget(cluster.url, timeout=5)
+            try:
+                return await reader.mget(keys)
+            finally:
+                await reader.aclose()
+
+        assert asyncio.run(read()) == expected
+    finally:
+        a.execute_command("MIGRATE", "127.0.0.1", masters[target], "", 0, 5000, "KEYS", *keys[10:])
+        for node in (a, b):
+            node.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+    for key in keys:
+        client.unlink(key)
+
+
+def test_without_cluster_shards_the_map_comes_from_cluster_slots(project, cluster):  # noqa: F811
+    """A user whose ACL refuses CLUSTER SHARDS (-cluster|shards, as managed services restrict
+    commands): push, the blocking reader and the server's reader read the map from CLUSTER
+    SLOTS instead, and everything works."""
+    import asyncio
+
+    from featsync.online.cluster import SlotMap, shards_refused
+    from featsync.online.connections import async_mget
+
+    load(USERS, PAIRS, PROFILES)
+    user, password = f"noshards{uuid.uuid4().hex[:6]}", "pw"
+    for port in cluster.ports:
+        acl = ("on", f">{password}", "~*", "&*", "+@all", "-cluster|shards")
+        redis.Redis(port=port).execute_command("ACL", "SETUSER", user, *acl)
+    try:
+        url = cluster.url.replace("redis+cluster://", f"redis+cluster://{user}:{password}@")
+        client = redis_client(project, url)
+        node = redis.Redis(port=cluster.ports[0], username=user, password=password)
+        with pytest.raises(redis.ResponseError) as refused:
+            node.execute_command("CLUSTER SHARDS")
+        assert shards_refused(refused.value)
+        slot_map = SlotMap.read(client, lambda host, port: redis.Redis(host=host, port=port, username=user, password=password))
+        assert (slot_map.owners >= 0).all() and len(slot_map.nodes) == 3
+        prefix = f"cluster-{uuid.uuid4().hex[:6]}"
+        pusher = Pusher(project, client, key_prefix=prefix)
+        assert sum(s.keys_written for s in pusher.push()) == 7
+        reader = OnlineReader(project.registry(), client, prefix)
+        rows = [{"user_id": "u1", "merchant_id": "m|2"}]
+        assert reader.get(rows, features=["fv_user:amount", "fv_pair:score"]).to_dict() == {
+            "user_id": ["u1"],
+            "merchant_id": ["m|2"],
+            "amount": [2],
+            "score": [1.25],
+        }
+        keys = reader.prepare(reader.plan(["fv_user:amount"], None, False), {"user_id": ["u1"]}, None)[1]
+
+        async def read() -> list:
+            fast = async_mget(url, timeout=5)
+            try:
+                return await fast.mget(keys)
+            finally:
+                await fast.aclose()
+
+        assert asyncio.run(read()) == client.mget_nonatomic(keys)
+    finally:
+        for port in cluster.ports:
+            redis.Redis(port=port).execute_command("ACL", "DELUSER", user)

@@ -120,7 +120,13 @@ def test_a_cancelled_read_leaves_the_replies_after_it_to_their_callers(redis_url
         client.delete(key)
 
 
-def test_tls_and_cluster_urls_keep_redis_py():
+def test_tls_urls_keep_redis_py_and_a_cluster_gets_a_lean_client_per_master():
+    from featsync.online.cluster import AsyncClusterMget
+
     assert async_mget("rediss://127.0.0.1:6380/0", 1.0) is None
-    assert async_mget("redis+cluster://127.0.0.1:7000", 1.0) is None
+    assert async_mget("rediss+cluster://127.0.0.1:7000", 1.0) is None
     assert async_mget("unix:///tmp/redis.sock", 1.0) is not None
+    cluster = async_mget("redis+cluster://me:p%40ss@127.0.0.1:7000/0", 1.0)
+    assert isinstance(cluster, AsyncClusterMget)
+    node = cluster._node(("10.0.0.2", 7001))  # a master's client keeps the URL's user and password
+    assert (node.host, node.port, node.setup) == ("10.0.0.2", 7001, [("AUTH", "me", "p@ss")])

@@ -1,14 +1,17 @@
-"""Push into a Redis Cluster the way push writes one Redis: column-wise, per master, pipelined.
+"""Redis Cluster: push's writes and the online reads, per master, pipelined.
 
-A batch's hash slots are computed at once in numpy (CRC16 as Redis defines it, hash tags
+Push writes a cluster the way it writes one Redis: column-wise, per master, pipelined. A
+batch's hash slots are computed at once in numpy (CRC16 as Redis defines it, hash tags
 included), the slot → master map comes from `CLUSTER SHARDS` (`CLUSTER SLOTS` before Redis
-7), and each master gets its rows as one pipeline built with push's own column-wise packers:
-`SET key value PXAT t NX` while keys are absent, the WRITE_NEWER script (one call per hash
-slot, as a script's declared keys must share a slot, even with Redis 7's
-allow-cross-slot-keys; push reads 4 times bigger batches from the warehouse for a cluster,
-push.CLUSTER_BATCH_ROWS, so a call holds about 16 rows) for the rows whose key existed. The pipelines of
-all masters are sent before any reply is read, so the masters work at the same time, and
-push encodes its next batch meanwhile.
+7, or when an ACL refuses SHARDS), and each master gets its rows as one pipeline built with
+push's own column-wise packers: `SET key value PXAT t NX` while keys are absent, the
+WRITE_NEWER script for the rows whose key existed, one call per hash slot (a script's
+declared keys must share a slot, even with Redis 7's allow-cross-slot-keys), so a call
+holds batch rows / 16,384 rows: push joins the warehouse's batches into 4 times bigger ones
+for a cluster (push.CLUSTER_BATCH_ROWS, about 16 rows a call), and frames and reads the
+calls without a Python step per call (push.script_calls, read_script_replies). The
+pipelines of all masters are sent before any reply is read, so the masters work at the same
+time, and push encodes its next batch meanwhile.
 
 Redirections are followed row by row: `MOVED` (a slot moved for good: the map is read again)
 and `ASK` (a slot is being migrated and this key is already on the target: the row is resent
@@ -17,16 +20,22 @@ resend the rows with backoff after reading the map again, at most RETRIES rounds
 progress, then fail as unreachable (push's message). Every write is idempotent (newest event
 time wins), so resending is always safe. Semantics are push's (featsync.online.push): this
 module only routes.
+
+Reads (ReadRoute) send each master one pipeline of `GET`s, blocking (ClusterReader, for
+OnlineReader) or on raw asyncio connections (AsyncClusterMget, for `featsync serve`), and
+follow `MOVED` and `ASK` key by key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+from binascii import crc_hqx
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import hiredis
 import numpy as np
@@ -36,8 +45,8 @@ import redis
 from redis.crc import key_slot
 
 from featsync.errors import FeatsyncError
-from featsync.online.connections import RETRIES, cluster_node_client, raw_socket
-from featsync.online.push import Rows, pack_set_nx, pack_writes, read_reply_lines
+from featsync.online.connections import RETRIES, AsyncMget, cluster_node_client, raw_socket
+from featsync.online.push import Rows, call_starts, pack_set_nx, read_reply_lines, script_calls
 
 SLOTS = 16384
 NO_NODE = -1
@@ -126,7 +135,7 @@ class SlotMap:
                 try:
                     return cls._from_shards(node.execute_command("CLUSTER SHARDS"), host)
                 except redis.ResponseError as exc:
-                    if "unknown" not in str(exc).lower():
+                    if not shards_refused(exc):
                         raise
                     return cls._from_slots(node.execute_command("CLUSTER SLOTS"), host)
             except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
@@ -169,6 +178,13 @@ class SlotMap:
         return cls(nodes, owners)
 
 
+def shards_refused(error: Exception) -> bool:
+    """CLUSTER SHARDS is unknown (Redis before 7) or not allowed to this user (an ACL without
+    +cluster|shards, as managed services set them): the map is read from CLUSTER SLOTS then."""
+    text = str(error).lower()
+    return "unknown" in text or text.startswith("noperm") or "no permissions" in text
+
+
 def _as_dict(value: Any) -> dict[str, Any]:
     """A RESP3 map or a RESP2 flat [key, value, ...] list as a dict with text keys."""
     if isinstance(value, dict):
@@ -197,8 +213,12 @@ class Part:
     error: Exception | None = None
 
     def groups(self, slots: np.ndarray) -> np.ndarray:
-        """Where each script call starts (rows sorted by slot)."""
+        """Where each hash slot's rows start (rows sorted by slot); every row with `single`."""
         return np.arange(len(self.rows)) if self.single else np.flatnonzero(np.diff(slots[self.rows], prepend=-1))
+
+    def calls(self, slots: np.ndarray, chunk_rows: int) -> np.ndarray:
+        """Where each script call starts: a call holds rows of one slot, at most chunk_rows."""
+        return call_starts(self.groups(slots), len(self.rows), chunk_rows)
 
 
 @dataclass
@@ -329,17 +349,16 @@ class ClusterWriter:
         client = self._node(address)
         try:
             if part.set_nx:
-                commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms, asking=part.asking)]
+                (payload,) = pack_set_nx(rows.keys, rows.values, rows.expire_ms, asking=part.asking)
             else:
                 if address not in self._loaded:
                     client.script_load(self.script)
                     self._loaded.add(address)
-                groups = part.groups(sent.slots)
-                commands = pack_writes(self.sha, rows, self.chunk_rows, groups=groups, asking=part.asking)
+                payload, _ = script_calls(self.sha, rows, part.calls(sent.slots, self.chunk_rows), part.asking)
             part.connection = client.connection_pool.get_connection()
-            # One buffer, one send: a script call per slot is a few rows, so a send per piece
-            # would cost more syscalls than the rows cost Redis.
-            part.connection.send_packed_command([b"".join(chain.from_iterable(commands))], check_health=False)
+            # One buffer, one send: a script call per slot is a dozen rows or so, so a send
+            # per call would cost more syscalls than the rows cost Redis.
+            part.connection.send_packed_command([payload], check_health=False)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             if part.connection is not None:
                 part.connection.disconnect()
@@ -399,23 +418,23 @@ class ClusterWriter:
         self, address: tuple[str, int], part: Part, sent: Sent, state: np.ndarray, route: Route, outcome: Outcome
     ) -> Exception | None:
         trouble = None
-        bounds = call_bounds(part.groups(sent.slots), len(part.rows), self.chunk_rows)
-        replies = read_replies(part.connection, len(bounds) * (2 if part.asking else 1))
-        if part.asking:
-            replies = replies[1::2]  # every other reply is ASKING's +OK
-        for (lo, hi), reply in zip(bounds, replies, strict=True):
-            members = part.rows[lo:hi]
-            if isinstance(reply, hiredis.ReplyError):
-                if str(reply).startswith("NOSCRIPT"):
-                    self._loaded.discard(address)  # load it again on the next round (a failed-over master)
-                trouble = self._redirect(str(reply), members, route) or trouble
-                continue
-            written, stale, absent = reply
-            outcome.script_rows += len(members)
-            outcome.written += written
-            outcome.stale += stale
-            outcome.absent += absent
-            state[members] = DONE
+        starts = part.calls(sent.slots, self.chunk_rows)
+        counts, errors = read_script_replies(part.connection, len(starts), part.asking)
+        ok = np.ones(len(starts), dtype=bool)
+        ok[list(errors)] = False
+        sizes = np.diff(starts, append=len(part.rows))
+        done = part.rows[np.repeat(ok, sizes)]
+        state[done] = DONE
+        outcome.script_rows += len(done)
+        written, stale, absent = counts[ok].sum(axis=0).tolist()
+        outcome.written += written
+        outcome.stale += stale
+        outcome.absent += absent
+        for i, error in errors.items():
+            members = part.rows[starts[i] : starts[i] + sizes[i]]
+            if error.startswith("NOSCRIPT"):
+                self._loaded.discard(address)  # load it again on the next round (a failed-over master)
+            trouble = self._redirect(error, members, route) or trouble
         return trouble
 
     def _redirect(self, error: str, rows: np.ndarray, route: Route) -> Exception | None:
@@ -439,28 +458,87 @@ class ClusterWriter:
         raise FeatsyncError(f"Redis refused a featsync write: {error}")
 
 
-def call_bounds(groups: np.ndarray, n: int, chunk_rows: int) -> list[tuple[int, int]]:
-    """The (lo, hi) row ranges of the script calls pack_writes builds: a call starts at every
-    group start and every chunk_rows rows within a group."""
-    bounds = []
-    starts = list(groups) + [n]
-    for lo, end in zip(starts[:-1], starts[1:], strict=True):
-        for a in range(int(lo), int(end), chunk_rows):
-            bounds.append((a, min(a + chunk_rows, int(end))))
-    return bounds
+@dataclass
+class Gets:
+    """One round of a cluster read for one master: the positions of its keys in the request,
+    and their `GET`s in RESP, each after ASKING with `asking` (an ASK redirection)."""
+
+    address: tuple[str, int]
+    positions: list[int]
+    asking: bool
+    payload: bytes
+
+
+@dataclass
+class ReadRoute:
+    """How a read's keys go to the masters of a Redis Cluster, for the blocking reader
+    (ClusterReader) and the server's asyncio one (AsyncClusterMget) alike: one
+    pipeline of `GET`s per master (a request's keys fall in as many hash slots as keys, and a
+    master refuses an MGET across slots), all sent before any reply is read. Replies are
+    followed key by key: `MOVED` goes to the named master and marks the map stale (read again
+    before the next request), `ASK` to the named master after ASKING; at most RETRIES rounds.
+    Any other error reply (CLUSTERDOWN, LOADING...) fails the read."""
+
+    map: SlotMap
+    stale: bool = False  # a MOVED or a lost connection: the map is read again before the next request
+    owners: list[int] = field(init=False, repr=False)  # map.owners as a list: indexed key by key
+
+    def __post_init__(self) -> None:
+        self.owners = self.map.owners.tolist()
+
+    def first(self, keys: list[bytes]) -> list[Gets]:
+        """Every key to the master the map names. Slots come from CRC16 in C (binascii's
+        crc_hqx is Redis' CRC16; redis-py's key_slot for a key with a hash tag): for a
+        request's keys, numpy's column-wise key_slots costs more."""
+        owners = self.owners
+        by_node: dict[int, list[int]] = {}
+        for i, key in enumerate(keys):
+            node = owners[crc_hqx(key, 0) & (SLOTS - 1) if b"{" not in key else key_slot(key)]
+            if node in by_node:
+                by_node[node].append(i)
+            else:
+                by_node[node] = [i]
+        if NO_NODE in by_node:
+            self.stale = True  # read the map again next time: the slot may have a master by then
+            raise redis.exceptions.ClusterDownError("a hash slot of the read has no master (the cluster is resharding or down)")
+        return [_gets(keys, self.map.nodes[node], members, False) for node, members in by_node.items()]
+
+    def settle(self, keys: list[bytes], values: list[Any], sent: Gets, replies: list[Any]) -> list[Gets]:
+        """Put a master's replies in place; the redirected keys as the next round's Gets."""
+        redirected: dict[tuple[tuple[str, int], bool], list[int]] = {}
+        for i, reply in zip(sent.positions, replies, strict=True):
+            if not isinstance(reply, Exception):
+                values[i] = reply
+                continue
+            word, *rest = str(reply).split()
+            if word not in ("MOVED", "ASK") or len(rest) != 2:
+                raise redis.ResponseError(str(reply))
+            host, _, port = rest[1].rpartition(":")
+            address = (host or sent.address[0], int(port))
+            if word == "MOVED":
+                self.stale = True
+            redirected.setdefault((address, word == "ASK"), []).append(i)
+        return [_gets(keys, address, members, asking) for (address, asking), members in redirected.items()]
+
+
+def _gets(keys: list[bytes], address: tuple[str, int], members: list[int], asking: bool) -> Gets:
+    ask = ASKING_COMMAND if asking else b""
+    payload = b"".join(b"%s*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (ask, len(keys[i]), keys[i]) for i in members)
+    return Gets(address, members, asking, payload)
+
+
+ASKING_COMMAND = b"*1\r\n$6\r\nASKING\r\n"
 
 
 @dataclass
 class ClusterReader:
-    """Reads across a Redis Cluster (featsync.online.serving.OnlineReader): one pipeline of
-    `GET`s per master, packed in one buffer and sent before any reply is read, the replies
-    parsed straight off the sockets. redis-py's mget_nonatomic sends one MGET per hash slot
-    through its generic cluster pipeline, at several times the Python cost per key; it stays
-    the fallback whenever the map is wrong (a MOVED, ASK or any error reply): it answers
-    then, and the map is read again before the next request."""
+    """Reads across a Redis Cluster for featsync.online.serving.OnlineReader: ReadRoute's
+    pipelines on redis-py's per-node connections, the replies parsed by hiredis straight off
+    the sockets (redis-py's own mget_nonatomic sends one MGET per hash slot through its
+    generic cluster pipeline, at several times the Python cost per key)."""
 
     client: redis.RedisCluster
-    map: SlotMap | None = None
+    route: ReadRoute | None = None
     _clients: dict[tuple[str, int], redis.Redis] = field(default_factory=dict)
 
     def _node(self, address: tuple[str, int]) -> redis.Redis:
@@ -469,50 +547,117 @@ class ClusterReader:
         return self._clients[address]
 
     def mget(self, keys: list[bytes]) -> list[Any]:
-        if self.map is None:
-            self.map = SlotMap.read(self.client, lambda host, port: self._node((host, port)))
-        slots = [key_slot(k) for k in keys] if len(keys) <= 16 else key_slots(pa.array(keys, pa.binary())).tolist()
-        by_node: dict[int, list[int]] = {}
-        owners = self.map.owners
-        for i, slot in enumerate(slots):
-            by_node.setdefault(int(owners[slot]), []).append(i)
-        if NO_NODE in by_node:
-            return self._fallback(keys)
-        sent = []
-        try:
-            for node, members in by_node.items():
-                client = self._node(self.map.nodes[node])
-                connection = client.connection_pool.get_connection()
-                sent.append((client, connection, members))
-                command = b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(keys[i]), keys[i]) for i in members)
-                connection.send_packed_command([command], check_health=False)
-            values: list[Any] = [None] * len(keys)
-            for _, connection, members in sent:
-                replies = read_replies(connection, len(members))
-                if any(isinstance(reply, hiredis.ReplyError) for reply in replies):
-                    raise _StaleMap  # MOVED, ASK, TRYAGAIN...
-                for i, value in zip(members, replies, strict=True):
-                    values[i] = value
-            return values
-        except _StaleMap:
-            for _, connection, _ in sent:
-                connection.disconnect()  # replies may be left unread
-            return self._fallback(keys)
-        except BaseException:
-            for _, connection, _ in sent:
-                connection.disconnect()
-            raise
-        finally:
-            for client, connection, _ in sent:
-                client.connection_pool.release(connection)
-
-    def _fallback(self, keys: list[bytes]) -> list[Any]:
-        self.map = None
-        return self.client.mget_nonatomic(keys)
+        if self.route is None or self.route.stale:
+            self.route = ReadRoute(SlotMap.read(self.client, lambda host, port: self._node((host, port))))
+        values: list[Any] = [None] * len(keys)
+        todo = self.route.first(keys)
+        for _ in range(RETRIES):
+            sent = []
+            try:
+                for gets in todo:
+                    client = self._node(gets.address)
+                    connection = client.connection_pool.get_connection()
+                    sent.append((client, connection, gets))
+                    connection.send_packed_command([gets.payload], check_health=False)
+                replies = [read_replies(c, len(gets.positions) * (2 if gets.asking else 1)) for _, c, gets in sent]
+            except BaseException as exc:
+                for _, connection, _ in sent:
+                    connection.disconnect()  # replies may be left unread
+                if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+                    self.route.stale = True  # a master failed over or went away
+                raise
+            finally:
+                for client, connection, _ in sent:
+                    client.connection_pool.release(connection)
+            todo = []
+            for (_, _, gets), got in zip(sent, replies, strict=True):
+                todo += self.route.settle(keys, values, gets, got[1::2] if gets.asking else got)
+            if not todo:
+                return values
+        raise redis.exceptions.ClusterError(f"a read was still redirected after {RETRIES} rounds (the cluster is resharding)")
 
 
-class _StaleMap(Exception):
-    """An error reply to a read: the slot map is wrong."""
+class AsyncClusterMget:
+    """The server's hot read on a Redis Cluster (`featsync serve` with a redis+cluster:// URL):
+    ReadRoute's pipelines of `GET`s on a connections.AsyncMget per master (raw asyncio
+    connections, hiredis, requests pipelined), all masters at once, redirections followed
+    key by key. The slot map comes from CLUSTER SHARDS (CLUSTER SLOTS when that is refused),
+    asked of the URL's node and then of the masters seen; it is read again after a MOVED or
+    a lost connection, once for all the requests waiting on it. A redis.asyncio cluster
+    client (mget_nonatomic: an MGET per hash slot through its generic pipeline) cost several
+    times the CPU per key."""
+
+    def __init__(self, url: str, connect_timeout: float, read_timeout: float | None = None, size: int = 4) -> None:
+        parts = urlsplit(url)
+        self.userinfo = parts.netloc.rpartition("@")[0]
+        self.query = parts.query
+        self.seed = (parts.hostname or "localhost", parts.port or 6379)
+        self.connect_timeout, self.read_timeout, self.size = connect_timeout, read_timeout, size
+        self.nodes: dict[tuple[str, int], AsyncMget] = {}
+        self.route: ReadRoute | None = None
+        self.lock: asyncio.Lock | None = None  # made in the event loop that uses it
+
+    def _node(self, address: tuple[str, int]) -> AsyncMget:
+        if address not in self.nodes:
+            host, port = address
+            netloc = f"{self.userinfo}@" if self.userinfo else ""
+            netloc += f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            url = urlunsplit(("redis", netloc, "/0", self.query, ""))
+            self.nodes[address] = AsyncMget(url, self.connect_timeout, self.read_timeout, self.size)
+        return self.nodes[address]
+
+    async def _route(self) -> ReadRoute:
+        route = self.route
+        if route is not None and not route.stale:
+            return route
+        if self.lock is None:
+            self.lock = asyncio.Lock()
+        async with self.lock:  # one refresh for every request that found the map stale
+            if self.route is route:
+                self.route = ReadRoute(await self._read_map())
+            return self.route
+
+    async def _read_map(self) -> SlotMap:
+        known = self.route.map.nodes if self.route is not None else []
+        error: Exception | None = None
+        for address in [self.seed, *(a for a in known if a != self.seed)]:
+            node = self._node(address)
+            try:
+                try:
+                    return SlotMap._from_shards(await node.execute(hiredis.pack_command(("CLUSTER", "SHARDS"))), address[0])
+                except redis.ResponseError as exc:
+                    if not shards_refused(exc):
+                        raise
+                    return SlotMap._from_slots(await node.execute(hiredis.pack_command(("CLUSTER", "SLOTS"))), address[0])
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError, TimeoutError) as exc:
+                error = exc
+        raise redis.ConnectionError(f"no node of the cluster gave its slot map: {error}")
+
+    async def mget(self, keys: list[bytes]) -> list[Any]:
+        route = await self._route()
+        values: list[Any] = [None] * len(keys)
+        todo = route.first(keys)
+        for _ in range(RETRIES):
+            try:
+                futures = [
+                    await self._node(gets.address).submit(gets.payload, len(gets.positions) * (2 if gets.asking else 1))
+                    for gets in todo
+                ]
+                replies = [await futures[0]] if len(futures) == 1 else await asyncio.gather(*futures)
+            except (redis.ConnectionError, redis.TimeoutError, TimeoutError):
+                route.stale = True  # a master failed over or went away: read the map again next time
+                raise
+            sent, todo = todo, []
+            for gets, got in zip(sent, replies, strict=True):
+                todo += route.settle(keys, values, gets, got[1::2] if gets.asking else got)
+            if not todo:
+                return values
+        raise redis.exceptions.ClusterError(f"a read was still redirected after {RETRIES} rounds (the cluster is resharding)")
+
+    async def aclose(self) -> None:
+        for node in self.nodes.values():
+            await node.aclose()
+        self.nodes = {}
 
 
 def read_replies(connection: Any, n: int) -> list[Any]:
@@ -541,3 +686,70 @@ def read_replies(connection: Any, n: int) -> list[Any]:
     if reader.gets() is not False:
         raise redis.ConnectionError(f"Redis sent more than the {n} replies expected")
     return out
+
+
+def read_script_replies(connection: Any, n: int, asking: bool = False) -> tuple[np.ndarray, dict[int, str]]:
+    """The replies of n pipelined WRITE_NEWER calls, read straight off the socket and parsed in
+    numpy: an (n, 3) array of {written, stale, absent} (zeros for an error reply), and the text
+    of each error reply by call (MOVED, ASK, TRYAGAIN, NOSCRIPT...). With `asking`, each call
+    was sent after ASKING, whose +OK replies are skipped.
+
+    A cluster's calls hold a dozen rows or so: hiredis would make a Python list per call, and
+    those allocations woke Python's cyclic collector, which walked dbt's manifest again and
+    again (a third of the client's time in a profile). Each reply is `*3` and three `:n` lines,
+    or one `-error` line (or `+OK`); nothing else is pending on the connection, as for push's
+    SET NX replies (read_reply_lines)."""
+    expected = n * (2 if asking else 1)
+    sock = raw_socket(connection)
+    chunks: list[bytes] = []
+    tops = arrays = lines = 0  # top-level replies, of which arrays (4 lines each); lines read
+    carry = True  # the next byte starts a line
+    try:
+        while tops < expected or lines < tops + 3 * arrays:
+            chunk = sock.recv(1 << 20)
+            if not chunk:
+                raise redis.ConnectionError("Redis closed the connection")
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            ends = np.flatnonzero(data == ord("\n"))
+            starts = np.concatenate(([0] if carry else [], ends + 1)).astype(np.int64)
+            starts = starts[starts < len(data)]
+            first = data[starts]
+            tops += int((first != ord(":")).sum())
+            arrays += int((first == ord("*")).sum())
+            lines += len(ends)
+            carry = bool(len(data)) and data[-1] == ord("\n")
+            chunks.append(chunk)
+    except TimeoutError as exc:
+        raise redis.TimeoutError(str(exc)) from exc
+    except OSError as exc:
+        raise redis.ConnectionError(str(exc)) from exc
+    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    first = data[starts]
+    if tops != expected or data[-1] != ord("\n") or not np.isin(first, list(b"*:-+")).all():
+        raise redis.ConnectionError(f"Redis sent an unexpected reply stream to {n} script calls")  # a RESP3 push...
+    top = np.flatnonzero(first != ord(":"))
+    if asking:
+        top = top[first[top] != ord("+")]  # ASKING's +OK
+    if len(top) != n or (first[top] == ord("+")).any():
+        raise redis.ConnectionError(f"Redis sent an unexpected reply stream to {n} script calls")
+    counts = np.zeros((n, 3), dtype=np.int64)
+    array = first[top] == ord("*")
+    if array.any():
+        counts[array] = _integers(data, starts, ends, (top[array][:, None] + np.arange(1, 4)).ravel()).reshape(-1, 3)
+    errors = {}
+    for call in np.flatnonzero(~array).tolist():
+        i = int(top[call])
+        errors[call] = bytes(data[starts[i] + 1 : ends[i]]).decode(errors="replace").strip()
+    return counts, errors
+
+
+def _integers(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """The non-negative integer replies (`:123\\r\\n`) on the given lines, parsed in numpy."""
+    lo = starts[lines] + 1
+    width = ends[lines] - 1 - lo  # the digits, before CR LF
+    column = np.arange(int(width.max()) if len(width) else 0)
+    digits = data[np.minimum(lo[:, None] + column, len(data) - 1)].astype(np.int64) - ord("0")
+    power = width[:, None] - 1 - column
+    return np.where(power >= 0, digits * 10 ** np.maximum(power, 0), 0).sum(axis=1)

@@ -257,6 +257,12 @@ class AsyncMget:
             raise reply
         return reply
 
+    async def submit(self, payload: bytes, replies: int) -> asyncio.Future:
+        """Send packed commands (a pipeline) whose `replies` replies come back as one list, error
+        replies in place as redis.ResponseError (a Redis Cluster's redirections are per key)."""
+        connection = await self._connection()
+        return connection.send(payload, replies)
+
     def _idle(self) -> _Connection | None:
         """The open connection with the fewest pending replies, if it has none or the pool is full."""
         if any(c.closed for c in self.connections):
@@ -330,6 +336,8 @@ class _Connection(asyncio.Protocol):
         self.reader = hiredis.Reader(replyError=redis.ResponseError)
         self.protocol_error = hiredis.ProtocolError
         self.pending: deque[asyncio.Future] = deque()
+        self.wanted: deque[int] = deque()  # per pending future: 0 (one reply), or a pipeline's count (a list)
+        self.partial: list[Any] = []  # replies so far of the oldest pending pipeline
         self.sent_at: deque[float] = deque()  # the loop's time each pending command was sent
         self.transport: asyncio.Transport | None = None
         self.closed = False
@@ -338,11 +346,13 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.loop = asyncio.get_running_loop()
 
-    def send(self, payload: bytes) -> asyncio.Future:
+    def send(self, payload: bytes, replies: int = 0) -> asyncio.Future:
+        """Write a command (or `replies` pipelined ones: their replies come as one list)."""
         if self.closed or self.transport is None:
             raise redis.ConnectionError("connection to Redis closed")
         future = self.loop.create_future()
         self.pending.append(future)
+        self.wanted.append(replies)
         self.sent_at.append(self.loop.time())
         self.transport.write(payload)
         return future
@@ -351,7 +361,13 @@ class _Connection(asyncio.Protocol):
         self.reader.feed(data)
         try:
             while (reply := self.reader.gets()) is not False:
+                if self.wanted[0]:
+                    self.partial.append(reply)
+                    if len(self.partial) < self.wanted[0]:
+                        continue
+                    reply, self.partial = self.partial, []
                 future = self.pending.popleft()
+                self.wanted.popleft()
                 self.sent_at.popleft()
                 if not future.done():  # a cancelled read's reply is dropped
                     future.set_result(reply)
@@ -365,6 +381,8 @@ class _Connection(asyncio.Protocol):
 
     def _fail(self, error: Exception) -> None:
         self.sent_at.clear()
+        self.wanted.clear()
+        self.partial = []
         while self.pending:
             future = self.pending.popleft()
             if not future.done():
@@ -378,12 +396,18 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def async_mget(url: str, timeout: float) -> AsyncMget | None:
-    """The lean MGET client for a single-node redis:// or unix:// URL, connects and reads bounded by
-    `timeout`; None when the URL needs redis.asyncio (TLS, cluster) or hiredis is not installed."""
+def async_mget(url: str, timeout: float) -> Any:
+    """The lean MGET client for a redis://, unix:// or redis+cluster:// URL (a cluster:
+    featsync.online.cluster.AsyncClusterMget, AsyncMget per master), connects and reads
+    bounded by `timeout`; None when the URL needs redis.asyncio (TLS) or hiredis is not installed."""
     import importlib.util
 
     check_redis_url(url)
-    if urlsplit(url).scheme not in ("redis", "unix") or importlib.util.find_spec("hiredis") is None:
+    scheme = urlsplit(url).scheme
+    if scheme not in ("redis", "unix", "redis+cluster") or importlib.util.find_spec("hiredis") is None:
         return None
+    if scheme == "redis+cluster":
+        from featsync.online.cluster import AsyncClusterMget
+
+        return AsyncClusterMget(url, connect_timeout=timeout, read_timeout=timeout)
     return AsyncMget(url, connect_timeout=timeout, read_timeout=timeout)

@@ -477,7 +477,7 @@ class OnlineReader:
             if not keys:
                 values = []
             elif isinstance(self.client, redis.RedisCluster):
-                values = self._cluster_reader().mget(keys)  # one MGET per slot, per master at once
+                values = self._cluster_reader().mget(keys)  # a pipeline of GETs per master, all at once
             else:
                 values = self.client.mget(keys)
         except redis.RedisError as exc:
@@ -488,7 +488,8 @@ class OnlineReader:
 @dataclass
 class AsyncOnlineReader(OnlineReader):
     """The same reads on redis.asyncio (the HTTP server): one awaited MGET per request, through
-    `mget` (connections.AsyncMget, pipelined raw connections) when the server has one.
+    `mget` (connections.AsyncMget, pipelined raw connections; a Redis Cluster's
+    cluster.AsyncClusterMget, one such client per master) when the server has one.
 
     `timeout` bounds each read with one asyncio timer. The client itself is made without a
     socket timeout: redis-py then wraps every send in `asyncio.wait_for`, a task per command
@@ -497,7 +498,7 @@ class AsyncOnlineReader(OnlineReader):
     """
 
     timeout: float | None = None
-    mget: Any = None  # featsync.online.connections.AsyncMget for a single-node URL: the lean path for the MGET
+    mget: Any = None  # connections.async_mget's lean client (AsyncMget, AsyncClusterMget): the MGET's path
 
     async def get_columns(
         self,
