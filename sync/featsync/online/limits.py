@@ -71,25 +71,25 @@ class ReadDeadlines:
     `read_timeout` and `read_timeout + interval` after it started.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        self.loop = loop
+    def __init__(self, interval: float) -> None:
         self.interval = interval
         self.connections: set[ReadDeadlineProtocol] = set()
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # (the loop is not kept: `_deadlines` is keyed by it, weakly)
 
     def add(self, connection: ReadDeadlineProtocol) -> None:
         self.connections.add(connection)
         if self.timer is None:
-            self.timer = self.loop.call_later(self.interval, self._sweep)
+            self.timer = asyncio.get_running_loop().call_later(self.interval, self._sweep)
 
     def discard(self, connection: ReadDeadlineProtocol) -> None:
         self.connections.discard(connection)
 
     def _sweep(self) -> None:
-        now = self.loop.time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         for connection in list(self.connections):
             connection.check_deadline(now)
-        self.timer = self.loop.call_later(self.interval, self._sweep) if self.connections else None
+        self.timer = loop.call_later(self.interval, self._sweep) if self.connections else None
 
 
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadDeadlines] = weakref.WeakKeyDictionary()
@@ -120,7 +120,7 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self.since = self.loop.time()
         self.deadlines = _deadlines.get(self.loop)
         if self.deadlines is None:
-            self.deadlines = _deadlines[self.loop] = ReadDeadlines(self.loop, min(self.read_timeout / 4, 0.25))
+            self.deadlines = _deadlines[self.loop] = ReadDeadlines(min(self.read_timeout / 4, 0.25))
         self.deadlines.add(self)
 
     def data_received(self, data: bytes) -> None:
