@@ -179,8 +179,24 @@ def wait_port(port: int, proc: subprocess.Popen) -> None:
 def start(args: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
     proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port, proc)
-    time.sleep(1.0)  # workers up
+    wait_idle(proc.pid)
     return proc
+
+
+def wait_idle(pid: int, seconds: float = 120) -> None:
+    """Until the server's processes stop using CPU: every worker has started.
+
+    The port accepts as soon as the parent listens, and a featsync worker loads its project
+    for seconds after that (more on a loaded box): a wrk run starting before every worker is up
+    would put all its connections on the workers that are, for its whole run."""
+    deadline = time.monotonic() + seconds
+    used = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = cpu_seconds(pid)
+        if now - used < 0.05:
+            return
+        used = now
 
 
 def stop(proc: subprocess.Popen) -> None:
