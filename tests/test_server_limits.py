@@ -33,10 +33,11 @@ from starlette.routing import Route
 
 from conftest import delete_pushed_keys
 from featsync.cli import main
-from featsync.online.limits import HeaderDeadlineProtocol, guard, server_error_handler
+from featsync.online.limits import ReadDeadlineProtocol, guard, server_error_handler
+from featsync.online.metrics import Metrics
 from featsync.online.plan_cache import PlanCache
 from featsync.online.push import Pusher
-from featsync.online.server import Metrics, error
+from featsync.online.server import error
 from featsync.online.serving import OnlineReader
 from featsync.results import result_path
 from test_push import PAIRS, PROFILES, USERS, load, project, start_redis  # noqa: F401 (fixtures)
@@ -182,7 +183,9 @@ def test_headers_larger_than_64_kib_are_refused(limited):
                 sock.sendall(b"a" * 16384)
         status, headers, body = read_response(sock)
     assert status == 431 and headers["content-type"] == "application/json"
-    assert httpx.Response(431, content=body).json()["detail"] == "request line and headers are larger than 65536 bytes"
+    message = "request line and headers are larger than 65536 bytes"
+    feast_keys = {"detail": message, "module": "feast.errors", "class": "FeastError", "message": message}
+    assert httpx.Response(431, content=body).json() == feast_keys  # the server's error shape, as every error
     assert http.get("/health").status_code == 200
 
 
@@ -193,7 +196,8 @@ def test_a_slow_body_is_answered_408(limited):
     with raw(port, head + b'{"features"') as sock:
         status, headers, body = read_response(sock)
         assert status == 408 and headers["content-type"] == "application/json"
-        assert "did not arrive within 1 s" in httpx.Response(408, content=body).json()["detail"]
+        error = httpx.Response(408, content=body).json()
+        assert "did not arrive within 1 s" in error["detail"] and error["message"] == error["detail"]
         assert closed_within(sock, 5) is not None
     assert errors_counted(http)[("/get-online-features", "body_timeout")] >= 1
 
@@ -226,7 +230,7 @@ def uvicorn_server():
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        protocol = functools.partial(HeaderDeadlineProtocol, read_timeout=READ_TIMEOUT)
+        protocol = functools.partial(ReadDeadlineProtocol, read_timeout=READ_TIMEOUT)
         config = uvicorn.Config(app, http=protocol, loop="asyncio", log_level="critical", lifespan="off")
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -256,7 +260,6 @@ def test_an_unexpected_exception_is_a_counted_json_500(uvicorn_server, monkeypat
     wrapped = guard(
         app,
         max_body_bytes=MAX_BODY,
-        read_timeout=READ_TIMEOUT,
         error=error,
         count_error=metrics.count_error,
         observe=metrics.observe,

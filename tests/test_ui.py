@@ -320,6 +320,31 @@ def test_a_large_catalog_lists_a_page_of_each_kind_and_the_script_filters_them_a
         thread.join(10)
 
 
+def test_a_page_that_raises_is_a_counted_500_page_or_json(ui, monkeypatch):
+    """A bug in a page: an HTML page for a browser, the API's JSON 500 for a client (it was
+    Starlette's text/plain), counted in /metrics by kind; never the traceback."""
+    from featsync.ui import pages
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("the bug")
+
+    monkeypatch.setattr(pages, "service_page", broken)  # the app looks it up per request
+    base, _ = ui
+    message = "internal server error (ZeroDivisionError); the server's log has the details"
+    with httpx.Client(base_url=base, timeout=10) as http:
+        page = http.get("/ui/services/fraud_detection_v2", headers={"accept": "text/html"})
+        assert page.status_code == 500 and page.headers["content-type"].startswith("text/html")
+        assert "<h1>Server error</h1>" in page.text and "internal server error (ZeroDivisionError)" in page.text
+        assert "the bug" not in page.text
+        api = http.get("/ui/services/fraud_detection_v2", headers={"accept": "application/json"})
+        assert api.status_code == 500 and api.headers["content-type"] == "application/json"
+        assert api.json() == {"detail": message, "module": "feast.errors", "class": "FeastError", "message": message}
+        deadline = time.monotonic() + 10  # counted by the guard once Starlette has answered and re-raised
+        while 'featsync_errors_total{endpoint="/ui",kind="ZeroDivisionError"} 2.0' not in (text := http.get("/metrics").text):
+            assert time.monotonic() < deadline, text
+            time.sleep(0.05)
+
+
 def test_metrics_gauges_per_feature_view(ui, example, redis_url):
     base, _ = ui
     project, prefix, _ = example

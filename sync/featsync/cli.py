@@ -931,26 +931,24 @@ def serve(
         raise click.UsageError("--auth-reads needs --auth-token-file")
     token = _auth_token(auth_token_file)
     with needs("serve", "featsync serve"):
-        from featsync.online.server import serve as run_server
+        from featsync.online import server
     level, fmt = click.get_current_context().meta["featsync.logging"]
+    config = server.ServeConfig.of(
+        project,
+        redis_url=redis_url,
+        key_prefix=key_prefix,
+        max_batch=max_batch,
+        ui=ui,
+        auth_token=token,
+        access_log=access_log,
+        log_level=level,
+        log_format=fmt,
+        max_body_bytes=max_body_bytes,
+        read_timeout=read_timeout,
+        auth_reads=auth_reads,
+    )
     with _embedded_hint():
-        run_server(
-            project,
-            host,
-            port,
-            workers,
-            redis_url,
-            key_prefix,
-            max_batch,
-            level,
-            fmt,
-            access_log,
-            ui,
-            max_body_bytes=max_body_bytes,
-            read_timeout=read_timeout,
-            auth_token=token,
-            auth_reads=auth_reads,
-        )
+        server.serve(project, config, host, port, workers)
 
 
 def _auth_token(path: str | None) -> str | None:
@@ -985,22 +983,14 @@ def ui(
 
     token = _auth_token(auth_token_file)
     with needs("serve", "featsync ui"):
-        from featsync.online.server import serve as run_server
+        from featsync.online import server
     level, fmt = click.get_current_context().meta["featsync.logging"]
+    config = server.ServeConfig.of(
+        project, redis_url=redis_url, key_prefix=key_prefix, ui=True, auth_token=token, access_log=access_log,
+        log_level=level, log_format=fmt,
+    )  # fmt: skip
     with _embedded_hint():
-        run_server(
-            project,
-            host,
-            port,
-            1,
-            redis_url,
-            key_prefix,
-            log_level=level,
-            log_format=fmt,
-            access_log=access_log,
-            ui=True,
-            auth_token=token,
-        )
+        server.serve(project, config, host, port)
 
 
 @main.command()

@@ -251,7 +251,7 @@ class AsyncMget:
 
     async def execute(self, payload: bytes) -> Any:
         """Send one packed command and await its reply (an error reply raises it)."""
-        connection = await self._connection()
+        connection = self._idle() or await self._connection()
         reply = await connection.send(payload)  # cancelled: its reply is dropped when it comes, in turn
         if isinstance(reply, redis.ResponseError):
             raise reply
@@ -264,18 +264,22 @@ class AsyncMget:
         return connection.send(payload, replies)
 
     def _idle(self) -> _Connection | None:
-        """The open connection with the fewest pending replies, if it has none or the pool is full."""
-        if any(c.closed for c in self.connections):
-            self.connections = [c for c in self.connections if not c.closed]
-        best = min(self.connections, key=lambda c: len(c.pending), default=None)
-        if best is not None and (not best.pending or len(self.connections) >= self.size):
-            return best
-        return None
+        """The open connection with the fewest pending replies (the first of them), if it has
+        none or the pool is full; None: open another."""
+        best: _Connection | None = None
+        for connection in self.connections:
+            if connection.closed:
+                self.connections = [c for c in self.connections if not c.closed]
+                return self._idle()
+            if not connection.pending:
+                return connection
+            if best is None or len(connection.pending) < len(best.pending):
+                best = connection
+        return best if len(self.connections) >= self.size else None
 
     async def _connection(self) -> _Connection:
-        connection = self._idle()
-        if connection is not None:
-            return connection
+        """A connection when `_idle` has none: a new one (one connect at a time), or whichever
+        `_idle` finds once the connect in progress is done."""
         if self.lock is None:
             self.lock = asyncio.Lock()
         async with self.lock:  # one connect at a time; whoever waited looks again first

@@ -4,15 +4,18 @@ A feature server listens to clients it does not control. Without limits, one cli
 send a 200 MB body (read in full), trickle a request a byte at a time to hold a connection
 open for ever (slow loris), or hit a bug that answers a text/plain 500 nobody counts. So:
 
-- `HeaderDeadlineProtocol` (uvicorn's httptools protocol with one more timer): a request's
+- `ReadDeadlineProtocol` (uvicorn's httptools protocol with read deadlines): a request's
   headers must arrive within `read_timeout` of the connection opening, or of the previous
-  response on a kept-alive connection; else the connection is closed. The app never sees
-  such a request: it only runs once the headers are complete, so this must be at the
-  protocol level.
+  response on a kept-alive connection, else the connection is closed; its body must then
+  arrive within `read_timeout` of the headers, else a JSON 408 and the connection is
+  closed. Headers past MAX_HEADER_BYTES: a JSON 431. This is at the protocol level because
+  the app only runs once the headers are complete. The deadlines cost a request two
+  attribute writes: one timer per worker (`ReadDeadlines`) sweeps every connection a few
+  times a second, instead of a timer scheduled and cancelled per request (`call_later`
+  cost more than all the rest of the limits together).
 - `guard` (ASGI middleware around the app): a declared `Content-Length` above the limit is
   answered 413 before any of the body is read; a chunked body is counted as it arrives and
-  refused as soon as it passes the limit; the whole body must arrive within `read_timeout`
-  (408 otherwise). The body is read here, once, and handed to the app as one message.
+  refused as soon as it passes the limit. A body the protocol timed out is counted here.
   Any exception the app lets through is answered as a JSON 500 (the server's error shape)
   and counted in `featsync_errors_total` by endpoint and kind; the traceback goes to the
   server's log, once. The JSON 500 itself is the app's (`server_error_handler`, installed
@@ -24,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
+from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from featsync.errors import FeatsyncError
@@ -37,110 +43,130 @@ logger = logging.getLogger("featsync.server")
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a full --max-batch of 1000 rows of two 100-character keys is ~0.25 MiB
 DEFAULT_READ_TIMEOUT = 10.0  # seconds for a request's headers, and again for its body
 MAX_HEADER_BYTES = 64 * 1024  # a request line and headers larger than this: 431 (nginx allows 32 KiB by default)
+BODY_TIMED_OUT = "featsync.body_timed_out"  # set in a request's scope when the protocol answered it 408
+HEADERS, BODY = "headers", "body"  # what a connection is waiting for from its client
 
 
-class HeaderDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, closing a connection whose request headers are too slow.
+def error_body(message: str, feast_class: str = "FeastError") -> bytes:
+    """The server's error body, for curl users (`detail`) and for Feast clients: Feast's server
+    answers {"module", "class", "message"} (FeastError.to_error_detail), which
+    FeastError.from_error_detail turns back into the typed exception."""
+    return orjson.dumps({"detail": message, "module": "feast.errors", "class": feast_class, "message": message})
 
-    The deadline is armed when the connection opens and after each response (the next
-    request's headers are awaited from then on), and disarmed when the headers are
-    complete. uvicorn's own keep-alive timeout still closes an idle connection sooner; it is
-    disarmed by the first byte, which this deadline is not. The bytes received while the
-    headers are awaited are counted too: past MAX_HEADER_BYTES, 431 and the connection is
-    closed (httptools itself keeps every header byte it is sent).
+
+def closing_response(status: int, reason: str, message: str) -> bytes:
+    """A whole JSON error response that closes the connection, written by the protocol itself
+    (before or instead of the app)."""
+    body = error_body(message)
+    head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+    return head % (status, reason.encode(), len(body)) + body
+
+
+class ReadDeadlines:
+    """The read deadlines of one event loop's connections: one timer checks them all.
+
+    A connection registers once, when it opens; a request then only stamps what its
+    connection waits for and since when. Every `interval` seconds (while any connection is
+    open) the sweep asks each connection to check its deadline, so one is enforced between
+    `read_timeout` and `read_timeout + interval` after it started.
+    """
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.connections: set[ReadDeadlineProtocol] = set()
+        self.timer: asyncio.TimerHandle | None = None  # (the loop is not kept: `_deadlines` is keyed by it, weakly)
+
+    def add(self, connection: ReadDeadlineProtocol) -> None:
+        self.connections.add(connection)
+        if self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.interval, self._sweep)
+
+    def discard(self, connection: ReadDeadlineProtocol) -> None:
+        self.connections.discard(connection)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for connection in list(self.connections):
+            connection.check_deadline(now)
+        self.timer = loop.call_later(self.interval, self._sweep) if self.connections else None
+
+
+_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ReadDeadlines] = weakref.WeakKeyDictionary()
+
+
+class ReadDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, closing a connection whose client is too slow to send a request.
+
+    `awaiting` is what the client owes and `since` when that started: HEADERS from the
+    connection's opening and after each response (uvicorn's own keep-alive timeout still
+    closes an idle connection sooner; it is disarmed by the first byte, which this deadline
+    is not), BODY from the headers' end until the request is complete (uvicorn's cycle
+    says when: `more_body`). The bytes received while the headers are awaited are counted
+    too: past MAX_HEADER_BYTES, 431 and the connection is closed (httptools itself keeps
+    every header byte it is sent).
     """
 
     def __init__(self, *args: Any, read_timeout: float = DEFAULT_READ_TIMEOUT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.read_timeout = read_timeout
-        self.header_deadline: asyncio.TimerHandle | None = None
+        self.awaiting = HEADERS
+        self.since = 0.0
         self.header_bytes = 0
-
-    def _arm_header_deadline(self) -> None:
-        self._disarm_header_deadline()
-        self.header_bytes = 0
-        self.header_deadline = self.loop.call_later(self.read_timeout, self._headers_too_slow)
-
-    def _disarm_header_deadline(self) -> None:
-        if self.header_deadline is not None:
-            self.header_deadline.cancel()
-            self.header_deadline = None
-
-    def _headers_too_slow(self) -> None:
-        self.header_deadline = None
-        if not self.transport.is_closing():
-            logger.debug("closing a connection whose request headers took over %s s", self.read_timeout)
-            self.transport.close()
+        self.deadlines: ReadDeadlines | None = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_header_deadline()
+        self.since = self.loop.time()
+        self.deadlines = _deadlines.get(self.loop)
+        if self.deadlines is None:
+            self.deadlines = _deadlines[self.loop] = ReadDeadlines(min(self.read_timeout / 4, 0.25))
+        self.deadlines.add(self)
 
     def data_received(self, data: bytes) -> None:
-        if self.header_deadline is None:  # headers complete: a body, handled by `guard`
+        if self.awaiting is not HEADERS:
             super().data_received(data)
             return
         self.header_bytes += len(data)
         super().data_received(data)
-        if self.header_deadline is not None and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-            body = b'{"detail":"request line and headers are larger than %d bytes"}' % MAX_HEADER_BYTES
-            head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            self.transport.write(head + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body)
+        if self.awaiting is HEADERS and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+            message = f"request line and headers are larger than {MAX_HEADER_BYTES} bytes"
+            self.transport.write(closing_response(431, "Request Header Fields Too Large", message))
             self.transport.close()
 
     def on_headers_complete(self) -> None:
-        self._disarm_header_deadline()
+        self.awaiting, self.since = BODY, self.loop.time()
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # a next request whose headers are already in: nothing to await
         super().on_response_complete()
-        if not pipelined and not self.transport.is_closing():
-            self._arm_header_deadline()
+        if not pipelined:
+            self.awaiting, self.since, self.header_bytes = HEADERS, self.loop.time(), 0
+
+    def check_deadline(self, now: float) -> None:
+        """Called by the sweep: close the connection if what its client owes is late."""
+        if now - self.since <= self.read_timeout or self.transport.is_closing():
+            return
+        if self.awaiting is HEADERS:
+            logger.debug("closing a connection whose request headers took over %s s", self.read_timeout)
+            self.transport.close()
+            return
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or cycle.response_complete:
+            return  # the request is in: the app's time is not the client's
+        if not cycle.response_started and not self.pipeline:  # (a queued request: a response may be under way)
+            cycle.scope[BODY_TIMED_OUT] = True  # type: ignore[literal-required]  # counted by `guard`
+            cycle.disconnected = True  # the app's receive now gets http.disconnect; nothing it sends is written
+            cycle.message_event.set()
+            message = f"the request body did not arrive within {self.read_timeout:g} s"
+            self.transport.write(closing_response(408, "Request Timeout", message))
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_deadline()
+        if self.deadlines is not None:
+            self.deadlines.discard(self)
         super().connection_lost(exc)
-
-
-class BodyDeadlines:
-    """The body deadlines of one worker: one timer sweeps them all, a few times a second.
-
-    `asyncio.timeout` around each read would cost ~14 us a request (a timer scheduled and
-    cancelled every time: more than the rest of the middleware); a request here only puts
-    its task in a dict and takes it out. The sweep cancels a task past its deadline, which
-    the reader tells from any other cancellation by `expired`.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-        self.reading: dict[asyncio.Task, float] = {}
-        self.expired: set[asyncio.Task] = set()
-        self._armed: asyncio.AbstractEventLoop | None = None  # the loop whose timer sweeps
-
-    def watch(self, task: asyncio.Task, deadline: float) -> None:
-        self.reading[task] = deadline
-        loop = task.get_loop()
-        if self._armed is not loop:  # idle, or an app used from another loop (tests)
-            self._armed = loop
-            loop.call_later(self.interval, self._sweep, loop)
-
-    def unwatch(self, task: asyncio.Task) -> None:
-        self.reading.pop(task, None)
-
-    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._armed is not loop:
-            return  # superseded by another loop's timer
-        now = time.monotonic()
-        for task, deadline in list(self.reading.items()):
-            if deadline <= now and task.get_loop() is loop:
-                del self.reading[task]
-                self.expired.add(task)
-                task.cancel()
-        if self.reading:
-            loop.call_later(self.interval, self._sweep, loop)
-        else:
-            self._armed = None  # idle: no timer until the next read
 
 
 class _Refused(Exception):
@@ -153,7 +179,6 @@ def guard(
     app: Any,
     *,
     max_body_bytes: int,
-    read_timeout: float,
     error: Callable[[int, str], Any],
     count_error: Callable[[str, str], None],
     observe: Callable[[str, int, float], None],
@@ -161,105 +186,104 @@ def guard(
     token: str | None = None,
     token_paths: Iterable[str] = (),
 ) -> Any:
-    """Wrap an ASGI app with the body limit, the body deadline, the bearer token of
-    `token_paths` and JSON 500s (see the module docstring).
+    """Wrap an ASGI app with the body limit, the bearer token of `token_paths`, JSON 500s and
+    the count of bodies the protocol timed out (see the module docstring).
 
     `error(status, message)` builds the server's JSON error response; `count_error(endpoint,
     kind)` counts a refusal or a failure; `observe(endpoint, status, seconds)` records a
     response the app itself never gave (its endpoints observe their own). Endpoint labels
     are the known `endpoints`, `/ui` for the pages, else `other`: never a client's raw path.
+
+    A request with a `Content-Length` goes to the app as it came (httptools reads no more
+    than the declared length); only a chunked body is read here first, to count it.
     """
     known = frozenset(endpoints)
-    deadlines = BodyDeadlines(min(read_timeout / 4, 0.25))
     guarded = frozenset(token_paths) if token else frozenset()
+    too_large = body_too_large(max_body_bytes)
 
     def endpoint_of(path: str) -> str:
         if path in known:
             return path
         return "/ui" if path == "/ui" or path.startswith("/ui/") else "other"
 
-    def declared_too_large(scope: dict) -> bool:
+    def chunked(scope: dict) -> bool:
+        """Whether the body must be counted as it comes; a declared length over the limit: 413."""
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    return int(value) > max_body_bytes
+                    length = int(value)
                 except ValueError:
                     raise _Refused(400, "bad_content_length", "Content-Length is not a number") from None
+                if length > max_body_bytes:
+                    raise _Refused(413, "body_too_large", too_large)
+                return False
+            if name == b"transfer-encoding":
+                return True
         return False
 
-    async def read_body(receive: Any, started: float) -> dict:
-        """The request's whole body as one `http.request` message, within the size and the
-        deadline (the first message usually is the whole body: then it is returned as is)."""
-        task = asyncio.current_task()
-        assert task is not None
-        deadlines.watch(task, started + read_timeout)
-        try:
+    async def read_chunked(receive: Any) -> dict:
+        """A chunked body as one `http.request` message, refused once past the limit (or the
+        disconnect that ended it: the client left, or the protocol timed the body out)."""
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            if not message.get("more_body", False) or message["type"] != "http.request":
-                if len(message.get("body", b"")) > max_body_bytes:
-                    raise _Refused(413, "body_too_large", body_too_large(max_body_bytes))
+            if message["type"] != "http.request":
                 return message
-            chunks, size = [], 0
-            while True:
-                if message["type"] != "http.request":
-                    return message  # the client went away
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > max_body_bytes:
-                    raise _Refused(413, "body_too_large", body_too_large(max_body_bytes))
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-                message = await receive()
-        except asyncio.CancelledError:
-            if task not in deadlines.expired:
-                raise
-            deadlines.expired.discard(task)
-            task.uncancel()
-            raise _Refused(408, "body_timeout", f"the request body did not arrive within {read_timeout:g} s") from None
-        finally:
-            deadlines.unwatch(task)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_body_bytes:
+                raise _Refused(413, "body_too_large", too_large)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+    def refuse(scope: dict, status: int, kind: str, started: float) -> str:
+        endpoint = endpoint_of(scope["path"])
+        count_error(endpoint, kind)
+        observe(endpoint, status, time.perf_counter() - started)
+        return endpoint
 
     async def guarded_app(scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             if guarded and scope["path"] in guarded and not authorized(scope, token):
-                endpoint = endpoint_of(scope["path"])
-                count_error(endpoint, "unauthorized")
-                observe(endpoint, 401, time.monotonic() - started)
+                refuse(scope, 401, "unauthorized", started)
                 await unauthorized()(scope, receive, send)
                 return
-            if declared_too_large(scope):
-                raise _Refused(413, "body_too_large", body_too_large(max_body_bytes))
-            first: dict | None = await read_body(receive, started)
-            if first["type"] != "http.request":
-                return  # disconnected before the body arrived: nobody to answer
+            if chunked(scope):
+                first: dict | None = await read_chunked(receive)
+                if first["type"] != "http.request":
+                    raise ClientDisconnect  # (counted below if the body timed out)
 
-            async def replay() -> dict:
-                nonlocal first
-                if first is not None:
-                    message, first = first, None
-                    return message
-                return await receive()  # only a disconnect can come now
+                async def replay() -> dict:
+                    nonlocal first
+                    if first is not None:
+                        message, first = first, None
+                        return message
+                    return await receive()  # only a disconnect can come now
 
-            await app(scope, replay, send)
+                receive = replay
+            await app(scope, receive, send)
         except _Refused as refused:
-            endpoint = endpoint_of(scope["path"])
-            count_error(endpoint, refused.kind)
-            observe(endpoint, refused.status, time.monotonic() - started)
+            refuse(scope, refused.status, refused.kind, started)
             response = error(refused.status, refused.message)
             response.headers["connection"] = "close"  # the rest of the body is not read
             await response(scope, receive, send)
+            return
+        except ClientDisconnect:
+            pass  # the client left, or its body was late (below): nobody to answer either way
         except Exception as exc:
             # The app answered already: Starlette's ServerErrorMiddleware sends the response
             # of server_error_handler (a JSON 500), then re-raises for the server to see.
-            endpoint, kind = endpoint_of(scope["path"]), type(exc).__name__
-            count_error(endpoint, kind)
-            observe(endpoint, 500, time.monotonic() - started)  # the endpoint raised: it observed nothing
+            kind = type(exc).__name__
+            endpoint = refuse(scope, 500, kind, started)  # the endpoint raised: it observed nothing
             logger.error("%s %s failed: %s: %s", scope.get("method"), endpoint, kind, exc, exc_info=exc)
+            return
+        if BODY_TIMED_OUT in scope:  # the protocol answered 408 (ReadDeadlineProtocol.check_deadline)
+            refuse(scope, 408, "body_timeout", started)
 
     return guarded_app
 

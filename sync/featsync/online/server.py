@@ -26,7 +26,7 @@ import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,7 +43,6 @@ from starlette.schemas import SchemaGenerator
 
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.logs import access_log, uvicorn_config
-from featsync.monitoring.freshness import online_freshness
 from featsync.online.connections import (
     async_mget,
     async_redis_client,
@@ -56,11 +55,13 @@ from featsync.online.layout import StoredValueError, from_micros
 from featsync.online.limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_READ_TIMEOUT,
-    HeaderDeadlineProtocol,
+    ReadDeadlineProtocol,
+    error_body,
     guard,
     http_error_handler,
     server_error_handler,
 )
+from featsync.online.metrics import MULTIPROC_ENV, Metrics, view_gauges
 from featsync.online.serving import (
     EXPIRED,
     NOT_FOUND,
@@ -74,11 +75,9 @@ from featsync.online.serving import (
 from featsync.online.state import layout_of, read_states
 from featsync.project import Project
 from featsync.quality.validate import resolve_now
-from featsync.registry import Registry
-from featsync.results import ResultCache, validation_failures
+from featsync.results import ResultCache
 
 CONFIG_ENV = "FEATSYNC_SERVE_CONFIG_FILE"  # the path of the workers' config file (mode 0600), never the config itself
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 REQUEST_FIELDS = {"features", "feature_service", "entities", "full_feature_names", "request_data"}
 # Feast's exception class (feast/errors.py) for each featsync NotFoundError kind: error bodies
 # carry {"module", "class", "message"} as Feast's own server does, so its clients can type them.
@@ -93,7 +92,6 @@ log = logging.getLogger(__name__)
 FEAST_STATUS = {PRESENT: "PRESENT", NOT_FOUND: "NOT_FOUND", EXPIRED: "OUTSIDE_MAX_AGE"}
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # Feast's event time for entity columns and missing values
 NUMPY_UTC = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass(frozen=True)
@@ -104,12 +102,15 @@ class ServeConfig:
     CONFIG_ENV), removed when the server exits: it holds the Redis URL (with its password)
     and the token, which an environment variable would show to anyone reading
     /proc/<pid>/environ of a worker (and to the workers' child processes).
+
+    The CLI builds it once (`of`) from its options; `serve` only fills in the Redis URL when
+    none was given (FEATSYNC_REDIS_URL, else the embedded server it starts).
     """
 
     project_dir: str
     profiles_dir: str
     target: str | None
-    redis_url: str
+    redis_url: str | None  # None: FEATSYNC_REDIS_URL or the embedded Redis, decided by `serve`
     key_prefix: str | None = None
     max_batch: int = 1000
     redis_timeout: float = 1.0
@@ -122,126 +123,14 @@ class ServeConfig:
     read_timeout: float = DEFAULT_READ_TIMEOUT  # seconds for a request's headers, and again for its body
     auth_reads: bool = False  # /get-online-features requires the token too (writes and the UI always do)
 
+    @classmethod
+    def of(cls, project: Project, **options: Any) -> ServeConfig:
+        """The config of a server of `project`, with the given options (the fields above)."""
+        return cls(str(project.project_dir), str(project.profiles_dir), project.target, **options)
+
 
 class PayloadTooLarge(RequestError):
     """More entity rows than --max-batch: 413."""
-
-
-class Metrics:
-    """Prometheus metrics; multiprocess-safe when PROMETHEUS_MULTIPROC_DIR is set (featsync serve sets it).
-
-    Imported lazily: prometheus_client picks its value store when it is first imported.
-    """
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram, multiprocess
-
-        self.registry = CollectorRegistry()
-        if os.environ.get(MULTIPROC_ENV):
-            multiprocess.MultiProcessCollector(self.registry)
-            target = None  # each process writes its own files; the collector adds them up
-        else:
-            target = self.registry
-        self.latency = Histogram(
-            "featsync_request_duration_seconds",
-            "Time to serve a request, from the request to the response body.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=target,
-        )
-        self.requests = Counter(
-            "featsync_requests", "Requests served, by endpoint and HTTP status.", ["endpoint", "code"], registry=target
-        )
-        self.lookups = Counter(
-            "featsync_entity_lookups",
-            "Entity lookups per feature view, by status (present, not_found, expired); "
-            "not-found rate = not_found / all lookups of the view.",
-            ["feature_view", "status"],
-            registry=target,
-        )
-        self.errors = Counter(
-            "featsync_errors",
-            "Requests that failed on the server's side (kind: the exception) or were refused by a limit "
-            "(body_too_large, body_timeout, unauthorized), by endpoint.",
-            ["endpoint", "kind"],
-            registry=target,
-        )
-        self._children: dict[tuple, Any] = {}
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
-    def observe(self, endpoint: str, code: int, seconds: float) -> None:
-        self.child(self.latency, endpoint).observe(seconds)
-        self.child(self.requests, endpoint, str(code)).inc()
-
-    def count_error(self, endpoint: str, kind: str) -> None:
-        self.child(self.errors, endpoint, kind).inc()
-
-    def count_lookups(self, response: OnlineResponse) -> None:
-        for view, statuses in response.view_statuses.items():
-            if len(statuses) == 1:  # one entity row: one increment, no counting
-                self.child(self.lookups, view, statuses[0]).inc()
-                continue
-            for status in (PRESENT, NOT_FOUND, EXPIRED):
-                count = statuses.count(status)
-                if count:
-                    self.child(self.lookups, view, status).inc(count)
-
-    def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
-
-        return generate_latest(self.registry)
-
-
-def view_gauges(registry: Registry, states: Mapping[str, Mapping[str, str]] | None, now: datetime, results: ResultCache) -> bytes:
-    """Per feature view gauges, computed at scrape time (Prometheus text format).
-
-    Freshness (now - newest event time pushed) and the last push time come from the push
-    state (absent for a view never pushed, or all of them when Redis does not answer);
-    validation failures from the last recorded `featsync validate` (absent if never run).
-    """
-    from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
-
-    freshness = GaugeMetricFamily(
-        "featsync_feature_view_freshness_seconds",
-        "Now minus the newest event time pushed online, per feature view (negative: event times in the future).",
-        labels=["feature_view"],
-    )
-    last_push = GaugeMetricFamily(
-        "featsync_feature_view_last_push_timestamp_seconds",
-        "Unix time of the last completed push of the feature view.",
-        labels=["feature_view"],
-    )
-    failures = GaugeMetricFamily(
-        "featsync_feature_view_validation_failures",
-        "Expectations that did not pass in the feature view's last recorded validation.",
-        labels=["feature_view"],
-    )
-    for view in registry.online_views() if states is not None else ():
-        fresh = online_freshness(view, states.get(view.name, {}), now)
-        if fresh.age_seconds is not None:
-            freshness.add_metric([view.name], fresh.age_seconds)
-        if fresh.last_push_at is not None:
-            last_push.add_metric([view.name], fresh.last_push_at.timestamp())
-    validations = results.views("validate")
-    for name in registry.feature_views:
-        count = validation_failures(validations.get(name))
-        if count is not None:
-            failures.add_metric([name], count)
-
-    class Collector:
-        def collect(self) -> Any:
-            yield from (freshness, last_push, failures)
-
-    gauges = CollectorRegistry(auto_describe=False)
-    gauges.register(Collector())
-    return generate_latest(gauges)
 
 
 def feast_response(response: OnlineResponse, n: int) -> dict[str, Any]:
@@ -281,18 +170,19 @@ def _feast_response_rows(response: OnlineResponse, n: int) -> dict[str, Any]:
     return {"metadata": {"feature_names": [*response.entities, *response.features]}, "results": results}
 
 
-ONE_PRESENT, ONE_EPOCH = ["PRESENT"], [EPOCH]
+ONE_PRESENT, ONE_NULL, ONE_EPOCH = ["PRESENT"], ["NULL_VALUE"], [EPOCH]  # shared: orjson only reads them
 
 
 def _feast_response_one_row(response: OnlineResponse) -> dict[str, Any]:
     """feast_response for one entity row: one-item lists, no serializing ahead (tests/test_server_response.py
     holds it to the general path's bytes)."""
-    entities = response.entities.values()
-    results = [{"values": values, "statuses": ONE_PRESENT, "event_timestamps": ONE_EPOCH} for values in entities]
-    event_micros, feature_views = response.event_micros, response.feature_views
+    results = [
+        {"values": values, "statuses": ONE_PRESENT, "event_timestamps": ONE_EPOCH} for values in response.entities.values()
+    ]
+    event_micros, feature_views, statuses = response.event_micros, response.feature_views, response.statuses
     times: dict[str | None, list[datetime]] = {None: ONE_EPOCH}  # by view: its row's event time
     for output, values in response.features.items():
-        status = response.statuses[output][0]
+        status = statuses[output][0]
         if status != PRESENT:
             results.append({"values": values, "statuses": [FEAST_STATUS[status]], "event_timestamps": ONE_EPOCH})
             continue
@@ -302,7 +192,7 @@ def _feast_response_one_row(response: OnlineResponse) -> dict[str, Any]:
             micros = event_micros[view][0] if view in event_micros else None
             time_json = times[view] = ONE_EPOCH if micros is None else [from_micros(micros)]
         results.append(
-            {"values": values, "statuses": ["NULL_VALUE" if values[0] is None else "PRESENT"], "event_timestamps": time_json}
+            {"values": values, "statuses": ONE_NULL if values[0] is None else ONE_PRESENT, "event_timestamps": time_json}
         )
     return {"metadata": {"feature_names": [*response.entities, *response.features]}, "results": results}
 
@@ -354,8 +244,7 @@ def error(status: int, message: str, feast_class: str = "FeastError") -> Respons
     """An error body both for curl users (`detail`) and for Feast clients: Feast's server answers
     {"module", "class", "message"} (FeastError.to_error_detail), which FeastError.from_error_detail
     turns back into the typed exception."""
-    body = {"detail": message, "module": "feast.errors", "class": feast_class, "message": message}
-    return Response(orjson.dumps(body), status, media_type="application/json")
+    return Response(error_body(message, feast_class), status, media_type="application/json")
 
 
 def feast_class_of(exc: FeatsyncError) -> str:
@@ -510,7 +399,6 @@ def create_app(config: ServeConfig) -> Starlette:
     guarded = guard(
         app,
         max_body_bytes=config.max_body_bytes,
-        read_timeout=config.read_timeout,
         error=error,
         count_error=metrics.count_error,
         observe=metrics.observe,
@@ -580,23 +468,7 @@ def write_config(config: ServeConfig) -> str:
     return path
 
 
-def serve(
-    project: Project,
-    host: str = "127.0.0.1",
-    port: int = 6566,
-    workers: int = 1,
-    redis_url: str | None = None,
-    key_prefix: str | None = None,
-    max_batch: int = 1000,
-    log_level: str = "info",
-    log_format: str = "text",
-    access_log: bool = False,
-    ui: bool = False,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    read_timeout: float = DEFAULT_READ_TIMEOUT,
-    auth_token: str | None = None,
-    auth_reads: bool = False,
-) -> None:
+def serve(project: Project, config: ServeConfig, host: str = "127.0.0.1", port: int = 6566, workers: int = 1) -> None:
     """Run the server until interrupted; validates the project first, in this process.
 
     FEATSYNC_REDIS_URL (it may hold a password) is taken out of the environment first, so no
@@ -605,56 +477,22 @@ def serve(
     """
     env_url = os.environ.pop("FEATSYNC_REDIS_URL", None)
     try:
-        _serve(project, host, port, workers, redis_url or env_url, key_prefix, max_batch, log_level, log_format, access_log, ui,
-               max_body_bytes, read_timeout, auth_token, auth_reads)  # fmt: skip
+        _serve(project, replace(config, redis_url=config.redis_url or env_url), host, port, workers)
     finally:
         if env_url is not None:
             os.environ["FEATSYNC_REDIS_URL"] = env_url
 
 
-def _serve(
-    project: Project,
-    host: str,
-    port: int,
-    workers: int,
-    redis_url: str | None,
-    key_prefix: str | None,
-    max_batch: int,
-    log_level: str,
-    log_format: str,
-    access_log: bool,
-    ui: bool,
-    max_body_bytes: int,
-    read_timeout: float,
-    auth_token: str | None,
-    auth_reads: bool,
-) -> None:
+def _serve(project: Project, config: ServeConfig, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    if redis_url:  # a malformed URL would fail in every worker's start-up, with a traceback
-        check_redis_url(redis_url)
+    if config.redis_url:  # a malformed URL would fail in every worker's start-up, with a traceback
+        check_redis_url(config.redis_url)
     project.registry()  # parse + validate once here: declaration errors before any worker starts
     embedded = None
-    if not redis_url:
+    if not config.redis_url:
         embedded = embedded_redis(project)  # the embedded redis-server lives as long as this process
-        redis_url = embedded_url(embedded)
-    url = redis_url
-    config = ServeConfig(
-        str(project.project_dir),
-        str(project.profiles_dir),
-        project.target,
-        url,
-        key_prefix,
-        max_batch,
-        ui=ui,
-        access_log=access_log,
-        log_level=log_level,
-        log_format=log_format,
-        max_body_bytes=max_body_bytes,
-        read_timeout=read_timeout,
-        auth_token=auth_token,
-        auth_reads=auth_reads,
-    )
+        config = replace(config, redis_url=embedded_url(embedded))
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
     if own_metrics_dir:
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="featsync-metrics-")
@@ -671,10 +509,10 @@ def _serve(
             port=port,
             workers=workers,
             loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",  # no uvloop on Windows
-            http=functools.partial(HeaderDeadlineProtocol, read_timeout=read_timeout),  # httptools + a header deadline
+            http=functools.partial(ReadDeadlineProtocol, read_timeout=config.read_timeout),  # httptools + read deadlines
             access_log=False,  # uvicorn's; featsync.access lines when --access-log (they cost more than a request)
-            log_level=log_level,
-            log_config=uvicorn_config(log_level, log_format),
+            log_level=config.log_level,
+            log_config=uvicorn_config(config.log_level, config.log_format),
         )
     except SystemExit as exc:
         if exc.code != 128 + signal.SIGTERM:

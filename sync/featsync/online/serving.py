@@ -201,7 +201,7 @@ class ReadPlan:
         strict (JSON requests): columns must be lists of strings or integers, and every
         column must be an entity of the requested views.
         """
-        lengths: dict[str, int] = {}
+        n, same_lengths = None, True
         for name in self.entity_names:
             column = columns.get(name)
             if column is None:
@@ -215,17 +215,19 @@ class ReadPlan:
                     raise RequestError(
                         f"entity '{name}' row {i}: {value!r} is a {_json_type(value)}; entity keys are strings or integers"
                     )
-            lengths[name] = len(column)
-        if len(set(lengths.values())) > 1:
-            detail = ", ".join(f"{name}: {n}" for name, n in lengths.items())
+            if n is None:
+                n = len(column)
+            elif len(column) != n:
+                same_lengths = False
+        if not same_lengths:
+            detail = ", ".join(f"{name}: {len(columns[name])}" for name in self.entity_names)
             raise RequestError(f"entity columns have different lengths ({detail})")
-        if strict:
+        if strict and len(columns) > len(self.entity_names):  # (every entity column is in: the rest are unknown)
             unknown = [name for name in columns if name not in self.needed_by]
-            if unknown:
-                raise RequestError(
-                    f"'{unknown[0]}' is not an entity of the requested feature views (entities: {', '.join(self.entity_names)})"
-                )
-        return next(iter(lengths.values()), 0)
+            raise RequestError(
+                f"'{unknown[0]}' is not an entity of the requested feature views (entities: {', '.join(self.entity_names)})"
+            )
+        return n or 0
 
     def keys(self, columns: Mapping[str, Sequence[Any]]) -> list[bytes]:
         """Every view's keys for every row, view after view: the order `assemble` reads them in."""
@@ -241,17 +243,22 @@ class ReadPlan:
 
     def assemble(self, columns: Mapping[str, list[Any]], n: int, values: Sequence[bytes | None], now_us: int) -> OnlineResponse:
         """Decode MGET's answer: typed values, a status per value, TTL checked against the event time."""
-        response = OnlineResponse({name: columns[name] for name in self.entity_names}, {}, {})
+        features: dict[str, list[Any]] = {}
+        statuses_of: dict[str, list[str]] = {}
+        event_micros: dict[str, list[int | None]] = {}
+        feature_views: dict[str, str] = {}
+        view_statuses: dict[str, list[str]] = {}
         for block, read in enumerate(self.views):
             statuses, times, outputs = _read_block(read, values[block * n : (block + 1) * n], now_us)
             name = read.view.name
-            response.event_micros[name] = times
-            response.view_statuses[name] = statuses
+            event_micros[name] = times
+            view_statuses[name] = statuses
             for (_, output), column in zip(read.outputs, outputs, strict=True):
-                response.features[output] = column
-                response.statuses[output] = list(statuses)
-                response.feature_views[output] = name
-        return response
+                features[output] = column
+                statuses_of[output] = statuses.copy()
+                feature_views[output] = name
+        entities = {name: columns[name] for name in self.entity_names}
+        return OnlineResponse(entities, features, statuses_of, event_micros, feature_views, view_statuses)
 
 
 VECTOR_MIN = 16  # from this many stored values of a fixed-width view on, decode them as one numpy array

@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from featsync.monitoring import drift as drift_lib
 from featsync.online.auth import COOKIE, authorized, token_matches, unauthorized
+from featsync.online.limits import error_body, internal_error
 from featsync.online.state import layout_of, read_states
 from featsync.project import Project
 from featsync.quality.validate import resolve_now
@@ -104,7 +105,7 @@ class UI:
             Route("/login", self.login, methods=["GET", "POST"], name="login"),
             Mount("/static", static, name="static"),
         ]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={Exception: self.server_error})
 
     def guard(self, app: Any) -> Any:
         """ASGI wrapper: the token (when configured) on every UI path but the login page and assets."""
@@ -248,6 +249,15 @@ class UI:
         response = HTMLResponse(html, code)
         response.headers.update(SECURITY_HEADERS)
         return response
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """A page that raised: a page saying so for a browser, else the server's JSON 500 (as
+        the API answers); Starlette then re-raises, and the server's guard counts it and logs
+        the traceback once (featsync.online.limits)."""
+        message = internal_error(exc)
+        if _wants_json(request.scope):
+            return Response(error_body(message), 500, media_type="application/json")
+        return self.page("error.html", request, code=500, message=message, title="Server error")
 
     def not_found(self, request: Request, message: str) -> Response:
         return self.page("not_found.html", request, code=404, message=message, title="Not found")
