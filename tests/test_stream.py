@@ -198,7 +198,12 @@ def test_a_refusal_stops_the_consumer_with_a_clear_error(pit_duckdb, redis_url):
 
 def test_outages_are_told_from_refusals():
     assert transient(FeatsyncError("Redis went away")) is False
-    for outage in (redis.ConnectionError("refused"), redis.TimeoutError(), ConnectionResetError(), redis.ReadOnlyError("failover")):
+    for outage in (
+        redis.ConnectionError("refused"),
+        redis.TimeoutError(),
+        ConnectionResetError(),
+        redis.ReadOnlyError("failover"),
+    ):
         try:
             try:
                 raise outage

@@ -608,7 +608,7 @@ def stream(
     else:
         out.print(
             f"stream {source.stream}: {stats.read} entries read, {stats.pushed} rows pushed, {stats.dead} dead, "
-            f"{stats.retries} outages retried",
+            f"{stats.retries} retries after outages",
             markup=False,
         )
 
