@@ -774,13 +774,17 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
     return PushedRows(Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired, newest)
 
 
-async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS) -> tuple[int, int]:
+async def write_newer_async(
+    client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS, then: tuple[Any, ...] | None = None
+) -> tuple[int, int]:
     """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
 
     The calls are framed by pack_writes (Arrow kernels, no per-row Python) and written to
     one pooled connection, as the batch push does on a blocking one; a Redis Cluster gets
-    one call per hash slot through redis-py's routing. NoScriptError propagates (the caller
-    loads the script and retries); a connection whose replies were not all read is dropped.
+    one call per hash slot through redis-py's routing. `then`: one more command sent behind
+    the writes in the same round trip (the view's newest_event_time, featsync.online.state.
+    raise_newest_command), its reply not counted. NoScriptError propagates (the caller loads
+    the script and retries); a connection whose replies were not all read is dropped.
     """
     import redis.asyncio  # only the server writes asynchronously
 
@@ -788,11 +792,15 @@ async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int =
         pipe = client.pipeline()
         for keys, args in _slot_calls(rows, chunk_rows):
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        if then is not None:
+            pipe.execute_command(*then)
         replies = await pipe.execute()
     else:
         commands = pack_writes(sha, rows, chunk_rows)
         pool = client.connection_pool
         connection = await pool.get_connection()
+        if then is not None:
+            commands.append(connection.pack_command(*then))
         try:
             for command in commands:
                 await connection.send_packed_command(command, check_health=False)
@@ -802,6 +810,8 @@ async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int =
             raise
         finally:
             await pool.release(connection)
+    if then is not None:
+        replies = replies[:-1]
     written = stale = 0
     for reply in replies:
         written += reply[0]

@@ -40,7 +40,7 @@ from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
 from featsync.online.push import WRITE_NEWER, encode_pushed, write_newer_async
 from featsync.online.rows import TO_ONLINE, PushRowsError
-from featsync.online.state import own_async, raise_newest_async
+from featsync.online.state import own_async, raise_newest_command
 from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
@@ -115,9 +115,10 @@ def routes(
                 sha = await redis_client.script_load(WRITE_NEWER)
                 script["sha"] = sha.decode() if isinstance(sha, bytes) else sha
             try:
+                # The view's newest_event_time goes behind the writes, in their round trip.
+                then = raise_newest_command(layout, pushed.newest_event)
                 async with asyncio.timeout(timeout):
-                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows)
-                    await raise_newest_async(redis_client, layout, pushed.newest_event)  # after the rows are online
+                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, then=then)
                 return written, stale, pushed.expired
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)

@@ -229,14 +229,15 @@ def event_time_text(value: datetime) -> str:
 def raise_newest(client: Any, layout: Layout, newest: datetime | None) -> None:
     """Record that rows up to `newest` (aware UTC, not after the writer's clock) were written
     online, unless a later time is recorded: for writers that save no push (pushed rows)."""
-    if newest is not None:
-        client.eval(RAISE_NEWEST, 1, layout.state_key, event_time_text(newest))
+    command = raise_newest_command(layout, newest)
+    if command is not None:
+        client.execute_command(*command)
 
 
-async def raise_newest_async(client: Any, layout: Layout, newest: datetime | None) -> None:
-    """`raise_newest` on an asyncio client (the server's POST /push)."""
-    if newest is not None:
-        await client.eval(RAISE_NEWEST, 1, layout.state_key, event_time_text(newest))
+def raise_newest_command(layout: Layout, newest: datetime | None) -> tuple[Any, ...] | None:
+    """`raise_newest` as a command to send behind the writes in their round trip (the server's
+    POST /push: featsync.online.push.write_newer_async); None when there is nothing to raise."""
+    return None if newest is None else ("EVAL", RAISE_NEWEST, 1, layout.state_key, event_time_text(newest))
 
 
 def save_state(client: Any, layout: Layout, run: str, fields: Mapping[str, Any]) -> bool:
