@@ -551,6 +551,8 @@ class Pusher:
         layout = layout or self.layout(view)
         pushed = encode_pushed(layout, table, int(self.now() * 1_000_000))
         stats.rows_read, stats.skipped_expired = pushed.given, pushed.expired
+        if pushed.newest_event is not None:
+            stats.newest_event_time = event_time_text(pushed.newest_event)
         if pushed.rows is not None:
             with self._redis_errors(view):
                 if layout.view_id not in self._owned:
