@@ -184,7 +184,7 @@ def main() -> None:
         baseline = []
         for i in range(args.requests):
             cols = columns([f"base{u}" for u in users[i * 1000 : (i + 1) * 1000]], now - timedelta(hours=1), i)
-            rows, _, _ = encode_pushed(layout, conform(view, cols), time.time_ns() // 1000)
+            rows = encode_pushed(layout, conform(view, cols), time.time_ns() // 1000).rows
             baseline.append(
                 list(zip(rows.keys.cast(pa.binary()).to_pylist(), rows.values.to_pylist(), rows.expire_ms.tolist(), strict=True))
             )

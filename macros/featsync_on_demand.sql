@@ -27,6 +27,31 @@
       "snowflake": "(CAST(FLOOR(DATE_PART(HOUR, \"featsync_input:event_timestamp\")) AS BIGINT) < 6)",
       "spark": "(CAST(FLOOR(EXTRACT(HOUR FROM `featsync_input:event_timestamp`)) AS BIGINT) < 6)"
     }
+  },
+  "fraud_detection:v3": {
+    "amount_vs_avg_ratio": {
+      "data_type": "float8",
+      "duckdb": "(\"featsync_input:transaction_amount\" / NULLIF(\"featsync_input:amount_avg_30d\", CAST(0 AS DOUBLE)))",
+      "expression": "transaction_amount / amount_avg_30d",
+      "inputs": [
+        "transaction_amount",
+        "amount_avg_30d"
+      ],
+      "postgres": "(CAST(\"featsync_input:transaction_amount\" AS DOUBLE PRECISION) / NULLIF(\"featsync_input:amount_avg_30d\", CAST(0 AS DOUBLE PRECISION)))",
+      "snowflake": "(\"featsync_input:transaction_amount\" / NULLIF(\"featsync_input:amount_avg_30d\", CAST(0 AS DOUBLE)))",
+      "spark": "(`featsync_input:transaction_amount` / NULLIF(`featsync_input:amount_avg_30d`, CAST(0 AS DOUBLE)))"
+    },
+    "is_night_transaction": {
+      "data_type": "boolean",
+      "duckdb": "(CAST(FLOOR(EXTRACT(HOUR FROM \"featsync_input:event_timestamp\")) AS BIGINT) < 6)",
+      "expression": "extract(hour from event_timestamp) < 6",
+      "inputs": [
+        "event_timestamp"
+      ],
+      "postgres": "(CAST(FLOOR(EXTRACT(HOUR FROM \"featsync_input:event_timestamp\")) AS BIGINT) < 6)",
+      "snowflake": "(CAST(FLOOR(DATE_PART(HOUR, \"featsync_input:event_timestamp\")) AS BIGINT) < 6)",
+      "spark": "(CAST(FLOOR(EXTRACT(HOUR FROM `featsync_input:event_timestamp`)) AS BIGINT) < 6)"
+    }
   }
 }) }}
 {% endmacro %}

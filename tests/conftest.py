@@ -81,6 +81,9 @@ def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _dbt_logs(tmp_session: Path) -> None:
     # dbt writes logs/ into the project by default; keep test runs out of the tree.
     os.environ["DBT_LOG_PATH"] = str(tmp_session / "dbt-logs")
+    # The example's streaming view reads its DuckDB push log (default data/pushed, relative to
+    # the working directory): never a developer's pushed rows, only what the tests push.
+    os.environ["FEATSYNC_PUSH_LOG_DIR"] = str(tmp_session / "pushed")
 
 
 @pytest.fixture(scope="session")

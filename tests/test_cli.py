@@ -32,7 +32,7 @@ def project_dir(tmp_path_factory) -> Path:
 def test_list_json(project_dir):
     data = json.loads(run("list", "--project-dir", str(project_dir), "--json").output)
     assert {v["name"] for v in data["feature_views"]} >= {"user_transaction_features", "merchant_risk_features"}
-    assert [(s["name"], s["version"]) for s in data["feature_services"]] == [("fraud_detection", 1), ("fraud_detection", 2)]
+    assert [(s["name"], s["version"]) for s in data["feature_services"]] == [("fraud_detection", v) for v in (1, 2, 3)]
     assert {e["name"] for e in data["entities"]} == {"user_id", "merchant_id", "product_id"}
     assert (project_dir / "target/featsync/default/manifest.json").is_file()
 
@@ -55,7 +55,7 @@ def test_describe_feature_view(project_dir):
     data = json.loads(run("describe", "merchant_profile_features", "--project-dir", str(project_dir), "--json").output)
     assert data["kind"] == "feature_view" and data["valid_to"] == "valid_to" and data["ttl"] == "none"
     assert data["lineage"]["models"] == ["merchants_snapshot (snapshot)", "stg_merchants (model)", "raw_merchants (seed)"]
-    assert data["used_by"]["services"] == ["fraud_detection_v2"]
+    assert data["used_by"]["services"] == ["fraud_detection_v2", "fraud_detection_v3"]
     roles = {c["name"]: (c["role"], c["data_type"]) for c in data["columns"]}
     assert roles["merchant_id"] == ("entity", "text") and roles["risk_tier"] == ("feature", "text")
     table = run("describe", "user_transaction_features", "--project-dir", str(project_dir)).output
@@ -76,7 +76,8 @@ def test_describe_service_and_entity(project_dir):
     v1 = json.loads(run("describe", "fraud_detection:v1", "--project-dir", str(project_dir), "--json").output)
     assert v1["version"] == 1 and len(v1["features"]) == 5
     latest = run("describe", "fraud_detection", "--project-dir", str(project_dir)).output
-    assert "fraud_detection (feature service, v2)" in latest and "pair_transaction_count_90d" in latest
+    assert "fraud_detection (feature service, v3)" in latest and "pair_transaction_count_90d" in latest
+    assert "last_amount" in latest  # v3: v2 plus the streaming view
     entity = json.loads(run("describe", "user_id", "--project-dir", str(project_dir), "--json").output)
     assert entity["kind"] == "entity" and entity["data_type"] == "text"
 

@@ -67,6 +67,18 @@ def test_push_is_served_at_once_and_older_rows_never_win(http):
     assert online(http, ["p1", "p2"]) == {"amount": [1, 3], "label": ["api", "newer"]}
 
 
+def test_push_moves_the_view_s_newest_event_time_and_freshness(http):
+    """As the batch push does: the push state's newest_event_time (compared and set in Redis,
+    never lowered), which /metrics' freshness gauge and the UI read."""
+    for at in (NOW - H, NOW - 2 * H):  # the older one after: it stays at NOW - 1h
+        reply = http.post("/push", json={"push_source_name": "fv_user", "df": df(["f1"], at, [1])})
+        assert reply.status_code == 200, reply.text
+    metrics = http.get("/metrics").text
+    name = 'featsync_feature_view_freshness_seconds{feature_view="fv_user"}'
+    age = float(next(line for line in metrics.splitlines() if line.startswith(name)).split()[-1])
+    assert H.total_seconds() <= age < 2 * H.total_seconds()  # from NOW - 1h, not lowered to NOW - 2h
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [

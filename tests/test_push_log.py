@@ -1,10 +1,12 @@
-"""The offline push log against real DuckDB and PostgreSQL: rows pushed with to=online_and_offline
-are served online at once, and after `dbt build` the view (its model unions featsync.push_log
-with its batch source) and a training set see exactly those values: no training/serving skew."""
+"""The offline push log against real DuckDB and PostgreSQL, and the Snowflake emulator
+(tests/snowflake_emulator): rows pushed with to=online_and_offline are served online at once,
+and after `dbt build` the view (its model unions featsync.push_log with its batch source) and a
+training set see exactly those values: no training/serving skew."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +39,20 @@ push_log_project:
       dbname: "{{ env_var('FEATSYNC_PG_DATABASE', 'test') }}"
       schema: "{{ env_var('FEATSYNC_PUSHLOG_PG_SCHEMA', 'featsync_pushlog') }}"
       threads: 1
+    snowflake:  # the emulator (tests/snowflake_emulator/profiles.yml)
+      type: snowflake
+      account: emulated
+      user: featsync
+      password: emulated
+      warehouse: EMULATED
+      database: FEATSYNC
+      schema: "{{ env_var('FEATSYNC_PUSHLOG_SF_SCHEMA', 'FEATSYNC_PUSHLOG') }}"
+      threads: 1
+      client_session_keep_alive: false
+      host: 127.0.0.1
+      port: "{{ env_var('FEATSYNC_SNOWFLAKE_EMULATOR_PORT', '0') | as_number }}"
+      protocol: http
+      connect_retries: 0
 """
 PROJECT = """
 name: push_log_project
@@ -92,7 +108,15 @@ def make_project(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
+@pytest.fixture(scope="module")
+def snowflake_emulator() -> Iterator[int]:
+    from snowflake_emulator import serve
+
+    with serve() as port:
+        yield port
+
+
+@pytest.fixture(params=["duckdb", "postgres", "snowflake"])
 def store(request, tmp_path, monkeypatch, redis_url):
     target = request.param
     monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
@@ -101,6 +125,9 @@ def store(request, tmp_path, monkeypatch, redis_url):
     if target == "postgres":
         pg_dsn = request.getfixturevalue("pg_dsn")
         monkeypatch.setenv("FEATSYNC_PUSHLOG_PG_SCHEMA", schema)
+    if target == "snowflake":  # a fresh schema of the in-process emulator, dropped with it
+        monkeypatch.setenv("FEATSYNC_SNOWFLAKE_EMULATOR_PORT", str(request.getfixturevalue("snowflake_emulator")))
+        monkeypatch.setenv("FEATSYNC_PUSHLOG_SF_SCHEMA", schema.upper())
     root = make_project(tmp_path / "project")
     prefix = f"featsync-pushapi-{uuid.uuid4().hex[:8]}"
     store = FeatureStore(root, target, root, redis_url=redis_url, key_prefix=prefix)

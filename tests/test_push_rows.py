@@ -20,6 +20,7 @@ from featsync.errors import FeatsyncError
 from featsync.online.ingest import RowIngest
 from featsync.online.push import Pusher
 from featsync.online.serving import OnlineReader
+from featsync.online.state import read_state
 from featsync.project import Project
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -176,9 +177,38 @@ def test_race_between_the_batch_push_and_pushed_rows(pit, engine, request):
     got = read(pit, "fv_user", users, ["amount", "label"])
     assert got["label"] == ["api-newer" if i % 2 == 0 else "batch" for i in range(400)]
     assert got["amount"] == [200 if i % 2 == 0 else 100 for i in range(400)]
+    # The newest event time online is the API's, however the writes interleaved: the batch
+    # push's save (the warehouse's NOW - 1h) never lowers what the pushed rows raised.
+    assert newest_event_time(pit) == NOW - H / 6
     # And a later batch push of the same warehouse rows does not undo the newer pushed rows.
     pusher.push(select=["fv_user"], full_refresh=True)
     assert read(pit, "fv_user", users, ["label"])["label"] == got["label"]
+    assert newest_event_time(pit) == NOW - H / 6
+
+
+def newest_event_time(ingest: RowIngest, view: str = "fv_user") -> datetime | None:
+    return read_state(ingest.client, ingest.layout(ingest.view(view))).newest_event_time
+
+
+def test_pushed_rows_move_the_newest_event_time_forward_only(pit, tmp_path, monkeypatch):
+    """newest_event_time (freshness in the UI, /metrics): raised by pushed rows as by the batch
+    push, never lowered by an older row, and never past the clock by a row dated in the future."""
+    assert newest_event_time(pit) is None
+    pit.push("fv_user", [user_row("n1", NOW - 2 * H), user_row("n2", NOW - H)])
+    assert newest_event_time(pit) == NOW - H
+    pit.push("fv_user", [user_row("n3", NOW - 2 * H)])  # older: written (a new key), the time stays
+    assert newest_event_time(pit) == NOW - H
+    pit.push("fv_user", [user_row("n4", NOW + H), user_row("n5", NOW - H / 2)])  # one in the future
+    assert newest_event_time(pit) == NOW - H / 2
+    pit.push("fv_user", [user_row("n6", NOW - 4 * H)])  # expired (ttl 3h): not written, not counted
+    assert newest_event_time(pit) == NOW - H / 2
+    monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
+    pit.push("fv_user", [user_row("n7", NOW - H / 4)], "offline")  # offline only: not online
+    assert newest_event_time(pit) == NOW - H / 2
+    layout = pit.layout(pit.view("fv_user"))
+    pit.client.hset(layout.state_key, "newest_event_time", "not a time")  # not featsync's: replaced
+    pit.push("fv_user", [user_row("n8", NOW - 2 * H)])
+    assert newest_event_time(pit) == NOW - 2 * H
 
 
 @pytest.fixture(scope="module")

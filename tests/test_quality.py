@@ -36,6 +36,7 @@ VIEWS = (
     "merchant_profile_features",
     "merchant_risk_features",
     "product_sales_features",
+    "user_last_transaction",
     "user_merchant_features",
     "user_transaction_features",
 )
@@ -43,6 +44,7 @@ SUITE_SIZES = {
     "merchant_profile_features": 10,
     "merchant_risk_features": 13,
     "product_sales_features": 11,
+    "user_last_transaction": 8,
     "user_merchant_features": 11,
     "user_transaction_features": 17,
 }
@@ -443,8 +445,13 @@ def test_push_gate_holds_back_failing_views(duck, duck_project, redis_url, prefi
     assert "quality gate failed (not pushed: merchant_profile_features, user_transaction_features)" in err
     assert "FAIL  #8 column_values_to_be_in_set [category]" in err
     assert "NOT PUSHED" in out
-    assert online_keys(redis_url, prefix) == {"_state": 3}  # the 3 passing views' push state only
-    assert state_views(redis_url, prefix) == {"merchant_risk_features", "product_sales_features", "user_merchant_features"}
+    assert online_keys(redis_url, prefix) == {"_state": 4}  # the 4 passing views' push state only
+    assert state_views(redis_url, prefix) == {
+        "merchant_risk_features",
+        "product_sales_features",
+        "user_last_transaction",
+        "user_merchant_features",
+    }
 
     # fixed data: the view goes through
     shutil.copy(duck[2], duck[1])
@@ -517,6 +524,7 @@ def test_an_incremental_push_validates_only_views_with_something_new(duck, duck_
         "merchant_profile_features": "passed",
         "merchant_risk_features": "unchanged",
         "product_sales_features": "unchanged",
+        "user_last_transaction": "unchanged",
         "user_merchant_features": "unchanged",
         "user_transaction_features": "failed",
     }

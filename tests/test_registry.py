@@ -32,6 +32,7 @@ def test_feature_views_are_typed_from_yaml(registry):
         "merchant_risk_features",
         "product_sales_features",
         "merchant_profile_features",
+        "user_last_transaction",  # the streaming example (models/streaming)
     }
     view = registry.feature_view("user_transaction_features")
     assert view.entities == ("user_id",)
@@ -52,12 +53,16 @@ def test_feature_views_are_typed_from_yaml(registry):
 def test_entities_come_from_the_key_columns(registry):
     assert set(registry.entities) == {"user_id", "merchant_id", "product_id"}
     assert registry.entity("merchant_id").data_type == "text"
-    assert set(registry.entity("user_id").feature_views) == {"user_transaction_features", "user_merchant_features"}
+    assert set(registry.entity("user_id").feature_views) == {
+        "user_transaction_features",
+        "user_merchant_features",
+        "user_last_transaction",
+    }
     assert registry.feature_view("user_merchant_features").entities == ("user_id", "merchant_id")
 
 
 def test_services_are_versioned_exposures(registry):
-    assert registry.service("fraud_detection").version == 2  # latest by default
+    assert registry.service("fraud_detection").version == 3  # latest by default
     v1 = registry.service("fraud_detection:v1")
     assert v1.exposure == "fraud_detection_v1" and registry.service("fraud_detection_v1") == v1
     assert [str(r) for r in v1.features][:2] == [
@@ -70,6 +75,12 @@ def test_services_are_versioned_exposures(registry):
         "user_merchant_features",
         "merchant_profile_features",
     )
+    v3 = registry.service("fraud_detection:v3")  # v2 plus the streaming view's features
+    assert [str(r) for r in v3.features] == [*map(str, registry.service("fraud_detection:v2").features)] + [
+        "user_last_transaction:last_amount",
+        "user_last_transaction:last_merchant_id",
+    ]
+    assert v3.feature_views[-1] == "user_last_transaction"
     with pytest.raises(NotFoundError, match="no feature service named 'fraud:v9'"):
         registry.service("fraud:v9")
 
@@ -77,7 +88,8 @@ def test_services_are_versioned_exposures(registry):
 def test_lineage_and_usage(registry):
     upstream = registry.upstream("model.featsync.merchant_profile_features")
     assert upstream == ["snapshot.featsync.merchants_snapshot", "model.featsync.stg_merchants", "seed.featsync.raw_merchants"]
-    assert registry.used_by("merchant_profile_features")["services"] == ["fraud_detection_v2"]
+    assert registry.used_by("merchant_profile_features")["services"] == ["fraud_detection_v2", "fraud_detection_v3"]
+    assert registry.used_by("user_last_transaction")["services"] == ["fraud_detection_v3"]
 
 
 # -- invalid declarations: each names the file, the node and the key -------------------

@@ -17,9 +17,11 @@ ALL = [
     "merchant_profile_features",
     "merchant_risk_features",
     "product_sales_features",
+    "user_last_transaction",  # the streaming example, in models/streaming
     "user_merchant_features",
     "user_transaction_features",
 ]
+FEATURES = [v for v in ALL if v != "user_last_transaction"]  # models/features
 
 USER = ["user_merchant_features", "user_transaction_features"]
 V1 = ["merchant_risk_features", "user_transaction_features"]  # fraud_detection v1
@@ -57,7 +59,8 @@ def test_default_is_every_view(project):
         (("tag:user product_sales_features",), ["product_sales_features", *USER]),  # union
         (("tag:user", "product_sales_features"), ["product_sales_features", *USER]),
         (("path:models/features/merchant_risk_features.sql",), ["merchant_risk_features"]),
-        (("path:models/features",), ALL),
+        (("path:models/features",), FEATURES),
+        (("path:models/streaming",), ["user_last_transaction"]),
         (("service:fraud_detection:v1",), V1),
         (("+exposure:fraud_detection_v2",), ["merchant_profile_features", "merchant_risk_features", "user_merchant_features",
                                              "user_transaction_features"]),
@@ -67,8 +70,8 @@ def test_default_is_every_view(project):
         # Views downstream of a staging model (through a snapshot), or of its children only.
         (("stg_merchants+",), ["merchant_profile_features"]),
         (("stg_merchants+1",), "nothing"),
-        (("stg_transactions+1",), ["merchant_risk_features", "product_sales_features", "user_merchant_features",
-                                   "user_transaction_features"]),
+        (("stg_transactions+1",), ["merchant_risk_features", "product_sales_features", "user_last_transaction",
+                                   "user_merchant_features", "user_transaction_features"]),
     ],
 )  # fmt: skip
 def test_selectors(project, selectors, expected):

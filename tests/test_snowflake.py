@@ -30,9 +30,11 @@ TABLES = {
     "merchant_risk_features": "merchant_id, event_timestamp",
     "product_sales_features": "product_id, event_timestamp",
     "merchant_profile_features": "merchant_id, event_timestamp",
+    "user_last_transaction": "user_id, event_timestamp",
     "merchants_snapshot": "merchant_id, dbt_valid_from",
     "fraud_training_set_v1": "transaction_id",
     "fraud_training_set_v2": "transaction_id",
+    "fraud_training_set_v3": "transaction_id",
 }
 
 

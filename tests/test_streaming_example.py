@@ -1,4 +1,4 @@
-"""The fraud example's streaming view (models/streaming, on with the var featsync_streaming_example):
+"""The fraud example's streaming view (models/streaming, part of the example):
 a row pushed with to=online_and_offline is served online at once and, after `dbt build`, is in
 fraud_training_set_v3 with the value that was served. Real DuckDB, Redis and dbt."""
 
@@ -25,9 +25,6 @@ def test_streamed_rows_are_served_and_in_the_training_set(tmp_path, monkeypatch,
     monkeypatch.setenv("FEATSYNC_DUCKDB_PATH", str(database))
     monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
     root = copy_project(tmp_path / "project")
-    # On as a user turns it on: the var in dbt_project.yml, so that featsync's own parse sees the view too.
-    config = root / "dbt_project.yml"
-    config.write_text(config.read_text().replace("vars:\n", "vars:\n  featsync_streaming_example: true\n", 1))
     prefix = f"featsync-pushapi-{uuid.uuid4().hex[:8]}"
     store = FeatureStore(root, "dev", root, redis_url=redis_url, key_prefix=prefix)
     build = ["build", "--select", "+fraud_training_set_v3", *VARS]

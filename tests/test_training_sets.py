@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-TRAINING_SETS = ["fraud_training_set_v1", "fraud_training_set_v2"]
+TRAINING_SETS = ["fraud_training_set_v1", "fraud_training_set_v2", "fraud_training_set_v3"]
 
 
 @pytest.mark.parametrize("model", TRAINING_SETS)

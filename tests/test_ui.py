@@ -139,16 +139,16 @@ def test_catalog_search_by_a_word_of_a_feature_description(page, ui):
     page.goto("/ui/")
     assert page.title().startswith("Catalog")
     views = visible_rows(page, "feature_view")
-    assert views == sorted(views) and len(views) == 5 and "user_transaction_features" in views
-    assert visible_rows(page, "feature_service") == ["fraud_detection", "fraud_detection"]
+    assert views == sorted(views) and len(views) == 6 and "user_transaction_features" in views
+    assert visible_rows(page, "feature_service") == ["fraud_detection"] * 3
     shot(page, "catalog")
 
-    # "Largest transaction in the last 30 days." describes amount_max_30d only; v2 uses it, v1 does not.
+    # "Largest transaction in the last 30 days." describes amount_max_30d only; v2 and v3 use it, v1 does not.
     page.get_by_label("Search").fill("largest")
     assert visible_rows(page, "feature_view") == ["user_transaction_features"]
     services = page.locator("table.catalog[data-kind=feature_service] tbody tr:visible td:nth-child(2)").all_inner_texts()
-    assert services == ["v2"]
-    assert page.locator("#count").inner_text() == "2 of 7 shown"
+    assert services == ["v2", "v3"]
+    assert page.locator("#count").inner_text() == "3 of 9 shown"
     assert "q=largest" in page.url  # the filter is in the address: shareable, and the server applies it too
     shot(page, "catalog-search")
 
@@ -265,7 +265,7 @@ def test_pages_without_a_browser(ui):
         catalog = http.get("/ui/?q=largest")
         assert catalog.status_code == 200 and "default-src 'self'" in catalog.headers["content-security-policy"]
         listed = re.findall(r'<tr data-key="([^"]+)">', catalog.text)
-        assert listed == ["user_transaction_features", "fraud_detection_v2"]  # the server applies the same filter
+        assert listed == ["user_transaction_features", "fraud_detection_v2", "fraud_detection_v3"]  # the server filters too
         assert http.get("/ui/views/nope").status_code == 404
         assert http.get("/ui/drift/merchant_risk_features").status_code == 404  # never drift-checked
         assert http.get("/ui/static/ui.js").status_code == 200
@@ -294,7 +294,7 @@ def test_a_large_catalog_lists_a_page_of_each_kind_and_the_script_filters_them_a
         first = httpx.get(f"{base}/ui/").text
         views = sorted(registry.feature_views)
         assert re.findall(r'<tr data-key="([^"]+)">', first) == [*views[:2], "fraud_detection_v1", "fraud_detection_v2"]
-        assert "7 of 7 shown; the first 2 of each kind are listed" in first
+        assert "9 of 9 shown; the first 2 of each kind are listed" in first
         assert f'<a href="/ui/?all=1">List all {len(views)} matching feature views</a>' in first
         assert re.findall(r'<tr data-key="([^"]+)">', httpx.get(f"{base}/ui/?all=1").text)[: len(views)] == views
         merchant = httpx.get(f"{base}/ui/?entity=merchant_id").text
@@ -308,7 +308,7 @@ def test_a_large_catalog_lists_a_page_of_each_kind_and_the_script_filters_them_a
         assert page.locator("p.more[data-more=feature_view]").is_hidden()
         page.get_by_label("Search").fill("")
         assert visible_rows(page, "feature_view") == views[:2]
-        assert page.locator("#count").inner_text() == "7 of 7 shown; the first 2 of each kind are listed"
+        assert page.locator("#count").inner_text() == "9 of 9 shown; the first 2 of each kind are listed"
         page.get_by_role("link", name=f"List all {len(views)} matching feature views").click()
         page.wait_for_url("**/ui/?all=1")
         assert visible_rows(page, "feature_view") == views

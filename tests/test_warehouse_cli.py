@@ -120,7 +120,7 @@ def test_cli_push_and_get(target, duck_ro, redis_url):
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(redis_url)
     online = ["--redis-url", redis_url, "--key-prefix", prefix]
-    assert len(list(Path(target.args[1], "expectations").glob("*.json"))) == 5  # the suites are there
+    assert len(list(Path(target.args[1], "expectations").glob("*.json"))) == 6  # the suites are there (one per view)
     try:
         stats = {s["feature_view"]: s for s in json.loads(cli("push", *target.args, *online, "--now", EXAMPLE_NOW, "--json"))}
         assert {s["validation"] for s in stats.values()} == {"passed"} and all(s["pushed"] for s in stats.values())

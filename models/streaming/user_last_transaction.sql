@@ -1,4 +1,3 @@
-{{ config(enabled=var('featsync_streaming_example', false)) }}
 -- The streaming counterpart of the fraud example (docs/push-api.md): each user's last
 -- transaction amount and merchant. The batch rows come from stg_transactions; the push log
 -- holds what a stream processor wrote with POST /push (to=online_and_offline) between

@@ -10,7 +10,7 @@
 
   DuckDB: the parquet files under env var FEATSYNC_PUSH_LOG_DIR (default data/pushed,
   relative to the working directory like the DuckDB file)/<feature_view>/*.parquet.
-  PostgreSQL: the table featsync_push_log__<feature_view> in the target schema.
+  PostgreSQL and Snowflake: the table featsync_push_log__<feature_view> in the target schema.
   Before the first push (no file, no table), and on other engines, no rows of those types.
 -#}
 {% macro push_log(feature_view, columns) %}
@@ -46,6 +46,14 @@ where 1 = 0
 {% endmacro %}
 
 {% macro postgres__push_log(feature_view, columns) %}
+  {{ return(featsync._push_log_table(feature_view, columns)) }}
+{% endmacro %}
+
+{% macro snowflake__push_log(feature_view, columns) %}
+  {{ return(featsync._push_log_table(feature_view, columns)) }}
+{% endmacro %}
+
+{% macro _push_log_table(feature_view, columns) %}
   {%- set relation = none -%}
   {%- if execute -%}
     {%- set relation = adapter.get_relation(database=target.database, schema=target.schema, identifier='featsync_push_log__' ~ feature_view) -%}

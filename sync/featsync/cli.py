@@ -594,18 +594,22 @@ def stream(
     options = {"group": group, "batch": batch, "block_ms": block_ms, "claim_idle_ms": claim_idle_ms}
     if consumer:
         options["consumer"] = consumer
-    worker = StreamConsumer(ingest, redis_lib.Redis.from_url(source.url), source.stream, view, to, **options)
+    # Socket time-outs so that a silent network cut surfaces as an outage (retried) instead of a read blocked forever.
+    client = redis_lib.Redis.from_url(source.url, socket_connect_timeout=5, socket_timeout=block_ms / 1000 + 10)
+    worker = StreamConsumer(ingest, client, source.stream, view, to, **options)
     try:
         stats = worker.run(stop_when_idle)
     except KeyboardInterrupt:
         stats = worker.stats
-    except redis_lib.RedisError as exc:
-        raise FeatsyncError(f"stream {source.stream}: {exc}") from exc
+    except redis_lib.RedisError as exc:  # outages are retried: this is a refusal (a wrong password, a command refused)
+        raise FeatsyncError(f"stream {source.stream}: {exc}; stopped (not an outage: retrying cannot help)") from exc
     if as_json:
         _print_json({"stream": source.stream, **vars(stats)})
     else:
         out.print(
-            f"stream {source.stream}: {stats.read} entries read, {stats.pushed} rows pushed, {stats.dead} dead", markup=False
+            f"stream {source.stream}: {stats.read} entries read, {stats.pushed} rows pushed, {stats.dead} dead, "
+            f"{stats.retries} retries after outages",
+            markup=False,
         )
 
 

@@ -47,12 +47,13 @@ def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime)
         watermark=parse_instant(state.get("watermark")),
     )
     limits = view.monitoring
+    if result.newest_event_time is not None:  # pushed rows (POST /push, featsync stream) set it too
+        result.age_seconds = (now - result.newest_event_time).total_seconds()
     if result.last_push_at is None:
         result.breaches.append("never pushed")
         return result
     result.push_age_seconds = (now - result.last_push_at).total_seconds()
-    if result.newest_event_time is not None:
-        result.age_seconds = (now - result.newest_event_time).total_seconds()
+    if result.age_seconds is not None:
         breach = staleness_breach(result.age_seconds, limits.max_staleness)
         if breach:
             result.breaches.append(breach)

@@ -13,9 +13,9 @@ with its batch source; see docs/push-api.md):
   consumer from ever locking it while dbt builds.
 - PostgreSQL: an append-only table `featsync_push_log__<view>` in the target's schema, created
   on the first push (ADBC bulk ingest, committed before the push returns).
-- Snowflake (design, not built): a table as on PostgreSQL through the connector's
-  write_pandas, or an internal stage of parquet files read by the macro with
-  `infer_schema`; the emulator supports neither well enough to test it here.
+- Snowflake: the same append-only table, created on the first push with the rows' column
+  types, filled by one INSERT whose values are bound server-side (the connector's qmark
+  style: one array binding per push, never SQL text), autocommitted before the push returns.
 
 Each log row is the view's declared columns (timestamps as naive UTC, the warehouse
 convention) plus `featsync_pushed_at`, when featsync received it.
@@ -74,8 +74,10 @@ def append(project: Project, view: FeatureView, table: pa.Table, credentials: An
         return _append_parquet(view, rows)
     if credentials.type == "postgres":
         return _append_postgres(project, credentials, view, rows)
+    if credentials.type == "snowflake":
+        return _append_snowflake(credentials, view, rows)
     raise FeatsyncError(
-        f"featsync keeps an offline push log on DuckDB and PostgreSQL only, not on {credentials.type} "
+        f"featsync keeps an offline push log on DuckDB, PostgreSQL and Snowflake only, not on {credentials.type} "
         "(docs/push-api.md); push to='online' there"
     )
 
@@ -118,3 +120,27 @@ def _append_postgres(project: Project, credentials: object, view: FeatureView, r
     finally:
         warehouse.close()
     return f"{warehouse.schema}.{log_table(view)}"
+
+
+def _append_snowflake(credentials: object, view: FeatureView, rows: pa.Table) -> str:
+    from featsync.offline.warehouse import SnowflakeWarehouse, snowflake_type, warehouse_errors
+
+    # Column names are the registry's (checked identifiers) and PUSHED_AT: written unquoted,
+    # upper-cased by Snowflake like dbt's own tables. Values are bound, never SQL text.
+    warehouse = SnowflakeWarehouse(credentials, paramstyle="qmark")
+    relation = warehouse.relation(log_table(view))
+    columns = ", ".join(f"{field.name} {snowflake_type(field)}" for field in rows.schema)
+    names = ", ".join(rows.column_names)
+    marks = ", ".join("?" * rows.num_columns)
+    values = list(zip(*(rows.column(i).to_pylist() for i in range(rows.num_columns)), strict=True))
+    try:
+        with warehouse_errors(f"the offline push log of '{view.name}'"):
+            cursor = warehouse.con.cursor()
+            try:  # autocommit: committed when each statement returns
+                cursor.execute(f"create table if not exists {relation} ({columns})")
+                cursor.executemany(f"insert into {relation} ({names}) values ({marks})", values)
+            finally:
+                cursor.close()
+    finally:
+        warehouse.close()
+    return relation

@@ -219,7 +219,9 @@ class SnowflakeWarehouse(Warehouse):
         text = naive_utc(value).isoformat(sep=" ", timespec="microseconds")  # from the datetime, never from input
         return f"cast('{text} +00:00' as timestamp_tz)"
 
-    def __init__(self, credentials: Any):
+    def __init__(self, credentials: Any, paramstyle: str = "pyformat"):
+        """`paramstyle`: the connector's default pyformat (bind() renders literals, see there),
+        or "qmark" for server-side binding (the push log's INSERT: values never enter SQL text)."""
         with needs("snowflake", "reading from Snowflake"):
             import snowflake.connector
 
@@ -234,6 +236,7 @@ class SnowflakeWarehouse(Warehouse):
                 autocommit=True,
                 client_session_keep_alive=False,
                 application="featsync",
+                paramstyle=paramstyle,
                 **credentials.auth_args(),
             )
         except Exception as exc:  # the connector and dbt's key loading raise several types

@@ -50,10 +50,12 @@ from featsync.online.state import (
     StateError,
     claim,
     decode_state,
+    event_time_text,
     forget_progress,
     layout_of,
     new_run,
     own,
+    raise_newest,
     read_state,
     save_state,
 )
@@ -331,7 +333,7 @@ class Pusher:
                     # Counted only when the watermark is the newest marker itself (not the clock).
                     stats.at_watermark = at_newest if newest <= naive_utc(clock) else 0
                 if newest_event is not None:
-                    stats.newest_event_time = newest_event.isoformat(timespec="microseconds")
+                    stats.newest_event_time = event_time_text(newest_event)
                 if not dry_run:
                     self._save_state(layout, run, server, stats)
                     saved = True
@@ -487,8 +489,8 @@ class Pusher:
             fields["watermark"] = stats.watermark
         if stats.watermark and stats.at_watermark:
             fields[AT_WATERMARK] = stats.at_watermark
-        if stats.newest_event_time:
-            fields[NEWEST_EVENT] = stats.newest_event_time
+        if stats.newest_event_time:  # raised, never lowered (featsync.online.state.save_state)
+            fields[NEWEST_EVENT] = datetime.fromisoformat(stats.newest_event_time)
         now = server_identity(self.client)
         restarted = server is not None and now is not None and now != server
         if restarted or not save_state(self.client, layout, run, fields):
@@ -549,16 +551,20 @@ class Pusher:
         stats = PushStats(view.name, view.version, full_refresh=False)
         start = time.perf_counter()
         layout = layout or self.layout(view)
-        rows, stats.rows_read, stats.skipped_expired = encode_pushed(layout, table, int(self.now() * 1_000_000))
-        if rows is not None:
+        pushed = encode_pushed(layout, table, int(self.now() * 1_000_000))
+        stats.rows_read, stats.skipped_expired = pushed.given, pushed.expired
+        if pushed.newest_event is not None:
+            stats.newest_event_time = event_time_text(pushed.newest_event)
+        if pushed.rows is not None:
             with self._redis_errors(view):
                 if layout.view_id not in self._owned:
                     own(self.client, layout)
                     self._owned.add(layout.view_id)
-                for reply in self._write_script(rows):
+                for reply in self._write_script(pushed.rows):
                     written, stale, _ = reply
                     stats.keys_written += written
                     stats.skipped_stale += stale
+                raise_newest(self.client, layout, pushed.newest_event)  # after the rows are online
         stats.seconds = time.perf_counter() - start
         return stats
 
@@ -750,15 +756,27 @@ def coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Recor
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
-def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int) -> tuple[Rows | None, int, int]:
-    """(rows to write, rows given, rows already expired) for rows a client pushed: the batch
-    push's encoding (featsync.online.layout) and expiry (featsync.online.validity), reduced to
-    the newest row per key (WRITE_NEWER compares each row with what Redis held before the call)."""
+@dataclass(frozen=True)
+class PushedRows:
+    """Rows a client pushed, encoded for WRITE_NEWER (see encode_pushed)."""
+
+    rows: Rows | None  # None: nothing to write
+    given: int
+    expired: int  # rows already past their validity (not written)
+    newest_event: datetime | None  # the newest event time written, not after the clock (aware UTC)
+
+
+def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int) -> PushedRows:
+    """Rows a client pushed, as the batch push encodes (featsync.online.layout) and expires
+    (featsync.online.validity) them, reduced to the newest row per key (WRITE_NEWER compares
+    each row with what Redis held before the call); and the newest event time among them not
+    after `now_us`, for the view's newest_event_time (a row dated in the future is written but,
+    as in the batch push, freshness is not measured from it)."""
     from featsync.online.rows import newest_per_key
 
     given = table.num_rows
     if not given:
-        return None, 0, 0
+        return PushedRows(None, 0, 0, None)
     view = layout.view
     table = table.combine_chunks().to_batches()[0]  # one batch: the encoders slice plain arrays
     layout.check_times(table)
@@ -768,21 +786,28 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
         table = table.filter(pa.array(live))
         expire_ms = expire_ms[live]
     if table.num_rows == 0:
-        return None, given, expired
+        return PushedRows(None, given, expired, None)
+    micros = column_micros(table.column(view.timestamp))
+    past = micros[micros <= now_us]
+    newest = from_micros(int(past.max())) if len(past) else None
     keys = layout.encode_keys(table)
-    keep = newest_per_key(table, keys, lambda: column_micros(table.column(view.timestamp)))
+    keep = newest_per_key(table, keys, lambda: micros)
     if len(keep) < table.num_rows:
         table, keys, expire_ms = table.take(pa.array(keep)), keys.take(pa.array(keep)), expire_ms[keep]
-    return Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired
+    return PushedRows(Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired, newest)
 
 
-async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS) -> tuple[int, int]:
+async def write_newer_async(
+    client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS, then: tuple[Any, ...] | None = None
+) -> tuple[int, int]:
     """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
 
     The calls are framed by pack_writes (Arrow kernels, no per-row Python) and written to
     one pooled connection, as the batch push does on a blocking one; a Redis Cluster gets
-    one call per hash slot through redis-py's routing. NoScriptError propagates (the caller
-    loads the script and retries); a connection whose replies were not all read is dropped.
+    one call per hash slot through redis-py's routing. `then`: one more command sent behind
+    the writes in the same round trip (the view's newest_event_time, featsync.online.state.
+    raise_newest_command), its reply not counted. NoScriptError propagates (the caller loads
+    the script and retries); a connection whose replies were not all read is dropped.
     """
     import redis.asyncio  # only the server writes asynchronously
 
@@ -790,11 +815,15 @@ async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int =
         pipe = client.pipeline()
         for keys, args in _slot_calls(rows, chunk_rows):
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+        if then is not None:
+            pipe.execute_command(*then)
         replies = await pipe.execute()
     else:
         commands = pack_writes(sha, rows, chunk_rows)
         pool = client.connection_pool
         connection = await pool.get_connection()
+        if then is not None:
+            commands.append(connection.pack_command(*then))
         try:
             for command in commands:
                 await connection.send_packed_command(command, check_health=False)
@@ -804,6 +833,8 @@ async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int =
             raise
         finally:
             await pool.release(connection)
+    if then is not None:
+        replies = replies[:-1]
     written = stale = 0
     for reply in replies:
         written += reply[0]

@@ -40,7 +40,7 @@ from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
 from featsync.online.push import WRITE_NEWER, encode_pushed, write_newer_async
 from featsync.online.rows import TO_ONLINE, PushRowsError
-from featsync.online.state import own_async
+from featsync.online.state import own_async, raise_newest_command
 from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
@@ -103,9 +103,9 @@ def routes(
 
     async def write_online(view: Any, table: Any) -> tuple[int, int, int]:
         layout = ingest.layout(view)
-        rows, _, expired = encode_pushed(layout, table, time.time_ns() // 1000)
-        if rows is None:
-            return 0, 0, expired
+        pushed = encode_pushed(layout, table, time.time_ns() // 1000)
+        if pushed.rows is None:
+            return 0, 0, pushed.expired
         redis_client = client()
         if layout.view_id not in owned:
             await own_async(redis_client, layout)
@@ -115,9 +115,11 @@ def routes(
                 sha = await redis_client.script_load(WRITE_NEWER)
                 script["sha"] = sha.decode() if isinstance(sha, bytes) else sha
             try:
+                # The view's newest_event_time goes behind the writes, in their round trip.
+                then = raise_newest_command(layout, pushed.newest_event)
                 async with asyncio.timeout(timeout):
-                    written, stale = await write_newer_async(redis_client, script["sha"], rows)
-                return written, stale, expired
+                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, then=then)
+                return written, stale, pushed.expired
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)
                 if attempt:

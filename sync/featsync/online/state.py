@@ -8,8 +8,12 @@ Each feature view version has one state hash, ``fs:<view id>`` (see featsync.onl
 - ``run:<id>``: one field per push in progress, written when it claims the id, removed
   when it saves; a push whose field vanished meanwhile wrote into a Redis that lost data;
 - the last completed push: ``watermark``, ``last_push_at``, ``rows_read``,
-  ``keys_written``, ``mode``, and ``newest_event_time``, the newest event time written
-  online (not after the push's clock; what freshness is measured from).
+  ``keys_written``, ``mode``;
+- ``newest_event_time``, the newest event time written online by any writer (the batch
+  push and pushed rows: the API, `push --rows`, the stream consumer), not after the writer's
+  clock: what freshness is measured from. It only moves forward, compared and set inside
+  Redis (RAISE_NEWEST), so no writer can lower it, whatever the interleaving: a value
+  written online stays there under newest-wins, so the newest one online never goes back.
 
 Push writes it; status, verify, the UI and the server's /metrics read it. Anyone who can write ``fs:*`` can
 write this hash, so what is read back is parsed into typed values (`PushState`) and
@@ -35,17 +39,43 @@ LAYOUT = "layout"
 RUN = "run:"  # the prefix of a push-in-progress field
 STALE_RUN = timedelta(days=1)  # a run field this old belongs to a push that was killed: removed at the next claim
 
+# Sets newest_event_time of the state hash KEYS[1] to `candidate` unless it holds a later
+# one. Both are event_time_text (fixed width, UTC): their text order is time order. A stored
+# value of another shape was not written by featsync and is replaced.
+_RAISE_NEWEST_LUA = """
+local function raise_newest(key, candidate)
+  local old = redis.call('HGET', key, 'newest_event_time')
+  if old and string.match(old, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%d%+00:00$') and old >= candidate then
+    return 0
+  end
+  redis.call('HSET', key, 'newest_event_time', candidate)
+  return 1
+end
+"""
+
+# KEYS[1]: the state hash; ARGV[1]: the candidate newest event time. Returns 1 when raised.
+RAISE_NEWEST = _RAISE_NEWEST_LUA + "return raise_newest(KEYS[1], ARGV[1])\n"
+
 # Saves a completed push's state only if this push's run field is still there (and the id
 # still names this view): else the Redis lost data during the push. KEYS[1]: the state
-# hash; ARGV: identity, run field, then field/value pairs. Returns 1 when saved.
-SAVE_IF_INTACT = """
+# hash; ARGV: identity, run field, the newest event time ('' for none: raised, never
+# lowered), then field/value pairs. Returns 1 when saved.
+SAVE_IF_INTACT = (
+    _RAISE_NEWEST_LUA
+    + """
 if redis.call('HGET', KEYS[1], 'identity') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then
   return 0
 end
 redis.call('HDEL', KEYS[1], ARGV[2])
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+if ARGV[3] ~= '' then
+  raise_newest(KEYS[1], ARGV[3])
+end
+if #ARGV > 3 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+end
 return 1
 """
+)
 
 
 class StateError(FeatsyncError):
@@ -190,13 +220,37 @@ def _older(value: bytes, limit: datetime) -> bool:
         return True  # not featsync's: not worth keeping
 
 
+def event_time_text(value: datetime) -> str:
+    """How newest_event_time is stored: UTC, microseconds, '+00:00' (fixed width, so that the
+    scripts above compare instants by comparing text)."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def raise_newest(client: Any, layout: Layout, newest: datetime | None) -> None:
+    """Record that rows up to `newest` (aware UTC, not after the writer's clock) were written
+    online, unless a later time is recorded: for writers that save no push (pushed rows)."""
+    command = raise_newest_command(layout, newest)
+    if command is not None:
+        client.execute_command(*command)
+
+
+def raise_newest_command(layout: Layout, newest: datetime | None) -> tuple[Any, ...] | None:
+    """`raise_newest` as a command to send behind the writes in their round trip (the server's
+    POST /push: featsync.online.push.write_newer_async); None when there is nothing to raise."""
+    return None if newest is None else ("EVAL", RAISE_NEWEST, 1, layout.state_key, event_time_text(newest))
+
+
 def save_state(client: Any, layout: Layout, run: str, fields: Mapping[str, Any]) -> bool:
     """Record a completed push; called only after every row of the view was written.
 
-    Saved only if this push's run field is still in the hash: False when it is gone
-    (Redis restarted empty, was flushed, or failed over to a replica that missed it)."""
-    args = [x for key, value in fields.items() for x in (key, str(value))]
-    return bool(client.eval(SAVE_IF_INTACT, 1, layout.state_key, layout.identity, run, *args))
+    newest_event_time (an aware datetime) is raised, never lowered (pushed rows may have
+    written newer ones meanwhile). Saved only if this push's run field is still in the hash:
+    False when it is gone (Redis restarted empty, was flushed, or failed over to a replica
+    that missed it)."""
+    newest = fields.get(NEWEST_EVENT)
+    args = [x for key, value in fields.items() if key != NEWEST_EVENT for x in (key, str(value))]
+    text = "" if newest is None else event_time_text(newest)
+    return bool(client.eval(SAVE_IF_INTACT, 1, layout.state_key, layout.identity, run, text, *args))
 
 
 def forget_progress(client: Any, layout: Layout, run: str, lost: bool = False) -> None:

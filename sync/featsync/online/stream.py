@@ -19,7 +19,16 @@ event time), so a replay neither loses nor doubles anything.
 
 An entry that cannot be pushed (bad JSON, a column or type the view refuses, an expectation
 it fails) is not retried forever: the batch is pushed entry by entry, and each bad entry is
-copied with its error to the dead-letter stream `<STREAM>:dead` and acknowledged.
+copied with its error to the dead-letter stream `<STREAM>:dead` and acknowledged, in one
+MULTI/EXEC with the batch's XACK (a dead letter is never written twice).
+
+Outages: when Redis (the stream's or the online store's) or the warehouse (the offline log)
+is unreachable, the consumer logs it and starts over after a bounded exponential backoff
+(0.1 s doubling up to 5 s), for as long as the outage lasts: it joins the group again and
+re-reads its own pending entries first, so the batch in flight is pushed again (at-least-once;
+newest-wins makes that harmless) and nothing read is lost. Any other error (a refused
+command, a wrong password, a view id owned by another view, a full disk) is not transient:
+it stops the consumer, and `featsync stream` exits non-zero naming it.
 """
 
 from __future__ import annotations
@@ -37,10 +46,31 @@ import redis
 
 from featsync.errors import FeatsyncError, NotFoundError, UsageError
 from featsync.online.ingest import RowIngest
+from featsync.online.push import UNAVAILABLE
 from featsync.online.rows import PushRowsError
 
 log = logging.getLogger(__name__)
 DEAD_SUFFIX = ":dead"
+# Errors an outage raises (a restart, a failover, a network cut): the consumer retries them.
+TRANSIENT = (*UNAVAILABLE, redis.ReadOnlyError, ConnectionError, TimeoutError)
+# Connection errors a retry cannot cure.
+PERMANENT = (redis.AuthenticationError,)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an error, or one it was raised from, is an outage: Redis unreachable (featsync
+    wraps it in a FeatsyncError), or a warehouse driver's DB-API OperationalError (a lost or
+    refused connection) for the offline log."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, PERMANENT):
+            return False
+        if isinstance(cause, TRANSIENT) or any(c.__name__ == "OperationalError" for c in type(cause).__mro__):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 @dataclass(frozen=True)
@@ -68,6 +98,7 @@ class StreamStats:
     pushed: int = 0  # rows pushed
     dead: int = 0  # entries sent to the dead-letter stream
     batches: int = 0
+    retries: int = 0  # outages retried (see the module docstring)
 
 
 @dataclass
@@ -84,7 +115,10 @@ class StreamConsumer:
     batch: int = 500
     block_ms: int = 1000
     claim_idle_ms: int = 60_000
+    retry_first: float = 0.1  # seconds before the first retry after an outage; doubled up to retry_max
+    retry_max: float = 5.0
     stats: StreamStats = field(default_factory=StreamStats)
+    _failures: int = field(default=0, init=False)  # outages in a row, reset once a batch goes through
 
     def ensure_group(self) -> None:
         try:
@@ -94,23 +128,55 @@ class StreamConsumer:
                 raise FeatsyncError(f"cannot create consumer group '{self.group}' on stream '{self.stream}': {exc}") from exc
 
     def run(self, stop_when_idle: float | None = None, should_stop: Callable[[], bool] = lambda: False) -> StreamStats:
-        """Consume until stopped; with stop_when_idle, return after that many seconds without entries."""
+        """Consume until stopped; with stop_when_idle, return after that many seconds without
+        entries. Outages are retried (see the module docstring); other errors propagate."""
+        while True:
+            try:
+                self._consume(stop_when_idle, should_stop)
+                return self.stats
+            except Exception as exc:
+                if not transient(exc):
+                    raise
+                self._failures += 1
+                self.stats.retries += 1
+                delay = min(self.retry_max, self.retry_first * 2 ** (self._failures - 1))
+                log.warning(
+                    "stream %s: unavailable (%s); retry %d in %.1fs, unacknowledged entries will be pushed again",
+                    self.stream,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                    self._failures,
+                    delay,
+                )
+                deadline = time.monotonic() + delay
+                while not should_stop() and time.monotonic() < deadline:
+                    time.sleep(min(0.1, delay))
+                if should_stop():
+                    return self.stats
+
+    def _consume(self, stop_when_idle: float | None, should_stop: Callable[[], bool]) -> None:
+        """One session: join the group, push this consumer's pending entries, then new ones."""
         self.ensure_group()
         idle_since = time.monotonic()
         # First what this consumer read before and did not acknowledge (a crash): "0" reads pending entries.
         while not should_stop():
             entries = self._read("0")
+            self._available()
             if not entries:
                 break
             self._handle(entries)
         while not should_stop():
             entries = self._claim() or self._read(">")
+            self._available()
             if entries:
                 self._handle(entries)
                 idle_since = time.monotonic()
             elif stop_when_idle is not None and time.monotonic() - idle_since >= stop_when_idle:
                 break
-        return self.stats
+
+    def _available(self) -> None:
+        if self._failures:
+            log.warning("stream %s: available again after %d retries; consuming", self.stream, self._failures)
+            self._failures = 0
 
     def _read(self, start: str) -> list[tuple[bytes, dict[bytes, bytes]]]:
         block = None if start == "0" else self.block_ms
@@ -148,16 +214,18 @@ class StreamConsumer:
                         self.stats.pushed += 1
                     except (PushRowsError, NotFoundError) as exc:
                         dead.append((entry_id, fields_of[entry_id], str(exc)))
+        # The dead letters and the acknowledgement in one transaction: after an outage either
+        # both happened, or neither (and the batch is handled again).
+        pipe = self.source.pipeline(transaction=True)
+        for entry_id, fields, reason in dead:
+            pipe.xadd(self.stream + DEAD_SUFFIX, {**fields, b"error": reason.encode(), b"entry": entry_id})
+        pipe.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+        pipe.execute()
         if dead:
-            pipe = self.source.pipeline(transaction=False)
-            for entry_id, fields, reason in dead:
-                pipe.xadd(self.stream + DEAD_SUFFIX, {**fields, b"error": reason.encode(), b"entry": entry_id})
-            pipe.execute()
             self.stats.dead += len(dead)
             log.warning(
                 "stream %s: %d entries sent to %s%s; first: %s", self.stream, len(dead), self.stream, DEAD_SUFFIX, dead[0][2]
             )
-        self.source.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
 
     def _row(self, fields: dict[bytes, bytes]) -> tuple[str, dict[str, Any]]:
         raw = fields.get(b"row")
