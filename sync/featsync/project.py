@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,6 +46,13 @@ _ENV_VAR_CALL = re.compile(r"""env_var\(\s*['"]([^'"]+)['"]""")
 # Files featsync writes into a project are announced as warnings: the CLI's log handler
 # prints them on stderr, and without any logging set up Python prints warnings there too.
 log = logging.getLogger(__name__)
+
+# dbt's in-process runner keeps process-wide state (flags, the adapter registry, the invocation
+# context), so two dbt commands running at once in two threads fail with errors such as
+# KeyError 'postgres'. Every dbt command, and the parse-then-cache of a manifest and registry,
+# holds this lock: a FeatureStore's push in one thread and its batch push in another are safe.
+# Reentrant: registry() holds it while manifest() runs `dbt parse`.
+_DBT_LOCK = threading.RLock()
 # Bump when the layout of compiled.json changes.
 _COMPILED_FORMAT = 1
 
@@ -104,10 +112,11 @@ class Project:
             if event.info.level == "error" and event.info.msg:
                 errors.append(str(event.info.msg).strip())
 
-        try:
-            result = dbtRunner(callbacks=[collect]).invoke(args)
-        finally:
-            _release_duckdb()
+        with _DBT_LOCK:
+            try:
+                result = dbtRunner(callbacks=[collect]).invoke(args)
+            finally:
+                _release_duckdb()
         if not result.success:
             reason = "\n".join(dict.fromkeys(errors)) or str(result.exception or "") or _failed_nodes(result.result)
             raise DbtError(f"dbt {command[0]} failed in {self.project_dir}:\n{reason}")
@@ -153,19 +162,21 @@ class Project:
 
     def manifest(self, refresh: bool = False) -> dict[str, Any]:
         """The parsed manifest for this target, running `dbt parse` first when it is stale."""
-        if refresh or self.manifest_is_stale():
-            log.info("dbt parse: the manifest of %s (target %s) is missing or stale", self.project_dir, self.target or "default")
-            environment = self.environment()
-            self.run_dbt(["parse"], target_path=self.target_path)
-            self.environment_path.write_text(json.dumps(environment, indent=2))
-            self._cache.pop("manifest", None)
-            self._cache.pop("registry", None)
-        if "manifest" not in self._cache:
-            log.debug("reading the manifest %s", self.manifest_path)
-            data = self.manifest_path.read_bytes()
-            self._cache["manifest_hash"] = hashlib.sha256(data).hexdigest()
-            self._cache["manifest"] = json.loads(data)
-        return self._cache["manifest"]
+        with _DBT_LOCK:
+            if refresh or self.manifest_is_stale():
+                target = self.target or "default"
+                log.info("dbt parse: the manifest of %s (target %s) is missing or stale", self.project_dir, target)
+                environment = self.environment()
+                self.run_dbt(["parse"], target_path=self.target_path)
+                self.environment_path.write_text(json.dumps(environment, indent=2))
+                self._cache.pop("manifest", None)
+                self._cache.pop("registry", None)
+            if "manifest" not in self._cache:
+                log.debug("reading the manifest %s", self.manifest_path)
+                data = self.manifest_path.read_bytes()
+                self._cache["manifest_hash"] = hashlib.sha256(data).hexdigest()
+                self._cache["manifest"] = json.loads(data)
+            return self._cache["manifest"]
 
     @property
     def compiled_path(self) -> Path:
@@ -202,11 +213,12 @@ class Project:
         """The validated registry; built once per Project and reused."""
         from featsync.registry import Registry
 
-        manifest = self.manifest(refresh)
-        if "registry" not in self._cache:
-            self._cache["registry"] = Registry.from_manifest(manifest)
-            self.write_on_demand_macro(self._cache["registry"])
-        return self._cache["registry"]
+        with _DBT_LOCK:
+            manifest = self.manifest(refresh)
+            if "registry" not in self._cache:
+                self._cache["registry"] = Registry.from_manifest(manifest)
+                self.write_on_demand_macro(self._cache["registry"])
+            return self._cache["registry"]
 
     def write_on_demand_macro(self, registry: Registry) -> None:
         """Keep the generated macro with the on-demand features' compiled SQL in step with the YAML.
