@@ -43,6 +43,7 @@ from featsync.offline.warehouse import BATCH_ROWS, Warehouse, connect, reading
 from featsync.online.connections import describe_client, push_retry, raw_socket, server_identity
 from featsync.online.layout import Layout, from_micros
 from featsync.online.layout import epoch_micros as column_micros
+from featsync.online.row_push import SmallRows
 from featsync.online.state import (
     AT_WATERMARK,
     NEWEST_EVENT,
@@ -544,10 +545,15 @@ class Pusher:
         an older row never replaces a newer one, whoever wrote it. No watermark is stored:
         the next warehouse push is unaffected (and cannot undo a newer pushed row). `layout`:
         the view's, when the caller holds it (self.layout re-checks the manifest each call)."""
+        layout = layout or self.layout(view)
+        return self.write_pushed(view, layout, encode_pushed(layout, table, int(self.now() * 1_000_000)))
+
+    def write_pushed(self, view: FeatureView, layout: Layout, encoded: tuple[Rows | SmallRows | None, int, int]) -> PushStats:
+        """Write what encode_pushed (or, for a small request, featsync.online.row_push.encode_small)
+        gave: (rows or None, rows given, rows expired)."""
         stats = PushStats(view.name, view.version, full_refresh=False)
         start = time.perf_counter()
-        layout = layout or self.layout(view)
-        rows, stats.rows_read, stats.skipped_expired = encode_pushed(layout, table, int(self.now() * 1_000_000))
+        rows, stats.rows_read, stats.skipped_expired = encoded
         if rows is not None:
             with self._redis_errors(view):
                 if layout.view_id not in self._owned:
@@ -644,8 +650,11 @@ class Pusher:
         if not in_flight.set_nx:
             self._set_nx = self.set_nx and absent >= SET_NX_MIN_ABSENT * len(rows.keys)
 
-    def _write_script(self, rows: Rows) -> list[Any]:
+    def _write_script(self, rows: Rows | SmallRows) -> list[Any]:
         """WRITE_NEWER over rows, with retries on connection loss (every write is idempotent)."""
+        if isinstance(rows, SmallRows):  # one call, framed by redis-py: pack_writes' arguments
+            call = lambda: self.client.execute_command(*rows.script_call(self.script_sha))  # noqa: E731
+            return self._scripted(lambda: [self.retry.call_with_retry(call, lambda error: None)])
 
         def send() -> list[Any]:
             commands = pack_writes(self.script_sha, rows, self.chunk_rows)
@@ -755,16 +764,21 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
     return Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired
 
 
-async def write_newer_async(client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS) -> tuple[int, int]:
+async def write_newer_async(client: Any, sha: str, rows: Rows | SmallRows, chunk_rows: int = CHUNK_ROWS) -> tuple[int, int]:
     """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
 
     The calls are framed by pack_writes (Arrow kernels, no per-row Python) and written to
     one pooled connection, as the batch push does on a blocking one; a Redis Cluster gets
-    one call per hash slot through redis-py's routing. NoScriptError propagates (the caller
-    loads the script and retries); a connection whose replies were not all read is dropped.
+    one call per hash slot through redis-py's routing. A small request's rows
+    (featsync.online.row_push, never on a cluster) are one call framed by redis-py: the
+    same arguments. NoScriptError propagates (the caller loads the script and retries); a
+    connection whose replies were not all read is dropped.
     """
     import redis.asyncio  # only the server writes asynchronously
 
+    if isinstance(rows, SmallRows):
+        reply = await client.execute_command(*rows.script_call(sha))
+        return reply[0], reply[1]
     if isinstance(client, redis.asyncio.RedisCluster):
         pipe = client.pipeline()
         for keys, args in _slot_calls(rows, chunk_rows):

@@ -11,8 +11,10 @@ registry is loaded once per worker; featsync has no write-time transformations).
 
 Both go through the same code as FeatureStore.push (featsync.online.ingest: every row
 checked before anything is written; featsync.online.push: the batch push's encoding, expiry
-and newest-wins script), on the worker's asyncio Redis client. Both require the server's
-bearer token when one is configured (featsync.online.auth).
+and newest-wins script), on the worker's asyncio Redis client; a small request of plain
+rows (at most featsync.online.row_push.SMALL_ROWS, online only, not on a Redis Cluster)
+is typed and encoded row by row by featsync.online.row_push, into the same writes. Both
+require the server's bearer token when one is configured (featsync.online.auth).
 
 Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "offline"}; 400 a
 malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
@@ -30,6 +32,7 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,7 +41,8 @@ from starlette.routing import Route
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
-from featsync.online.push import WRITE_NEWER, encode_pushed, write_newer_async
+from featsync.online.push import WRITE_NEWER, Rows, encode_pushed, write_newer_async
+from featsync.online.row_push import SmallRows
 from featsync.online.rows import TO_ONLINE, PushRowsError
 from featsync.online.state import own_async
 from featsync.project import Project
@@ -101,11 +105,11 @@ def routes(
     loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
     script: dict[str, str] = {}
 
-    async def write_online(view: Any, table: Any) -> tuple[int, int, int]:
-        layout = ingest.layout(view)
-        rows, _, expired = encode_pushed(layout, table, time.time_ns() // 1000)
+    async def write_online(view: Any, encoded: tuple[Rows | SmallRows | None, int, int]) -> tuple[int, int, int]:
+        rows, _, expired = encoded
         if rows is None:
             return 0, 0, expired
+        layout = ingest.layout(view)
         redis_client = client()
         if layout.view_id not in owned:
             await own_async(redis_client, layout)
@@ -136,16 +140,26 @@ def routes(
                     view = ingest.view(name)
                     await run_in_threadpool(ingest.checks, view)
                     loaded.add(name)
-                view, table, destination = ingest.prepare(name, df, to, datetime.now(UTC))
+                now = datetime.now(UTC)
+                # A small request of plain rows: row by row (featsync.online.row_push), not on a cluster.
+                cluster = isinstance(client(), redis.asyncio.RedisCluster)
+                small = None if cluster else ingest.encode_small(name, df, to, now)
                 offline = None
-                if destination.offline and table.num_rows:
-                    offline = await run_in_threadpool(ingest.log_offline, view, table)
                 written = stale = expired = 0
-                if destination.online:
-                    written, stale, expired = await write_online(view, table)
+                if small is not None:
+                    view, n, encoded = small
+                    written, stale, expired = await write_online(view, encoded)
+                else:
+                    view, table, destination = ingest.prepare(name, df, to, now)
+                    n = table.num_rows
+                    if destination.offline and n:
+                        offline = await run_in_threadpool(ingest.log_offline, view, table)
+                    if destination.online:
+                        encoded = encode_pushed(ingest.layout(view), table, time.time_ns() // 1000)
+                        written, stale, expired = await write_online(view, encoded)
                 body = {
                     "feature_view": view.name,
-                    "rows": table.num_rows,
+                    "rows": n,
                     "written": written,
                     "stale": stale,
                     "expired": expired,
