@@ -325,7 +325,10 @@ def row_path(ingest: RowIngest, name: str, df: dict, now: datetime, now_us: int)
     if encoded is None:
         return None
     rows, given, expired = encoded
-    command = b"".join(Connection().pack_command(*rows.script_call(SHA))) if rows else None
+    command = None
+    if rows is not None:
+        command = b"".join(Connection().pack_command(*rows.script_call(SHA)))  # redis-py's framing
+        assert rows.packed(SHA) == command  # hiredis', the server's
     return ("written", given, expired, command), typed
 
 

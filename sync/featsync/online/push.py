@@ -764,20 +764,32 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
     return Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired
 
 
-async def write_newer_async(client: Any, sha: str, rows: Rows | SmallRows, chunk_rows: int = CHUNK_ROWS) -> tuple[int, int]:
+async def write_newer_async(
+    client: Any, sha: str, rows: Rows | SmallRows, chunk_rows: int = CHUNK_ROWS, lean: Any = None
+) -> tuple[int, int]:
     """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
 
     The calls are framed by pack_writes (Arrow kernels, no per-row Python) and written to
     one pooled connection, as the batch push does on a blocking one; a Redis Cluster gets
     one call per hash slot through redis-py's routing. A small request's rows
-    (featsync.online.row_push, never on a cluster) are one call framed by redis-py: the
-    same arguments. NoScriptError propagates (the caller loads the script and retries); a
-    connection whose replies were not all read is dropped.
+    (featsync.online.row_push, never on a cluster) are one call with the same arguments,
+    on `lean` (the server's AsyncMget, featsync.online.connections: a round trip without
+    redis-py's dispatch, bounded by its own read timeout) when there is one. NoScriptError
+    propagates (the caller loads the script and retries); a connection whose replies were
+    not all read is dropped.
     """
     import redis.asyncio  # only the server writes asynchronously
 
     if isinstance(rows, SmallRows):
-        reply = await client.execute_command(*rows.script_call(sha))
+        if lean is None:
+            reply = await client.execute_command(*rows.script_call(sha))
+        else:
+            try:
+                reply = await lean.execute(rows.packed(sha))
+            except redis.ResponseError as exc:
+                if str(exc).startswith("NOSCRIPT"):
+                    raise redis.exceptions.NoScriptError(str(exc)) from None
+                raise
         return reply[0], reply[1]
     if isinstance(client, redis.asyncio.RedisCluster):
         pipe = client.pipeline()

@@ -95,10 +95,13 @@ def routes(
     observe: Callable[[str, int, float], None] | None = None,
     timeout: float | None = None,
     error: Callable[[int, str], Response] | None = None,
+    lean: Callable[[], Any] | None = None,
 ) -> list[Route]:
     """The write routes of one worker; `client` returns the worker's asyncio Redis client, whose
     sockets have no timeout (see AsyncOnlineReader): `timeout` bounds each write instead.
-    `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint."""
+    `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint.
+    `lean` returns the worker's AsyncMget (None for TLS and cluster URLs): a small request's
+    one script call goes through it, as reads do."""
     _error = error or _plain_error
     ingest = RowIngest(project, None, key_prefix)
     owned: set[str] = set()
@@ -114,13 +117,17 @@ def routes(
         if layout.view_id not in owned:
             await own_async(redis_client, layout)
             owned.add(layout.view_id)
+        fast = lean() if lean is not None and isinstance(rows, SmallRows) else None
         for attempt in range(2):
             if "sha" not in script:
                 sha = await redis_client.script_load(WRITE_NEWER)
                 script["sha"] = sha.decode() if isinstance(sha, bytes) else sha
             try:
-                async with asyncio.timeout(timeout):
-                    written, stale = await write_newer_async(redis_client, script["sha"], rows)
+                if fast is not None:  # bounded by the lean client's own read timeout
+                    written, stale = await write_newer_async(redis_client, script["sha"], rows, lean=fast)
+                else:
+                    async with asyncio.timeout(timeout):
+                        written, stale = await write_newer_async(redis_client, script["sha"], rows)
                 return written, stale, expired
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)

@@ -163,6 +163,13 @@ class SmallRows:
             args += [value, expire]
         return [*args, self.compact_length]
 
+    def packed(self, sha: str) -> bytes:
+        """script_call in Redis' wire format, framed by hiredis (as redis-py frames it when
+        hiredis is installed; the server's lean client needs it)."""
+        import hiredis
+
+        return hiredis.pack_command(tuple(self.script_call(sha)))
+
 
 def encode_small(layout: Layout, typed: TypedRows, now_us: int) -> tuple[SmallRows | None, int, int] | None:
     """What encode_pushed gives for the same rows: (rows to write or None, rows given, rows
