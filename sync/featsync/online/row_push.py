@@ -47,11 +47,11 @@ from featsync.registry.types import TEXT, TIMESTAMP
 
 np, pa = lazy("numpy"), lazy("pyarrow")
 
-# Up to this many rows a request is typed and encoded row by row. Measured (bench/push_api.py
-# --sizes): the row path costs about 40 us + 15 us per row in-process, the batch path about
-# 1.5 ms + 6 us per row, so the row path wins far beyond 16 rows; the bound keeps its
-# per-row Python from ever mattering to the batch path's throughput.
-SMALL_ROWS = 16
+# Up to this many rows a request is typed and encoded row by row. Measured by
+# `bench/push_api.py --sizes` (encoding only, per request, on the loaded 2-core box): the row
+# path costs about 170 us + 6 us per row, the batch path about 900 us + 2 us per row, so
+# they cross near 200 rows; at 64 the row path still takes half the batch path's time.
+SMALL_ROWS = 64
 _PLAIN = frozenset({type(None), bool, int, float, str, datetime})
 
 
