@@ -165,6 +165,31 @@ def percentiles(samples: list[float]) -> str:
     return f"p50 {np.percentile(a, 50):.3f} ms, p99 {np.percentile(a, 99):.3f} ms"
 
 
+class RawClient:
+    """HTTP/1.1 POSTs on one keep-alive socket, with no client library: what a request costs
+    the server and the network, without httpx's own time (a few hundred microseconds)."""
+
+    def __init__(self, base: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.host = f"{host}:{port}"
+
+    def post(self, path: str, body: bytes) -> bytes:
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        self.sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += self.sock.recv(65536)
+        header, _, rest = data.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in header.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        while len(rest) < length:
+            rest += self.sock.recv(65536)
+        if not header.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"{path} answered {header.splitlines()[0]!r}: {rest!r}")
+        return rest
+
+
 def ratios(ours: list[float], theirs: list[float]) -> str:
     p50, p99 = (np.percentile(ours, q) / np.percentile(theirs, q) for q in (50, 99))
     return f"p50 {p50:.2f}, p99 {p99:.2f}"
@@ -305,8 +330,13 @@ def main() -> None:
             orjson.dumps({"push_source_name": VIEW, "df": columns([f"single{i}"], now - timedelta(minutes=30), i)})
             for i in range(args.single)
         ]
+        raw_one_rows = [
+            orjson.dumps({"push_source_name": VIEW, "df": columns([f"raw{i}"], now - timedelta(minutes=30), i)})
+            for i in range(args.single)
+        ]
         read = orjson.dumps({"features": [f"{VIEW}:amount_sum_7d", f"{VIEW}:tier"], "entities": {"user_id": [users[0]]}})
-        ours_one, piped_one, theirs_one, reads = [], [], [], []
+        raw = RawClient(base)
+        ours_one, piped_one, theirs_one, reads, raw_one = [], [], [], [], []
         for i in range(args.single):
             start = time.perf_counter()
             reply = http.post("/push", content=one[i], headers={"content-type": "application/json"})
@@ -323,11 +353,15 @@ def main() -> None:
             start = time.perf_counter()
             http.post("/get-online-features", content=read, headers={"content-type": "application/json"})
             reads.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            raw.post("/push", raw_one_rows[i])
+            raw_one.append(time.perf_counter() - start)
         print(f"\none row, {args.single} sequential requests, alternating with the baselines")
         print(f"  featsync POST /push:           {percentiles(ours_one)}   target p99 <= 2 ms")
         print(f"  redis-py one-row pipeline:     {percentiles(piped_one)}   (baseline)")
         print(f"  redis-py SET:                  {percentiles(theirs_one)}")
         print(f"  same server, one-entity read:  {percentiles(reads)}   (POST /get-online-features)")
+        print(f"  POST /push, raw-socket client: {percentiles(raw_one)}   (the server's part, without httpx)")
         print(f"  ratio POST /push / pipeline:   {ratios(ours_one, piped_one)}")
         print(f"  ratio POST /push / read:       {ratios(ours_one, reads)}")
         in_process(project, client, prefix, view, now, args.inprocess, pipeline, singles)

@@ -5,7 +5,9 @@ One Redis string per (key prefix, feature view, version, column layout, entity k
 in declared order (or a compact form without the bitmap). The byte-level layout, why it is
 this short, and how times are rounded are documented once, in docs/internals.md ("The online
 layout"); this module is its only implementation (`Layout.encode_keys`/`encode_values` for a whole
-Arrow batch, `decode_columns`/`decode` for reads) and `Layout.view_id` its only naming rule.
+Arrow batch, `encode_rows` for a few rows of a small pushed request, both filling the same
+numpy records (`_records`), `decode_columns`/`decode` for reads) and `Layout.view_id` its only
+naming rule.
 """
 
 from __future__ import annotations

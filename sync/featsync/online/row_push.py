@@ -78,16 +78,24 @@ class TypedRows:
 
 
 def typed_rows(view: FeatureView, rows: Any) -> TypedRows | None:
-    """A request of columns ({column: [values]}, Feast's `df`) of at most SMALL_ROWS plain,
-    valid rows, typed; None for anything else (the batch path then decides)."""
+    """A request of columns ({column: [values]}, Feast's `df`) or of rows (a list of dicts, as
+    the stream consumer pushes) of at most SMALL_ROWS plain, valid rows, typed; None for
+    anything else (the batch path then decides)."""
+    if type(rows) is list and 0 < len(rows) <= SMALL_ROWS and all(type(row) is dict for row in rows):
+        names: dict[Any, None] = {}  # as featsync.online.rows.as_table reads rows: every name, a gap is NULL
+        for row in rows:
+            names.update(dict.fromkeys(row))
+        rows = {name: [row.get(name) for row in rows] for name in names}
     if not isinstance(rows, Mapping) or not rows or not all(type(v) is list for v in rows.values()):
         return None
     lengths = {len(v) for v in rows.values()}
     n = lengths.pop()
     if lengths or not 0 < n <= SMALL_ROWS:
         return None
+    if not all(type(k) is str for k in rows):
+        return None
     try:
-        check_columns(view, [str(k) for k in rows])
+        check_columns(view, list(rows))
     except PushRowsError:
         return None
     required = {*view.entities, view.timestamp}
