@@ -17,6 +17,7 @@ keys, missing and unknown columns, values of the wrong type) and checks that:
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -156,6 +157,7 @@ VALID = {
         st.floats(width=32, allow_nan=False, allow_infinity=False),
         st.integers(-(2**53), 2**53),
         st.sampled_from([0.0, -0.0]),
+        st.sampled_from([math.nan, math.inf, -math.inf]),  # not in JSON: FeatureStore.push's Python rows only
     ),
     "bool": st.booleans(),
     "text": TEXT,
@@ -290,8 +292,9 @@ def requests(draw):
 def as_parsed_json(df: dict) -> dict:
     """What POST /push hands on: JSON's types only, as the server's parser reads them (orjson
     refuses integers beyond 64 bits: a 400 before any row is looked at, not drawn here)."""
-    try:
-        return orjson.loads(json.dumps(df))
+    finite = {k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in vs] for k, vs in df.items()}
+    try:  # a client's JSON encoder sends NaN and infinities as null (orjson does)
+        return orjson.loads(json.dumps(finite))
     except orjson.JSONDecodeError:
         assume(False)
 
@@ -364,8 +367,9 @@ def test_the_row_path_writes_what_the_batch_path_writes(ingest, request, as_json
     if rows is not None:
         outcome, typed = rows
         assert outcome == batch
-        if typed is not None:
-            assert typed.table().equals(batch_out[0])  # the suite's checks see the same rows
+        if typed is not None:  # the suite's checks see the same rows (NaN included: compared as text)
+            table = typed.table()
+            assert table.schema == batch_out[0].schema and repr(table.to_pylist()) == repr(batch_out[0].to_pylist())
         return
     # The row path hands a request back only when the batch path refuses or reduces it.
     n = len(df) if isinstance(df, list) else max(len(v) for v in df.values())
