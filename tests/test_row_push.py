@@ -20,6 +20,7 @@ import json
 import math
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import orjson
 import pytest
@@ -143,7 +144,9 @@ def ingest(project) -> RowIngest:
 
 # -- values --------------------------------------------------------------------------------
 
-ZONES = st.sampled_from([UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30))])
+ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30)), ZoneInfo("America/New_York")]
+)
 KEY_TEXT = st.one_of(st.sampled_from(["a", "b", "a|b", "a\\", "\\|", "é", "日本", ""]), st.text(max_size=6))
 TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["", "|", "\\", "a|b\\c", "ü€𝄞", "forbidden"]))
 VALID = {
