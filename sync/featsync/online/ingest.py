@@ -22,8 +22,10 @@ from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online.layout import Layout
 from featsync.online.push import Pusher, PushStats
 from featsync.online.row_checks import RowChecks
-from featsync.online.rows import Destination, PushRowsError, conform
+from featsync.online.row_push import PushedRows, TypedRows, encode_small, typed_rows
+from featsync.online.rows import TO_ONLINE, Destination, PushRowsError, conform
 from featsync.online.state import layout_of
+from featsync.online.validity import epoch_micros
 from featsync.project import Project
 from featsync.registry import FeatureView, Registry
 
@@ -98,6 +100,22 @@ class RowIngest:
             self.checks(view).check(table, now or datetime.now(UTC))
         return view, table, destination
 
+    def prepare_small(
+        self, name: str, rows: Any, to: str, now: datetime | None = None, expectations: bool = True
+    ) -> tuple[FeatureView, TypedRows] | None:
+        """`prepare` for a small online request of plain values, typed row by row
+        (featsync.online.row_push); None when `prepare` must decide (any other request, and
+        every one it would refuse, so that its error is the one given)."""
+        if to != TO_ONLINE:
+            return None
+        view = self.view(name)
+        typed = typed_rows(view, rows) if view.online else None
+        if typed is None:
+            return None
+        if expectations and self.checks(view).active:
+            self.checks(view).check(typed.table(), now or datetime.now(UTC))
+        return view, typed
+
     def log_offline(self, view: FeatureView, table: pa.Table) -> str:
         from featsync.offline.pushlog import append
         from featsync.offline.warehouse import profile_credentials
@@ -106,10 +124,32 @@ class RowIngest:
             self._credentials = profile_credentials(self.project)
         return append(self.project, view, table, self._credentials)
 
+    def encode_small(
+        self, name: str, rows: Any, to: str, now: datetime, expectations: bool = True
+    ) -> tuple[FeatureView, int, PushedRows] | None:
+        """A small online request of plain rows, checked, typed and encoded row by row
+        (featsync.online.row_push): (view, rows given, what encode_pushed gives for them);
+        None when `prepare` and encode_pushed must decide. Not for a Redis Cluster, whose
+        script calls hold the keys of one hash slot each (encode_pushed's rows are cut so)."""
+        small = self.prepare_small(name, rows, to, now, expectations)
+        if small is None:
+            return None
+        view, typed = small
+        encoded = encode_small(self.layout(view), typed, epoch_micros(now))
+        return None if encoded is None else (view, typed.num_rows, encoded)
+
     def push(self, name: str, rows: Any, to: str = "online", expectations: bool = True) -> PushResult:
+        notes = ["the suite's expectations were not applied (skipped)"]
+        if self.client is not None and not isinstance(self.client, redis.RedisCluster):
+            now = datetime.fromtimestamp(self.pusher().now(), UTC)  # the push's clock, as push_rows'
+            small = self.encode_small(name, rows, to, now, expectations)
+            if small is not None:
+                view, n, encoded = small
+                result = PushResult(view.name, n, to, notes=list(self.checks(view).notes) if expectations else notes)
+                result.online = self.pusher().write_pushed(view, self.layout(view), encoded)
+                return result
         view, table, destination = self.prepare(name, rows, to, expectations=expectations)
-        notes = list(self.checks(view).notes) if expectations else ["the suite's expectations were not applied (skipped)"]
-        result = PushResult(view.name, table.num_rows, to, notes=notes)
+        result = PushResult(view.name, table.num_rows, to, notes=list(self.checks(view).notes) if expectations else notes)
         if destination.offline and table.num_rows:
             result.offline_file = self.log_offline(view, table)
         if destination.online:

@@ -43,6 +43,7 @@ from featsync.offline.warehouse import BATCH_ROWS, Warehouse, connect, reading
 from featsync.online.connections import describe_client, push_retry, raw_socket, server_identity
 from featsync.online.layout import Layout, from_micros
 from featsync.online.layout import epoch_micros as column_micros
+from featsync.online.row_push import PushedRows, SmallRows
 from featsync.online.state import (
     AT_WATERMARK,
     NEWEST_EVENT,
@@ -548,10 +549,14 @@ class Pusher:
         an older row never replaces a newer one, whoever wrote it. No watermark is stored:
         the next warehouse push is unaffected (and cannot undo a newer pushed row). `layout`:
         the view's, when the caller holds it (self.layout re-checks the manifest each call)."""
+        layout = layout or self.layout(view)
+        return self.write_pushed(view, layout, encode_pushed(layout, table, int(self.now() * 1_000_000)))
+
+    def write_pushed(self, view: FeatureView, layout: Layout, pushed: PushedRows) -> PushStats:
+        """Write what encode_pushed (or, for a small request, featsync.online.row_push.encode_small)
+        gave, then raise the view's newest_event_time."""
         stats = PushStats(view.name, view.version, full_refresh=False)
         start = time.perf_counter()
-        layout = layout or self.layout(view)
-        pushed = encode_pushed(layout, table, int(self.now() * 1_000_000))
         stats.rows_read, stats.skipped_expired = pushed.given, pushed.expired
         if pushed.newest_event is not None:
             stats.newest_event_time = event_time_text(pushed.newest_event)
@@ -652,8 +657,11 @@ class Pusher:
         if not in_flight.set_nx:
             self._set_nx = self.set_nx and absent >= SET_NX_MIN_ABSENT * len(rows.keys)
 
-    def _write_script(self, rows: Rows) -> list[Any]:
+    def _write_script(self, rows: Rows | SmallRows) -> list[Any]:
         """WRITE_NEWER over rows, with retries on connection loss (every write is idempotent)."""
+        if isinstance(rows, SmallRows):  # one call, framed by redis-py: pack_writes' arguments
+            call = lambda: self.client.execute_command(*rows.script_call(self.script_sha))  # noqa: E731
+            return self._scripted(lambda: [self.retry.call_with_retry(call, lambda error: None)])
 
         def send() -> list[Any]:
             commands = pack_writes(self.script_sha, rows, self.chunk_rows)
@@ -756,16 +764,6 @@ def coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Recor
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
 
-@dataclass(frozen=True)
-class PushedRows:
-    """Rows a client pushed, encoded for WRITE_NEWER (see encode_pushed)."""
-
-    rows: Rows | None  # None: nothing to write
-    given: int
-    expired: int  # rows already past their validity (not written)
-    newest_event: datetime | None  # the newest event time written, not after the clock (aware UTC)
-
-
 def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int) -> PushedRows:
     """Rows a client pushed, as the batch push encodes (featsync.online.layout) and expires
     (featsync.online.validity) them, reduced to the newest row per key (WRITE_NEWER compares
@@ -798,19 +796,46 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
 
 
 async def write_newer_async(
-    client: Any, sha: str, rows: Rows, chunk_rows: int = CHUNK_ROWS, then: tuple[Any, ...] | None = None
+    client: Any,
+    sha: str,
+    rows: Rows | SmallRows,
+    chunk_rows: int = CHUNK_ROWS,
+    then: tuple[Any, ...] | None = None,
+    lean: Any = None,
 ) -> tuple[int, int]:
     """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
 
     The calls are framed by pack_writes (Arrow kernels, no per-row Python) and written to
     one pooled connection, as the batch push does on a blocking one; a Redis Cluster gets
-    one call per hash slot through redis-py's routing. `then`: one more command sent behind
-    the writes in the same round trip (the view's newest_event_time, featsync.online.state.
-    raise_newest_command), its reply not counted. NoScriptError propagates (the caller loads
-    the script and retries); a connection whose replies were not all read is dropped.
+    one call per hash slot through redis-py's routing. A small request's rows
+    (featsync.online.row_push, never on a cluster) are one call with the same arguments,
+    on `lean` (the server's AsyncMget, featsync.online.connections: a round trip without
+    redis-py's dispatch, bounded by its own read timeout) when there is one. `then`: one more
+    command sent behind the writes in the same round trip (the view's newest_event_time,
+    featsync.online.state.raise_newest_command), its reply not counted. NoScriptError
+    propagates (the caller loads the script and retries); a connection whose replies were
+    not all read is dropped.
     """
     import redis.asyncio  # only the server writes asynchronously
 
+    if isinstance(rows, SmallRows):
+        if lean is not None:
+            payload, count = rows.packed(sha), 1
+            if then is not None:
+                payload, count = payload + lean.pack(then), 2
+            reply = (await (await lean.submit(payload, count)))[0]
+            if isinstance(reply, redis.ResponseError):
+                if str(reply).startswith("NOSCRIPT"):
+                    raise redis.exceptions.NoScriptError(str(reply)) from None
+                raise reply
+        elif then is None:
+            reply = await client.execute_command(*rows.script_call(sha))
+        else:
+            pipe = client.pipeline(transaction=False)
+            pipe.execute_command(*rows.script_call(sha))
+            pipe.execute_command(*then)
+            reply = (await pipe.execute())[0]
+        return reply[0], reply[1]
     if isinstance(client, redis.asyncio.RedisCluster):
         pipe = client.pipeline()
         for keys, args in _slot_calls(rows, chunk_rows):

@@ -11,8 +11,10 @@ registry is loaded once per worker; featsync has no write-time transformations).
 
 Both go through the same code as FeatureStore.push (featsync.online.ingest: every row
 checked before anything is written; featsync.online.push: the batch push's encoding, expiry
-and newest-wins script), on the worker's asyncio Redis client. Both require the server's
-bearer token when one is configured (featsync.online.auth).
+and newest-wins script), on the worker's asyncio Redis client; a small request of plain
+rows (at most featsync.online.row_push.SMALL_ROWS, online only, not on a Redis Cluster)
+is typed and encoded row by row by featsync.online.row_push, into the same writes. Both
+require the server's bearer token when one is configured (featsync.online.auth).
 
 Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "offline"}; 400 a
 malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
@@ -30,6 +32,7 @@ from typing import Any
 
 import orjson
 import redis
+import redis.asyncio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -38,7 +41,8 @@ from starlette.routing import Route
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
-from featsync.online.push import WRITE_NEWER, encode_pushed, write_newer_async
+from featsync.online.push import WRITE_NEWER, PushedRows, encode_pushed, write_newer_async
+from featsync.online.row_push import SmallRows
 from featsync.online.rows import TO_ONLINE, PushRowsError
 from featsync.online.state import own_async, raise_newest_command
 from featsync.project import Project
@@ -91,25 +95,28 @@ def routes(
     observe: Callable[[str, int, float], None] | None = None,
     timeout: float | None = None,
     error: Callable[[int, str], Response] | None = None,
+    lean: Callable[[], Any] | None = None,
 ) -> list[Route]:
     """The write routes of one worker; `client` returns the worker's asyncio Redis client, whose
     sockets have no timeout (see AsyncOnlineReader): `timeout` bounds each write instead.
-    `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint."""
+    `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint.
+    `lean` returns the worker's AsyncMget (None for TLS and cluster URLs): a small request's
+    one script call goes through it, as reads do."""
     _error = error or _plain_error
     ingest = RowIngest(project, None, key_prefix)
     owned: set[str] = set()
     loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
     script: dict[str, str] = {}
 
-    async def write_online(view: Any, table: Any) -> tuple[int, int, int]:
-        layout = ingest.layout(view)
-        pushed = encode_pushed(layout, table, time.time_ns() // 1000)
+    async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int]:
         if pushed.rows is None:
             return 0, 0, pushed.expired
+        layout = ingest.layout(view)
         redis_client = client()
         if layout.view_id not in owned:
             await own_async(redis_client, layout)
             owned.add(layout.view_id)
+        fast = lean() if lean is not None and isinstance(pushed.rows, SmallRows) else None
         for attempt in range(2):
             if "sha" not in script:
                 sha = await redis_client.script_load(WRITE_NEWER)
@@ -117,8 +124,11 @@ def routes(
             try:
                 # The view's newest_event_time goes behind the writes, in their round trip.
                 then = raise_newest_command(layout, pushed.newest_event)
-                async with asyncio.timeout(timeout):
-                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, then=then)
+                if fast is not None:  # bounded by the lean client's own read timeout
+                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, then=then, lean=fast)
+                else:
+                    async with asyncio.timeout(timeout):
+                        written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, then=then)
                 return written, stale, pushed.expired
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)
@@ -138,16 +148,26 @@ def routes(
                     view = ingest.view(name)
                     await run_in_threadpool(ingest.checks, view)
                     loaded.add(name)
-                view, table, destination = ingest.prepare(name, df, to, datetime.now(UTC))
+                now = datetime.now(UTC)
+                # A small request of plain rows: row by row (featsync.online.row_push), not on a cluster.
+                cluster = isinstance(client(), redis.asyncio.RedisCluster)
+                small = None if cluster else ingest.encode_small(name, df, to, now)
                 offline = None
-                if destination.offline and table.num_rows:
-                    offline = await run_in_threadpool(ingest.log_offline, view, table)
                 written = stale = expired = 0
-                if destination.online:
-                    written, stale, expired = await write_online(view, table)
+                if small is not None:
+                    view, n, encoded = small
+                    written, stale, expired = await write_online(view, encoded)
+                else:
+                    view, table, destination = ingest.prepare(name, df, to, now)
+                    n = table.num_rows
+                    if destination.offline and n:
+                        offline = await run_in_threadpool(ingest.log_offline, view, table)
+                    if destination.online:
+                        encoded = encode_pushed(ingest.layout(view), table, time.time_ns() // 1000)
+                        written, stale, expired = await write_online(view, encoded)
                 body = {
                     "feature_view": view.name,
-                    "rows": table.num_rows,
+                    "rows": n,
                     "written": written,
                     "stale": stale,
                     "expired": expired,

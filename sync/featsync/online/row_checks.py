@@ -63,6 +63,11 @@ class RowChecks:
             else:
                 self._checks.append((index, entry))
 
+    @property
+    def active(self) -> bool:
+        """Whether any expectation applies to pushed rows."""
+        return bool(self._checks)
+
     def check(self, table: pa.Table, now: datetime | None = None) -> None:
         """PushRowsError naming the first row, column and expectation a row fails."""
         if not self._checks or table.num_rows == 0:

@@ -33,13 +33,13 @@ import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError
 from featsync.online.layout import epoch_micros
-from featsync.registry import FeatureView
+from featsync.registry import Column, FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
 
 TO_ONLINE, TO_OFFLINE, TO_BOTH = "online", "offline", "online_and_offline"
 DESTINATIONS = (TO_ONLINE, TO_OFFLINE, TO_BOTH)
 TIME_TYPE = pa.timestamp("us", tz="UTC")
-_TARGET = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.string(), TIMESTAMP: TIME_TYPE}
+PUSH_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.string(), TIMESTAMP: TIME_TYPE}
 _EXACT_FLOAT = 2**53  # integers beyond it do not fit a float64 exactly
 
 
@@ -121,8 +121,29 @@ def conform(view: FeatureView, rows: Any) -> pa.Table:
     """The rows as an Arrow table of the view's declared columns, typed for the online codec;
     PushRowsError naming the row and column of the first problem."""
     table = as_table(rows)
-    declared = [c.name for c in view.columns]
     names = list(table.column_names)
+    check_columns(view, names)
+    where = f"feature view '{view.name}'"
+    n = table.num_rows
+    out: dict[str, pa.Array] = {}
+    for column in view.columns:
+        kind = push_kind(view, column)
+        if column.name not in names:
+            out[column.name] = pa.nulls(n, PUSH_TYPES.get(kind, pa.string()))
+            continue
+        out[column.name] = _convert(view, column.name, kind, table.column(column.name))
+    for name in (*view.entities, view.timestamp):
+        values = out[name]
+        if values.null_count:
+            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise PushRowsError(f"{where}: row {row}, column '{name}': NULL; entity keys and the event timestamp are required")
+    return pa.table(out)
+
+
+def check_columns(view: FeatureView, names: list[str]) -> None:
+    """PushRowsError unless the given column names are the view's declared columns (an
+    optional created_timestamp and valid_to may be missing), each once."""
+    declared = [c.name for c in view.columns]
     where = f"feature view '{view.name}'"
     unknown = [n for n in names if n not in declared]
     if unknown:
@@ -135,27 +156,20 @@ def conform(view: FeatureView, rows: Any) -> pa.Table:
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
         raise PushRowsError(f"{where}: column '{twice}' is given twice")
-    n = table.num_rows
-    out: dict[str, pa.Array] = {}
-    for column in view.columns:
-        kind = column.type.kind
-        if column.name in view.entities:
-            kind = kind if kind in (INT, TEXT) else TEXT
-        if column.name not in names:
-            out[column.name] = pa.nulls(n, _TARGET.get(kind, pa.string()))
-            continue
-        out[column.name] = _convert(view, column.name, kind, table.column(column.name))
-    for name in (*view.entities, view.timestamp):
-        values = out[name]
-        if values.null_count:
-            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
-            raise PushRowsError(f"{where}: row {row}, column '{name}': NULL; entity keys and the event timestamp are required")
-    return pa.table(out)
+
+
+def push_kind(view: FeatureView, column: Column) -> str:
+    """The kind a pushed column is typed as: its declared kind, except that an entity key is
+    an integer or text (its text is the Redis key)."""
+    kind = column.type.kind
+    if column.name in view.entities:
+        return kind if kind in (INT, TEXT) else TEXT
+    return kind
 
 
 def _convert(view: FeatureView, name: str, kind: str, values: Any) -> pa.Array:
     """One column converted exactly to its declared kind, or PushRowsError naming the first bad row."""
-    if kind not in _TARGET:
+    if kind not in PUSH_TYPES:
         raise PushRowsError(f"feature view '{view.name}': column '{name}' is declared {kind}, which cannot be pushed")
     if isinstance(values, list):
         return _from_python(view, name, kind, values)
@@ -171,7 +185,7 @@ def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> Pu
 _KIND_WORDS = {INT: "integer", FLOAT: "number", BOOL: "boolean", TEXT: "string", TIMESTAMP: "timestamp with a zone"}
 
 
-def _python_ok(kind: str, value: Any) -> bool:
+def python_ok(kind: str, value: Any) -> bool:
     """Whether one Python value is acceptable for a kind (the slow path that finds the bad row)."""
     if value is None:
         return True
@@ -224,10 +238,10 @@ def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | No
     """The column converted exactly when its inferred Arrow type makes that certain, else None."""
     t = array.type
     if pa.types.is_null(t):
-        return pa.nulls(len(array), _TARGET[kind])
+        return pa.nulls(len(array), PUSH_TYPES[kind])
     if kind in (INT, FLOAT) and any(v.__class__ is bool for v in values):
         return None  # Arrow reads [1.0, True] as doubles: a boolean is not a number here
-    if array.type == _TARGET[kind] and kind != TIMESTAMP:
+    if array.type == PUSH_TYPES[kind] and kind != TIMESTAMP:
         return array
     if kind == INT and pa.types.is_integer(t):
         return array.cast(pa.int64())
@@ -253,14 +267,24 @@ def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | No
     return None
 
 
+def python_value(kind: str, value: Any) -> Any:
+    """One value that python_ok accepts, as its column holds it: an integer feature's 2.0 is
+    2, a float feature's 2 is 2.0 (timestamps are typed by Arrow: _checked_python)."""
+    if value is None:
+        return None
+    if kind == INT:
+        return int(value)
+    if kind == FLOAT:
+        return float(value)
+    return value
+
+
 def _checked_python(view: FeatureView, name: str, kind: str, values: list[Any]) -> pa.Array:
     for row, value in enumerate(values):
-        if not _python_ok(kind, value):
+        if not python_ok(kind, value):
             raise _refuse(view, name, kind, row, value)
-    if kind == INT:
-        values = [None if v is None else int(v) for v in values]
-    elif kind == FLOAT:
-        values = [None if v is None else float(v) for v in values]
+    if kind in (INT, FLOAT):
+        values = [python_value(kind, v) for v in values]
     elif kind == TIMESTAMP:
         strings = [isinstance(v, str) for v in values]
         if any(strings):
@@ -269,13 +293,13 @@ def _checked_python(view: FeatureView, name: str, kind: str, values: list[Any]) 
                 return parsed
             objects = pa.array([None if isinstance(v, str) else v for v in values], TIME_TYPE)
             return pc.if_else(pa.array(strings), parsed, objects)
-    return pa.array(values, _TARGET[kind])
+    return pa.array(values, PUSH_TYPES[kind])
 
 
 def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.Array:
     t = array.type
     if pa.types.is_null(t):
-        return pa.nulls(len(array), _TARGET[kind])
+        return pa.nulls(len(array), PUSH_TYPES[kind])
     if pa.types.is_dictionary(t):
         array, t = array.dictionary_decode(), t.value_type
     ok = {
@@ -300,11 +324,11 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
             big = pc.greater(pc.abs(pc.cast(array, pa.int64())), _EXACT_FLOAT)
             if pc.any(big).as_py():
                 raise pa.ArrowInvalid("integer beyond 2**53")
-        return pc.cast(array, _TARGET[kind])  # safe: fails on truncation and overflow
+        return pc.cast(array, PUSH_TYPES[kind])  # safe: fails on truncation and overflow
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         values = array.to_pylist()
         for row, value in enumerate(values):
-            if not _python_ok(kind, value) or (kind == TIMESTAMP and isinstance(value, str) and not _python_ok(kind, value)):
+            if not python_ok(kind, value) or (kind == TIMESTAMP and isinstance(value, str) and not python_ok(kind, value)):
                 raise _refuse(view, name, kind, row, value) from None
         raise PushRowsError(f"feature view '{view.name}': column '{name}' ({t}) does not convert exactly to {kind}") from None
 
@@ -344,10 +368,8 @@ def read_rows_file(view: FeatureView, path: Any) -> pa.Table:
         if suffix == ".csv":
             types = {}
             for column in view.columns:
-                kind = column.type.kind
-                if column.name in view.entities:
-                    kind = kind if kind in (INT, TEXT) else TEXT
-                types[column.name] = pa.string() if kind == TIMESTAMP else _TARGET.get(kind, pa.string())
+                kind = push_kind(view, column)
+                types[column.name] = pa.string() if kind == TIMESTAMP else PUSH_TYPES.get(kind, pa.string())
             options = pacsv.ConvertOptions(strings_can_be_null=True, column_types=types)
             return pacsv.read_csv(path, convert_options=options)
     except (pa.ArrowException, OSError) as exc:

@@ -388,6 +388,7 @@ def create_app(config: ServeConfig) -> Starlette:
         metrics.observe,
         config.redis_timeout,
         error,
+        lambda: reader.mget,
     )
     if config.ui:
         from featsync.ui.app import mount

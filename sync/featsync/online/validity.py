@@ -36,14 +36,24 @@ NO_EXPIRY = 0  # the PXAT that push sends for "no expiry" (WRITE_NEWER and SET N
 
 def valid_end_us(view: FeatureView, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
     """Each row's end of validity in epoch microseconds (exclusive); NEVER without a bound."""
-    end = np.full(batch.num_rows, NEVER, dtype=np.int64)
-    if view.ttl_seconds:
-        end = _micros(batch.column(view.timestamp)) + (view.ttl_seconds * 1_000_000 + 1)
+    event_us = _micros(batch.column(view.timestamp)) if view.ttl_seconds else np.zeros(batch.num_rows, dtype=np.int64)
+    valid_to_us = None
     if view.valid_to:
         valid_to = batch.column(view.valid_to)
         has_end = pc.is_valid(valid_to).to_numpy(zero_copy_only=False)
-        ends = np.where(has_end, _micros(pc.fill_null(valid_to, pa.scalar(0, valid_to.type))), NEVER)
-        end = np.minimum(end, ends)
+        valid_to_us = np.where(has_end, _micros(pc.fill_null(valid_to, pa.scalar(0, valid_to.type))), NEVER)
+    return valid_end(view, event_us, valid_to_us)
+
+
+def valid_end(view: FeatureView, event_us: np.ndarray, valid_to_us: np.ndarray | None) -> np.ndarray:
+    """The rule itself, on event times and valid_to (NEVER where a row has none) as epoch
+    microseconds: a warehouse batch (valid_end_us) and a small pushed request, typed row by
+    row (featsync.online.row_push), both come here."""
+    end = np.full(len(event_us), NEVER, dtype=np.int64)
+    if view.ttl_seconds:
+        end = event_us + (view.ttl_seconds * 1_000_000 + 1)
+    if view.valid_to and valid_to_us is not None:
+        end = np.minimum(end, valid_to_us)
     return end
 
 
@@ -58,7 +68,12 @@ def live_rows(view: FeatureView, batch: pa.RecordBatch | pa.Table, now_us: int) 
     A row is live when it never expires or its PXAT is after now's millisecond; verify
     uses the same function, so both agree on which rows belong online.
     """
-    expire_ms = expire_at_ms(valid_end_us(view, batch))
+    return live_until(valid_end_us(view, batch), now_us)
+
+
+def live_until(end_us: np.ndarray, now_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """(PXAT ms, live mask) of rows whose validity ends at end_us (valid_end)."""
+    expire_ms = expire_at_ms(end_us)
     return expire_ms, (expire_ms == NO_EXPIRY) | (expire_ms > now_us // 1000)
 
 

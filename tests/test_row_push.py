@@ -1,0 +1,559 @@
+"""The row path of small pushed requests (featsync.online.row_push) against the batch path.
+
+Hypothesis draws requests of random rows for views of every pushable type (integers, floats,
+booleans, text with separators and unicode, naive and zoned timestamps given as text of any
+precision or as aware datetimes, NULL features, far-future and far-past times, duplicate
+keys, missing and unknown columns, values of the wrong type) and checks that:
+
+- the row path's WRITE_NEWER call is byte for byte the batch path's (pack_writes), with
+  the same counts of rows given and expired, and its typed rows are conform's table;
+- it hands every request the batch path refuses or reduces (two rows of one key) back to
+  the batch path, and takes every other request of at most SMALL_ROWS rows;
+- through the server's POST /push (row path) and FeatureStore.push's RowIngest (batch
+  path) under two key prefixes of the same Redis, the answers, the error messages and the
+  stored values and expiry times are the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+import redis
+from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import strategies as st
+from redis.connection import Connection
+from starlette.testclient import TestClient
+
+from featsync.errors import FeatsyncError
+from featsync.online.ingest import RowIngest
+from featsync.online.push import CHUNK_ROWS, Pusher, encode_pushed, pack_writes
+from featsync.online.row_push import SMALL_ROWS, encode_small
+from featsync.online.rows import PushRowsError
+from featsync.online.server import ServeConfig, create_app
+from featsync.project import Project
+from test_hardening import private_redis  # noqa: F401 (fixture)
+from test_push_rows import cleanup
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+PROJECT = """
+name: featsync_row_push
+version: "1.0.0"
+config-version: 2
+profile: featsync_row_push
+"""
+PROFILES = """
+featsync_row_push:
+  target: dev
+  outputs:
+    dev: {type: duckdb, path: "%s", schema: main, threads: 1}
+"""
+# Three online views: text features (every value in the full form), fixed-width features
+# under a composite key with an integer (the compact form where it applies), and an SCD2
+# view with valid_to. rp_text has a suite with row-level expectations.
+YAML = """
+models:
+  - name: rp_text
+    config:
+      meta:
+        feature_view: {entities: [user_id], timestamp: event_timestamp, created_timestamp: created_at, ttl: 1d, online: true}
+    columns:
+      - {name: user_id, data_type: varchar}
+      - {name: event_timestamp, data_type: timestamp}
+      - {name: created_at, data_type: timestamptz}
+      - {name: amount, data_type: double}
+      - {name: n, data_type: bigint}
+      - {name: flag, data_type: boolean}
+      - {name: note, data_type: text}
+      - {name: seen_at, data_type: timestamptz}
+  - name: rp_fixed
+    config:
+      meta:
+        feature_view: {entities: [shop_id, region], timestamp: event_ts, online: true}
+    columns:
+      - {name: shop_id, data_type: bigint}
+      - {name: region, data_type: varchar(8)}
+      - {name: event_ts, data_type: timestamptz}
+      - {name: score, data_type: double}
+      - {name: visits, data_type: integer}
+      - {name: open, data_type: boolean}
+      - {name: since, data_type: timestamp}
+  - name: rp_scd
+    config:
+      meta:
+        feature_view: {entities: [user_id], timestamp: event_timestamp, valid_to: valid_to, ttl: 3h, online: true}
+    columns:
+      - {name: user_id, data_type: text}
+      - {name: event_timestamp, data_type: timestamp}
+      - {name: valid_to, data_type: timestamp}
+      - {name: value, data_type: float}
+      - {name: tag, data_type: string}
+"""
+SQL = {
+    "rp_text": "select 'u' as user_id, now()::timestamp as event_timestamp, now() as created_at, 1.0 as amount, "
+    "1 as n, true as flag, 'x' as note, now() as seen_at",
+    "rp_fixed": "select 1 as shop_id, 'eu' as region, now() as event_ts, 1.0 as score, 1 as visits, true as open, "
+    "now()::timestamp as since",
+    "rp_scd": "select 'u' as user_id, now()::timestamp as event_timestamp, now()::timestamp as valid_to, "
+    "1.0 as value, 't' as tag",
+}
+SUITE = {
+    "name": "rp_text",
+    "expectations": [
+        {"type": "expect_column_values_to_be_between", "kwargs": {"column": "n", "min_value": -(10**15)}},
+        {"type": "expect_column_values_to_not_be_in_set", "kwargs": {"column": "note", "value_set": ["forbidden"]}},
+        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Project:
+    root = tmp_path_factory.mktemp("row_push")
+    path = root / "project"
+    (path / "models").mkdir(parents=True)
+    (path / "expectations").mkdir()
+    (path / "dbt_project.yml").write_text(PROJECT)
+    (path / "profiles.yml").write_text(PROFILES % (root / "rp.duckdb"))
+    (path / "models" / "views.yml").write_text(YAML)
+    for name, sql in SQL.items():
+        (path / "models" / f"{name}.sql").write_text(sql)
+    (path / "expectations" / "rp_text.json").write_text(json.dumps(SUITE))
+    opened = Project.open(path, path, "dev")
+    opened.registry()  # dbt parse, once
+    return opened
+
+
+class Ingest(RowIngest):
+    def __repr__(self) -> str:  # Hypothesis prints a failing example's arguments: not the manifest
+        return f"RowIngest({self.project.project_dir.name}, {self.key_prefix})"
+
+
+@pytest.fixture(scope="module")
+def ingest(project) -> RowIngest:
+    ingest = Ingest(project, None, f"hs:rowpush:{uuid.uuid4().hex[:8]}")
+    for view in ingest.registry.online_views():
+        ingest.checks(view)  # the suite: loaded once, before Hypothesis times examples
+    return ingest
+
+
+# -- values --------------------------------------------------------------------------------
+
+ZONES = st.sampled_from(
+    [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-9, minutes=-30)), ZoneInfo("America/New_York")]
+)
+KEY_TEXT = st.one_of(st.sampled_from(["a", "b", "a|b", "a\\", "\\|", "é", "日本", ""]), st.text(max_size=6))
+TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["", "|", "\\", "a|b\\c", "ü€𝄞", "forbidden"]))
+VALID = {
+    "int": st.one_of(
+        st.integers(-(2**63), 2**63 - 1),
+        st.integers(-5, 5),
+        st.integers(-(2**40), 2**40).map(float),  # a float with no fraction is an integer
+    ),
+    "float": st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(width=32, allow_nan=False, allow_infinity=False),
+        st.integers(-(2**53), 2**53),
+        st.sampled_from([0.0, -0.0]),
+        st.sampled_from([math.nan, math.inf, -math.inf]),  # not in JSON: FeatureStore.push's Python rows only
+    ),
+    "bool": st.booleans(),
+    "text": TEXT,
+}
+INVALID = {
+    "int": st.sampled_from([1.5, "12", True, 2**63, -(2**63) - 1, 2**64]),
+    "float": st.sampled_from([2**53 + 1, "1.5", False]),
+    "bool": st.sampled_from([0, 1, "true"]),
+    "text": st.sampled_from([3, 1.5, True]),
+    "time": st.sampled_from(
+        [
+            "2024-01-01T00:00:00",  # no zone
+            "yesterday",
+            1700000000,
+            "2024-13-01T00:00:00Z",
+            "2026-11-29T21:00:00.123456789Z",  # nanoseconds: Arrow's cast to microseconds refuses them
+            "9999-12-31T23:00:00-05:00",  # after the year 9999 in UTC
+            "0001-01-01T00:30:00+01:00",  # before the year 1 in UTC
+        ]
+    ),
+}
+FAR = st.sampled_from(
+    [
+        "9999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:59:59+00:00",
+        "0001-01-01T00:00:00Z",
+        "1970-01-01T00:00:00Z",
+        "1969-12-31T23:59:59.999999Z",
+        "2106-02-07T06:28:15Z",  # the last second of the compact form
+        "2106-02-07T06:28:16Z",
+        "2200-01-01T00:00:00.5Z",
+    ]
+)
+# An instant relative to the request's clock: on either side of the TTLs' edges but never
+# within minutes of one (so that two pushes milliseconds apart agree on what expired), in
+# whole seconds (the compact form) or not; it is made a value when the request is built.
+NEAR = st.tuples(
+    st.just("at"),
+    st.builds(
+        lambda hours, micros: timedelta(hours=hours, minutes=20, microseconds=micros),
+        st.integers(-60, 60),
+        st.sampled_from([0, 10**6]) | st.integers(0, 20 * 60 * 10**6),
+    ),
+    ZONES,
+    st.sampled_from(["iso", "micros", "space", "short zone", "datetime"]),
+)
+VALID["time"] = st.one_of(NEAR, NEAR, NEAR, FAR)
+
+
+def instant_value(spec, now: datetime, as_json: bool):
+    if not isinstance(spec, tuple):
+        return spec
+    _, offset, zone, form = spec
+    at = (now + offset).astimezone(zone)
+    if form == "datetime" and not as_json:
+        return at
+    if form == "micros":
+        return at.isoformat(timespec="microseconds")
+    if form == "short zone":  # +0200
+        text = at.isoformat()
+        return text[:-3] + text[-2:]
+    if form == "space":
+        return at.isoformat(sep=" ").replace("+00:00", "Z")
+    return at.isoformat().replace("+00:00", "Z")
+
+
+VIEWS = {
+    "rp_text": {
+        "user_id": "key",
+        "event_timestamp": "event",
+        "created_at": "time",
+        "amount": "float",
+        "n": "int",
+        "flag": "bool",
+        "note": "text",
+        "seen_at": "time",
+    },
+    "rp_fixed": {
+        "shop_id": "int key",
+        "region": "key",
+        "event_ts": "event",
+        "score": "float",
+        "visits": "int",
+        "open": "bool",
+        "since": "time",
+    },
+    "rp_scd": {"user_id": "key", "event_timestamp": "event", "valid_to": "time", "value": "float", "tag": "text"},
+}
+
+
+@st.composite
+def requests(draw):
+    """(view, columns) of a request, mostly of valid rows, with timestamps still relative to the
+    clock; one time in four, one thing wrong with it."""
+    view = draw(st.sampled_from(sorted(VIEWS)))
+    kinds = VIEWS[view]
+    n = draw(st.one_of(st.integers(1, 3), st.integers(1, 3), st.integers(1, 20), st.sampled_from([SMALL_ROWS, SMALL_ROWS + 1])))
+    keys = draw(st.sampled_from([KEY_TEXT, KEY_TEXT, KEY_TEXT, st.sampled_from(["u1", "u2"])]))  # few keys: duplicates
+    nulls = draw(st.sampled_from([0, 0.2, 1]))  # the share of NULL features and optional times
+    columns = {}
+    for name, kind in kinds.items():
+        if kind == "key":
+            values = st.lists(keys, min_size=n, max_size=n)
+        elif kind == "int key":
+            values = st.lists(st.one_of(VALID["int"], st.sampled_from([1, 2])), min_size=n, max_size=n)
+        elif kind == "event":
+            values = st.lists(VALID["time"], min_size=n, max_size=n)
+        else:
+            value = VALID[kind]
+            if nulls:
+                value = st.none() if nulls == 1 else st.one_of(value, value, value, value, st.none())
+            values = st.lists(value, min_size=n, max_size=n)
+        columns[name] = draw(values)
+    wrong = draw(st.integers(0, 29))
+    name = draw(st.sampled_from(sorted(kinds)))
+    kind = kinds[name].split()[-1]
+    row = draw(st.integers(0, n - 1))
+    if wrong < 3:  # a value of the wrong type (or a time out of range, or without a zone)
+        invalid = INVALID["time" if kind == "event" else "text" if kind == "key" else kind]
+        columns[name][row] = draw(invalid)
+    elif wrong == 3 and kind in ("key", "event"):
+        columns[name][row] = None
+    elif wrong == 4:
+        columns["colour"] = ["red"] * n  # an unknown column
+    elif wrong == 5 and kinds[name] not in ("key", "int key", "event"):
+        columns.pop(name)  # a feature missing (allowed for created_at and valid_to)
+    elif wrong == 6:
+        columns[name] = columns[name][:-1] or [None, None]  # lengths differ
+    return view, columns
+
+
+def as_parsed_json(df: dict) -> dict:
+    """What POST /push hands on: JSON's types only, as the server's parser reads them (orjson
+    refuses integers beyond 64 bits: a 400 before any row is looked at, not drawn here)."""
+    finite = {k: [None if isinstance(v, float) and not math.isfinite(v) else v for v in vs] for k, vs in df.items()}
+    try:  # a client's JSON encoder sends NaN and infinities as null (orjson does)
+        return orjson.loads(json.dumps(finite))
+    except orjson.JSONDecodeError:
+        assume(False)
+
+
+def built(columns: dict, now: datetime, as_json: bool) -> dict:
+    return {name: [instant_value(v, now, as_json) for v in values] for name, values in columns.items()}
+
+
+# -- the two paths, side by side -------------------------------------------------------------
+
+
+def batch_path(ingest: RowIngest, name: str, df: dict, now: datetime, now_us: int) -> tuple:
+    try:
+        view, table, _ = ingest.prepare(name, df, "online", now)
+        pushed = encode_pushed(ingest.layout(view), table, now_us)
+    except FeatsyncError as exc:
+        return ("refused", type(exc).__name__, str(exc)), None
+    rows = pushed.rows
+    command = b"".join(bytes(part) for call in pack_writes(SHA, rows, CHUNK_ROWS) for part in call) if rows else None
+    return ("written", pushed.given, pushed.expired, pushed.newest_event, command), (table, rows)
+
+
+def row_path(ingest: RowIngest, name: str, df: dict, now: datetime, now_us: int) -> tuple | None:
+    try:
+        small = ingest.prepare_small(name, df, "online", now)
+    except FeatsyncError as exc:  # the suite's row-level expectations, run on the typed rows
+        return ("refused", type(exc).__name__, str(exc)), None
+    if small is None:
+        return None
+    view, typed = small
+    encoded = encode_small(ingest.layout(view), typed, now_us)
+    if encoded is None:
+        return None
+    rows = encoded.rows
+    command = None
+    if rows is not None:
+        command = b"".join(Connection().pack_command(*rows.script_call(SHA)))  # redis-py's framing
+        assert rows.packed(SHA) == command  # hiredis', the server's
+    return ("written", encoded.given, encoded.expired, encoded.newest_event, command), typed
+
+
+def plain_in_range(view, table) -> bool:
+    """Every timestamp of the conformed rows within the years 1 to 9999 (else the batch path
+    may write rows whose features it never looks at, which the row path leaves to it)."""
+    from featsync.online.layout import MAX_MICROS, MIN_MICROS
+
+    for column in view.columns:
+        if column.type.kind == "timestamp":
+            for value in table.column(column.name).cast("int64").to_pylist():
+                if value is not None and not MIN_MICROS <= value <= MAX_MICROS:
+                    return False
+    return True
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(request=requests(), as_json=st.booleans(), shape=st.sampled_from(["columns", "rows", "rows with gaps"]))
+def test_the_row_path_writes_what_the_batch_path_writes(ingest, request, as_json, shape):
+    name, columns = request
+    now = datetime.now(UTC)
+    now_us = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    df = built(columns, now, as_json)
+    if as_json:
+        df = as_parsed_json(df)
+    if shape != "columns" and len({len(v) for v in df.values()}) == 1:  # a list of dicts, as the stream pushes
+        df = [dict(zip(df, values, strict=True)) for values in zip(*df.values(), strict=True)]
+        if shape == "rows with gaps":  # a NULL left out of its row is NULL
+            df = [{k: v for k, v in row.items() if v is not None} for row in df]
+    batch, batch_out = batch_path(ingest, name, df, now, now_us)
+    rows = row_path(ingest, name, df, now, now_us)
+    event(f"row path: {'taken' if rows is not None else 'handed back'}; batch path: {batch[0]}")
+    if rows is not None:
+        outcome, typed = rows
+        assert outcome == batch
+        if typed is not None:  # the suite's checks see the same rows (NaN included: compared as text)
+            table = typed.table()
+            assert table.schema == batch_out[0].schema and repr(table.to_pylist()) == repr(batch_out[0].to_pylist())
+        return
+    # The row path hands a request back only when the batch path refuses or reduces it.
+    n = len(df) if isinstance(df, list) else max(len(v) for v in df.values())
+    if batch[0] == "written" and n <= SMALL_ROWS and plain_in_range(ingest.view(name), batch_out[0]):
+        table, encoded = batch_out
+        assert encoded is not None and len(encoded.keys) < batch[1] - batch[2], (df, batch)
+
+
+def test_the_row_path_takes_plain_requests_and_matches_the_batch_path(ingest):
+    """Fixed cases, so that a regression shows without Hypothesis' luck: every form of a
+    value the row path takes, once."""
+    now = datetime(2026, 11, 29, 12, 0, 0, 250_000, tzinfo=UTC)
+    now_us = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    zoned = datetime(2026, 11, 29, 14, 0, tzinfo=timezone(timedelta(hours=3)))
+    cases = [
+        (
+            "rp_text",
+            {
+                "user_id": ["a|b", "ü\\", ""],
+                "event_timestamp": ["2026-11-29T11:00:00Z", "2026-11-29 10:59:59.123456+02:00", zoned],
+                "created_at": [None, "2026-11-29T11:00:00.5Z", zoned],
+                "amount": [1, 2.5, None],
+                "n": [2**63 - 1, -(10**15), 3.0],
+                "flag": [True, None, False],
+                "note": ["日本 | \\", None, ""],
+                "seen_at": ["9999-12-31T23:59:59.999999Z", None, "0001-01-01T00:00:00Z"],
+            },
+        ),
+        (
+            "rp_fixed",
+            {
+                "shop_id": [1, -(2**63), 7.0],
+                "region": ["eu", "us|w", "ap"],
+                "event_ts": ["2026-11-29T11:00:00Z", "2026-11-29T11:00:00.000001Z", "2106-02-07T06:28:16Z"],
+                "score": [0.1, -0.0, 2**53],
+                "visits": [2**63 - 1, None, -(2**63)],
+                "open": [True, False, True],
+                "since": ["1970-01-01T00:00:00Z", "2026-11-29T11:00:00Z", None],
+            },
+        ),
+        (
+            "rp_scd",
+            {
+                "user_id": ["v1", "v2", "v3"],
+                "event_timestamp": ["2026-11-29T11:00:00Z", "2026-11-29T08:00:00Z", "2026-11-29T11:30:00Z"],
+                "valid_to": [None, "2026-11-29T13:00:00Z", "2026-11-29T11:59:59Z"],  # v2: ttl over; v3: ended
+                "value": [1.0, 2.0, 3.0],
+                "tag": ["x", "y", None],
+            },
+        ),
+    ]
+    for name, df in cases:
+        batch, _ = batch_path(ingest, name, df, now, now_us)
+        rows = row_path(ingest, name, df, now, now_us)
+        assert batch[0] == "written", batch
+        assert rows is not None and rows[0] == batch
+
+
+def test_refused_and_duplicate_requests_go_to_the_batch_path(ingest):
+    now = datetime.now(UTC)
+    ok = {
+        "user_id": ["a"],
+        "event_timestamp": ["2026-11-29T11:00:00Z"],
+        "value": [1.0],
+        "tag": ["x"],
+    }
+    assert ingest.prepare_small("rp_scd", ok, "online", now) is not None
+    for df in (
+        {**ok, "value": ["1.0"]},  # a text for a number
+        {**ok, "user_id": [None]},  # a NULL key
+        {**ok, "event_timestamp": ["2026-11-29T11:00:00"]},  # no zone
+        {**ok, "colour": ["red"]},  # an unknown column
+        {k: v * (SMALL_ROWS + 1) for k, v in ok.items()},  # too many rows for the row path
+    ):
+        assert ingest.prepare_small("rp_scd", df, "online", now) is None
+    assert ingest.prepare_small("rp_scd", ok, "online_and_offline", now) is None  # the offline log is the batch path's
+    twice = {k: v * 2 for k, v in ok.items()}  # one key twice: the batch path keeps the newest
+    view, typed = ingest.prepare_small("rp_scd", twice, "online", now)
+    assert encode_small(ingest.layout(view), typed, 0) is None
+    # The suite's row-level expectations apply on the row path too, with the batch path's message.
+    with pytest.raises(FeatsyncError, match=r"row 0, column 'note': 'forbidden' fails expectation #2"):
+        ingest.prepare_small(
+            "rp_text",
+            {"user_id": ["a"], "event_timestamp": ["2026-11-29T11:00:00Z"], "amount": [1.0], "n": [1], "flag": [True],
+             "note": ["forbidden"], "seen_at": [None]},
+            "online",
+            now,
+        )  # fmt: skip
+
+
+# -- through Redis: POST /push (row path) against RowIngest.push (batch path) --------------
+
+
+@pytest.fixture(scope="module")
+def two_prefixes(project, redis_url):
+    """The server's app under one key prefix, the batch path's RowIngest under another, one Redis."""
+    client = redis.Redis.from_url(redis_url)
+    server_prefix, batch_prefix = (f"hs:rowpush:{uuid.uuid4().hex[:8]}" for _ in range(2))
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", redis_url, server_prefix, max_batch=100)
+    batch = Ingest(project, client, batch_prefix)
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        yield http, batch, Ingest(project, client, server_prefix)
+    for prefix in (server_prefix, batch_prefix):
+        cleanup(project, client, prefix)
+
+
+def stored(ingest: RowIngest, name: str) -> dict:
+    """Every key of a view under the ingest's prefix (without the prefix): (value, PXAT)."""
+    layout = ingest.layout(ingest.view(name))
+    client = ingest.client
+    keys = sorted(k for k in client.scan_iter(match=f"{layout.prefix}*", count=1000))
+    return {k[len(layout.prefix) :]: (client.get(k), client.pexpiretime(k)) for k in keys}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(request=requests())
+def test_post_push_and_the_batch_path_store_the_same(two_prefixes, request):
+    http, batch, served = two_prefixes
+    name, columns = request
+    body = as_parsed_json(built(columns, datetime.now(UTC), as_json=True))
+    reply = http.post("/push", content=json.dumps({"push_source_name": name, "df": body}))
+    try:  # the batch path, as RowIngest.push takes it for any other request
+        view, table, _ = batch.prepare(name, body, "online")
+        stats = batch.pusher().push_rows(view, table, batch.layout(view))
+    except FeatsyncError as exc:
+        assert reply.status_code == (422 if isinstance(exc, PushRowsError) else 400), reply.text
+        assert reply.json()["detail"] == str(exc)
+    else:
+        assert reply.status_code == 200, reply.text
+        answer = reply.json()
+        assert (answer["written"], answer["stale"], answer["expired"]) == (
+            stats.keys_written,
+            stats.skipped_stale,
+            stats.skipped_expired,
+        )
+    assert stored(served, name) == stored(batch, name)
+
+
+def test_the_compact_and_full_forms_both_occur(ingest):
+    """The row path's two value forms (the compact one needs whole seconds, no NULL): the
+    property test's data reach both."""
+    now = datetime.now(UTC)
+    now_us = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    base = {"shop_id": [1], "region": ["eu"], "score": [0.5], "visits": [1], "open": [True], "since": [None]}
+    lengths = set()
+    for at, since in (("2026-11-29T11:00:00Z", "2026-11-29T11:00:00Z"), ("2026-11-29T11:00:00.5Z", None)):
+        df = {**base, "event_ts": [at], "since": [since]}
+        view, typed = ingest.prepare_small("rp_fixed", df, "online", now)
+        lengths.add(len(encode_small(ingest.layout(view), typed, now_us).rows.values[0]))
+    layout = ingest.layout(ingest.view("rp_fixed"))
+    assert lengths == {layout.compact_length, layout._fixed_dtype.itemsize}
+
+
+def test_feature_store_push_takes_the_row_path_too(two_prefixes, monkeypatch):
+    _, batch, served = two_prefixes
+    df = {"user_id": ["fs|1"], "event_timestamp": [datetime.now(UTC)], "value": [0.5], "tag": ["ü"]}
+    view, table, _ = batch.prepare("rp_scd", df, "online")
+    expected = batch.pusher().push_rows(view, table, batch.layout(view))
+
+    def batch_path(*args, **kwargs):
+        raise AssertionError("a small request of plain rows went the batch path")
+
+    monkeypatch.setattr(Pusher, "push_rows", batch_path)
+    result = served.push("rp_scd", df)
+    assert (result.rows, result.online.keys_written, result.online.rows_read) == (1, 1, expected.rows_read)
+    assert stored(served, "rp_scd") == stored(batch, "rp_scd")
+
+
+def test_the_row_path_loads_the_script_again_after_script_flush(project, private_redis):  # noqa: F811
+    url, _, _ = private_redis
+    client = redis.Redis.from_url(url)
+    ingest = RowIngest(project, client, "noscript")
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", url, "noscript", max_batch=100)
+    df = {"user_id": ["s1"], "event_timestamp": ["2026-11-29T10:00:00Z"], "value": [1.0], "tag": ["a"]}
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        for attempt in range(2):
+            at = [(datetime.now(UTC) - timedelta(minutes=60 - attempt)).isoformat()]
+            assert ingest.push("rp_scd", {**df, "event_timestamp": at}, "online").online.keys_written == 1
+            client.script_flush()
+            body = {"push_source_name": "rp_scd", "df": {**df, "user_id": ["s2"], "event_timestamp": at}}
+            reply = http.post("/push", json=body)
+            assert reply.status_code == 200 and reply.json()["written"] == 1, reply.text
+            client.script_flush()
