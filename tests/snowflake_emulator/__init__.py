@@ -49,14 +49,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import fakesnow
+
 from snowflake_emulator import shims
+
+# fakesnow.server() imports its submodule fakesnow.server, which then shadows the function
+# in the package: held here, before any emulator starts, so a second one (a test module's
+# own, beside the session's build) can start too.
+_start_server = fakesnow.server
 
 
 @contextmanager
 def serve() -> Iterator[int]:
     """Run the shimmed fakesnow server on a free loopback port in this process; yield the port."""
-    import fakesnow
-
     shims.install()
-    with fakesnow.server() as connection:
+    with _start_server() as connection:
         yield connection["port"]
