@@ -17,10 +17,8 @@ entities into it, then measures:
 from __future__ import annotations
 
 import argparse
-import shutil
-import socket
-import subprocess
 import time
+from contextlib import ExitStack
 
 import duckdb
 import redis
@@ -31,15 +29,9 @@ from featsync.monitoring import verify as monitor_verify
 from featsync.offline.warehouse import connect
 from featsync.online.push import Pusher, compile_latest_rows
 from featsync.project import Project
-from workspace import Workspace
+from workspace import Workspace, private_redis
 
 WINDOWS = ("2026-01-01T00:00:00Z..2026-01-15T00:00:00Z", "2026-01-15T00:00:00Z..2026-01-29T00:00:00Z")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(fn):
@@ -53,20 +45,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=10_000)
     args = parser.parse_args()
-    port = free_port()
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
+    stack = ExitStack()
     work = Workspace.create()
     try:
-        client = redis.Redis(port=port)
-        for _ in range(100):
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
+        url = stack.enter_context(private_redis())
+        client = redis.Redis.from_url(url)
+        port = client.connection_pool.connection_kwargs["port"]
         with duckdb.connect(str(work.db)) as con:
             for table in ("user_rows", "merchant_rows", "spine"):
                 con.execute(f"create table {table} (x int)")
@@ -118,8 +102,7 @@ def main() -> None:
         label = f"featsync verify --sample {args.sample:,} (0 mismatches)"
         print(f"{label:<62}{verify_s:>9.2f}   {verify_s / latest_s:.2f} x push read")
     finally:
-        server.kill()
-        server.wait()
+        stack.close()
         work.remove()
 
 
@@ -134,8 +117,9 @@ def _read_windows(project: Project, view_name: str, *windows: drift.Window) -> i
     rows = 0
     with connect(project) as warehouse:
         for window in windows:
-            sql = f"select f1, f2, f3, f4, f5 from {view.relation} where {window.sql(view.timestamp)}"
-            rows += warehouse.fetch_arrow(sql).num_rows
+            params: list = []
+            sql = f"select f1, f2, f3, f4, f5 from {view.relation} where {window.sql(view.timestamp, warehouse, params)}"
+            rows += warehouse.fetch_arrow(sql, params).num_rows
     return rows
 
 
