@@ -557,3 +557,35 @@ def test_the_row_path_loads_the_script_again_after_script_flush(project, private
             reply = http.post("/push", json=body)
             assert reply.status_code == 200 and reply.json()["written"] == 1, reply.text
             client.script_flush()
+
+
+@pytest.mark.parametrize("n", [2, SMALL_ROWS + 6], ids=["row path", "batch path"])
+def test_a_failed_push_does_not_raise_the_newest_event_time(project, redis_url, n):
+    """POST /push raises the view's newest_event_time only once its writes succeeded: a write the
+    script refuses (here a stored value too short to be featsync's) is a 503 and leaves the
+    recorded time where it was (it used to ride in the writes' round trip and land anyway)."""
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"featsync-rowpush-{uuid.uuid4().hex[:8]}"
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", redis_url, prefix, max_batch=100)
+    ingest = Ingest(project, client, prefix)
+    layout = ingest.layout(ingest.view("rp_text"))
+    users = [f"u{i}" for i in range(n)]
+
+    def body(at: datetime) -> bytes:
+        df = {"user_id": users, "event_timestamp": [at.isoformat()] * n, "amount": [1.0] * n, "n": [1] * n}
+        df |= {"flag": [True] * n, "note": ["x"] * n, "seen_at": [None] * n}
+        return orjson.dumps({"push_source_name": "rp_text", "df": df})
+
+    first = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    try:
+        with TestClient(create_app(config), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
+            assert http.post("/push", content=body(first)).status_code == 200
+            recorded = client.hget(layout.state_key, "newest_event_time")
+            assert recorded == first.isoformat(timespec="microseconds").encode()
+            client.set(layout.key([users[-1]]), "xx")
+            failed = http.post("/push", content=body(first + timedelta(minutes=9)))
+            assert failed.status_code == 503, failed.text
+            assert client.hget(layout.state_key, "newest_event_time") == recorded
+    finally:
+        keys = [*client.scan_iter(match=layout.prefix + "*", count=5000), layout.state_key.encode()]
+        client.delete(*keys)

@@ -800,7 +800,6 @@ async def write_newer_async(
     sha: str,
     rows: Rows | SmallRows,
     chunk_rows: int = CHUNK_ROWS,
-    then: tuple[Any, ...] | None = None,
     lean: Any = None,
 ) -> tuple[int, int]:
     """WRITE_NEWER over rows on an asyncio client (the server's /push); (written, stale).
@@ -810,45 +809,32 @@ async def write_newer_async(
     one call per hash slot through redis-py's routing. A small request's rows
     (featsync.online.row_push, never on a cluster) are one call with the same arguments,
     on `lean` (the server's AsyncMget, featsync.online.connections: a round trip without
-    redis-py's dispatch, bounded by its own read timeout) when there is one. `then`: one more
-    command sent behind the writes in the same round trip (the view's newest_event_time,
-    featsync.online.state.raise_newest_command), its reply not counted. NoScriptError
+    redis-py's dispatch, bounded by its own read timeout) when there is one. NoScriptError
     propagates (the caller loads the script and retries); a connection whose replies were
     not all read is dropped.
     """
     import redis.asyncio  # only the server writes asynchronously
 
     if isinstance(rows, SmallRows):
-        if lean is not None:
-            payload, count = rows.packed(sha), 1
-            if then is not None:
-                payload, count = payload + lean.pack(then), 2
-            reply = (await (await lean.submit(payload, count)))[0]
-            if isinstance(reply, redis.ResponseError):
-                if str(reply).startswith("NOSCRIPT"):
-                    raise redis.exceptions.NoScriptError(str(reply)) from None
-                raise reply
-        elif then is None:
+        if lean is None:
             reply = await client.execute_command(*rows.script_call(sha))
         else:
-            pipe = client.pipeline(transaction=False)
-            pipe.execute_command(*rows.script_call(sha))
-            pipe.execute_command(*then)
-            reply = (await pipe.execute())[0]
+            try:
+                reply = await lean.execute(rows.packed(sha))
+            except redis.ResponseError as exc:
+                if str(exc).startswith("NOSCRIPT"):
+                    raise redis.exceptions.NoScriptError(str(exc)) from None
+                raise
         return reply[0], reply[1]
     if isinstance(client, redis.asyncio.RedisCluster):
         pipe = client.pipeline()
         for keys, args in _slot_calls(rows, chunk_rows):
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        if then is not None:
-            pipe.execute_command(*then)
         replies = await pipe.execute()
     else:
         commands = pack_writes(sha, rows, chunk_rows)
         pool = client.connection_pool
         connection = await pool.get_connection()
-        if then is not None:
-            commands.append(connection.pack_command(*then))
         try:
             for command in commands:
                 await connection.send_packed_command(command, check_health=False)
@@ -858,8 +844,6 @@ async def write_newer_async(
             raise
         finally:
             await pool.release(connection)
-    if then is not None:
-        replies = replies[:-1]
     written = stale = 0
     for reply in replies:
         written += reply[0]

@@ -122,13 +122,17 @@ def routes(
                 sha = await redis_client.script_load(WRITE_NEWER)
                 script["sha"] = sha.decode() if isinstance(sha, bytes) else sha
             try:
-                # The view's newest_event_time goes behind the writes, in their round trip.
-                then = raise_newest_command(layout, pushed.newest_event)
                 if fast is not None:  # bounded by the lean client's own read timeout
-                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, then=then, lean=fast)
+                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, lean=fast)
                 else:
                     async with asyncio.timeout(timeout):
-                        written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, then=then)
+                        written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows)
+                # The view's newest_event_time only once every row is online (as Pusher.write_pushed):
+                # a write that failed, or was retried after NOSCRIPT, raises nothing.
+                raise_command = raise_newest_command(layout, pushed.newest_event)
+                if raise_command is not None:
+                    async with asyncio.timeout(timeout):
+                        await redis_client.execute_command(*raise_command)
                 return written, stale, pushed.expired
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)

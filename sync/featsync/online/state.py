@@ -235,8 +235,8 @@ def raise_newest(client: Any, layout: Layout, newest: datetime | None) -> None:
 
 
 def raise_newest_command(layout: Layout, newest: datetime | None) -> tuple[Any, ...] | None:
-    """`raise_newest` as a command to send behind the writes in their round trip (the server's
-    POST /push: featsync.online.push.write_newer_async); None when there is nothing to raise."""
+    """`raise_newest` as a command for an asyncio client (the server's POST /push sends it once
+    its writes succeeded); None when there is nothing to raise."""
     return None if newest is None else ("EVAL", RAISE_NEWEST, 1, layout.state_key, event_time_text(newest))
 
 
