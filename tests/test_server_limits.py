@@ -154,6 +154,30 @@ def test_a_body_under_the_limit_is_served(limited):
     assert response.json()["metadata"]["feature_names"] == ["user_id", "amount"]
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_that_arrives_in_pieces_is_answered_as_a_whole_one(limited, framing):
+    """The hot route reads the body message by message (featsync.online.limits.direct_post):
+    a body sent in pieces, apart in time, gets the answer the same body sent at once gets."""
+    http, port = limited
+    body = json.dumps({"features": ["fv_user:amount"], "entities": {"user_id": ["u1", "corrupt-not", "u2"]}}).encode()
+    whole = http.post("/get-online-features", content=body, headers={"content-type": "application/json"})
+    assert whole.status_code == 200, whole.text
+    pieces = [body[:7], body[7:30], body[30:]]
+    head = b"POST /get-online-features HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    if framing == "chunked":
+        head += b"Transfer-Encoding: chunked\r\n\r\n"
+        pieces = [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
+    else:
+        head += b"Content-Length: %d\r\n\r\n" % len(body)
+    with raw(port, head) as sock:
+        for piece in pieces:
+            time.sleep(0.05)
+            sock.sendall(piece)
+        status, headers, answer = read_response(sock)
+    assert (status, headers["content-type"]) == (200, "application/json")
+    assert json.loads(answer) == whole.json()
+
+
 # -- slow clients ------------------------------------------------------------------------------
 
 

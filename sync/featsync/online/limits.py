@@ -28,7 +28,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import orjson
@@ -286,6 +286,46 @@ def guard(
             refuse(scope, 408, "body_timeout", started)
 
     return guarded_app
+
+
+def direct_post(app: Any, path: str, answer: Callable[[bytes], Awaitable[tuple[int, bytes]]]) -> Any:
+    """`app`, with POSTs to `path` answered by `answer(body) -> (status, JSON)` directly.
+
+    Why: the hot path's own work (parse, plan, MGET, decode, JSON) is about as much CPU as
+    Starlette's layers around it (its error and exception middleware, the router's match of
+    every route, Request and Response objects). The route stays in `app` for the OpenAPI
+    schema and for other methods (405). An exception in `answer` gets the JSON 500 that
+    Starlette's server-error handler gives, then goes up to `guard`, which counts and logs it.
+    """
+
+    async def direct(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != path or scope["method"] != "POST":
+            await app(scope, receive, send)
+            return
+        message = await receive()
+        body = message.get("body", b"")
+        if message.get("more_body", False):  # the body came in pieces (uvicorn: one per read)
+            pieces = [body]
+            while message.get("more_body", False):
+                message = await receive()
+                pieces.append(message.get("body", b""))
+            body = b"".join(pieces)
+        if message["type"] != "http.request":
+            raise ClientDisconnect  # the client left (or the protocol timed its body out): see guard
+        try:
+            status, json = await answer(body)
+        except Exception as exc:
+            await _send_json(send, 500, error_body(internal_error(exc)))
+            raise
+        await _send_json(send, status, json)
+
+    return direct
+
+
+async def _send_json(send: Any, status: int, body: bytes) -> None:
+    headers = [(b"content-length", b"%d" % len(body)), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def server_error_handler(error: Callable[[int, str], Any]) -> Callable[[Any, Exception], Any]:

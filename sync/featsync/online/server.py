@@ -3,8 +3,10 @@
 Why this stack: Starlette is the ASGI toolkit FastAPI itself is built on, without the
 per-request pydantic validation (our request has four fields, checked by hand with
 messages that name the problem); uvicorn with uvloop and httptools is its fastest
-standard server. Redis is read with redis.asyncio (hiredis parser), one MGET per request,
-through the same ReadPlan as the Python API (featsync.online.serving), so both read identically.
+standard server. Redis is read with one MGET per request, through the same ReadPlan as the
+Python API (featsync.online.serving), so both read identically. POST /get-online-features is
+answered beneath Starlette's layers (featsync.online.limits.direct_post): they cost about as
+much CPU as the request's own work.
 
 Each worker process loads the manifest once, when it starts (the parent has already
 parsed and validated it, so a bad project fails before any worker starts). Metrics use
@@ -56,6 +58,7 @@ from featsync.online.limits import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_READ_TIMEOUT,
     ReadDeadlineProtocol,
+    direct_post,
     error_body,
     guard,
     http_error_handler,
@@ -303,25 +306,32 @@ def create_app(config: ServeConfig) -> Starlette:
           413: {description: More entity rows than the configured maximum batch.}
           503: {description: Redis is unreachable.}
         """
+        # POSTs are answered by online_features through direct_post, before Starlette; this
+        # route gives the OpenAPI schema, 405 to other methods, and the same answer if mounted alone.
+        status, body = await online_features(await request.body())
+        return Response(body, status, media_type="application/json")
+
+    async def online_features(body: bytes) -> tuple[int, bytes]:
+        """The status and JSON answer to a /get-online-features body (both routes to it)."""
         start = time.perf_counter()
         try:
-            entities, features, service, full_names, request_data = parse_request(await request.body(), config.max_batch)
+            entities, features, service, full_names, request_data = parse_request(body, config.max_batch)
             plan, response = await reader.get_columns(entities, features, service, full_names, request_data)
             n = len(next(iter(response.entities.values()), ()))
-            result = Response(orjson.dumps(feast_response(response, n), option=orjson.OPT_UTC_Z), media_type="application/json")
+            status, answer = 200, orjson.dumps(feast_response(response, n), option=orjson.OPT_UTC_Z)
             metrics.count_lookups(response)
         except StoredValueError:
             raise  # not the client's fault: a JSON 500, counted (featsync.online.limits)
         except PayloadTooLarge as exc:
-            result = error(413, str(exc))
+            status, answer = 413, error_body(str(exc))
         except OnlineStoreUnavailable as exc:
-            result = error(503, str(exc))
+            status, answer = 503, error_body(str(exc))
         except NotFoundError as exc:
-            result = error(404, str(exc), feast_class_of(exc))
+            status, answer = 404, error_body(str(exc), feast_class_of(exc))
         except FeatsyncError as exc:  # RequestError and every other problem with what was asked
-            result = error(400, str(exc), feast_class_of(exc))
-        metrics.observe("/get-online-features", result.status_code, time.perf_counter() - start)
-        return result
+            status, answer = 400, error_body(str(exc), feast_class_of(exc))
+        metrics.observe("/get-online-features", status, time.perf_counter() - start)
+        return status, answer
 
     async def health(request: Request) -> Response:
         """
@@ -398,7 +408,7 @@ def create_app(config: ServeConfig) -> Starlette:
     handlers = {Exception: server_error_handler(error), HTTPException: http_error_handler(error)}
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     guarded = guard(
-        app,
+        direct_post(app, "/get-online-features", online_features),
         max_body_bytes=config.max_body_bytes,
         error=error,
         count_error=metrics.count_error,
