@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import re
+import signal
 import socket
 import stat
 import subprocess
@@ -418,22 +419,12 @@ def test_workers_get_no_secret_in_their_environment(project, tmp_path):  # noqa:
         proc, base = start(args + ["--auth-token-file", token, "--auth-reads"], {**os.environ, "FEATSYNC_REDIS_URL": url})
         try:
             body = {"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}}
-            deadline = time.monotonic() + 60
-            workers: list[int] = []
-            while len(workers) < 2 and time.monotonic() < deadline:  # both workers up (uvicorn spawns them)
-                workers = [p for p in descendants(proc.pid) if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
-                time.sleep(0.2)
-            assert len(workers) >= 2, descendants(proc.pid)
-            config_files = set()
+            wait_for_workers(proc.pid, 2)
             for pid in descendants(proc.pid):
                 environ = Path(f"/proc/{pid}/environ").read_bytes()
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
                 assert PASSWORD.encode() not in environ and TOKEN.encode() not in environ, cmd
-                for entry in environ.split(b"\0"):
-                    if entry.startswith(b"FEATSYNC_SERVE_CONFIG_FILE="):
-                        config_files.add(entry.split(b"=", 1)[1].decode())
-            assert len(config_files) == 1
-            config_file = Path(config_files.pop())
+            config_file = served_config_file(proc.pid)
             assert stat.S_IMODE(config_file.stat().st_mode) == 0o600
 
             assert httpx.post(f"{base}/get-online-features", json=body, timeout=10).status_code == 401
@@ -451,6 +442,53 @@ def test_workers_get_no_secret_in_their_environment(project, tmp_path):  # noqa:
     finally:
         redis_proc.kill()
         redis_proc.wait()
+
+
+def wait_for_workers(pid: int, n: int) -> list[int]:
+    """The worker processes of the server `pid` once `n` are up (uvicorn spawns them after it answers)."""
+    deadline = time.monotonic() + 60
+    workers: list[int] = []
+    while len(workers) < n and time.monotonic() < deadline:
+        workers = [p for p in descendants(pid) if b"multiprocessing" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        time.sleep(0.2)
+    assert len(workers) >= n, descendants(pid)
+    return workers
+
+
+def served_config_file(pid: int) -> Path:
+    """The workers' config file of the server `pid`: the one path its processes' environments name."""
+    config_files = set()
+    for child in descendants(pid):
+        for entry in Path(f"/proc/{child}/environ").read_bytes().split(b"\0"):
+            if entry.startswith(b"FEATSYNC_SERVE_CONFIG_FILE="):
+                config_files.add(entry.split(b"=", 1)[1].decode())
+    assert len(config_files) == 1, config_files
+    return Path(config_files.pop())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_sigkilled_server_leaves_no_config_file(project, redis_url, tmp_path):  # noqa: F811
+    """SIGKILL of `featsync serve --workers 2` and its workers (no cleanup code runs) leaves no
+    copy of the workers' config (the Redis URL, the token) behind: not in the temp folder (it
+    was a mkstemp file there, unlinked only on a clean exit), nor where the workers read it."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = ["serve", "--project-dir", str(project.project_dir), "--redis-url", redis_url, "--workers", "2"]
+    args += ["--key-prefix", f"featsync-test-{uuid.uuid4().hex[:8]}", "--auth-token-file", token_file(tmp_path, TOKEN)]
+    proc, _ = start(args, {**os.environ, "TMPDIR": str(tmp)})  # TMPDIR: the server's tempfile.gettempdir()
+    try:
+        wait_for_workers(proc.pid, 2)
+        config_file = served_config_file(proc.pid)
+        assert config_file.is_file()  # while the server lives
+    finally:
+        family = descendants(proc.pid)
+        proc.kill()  # the server first: it must not get to restart a worker
+        proc.wait()
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not config_file.exists()
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("featsync-serve-")] == []
 
 
 def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:

@@ -121,3 +121,20 @@ def test_compiled_sql_is_reused_only_for_the_same_project(tmp_path, monkeypatch)
         "featsync_third"
         in compile_latest_rows(Project.open(root, target="postgres"), ["product_sales_features"])["product_sales_features"]
     )
+
+
+def test_compiled_sql_is_keyed_by_the_manifest_on_disk(tmp_path, monkeypatch):
+    """A Project whose manifest another process re-parsed since it read it (the file no longer
+    looks stale) reads the new one: it cached compiled SQL under its old copy's hash, so the
+    next process, on the same unchanged project, found no entry and loaded dbt to compile it."""
+    root = copy_project(tmp_path / "project")
+    long_lived = Project.open(root)
+    compile_latest_rows(long_lived, ["product_sales_features"])
+    Project.open(root).manifest(refresh=True)  # another process's `dbt parse`: a new manifest.json
+    sql = compile_latest_rows(long_lived, ["product_sales_features"])["product_sales_features"]
+
+    def no_dbt(*args, **kwargs):
+        raise AssertionError("dbt ran although the project did not change")
+
+    monkeypatch.setattr(Project, "run_dbt", no_dbt)
+    assert compile_latest_rows(Project.open(root), ["product_sales_features"])["product_sales_features"] == sql

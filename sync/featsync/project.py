@@ -161,7 +161,14 @@ class Project:
             return True
 
     def manifest(self, refresh: bool = False) -> dict[str, Any]:
-        """The parsed manifest for this target, running `dbt parse` first when it is stale."""
+        """The parsed manifest for this target, running `dbt parse` first when it is stale.
+
+        The copy held in memory is the file's as long as the file is unchanged: another process
+        (or Project) that re-parsed the project since, say after an environment variable the
+        profile reads changed, replaced it, and then the file is read again. Else this Project
+        would go on with an older manifest than the one on disk, which no longer looks stale,
+        and key compiled SQL by a manifest no other process sees (see `compiled`).
+        """
         with _DBT_LOCK:
             if refresh or self.manifest_is_stale():
                 target = self.target or "default"
@@ -169,13 +176,15 @@ class Project:
                 environment = self.environment()
                 self.run_dbt(["parse"], target_path=self.target_path)
                 self.environment_path.write_text(json.dumps(environment, indent=2))
-                self._cache.pop("manifest", None)
-                self._cache.pop("registry", None)
-            if "manifest" not in self._cache:
+                self._cache.pop("manifest_file", None)
+            file = _file_identity(self.manifest_path)  # before reading: a replacement in between is seen next time
+            if self._cache.get("manifest_file") != file:
                 log.debug("reading the manifest %s", self.manifest_path)
                 data = self.manifest_path.read_bytes()
                 self._cache["manifest_hash"] = hashlib.sha256(data).hexdigest()
                 self._cache["manifest"] = json.loads(data)
+                self._cache["manifest_file"] = file
+                self._cache.pop("registry", None)
             return self._cache["manifest"]
 
     @property
@@ -277,6 +286,12 @@ def _project_source_files(root: Path) -> Iterator[Path]:
             base = root / folder
             if base.is_dir():
                 yield from (p for p in base.rglob("*") if p.is_file())
+
+
+def _file_identity(path: Path) -> tuple[int, int, int]:
+    """What changes when a file is rewritten or replaced: its inode, size and modification time."""
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _featsync_version() -> str:

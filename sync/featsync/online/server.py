@@ -27,7 +27,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -102,9 +102,9 @@ class ServeConfig:
     """What every worker needs to build the app.
 
     Passed to workers as JSON in a file only the server's user can read (its path in
-    CONFIG_ENV), removed when the server exits: it holds the Redis URL (with its password)
-    and the token, which an environment variable would show to anyone reading
-    /proc/<pid>/environ of a worker (and to the workers' child processes).
+    CONFIG_ENV; see `config_file`), which goes away with the server: it holds the Redis URL
+    (with its password) and the token, which an environment variable would show to anyone
+    reading /proc/<pid>/environ of a worker (and to the workers' child processes).
 
     The CLI builds it once (`of`) from its options; `serve` only fills in the Redis URL when
     none was given (FEATSYNC_REDIS_URL, else the embedded server it starts).
@@ -471,12 +471,50 @@ def app_from_env() -> Any:
         return create_app(ServeConfig(**json.load(file)))
 
 
-def write_config(config: ServeConfig) -> str:
-    """The workers' config file: created with mode 0600 (mkstemp), so only this user reads it."""
+@contextlib.contextmanager
+def config_file(config: ServeConfig) -> Iterator[str]:
+    """The path of the workers' config file, readable by this user only (mode 0600), while it lasts.
+
+    On Linux the file lives in memory only (memfd_create), held by this process and opened by
+    the workers as /proc/<this pid>/fd/<fd> (a directory only this user can read): it is gone
+    as soon as the server is, even SIGKILLed, when no `finally` runs, and a worker uvicorn
+    restarts later still finds it. Elsewhere it is a mkstemp file removed on exit (a SIGKILL
+    leaves that one behind).
+    """
+    data = json.dumps(asdict(config)).encode()
+    fd = _memory_file(data)
+    if fd is not None:
+        try:
+            yield f"/proc/{os.getpid()}/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
     fd, path = tempfile.mkstemp(prefix="featsync-serve-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(asdict(config), file)
-    return path
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
+def _memory_file(data: bytes) -> int | None:
+    """A close-on-exec descriptor of an anonymous in-memory file (mode 0600) holding `data`, or
+    None where there is none to be had (no memfd_create or no /proc: not Linux, or a sandbox)."""
+    if not hasattr(os, "memfd_create") or not os.path.isdir(f"/proc/{os.getpid()}/fd"):
+        return None
+    try:
+        fd = os.memfd_create("featsync-serve-config")
+    except OSError:
+        return None
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, data)  # a config is a few hundred bytes: one write
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def serve(project: Project, config: ServeConfig, host: str = "127.0.0.1", port: int = 6566, workers: int = 1) -> None:
@@ -495,8 +533,6 @@ def serve(project: Project, config: ServeConfig, host: str = "127.0.0.1", port: 
 
 
 def _serve(project: Project, config: ServeConfig, host: str, port: int, workers: int) -> None:
-    import uvicorn
-
     if config.redis_url:  # a malformed URL would fail in every worker's start-up, with a traceback
         check_redis_url(config.redis_url)
     project.registry()  # parse + validate once here: declaration errors before any worker starts
@@ -507,11 +543,25 @@ def _serve(project: Project, config: ServeConfig, host: str, port: int, workers:
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
     if own_metrics_dir:
         os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="featsync-metrics-")
-    config_file = write_config(config)
-    os.environ[CONFIG_ENV] = config_file
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: with the default handler
     # the process would die there, before the cleanup below (embedded Redis, metrics files).
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        with config_file(config) as path:
+            os.environ[CONFIG_ENV] = path
+            _run_uvicorn(config, host, port, workers)
+    finally:
+        os.environ.pop(CONFIG_ENV, None)
+        if own_metrics_dir:
+            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
+        if embedded is not None:
+            stop_embedded(embedded)
+
+
+def _run_uvicorn(config: ServeConfig, host: str, port: int, workers: int) -> None:
+    """uvicorn until it stops; its workers build the app from the file CONFIG_ENV names."""
+    import uvicorn
+
     try:
         uvicorn.run(
             "featsync.online.server:app_from_env",
@@ -528,14 +578,6 @@ def _serve(project: Project, config: ServeConfig, host: str, port: int, workers:
     except SystemExit as exc:
         if exc.code != 128 + signal.SIGTERM:
             raise
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(config_file)
-        os.environ.pop(CONFIG_ENV, None)
-        if own_metrics_dir:
-            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
-        if embedded is not None:
-            stop_embedded(embedded)
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
