@@ -42,7 +42,7 @@ from featsync.online.push import CHUNK_ROWS, Pusher, encode_pushed, pack_writes
 from featsync.online.row_push import SMALL_ROWS, encode_small
 from featsync.online.rows import PushRowsError
 from featsync.online.server import ServeConfig, create_app
-from featsync.online.serving import OnlineReader
+from featsync.online.serving import OnlineReader, RequestError
 from featsync.project import Project
 from test_hardening import private_redis  # noqa: F401 (fixture)
 from test_push_rows import cleanup
@@ -766,3 +766,13 @@ def test_write_newer_orders_event_times_at_the_stored_double_s_precision(two_pre
     layout = ingest.layout(ingest.view("rp_fixed"))
     stored_last = ingest.client.get(layout.key([9, f"last-{tag}"]))
     assert layout.decode_row(stored_last)[0] == last and layout.decode_columns([stored_last] * 2)[0] == [last, last]
+
+
+def test_a_lone_surrogate_in_an_entity_key_is_refused_on_read(two_prefixes):
+    """The read side's key builder too (FeatureStore.get_online_features: HTTP and the CLI
+    cannot send one): a RequestError naming the entity and row, not a UnicodeEncodeError."""
+    _, _, served = two_prefixes
+    reader = OnlineReader(served.registry, served.client, served.key_prefix)
+    rows = [{"shop_id": 1, "region": "eu"}, {"shop_id": 2, "region": SURROGATE}]
+    with pytest.raises(RequestError, match=re.escape(r"entity 'region' row 1: 'a\ud800b' is not valid text")):
+        reader.get(rows, ["rp_fixed:score"])
