@@ -32,8 +32,8 @@ VIEW_ID_CHARS = 8  # 40 bits in base32
 FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
 _STRUCT_CODES = {"int": "q", "float": "d", "timestamp": "q", "bool": "?"}  # the same widths, for reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# A full value's event time: a float64 of microseconds, exact within +-2**53 (the years 1685 to
-# 2255), rounded to the nearest double outside (2 to 32 us apart: docs/internals.md). The
+# A full value's event time: a float64 of microseconds, exact within +-2**53 (1684-07-28 to
+# 2255-06-05), rounded to the nearest double outside (2 to 32 us apart: docs/internals.md). The
 # last microseconds of the year 9999 round up into the year 10000, so a read clamps the time
 # to MAX_MICROS: what was pushed is never later than that.
 _EVENT_TIME = struct.Struct(">d")
