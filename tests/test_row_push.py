@@ -3,7 +3,8 @@
 Hypothesis draws requests of random rows for views of every pushable type (integers, floats,
 booleans, text with separators and unicode, naive and zoned timestamps given as text of any
 precision or as aware datetimes, NULL features, far-future and far-past times, duplicate
-keys, missing and unknown columns, values of the wrong type) and checks that:
+keys, missing and unknown columns, values of the wrong type, integers at the edges of int64 and
+of +-2**53, text with a lone surrogate) and checks that:
 
 - the row path's WRITE_NEWER call is byte for byte the batch path's (pack_writes), with
   the same counts of rows given and expired, and its typed rows are conform's table;
@@ -12,12 +13,17 @@ keys, missing and unknown columns, values of the wrong type) and checks that:
 - through the server's POST /push (row path) and FeatureStore.push's RowIngest (batch
   path) under two key prefixes of the same Redis, the answers, the error messages and the
   stored values and expiry times are the same.
+
+Fixed cases below pin the edges (the int64 minimum, lone surrogates in features, keys and
+times: the same refusal from every shape and path) and the event-time precision of
+WRITE_NEWER outside the years 1685 to 2255 (docs/internals.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -36,6 +42,7 @@ from featsync.online.push import CHUNK_ROWS, Pusher, encode_pushed, pack_writes
 from featsync.online.row_push import SMALL_ROWS, encode_small
 from featsync.online.rows import PushRowsError
 from featsync.online.server import ServeConfig, create_app
+from featsync.online.serving import OnlineReader, RequestError
 from featsync.project import Project
 from test_hardening import private_redis  # noqa: F401 (fixture)
 from test_push_rows import cleanup
@@ -154,6 +161,7 @@ VALID = {
         st.integers(-(2**63), 2**63 - 1),
         st.integers(-5, 5),
         st.integers(-(2**40), 2**40).map(float),  # a float with no fraction is an integer
+        st.sampled_from([-(2.0**63), float(2**62)]),  # the int64 minimum exactly, as a float
     ),
     "float": st.one_of(
         st.floats(allow_nan=False, allow_infinity=False),
@@ -166,10 +174,11 @@ VALID = {
     "text": TEXT,
 }
 INVALID = {
-    "int": st.sampled_from([1.5, "12", True, 2**63, -(2**63) - 1, 2**64]),
-    "float": st.sampled_from([2**53 + 1, "1.5", False]),
+    "int": st.sampled_from([1.5, "12", True, 2**63, -(2**63) - 1, 2**64, 2.0**63, "\ud800"]),
+    # abs() of the int64 minimum is itself: it once passed the +-2**53 check and failed the cast
+    "float": st.sampled_from([2**53 + 1, -(2**53) - 1, -(2**63), 2**63 - 1, "1.5", False]),
     "bool": st.sampled_from([0, 1, "true"]),
-    "text": st.sampled_from([3, 1.5, True]),
+    "text": st.sampled_from([3, 1.5, True, "a\ud800b", "\udfff"]),  # a lone surrogate is not UTF-8
     "time": st.sampled_from(
         [
             "2024-01-01T00:00:00",  # no zone
@@ -179,6 +188,7 @@ INVALID = {
             "2026-11-29T21:00:00.123456789Z",  # nanoseconds: Arrow's cast to microseconds refuses them
             "9999-12-31T23:00:00-05:00",  # after the year 9999 in UTC
             "0001-01-01T00:30:00+01:00",  # before the year 1 in UTC
+            "2026-11-29T11:00:00\ud800Z",  # a lone surrogate
         ]
     ),
 }
@@ -589,3 +599,180 @@ def test_a_failed_push_does_not_raise_the_newest_event_time(project, redis_url, 
     finally:
         keys = [*client.scan_iter(match=layout.prefix + "*", count=5000), layout.state_key.encode()]
         client.delete(*keys)
+
+
+# -- values at the edges of their kinds ------------------------------------------------------
+
+EDGE_NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+EDGE_NOW_US = (EDGE_NOW - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def edge_request(name: str, column: str, values: list) -> dict:
+    """A valid two-row request of `name` whose `column` holds `values` (keys unique to it; the
+    bad value, if any, in row 1)."""
+    tag = uuid.uuid4().hex[:6]
+    if name == "rp_fixed":
+        df = {"shop_id": [701, 702], "region": [f"ok-{tag}", f"x-{tag}"], "event_ts": ["2026-11-29T11:00:00Z"] * 2}
+        df |= {"score": [0.5, 0.5], "visits": [1, 1], "open": [True, True], "since": [None, None]}
+    else:
+        df = {"user_id": [f"ok-{tag}", f"x-{tag}"], "event_timestamp": ["2026-11-29T11:00:00Z"] * 2, "created_at": [None] * 2}
+        df |= {"amount": [0.5, 0.5], "n": [1, 1], "flag": [True, True], "note": ["a", "b"], "seen_at": [None] * 2}
+    return {**df, column: values}
+
+
+SURROGATE = "a\ud800b"  # a lone surrogate: a Python str may hold one, JSON (orjson) and UTF-8 cannot
+
+
+def surrogates(values: list) -> bool:
+    return any(isinstance(v, str) and any("\ud800" <= c <= "\udfff" for c in v) for v in values)
+
+
+def shapes(df: dict, values: list) -> dict:
+    """The same rows as the Python API takes them: columns, a list of rows, pandas, Arrow; the
+    last two only where they hold `values` as given (pandas makes [0.5, -2**63] floats, and an
+    Arrow string cannot hold a lone surrogate)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    out = {"columns": df, "rows": [dict(zip(df, row, strict=True)) for row in zip(*df.values(), strict=True)]}
+    if {type(v) for v in values} == {int, float}:
+        return out
+    if surrogates(values):  # pandas 3's str columns are Arrow's: object
+        out["pandas"] = pd.DataFrame({k: pd.Series(v, dtype=object) if v is values else v for k, v in df.items()})
+        return out
+    out["pandas"] = pd.DataFrame(df)
+    out["arrow"] = pa.Table.from_pandas(out["pandas"], preserve_index=False)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "column", "values", "message"),
+    [
+        # abs() of the int64 minimum wraps to itself: this used to pass the 2**53 check, then fail the cast (a 500)
+        ("rp_fixed", "score", [3, -(2**63)], "-9223372036854775808 is not a number that a float holds exactly"),
+        ("rp_text", "amount", [0.5, -(2**63)], "-9223372036854775808 is not a number that a float holds exactly"),
+        ("rp_fixed", "score", [3, 2**53 + 1], "9007199254740993 is not a number that a float holds exactly"),
+        ("rp_fixed", "score", [3, -(2**53) - 1], "-9007199254740993 is not a number that a float holds exactly"),
+        ("rp_fixed", "score", [3, 2**60], "1152921504606846976 is not a number that a float holds exactly"),
+        ("rp_text", "note", ["ok", SURROGATE], r"'a\ud800b' is not valid text (a lone surrogate does not encode as UTF-8)"),
+        ("rp_text", "user_id", ["ok", "\udfff"], r"'\udfff' is not valid text"),  # an entity key
+        ("rp_fixed", "region", ["ok", SURROGATE], r"'a\ud800b' is not valid text"),  # part of a composite key
+        ("rp_text", "seen_at", [None, "2026-11-29T11:00:00\ud800Z"], r"'2026-11-29T11:00:00\ud800Z' is not valid text"),
+        ("rp_text", "event_timestamp", ["2026-11-29T11:00:00Z", "\ud800"], r"'\ud800' is not valid text"),
+        ("rp_fixed", "visits", [1, SURROGATE], r"'a\ud800b' is not a integer"),
+        ("rp_fixed", "open", [True, SURROGATE], r"'a\ud800b' is not a boolean"),
+    ],
+)
+def test_edge_values_are_refused_alike_on_every_path(two_prefixes, name, column, values, message):
+    """The int64 minimum in a float column and a lone surrogate anywhere (features, keys,
+    times) are refused, naming the view, row and column, with one message whatever the
+    request's shape and path (it used to be an ArrowInvalid, a 500 over HTTP, and a raw
+    UnicodeEncodeError); nothing of the request is written."""
+    http, batch, served = two_prefixes
+    df = edge_request(name, column, values)
+    with pytest.raises(PushRowsError) as refused:
+        batch.prepare(name, df, "online", EDGE_NOW)
+    expected = str(refused.value)
+    assert expected.startswith(f"feature view '{name}': row 1, column '{column}': {message}"), expected
+    for shape, rows in shapes(df, values).items():
+        with pytest.raises(PushRowsError) as refused:
+            batch.prepare(name, rows, "online", EDGE_NOW)
+        assert str(refused.value) == expected, shape
+        str(refused.value).encode()  # the message itself is UTF-8: it can be logged, sent, dead-lettered
+        small = row_path(batch, name, rows, EDGE_NOW, EDGE_NOW_US)
+        assert small is None or small[0][0] == "refused", shape  # the row path hands it back
+        for ingest in (served, batch):  # RowIngest.push: the row path first, then the batch path
+            with pytest.raises(PushRowsError, match="^" + re.escape(expected) + "$"):
+                ingest.push(name, rows, "online")
+    if not surrogates(values):  # JSON cannot carry a lone surrogate (orjson refuses such a body: a 400)
+        reply = http.post("/push", content=json.dumps({"push_source_name": name, "df": df}))
+        assert reply.status_code == 422 and reply.json()["detail"] == expected, reply.text
+    for ingest in (served, batch):
+        layout = ingest.layout(ingest.view(name))
+        keys = [df[key][0] for key in ingest.view(name).entities]
+        assert ingest.client.get(layout.key(keys)) is None  # the good row 0 was not written either
+
+
+@pytest.mark.parametrize(
+    ("name", "column", "values", "typed"),
+    [
+        ("rp_fixed", "score", [2**53, -(2**53)], [float(2**53), -float(2**53)]),  # the bounds themselves
+        ("rp_fixed", "score", [0.5, -9.223372036854776e18], [0.5, -(2.0**63)]),  # the int64 minimum as a float
+        ("rp_fixed", "visits", [1.0, -(2.0**63)], [1, -(2**63)]),  # a float that is the int64 minimum exactly
+        ("rp_fixed", "shop_id", [1.0, -(2.0**63)], [1, -(2**63)]),  # an integer entity key, too
+    ],
+)
+def test_edge_values_are_taken_alike_on_every_path(ingest, name, column, values, typed):
+    """The edges of the accepted ranges: the same typed rows and bytes on both paths and from
+    every shape (a float -2**63 in an integer column was refused from Python, taken from Arrow)."""
+    df = edge_request(name, column, values)
+    for shape, rows in shapes(df, values).items():
+        batch, out = batch_path(ingest, name, rows, EDGE_NOW, EDGE_NOW_US)
+        assert batch[0] == "written", (shape, batch)
+        assert out[0].column(column).to_pylist() == typed, shape
+        if shape in ("columns", "rows"):
+            assert row_path(ingest, name, rows, EDGE_NOW, EDGE_NOW_US)[0] == batch, shape
+
+
+def micros_of(text: str) -> int:
+    return (datetime.fromisoformat(text) - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def at_micros(micros: int) -> str:
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)).isoformat().replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize("path", ["row", "batch"])
+def test_write_newer_orders_event_times_at_the_stored_double_s_precision(two_prefixes, path):
+    """docs/internals.md (the online layout): a full value holds its event time as a float64
+    of microseconds, exact between 1685 and 2255. Outside, WRITE_NEWER compares the rounded
+    times: two that round to the same double are equal, and the later write wins (as for
+    equal times); rounding never inverts an order. A read gives the rounded time, clamped to
+    the last microsecond of the year 9999."""
+    _, batch, served = two_prefixes
+    ingest = served if path == "row" else batch
+    tag = uuid.uuid4().hex[:6]
+
+    def push(key: str, at: int, score: float) -> tuple[int, int]:
+        df = {"shop_id": [9], "region": [f"{key}-{tag}"], "event_ts": [at_micros(at)], "score": [score]}
+        df |= {"visits": [1], "open": [True], "since": [None]}
+        if path == "row":
+            stats = ingest.push("rp_fixed", df, "online").online
+        else:
+            view, table, _ = ingest.prepare("rp_fixed", df, "online")
+            stats = ingest.pusher().push_rows(view, table, ingest.layout(view))
+        return stats.keys_written, stats.skipped_stale
+
+    def read(key: str) -> tuple[float, int]:
+        reader = OnlineReader(ingest.registry, ingest.client, ingest.key_prefix)
+        response = reader.get([{"shop_id": 9, "region": f"{key}-{tag}"}], ["rp_fixed:score"])
+        at = response.event_timestamps["rp_fixed"][0]
+        return response.features["score"][0], (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+    inside = micros_of("2200-01-01T00:00:00+00:00") + 1  # exact: 1 us apart are ordered
+    assert push("inside", inside + 1, 1.0) == (1, 0) and push("inside", inside, 2.0) == (0, 1)
+    assert read("inside") == (1.0, inside + 1)
+    t = micros_of("2300-01-01T00:00:00+00:00")  # past 2**53 us: doubles 2 us apart
+    assert t % 4 == 0 and float(t + 1) == float(t) and float(t + 3) == float(t + 4)
+    # t + 1 and t round to the same double: the older event, pushed later, replaces the newer.
+    assert push("tie", t + 1, 1.0) == (1, 0) and push("tie", t, 2.0) == (1, 0)
+    assert read("tie") == (2.0, t)
+    # t + 2 and t + 1 stay apart (t + 2 and t): the older is refused, as within the range.
+    assert push("apart", t + 2, 1.0) == (1, 0) and push("apart", t + 1, 2.0) == (0, 1)
+    assert read("apart") == (1.0, t + 2)
+    assert push("up", t + 3, 1.0) == (1, 0) and read("up") == (1.0, t + 4)  # read back rounded up by 1 us
+    last = micros_of("9999-12-31T23:59:59.999999+00:00")  # rounds up into the year 10000: read clamped
+    assert push("last", last, 1.0) == (1, 0) and read("last") == (1.0, last)
+    layout = ingest.layout(ingest.view("rp_fixed"))
+    stored_last = ingest.client.get(layout.key([9, f"last-{tag}"]))
+    assert layout.decode_row(stored_last)[0] == last and layout.decode_columns([stored_last] * 2)[0] == [last, last]
+
+
+def test_a_lone_surrogate_in_an_entity_key_is_refused_on_read(two_prefixes):
+    """The read side's key builder too (FeatureStore.get_online_features: HTTP and the CLI
+    cannot send one): a RequestError naming the entity and row, not a UnicodeEncodeError."""
+    _, _, served = two_prefixes
+    reader = OnlineReader(served.registry, served.client, served.key_prefix)
+    rows = [{"shop_id": 1, "region": "eu"}, {"shop_id": 2, "region": SURROGATE}]
+    with pytest.raises(RequestError, match=re.escape(r"entity 'region' row 1: 'a\ud800b' is not valid text")):
+        reader.get(rows, ["rp_fixed:score"])

@@ -18,8 +18,9 @@ import pytest
 import redis
 
 from featsync.errors import FeatsyncError, UsageError
+from featsync.online.rows import PushRowsError
 from featsync.online.serving import OnlineReader
-from featsync.online.stream import StreamSource, transient
+from featsync.online.stream import StreamConsumer, StreamSource, transient
 from test_push import free_port, start_redis
 from test_push_rows import cleanup
 
@@ -218,3 +219,15 @@ def test_outages_are_told_from_refusals():
     assert transient(OperationalError("server closed the connection"))
     assert not transient(redis.AuthenticationError("WRONGPASS"))
     assert not transient(redis.ResponseError("WRONGTYPE"))
+
+
+def test_an_entry_with_a_lone_surrogate_is_refused_as_not_json():
+    """JSON can spell a lone surrogate ("\\ud800") and a producer can send its UTF-8-like bytes;
+    orjson refuses both, so the entry is a dead letter with a message that is itself UTF-8,
+    never a str that cannot be encoded reaching the push (which refuses one too, naming the
+    row: tests/test_row_push.py)."""
+    consumer = StreamConsumer(None, None, "s", view="fv_user")  # parsing an entry needs neither Redis nor a project
+    for raw in (b'{"user_id": "\\ud800", "amount": 1}', b'{"user_id": "\xed\xa0\x80"}', b'{"\\udfff": 1}'):
+        with pytest.raises(PushRowsError, match="the entry's 'row' is not JSON") as refused:
+            consumer._row({b"row": raw})
+        str(refused.value).encode()

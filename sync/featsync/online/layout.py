@@ -32,6 +32,10 @@ VIEW_ID_CHARS = 8  # 40 bits in base32
 FIXED_KINDS = {"int": "<i8", "float": "<f8", "timestamp": "<i8", "bool": "u1"}
 _STRUCT_CODES = {"int": "q", "float": "d", "timestamp": "q", "bool": "?"}  # the same widths, for reads
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A full value's event time: a float64 of microseconds, exact within +-2**53 (1684-07-28 to
+# 2255-06-05), rounded to the nearest double outside (2 to 32 us apart: docs/internals.md). The
+# last microseconds of the year 9999 round up into the year 10000, so a read clamps the time
+# to MAX_MICROS: what was pushed is never later than that.
 _EVENT_TIME = struct.Struct(">d")
 _EVENT_SECONDS = struct.Struct(">I")  # the compact form
 _TEXT_LENGTH = struct.Struct("<I")  # before each text feature's UTF-8 bytes
@@ -331,7 +335,7 @@ class Layout:
             micros = (rows["ts"].astype(np.int64) * 1_000_000).tolist()
         else:
             nulls = np.unpackbits(rows["nulls"], axis=1, count=len(self.features), bitorder="little").astype(bool)
-            micros = rows["ts"].astype(np.int64).tolist()
+            micros = np.minimum(rows["ts"].astype(np.int64), MAX_MICROS).tolist()  # see _EVENT_TIME
         columns: list[list[object]] = []
         for i, ((_, kind), has_null) in enumerate(zip(self.features, nulls.any(axis=0).tolist(), strict=True)):
             column = rows[f"f{i}"]
@@ -385,7 +389,7 @@ class Layout:
             for i in range(len(values)):
                 if nulls >> i & 1:
                     values[i] = None
-        return int(_EVENT_TIME.unpack_from(value)[0]), values
+        return min(int(_EVENT_TIME.unpack_from(value)[0]), MAX_MICROS), values  # see _EVENT_TIME
 
     def _foreign(self, value: bytes) -> StoredValueError:
         """The error for a stored value that cannot be in this layout (wrong length, broken text)."""

@@ -43,7 +43,7 @@ from featsync.online.rows import (
 )
 from featsync.online.validity import NEVER, epoch_micros, live_until, valid_end
 from featsync.registry import FeatureView
-from featsync.registry.types import TEXT, TIMESTAMP
+from featsync.registry.types import TIMESTAMP
 
 np, pa = lazy("numpy"), lazy("pyarrow")
 
@@ -123,7 +123,7 @@ def typed_rows(view: FeatureView, rows: Any) -> TypedRows | None:
                     value = epoch_micros(value)
                 else:
                     return None
-            elif not python_ok(kind, value) or (kind == TEXT and not _utf8(value)):
+            elif not python_ok(kind, value):
                 return None
             else:
                 value = python_value(kind, value)
@@ -134,21 +134,12 @@ def typed_rows(view: FeatureView, rows: Any) -> TypedRows | None:
     return TypedRows(view, n, columns)
 
 
-def _utf8(text: str) -> bool:
-    """Whether a text encodes as UTF-8 (a lone surrogate does not: Arrow refuses it)."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _parse_times(texts: list[tuple[list[Any], int, str]]) -> bool:
     """Put each timestamp given as text in its place as epoch microseconds, parsed by the cast
     `conform` uses (one call for the whole request); False when one does not parse."""
     try:
         parsed = pa.array([text for _, _, text in texts], pa.string()).cast(TIME_TYPE)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeEncodeError):  # a lone surrogate: not UTF-8
         return False
     for (column, row, _), micros in zip(texts, parsed.view(pa.int64()).to_pylist(), strict=True):
         column[row] = micros

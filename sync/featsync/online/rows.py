@@ -8,9 +8,11 @@ client do not have one, so this module gives them the same guarantees first:
   created_timestamp and valid_to optional; an unknown or missing column is refused;
 - types: each column converts to its declared kind (featsync.registry.types) exactly, or is
   refused naming the first row and column that does not: an integer feature takes integers
-  (or floats with no fraction), a float feature numbers, a text feature strings only, a
-  boolean true/false only, a timestamp an instant; a timestamp given as text needs a zone
-  (naive Arrow or pandas timestamps mean UTC, as in the warehouse);
+  (or floats with no fraction) in the int64 range, a float feature numbers (an integer only
+  within +-2**53, as the warehouse push's Arrow cast), a text feature strings that encode
+  as UTF-8 (not a lone surrogate, which a Python str may hold), a boolean true/false only,
+  a timestamp an instant; a timestamp given as text needs a zone (naive Arrow or pandas
+  timestamps mean UTC, as in the warehouse);
 - NULL entity keys and NULL event times are refused, naming the row;
 - the view's expectation suite (expectations/<view>.json), where its expectations are about
   one row at a time (featsync.online.row_checks).
@@ -40,7 +42,12 @@ TO_ONLINE, TO_OFFLINE, TO_BOTH = "online", "offline", "online_and_offline"
 DESTINATIONS = (TO_ONLINE, TO_OFFLINE, TO_BOTH)
 TIME_TYPE = pa.timestamp("us", tz="UTC")
 PUSH_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.string(), TIMESTAMP: TIME_TYPE}
-_EXACT_FLOAT = 2**53  # integers beyond it do not fit a float64 exactly
+# An integer for a float feature must lie within +-2**53, where every integer is exact as a
+# float64. Beyond it some still are (2**60, the int64 minimum -2**63), but accepting those
+# would make a value's fate depend on its low bits; Arrow's safe cast (the warehouse push's,
+# featsync.online.layout) draws the same line.
+_EXACT_FLOAT = 2**53
+_INT64 = 2**63
 
 
 class PushRowsError(FeatsyncError):
@@ -91,19 +98,35 @@ def as_table(rows: Any) -> pa.Table | PyRows:
     if pd is not None and isinstance(rows, pd.DataFrame):
         try:
             return pa.Table.from_pandas(rows, preserve_index=False)
-        except (pa.ArrowException, TypeError, ValueError) as exc:
-            raise PushRowsError(f"cannot read the DataFrame's columns: {exc}") from None
+        except (pa.ArrowException, TypeError, ValueError) as exc:  # e.g. [1, 'x'], or a str that is not UTF-8
+            if not rows.columns.is_unique:
+                raise PushRowsError(f"cannot read the DataFrame's columns: {exc}") from None
+            return _pandas_columns(rows)
     raise PushRowsError(
         f"rows must be a pandas DataFrame, an Arrow table, a list of dicts or a dict of lists, not {type(rows).__name__}"
     )
 
 
+def _pandas_columns(frame: Any) -> PyRows:
+    """A DataFrame Arrow cannot read as a whole (an object column of mixed types, a str with a
+    lone surrogate, which is not UTF-8): its columns one by one, each as Arrow reads it, except
+    the failing ones, kept as Python values for `conform` to type or refuse naming the row."""
+    columns: dict[str, list[Any] | pa.Array] = {}
+    for name in frame.columns:
+        try:
+            columns[str(name)] = pa.Array.from_pandas(frame[name])
+        except (pa.ArrowException, TypeError, ValueError):
+            columns[str(name)] = frame[name].tolist()
+    return PyRows(columns)
+
+
 @dataclass(frozen=True)
 class PyRows:
     """Columns of Python values, not typed yet: pa.array would silently truncate 1.5 into an
-    integer column, so `conform` types them itself, value by value where needed."""
+    integer column, so `conform` types them itself, value by value where needed (a column
+    may also be an Arrow array already: `_pandas_columns`)."""
 
-    columns: dict[str, list[Any]]
+    columns: dict[str, list[Any] | pa.Array]
 
     @property
     def column_names(self) -> list[str]:
@@ -178,11 +201,28 @@ def _convert(view: FeatureView, name: str, kind: str, values: Any) -> pa.Array:
 
 
 def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> PushRowsError:
-    hint = " (a timestamp given as text needs a zone, e.g. 2024-03-01T10:00:00Z)" if kind == TIMESTAMP else ""
-    return PushRowsError(f"feature view '{view.name}': row {row}, column '{name}': {value!r} is not a {_KIND_WORDS[kind]}{hint}")
+    where = f"feature view '{view.name}': row {row}, column '{name}'"
+    if kind in (TEXT, TIMESTAMP) and isinstance(value, str) and not utf8(value):  # repr escapes it: UTF-8
+        return PushRowsError(f"{where}: {value!r} is not valid text (a lone surrogate does not encode as UTF-8)")
+    hint = ""
+    if kind == TIMESTAMP:
+        hint = " (a timestamp given as text needs a zone, e.g. 2024-03-01T10:00:00Z)"
+    elif kind == FLOAT and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        hint = " that a float holds exactly (integers within +-2**53 only; send a larger one as a float)"
+    return PushRowsError(f"{where}: {value!r} is not a {_KIND_WORDS[kind]}{hint}")
 
 
 _KIND_WORDS = {INT: "integer", FLOAT: "number", BOOL: "boolean", TEXT: "string", TIMESTAMP: "timestamp with a zone"}
+
+
+def utf8(text: str) -> bool:
+    """Whether a str encodes as UTF-8: one holding a lone surrogate ('a\\ud800', which Python
+    allows and JSON parsers refuse) does not, and Arrow, Redis keys and values need UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def python_ok(kind: str, value: Any) -> bool:
@@ -192,18 +232,19 @@ def python_ok(kind: str, value: Any) -> bool:
     if kind == BOOL:
         return isinstance(value, (bool, np.bool_))
     if kind == TEXT:
-        return isinstance(value, str)
+        return isinstance(value, str) and utf8(value)
     if kind == INT:
         if isinstance(value, (bool, np.bool_)):
             return False
         if isinstance(value, (int, np.integer)):
-            return -(2**63) <= int(value) < 2**63
-        return isinstance(value, (float, np.floating)) and float(value).is_integer() and abs(value) < 2**63
+            return -_INT64 <= int(value) < _INT64
+        # -2.0**63 is the int64 minimum exactly (Arrow's cast takes it too); 2.0**63 is beyond.
+        return isinstance(value, (float, np.floating)) and float(value).is_integer() and -_INT64 <= value < _INT64
     if kind == FLOAT:
         if isinstance(value, (bool, np.bool_)):
             return False
         if isinstance(value, (int, np.integer)):
-            return abs(int(value)) <= _EXACT_FLOAT
+            return -_EXACT_FLOAT <= int(value) <= _EXACT_FLOAT
         return isinstance(value, (float, np.floating))
     if kind == TIMESTAMP:
         from datetime import datetime
@@ -211,6 +252,8 @@ def python_ok(kind: str, value: Any) -> bool:
         if isinstance(value, datetime):
             return value.tzinfo is not None
         if isinstance(value, str):
+            if not utf8(value):
+                return False
             try:
                 pa.array([value]).cast(TIME_TYPE)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -225,8 +268,8 @@ def _from_python(view: FeatureView, name: str, kind: str, values: list[Any]) -> 
     inferred type may not fit goes through the per-value check, which also finds the bad row."""
     try:
         inferred = pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        inferred = None  # mixed types: the slow path names the first value that does not fit
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, UnicodeEncodeError):
+        inferred = None  # mixed types, or a str not UTF-8: the slow path names the first value that does not fit
     if inferred is not None:
         fast = _fast_python(kind, inferred, values)
         if fast is not None:
@@ -248,9 +291,7 @@ def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | No
     if kind == FLOAT and pa.types.is_floating(t):
         return array.cast(pa.float64())
     if kind == FLOAT and pa.types.is_integer(t):
-        if pc.max(pc.abs(array)).as_py() <= _EXACT_FLOAT:
-            return array.cast(pa.float64())
-        return None
+        return array.cast(pa.float64()) if _exact_as_float(array) else None
     if kind == BOOL and pa.types.is_boolean(t):
         return array
     if kind == TEXT and pa.types.is_string(t):
@@ -265,6 +306,13 @@ def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | No
             return array.cast(TIME_TYPE)
         return None
     return None
+
+
+def _exact_as_float(array: pa.Array) -> bool:
+    """Whether every integer of an integer array lies within +-2**53. Compared by its least and
+    greatest values, in the array's own type: abs() would wrap the int64 minimum to itself."""
+    bounds = pc.min_max(array).as_py()
+    return bounds["min"] is None or (-_EXACT_FLOAT <= bounds["min"] and bounds["max"] <= _EXACT_FLOAT)
 
 
 def python_value(kind: str, value: Any) -> Any:
@@ -320,10 +368,8 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
             # (featsync.online.layout.epoch_micros); naive means UTC, as in the warehouse.
             nulls = array.is_null().to_numpy(zero_copy_only=False)
             return pa.array(epoch_micros(array), pa.int64(), mask=nulls).cast(TIME_TYPE)
-        if kind == FLOAT and pa.types.is_integer(t):
-            big = pc.greater(pc.abs(pc.cast(array, pa.int64())), _EXACT_FLOAT)
-            if pc.any(big).as_py():
-                raise pa.ArrowInvalid("integer beyond 2**53")
+        if kind == FLOAT and pa.types.is_integer(t) and not _exact_as_float(array):
+            raise pa.ArrowInvalid("integer beyond 2**53")
         return pc.cast(array, PUSH_TYPES[kind])  # safe: fails on truncation and overflow
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         values = array.to_pylist()

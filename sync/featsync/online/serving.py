@@ -238,8 +238,24 @@ class ReadPlan:
             if entities not in texts:
                 texts[entities] = key_texts([columns[k] for k in entities])
             prefix = read.layout.prefix
-            keys += [(prefix + text).encode() for text in texts[entities]]
+            try:
+                keys += [(prefix + text).encode() for text in texts[entities]]
+            except UnicodeEncodeError:  # a str with a lone surrogate (from Python: JSON cannot carry one)
+                raise self._not_utf8(columns, entities) from None
         return keys
+
+    def _not_utf8(self, columns: Mapping[str, Sequence[Any]], entities: Sequence[str]) -> RequestError:
+        """The error naming the first entity value that does not encode as UTF-8."""
+        for i in range(len(columns[entities[0]])):
+            for name in entities:
+                value = columns[name][i]
+                try:
+                    str(value).encode()
+                except UnicodeEncodeError:
+                    return RequestError(
+                        f"entity '{name}' row {i}: {value!r} is not valid text (a lone surrogate does not encode as UTF-8)"
+                    )
+        return RequestError("the key prefix does not encode as UTF-8")
 
     def assemble(self, columns: Mapping[str, list[Any]], n: int, values: Sequence[bytes | None], now_us: int) -> OnlineResponse:
         """Decode MGET's answer: typed values, a status per value, TTL checked against the event time."""
