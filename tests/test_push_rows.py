@@ -98,10 +98,10 @@ def test_an_older_row_never_replaces_a_newer_one(pit):
         ([user_row("ok", NOW), user_row(None, NOW)], "row 1, column 'user_id': NULL"),
         ([user_row("ok", NOW), {**user_row("x", NOW), "colour": "red"}], "unknown column 'colour'"),
         ([{"user_id": "x", "event_timestamp": NOW, "amount": 1}], "column 'label' is missing"),
-        ([user_row("ok", NOW), user_row("x", NOW, amount="12")], "row 1, column 'amount': '12' is not a integer"),
-        ([user_row("ok", NOW), user_row("x", NOW, amount=1.5)], "row 1, column 'amount': 1.5 is not a integer"),
+        ([user_row("ok", NOW), user_row("x", NOW, amount="12")], "row 1, column 'amount': '12' is not an integer"),
+        ([user_row("ok", NOW), user_row("x", NOW, amount=1.5)], "row 1, column 'amount': 1.5 is not an integer"),
         ([user_row("ok", NOW), user_row("x", NOW, label=3)], "row 1, column 'label': 3 is not a string"),
-        ([user_row("ok", NOW, 1.0), user_row("x", NOW, amount=True)], "row 1, column 'amount': True is not a integer"),
+        ([user_row("ok", NOW, 1.0), user_row("x", NOW, amount=True)], "row 1, column 'amount': True is not an integer"),
         ([user_row("ok", NOW), user_row("x", NOW, amount=2**64)], "row 1, column 'amount': 18446744073709551616"),
         ([user_row("ok", NOW), user_row("x", "2024-01-01T00:00:00")], "row 1, column 'event_timestamp'"),
         ([user_row("ok", NOW), user_row("x", NOW.replace(tzinfo=None))], "row 1, column 'event_timestamp'"),
@@ -117,7 +117,7 @@ def test_bad_rows_are_refused_naming_row_and_column_and_nothing_is_written(pit, 
 
 def test_typed_frames_are_checked_too(pit):
     frame = pd.DataFrame({"user_id": ["a"], "event_timestamp": [pd.Timestamp(NOW)], "amount": [1.25], "label": ["x"]})
-    with pytest.raises(FeatsyncError, match="row 0, column 'amount': 1.25 is not a integer"):
+    with pytest.raises(FeatsyncError, match="row 0, column 'amount': 1.25 is not an integer"):
         pit.push("fv_user", frame)
     frame["amount"] = [2.0]  # a float without a fraction fits an integer exactly
     frame["event_timestamp"] = [pd.Timestamp(NOW).tz_localize(None)]  # naive means UTC, as in the warehouse
@@ -245,7 +245,7 @@ def test_the_suite_s_row_level_expectations_apply(example, client, prefix):
         # Skipped on request (push --rows --skip-validation): the types are still checked.
         skipped = ingest.push("user_transaction_features", [user_features("u2", NOW, count_1d=-1)], expectations=False)
         assert skipped.online.keys_written == 1 and "not applied" in skipped.notes[0]
-        with pytest.raises(FeatsyncError, match="is not a integer"):
+        with pytest.raises(FeatsyncError, match="is not an integer"):
             ingest.push("user_transaction_features", [user_features("u3", NOW, count_1d="x")], expectations=False)
     finally:
         cleanup(example, client, prefix)

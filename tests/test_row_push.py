@@ -659,7 +659,7 @@ def shapes(df: dict, values: list) -> dict:
         ("rp_fixed", "region", ["ok", SURROGATE], r"'a\ud800b' is not valid text"),  # part of a composite key
         ("rp_text", "seen_at", [None, "2026-11-29T11:00:00\ud800Z"], r"'2026-11-29T11:00:00\ud800Z' is not valid text"),
         ("rp_text", "event_timestamp", ["2026-11-29T11:00:00Z", "\ud800"], r"'\ud800' is not valid text"),
-        ("rp_fixed", "visits", [1, SURROGATE], r"'a\ud800b' is not a integer"),
+        ("rp_fixed", "visits", [1, SURROGATE], r"'a\ud800b' is not an integer"),
         ("rp_fixed", "open", [True, SURROGATE], r"'a\ud800b' is not a boolean"),
     ],
 )

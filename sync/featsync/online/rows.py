@@ -209,10 +209,10 @@ def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> Pu
         hint = " (a timestamp given as text needs a zone, e.g. 2024-03-01T10:00:00Z)"
     elif kind == FLOAT and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         hint = " that a float holds exactly (integers within +-2**53 only; send a larger one as a float)"
-    return PushRowsError(f"{where}: {value!r} is not a {_KIND_WORDS[kind]}{hint}")
+    return PushRowsError(f"{where}: {value!r} is not {_KIND_WORDS[kind]}{hint}")
 
 
-_KIND_WORDS = {INT: "integer", FLOAT: "number", BOOL: "boolean", TEXT: "string", TIMESTAMP: "timestamp with a zone"}
+_KIND_WORDS = {INT: "an integer", FLOAT: "a number", BOOL: "a boolean", TEXT: "a string", TIMESTAMP: "a timestamp with a zone"}
 
 
 def utf8(text: str) -> bool:
@@ -360,7 +360,7 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
     if not ok:
         row = int(np.flatnonzero(array.is_valid().to_numpy(zero_copy_only=False))[0]) if array.null_count < len(array) else 0
         raise PushRowsError(
-            f"feature view '{view.name}': row {row}, column '{name}': {array[row].as_py()!r} ({t}) is not a {_KIND_WORDS[kind]}"
+            f"feature view '{view.name}': row {row}, column '{name}': {array[row].as_py()!r} ({t}) is not {_KIND_WORDS[kind]}"
         )
     try:
         if kind == TIMESTAMP and pa.types.is_timestamp(t):
