@@ -595,3 +595,29 @@ def test_bulk_reply_readers_keep_every_reply_split_across_small_reads(redis_url,
     finally:
         client.connection_pool.release(connection)
         client.delete(*keys)
+
+
+def test_bulk_reply_readers_fail_as_redis_errors_on_a_silent_or_closed_connection(redis_url):
+    """Fewer replies than expected, then silence: redis.TimeoutError; then a connection closed
+    by Redis: redis.ConnectionError (push resends its rows then, the cluster after reading its
+    map again), for every bulk reader (SET NX, cluster script replies, cluster reads)."""
+    from featsync.online.cluster import read_script_replies
+    from featsync.online.connections import read_replies
+    from featsync.online.push import read_reply_lines
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=0.5)
+    for read in (read_reply_lines, read_script_replies, read_replies):
+        for closed in (False, True):
+            connection = client.connection_pool.get_connection()
+            try:
+                connection.send_command("CLIENT", "ID")
+                own = connection.read_response()
+                connection.send_command("PING")  # one reply where two are expected
+                if closed:
+                    client.client_kill_filter(_id=own)
+                with pytest.raises(redis.ConnectionError if closed else redis.TimeoutError) as error:
+                    read(connection, 2)
+                assert not closed or "closed the connection" in str(error.value)
+            finally:
+                connection.disconnect()
+                client.connection_pool.release(connection)

@@ -673,13 +673,15 @@ def read_script_replies(connection: Any, n: int, asking: bool = False) -> tuple[
     or one `-error` line (or `+OK`); nothing else is pending on the connection, as for push's
     SET NX replies (read_reply_lines)."""
     expected = n * (2 if asking else 1)
+    tops = arrays = 0  # top-level replies begun, of which arrays (4 lines each)
 
-    def complete(begun: np.ndarray, ended: int) -> bool:
-        tops = begun.sum() - begun[COLON]  # top-level replies begun, of which arrays (4 lines each)
-        return bool(tops >= expected and ended >= tops + 3 * begun[STAR])
+    def complete(first: np.ndarray, ended: int) -> bool:
+        nonlocal tops, arrays
+        tops += int((first != COLON).sum())
+        arrays += int((first == STAR).sum())
+        return tops >= expected and ended >= tops + 3 * arrays
 
     data, starts, ends, first = read_lines(connection, complete)
-    tops = int((first != COLON).sum())
     if tops != expected or data[-1] != ord("\n") or not np.isin(first, list(b"*:-+")).all():
         raise redis.ConnectionError(f"Redis sent an unexpected reply stream to {n} script calls")  # a RESP3 push...
     top = np.flatnonzero(first != ord(":"))

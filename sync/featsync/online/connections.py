@@ -175,43 +175,47 @@ def read_lines(connection: Any, complete: Callable[[np.ndarray, int], bool]) -> 
     replies, tens of thousands a batch, where redis-py's read_response costs a microsecond or
     more a reply. What each line means is the caller's to parse.
 
-    `complete(begun, ended)` says when every reply is in; it is asked before the first read
-    and after each, with how many lines so far begin with each byte value (`begun`, 256
-    counts: a line split across reads counts once, where it begins) and how many lines
-    ended. Nothing else may be pending on the connection (every earlier reply on it was read
-    in full, so redis-py's parser holds nothing). Bytes after the last complete line, if
-    `complete` stopped there, are in `data` but in no line.
+    `complete(first, ended)` says when every reply is in. It is asked before the first read
+    and after each, with the first byte of each line that began in that read (none before
+    the first; a line split across reads counts once, in the read where it begins) and how
+    many lines ended so far. Nothing else may be pending on the connection (every earlier
+    reply on it was read in full, so redis-py's parser holds nothing). Bytes after the last
+    complete line, if `complete` stopped there, are in `data` but in no line.
     """
-    begun = np.zeros(256, dtype=np.int64)
-    ended = 0
     chunks: list[bytes] = []
-    starts: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-    ends: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
-    firsts: list[np.ndarray] = [np.zeros(0, dtype=np.uint8)]
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []
+    first, ended = np.zeros(0, dtype=np.uint8), 0
     at, at_line = 0, True  # bytes read so far; whether the next one begins a line
     received = _received(connection)
-    while not complete(begun, ended):
+    while not complete(first, ended):
         chunk = next(received)
         data = np.frombuffer(chunk, dtype=np.uint8)
         end = np.flatnonzero(data == ord("\n"))
-        start = end + 1
-        if at_line:
-            start = np.concatenate(([0], start))
-        if len(start) and start[-1] == len(data):  # the chunk ends a line: the next one begins in the next chunk
+        start = np.concatenate(([0], end + 1)) if at_line else end + 1
+        if len(start) and start[-1] == len(data):  # the read ends a line: the next begins in the next read
             start = start[:-1]
         first = data[start]
-        begun += np.bincount(first, minlength=256)
         ended += len(end)
         at_line = chunk.endswith(b"\n")
+        if at:
+            start += at
+            end += at
         chunks.append(chunk)
-        starts.append(start + at)
-        ends.append(end + at)
+        starts.append(start)
+        ends.append(end)
         firsts.append(first)
         at += len(chunk)
-    line_ends = np.concatenate(ends)
-    lines = len(line_ends)
-    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-    return Lines(data, np.concatenate(starts)[:lines], line_ends, np.concatenate(firsts)[:lines])
+    if not chunks:  # nothing was expected
+        return Lines(np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), first)
+    lines = int(ended)
+    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)  # one read: joined without a copy
+    return Lines(data, _joined(starts)[:lines], _joined(ends), _joined(firsts)[:lines])
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def read_replies(connection: Any, n: int) -> list[Any]:

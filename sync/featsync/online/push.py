@@ -974,7 +974,7 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
 def read_reply_lines(connection: Any, n: int) -> tuple[np.ndarray, dict[int, str]]:
     """The first byte of each of n one-line replies (read_set_nx_replies), and the text of
     the error ones by position: a Redis Cluster routes on them (MOVED, ASK, TRYAGAIN)."""
-    data, starts, ends, first = read_lines(connection, lambda begun, ended: ended >= n)
+    data, starts, ends, first = read_lines(connection, lambda first, ended: ended >= n)
     if (first == ord(">")).any():  # a RESP3 push message (client tracking): read it the slow way
         raise redis.ConnectionError("a RESP3 push message arrived amid SET NX replies")
     if len(ends) != n:
