@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -545,3 +546,78 @@ def test_push_from_postgres_reads_back_the_latest_rows(pg_project, redis_url):
         assert stored(pusher, "fv_profile", "u1")[1] == {"tier": "gold"}
     finally:
         delete_keys(pusher)
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_bulk_reply_readers_keep_every_reply_split_across_small_reads(redis_url, protocol):
+    """push's SET NX replies and the script replies a Redis Cluster's writes read in numpy
+    (read_reply_lines, read_script_replies: both over connections.read_lines) keep every
+    reply, in order, when Redis' replies come in reads of a kilobyte or two (a socket
+    receive buffer made tiny), so that replies and lines are split across reads; an error
+    reply amid them is reported at its place."""
+    from featsync.online.cluster import read_script_replies
+    from featsync.online.push import call_starts, pack_set_nx, read_reply_lines, script_calls
+
+    client = redis.Redis.from_url(redis_url, protocol=protocol)
+    keys = [f"fs-refactor:{uuid.uuid4().hex[:8]}:{i}" for i in range(4000)]
+    n = len(keys)
+
+    def rows(version: int) -> Rows:  # event time `version` s (the script's double form)
+        values = pa.array([np.array([version * 1e6], ">f8").tobytes() + b"v%d" % version] * n, pa.binary())
+        return Rows(pa.array(keys, pa.binary()), values, np.zeros(n, dtype=np.int64), -1)
+
+    newer = np.arange(n) % 3 == 0  # stored before, newer than what the test writes
+    client.mset({key: rows(9).values[0].as_py() for key, new in zip(keys, newer, strict=True) if new})
+    sha = client.script_load(WRITE_NEWER)
+    connection = client.connection_pool.get_connection()
+    try:
+        connection._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        (payload,) = pack_set_nx(rows(1).keys, rows(1).values, rows(1).expire_ms)
+        connection.send_packed_command([payload], check_health=False)
+        first, errors = read_reply_lines(connection, n)
+        assert errors == {} and ((first == ord("+")) == ~newer).all()
+        client.set(keys[2000], "xx")  # too short to be featsync's: the script fails on its call
+        starts = call_starts(None, n, 7)
+        payload, _ = script_calls(sha if isinstance(sha, str) else sha.decode(), rows(5), starts)
+        connection.send_packed_command([payload], check_health=False)
+        counts, errors = read_script_replies(connection, len(starts))
+        failed = int(np.searchsorted(starts, 2000, side="right")) - 1
+        assert list(errors) == [failed] and errors[failed]
+        call = np.repeat(np.arange(len(starts)), np.diff(starts, append=n))
+        expected = np.zeros((len(starts), 3), dtype=np.int64)
+        np.add.at(expected[:, 0], call[~newer], 1)
+        np.add.at(expected[:, 1], call[newer], 1)
+        expected[failed] = 0
+        assert (counts == expected).all()
+        assert client.ping()  # nothing left unread on the connection
+        connection.send_command("PING")
+        assert connection.read_response() in (b"PONG", "PONG", True)
+    finally:
+        client.connection_pool.release(connection)
+        client.delete(*keys)
+
+
+def test_bulk_reply_readers_fail_as_redis_errors_on_a_silent_or_closed_connection(redis_url):
+    """Fewer replies than expected, then silence: redis.TimeoutError; then a connection closed
+    by Redis: redis.ConnectionError (push resends its rows then, the cluster after reading its
+    map again), for every bulk reader (SET NX, cluster script replies, cluster reads)."""
+    from featsync.online.cluster import read_script_replies
+    from featsync.online.connections import read_replies
+    from featsync.online.push import read_reply_lines
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=0.5)
+    for read in (read_reply_lines, read_script_replies, read_replies):
+        for closed in (False, True):
+            connection = client.connection_pool.get_connection()
+            try:
+                connection.send_command("CLIENT", "ID")
+                own = connection.read_response()
+                connection.send_command("PING")  # one reply where two are expected
+                if closed:
+                    client.client_kill_filter(_id=own)
+                with pytest.raises(redis.ConnectionError if closed else redis.TimeoutError) as error:
+                    read(connection, 2)
+                assert not closed or "closed the connection" in str(error.value)
+            finally:
+                connection.disconnect()
+                client.connection_pool.release(connection)

@@ -38,7 +38,7 @@ from starlette.testclient import TestClient
 
 from featsync.errors import FeatsyncError
 from featsync.online.ingest import RowIngest
-from featsync.online.push import CHUNK_ROWS, Pusher, encode_pushed, pack_writes
+from featsync.online.push import CHUNK_ROWS, WRITE_NEWER, Pusher, encode_pushed, pack_writes
 from featsync.online.row_push import SMALL_ROWS, encode_small
 from featsync.online.rows import PushRowsError
 from featsync.online.server import ServeConfig, create_app
@@ -776,3 +776,35 @@ def test_a_lone_surrogate_in_an_entity_key_is_refused_on_read(two_prefixes):
     rows = [{"shop_id": 1, "region": "eu"}, {"shop_id": 2, "region": SURROGATE}]
     with pytest.raises(RequestError, match=re.escape(r"entity 'region' row 1: 'a\ud800b' is not valid text")):
         reader.get(rows, ["rp_fixed:score"])
+
+
+@pytest.mark.parametrize("n", [2, SMALL_ROWS + 6], ids=["row path", "batch path"])
+@pytest.mark.parametrize("forgotten", ["both scripts", "RAISE_NEWEST only"])
+def test_post_push_raises_the_newest_event_time_by_sha_after_script_flush(project, private_redis, n, forgotten):  # noqa: F811
+    """POST /push sends RAISE_NEWEST as it sends WRITE_NEWER: by its SHA1 (EVALSHA, never the
+    script's text with EVAL on every request), loading it again when Redis has forgotten it
+    (SCRIPT FLUSH, a restart), so the view's newest_event_time still moves. `RAISE_NEWEST
+    only`: the writes find their script and only the raise meets NOSCRIPT."""
+    url, _, _ = private_redis
+    client = redis.Redis.from_url(url)
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", url, "fs-refactor", max_batch=100)
+    ingest = Ingest(project, client, "fs-refactor")
+    layout = ingest.layout(ingest.view("rp_text"))
+    users = [f"u{i}" for i in range(n)]
+
+    def body(at: datetime) -> bytes:
+        df = {"user_id": users, "event_timestamp": [at.isoformat()] * n, "amount": [1.0] * n, "n": [1] * n}
+        df |= {"flag": [True] * n, "note": ["x"] * n, "seen_at": [None] * n}
+        return orjson.dumps({"push_source_name": "rp_text", "df": df})
+
+    start = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        for minute in range(3):
+            at = start + timedelta(minutes=minute)
+            reply = http.post("/push", content=body(at))
+            assert reply.status_code == 200 and reply.json()["written"] == n, reply.text
+            assert client.hget(layout.state_key, "newest_event_time") == at.isoformat(timespec="microseconds").encode()
+            client.script_flush()
+            if forgotten == "RAISE_NEWEST only":
+                client.script_load(WRITE_NEWER)
+    assert "cmdstat_eval" not in client.info("commandstats")

@@ -45,11 +45,12 @@ import redis
 from redis.crc import key_slot
 
 from featsync.errors import FeatsyncError
-from featsync.online.connections import RETRIES, AsyncMget, cluster_node_client, raw_socket
+from featsync.online.connections import RETRIES, AsyncMget, cluster_node_client, read_lines, read_replies
 from featsync.online.push import Rows, call_starts, pack_set_nx, read_reply_lines, script_calls
 
 SLOTS = 16384
 NO_NODE = -1
+COLON, STAR = ord(":"), ord("*")  # RESP: an integer reply, an array
 LONG_KEY = 256  # keys longer than this (rare) get their slot one by one, not in the padded matrix
 
 
@@ -660,34 +661,6 @@ class AsyncClusterMget:
         self.nodes = {}
 
 
-def read_replies(connection: Any, n: int) -> list[Any]:
-    """n replies read straight off the socket and parsed by hiredis (redis-py's read_response
-    costs over ten microseconds a reply, and a cluster's script calls are a few rows each):
-    an error reply comes back in place as a hiredis.ReplyError, not raised. Nothing else is
-    pending on the connection (every earlier reply on it was read in full), as for push's
-    SET NX replies."""
-    sock = raw_socket(connection)
-    reader = hiredis.Reader()
-    out: list[Any] = []
-    try:
-        while len(out) < n:
-            reply = reader.gets()
-            if reply is not False:
-                out.append(reply)
-                continue
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise redis.ConnectionError("Redis closed the connection")
-            reader.feed(chunk)
-    except TimeoutError as exc:
-        raise redis.TimeoutError(str(exc)) from exc
-    except OSError as exc:
-        raise redis.ConnectionError(str(exc)) from exc
-    if reader.gets() is not False:
-        raise redis.ConnectionError(f"Redis sent more than the {n} replies expected")
-    return out
-
-
 def read_script_replies(connection: Any, n: int, asking: bool = False) -> tuple[np.ndarray, dict[int, str]]:
     """The replies of n pipelined WRITE_NEWER calls, read straight off the socket and parsed in
     numpy: an (n, 3) array of {written, stale, absent} (zeros for an error reply), and the text
@@ -700,33 +673,15 @@ def read_script_replies(connection: Any, n: int, asking: bool = False) -> tuple[
     or one `-error` line (or `+OK`); nothing else is pending on the connection, as for push's
     SET NX replies (read_reply_lines)."""
     expected = n * (2 if asking else 1)
-    sock = raw_socket(connection)
-    chunks: list[bytes] = []
-    tops = arrays = lines = 0  # top-level replies, of which arrays (4 lines each); lines read
-    carry = True  # the next byte starts a line
-    try:
-        while tops < expected or lines < tops + 3 * arrays:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise redis.ConnectionError("Redis closed the connection")
-            data = np.frombuffer(chunk, dtype=np.uint8)
-            ends = np.flatnonzero(data == ord("\n"))
-            starts = np.concatenate(([0] if carry else [], ends + 1)).astype(np.int64)
-            starts = starts[starts < len(data)]
-            first = data[starts]
-            tops += int((first != ord(":")).sum())
-            arrays += int((first == ord("*")).sum())
-            lines += len(ends)
-            carry = bool(len(data)) and data[-1] == ord("\n")
-            chunks.append(chunk)
-    except TimeoutError as exc:
-        raise redis.TimeoutError(str(exc)) from exc
-    except OSError as exc:
-        raise redis.ConnectionError(str(exc)) from exc
-    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-    ends = np.flatnonzero(data == ord("\n"))
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    first = data[starts]
+    tops = arrays = 0  # top-level replies begun, of which arrays (4 lines each)
+
+    def complete(first: np.ndarray, ended: int) -> bool:
+        nonlocal tops, arrays
+        tops += int((first != COLON).sum())
+        arrays += int((first == STAR).sum())
+        return tops >= expected and ended >= tops + 3 * arrays
+
+    data, starts, ends, first = read_lines(connection, complete)
     if tops != expected or data[-1] != ord("\n") or not np.isin(first, list(b"*:-+")).all():
         raise redis.ConnectionError(f"Redis sent an unexpected reply stream to {n} script calls")  # a RESP3 push...
     top = np.flatnonzero(first != ord(":"))

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
@@ -24,7 +25,10 @@ from redis.retry import Retry
 
 from featsync.errors import FeatsyncError
 from featsync.extras import needs
+from featsync.lazy import lazy
 from featsync.project import Project
+
+np = lazy("numpy")  # the bulk reply readers only: reads and the server never import it here
 
 RETRIES = 5
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -134,13 +138,105 @@ def stop_embedded(client: redis.Redis) -> None:
     client._cleanup()
 
 
-def raw_socket(connection: Any) -> Any:
-    """The socket of a redis-py connection, for reading pipelined replies in bulk (push's SET NX).
+def _received(connection: Any) -> Iterator[bytes]:
+    """What arrives on a redis-py connection's socket, a chunk at a time, for as long as the
+    caller reads: for the bulk readers below. A timeout raises redis.TimeoutError, a lost or
+    closed connection redis.ConnectionError.
 
     redis-py offers no public accessor; Connection._sock is private, so it is used here only
     (pyproject.toml bounds redis below the next major for it).
     """
-    return connection._sock
+    sock = connection._sock
+    while True:
+        try:
+            chunk = sock.recv(1 << 20)
+        except TimeoutError as exc:
+            raise redis.TimeoutError(str(exc)) from exc
+        except OSError as exc:
+            raise redis.ConnectionError(str(exc)) from exc
+        if not chunk:
+            raise redis.ConnectionError("Redis closed the connection")
+        yield chunk
+
+
+class Lines(NamedTuple):
+    """Replies read by read_lines, cut in lines: the bytes, and per complete line where it
+    starts, where it ends (its LF) and its first byte (the reply type: + - : $ * _ >)."""
+
+    data: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    first: np.ndarray
+
+
+def read_lines(connection: Any, complete: Callable[[np.ndarray, int], bool]) -> Lines:
+    """Pipelined replies read straight off a redis-py connection's socket and cut in lines in
+    numpy, with no Python step per reply: push's SET NX replies and a Redis Cluster's script
+    replies, tens of thousands a batch, where redis-py's read_response costs a microsecond or
+    more a reply. What each line means is the caller's to parse.
+
+    `complete(first, ended)` says when every reply is in. It is asked before the first read
+    and after each, with the first byte of each line that began in that read (none before
+    the first; a line split across reads counts once, in the read where it begins) and how
+    many lines ended so far. Nothing else may be pending on the connection (every earlier
+    reply on it was read in full, so redis-py's parser holds nothing). Bytes after the last
+    complete line, if `complete` stopped there, are in `data` but in no line.
+    """
+    chunks: list[bytes] = []
+    starts: list[np.ndarray] = []
+    ends: list[np.ndarray] = []
+    firsts: list[np.ndarray] = []
+    first, ended = np.zeros(0, dtype=np.uint8), 0
+    at, at_line = 0, True  # bytes read so far; whether the next one begins a line
+    received = _received(connection)
+    while not complete(first, ended):
+        chunk = next(received)
+        data = np.frombuffer(chunk, dtype=np.uint8)
+        end = np.flatnonzero(data == ord("\n"))
+        start = np.concatenate(([0], end + 1)) if at_line else end + 1
+        if len(start) and start[-1] == len(data):  # the read ends a line: the next begins in the next read
+            start = start[:-1]
+        first = data[start]
+        ended += len(end)
+        at_line = chunk.endswith(b"\n")
+        if at:
+            start += at
+            end += at
+        chunks.append(chunk)
+        starts.append(start)
+        ends.append(end)
+        firsts.append(first)
+        at += len(chunk)
+    if not chunks:  # nothing was expected
+        return Lines(np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), first)
+    lines = int(ended)
+    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)  # one read: joined without a copy
+    return Lines(data, _joined(starts)[:lines], _joined(ends), _joined(firsts)[:lines])
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def read_replies(connection: Any, n: int) -> list[Any]:
+    """n replies read straight off the socket and parsed by hiredis (redis-py's read_response
+    costs over ten microseconds a reply, and a cluster's reads are a key or a few per master):
+    an error reply comes back in place as a hiredis.ReplyError, not raised. Nothing else is
+    pending on the connection (every earlier reply on it was read in full), as for read_lines."""
+    import hiredis
+
+    reader = hiredis.Reader()
+    out: list[Any] = []
+    received = _received(connection)
+    while len(out) < n:
+        reply = reader.gets()
+        if reply is not False:
+            out.append(reply)
+            continue
+        reader.feed(next(received))
+    if reader.gets() is not False:
+        raise redis.ConnectionError(f"Redis sent more than the {n} replies expected")
+    return out
 
 
 def cluster_node_client(client: redis.RedisCluster, host: str, port: int) -> redis.Redis:

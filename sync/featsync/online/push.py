@@ -40,7 +40,7 @@ from featsync.errors import FeatsyncError, NotFoundError
 from featsync.lazy import lazy
 from featsync.offline.sql import naive_utc, slice_number
 from featsync.offline.warehouse import BATCH_ROWS, Warehouse, connect, reading
-from featsync.online.connections import describe_client, push_retry, raw_socket, server_identity
+from featsync.online.connections import describe_client, push_retry, read_lines, server_identity
 from featsync.online.layout import Layout, from_micros
 from featsync.online.layout import epoch_micros as column_micros
 from featsync.online.row_push import PushedRows, SmallRows
@@ -974,31 +974,15 @@ def read_set_nx_replies(connection: Any, n: int) -> np.ndarray:
 def read_reply_lines(connection: Any, n: int) -> tuple[np.ndarray, dict[int, str]]:
     """The first byte of each of n one-line replies (read_set_nx_replies), and the text of
     the error ones by position: a Redis Cluster routes on them (MOVED, ASK, TRYAGAIN)."""
-    chunks, lines = [], 0
-    sock = raw_socket(connection)
-    try:
-        while lines < n:
-            chunk = sock.recv(1 << 20)
-            if not chunk:
-                raise redis.ConnectionError("Redis closed the connection")
-            chunks.append(chunk)
-            lines += chunk.count(b"\n")
-    except TimeoutError as exc:
-        raise redis.TimeoutError(str(exc)) from exc
-    except OSError as exc:
-        raise redis.ConnectionError(str(exc)) from exc
-    data = np.frombuffer(b"".join(chunks), dtype=np.uint8)
-    ends = np.flatnonzero(data == ord("\n"))
-    first = data[np.concatenate(([0], ends[:-1] + 1))]
+    data, starts, ends, first = read_lines(connection, lambda first, ended: ended >= n)
     if (first == ord(">")).any():  # a RESP3 push message (client tracking): read it the slow way
         raise redis.ConnectionError("a RESP3 push message arrived amid SET NX replies")
-    if lines != n:
-        raise FeatsyncError(f"Redis sent {lines} replies to {n} SET NX commands")
+    if len(ends) != n:
+        raise FeatsyncError(f"Redis sent {len(ends)} replies to {n} SET NX commands")
     unexpected = np.flatnonzero((first != ord("+")) & (first != ord("_")) & (first != ord("$")))
     errors = {}
     for i in unexpected.tolist():
-        line = bytes(data[int(ends[i - 1]) + 1 if i else 0 : ends[i]]).decode(errors="replace")
-        errors[i] = line.strip().lstrip("-")
+        errors[i] = bytes(data[starts[i] : ends[i]]).decode(errors="replace").strip().lstrip("-")
     return first, errors
 
 

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -44,11 +44,12 @@ from featsync.online.ingest import RowIngest
 from featsync.online.push import WRITE_NEWER, PushedRows, encode_pushed, write_newer_async
 from featsync.online.row_push import SmallRows
 from featsync.online.rows import TO_ONLINE, PushRowsError
-from featsync.online.state import own_async, raise_newest_command
+from featsync.online.state import RAISE_NEWEST, own_async, raise_newest_call
 from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
 WRITE_FIELDS = {"feature_view_name", "df", "allow_registry_cache", "transform_on_write"}
+T = TypeVar("T")
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError)
 
 
@@ -106,7 +107,23 @@ def routes(
     ingest = RowIngest(project, None, key_prefix)
     owned: set[str] = set()
     loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
-    script: dict[str, str] = {}
+    shas: dict[str, str] = {}  # script text -> its SHA1, once loaded into this worker's Redis
+
+    async def scripted(text: str, call: Callable[[str], Awaitable[T]]) -> T:
+        """`call` with the SHA1 of a script (WRITE_NEWER, RAISE_NEWEST) loaded into Redis, so its
+        text crosses the wire once per worker; when Redis has forgotten it (NOSCRIPT: SCRIPT
+        FLUSH, a restart), load it again and call once more (every write is idempotent)."""
+        for attempt in range(2):
+            if text not in shas:
+                sha = await client().script_load(text)
+                shas[text] = sha.decode() if isinstance(sha, bytes) else sha
+            try:
+                return await call(shas[text])
+            except redis.exceptions.NoScriptError:
+                shas.pop(text, None)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int]:
         if pushed.rows is None:
@@ -117,28 +134,25 @@ def routes(
             await own_async(redis_client, layout)
             owned.add(layout.view_id)
         fast = lean() if lean is not None and isinstance(pushed.rows, SmallRows) else None
-        for attempt in range(2):
-            if "sha" not in script:
-                sha = await redis_client.script_load(WRITE_NEWER)
-                script["sha"] = sha.decode() if isinstance(sha, bytes) else sha
-            try:
-                if fast is not None:  # bounded by the lean client's own read timeout
-                    written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows, lean=fast)
-                else:
-                    async with asyncio.timeout(timeout):
-                        written, stale = await write_newer_async(redis_client, script["sha"], pushed.rows)
-                # The view's newest_event_time only once every row is online (as Pusher.write_pushed):
-                # a write that failed, or was retried after NOSCRIPT, raises nothing.
-                raise_command = raise_newest_command(layout, pushed.newest_event)
-                if raise_command is not None:
-                    async with asyncio.timeout(timeout):
-                        await redis_client.execute_command(*raise_command)
-                return written, stale, pushed.expired
-            except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
-                script.pop("sha", None)
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+
+        async def write(sha: str) -> tuple[int, int]:
+            if fast is not None:  # bounded by the lean client's own read timeout
+                return await write_newer_async(redis_client, sha, pushed.rows, lean=fast)
+            async with asyncio.timeout(timeout):
+                return await write_newer_async(redis_client, sha, pushed.rows)
+
+        written, stale = await scripted(WRITE_NEWER, write)
+        # The view's newest_event_time only once every row is online (as Pusher.write_pushed):
+        # a write that failed raises nothing.
+        call = raise_newest_call(layout, pushed.newest_event)
+        if call is not None:
+
+            async def raise_newest(sha: str) -> None:
+                async with asyncio.timeout(timeout):
+                    await redis_client.execute_command("EVALSHA", sha, *call)
+
+            await scripted(RAISE_NEWEST, raise_newest)
+        return written, stale, pushed.expired
 
     async def handle(request: Request, endpoint: str, fields: set[str], name_field: str, fixed_to: str | None) -> Response:
         start = time.perf_counter()

@@ -229,15 +229,16 @@ def event_time_text(value: datetime) -> str:
 def raise_newest(client: Any, layout: Layout, newest: datetime | None) -> None:
     """Record that rows up to `newest` (aware UTC, not after the writer's clock) were written
     online, unless a later time is recorded: for writers that save no push (pushed rows)."""
-    command = raise_newest_command(layout, newest)
-    if command is not None:
-        client.execute_command(*command)
+    call = raise_newest_call(layout, newest)
+    if call is not None:
+        client.execute_command("EVAL", RAISE_NEWEST, *call)
 
 
-def raise_newest_command(layout: Layout, newest: datetime | None) -> tuple[Any, ...] | None:
-    """`raise_newest` as a command for an asyncio client (the server's POST /push sends it once
-    its writes succeeded); None when there is nothing to raise."""
-    return None if newest is None else ("EVAL", RAISE_NEWEST, 1, layout.state_key, event_time_text(newest))
+def raise_newest_call(layout: Layout, newest: datetime | None) -> tuple[Any, ...] | None:
+    """RAISE_NEWEST's key count, key and argument for `newest`, after EVAL and the script
+    (raise_newest) or EVALSHA and its SHA1 (the server's POST /push, featsync.online.push_api,
+    which sends it once its writes succeeded); None when there is nothing to raise."""
+    return None if newest is None else (1, layout.state_key, event_time_text(newest))
 
 
 def save_state(client: Any, layout: Layout, run: str, fields: Mapping[str, Any]) -> bool:
