@@ -164,10 +164,15 @@ class RowIngest:
         """The push's clock (the Pusher's, as push_rows'), for expiry and the suite's parameters."""
         return datetime.fromtimestamp(self.pusher().now() if self.client is not None else time.time(), UTC)
 
-    def check(self, name: str, rows: Any, to: str, now: datetime, expectations: bool = True, small: bool = True) -> Checked:
+    def check(
+        self, name: str, rows: Any, to: str, now: datetime, expectations: bool = True, small: bool | None = None
+    ) -> Checked:
         """A request checked and encoded (nothing written; a refusal is a FeatsyncError naming the
-        row and column): a small online request of plain rows row by row unless `small` is
-        False (a Redis Cluster: encode_small's rows are not cut by hash slot), else the batch path."""
+        row and column): a small online request of plain rows row by row when `small` (by
+        default: when this ingest writes to one Redis, not a Cluster, whose script calls must
+        be cut by hash slot as the batch path's are), else the batch path."""
+        if small is None:
+            small = self.client is not None and not isinstance(self.client, redis.RedisCluster)
         if small:
             encoded = self.encode_small(name, rows, to, now, expectations)
             if encoded is not None:
@@ -217,8 +222,7 @@ class RowIngest:
 
     def push(self, name: str, rows: Any, to: str = "online", expectations: bool = True) -> PushResult:
         """Check the rows completely, then write them (see the module docstring)."""
-        small = self.client is not None and not isinstance(self.client, redis.RedisCluster)
-        return self.write(self.check(name, rows, to, self.clock(), expectations, small))
+        return self.write(self.check(name, rows, to, self.clock(), expectations))
 
     def layout(self, view: FeatureView) -> Layout:
         if view.name not in self._layouts:
