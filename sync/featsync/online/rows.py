@@ -55,7 +55,8 @@ _INT64 = 2**63
 
 
 class PushRowsError(FeatsyncError):
-    """Pushed rows that do not fit their feature view: the HTTP API answers 400 (or 422)."""
+    """Pushed rows that do not fit their feature view (the HTTP API answers 422; the stream
+    consumer makes a dead letter of the entry)."""
 
 
 @dataclass(frozen=True)
