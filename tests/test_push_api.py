@@ -148,3 +148,29 @@ def test_push_offline_lands_in_the_log_before_the_answer(http, tmp_path, monkeyp
     assert only.json()["written"] == 0 and only.json()["offline"].endswith(".parquet")
     assert online(http, ["o1", "o2"])["amount"] == [5, None]
     assert len(list((tmp_path / "pushed" / "fv_user").glob("*.parquet"))) == 2
+
+
+@pytest.mark.parametrize("to", ["online", "offline", "online_and_offline"])
+def test_refused_instants_and_nul_are_422_and_write_nothing_anywhere(http, tmp_path, monkeypatch, to):
+    """An event or created time outside the years 1 to 9999 once in UTC, and a NUL in text or
+    in a key, are 422 naming the row and column, on the row path (one row) and the batch path
+    (65 rows), for every destination, and nothing of the request is written: not online, and
+    not in the offline log (which used to be written before the time check)."""
+    monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
+    bad = [
+        ("event_timestamp", "0001-01-01T00:00:00+01:00", "0000-12-31 23:00:00.000000Z is outside the years 1 to 9999 in UTC"),
+        ("event_timestamp", "9999-12-31T23:59:59-01:00", "10000-01-01 00:59:59.000000Z is outside the years 1 to 9999 in UTC"),
+        ("created_timestamp", "0001-01-01T00:30:00+01:00", "0000-12-31 23:30:00.000000Z is outside the years 1 to 9999"),
+        ("label", "a\x00b", "'a\\x00b' holds a NUL character (\\x00)"),
+        ("user_id", "k\x00", "'k\\x00' holds a NUL character (\\x00)"),
+    ]
+    for rows in (1, 65):
+        for column, value, message in bad:
+            body = df(["ok"] + [f"u{i}" for i in range(rows - 1)], NOW - H, list(range(rows)))
+            body["created_timestamp"] = [iso(NOW - H)] * rows
+            body[column] = body[column][: rows - 1] + [value]
+            reply = http.post("/push", json={"push_source_name": "fv_user", "df": body, "to": to})
+            assert reply.status_code == 422, (rows, column, reply.text)
+            assert f"row {rows - 1}, column '{column}': {message}" in reply.json()["detail"], reply.text
+    assert not (tmp_path / "pushed").exists()
+    assert online(http, ["ok", "u0"]) == {"amount": [None, None], "label": [None, None]}

@@ -186,3 +186,33 @@ def test_a_refused_push_logs_nothing(store, tmp_path):
         store.push("user_last_amount", bad, "online_and_offline")
     store.project.run_dbt(["build"])
     assert [r[0] for r in model_rows(store)] == ["u1", "u2"]
+
+
+def test_a_nul_is_refused_before_the_postgres_log_is_written(pit_postgres, redis_url):
+    """PostgreSQL's text cannot hold a NUL: FeatureStore.push refuses one in a text feature or
+    an entity key naming the row and column, before anything is written (it used to fail in
+    the log's COPY, naming neither, the stream consumer stuck on it at every restart)."""
+    project = pit_postgres.project
+    prefix = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    store = FeatureStore(project.project_dir, "postgres", project.profiles_dir, redis_url=redis_url, key_prefix=prefix)
+    at = datetime.now(UTC) - timedelta(minutes=1)
+    try:
+        for row, column in (({"label": "a\x00b"}, "label"), ({"user_id": "nul\x00"}, "user_id")):
+            rows = [{"user_id": "fine", "event_timestamp": at, "amount": 1, "label": "ok"}]
+            rows.append({**rows[0], **row})
+            with pytest.raises(FeatsyncError, match=rf"row 1, column '{column}': .* holds a NUL character"):
+                store.push("fv_user", rows, "online_and_offline")
+        with pit_postgres.con.cursor() as cur:
+            cur.execute("select to_regclass('featsync_push_log__fv_user') is null")  # in the pit schema (search_path)
+            assert cur.fetchone()[0]  # nothing logged: not even the good row before the bad one
+        assert store.get_online_features([{"user_id": "fine"}], ["fv_user:label"]).features["label"] == [None]
+        result = store.push(
+            "fv_user", [{"user_id": "fine", "event_timestamp": at, "amount": 1, "label": "ok"}], "online_and_offline"
+        )
+        assert result.offline_file.endswith("featsync_push_log__fv_user")
+        with pit_postgres.con.cursor() as cur:
+            cur.execute("select user_id, label from featsync_push_log__fv_user")
+            assert cur.fetchall() == [("fine", "ok")]
+    finally:
+        pit_postgres.execute("drop table if exists featsync_push_log__fv_user")
+        cleanup(project, redis.Redis.from_url(redis_url), prefix)

@@ -100,7 +100,7 @@ def assert_each_event_once(project, client: redis.Redis, stream: str, prefix: st
     assert response.features["score"] == [newest[k] for k in keys]
     assert client.xpending(stream, "featsync")["pending"] == 0
     dead = client.xrange(stream + ":dead")
-    assert len(dead) == 1 and b"row 0, column 'score'" in dead[0][1][b"error"]
+    assert len(dead) == 1 and b"row 0, column 'score'" in dead[0][1][b"featsync:error"]
     logged = [r for f in sorted(folder.glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
     distinct = {(r["user_id"], r["merchant_id"], r["event_timestamp"], r["score"]) for r in logged}
     expected = {
@@ -231,3 +231,90 @@ def test_an_entry_with_a_lone_surrogate_is_refused_as_not_json():
         with pytest.raises(PushRowsError, match="the entry's 'row' is not JSON") as refused:
             consumer._row({b"row": raw})
         str(refused.value).encode()
+
+
+def in_process(project, redis_url: str, stream: str, prefix: str, name: str = "c1", **options) -> StreamConsumer:
+    """A consumer in this process, on the online store's Redis (the stream lives there too)."""
+    from featsync.online.ingest import RowIngest
+
+    client = redis.Redis.from_url(redis_url)
+    ingest = RowIngest(project, client, prefix)
+    return StreamConsumer(ingest, client, stream, view="fv_user", to="online_and_offline", consumer=name, **options)
+
+
+def test_every_refusal_is_a_dead_letter_and_the_good_entries_are_one_write(pit_duckdb, redis_url, tmp_path, monkeypatch):
+    """Entries the view refuses for their content (an event or created time outside the years
+    1 to 9999 once in UTC, a NUL in text or in a key, a wrong type) are dead letters: the
+    consumer neither stops nor is stuck on them, the good entries of the batch are pushed in
+    one write (one offline log file), and each dead letter keeps the entry's own fields
+    (`error` and `entry` included) beside its own, namespaced ones."""
+    monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
+    client = redis.Redis.from_url(redis_url)
+    stream = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    prefix = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+
+    def row(user: str, **values) -> dict:
+        return {"user_id": user, "event_timestamp": at, "amount": 1, "label": "s", **values}
+
+    entries = [
+        {"row": row("good-1")},
+        {"row": row("early", event_timestamp="0001-01-01T00:00:00+01:00")},
+        {"row": row("late", created_timestamp="9999-12-31T23:59:59-01:00")},
+        {"row": row("good-2")},
+        {"row": row("nul-text", label="a\x00b")},
+        {"row": row("nul\x00key")},
+        {"row": row("typed", amount="x"), "error": "the producer's own", "entry": "its own too"},
+        {"row": row("good-3")},
+    ]
+    ids = [client.xadd(stream, {k: json.dumps(v) if k == "row" else v for k, v in e.items()}) for e in entries]
+    try:
+        stats = in_process(pit_duckdb, redis_url, stream, prefix).run(stop_when_idle=0.5)
+        assert (stats.read, stats.pushed, stats.dead) == (8, 3, 5)
+        assert client.xpending(stream, "featsync")["pending"] == 0
+        dead = {fields[b"featsync:entry"]: fields for _, fields in client.xrange(stream + ":dead")}
+        assert sorted(dead) == sorted(ids[i] for i in (1, 2, 4, 5, 6))
+        reasons = {i: dead[ids[i]][b"featsync:error"].decode() for i in (1, 2, 4, 5, 6)}
+        assert "row 0, column 'event_timestamp': 0000-12-31 23:00:00.000000Z is outside the years 1 to 9999" in reasons[1]
+        assert "row 0, column 'created_timestamp': 10000-01-01 00:59:59.000000Z is outside the years 1 to 9999" in reasons[2]
+        assert "row 0, column 'label': 'a\\x00b' holds a NUL character" in reasons[4]
+        assert "row 0, column 'user_id': 'nul\\x00key' holds a NUL character" in reasons[5]
+        assert "row 0, column 'amount': 'x' is not an integer" in reasons[6]
+        assert dead[ids[6]][b"error"] == b"the producer's own" and dead[ids[6]][b"entry"] == b"its own too"
+        assert json.loads(dead[ids[1]][b"row"]) == entries[1]["row"]
+        files = list((tmp_path / "pushed" / "fv_user").glob("*.parquet"))
+        assert len(files) == 1
+        assert sorted(pq.read_table(files[0]).column("user_id").to_pylist()) == ["good-1", "good-2", "good-3"]
+        reader = OnlineReader(pit_duckdb.registry(), client, prefix)
+        served = reader.get([{"user_id": u} for u in ("good-1", "good-3", "early", "nul-text")], ["fv_user:label"])
+        assert served.features["label"] == ["s", "s", None, None]
+    finally:
+        client.delete(stream, stream + ":dead")
+        cleanup(pit_duckdb, client, prefix)
+
+
+def test_two_consumers_that_handle_one_entry_write_one_dead_letter(pit_duckdb, redis_url, tmp_path, monkeypatch):
+    """Consumer A reads a batch and is slow; B claims A's pending entries and handles them; A
+    then finishes too. Both handled the refused entry: it has one dead letter."""
+    monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
+    client = redis.Redis.from_url(redis_url)
+    stream = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    prefix = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    for user, amount in (("cl-1", 1), ("cl-bad", "x"), ("cl-2", 2)):
+        client.xadd(stream, {"row": json.dumps({"user_id": user, "event_timestamp": at, "amount": amount, "label": "c"})})
+    try:
+        a = in_process(pit_duckdb, redis_url, stream, prefix, "A")
+        b = in_process(pit_duckdb, redis_url, stream, prefix, "B", claim_idle_ms=0)
+        a.ensure_group()
+        read_by_a = a._read(">")
+        claimed_by_b = b._claim()  # idle for 0 ms or more: B takes them over, as after --claim-idle-ms
+        assert [e for e, _ in read_by_a] == [e for e, _ in claimed_by_b] and len(read_by_a) == 3
+        b._handle(claimed_by_b)
+        a._handle(read_by_a)
+        assert client.xlen(stream + ":dead") == 1
+        assert (a.stats.dead, b.stats.dead) == (0, 1)
+        assert client.xpending(stream, "featsync")["pending"] == 0
+    finally:
+        client.delete(stream, stream + ":dead")
+        cleanup(pit_duckdb, client, prefix)

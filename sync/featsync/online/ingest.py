@@ -1,16 +1,19 @@
 """Pushed rows, end to end: checked, logged offline, written online (FeatureStore.push, the CLI's
-`push --rows`, the stream consumer, and the server's POST /push, which shares `prepare`).
+`push --rows`, the stream consumer, and the server's POST /push, which shares `check`).
 
-Order matters for the guarantees: every row of a request is checked (columns, types, NULL
-keys, the suite's row-level expectations) before anything is written, so a refused request
-writes nothing; the offline log is appended (durably) before the online write, so a value
+Order matters for the guarantees. `check` does everything that can refuse a request
+(columns, types, ranges, NULL keys, the suite's row-level expectations, the online encoding)
+and writes nothing, so a refused request writes nothing, whatever its destination; only
+then `write` appends the offline log (durably) and writes online, in that order, so a value
 that was served is always in the log the training sets read (a failure after the log but
 before Redis leaves a row offline only, which a retry makes consistent: both writes are
-idempotent under newest-wins and the latest_rows dedup).
+idempotent under newest-wins and the latest_rows dedup). A caller can therefore tell a
+refusal (a FeatsyncError from `check`: the rows' fault) from a failure to write.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +23,7 @@ import redis
 
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online.layout import Layout
-from featsync.online.push import Pusher, PushStats
+from featsync.online.push import Pusher, PushStats, encode_pushed
 from featsync.online.row_checks import RowChecks
 from featsync.online.row_push import PushedRows, TypedRows, encode_small, typed_rows
 from featsync.online.rows import TO_ONLINE, Destination, PushRowsError, conform
@@ -45,6 +48,25 @@ class PushResult:
         out = asdict(self)
         out["online"] = None if self.online is None else self.online.as_dict()
         return out
+
+
+SKIPPED = "the suite's expectations were not applied (skipped)"
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A request `RowIngest.check` accepted, ready to write: nothing of it is written yet."""
+
+    view: FeatureView
+    rows: int  # rows given
+    to: str  # online, offline or online_and_offline (checked)
+    table: pa.Table | None  # the conformed rows, for the offline log (None: the row path, online only)
+    online: PushedRows | None  # the online writes (None: not online)
+    notes: list[str]  # expectations not applied, and why
+
+    @property
+    def destination(self) -> Destination:
+        return Destination.parse(self.to)
 
 
 @dataclass
@@ -138,23 +160,69 @@ class RowIngest:
         encoded = encode_small(self.layout(view), typed, epoch_micros(now))
         return None if encoded is None else (view, typed.num_rows, encoded)
 
-    def push(self, name: str, rows: Any, to: str = "online", expectations: bool = True) -> PushResult:
-        notes = ["the suite's expectations were not applied (skipped)"]
-        if self.client is not None and not isinstance(self.client, redis.RedisCluster):
-            now = datetime.fromtimestamp(self.pusher().now(), UTC)  # the push's clock, as push_rows'
-            small = self.encode_small(name, rows, to, now, expectations)
-            if small is not None:
-                view, n, encoded = small
-                result = PushResult(view.name, n, to, notes=list(self.checks(view).notes) if expectations else notes)
-                result.online = self.pusher().write_pushed(view, self.layout(view), encoded)
-                return result
-        view, table, destination = self.prepare(name, rows, to, expectations=expectations)
-        result = PushResult(view.name, table.num_rows, to, notes=list(self.checks(view).notes) if expectations else notes)
-        if destination.offline and table.num_rows:
-            result.offline_file = self.log_offline(view, table)
-        if destination.online:
-            result.online = self.pusher().push_rows(view, table, self.layout(view))
+    def clock(self) -> datetime:
+        """The push's clock (the Pusher's, as push_rows'), for expiry and the suite's parameters."""
+        return datetime.fromtimestamp(self.pusher().now() if self.client is not None else time.time(), UTC)
+
+    def check(
+        self, name: str, rows: Any, to: str, now: datetime, expectations: bool = True, small: bool | None = None
+    ) -> Checked:
+        """A request checked and encoded (nothing written; a refusal is a FeatsyncError naming the
+        row and column): a small online request of plain rows row by row when `small` (by
+        default: when this ingest writes to one Redis, not a Cluster, whose script calls must
+        be cut by hash slot as the batch path's are), else the batch path."""
+        if small is None:
+            small = self.client is not None and not isinstance(self.client, redis.RedisCluster)
+        if small:
+            encoded = self.encode_small(name, rows, to, now, expectations)
+            if encoded is not None:
+                view, n, pushed = encoded
+                return Checked(view, n, to, None, pushed, self.notes(view, expectations))
+        view, table, _ = self.prepare(name, rows, to, now, expectations)
+        return self.checked(view, table, to, now, self.notes(view, expectations))
+
+    def notes(self, view: FeatureView, expectations: bool = True) -> list[str]:
+        """The expectations a push of the view does not apply, and why."""
+        return list(self.checks(view).notes) if expectations else [SKIPPED]
+
+    def checked(self, view: FeatureView, table: pa.Table, to: str, now: datetime, notes: list[str]) -> Checked:
+        """Conformed rows (`prepare`'s) encoded for their online write."""
+        online = encode_pushed(self.layout(view), table, epoch_micros(now)) if Destination.parse(to).online else None
+        return Checked(view, table.num_rows, to, table, online, notes)
+
+    def check_each(
+        self, name: str, rows: list[dict[str, Any]], to: str, now: datetime
+    ) -> tuple[Checked | None, list[tuple[int, FeatsyncError]]]:
+        """Rows checked one by one, for a caller that sets the refused ones aside (the stream
+        consumer's dead letters): the accepted rows as one Checked (one write: one offline log
+        file), and each refused row's index and error."""
+        tables: list[pa.Table] = []
+        refused: list[tuple[int, FeatsyncError]] = []
+        view = None
+        for index, row in enumerate(rows):
+            try:
+                view, table, _ = self.prepare(name, [row], to, now)
+            except FeatsyncError as exc:
+                refused.append((index, exc))
+                continue
+            tables.append(table)
+        if not tables:
+            return None, refused
+        return self.checked(view, pa.concat_tables(tables), to, now, self.notes(view)), refused
+
+    def write(self, checked: Checked) -> PushResult:
+        """Write what `check` accepted: the offline log first, then online."""
+        view = checked.view
+        result = PushResult(view.name, checked.rows, checked.to, notes=checked.notes)
+        if checked.destination.offline and checked.rows:
+            result.offline_file = self.log_offline(view, checked.table)
+        if checked.online is not None:
+            result.online = self.pusher().write_pushed(view, self.layout(view), checked.online)
         return result
+
+    def push(self, name: str, rows: Any, to: str = "online", expectations: bool = True) -> PushResult:
+        """Check the rows completely, then write them (see the module docstring)."""
+        return self.write(self.check(name, rows, to, self.clock(), expectations))
 
     def layout(self, view: FeatureView) -> Layout:
         if view.name not in self._layouts:

@@ -41,7 +41,7 @@ from starlette.routing import Route
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
-from featsync.online.push import WRITE_NEWER, PushedRows, encode_pushed, write_newer_async
+from featsync.online.push import WRITE_NEWER, PushedRows, write_newer_async
 from featsync.online.row_push import SmallRows
 from featsync.online.rows import TO_ONLINE, PushRowsError
 from featsync.online.state import RAISE_NEWEST, own_async, raise_newest_call
@@ -166,26 +166,20 @@ def routes(
                     view = ingest.view(name)
                     await run_in_threadpool(ingest.checks, view)
                     loaded.add(name)
-                now = datetime.now(UTC)
-                # A small request of plain rows: row by row (featsync.online.row_push), not on a cluster.
+                # Everything that can refuse the request first (a 4xx writes nothing); a small
+                # request of plain rows row by row (featsync.online.row_push), not on a cluster.
                 cluster = isinstance(client(), redis.asyncio.RedisCluster)
-                small = None if cluster else ingest.encode_small(name, df, to, now)
+                checked = ingest.check(name, df, to, datetime.now(UTC), small=not cluster)
+                view = checked.view
                 offline = None
                 written = stale = expired = 0
-                if small is not None:
-                    view, n, encoded = small
-                    written, stale, expired = await write_online(view, encoded)
-                else:
-                    view, table, destination = ingest.prepare(name, df, to, now)
-                    n = table.num_rows
-                    if destination.offline and n:
-                        offline = await run_in_threadpool(ingest.log_offline, view, table)
-                    if destination.online:
-                        encoded = encode_pushed(ingest.layout(view), table, time.time_ns() // 1000)
-                        written, stale, expired = await write_online(view, encoded)
+                if checked.destination.offline and checked.rows:
+                    offline = await run_in_threadpool(ingest.log_offline, view, checked.table)
+                if checked.online is not None:
+                    written, stale, expired = await write_online(view, checked.online)
                 body = {
                     "feature_view": view.name,
-                    "rows": n,
+                    "rows": checked.rows,
                     "written": written,
                     "stale": stale,
                     "expired": expired,

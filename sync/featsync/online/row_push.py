@@ -131,6 +131,10 @@ def typed_rows(view: FeatureView, rows: Any) -> TypedRows | None:
         columns[column.name] = typed
     if texts and not _parse_times(texts):
         return None
+    for column in view.columns:  # conform refuses these (valid_to may lie beyond: an open end)
+        if push_kind(view, column) == TIMESTAMP and column.name != view.valid_to:
+            if any(m is not None and not MIN_MICROS <= m <= MAX_MICROS for m in columns[column.name]):
+                return None
     return TypedRows(view, n, columns)
 
 
@@ -182,15 +186,11 @@ class PushedRows:
 
 
 def encode_small(layout: Layout, typed: TypedRows, now_us: int) -> PushedRows | None:
-    """What encode_pushed gives for the same rows; None when the batch path must decide (a
-    time out of range, two rows of one key: encode_pushed refuses the one and reduces the other)."""
+    """What encode_pushed gives for the same rows; None when the batch path must decide (two
+    rows of one key, which encode_pushed reduces to the newest)."""
     view = layout.view
     columns = typed.columns
     n = typed.num_rows
-    timestamps = [view.timestamp, view.created_timestamp, *(name for name, kind in layout.features if kind == TIMESTAMP)]
-    for name in timestamps:
-        if name and any(m is not None and not MIN_MICROS <= m <= MAX_MICROS for m in columns[name]):
-            return None
     event = columns[view.timestamp]
     valid_to = None
     if view.valid_to:

@@ -13,6 +13,10 @@ client do not have one, so this module gives them the same guarantees first:
   as UTF-8 (not a lone surrogate, which a Python str may hold), a boolean true/false only,
   a timestamp an instant; a timestamp given as text needs a zone (naive Arrow or pandas
   timestamps mean UTC, as in the warehouse);
+- ranges: event, created and timestamp-feature instants within the years 1 to 9999 in UTC
+  (what every reader represents; valid_to may lie beyond, an open end); no NUL character in
+  text (entity keys and features: PostgreSQL's text cannot hold it, so it is refused for
+  every destination alike);
 - NULL entity keys and NULL event times are refused, naming the row;
 - the view's expectation suite (expectations/<view>.json), where its expectations are about
   one row at a time (featsync.online.row_checks).
@@ -34,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError
-from featsync.online.layout import epoch_micros
+from featsync.online.layout import MAX_MICROS, MIN_MICROS, epoch_micros
 from featsync.registry import Column, FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
 
@@ -51,7 +55,8 @@ _INT64 = 2**63
 
 
 class PushRowsError(FeatsyncError):
-    """Pushed rows that do not fit their feature view: the HTTP API answers 400 (or 422)."""
+    """Pushed rows that do not fit their feature view (the HTTP API answers 422; the stream
+    consumer makes a dead letter of the entry)."""
 
 
 @dataclass(frozen=True)
@@ -195,15 +200,44 @@ def _convert(view: FeatureView, name: str, kind: str, values: Any) -> pa.Array:
     if kind not in PUSH_TYPES:
         raise PushRowsError(f"feature view '{view.name}': column '{name}' is declared {kind}, which cannot be pushed")
     if isinstance(values, list):
-        return _from_python(view, name, kind, values)
-    array = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    return _from_arrow(view, name, kind, array)
+        array = _from_python(view, name, kind, values)
+    else:
+        array = _from_arrow(view, name, kind, values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values)
+    if kind == TEXT:
+        row = _first(pc.match_substring(array, NUL))
+        if row is not None:
+            raise _refuse(view, name, kind, row, array[row].as_py())
+    elif kind == TIMESTAMP and name != view.valid_to:
+        micros = pc.cast(array, pa.int64())
+        row = _first(pc.or_(pc.less(micros, MIN_MICROS), pc.greater(micros, MAX_MICROS)))
+        if row is not None:
+            shown = array.slice(row, 1).cast(pa.string())[0].as_py()
+            raise PushRowsError(
+                f"feature view '{view.name}': row {row}, column '{name}': {shown} is outside the years 1 to 9999 "
+                "in UTC, which featsync handles"
+            )
+    return array
+
+
+def _first(bad: pa.Array) -> int | None:
+    """The first row where `bad` is true (NULL is not), or None."""
+    rows = np.flatnonzero(pc.fill_null(bad, False).to_numpy(zero_copy_only=False))
+    return int(rows[0]) if len(rows) else None
+
+
+# NUL (U+0000): PostgreSQL's text cannot hold it (the offline log's insert fails), so pushed text
+# never carries it, whatever the destination: one rule for every engine and path.
+NUL = "\x00"
 
 
 def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> PushRowsError:
     where = f"feature view '{view.name}': row {row}, column '{name}'"
     if kind in (TEXT, TIMESTAMP) and isinstance(value, str) and not utf8(value):  # repr escapes it: UTF-8
         return PushRowsError(f"{where}: {value!r} is not valid text (a lone surrogate does not encode as UTF-8)")
+    if kind == TEXT and isinstance(value, str) and NUL in value:
+        return PushRowsError(
+            f"{where}: {value!r} holds a NUL character (\\x00), which PostgreSQL's text cannot store: featsync refuses it in text"
+        )
     hint = ""
     if kind == TIMESTAMP:
         hint = " (a timestamp given as text needs a zone, e.g. 2024-03-01T10:00:00Z)"
@@ -232,7 +266,7 @@ def python_ok(kind: str, value: Any) -> bool:
     if kind == BOOL:
         return isinstance(value, (bool, np.bool_))
     if kind == TEXT:
-        return isinstance(value, str) and utf8(value)
+        return isinstance(value, str) and utf8(value) and NUL not in value
     if kind == INT:
         if isinstance(value, (bool, np.bool_)):
             return False

@@ -17,10 +17,15 @@ Writing an entry twice changes nothing online (newest event time wins, equal tim
 the same value) and the offline log is deduplicated by the model (one row per entity and
 event time), so a replay neither loses nor doubles anything.
 
-An entry that cannot be pushed (bad JSON, a column or type the view refuses, an expectation
-it fails) is not retried forever: the batch is pushed entry by entry, and each bad entry is
-copied with its error to the dead-letter stream `<STREAM>:dead` and acknowledged, in one
-MULTI/EXEC with the batch's XACK (a dead letter is never written twice).
+An entry that cannot be pushed (bad JSON, an unknown view, a column, type or time the view
+refuses, an expectation it fails: any refusal of its content, which `RowIngest.check` gives
+before anything is written) is not retried forever: the batch's entries are checked one by
+one, the good ones pushed together (one write, one offline log file), and each bad entry is
+copied with its error to the dead-letter stream `<STREAM>:dead` and acknowledged, by one
+script with the batch's XACK (both or neither). A dead letter is written only by the XACK
+that acknowledges its entry, so two consumers that both handled an entry (one claimed it
+from the other) write one dead letter. Its own fields (`featsync:error`, `featsync:entry`)
+come first; the entry's fields follow as they are.
 
 Outages: when Redis (the stream's or the online store's) or the warehouse (the offline log)
 is unreachable, the consumer logs it and starts over after a bounded exponential backoff
@@ -51,6 +56,32 @@ from featsync.online.rows import PushRowsError
 
 log = logging.getLogger(__name__)
 DEAD_SUFFIX = ":dead"
+# A dead letter's own fields, before the entry's (which are copied as they are): the error and
+# the entry's id. Their prefix is reserved (docs/push-api.md, the dead-letter format).
+DEAD_ERROR, DEAD_ENTRY = "featsync:error", "featsync:entry"
+# Settle a batch: KEYS = the stream, its dead-letter stream; ARGV = the group, the number of
+# dead letters, then each one's entry id, error, field count and fields, then the ids of the
+# entries to acknowledge. Each dead letter only if its own XACK acknowledged the entry (so it
+# is written once, whichever consumers handled the entry); returns how many were written.
+SETTLE = f"""
+local at, written = 3, 0
+for _ = 1, tonumber(ARGV[2]) do
+  local id, n = ARGV[at], tonumber(ARGV[at + 2])
+  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
+    local letter = {{'{DEAD_ERROR}', ARGV[at + 1], '{DEAD_ENTRY}', id}}
+    for i = at + 3, at + 2 + n do letter[#letter + 1] = ARGV[i] end
+    redis.call('XADD', KEYS[2], '*', unpack(letter))
+    written = written + 1
+  end
+  at = at + 3 + n
+end
+while at <= #ARGV do
+  local last = math.min(at + 999, #ARGV)
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, at, last))
+  at = last + 1
+end
+return written
+"""
 # Errors an outage raises (a restart, a failover, a network cut): the consumer retries them.
 TRANSIENT = (*UNAVAILABLE, redis.ReadOnlyError, ConnectionError, TimeoutError)
 # Connection errors a retry cannot cure.
@@ -191,40 +222,53 @@ class StreamConsumer:
     def _handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         self.stats.read += len(entries)
         self.stats.batches += 1
+        fields_of = dict(entries)
         by_view: dict[str, list[tuple[bytes, dict[str, Any]]]] = {}
-        dead: list[tuple[bytes, dict[bytes, bytes], str]] = []
+        dead: list[tuple[bytes, str]] = []  # (entry id, why)
         for entry_id, fields in entries:
             try:
                 view, row = self._row(fields)
             except PushRowsError as exc:
-                dead.append((entry_id, fields, str(exc)))
+                dead.append((entry_id, str(exc)))
                 continue
             by_view.setdefault(view, []).append((entry_id, row))
-        for view, items in by_view.items():
-            # Any other error (Redis or the warehouse away) propagates: nothing is acknowledged,
-            # and the entries are read again after a restart.
+        now = self.ingest.clock()
+        for name, items in by_view.items():
+            try:  # the project's part (its registry, the view's suite): a failure there is no entry's fault
+                self.ingest.checks(self.ingest.view(name))
+            except NotFoundError as exc:  # the entries name a view that does not exist
+                dead += [(entry_id, str(exc)) for entry_id, _ in items]
+                continue
+            rows = [row for _, row in items]
             try:
-                self.ingest.push(view, [row for _, row in items], self.to)
-                self.stats.pushed += len(items)
-            except (PushRowsError, NotFoundError):
-                fields_of = dict(entries)
-                for entry_id, row in items:  # find the bad entries one by one
-                    try:
-                        self.ingest.push(view, [row], self.to)
-                        self.stats.pushed += 1
-                    except (PushRowsError, NotFoundError) as exc:
-                        dead.append((entry_id, fields_of[entry_id], str(exc)))
-        # The dead letters and the acknowledgement in one transaction: after an outage either
-        # both happened, or neither (and the batch is handled again).
-        pipe = self.source.pipeline(transaction=True)
+                checked = self.ingest.check(name, rows, self.to, now)
+            except FeatsyncError:
+                # A refusal (it wrote nothing): the entries one by one; the refused ones are dead
+                # letters, the others are pushed together, in one write.
+                checked, refused = self.ingest.check_each(name, rows, self.to, now)
+                dead += [(items[index][0], str(exc)) for index, exc in refused]
+            if checked is not None:
+                # Any error here (Redis or the warehouse away) propagates: nothing is acknowledged,
+                # and the entries are read again after a restart.
+                self.ingest.write(checked)
+                self.stats.pushed += checked.rows
+        self._settle(entries, [(entry_id, fields_of[entry_id], reason) for entry_id, reason in dead])
+
+    def _settle(self, entries: list[tuple[bytes, dict[bytes, bytes]]], dead: list[tuple[bytes, dict[bytes, bytes], str]]) -> None:
+        """Acknowledge a handled batch and write its dead letters, in one script (both or neither,
+        after an outage). A dead letter is written only by the XACK that acknowledges its entry:
+        when two consumers handle the same entry (one claimed it from the other), one writes it."""
+        args: list[Any] = [self.group, len(dead)]
         for entry_id, fields, reason in dead:
-            pipe.xadd(self.stream + DEAD_SUFFIX, {**fields, b"error": reason.encode(), b"entry": entry_id})
-        pipe.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
-        pipe.execute()
-        if dead:
-            self.stats.dead += len(dead)
+            args += [entry_id, reason.encode(), 2 * len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        args += [entry_id for entry_id, _ in entries]
+        written = self.source.register_script(SETTLE)(keys=[self.stream, self.stream + DEAD_SUFFIX], args=args)
+        if written:
+            self.stats.dead += written
             log.warning(
-                "stream %s: %d entries sent to %s%s; first: %s", self.stream, len(dead), self.stream, DEAD_SUFFIX, dead[0][2]
+                "stream %s: %d entries sent to %s%s; first: %s", self.stream, written, self.stream, DEAD_SUFFIX, dead[0][2]
             )
 
     def _row(self, fields: dict[bytes, bytes]) -> tuple[str, dict[str, Any]]:
