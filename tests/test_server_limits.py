@@ -218,6 +218,14 @@ def test_the_token_is_checked_once_for_writes_with_it(tokened):
     assert http.post("/push", json={"push_source_name": "nope", "df": {}}).status_code == 401
 
 
+def test_a_chunked_body_of_a_get_is_not_read_ahead(limited):
+    """No route reads the body of anything but a POST: a GET announcing a chunked body it never
+    sends is answered at once (the guard read it whole first, until the 408)."""
+    _, port = limited
+    with raw(port, b"GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n") as sock:
+        assert read_response(sock)[0] == 200
+
+
 @pytest.mark.parametrize(
     "content_type",
     [
