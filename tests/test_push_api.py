@@ -174,3 +174,41 @@ def test_refused_instants_and_nul_are_422_and_write_nothing_anywhere(http, tmp_p
             assert f"row {rows - 1}, column '{column}': {message}" in reply.json()["detail"], reply.text
     assert not (tmp_path / "pushed").exists()
     assert online(http, ["ok", "u0"]) == {"amount": [None, None], "label": [None, None]}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "quoted"),
+    [
+        ("amount", "9" * 100_000, "'" + "9" * 100 + "…(100000 characters) is not an integer"),
+        ("user_id", 7.5, None),  # (a short value: quoted whole)
+        ("label", ["x" * 50] * 1000, "…(54000 characters) is not a string"),
+    ],
+)
+def test_a_refused_value_is_quoted_short(http, column, value, quoted):
+    """A 900 kB value in the wrong column came back in full, twice (the error body's `detail`
+    and Feast's `message`): 1.8 MB of answer. Quoted values are cut at 100 characters."""
+    rows = df(["q1"], NOW - H, [1])
+    rows[column] = [value]
+    reply = http.post("/push", json={"push_source_name": "fv_user", "df": rows})
+    assert reply.status_code == 422, reply.text
+    detail = reply.json()["detail"]
+    assert reply.json()["message"] == detail and len(reply.content) < 1000
+    assert f"row 0, column '{column}': " in detail
+    if quoted is not None:
+        assert quoted in detail
+    else:
+        assert "7.5 is not" in detail
+
+
+def test_a_refused_entity_value_of_a_read_is_quoted_short(http):
+    reply = http.post("/get-online-features", json={"features": ["fv_user:amount"], "entities": {"user_id": [["u"] * 50_000]}})
+    assert reply.status_code == 400 and len(reply.content) < 1000, reply.text[:200]
+    assert reply.json()["detail"].endswith("…(250000 characters) is a list; entity keys are strings or integers")
+
+
+def test_a_refused_row_is_described_with_short_values(http):
+    """A time outside the years 1..9999 names its row by its keys: a 100,000-character key is cut too."""
+    rows = {**df(["k" * 100_000], NOW, [1]), "event_timestamp": ["0001-01-01T00:00:00+01:00"]}
+    reply = http.post("/push", json={"push_source_name": "fv_user", "df": rows})
+    assert reply.status_code in (400, 422) and len(reply.content) < 1000, reply.text[:300]
+    assert "user_id='" + "k" * 100 + "…(100000 characters)" in reply.json()["detail"]

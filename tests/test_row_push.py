@@ -485,6 +485,7 @@ def two_prefixes(project, redis_url):
     config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", redis_url, server_prefix, max_batch=100)
     batch = Ingest(project, client, batch_prefix)
     with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        http.headers["content-type"] = "application/json"  # (a write must be sent as JSON)
         yield http, batch, Ingest(project, client, server_prefix)
     for prefix in (server_prefix, batch_prefix):
         cleanup(project, client, prefix)
@@ -589,6 +590,7 @@ def test_a_failed_push_does_not_raise_the_newest_event_time(project, redis_url, 
     first = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
     try:
         with TestClient(create_app(config), base_url="http://127.0.0.1", raise_server_exceptions=False) as http:
+            http.headers["content-type"] = "application/json"
             assert http.post("/push", content=body(first)).status_code == 200
             recorded = client.hget(layout.state_key, "newest_event_time")
             assert recorded == first.isoformat(timespec="microseconds").encode()

@@ -179,6 +179,136 @@ def test_a_body_that_arrives_in_pieces_is_answered_as_a_whole_one(limited, frami
     assert json.loads(answer) == whole.json()
 
 
+# -- what the headers alone decide ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tokened(project, redis_url, tmp_path_factory):  # noqa: F811
+    """The pit project served with a token on reads and writes (--auth-reads) and a short read timeout."""
+    prefix = f"featsync-guard-{uuid.uuid4().hex[:8]}"
+    token = token_file(tmp_path_factory.mktemp("token"), TOKEN)
+    extra = ["--auth-token-file", token, "--auth-reads", "--read-timeout", str(READ_TIMEOUT), "--max-body-bytes", str(MAX_BODY)]
+    proc, base = start_server(project, redis_url, prefix, *extra)
+    with httpx.Client(base_url=base, timeout=10) as http:
+        yield http, int(base.rsplit(":", 1)[1])
+    stop(proc)
+
+
+@pytest.mark.parametrize("path", ["/push", "/write-to-online-store", "/get-online-features"])
+def test_a_chunked_body_without_the_token_is_refused_before_it_is_read(tokened, path):
+    """Only the headers are sent: the 401 must come at once. The guard read a chunked body whole
+    (up to --max-body-bytes) before /push's token was checked, so token-less clients could hold
+    that much memory each until the read deadline (then a 408)."""
+    http, port = tokened
+    before = errors_counted(http).get((path, "unauthorized"), 0)
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    with raw(port, head.encode()) as sock:
+        status, headers, body = read_response(sock)
+    assert status == 401 and headers["www-authenticate"] == "Bearer" and headers["connection"] == "close"
+    assert json.loads(body)["detail"] == "missing or wrong bearer token"
+    assert errors_counted(http)[(path, "unauthorized")] == before + 1
+
+
+def test_the_token_is_checked_once_for_writes_with_it(tokened):
+    """With the token, the write reaches the endpoint (a 404 for an unknown view: past the guard)."""
+    http, _ = tokened
+    good = {"authorization": f"Bearer {TOKEN}"}
+    reply = http.post("/push", json={"push_source_name": "nope", "df": {"user_id": ["x"]}}, headers=good)
+    assert reply.status_code == 404, reply.text
+    assert http.post("/push", json={"push_source_name": "nope", "df": {}}).status_code == 401
+
+
+def test_a_chunked_body_of_a_get_is_not_read_ahead(limited):
+    """No route reads the body of anything but a POST: a GET announcing a chunked body it never
+    sends is answered at once (the guard read it whole first, until the 408)."""
+    _, port = limited
+    with raw(port, b"GET /health HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n") as sock:
+        assert read_response(sock)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonx",
+        None,  # a browser's fetch() of a Blob body without a type: no Content-Type at all
+    ],
+)
+@pytest.mark.parametrize("path", ["/push", "/write-to-online-store"])
+def test_a_write_not_sent_as_json_is_415_and_writes_nothing(limited, path, content_type):
+    """CSRF: a web page can make a browser POST text/plain, a form, multipart or an untyped body
+    to a server without a token (no CORS preflight for those), and the body was parsed as JSON
+    and written. Now 415 before the body is read; JSON (any charset) is still what Feast sends."""
+    http, port = limited
+    name = "push_source_name" if path == "/push" else "feature_view_name"
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+    row = {"user_id": ["csrf"], "event_timestamp": [at], "amount": [999], "label": ["evil"]}
+    body = json.dumps({name: "fv_user", "df": row}).encode()
+    head = f"POST {path} HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n"
+    head += f"Content-Type: {content_type}\r\n" if content_type else ""
+    with raw(port, head.encode() + b"Content-Length: %d\r\n\r\n" % len(body) + body) as sock:
+        status, headers, answer = read_response(sock)
+    assert status == 415 and headers["content-type"] == "application/json", answer
+    assert json.loads(answer)["detail"] == "the request body must be JSON, sent with 'Content-Type: application/json'"
+    assert errors_counted(http)[(path, "unsupported_media_type")] >= 1
+    read = {"features": ["fv_user:amount"], "entities": {"user_id": ["csrf"]}}
+    assert http.post("/get-online-features", json=read).json()["results"][1]["values"] == [None]
+
+
+def test_json_with_parameters_is_a_write_and_reads_take_any_type(limited):
+    """`application/json; charset=utf-8` (any case) is JSON; reads stay open to `curl -d` (a form
+    type): a page elsewhere can send one but never read its answer (the server sends no CORS headers)."""
+    http, _ = limited
+    body = json.dumps({"push_source_name": "nope", "df": {"user_id": ["x"]}})
+    reply = http.post("/push", content=body, headers={"content-type": "Application/JSON; charset=utf-8"})
+    assert reply.status_code == 404, reply.text  # past the guard: no such view
+    read = json.dumps({"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}})
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):
+        reply = http.post("/get-online-features", content=read, headers={"content-type": content_type})
+        assert reply.status_code == 200, reply.text
+
+
+def test_headers_over_64_kib_in_one_piece_are_431(limited):
+    """70 kB of headers sent at once (one read, or a read that completes them) were served:
+    the limit was only checked while the headers were still incomplete."""
+    http, port = limited
+    request = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    with raw(port, request) as sock:
+        status, headers, body = read_response(sock)
+    assert status == 431 and headers["content-type"] == "application/json"
+    assert json.loads(body)["detail"] == "request line and headers are larger than 65536 bytes"
+    under = b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 60_000 + b"\r\n\r\n"
+    with raw(port, under) as sock:
+        assert read_response(sock)[0] == 200
+    body = json.dumps({"features": ["fv_user:amount"], "entities": {"user_id": ["u1"]}}).encode()
+    post = b"POST /get-online-features HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    padded = post + b"X-Pad: " + b"b" * 63_000 + b"\r\nContent-Length: %d\r\n\r\n" % (len(body) + 3_000)
+    with raw(port, padded + body + b" " * 3_000) as sock:  # headers and body over 64 KiB together: served
+        assert read_response(sock)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /push HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n",
+        b"POST /push HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b'POST /get-online-features HTTP/1.1\r\nHost: t\r\n\r\n{"features": []}',  # a body without a length
+        b"GET /health HTTP/1.1\r\nHost: t\r\nX-Bad\x01: a\r\n\r\n",
+    ],
+)
+def test_requests_that_are_not_http_get_a_json_400(limited, request_bytes):
+    """uvicorn answers what httptools cannot parse itself, in text/plain: now the server's JSON shape."""
+    _, port = limited
+    with raw(port, request_bytes) as sock:
+        status, headers, body = read_response(sock)
+    assert status == 400 and headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = json.loads(body)
+    assert error["detail"].startswith("the request is not valid HTTP/1.1: ") and error["message"] == error["detail"]
+
+
 # -- slow clients ------------------------------------------------------------------------------
 
 

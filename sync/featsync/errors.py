@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 # Exit codes (the README's table): 0 ok; 1 an error (environment, data, a missing extra);
 # 2 invalid declarations or an unknown name; 3 a dbt command failed; 4 a check ran and found a
@@ -12,6 +13,19 @@ from dataclasses import dataclass
 # Codes 1-3 and 64 mean featsync could not do its job; 4 means it did, and the data is not ok.
 CHECK_FAILED_EXIT = 4
 USAGE_EXIT = 64
+
+
+SHOWN_CHARS = 100  # of a value quoted in an error message
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: its repr, cut after SHOWN_CHARS characters with
+    its length said. A refusal names what it refuses, but a 900 kB value must not come back
+    as a 900 kB message (twice, in a server's error body: `detail` and Feast's `message`)."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{repr(value[:SHOWN_CHARS])[:-1]}…({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}…({len(text)} characters)"
 
 
 class FeatsyncError(Exception):

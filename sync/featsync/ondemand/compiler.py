@@ -38,7 +38,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from featsync.errors import FeatsyncError
+from featsync.errors import FeatsyncError, shown
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "spark")
 # Kinds of values an expression handles, named as in featsync.registry.types (the one table
@@ -83,8 +83,8 @@ class RequestField:
             if isinstance(value, str):
                 return self.parse(value)
             if isinstance(value, datetime):
-                return self._utc(value, repr(value))
-        raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; got {type(value).__name__} {value!r}")
+                return self._utc(value, shown(value))
+        raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; got {type(value).__name__} {shown(value)}")
 
     def _utc(self, value: datetime, shown: str) -> datetime:
         """featsync times are UTC: a time without a zone is refused rather than guessed."""
@@ -115,10 +115,10 @@ class RequestField:
                     return False
                 raise ValueError("not true/false")
             if self.kind == TIMESTAMP:
-                return self._utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")), repr(text))
+                return self._utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")), shown(text))
             return text
         except ValueError:
-            raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; cannot read {text!r} as one") from None
+            raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; cannot read {shown(text)} as one") from None
 
 
 @dataclass(frozen=True)

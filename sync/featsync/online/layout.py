@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
-from featsync.errors import FeatsyncError
+from featsync.errors import FeatsyncError, shown
 from featsync.lazy import lazy
 from featsync.registry import FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
@@ -140,11 +140,11 @@ class Layout:
             bad = np.flatnonzero(~pc.is_finite(column).to_numpy(zero_copy_only=False))
             row = int(bad[0]) if len(bad) else 0
             raise FeatsyncError(
-                f"{where} holds {column[row].as_py()!r} in the row {self.describe_row(batch, row)}: it is {kind}, and "
+                f"{where} holds {shown(column[row].as_py())} in the row {self.describe_row(batch, row)}: it is {kind}, and "
                 "entity keys are strings or integers; cast it in the model"
             )
         raise FeatsyncError(
-            f"{where} is {kind} (e.g. {column[0].as_py()!r} in the row {self.describe_row(batch, 0)}); "
+            f"{where} is {kind} (e.g. {shown(column[0].as_py())} in the row {self.describe_row(batch, 0)}); "
             "entity keys are strings or integers; cast it in the model"
         )
 
@@ -468,7 +468,7 @@ def _shown(column: pa.Array | pa.ChunkedArray, row: int) -> str:
     value = column.slice(row, 1)
     if pa.types.is_timestamp(value.type):
         return value.cast(pa.string())[0].as_py()
-    return repr(value[0].as_py())
+    return shown(value[0].as_py())
 
 
 def _fixed_binary(buffer: bytes, width: int, n: int) -> pa.Array:

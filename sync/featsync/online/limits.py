@@ -8,14 +8,18 @@ open for ever (slow loris), or hit a bug that answers a text/plain 500 nobody co
   headers must arrive within `read_timeout` of the connection opening, or of the previous
   response on a kept-alive connection, else the connection is closed; its body must then
   arrive within `read_timeout` of the headers, else a JSON 408 and the connection is
-  closed. Headers past MAX_HEADER_BYTES: a JSON 431. This is at the protocol level because
-  the app only runs once the headers are complete. The deadlines cost a request two
-  attribute writes: one timer per worker (`ReadDeadlines`) sweeps every connection a few
-  times a second, instead of a timer scheduled and cancelled per request (`call_later`
-  cost more than all the rest of the limits together).
-- `guard` (ASGI middleware around the app): a declared `Content-Length` above the limit is
-  answered 413 before any of the body is read; a chunked body is counted as it arrives and
-  refused as soon as it passes the limit. A body the protocol timed out is counted here.
+  closed. Headers past MAX_HEADER_BYTES, however they arrive: a JSON 431; a request
+  httptools cannot parse: a JSON 400 (uvicorn's own is text/plain). This is at the
+  protocol level because the app only runs once the headers are complete. The deadlines
+  cost a request two attribute writes: one timer per worker (`ReadDeadlines`) sweeps every
+  connection a few times a second, instead of a timer scheduled and cancelled per request
+  (`call_later` cost more than all the rest of the limits together).
+- `guard` (ASGI middleware around the app): the bearer token of the paths that need one
+  (401) and a JSON content type on the write endpoints (415, against cross-site POSTs) are
+  checked from the headers, before any of the body is read; a declared `Content-Length`
+  above the limit is answered 413 unread; a chunked body (of a POST: no route reads any
+  other) is counted as it arrives and refused as soon as it passes the limit. A body the
+  protocol timed out is counted here.
   Any exception the app lets through is answered as a JSON 500 (the server's error shape)
   and counted in `featsync_errors_total` by endpoint and kind; the traceback goes to the
   server's log, once. The JSON 500 itself is the app's (`server_error_handler`, installed
@@ -26,11 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import httptools
 import orjson
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -45,6 +51,11 @@ DEFAULT_READ_TIMEOUT = 10.0  # seconds for a request's headers, and again for it
 MAX_HEADER_BYTES = 64 * 1024  # a request line and headers larger than this: 431 (nginx allows 32 KiB by default)
 BODY_TIMED_OUT = "featsync.body_timed_out"  # set in a request's scope when the protocol answered it 408
 HEADERS, BODY = "headers", "body"  # what a connection is waiting for from its client
+HEADERS_TOO_LARGE = f"request line and headers are larger than {MAX_HEADER_BYTES} bytes"
+
+
+class HeadersTooLarge(Exception):
+    """Raised in httptools' callback for complete headers over MAX_HEADER_BYTES: answered 431."""
 
 
 def error_body(message: str, feast_class: str = "FeastError") -> bytes:
@@ -130,13 +141,40 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self.header_bytes += len(data)
         super().data_received(data)
         if self.awaiting is HEADERS and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-            message = f"request line and headers are larger than {MAX_HEADER_BYTES} bytes"
-            self.transport.write(closing_response(431, "Request Header Fields Too Large", message))
-            self.transport.close()
+            self._refuse(431, "Request Header Fields Too Large", HEADERS_TOO_LARGE)
 
     def on_headers_complete(self) -> None:
+        # Headers that came whole within reads of over MAX_HEADER_BYTES (one read can hold them
+        # all, and a body): measured here, the only place that sees them complete. A common
+        # request's reads are far smaller, so it pays one comparison.
+        if self.header_bytes > MAX_HEADER_BYTES and self._header_size() > MAX_HEADER_BYTES:
+            raise HeadersTooLarge  # httptools wraps it in a parser error: uvicorn calls send_400_response
         self.awaiting, self.since = BODY, self.loop.time()
         super().on_headers_complete()
+
+    def _header_size(self) -> int:
+        """The request line and headers of the request being parsed, in bytes (as sent, give or
+        take the request line's spaces and version)."""
+        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request httptools cannot parse (bad framing: Content-Length and
+        Transfer-Encoding both, a negative or repeated length, a body without either, which
+        then reads as a malformed next request), in the server's JSON error shape instead of
+        uvicorn's text/plain; or the 431 of headers too large (`on_headers_complete`). Called by
+        uvicorn's `data_received` inside its `except httptools.HttpParserError`, so the
+        parser's own reason is the exception being handled."""
+        exc = sys.exc_info()[1]
+        if exc is not None and isinstance(exc.__context__, HeadersTooLarge):
+            self._refuse(431, "Request Header Fields Too Large", HEADERS_TOO_LARGE)
+            return
+        known = exc is not None and not isinstance(exc, httptools.HttpParserCallbackError)
+        self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {exc}" if known else msg)
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(closing_response(status, reason, message))
+            self.transport.close()
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)  # a next request whose headers are already in: nothing to await
@@ -185,9 +223,14 @@ def guard(
     endpoints: Iterable[str],
     token: str | None = None,
     token_paths: Iterable[str] = (),
+    json_paths: Iterable[str] = (),
 ) -> Any:
-    """Wrap an ASGI app with the body limit, the bearer token of `token_paths`, JSON 500s and
-    the count of bodies the protocol timed out (see the module docstring).
+    """Wrap an ASGI app with the body limit, the bearer token of `token_paths`, the JSON-only
+    POSTs of `json_paths`, JSON 500s and the count of bodies the protocol timed out (see the
+    module docstring).
+
+    The token and the content type are checked from the headers alone, before a byte of the
+    body is read: an unauthorized client costs no memory, whatever body it announces.
 
     `error(status, message)` builds the server's JSON error response; `count_error(endpoint,
     kind)` counts a refusal or a failure; `observe(endpoint, status, seconds)` records a
@@ -198,7 +241,10 @@ def guard(
     than the declared length); only a chunked body is read here first, to count it.
     """
     known = frozenset(endpoints)
-    guarded = frozenset(token_paths) if token else frozenset()
+    # What each checked path needs: (the token, a JSON body); one dict lookup per request.
+    rules: dict[str, tuple[bool, bool]] = {path: (False, True) for path in json_paths}
+    for path in token_paths if token else ():
+        rules[path] = (True, rules.get(path, (False, False))[1])
     too_large = body_too_large(max_body_bytes)
 
     def endpoint_of(path: str) -> str:
@@ -249,11 +295,18 @@ def guard(
             return
         started = time.perf_counter()
         try:
-            if guarded and scope["path"] in guarded and not authorized(scope, token):
-                refuse(scope, 401, "unauthorized", started)
-                await unauthorized()(scope, receive, send)
-                return
-            if chunked(scope):
+            rule = rules.get(scope["path"])
+            if rule is not None:
+                needs_token, needs_json = rule
+                if needs_token and not authorized(scope, token):
+                    refuse(scope, 401, "unauthorized", started)
+                    response = unauthorized()
+                    response.headers["connection"] = "close"  # its body is not read
+                    await response(scope, receive, send)
+                    return
+                if needs_json and scope["method"] == "POST" and not json_body(scope):
+                    raise _Refused(415, "unsupported_media_type", NOT_JSON)
+            if chunked(scope) and scope["method"] == "POST":  # (no route reads the body of anything else)
                 first: dict | None = await read_chunked(receive)
                 if first["type"] != "http.request":
                     raise ClientDisconnect  # (counted below if the body timed out)
@@ -349,6 +402,20 @@ def http_error_handler(error: Callable[[int, str], Any]) -> Callable[[Any, Excep
         return response
 
     return http_error
+
+
+NOT_JSON = "the request body must be JSON, sent with 'Content-Type: application/json'"
+
+
+def json_body(scope: dict) -> bool:
+    """Whether a request declares a JSON body: `Content-Type: application/json`, parameters
+    (charset) allowed. A browser sends a cross-site POST without asking the server first
+    (a CORS preflight) only as text/plain, a form or multipart, or with no type (a Blob
+    body): requiring JSON keeps every web page from writing to a server without a token."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value.partition(b";")[0].strip().lower() == b"application/json"
+    return False
 
 
 def body_too_large(limit: int) -> str:

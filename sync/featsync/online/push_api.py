@@ -14,12 +14,14 @@ checked before anything is written; featsync.online.push: the batch push's encod
 and newest-wins script), on the worker's asyncio Redis client; a small request of plain
 rows (at most featsync.online.row_push.SMALL_ROWS, online only, not on a Redis Cluster)
 is typed and encoded row by row by featsync.online.row_push, into the same writes. Both
-require the server's bearer token when one is configured (featsync.online.auth).
+require the server's bearer token when one is configured, and a body sent as
+`Content-Type: application/json`: the server's guard checks both before reading the body
+(featsync.online.limits.guard, on WRITE_PATHS).
 
 Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "offline"}; 400 a
 malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
-server's --max-batch; 422 rows that do not fit the view (the message names the row and
-column); 503 Redis unreachable.
+server's --max-batch; 415 a body not sent as JSON; 422 rows that do not fit the view (the
+message names the row and column); 503 Redis unreachable.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from featsync.errors import FeatsyncError, NotFoundError
-from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
 from featsync.online.push import WRITE_NEWER, PushedRows, write_newer_async
 from featsync.online.row_push import SmallRows
@@ -49,6 +50,7 @@ from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
 WRITE_FIELDS = {"feature_view_name", "df", "allow_registry_cache", "transform_on_write"}
+WRITE_PATHS = ["/push", "/write-to-online-store"]  # the guard requires the token and JSON on these
 T = TypeVar("T")
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError)
 
@@ -91,14 +93,14 @@ def routes(
     project: Project,
     client: Callable[[], Any],
     key_prefix: str | None,
-    auth_token: str | None,
     max_rows: int,
     observe: Callable[[str, int, float], None] | None = None,
     timeout: float | None = None,
     error: Callable[[int, str], Response] | None = None,
     lean: Callable[[], Any] | None = None,
 ) -> list[Route]:
-    """The write routes of one worker; `client` returns the worker's asyncio Redis client, whose
+    """The write routes of one worker, behind the server's guard (the token, JSON: see the
+    module docstring); `client` returns the worker's asyncio Redis client, whose
     sockets have no timeout (see AsyncOnlineReader): `timeout` bounds each write instead.
     `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint.
     `lean` returns the worker's AsyncMget (None for TLS and cluster URLs): a small request's
@@ -156,48 +158,45 @@ def routes(
 
     async def handle(request: Request, endpoint: str, fields: set[str], name_field: str, fixed_to: str | None) -> Response:
         start = time.perf_counter()
-        if not authorized(request.scope, auth_token):
-            result = unauthorized()
-        else:
-            try:
-                name, df, to = parse_push(await request.body(), fields, name_field, max_rows)
-                to = fixed_to or to
-                if name not in loaded:
-                    view = ingest.view(name)
-                    await run_in_threadpool(ingest.checks, view)
-                    loaded.add(name)
-                # Everything that can refuse the request first (a 4xx writes nothing); a small
-                # request of plain rows row by row (featsync.online.row_push), not on a cluster.
-                cluster = isinstance(client(), redis.asyncio.RedisCluster)
-                checked = ingest.check(name, df, to, datetime.now(UTC), small=not cluster)
-                view = checked.view
-                offline = None
-                written = stale = expired = 0
-                if checked.destination.offline and checked.rows:
-                    offline = await run_in_threadpool(ingest.log_offline, view, checked.table)
-                if checked.online is not None:
-                    written, stale, expired = await write_online(view, checked.online)
-                body = {
-                    "feature_view": view.name,
-                    "rows": checked.rows,
-                    "written": written,
-                    "stale": stale,
-                    "expired": expired,
-                    "offline": offline,
-                }
-                result = Response(orjson.dumps(body), media_type="application/json")
-            except TooMany as exc:
-                result = _error(413, str(exc))
-            except NotFoundError as exc:
-                result = _error(404, str(exc))
-            except PushRowsError as exc:
-                result = _error(422, str(exc))
-            except REDIS_DOWN as exc:
-                result = _error(503, f"the online store is unreachable: {exc or 'no answer within ' + str(timeout) + ' s'}")
-            except redis.RedisError as exc:
-                result = _error(503, f"Redis refused the write: {exc}")
-            except FeatsyncError as exc:
-                result = _error(400, str(exc))
+        try:
+            name, df, to = parse_push(await request.body(), fields, name_field, max_rows)
+            to = fixed_to or to
+            if name not in loaded:
+                view = ingest.view(name)
+                await run_in_threadpool(ingest.checks, view)
+                loaded.add(name)
+            # Everything that can refuse the request first (a 4xx writes nothing); a small
+            # request of plain rows row by row (featsync.online.row_push), not on a cluster.
+            cluster = isinstance(client(), redis.asyncio.RedisCluster)
+            checked = ingest.check(name, df, to, datetime.now(UTC), small=not cluster)
+            view = checked.view
+            offline = None
+            written = stale = expired = 0
+            if checked.destination.offline and checked.rows:
+                offline = await run_in_threadpool(ingest.log_offline, view, checked.table)
+            if checked.online is not None:
+                written, stale, expired = await write_online(view, checked.online)
+            body = {
+                "feature_view": view.name,
+                "rows": checked.rows,
+                "written": written,
+                "stale": stale,
+                "expired": expired,
+                "offline": offline,
+            }
+            result = Response(orjson.dumps(body), media_type="application/json")
+        except TooMany as exc:
+            result = _error(413, str(exc))
+        except NotFoundError as exc:
+            result = _error(404, str(exc))
+        except PushRowsError as exc:
+            result = _error(422, str(exc))
+        except REDIS_DOWN as exc:
+            result = _error(503, f"the online store is unreachable: {exc or 'no answer within ' + str(timeout) + ' s'}")
+        except redis.RedisError as exc:
+            result = _error(503, f"Redis refused the write: {exc}")
+        except FeatsyncError as exc:
+            result = _error(400, str(exc))
         if observe is not None:
             observe(endpoint, result.status_code, time.perf_counter() - start)
         return result
@@ -211,6 +210,7 @@ def routes(
           401: {description: Missing or wrong bearer token.}
           404: {description: Unknown feature view.}
           413: {description: More rows than the maximum batch.}
+          415: {description: 'The body is not sent as Content-Type: application/json.'}
           422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
           503: {description: Redis is unreachable.}
         """
@@ -225,6 +225,7 @@ def routes(
           401: {description: Missing or wrong bearer token.}
           404: {description: Unknown feature view.}
           413: {description: More rows than the maximum batch.}
+          415: {description: 'The body is not sent as Content-Type: application/json.'}
           422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
           503: {description: Redis is unreachable.}
         """

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from featsync.errors import shown
 from featsync.online.rows import PushRowsError
 from featsync.quality.suites import Suite
 
@@ -84,10 +85,10 @@ class RowChecks:
             rows = np.flatnonzero(pc.fill_null(bad, False).to_numpy(zero_copy_only=False))
             if len(rows):
                 row = int(rows[0])
-                shown = {k: v for k, v in (entry.get("kwargs") or {}).items() if k not in ("column", "mostly")}
-                args = ", ".join(f"{k}={v!r}" for k, v in shown.items())
+                given = {k: v for k, v in (entry.get("kwargs") or {}).items() if k not in ("column", "mostly")}
+                args = ", ".join(f"{k}={v!r}" for k, v in given.items())  # the suite's own arguments
                 raise PushRowsError(
-                    f"feature view '{self.view}': row {row}, column '{name}': {column[row].as_py()!r} fails expectation "
+                    f"feature view '{self.view}': row {row}, column '{name}': {shown(column[row].as_py())} fails expectation "
                     f"#{index} {kind}({args}) of {self.suite.file}"
                 )
 

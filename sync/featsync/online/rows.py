@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from featsync.errors import FeatsyncError
+from featsync.errors import FeatsyncError, shown
 from featsync.online.layout import MAX_MICROS, MIN_MICROS, epoch_micros
 from featsync.registry import Column, FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
@@ -67,7 +67,7 @@ class Destination:
     @classmethod
     def parse(cls, to: str) -> Destination:
         if to not in DESTINATIONS:
-            raise PushRowsError(f"'to' must be one of {', '.join(DESTINATIONS)}, got {to!r}")
+            raise PushRowsError(f"'to' must be one of {', '.join(DESTINATIONS)}, got {shown(to)}")
         return cls(to in (TO_ONLINE, TO_BOTH), to in (TO_OFFLINE, TO_BOTH))
 
 
@@ -233,17 +233,17 @@ NUL = "\x00"
 def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> PushRowsError:
     where = f"feature view '{view.name}': row {row}, column '{name}'"
     if kind in (TEXT, TIMESTAMP) and isinstance(value, str) and not utf8(value):  # repr escapes it: UTF-8
-        return PushRowsError(f"{where}: {value!r} is not valid text (a lone surrogate does not encode as UTF-8)")
+        return PushRowsError(f"{where}: {shown(value)} is not valid text (a lone surrogate does not encode as UTF-8)")
     if kind == TEXT and isinstance(value, str) and NUL in value:
         return PushRowsError(
-            f"{where}: {value!r} holds a NUL character (\\x00), which PostgreSQL's text cannot store: featsync refuses it in text"
+            f"{where}: {shown(value)} holds a NUL character (\\x00), which PostgreSQL's text cannot store: refused in text"
         )
     hint = ""
     if kind == TIMESTAMP:
         hint = " (a timestamp given as text needs a zone, e.g. 2024-03-01T10:00:00Z)"
     elif kind == FLOAT and isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         hint = " that a float holds exactly (integers within +-2**53 only; send a larger one as a float)"
-    return PushRowsError(f"{where}: {value!r} is not {_KIND_WORDS[kind]}{hint}")
+    return PushRowsError(f"{where}: {shown(value)} is not {_KIND_WORDS[kind]}{hint}")
 
 
 _KIND_WORDS = {INT: "an integer", FLOAT: "a number", BOOL: "a boolean", TEXT: "a string", TIMESTAMP: "a timestamp with a zone"}
@@ -394,7 +394,8 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
     if not ok:
         row = int(np.flatnonzero(array.is_valid().to_numpy(zero_copy_only=False))[0]) if array.null_count < len(array) else 0
         raise PushRowsError(
-            f"feature view '{view.name}': row {row}, column '{name}': {array[row].as_py()!r} ({t}) is not {_KIND_WORDS[kind]}"
+            f"feature view '{view.name}': row {row}, column '{name}': {shown(array[row].as_py())} ({t}) "
+            f"is not {_KIND_WORDS[kind]}"
         )
     try:
         if kind == TIMESTAMP and pa.types.is_timestamp(t):

@@ -387,13 +387,13 @@ def create_app(config: ServeConfig) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
     ]
-    from featsync.online.push_api import routes as push_routes  # POST /push, /write-to-online-store
+    from featsync.online.push_api import WRITE_PATHS  # POST /push, /write-to-online-store
+    from featsync.online.push_api import routes as push_routes
 
     routes += push_routes(
         project,
         lambda: reader.client,
         config.key_prefix,
-        config.auth_token,
         config.max_batch,
         metrics.observe,
         config.redis_timeout,
@@ -415,7 +415,8 @@ def create_app(config: ServeConfig) -> Starlette:
         observe=metrics.observe,
         endpoints=[route.path for route in routes if isinstance(route, Route)],
         token=config.auth_token,
-        token_paths=["/get-online-features"] if config.auth_reads else [],
+        token_paths=[*WRITE_PATHS, "/get-online-features"] if config.auth_reads else WRITE_PATHS,
+        json_paths=WRITE_PATHS,
     )
     return access_log(guarded) if config.access_log else guarded
 

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 import redis.asyncio
 
-from featsync.errors import FeatsyncError, NotFoundError
+from featsync.errors import FeatsyncError, NotFoundError, shown
 from featsync.ondemand.compiler import OnDemandFeature, RequestField
 from featsync.online.layout import Layout, from_micros, key_texts
 from featsync.online.plan_cache import PlanCache, plan_key
@@ -213,7 +213,7 @@ class ReadPlan:
                     raise RequestError(f"entity row {i} lacks {name}, needed by feature view '{self.needed_by[name]}'")
                 if strict and type(value) is not str and type(value) is not int:
                     raise RequestError(
-                        f"entity '{name}' row {i}: {value!r} is a {_json_type(value)}; entity keys are strings or integers"
+                        f"entity '{name}' row {i}: {shown(value)} is a {_json_type(value)}; entity keys are strings or integers"
                     )
             if n is None:
                 n = len(column)
@@ -253,7 +253,7 @@ class ReadPlan:
                     str(value).encode()
                 except UnicodeEncodeError:
                     return RequestError(
-                        f"entity '{name}' row {i}: {value!r} is not valid text (a lone surrogate does not encode as UTF-8)"
+                        f"entity '{name}' row {i}: {shown(value)} is not valid text (a lone surrogate does not encode as UTF-8)"
                     )
         return RequestError("the key prefix does not encode as UTF-8")
 
