@@ -803,7 +803,7 @@ def test_post_push_raises_the_newest_event_time_by_sha_after_script_flush(projec
     with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
         for minute in range(3):
             at = start + timedelta(minutes=minute)
-            reply = http.post("/push", content=body(at))
+            reply = http.post("/push", content=body(at), headers={"content-type": "application/json"})
             assert reply.status_code == 200 and reply.json()["written"] == n, reply.text
             assert client.hget(layout.state_key, "newest_event_time") == at.isoformat(timespec="microseconds").encode()
             client.script_flush()
