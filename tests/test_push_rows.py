@@ -120,7 +120,6 @@ def test_typed_frames_are_checked_too(pit):
     with pytest.raises(FeatsyncError, match="row 0, column 'amount': 1.25 is not an integer"):
         pit.push("fv_user", frame)
     frame["amount"] = [2.0]  # a float without a fraction fits an integer exactly
-    frame["event_timestamp"] = [pd.Timestamp(NOW).tz_localize(None)]  # naive means UTC, as in the warehouse
     pit.push("fv_user", frame)
     assert read(pit, "fv_user", ["a"], ["amount"]) == {"amount": [2]}
     with pytest.raises(FeatsyncError, match="row 0, column 'label'.*is not a string"):
@@ -268,9 +267,14 @@ def test_cli_push_rows_from_csv_and_parquet(pit, tmp_path, redis_url):
     result = CliRunner().invoke(main, [*base, "--rows", str(good), "--select", "fv_user", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["online"]["keys_written"] == 2
-    table = pa.table(
+    naive = pa.table(
         {"user_id": ["c3"], "event_timestamp": pa.array([NOW - H], pa.timestamp("us")), "amount": [5], "label": ["pq"]}
     )
+    pq.write_table(naive, tmp_path / "naive.parquet")  # a timestamp without a zone: refused, never guessed
+    result = CliRunner().invoke(main, [*base, "--rows", str(tmp_path / "naive.parquet"), "--select", "fv_user"])
+    assert result.exit_code == 1 and "row 0, column 'event_timestamp'" in result.output
+    assert "(timestamp[us]) is not a timestamp with a zone" in result.output
+    table = naive.set_column(1, "event_timestamp", pa.array([NOW - H], pa.timestamp("ns", tz="Europe/Paris")))
     pq.write_table(table, tmp_path / "rows.parquet")
     result = CliRunner().invoke(main, [*base, "--rows", str(tmp_path / "rows.parquet"), "--select", "fv_user"])
     assert result.exit_code == 0, result.output
@@ -286,7 +290,7 @@ def test_cli_push_rows_from_csv_and_parquet(pit, tmp_path, redis_url):
 
 
 def test_timestamps_of_any_precision_round_down_like_the_batch_push(pit):
-    at = pd.Timestamp(NOW - H).tz_localize(None) + pd.Timedelta(nanoseconds=1999)  # naive, nanoseconds
+    at = pd.Timestamp(NOW - H) + pd.Timedelta(nanoseconds=1999)  # nanoseconds
     frame = pd.DataFrame({"user_id": ["ns"], "event_timestamp": [at], "amount": [1], "label": ["x"]})
     pit.push("fv_user", frame)
     layout = pit.pusher().layout(pit.view("fv_user"))

@@ -16,7 +16,8 @@ rows (at most featsync.online.row_push.SMALL_ROWS, online only, not on a Redis C
 is typed and encoded row by row by featsync.online.row_push, into the same writes. Both
 require the server's bearer token when one is configured (featsync.online.auth).
 
-Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "offline"}; 400 a
+Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "superseded", "offline"}
+(written + stale + expired + superseded = rows when `to` includes online); 400 a
 malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
 server's --max-batch; 422 rows that do not fit the view (the message names the row and
 column); 503 Redis unreachable.
@@ -108,9 +109,9 @@ def routes(
     loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
     script: dict[str, str] = {}
 
-    async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int]:
+    async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int, int]:
         if pushed.rows is None:
-            return 0, 0, pushed.expired
+            return 0, 0, pushed.expired, pushed.superseded
         layout = ingest.layout(view)
         redis_client = client()
         if layout.view_id not in owned:
@@ -133,7 +134,7 @@ def routes(
                 if raise_command is not None:
                     async with asyncio.timeout(timeout):
                         await redis_client.execute_command(*raise_command)
-                return written, stale, pushed.expired
+                return written, stale, pushed.expired, pushed.superseded
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)
                 if attempt:
@@ -157,10 +158,10 @@ def routes(
                 cluster = isinstance(client(), redis.asyncio.RedisCluster)
                 small = None if cluster else ingest.encode_small(name, df, to, now)
                 offline = None
-                written = stale = expired = 0
+                written = stale = expired = superseded = 0
                 if small is not None:
                     view, n, encoded = small
-                    written, stale, expired = await write_online(view, encoded)
+                    written, stale, expired, superseded = await write_online(view, encoded)
                 else:
                     view, table, destination = ingest.prepare(name, df, to, now)
                     n = table.num_rows
@@ -168,13 +169,14 @@ def routes(
                         offline = await run_in_threadpool(ingest.log_offline, view, table)
                     if destination.online:
                         encoded = encode_pushed(ingest.layout(view), table, time.time_ns() // 1000)
-                        written, stale, expired = await write_online(view, encoded)
+                        written, stale, expired, superseded = await write_online(view, encoded)
                 body = {
                     "feature_view": view.name,
                     "rows": n,
                     "written": written,
                     "stale": stale,
                     "expired": expired,
+                    "superseded": superseded,
                     "offline": offline,
                 }
                 result = Response(orjson.dumps(body), media_type="application/json")
@@ -198,7 +200,7 @@ def routes(
         """
         summary: Write rows of a feature view online and/or to its offline push log (Feast's /push)
         responses:
-          200: {description: 'Rows written: counts of written, stale (an older row than stored) and expired rows.'}
+          200: {description: 'Counts of rows written, stale (older than stored), expired and superseded (beaten in the request).'}
           400: {description: Malformed request.}
           401: {description: Missing or wrong bearer token.}
           404: {description: Unknown feature view.}
@@ -212,7 +214,7 @@ def routes(
         """
         summary: Write rows of a feature view online (Feast's /write-to-online-store)
         responses:
-          200: {description: 'Rows written: counts of written, stale and expired rows.'}
+          200: {description: 'Rows written: counts of written, stale, expired and superseded rows.'}
           400: {description: Malformed request.}
           401: {description: Missing or wrong bearer token.}
           404: {description: Unknown feature view.}
