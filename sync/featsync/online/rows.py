@@ -142,7 +142,7 @@ def _pandas_nan(columns: PyRows, frame: Any, floats: frozenset[str]) -> PyRows:
 
     for name in floats & set(columns.columns):
         series = frame[name]
-        if series.dtype.kind == "f":
+        if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":  # not pandas' Float64: its NA is NULL
             columns.columns[name] = pa.array(series.to_numpy(), from_pandas=False)
         elif series.dtype == object:
             columns.columns[name] = [None if v is None or v is pd.NA else v for v in series.tolist()]
