@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -55,7 +56,15 @@ def df(users: list[str], at: datetime, amounts: list, labels: list | None = None
 def test_push_is_served_at_once_and_older_rows_never_win(http):
     reply = http.post("/push", json={"push_source_name": "fv_user", "df": df(["p1", "p2"], NOW - H, [1, 2]), "to": "online"})
     assert reply.status_code == 200, reply.text
-    assert reply.json() == {"feature_view": "fv_user", "rows": 2, "written": 2, "stale": 0, "expired": 0, "offline": None}
+    assert reply.json() == {
+        "feature_view": "fv_user",
+        "rows": 2,
+        "written": 2,
+        "stale": 0,
+        "expired": 0,
+        "superseded": 0,
+        "offline": None,
+    }
     assert online(http, ["p1", "p2"]) == {"amount": [1, 2], "label": ["api", "api"]}
     older = http.post("/push", json={"push_source_name": "fv_user", "df": df(["p1"], NOW - 2 * H, [9])})
     assert older.json()["stale"] == 1
@@ -213,3 +222,77 @@ def test_a_refused_row_is_described_with_short_values(http):
     reply = http.post("/push", json={"push_source_name": "fv_user", "df": rows})
     assert reply.status_code == 422 and len(reply.content) < 1000, reply.text[:300]
     assert "row 0, column 'event_timestamp': " in reply.json()["detail"]
+
+
+@pytest.mark.parametrize("n", [3, 70], ids=["row path", "batch path"])
+def test_the_counts_add_up_to_the_rows_given(http, n):
+    """written + stale + expired + superseded = rows: a row that another row of the same key in
+    the request beats is counted `superseded` (the counts used to leave it out)."""
+    tag = uuid.uuid4().hex[:6]
+    http.post("/push", json={"push_source_name": "fv_user", "df": df([f"s-{tag}"], NOW - H / 2, [0])})  # stored: newer
+    users = [f"s-{tag}", f"d-{tag}", f"d-{tag}", f"e-{tag}", *(f"x{i}-{tag}" for i in range(n - 4))][:n]
+    times = [NOW - H, NOW - H, NOW - H / 3, NOW - 4 * H, *[NOW - H] * (n - 4)][:n]  # e: past its 3h ttl
+    body = {"user_id": users, "event_timestamp": [iso(t) for t in times], "amount": [1] * n, "label": ["x"] * n}
+    reply = http.post("/push", json={"push_source_name": "fv_user", "df": body})
+    assert reply.status_code == 200, reply.text
+    answer = reply.json()
+    counts = {k: answer[k] for k in ("written", "stale", "expired", "superseded")}
+    stale = 1  # s: older than the stored row
+    expected = {"written": n - 3 if n > 3 else 1, "stale": stale, "expired": 1 if n > 3 else 0, "superseded": 1}
+    assert counts == expected and sum(counts.values()) == answer["rows"] == n
+
+
+@pytest.mark.parametrize(
+    ("sep", "suffix", "hours", "micros"),
+    [
+        ("T", ".123456789Z", 0, 123456),  # Java's Instant.toString() of a nanosecond instant
+        ("T", ".1234567Z", 0, 123456),  # .NET's "o" (a UTC DateTime)
+        ("T", ".1234567+01:00", 1, 123456),  # .NET's "o" (a DateTimeOffset)
+        (" ", ".123456789+00:00", 0, 123456),  # pandas' str() of a nanosecond Timestamp
+        ("T", ".999999999-02:30", -2.5, 999999),  # cut, never rounded up into the next second
+        ("t", ".5z", 0, 500000),  # RFC 3339 allows a lower-case t and z
+        ("T", ".123456000Z", 0, 123456),
+    ],
+)
+def test_rfc3339_times_of_any_precision_and_case_are_taken(http, sep, suffix, hours, micros):
+    """On the row path (1 row) and the batch path (70 rows) alike, digits beyond the sixth cut
+    (the instant floored to its microsecond, as the batch push floors nanosecond warehouse
+    times); they used to be refused as having no zone."""
+    base = (datetime.now(UTC) - H).replace(microsecond=0)
+    text = (base + timedelta(hours=hours)).strftime(f"%Y-%m-%d{sep}%H:%M:%S") + suffix
+    user = f"ns-{uuid.uuid4().hex[:6]}"
+    for n in (1, 70):
+        users = [user, *(f"pad{i}-{user}" for i in range(n - 1))]
+        body = {"user_id": users, "event_timestamp": [text] * n, "amount": [n] * n, "label": ["x"] * n}
+        reply = http.post("/push", json={"push_source_name": "fv_user", "df": body})
+        assert reply.status_code == 200 and reply.json()["written"] == n, reply.text
+    read = http.post("/get-online-features", json={"features": ["fv_user:amount"], "entities": {"user_id": [user]}})
+    result = read.json()["results"][1]
+    assert result["values"] == [70]  # the second write, at an equal event time, replaced the first
+    served = datetime.fromisoformat(result["event_timestamps"][0].replace("Z", "+00:00"))
+    assert served == base + timedelta(microseconds=micros)
+
+
+def test_a_leap_second_is_refused_saying_so(http):
+    for n in (1, 70):
+        body = {"user_id": [f"l{i}" for i in range(n)], "event_timestamp": ["2016-12-31T23:59:60Z"] * n}
+        body |= {"amount": [1] * n, "label": ["x"] * n}
+        reply = http.post("/push", json={"push_source_name": "fv_user", "df": body})
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["detail"] == (
+            "feature view 'fv_user': row 0, column 'event_timestamp': '2016-12-31T23:59:60Z' is a leap second (:60), "
+            "which featsync does not take: its instants are UTC without leap seconds, as in the warehouse; send "
+            "23:59:59.999999 or the next second"
+        )
+
+
+def test_keys_are_taken_as_given(http):
+    """docs/push-api.md, "Keys": a JSON object's repeated name is its last value (orjson), keys
+    are their UTF-8 bytes (NFC and NFD spellings are two entities, as in SQL), and the empty
+    string is a key like any other (as from the warehouse: it is not NULL)."""
+    users = ["", "caf\u00e9", "cafe\u0301"]
+    body = json.dumps(df(users, NOW - H, [1, 2, 3]))
+    text = '{"push_source_name": "fv_user", "df": {"amount": [7, 7, 7], ' + body[1:] + "}"
+    reply = http.post("/push", content=text.encode())  # "amount" given twice: the last wins
+    assert reply.status_code == 200 and reply.json()["written"] == 3, reply.text
+    assert online(http, users)["amount"] == [1, 2, 3]

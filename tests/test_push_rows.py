@@ -4,6 +4,7 @@ row and column with nothing written; the suite's row-level expectations."""
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import uuid
@@ -14,6 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import redis
+from hypothesis import HealthCheck, settings
+from hypothesis import given as given_examples
+from hypothesis import strategies as st
 
 from conftest import copy_project
 from featsync.errors import FeatsyncError
@@ -120,7 +124,6 @@ def test_typed_frames_are_checked_too(pit):
     with pytest.raises(FeatsyncError, match="row 0, column 'amount': 1.25 is not an integer"):
         pit.push("fv_user", frame)
     frame["amount"] = [2.0]  # a float without a fraction fits an integer exactly
-    frame["event_timestamp"] = [pd.Timestamp(NOW).tz_localize(None)]  # naive means UTC, as in the warehouse
     pit.push("fv_user", frame)
     assert read(pit, "fv_user", ["a"], ["amount"]) == {"amount": [2]}
     with pytest.raises(FeatsyncError, match="row 0, column 'label'.*is not a string"):
@@ -268,9 +271,14 @@ def test_cli_push_rows_from_csv_and_parquet(pit, tmp_path, redis_url):
     result = CliRunner().invoke(main, [*base, "--rows", str(good), "--select", "fv_user", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["online"]["keys_written"] == 2
-    table = pa.table(
+    naive = pa.table(
         {"user_id": ["c3"], "event_timestamp": pa.array([NOW - H], pa.timestamp("us")), "amount": [5], "label": ["pq"]}
     )
+    pq.write_table(naive, tmp_path / "naive.parquet")  # a timestamp without a zone: refused, never guessed
+    result = CliRunner().invoke(main, [*base, "--rows", str(tmp_path / "naive.parquet"), "--select", "fv_user"])
+    assert result.exit_code == 1 and "row 0, column 'event_timestamp'" in result.output
+    assert "(timestamp[us]) is not a timestamp with a zone" in result.output
+    table = naive.set_column(1, "event_timestamp", pa.array([NOW - H], pa.timestamp("ns", tz="Europe/Paris")))
     pq.write_table(table, tmp_path / "rows.parquet")
     result = CliRunner().invoke(main, [*base, "--rows", str(tmp_path / "rows.parquet"), "--select", "fv_user"])
     assert result.exit_code == 0, result.output
@@ -286,7 +294,7 @@ def test_cli_push_rows_from_csv_and_parquet(pit, tmp_path, redis_url):
 
 
 def test_timestamps_of_any_precision_round_down_like_the_batch_push(pit):
-    at = pd.Timestamp(NOW - H).tz_localize(None) + pd.Timedelta(nanoseconds=1999)  # naive, nanoseconds
+    at = pd.Timestamp(NOW - H) + pd.Timedelta(nanoseconds=1999)  # nanoseconds
     frame = pd.DataFrame({"user_id": ["ns"], "event_timestamp": [at], "amount": [1], "label": ["x"]})
     pit.push("fv_user", frame)
     layout = pit.pusher().layout(pit.view("fv_user"))
@@ -301,3 +309,152 @@ def test_pushed_rows_refuse_a_view_id_owned_by_another_view(pit):
     with pytest.raises(FeatsyncError, match=r"fv_user' v1 .* already uses"):
         pit.push("fv_user", [user_row("owned", NOW - H)])
     assert pit.client.get(layout.key(["owned"])) is None
+
+
+# -- equal event times: the row the join picks (docs/push-api.md, "Equal event times") -------
+
+TIE_TIMES = [NOW - H, NOW - H / 2]
+TIE_CREATED = [None, NOW - 2 * H, NOW - H / 3]
+TIE_LABELS = [None, "a", "b", "B", "é", "e\u0301", ""]
+TIE_SCORES = [None, 0.5, 1.5, -1.0, math.inf, -math.inf, math.nan]
+
+
+@st.composite
+def tie_rows(draw) -> tuple[list[dict], list[dict]]:
+    """fv_user and fv_pair rows of two or three entities and two event times: many ties, broken
+    by created time and values (NULLs, text differing in case and normalization, NaN, inf)."""
+    users = draw(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(TIE_TIMES)), min_size=1, max_size=8))
+    user_rows = [
+        {
+            "user_id": f"t{u}",
+            "event_timestamp": at,
+            "created_timestamp": draw(st.sampled_from(TIE_CREATED)),
+            "amount": draw(st.sampled_from([None, 1, 2])),
+            "label": draw(st.sampled_from(TIE_LABELS)),
+        }
+        for u, at in users
+    ]
+    pairs = draw(st.lists(st.tuples(st.integers(0, 1), st.sampled_from(TIE_TIMES)), min_size=1, max_size=8))
+    pair_rows = [
+        {"user_id": f"t{u}", "merchant_id": "m", "event_timestamp": at, "score": draw(st.sampled_from(TIE_SCORES))}
+        for u, at in pairs
+    ]
+    return user_rows, pair_rows
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given_examples(rows=tie_rows(), data=st.data())
+def test_pushed_rows_of_equal_event_times_serve_the_row_the_join_picks(pit, rows, data):
+    """The same rows pushed by a client in one request (in any order, through the row path's
+    hand-back and the batch path) and by `featsync push` from the warehouse (featsync.latest_rows,
+    the join's order) store the same bytes: on equal event times the latest created_timestamp
+    (NULL lowest) wins, then the greatest values in declared order (NULL lowest, text
+    bytewise, NaN above every number). The push used to keep the last row given."""
+    user_rows, pair_rows = rows
+    tag = uuid.uuid4().hex[:6]
+    user_rows = [{**r, "user_id": f"{r['user_id']}-{tag}"} for r in user_rows]
+    pair_rows = [{**r, "user_id": f"{r['user_id']}-{tag}"} for r in pair_rows]
+
+    def naive(at: datetime | None) -> datetime | None:
+        return None if at is None else at.replace(tzinfo=None)
+
+    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+        con.execute("delete from user_rows")
+        con.execute("delete from pair_rows")
+        con.executemany(
+            "insert into user_rows values (?, ?, ?, ?, ?)",
+            [
+                (r["user_id"], naive(r["event_timestamp"]), naive(r["created_timestamp"]), r["amount"], r["label"])
+                for r in user_rows
+            ],
+        )
+        con.executemany(
+            "insert into pair_rows values (?, ?, ?, ?)",
+            [(r["user_id"], r["merchant_id"], naive(r["event_timestamp"]), r["score"]) for r in pair_rows],
+        )
+    Pusher(pit.project, pit.client, key_prefix=pit.key_prefix).push(select=["fv_user", "fv_pair"], full_refresh=True)
+    served = RowIngest(pit.project, pit.client, f"{pit.key_prefix}-rows")
+    try:
+        for view, given in (("fv_user", user_rows), ("fv_pair", pair_rows)):
+            served.push(view, data.draw(st.permutations(given)))
+            layouts = [ingest.layout(ingest.view(view)) for ingest in (pit, served)]
+            for row in given:
+                keys = [row[k] for k in pit.view(view).entities]
+                batch, pushed = (pit.client.get(layout.key(keys)) for layout in layouts)
+                assert pushed == batch, (view, keys)
+    finally:
+        cleanup(pit.project, pit.client, served.key_prefix)
+
+
+def test_equal_event_times_across_requests_the_later_write_wins(pit):
+    """docs/push-api.md, "Equal event times": across writes Redis holds no created time to
+    compare, so the later write of an equal event time wins, whatever its created time."""
+    at = NOW - H
+    later = {**user_row("x1", at, 1, "created-later"), "created_timestamp": NOW - H / 2}
+    earlier = {**user_row("x1", at, 2, "created-earlier"), "created_timestamp": NOW - 2 * H}
+    assert pit.push("fv_user", [later]).online.keys_written == 1
+    assert pit.push("fv_user", [earlier]).online.keys_written == 1
+    assert read(pit, "fv_user", ["x1"], ["label"]) == {"label": ["created-earlier"]}
+    # In one request, the join's order decides, whatever the order given.
+    for rows in ([later, earlier], [earlier, later]):
+        result = pit.push("fv_user", [{**r, "user_id": "x2"} for r in rows]).online
+        assert (result.keys_written, result.skipped_superseded) == (1, 1)
+        assert read(pit, "fv_user", ["x2"], ["label"]) == {"label": ["created-later"]}
+
+
+def test_naive_timestamps_are_refused_from_every_shape(pit):
+    """A pushed time without a zone is refused, never guessed, whatever the shape (a naive
+    DataFrame or Arrow column used to be taken as UTC, while a naive datetime in a list was
+    refused); the message names the row and column. NULLs alone guess nothing: taken."""
+    naive = (NOW - H).replace(tzinfo=None)
+    rows = [user_row("ok", NOW - H), user_row("nv", naive)]
+    frame = pd.DataFrame([user_row("nv", naive)])
+    shapes = {
+        "list": rows,
+        "columns": {k: [r[k] for r in rows] for k in rows[0]},
+        "DataFrame": frame,
+        "Arrow": pa.Table.from_pandas(frame, preserve_index=False),
+        "Arrow (us)": pa.table({**{k: [v] for k, v in user_row("nv", None).items()}, "event_timestamp": pa.array([naive])}),
+    }
+    for shape, given in shapes.items():
+        row = 1 if shape in ("list", "columns") else 0
+        with pytest.raises(FeatsyncError, match=f"row {row}, column 'event_timestamp': .* is not a timestamp with a zone"):
+            pit.push("fv_user", given)
+    assert read(pit, "fv_user", ["ok", "nv"], ["amount"]) == {"amount": [None, None]}
+    created = pd.Series([pd.NaT], dtype="datetime64[ns]")  # naive, but NULL: nothing to guess
+    pit.push("fv_user", pd.DataFrame([user_row("nat", NOW - H)]).assign(created_timestamp=created))
+    assert read(pit, "fv_user", ["nat"], ["amount"]) == {"amount": [1]}
+
+
+def test_nan_is_nan_from_every_shape(pit):
+    """A float feature's NaN is NaN whatever the shape (a DataFrame's used to become NULL, a
+    list's or Arrow's stayed NaN); NULL is None (an object column, or a masked Arrow value).
+    An integer feature's NaN in a DataFrame is pandas' gap marker: NULL."""
+    scores = [0.5, math.nan, math.inf, None]
+    rows = [{"user_id": f"n{i}", "merchant_id": "m", "event_timestamp": NOW - H, "score": s} for i, s in enumerate(scores)]
+    layout = pit.pusher().layout(pit.view("fv_pair"))
+    keys = [layout.key([r["user_id"], "m"]) for r in rows]
+    pit.push("fv_pair", rows)
+    expected = [pit.client.get(k) for k in keys]
+    frame = pd.DataFrame(rows).assign(score=pd.Series(scores, dtype=object))
+    shapes = {
+        "columns": {k: [r[k] for r in rows] for k in rows[0]},
+        "DataFrame (object)": frame,
+        "DataFrame (Float64, NaN and NULL both NA)": frame.assign(score=pd.array([0.5, None, math.inf, None], dtype="Float64")),
+        "Arrow": pa.Table.from_pylist(rows),
+    }
+    for shape, given in shapes.items():
+        pit.client.delete(*keys)
+        pit.push("fv_pair", given)
+        want = [expected[3] if "Float64" in shape and i == 1 else v for i, v in enumerate(expected)]  # pandas' NA: NULL
+        assert [pit.client.get(k) for k in keys] == want, shape
+    pit.client.delete(*keys)
+    pit.push("fv_pair", pd.DataFrame(rows[:3]))  # a float64 column: NaN, no NULL
+    assert [pit.client.get(k) for k in keys[:3]] == expected[:3]
+    got = OnlineReader(pit.registry, pit.client, pit.key_prefix).get(
+        [{"user_id": r["user_id"], "merchant_id": "m"} for r in rows], ["fv_pair:score"]
+    )
+    assert math.isnan(got.features["score"][1]) and got.features["score"][2] == math.inf
+    gaps = pd.DataFrame([user_row("g1", NOW - H, 3), user_row("g2", NOW - H, None)])  # amount: float64 [3.0, NaN]
+    pit.push("fv_user", gaps)
+    assert read(pit, "fv_user", ["g1", "g2"], ["amount"]) == {"amount": [3, None]}

@@ -185,7 +185,8 @@ INVALID = {
             "yesterday",
             1700000000,
             "2024-13-01T00:00:00Z",
-            "2026-11-29T21:00:00.123456789Z",  # nanoseconds: Arrow's cast to microseconds refuses them
+            "2016-12-31T23:59:60Z",  # a leap second
+            "2026-11-29T21:00:00.123456789",  # nanoseconds, but no zone
             "9999-12-31T23:00:00-05:00",  # after the year 9999 in UTC
             "0001-01-01T00:30:00+01:00",  # before the year 1 in UTC
             "2026-11-29T11:00:00\ud800Z",  # a lone surrogate
@@ -202,6 +203,8 @@ FAR = st.sampled_from(
         "2106-02-07T06:28:15Z",  # the last second of the compact form
         "2106-02-07T06:28:16Z",
         "2200-01-01T00:00:00.5Z",
+        "2026-11-29T21:00:00.123456789Z",  # nanoseconds: floored to the microsecond
+        "9999-12-31T23:59:59.999999999z",  # the last nanosecond, a lower-case z
     ]
 )
 # An instant relative to the request's clock: on either side of the TTLs' edges but never
@@ -215,7 +218,7 @@ NEAR = st.tuples(
         st.sampled_from([0, 10**6]) | st.integers(0, 20 * 60 * 10**6),
     ),
     ZONES,
-    st.sampled_from(["iso", "micros", "space", "short zone", "datetime"]),
+    st.sampled_from(["iso", "micros", "space", "short zone", "datetime", "nanos", "lower"]),
 )
 VALID["time"] = st.one_of(NEAR, NEAR, NEAR, FAR)
 
@@ -234,6 +237,11 @@ def instant_value(spec, now: datetime, as_json: bool):
         return text[:-3] + text[-2:]
     if form == "space":
         return at.isoformat(sep=" ").replace("+00:00", "Z")
+    if form == "nanos":  # Java's Instant.toString(), .NET's "o", pandas' ns isoformat: floored
+        text = at.isoformat(timespec="microseconds")
+        return text[:26] + "789" + text[26:]
+    if form == "lower":  # RFC 3339 allows a lower-case t and z
+        return at.isoformat().replace("+00:00", "z").replace("T", "t")
     return at.isoformat().replace("+00:00", "Z")
 
 
@@ -276,8 +284,9 @@ def requests(draw):
             values = st.lists(keys, min_size=n, max_size=n)
         elif kind == "int key":
             values = st.lists(st.one_of(VALID["int"], st.sampled_from([1, 2])), min_size=n, max_size=n)
-        elif kind == "event":
-            values = st.lists(VALID["time"], min_size=n, max_size=n)
+        elif kind == "event":  # half the time one instant for every row: ties on the event time
+            one = st.lists(st.just(draw(VALID["time"])), min_size=n, max_size=n)
+            values = st.one_of(st.lists(VALID["time"], min_size=n, max_size=n), one)
         else:
             value = VALID[kind]
             if nulls:
@@ -515,11 +524,13 @@ def test_post_push_and_the_batch_path_store_the_same(two_prefixes, request):
     else:
         assert reply.status_code == 200, reply.text
         answer = reply.json()
-        assert (answer["written"], answer["stale"], answer["expired"]) == (
+        assert (answer["written"], answer["stale"], answer["expired"], answer["superseded"]) == (
             stats.keys_written,
             stats.skipped_stale,
             stats.skipped_expired,
+            stats.skipped_superseded,
         )
+        assert sum(answer[k] for k in ("written", "stale", "expired", "superseded")) == answer["rows"]
     assert stored(served, name) == stored(batch, name)
 
 

@@ -507,10 +507,11 @@ def _push_rows(
             "" if stats is None else f"{stats.keys_written:,}",
             "" if stats is None else f"{stats.skipped_stale:,}",
             "" if stats is None else f"{stats.skipped_expired:,}",
+            "" if stats is None else f"{stats.skipped_superseded:,}",
             result.offline_file or "",
         )
     ]
-    columns = ("feature view", "to", "rows", "keys written", "skipped stale", "skipped expired", "offline log")
+    columns = ("feature view", "to", "rows", "keys written", "skipped stale", "skipped expired", "superseded", "offline log")
     out.print(_table("Push rows", columns, rows))
     for note in result.notes:
         err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)

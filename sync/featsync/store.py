@@ -177,9 +177,12 @@ class FeatureStore:
         `rows` is a pandas DataFrame, an Arrow table, a list of dicts or a dict of lists, with
         the view's entities, event timestamp and features (created_timestamp and valid_to
         optional). `to` is "online", "offline" or "online_and_offline". Every row is checked
-        first (types, NULL keys, the suite's row-level expectations): a FeatsyncError names the
-        first bad row and column, and nothing is written. Online, an older row never replaces
-        a newer one, whoever wrote it; offline, the rows land in the view's push log (durably,
+        first (types, NULL keys, timestamps without a zone, the suite's row-level
+        expectations): a FeatsyncError names the first bad row and column, and nothing is
+        written. A float feature's NaN is NaN from every shape (docs/push-api.md, "NULL and
+        NaN"). Online, an older row never replaces a newer one, whoever wrote it, and rows of
+        one key at one event time are reduced by the point-in-time join's order
+        (docs/push-api.md, "Equal event times"); offline, the rows land in the view's push log (durably,
         before this returns), which the view's SQL reads at the next `dbt build`. Returns a
         featsync.online.ingest.PushResult.
         """

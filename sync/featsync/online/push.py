@@ -137,6 +137,7 @@ class PushStats:
     keys_written: int = 0
     skipped_stale: int = 0
     skipped_expired: int = 0
+    skipped_superseded: int = 0  # pushed rows only: rows of a key another row of the same request beat
     seconds: float = 0.0
     dry_run: bool = False
     full_refresh: bool = True
@@ -557,7 +558,7 @@ class Pusher:
         gave, then raise the view's newest_event_time."""
         stats = PushStats(view.name, view.version, full_refresh=False)
         start = time.perf_counter()
-        stats.rows_read, stats.skipped_expired = pushed.given, pushed.expired
+        stats.rows_read, stats.skipped_expired, stats.skipped_superseded = pushed.given, pushed.expired, pushed.superseded
         if pushed.newest_event is not None:
             stats.newest_event_time = event_time_text(pushed.newest_event)
         if pushed.rows is not None:
@@ -766,8 +767,9 @@ def coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Recor
 
 def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int) -> PushedRows:
     """Rows a client pushed, as the batch push encodes (featsync.online.layout) and expires
-    (featsync.online.validity) them, reduced to the newest row per key (WRITE_NEWER compares
-    each row with what Redis held before the call); and the newest event time among them not
+    (featsync.online.validity) them, reduced to the row per key the point-in-time join would
+    pick (featsync.online.rows.newest_per_key: WRITE_NEWER compares each row with what Redis
+    held before the call; the others are counted `superseded`); and the newest event time among them not
     after `now_us`, for the view's newest_event_time (a row dated in the future is written but,
     as in the batch push, freshness is not measured from it)."""
     from featsync.online.rows import newest_per_key
@@ -789,10 +791,12 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
     past = micros[micros <= now_us]
     newest = from_micros(int(past.max())) if len(past) else None
     keys = layout.encode_keys(table)
-    keep = newest_per_key(table, keys, lambda: micros)
-    if len(keep) < table.num_rows:
+    keep = newest_per_key(view, table, keys, lambda: micros)
+    superseded = table.num_rows - len(keep)
+    if superseded:
         table, keys, expire_ms = table.take(pa.array(keep)), keys.take(pa.array(keep)), expire_ms[keep]
-    return PushedRows(Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length), given, expired, newest)
+    rows = Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length)
+    return PushedRows(rows, given, expired, newest, superseded)
 
 
 async def write_newer_async(

@@ -18,7 +18,8 @@ require the server's bearer token when one is configured, and a body sent as
 `Content-Type: application/json`: the server's guard checks both before reading the body
 (featsync.online.limits.guard, on WRITE_PATHS).
 
-Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "offline"}; 400 a
+Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "superseded", "offline"}
+(written + stale + expired + superseded = rows when `to` includes online); 400 a
 malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
 server's --max-batch; 415 a body not sent as JSON; 422 rows that do not fit the view (the
 message names the row and column); 503 Redis unreachable.
@@ -127,9 +128,9 @@ def routes(
                     raise
         raise AssertionError("unreachable")
 
-    async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int]:
+    async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int, int]:
         if pushed.rows is None:
-            return 0, 0, pushed.expired
+            return 0, 0, pushed.expired, pushed.superseded
         layout = ingest.layout(view)
         redis_client = client()
         if layout.view_id not in owned:
@@ -154,7 +155,7 @@ def routes(
                     await redis_client.execute_command("EVALSHA", sha, *call)
 
             await scripted(RAISE_NEWEST, raise_newest)
-        return written, stale, pushed.expired
+        return written, stale, pushed.expired, pushed.superseded
 
     async def handle(request: Request, endpoint: str, fields: set[str], name_field: str, fixed_to: str | None) -> Response:
         start = time.perf_counter()
@@ -171,17 +172,18 @@ def routes(
             checked = ingest.check(name, df, to, datetime.now(UTC), small=not cluster)
             view = checked.view
             offline = None
-            written = stale = expired = 0
+            written = stale = expired = superseded = 0
             if checked.destination.offline and checked.rows:
                 offline = await run_in_threadpool(ingest.log_offline, view, checked.table)
             if checked.online is not None:
-                written, stale, expired = await write_online(view, checked.online)
+                written, stale, expired, superseded = await write_online(view, checked.online)
             body = {
                 "feature_view": view.name,
                 "rows": checked.rows,
                 "written": written,
                 "stale": stale,
                 "expired": expired,
+                "superseded": superseded,
                 "offline": offline,
             }
             result = Response(orjson.dumps(body), media_type="application/json")
@@ -205,7 +207,7 @@ def routes(
         """
         summary: Write rows of a feature view online and/or to its offline push log (Feast's /push)
         responses:
-          200: {description: 'Rows written: counts of written, stale (an older row than stored) and expired rows.'}
+          200: {description: 'Counts of rows written, stale (older than stored), expired and superseded (beaten in the request).'}
           400: {description: Malformed request.}
           401: {description: Missing or wrong bearer token.}
           404: {description: Unknown feature view.}
@@ -220,7 +222,7 @@ def routes(
         """
         summary: Write rows of a feature view online (Feast's /write-to-online-store)
         responses:
-          200: {description: 'Rows written: counts of written, stale and expired rows.'}
+          200: {description: 'Rows written: counts of written, stale, expired and superseded rows.'}
           400: {description: Malformed request.}
           401: {description: Missing or wrong bearer token.}
           404: {description: Unknown feature view.}

@@ -37,6 +37,7 @@ from featsync.online.rows import (
     TIME_TYPE,
     PushRowsError,
     check_columns,
+    parse_times,
     push_kind,
     python_ok,
     python_value,
@@ -139,10 +140,11 @@ def typed_rows(view: FeatureView, rows: Any) -> TypedRows | None:
 
 
 def _parse_times(texts: list[tuple[list[Any], int, str]]) -> bool:
-    """Put each timestamp given as text in its place as epoch microseconds, parsed by the cast
-    `conform` uses (one call for the whole request); False when one does not parse."""
+    """Put each timestamp given as text in its place as epoch microseconds, parsed by the
+    parser `conform` uses (featsync.online.rows.parse_times: one call for the whole request);
+    False when one does not parse."""
     try:
-        parsed = pa.array([text for _, _, text in texts], pa.string()).cast(TIME_TYPE)
+        parsed = parse_times(pa.array([text for _, _, text in texts], pa.string()))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeEncodeError):  # a lone surrogate: not UTF-8
         return False
     for (column, row, _), micros in zip(texts, parsed.view(pa.int64()).to_pylist(), strict=True):
@@ -183,6 +185,7 @@ class PushedRows:
     given: int
     expired: int  # rows already past their validity (not written)
     newest_event: datetime | None  # the newest event time written, not after the clock (aware UTC)
+    superseded: int = 0  # rows another row of the same key in the request beat (not written)
 
 
 def encode_small(layout: Layout, typed: TypedRows, now_us: int) -> PushedRows | None:

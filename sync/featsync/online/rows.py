@@ -11,8 +11,8 @@ client do not have one, so this module gives them the same guarantees first:
   (or floats with no fraction) in the int64 range, a float feature numbers (an integer only
   within +-2**53, as the warehouse push's Arrow cast), a text feature strings that encode
   as UTF-8 (not a lone surrogate, which a Python str may hold), a boolean true/false only,
-  a timestamp an instant; a timestamp given as text needs a zone (naive Arrow or pandas
-  timestamps mean UTC, as in the warehouse);
+  a timestamp an instant with a zone: RFC 3339 text (`parse_times`) or an aware datetime,
+  pandas or Arrow timestamp; a naive one is refused, never guessed (docs/push-api.md);
 - ranges: event, created and timestamp-feature instants within the years 1 to 9999 in UTC
   (what every reader represents; valid_to may lie beyond, an open end); no NUL character in
   text (entity keys and features: PostgreSQL's text cannot hold it, so it is refused for
@@ -28,6 +28,7 @@ checked table has the declared columns in declared order, typed as the online co
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,13 @@ PUSH_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.s
 # featsync.online.layout) draws the same line.
 _EXACT_FLOAT = 2**53
 _INT64 = 2**63
+# RFC 3339 allows any number of fraction digits and a lower-case 't' and 'z'; Arrow's cast
+# to microseconds takes at most 6 digits and upper case only. Digits beyond the sixth are
+# cut, which floors the instant to its microsecond (the text's fraction counts forward from
+# its second, also before 1970), as the batch push floors nanosecond warehouse times
+# (featsync.online.layout.epoch_micros).
+_FRACTION = r"^([^.]*:\d\d\.\d{6})\d+"
+_LEAP_SECOND = re.compile(r"[Tt ]\d\d:\d\d:60(?:\.\d*)?(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
 
 
 class PushRowsError(FeatsyncError):
@@ -71,10 +79,11 @@ class Destination:
         return cls(to in (TO_ONLINE, TO_BOTH), to in (TO_OFFLINE, TO_BOTH))
 
 
-def as_table(rows: Any) -> pa.Table | PyRows:
+def as_table(rows: Any, floats: frozenset[str] = frozenset()) -> pa.Table | PyRows:
     """A pandas DataFrame, an Arrow table or record batch, a list of dicts (rows) or a dict of
     lists (columns, Feast's `df` in JSON) as an Arrow table. Lists of Python values are kept as
-    they are (pa.array would silently truncate 1.5 into an integer column); `conform` types them."""
+    they are (pa.array would silently truncate 1.5 into an integer column); `conform` types them.
+    `floats`: the float features, whose NaN in a DataFrame stays NaN (`_pandas_nan`)."""
     if isinstance(rows, pa.Table):
         return rows
     if isinstance(rows, pa.RecordBatch):
@@ -102,11 +111,14 @@ def as_table(rows: Any) -> pa.Table | PyRows:
         pd = None
     if pd is not None and isinstance(rows, pd.DataFrame):
         try:
-            return pa.Table.from_pandas(rows, preserve_index=False)
+            table = pa.Table.from_pandas(rows, preserve_index=False)
         except (pa.ArrowException, TypeError, ValueError) as exc:  # e.g. [1, 'x'], or a str that is not UTF-8
             if not rows.columns.is_unique:
                 raise PushRowsError(f"cannot read the DataFrame's columns: {exc}") from None
-            return _pandas_columns(rows)
+            return _pandas_nan(_pandas_columns(rows), rows, floats)
+        if not rows.columns.is_unique or not floats & set(table.column_names):  # conform refuses a name given twice
+            return table
+        return _pandas_nan(PyRows(dict(zip(table.column_names, table.columns, strict=True))), rows, floats)
     raise PushRowsError(
         f"rows must be a pandas DataFrame, an Arrow table, a list of dicts or a dict of lists, not {type(rows).__name__}"
     )
@@ -123,6 +135,23 @@ def _pandas_columns(frame: Any) -> PyRows:
         except (pa.ArrowException, TypeError, ValueError):
             columns[str(name)] = frame[name].tolist()
     return PyRows(columns)
+
+
+def _pandas_nan(columns: PyRows, frame: Any, floats: frozenset[str]) -> PyRows:
+    """Arrow reads pandas' NaN as NULL (pandas' missing marker). A float feature's NaN is a
+    value, as in a list or an Arrow table and in the warehouse, so its column is read again
+    with NaN kept: a numpy float column as it is, an object column as Python values (None
+    and pd.NA are NULL). Other kinds keep pandas' meaning: NaN in an integer column that
+    pandas made float for its gaps is NULL (docs/push-api.md, "NULL and NaN")."""
+    import pandas as pd
+
+    for name in floats & set(columns.columns):
+        series = frame[name]
+        if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":  # not pandas' Float64: its NA is NULL
+            columns.columns[name] = pa.array(series.to_numpy(), from_pandas=False)
+        elif series.dtype == object:
+            columns.columns[name] = [None if v is None or v is pd.NA else v for v in series.tolist()]
+    return columns
 
 
 @dataclass(frozen=True)
@@ -148,7 +177,7 @@ class PyRows:
 def conform(view: FeatureView, rows: Any) -> pa.Table:
     """The rows as an Arrow table of the view's declared columns, typed for the online codec;
     PushRowsError naming the row and column of the first problem."""
-    table = as_table(rows)
+    table = as_table(rows, frozenset(c.name for c in view.features if c.type.kind == FLOAT))
     names = list(table.column_names)
     check_columns(view, names)
     where = f"feature view '{view.name}'"
@@ -230,6 +259,14 @@ def _first(bad: pa.Array) -> int | None:
 NUL = "\x00"
 
 
+def parse_times(strings: pa.Array) -> pa.Array:
+    """Timestamps given as RFC 3339 text as UTC microseconds: the one parser of every push
+    path (conform's, and featsync.online.row_push's); ArrowInvalid for text that is not an
+    instant with a zone. Fraction digits beyond the sixth are cut (floored), a lower-case
+    't' or 'z' is read as upper case; a leap second (:60) is refused (`_refuse` says why)."""
+    return pc.replace_substring_regex(pc.ascii_upper(strings), _FRACTION, r"\1").cast(TIME_TYPE)
+
+
 def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> PushRowsError:
     where = f"feature view '{view.name}': row {row}, column '{name}'"
     if kind in (TEXT, TIMESTAMP) and isinstance(value, str) and not utf8(value):  # repr escapes it: UTF-8
@@ -237,6 +274,11 @@ def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> Pu
     if kind == TEXT and isinstance(value, str) and NUL in value:
         return PushRowsError(
             f"{where}: {shown(value)} holds a NUL character (\\x00), which PostgreSQL's text cannot store: refused in text"
+        )
+    if kind == TIMESTAMP and isinstance(value, str) and _LEAP_SECOND.search(value):
+        return PushRowsError(
+            f"{where}: {shown(value)} is a leap second (:60), which featsync does not take: its instants are "
+            "UTC without leap seconds, as in the warehouse; send 23:59:59.999999 or the next second"
         )
     hint = ""
     if kind == TIMESTAMP:
@@ -289,7 +331,7 @@ def python_ok(kind: str, value: Any) -> bool:
             if not utf8(value):
                 return False
             try:
-                pa.array([value]).cast(TIME_TYPE)
+                parse_times(pa.array([value]))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 return False
             return True
@@ -332,7 +374,7 @@ def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | No
         return array
     if kind == TIMESTAMP and pa.types.is_string(t):
         try:
-            return array.cast(TIME_TYPE)
+            return parse_times(array)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
     if kind == TIMESTAMP and pa.types.is_timestamp(t):
@@ -370,7 +412,7 @@ def _checked_python(view: FeatureView, name: str, kind: str, values: list[Any]) 
     elif kind == TIMESTAMP:
         strings = [isinstance(v, str) for v in values]
         if any(strings):
-            parsed = pa.array([v if isinstance(v, str) else None for v in values], pa.string()).cast(TIME_TYPE)
+            parsed = parse_times(pa.array([v if isinstance(v, str) else None for v in values], pa.string()))
             if all(strings):
                 return parsed
             objects = pa.array([None if isinstance(v, str) else v for v in values], TIME_TYPE)
@@ -397,12 +439,23 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
             f"feature view '{view.name}': row {row}, column '{name}': {shown(array[row].as_py())} ({t}) "
             f"is not {_KIND_WORDS[kind]}"
         )
+    if kind == TIMESTAMP and pa.types.is_timestamp(t) and t.tz is None and array.null_count < len(array):
+        # A pushed time without a zone is refused, never guessed: as text, as a datetime, and
+        # here (a pandas datetime64 column, a naive Arrow column) alike.
+        row = int(np.flatnonzero(array.is_valid().to_numpy(zero_copy_only=False))[0])
+        raise PushRowsError(
+            f"feature view '{view.name}': row {row}, column '{name}': {array[row]} ({t}) is not a timestamp with a "
+            f"zone: a pushed timestamp without one is refused, never guessed (pandas: .dt.tz_localize('UTC'); "
+            f"Arrow: pa.timestamp('{t.unit}', tz='UTC'))"
+        )
     try:
         if kind == TIMESTAMP and pa.types.is_timestamp(t):
             # Any precision and zone as UTC microseconds, rounded down like the batch push
-            # (featsync.online.layout.epoch_micros); naive means UTC, as in the warehouse.
+            # (featsync.online.layout.epoch_micros).
             nulls = array.is_null().to_numpy(zero_copy_only=False)
             return pa.array(epoch_micros(array), pa.int64(), mask=nulls).cast(TIME_TYPE)
+        if kind == TIMESTAMP:
+            return parse_times(pc.cast(array, pa.string()))
         if kind == FLOAT and pa.types.is_integer(t) and not _exact_as_float(array):
             raise pa.ArrowInvalid("integer beyond 2**53")
         return pc.cast(array, PUSH_TYPES[kind])  # safe: fails on truncation and overflow
@@ -414,18 +467,38 @@ def _from_arrow(view: FeatureView, name: str, kind: str, array: pa.Array) -> pa.
         raise PushRowsError(f"feature view '{view.name}': column '{name}' ({t}) does not convert exactly to {kind}") from None
 
 
-def newest_per_key(table: pa.Table | pa.RecordBatch, keys: pa.Array, event_micros: Callable[[], np.ndarray]) -> np.ndarray:
-    """Indices of the rows to write: the newest per key (the last given of equal event times),
-    in key order; `event_micros` gives the event times, computed only when a key repeats.
-    The write script compares each row with what Redis held before the call, so two rows of
-    one key in one call must be reduced to the one that wins first."""
+def newest_per_key(
+    view: FeatureView, table: pa.Table | pa.RecordBatch, keys: pa.Array, event_micros: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """Indices of the rows to write: the one row per key that the point-in-time join and the
+    batch push's featsync.latest_rows would pick, in key order; `event_micros` gives the event
+    times, computed only when a key repeats. The write script compares each row with what
+    Redis held before the call, so two rows of one key in one call must be reduced to the
+    one that wins first.
+
+    The order is the macros' (featsync._pit_order, docs/training-sets.md "Ties"): the latest
+    event time; on equal event times the latest created_timestamp (NULL lowest), then the
+    greatest values of the other columns in declared order (NULL lowest, text bytewise as
+    UTF-8, false < true, NaN above every number as in SQL). Rows equal in all of those
+    (exact duplicates, or differing only in the sign of a zero, which SQL holds equal too)
+    go to the last given, an arbitrary but fixed choice where SQL's is arbitrary."""
     n = len(keys)
     if n < 2 or pc.count_distinct(keys).as_py() == n:
         return np.arange(n)
-    order = pc.sort_indices(
-        pa.table({"k": keys, "t": event_micros(), "i": np.arange(n)}),
-        [("k", "ascending"), ("t", "ascending"), ("i", "ascending")],
-    ).to_numpy()
+    columns: dict[str, Any] = {"k": keys, "t": event_micros()}
+    skip = {*view.entities, view.timestamp}
+    ties = [name for name in (view.created_timestamp,) if name] + [c.name for c in view.columns if c.name not in skip]
+    for i, name in enumerate(dict.fromkeys(ties)):
+        column = table.column(name)
+        column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        # A rank before each value, so that the order needs no null placement (Arrow's puts
+        # NaN with the NULLs): 0 NULL, 1 a value, 2 NaN (SQL sorts NaN above every number).
+        rank = column.is_valid().cast(pa.int8())
+        if pa.types.is_floating(column.type):
+            rank = pc.add(rank, pc.fill_null(pc.is_nan(column), False).cast(pa.int8()))
+        columns[f"r{i}"], columns[f"v{i}"] = rank, column
+    columns["i"] = np.arange(n)
+    order = pc.sort_indices(pa.table(columns), [(name, "ascending") for name in columns]).to_numpy()
     sorted_keys = keys.take(pa.array(order))
     last = np.ones(n, dtype=bool)
     last[:-1] = pc.not_equal(sorted_keys.slice(0, n - 1), sorted_keys.slice(1)).to_numpy(zero_copy_only=False)
