@@ -155,7 +155,7 @@ def test_concurrent_writers_keep_the_newest_value(pusher):
     def writer(order):
         client = redis.Redis(connection_pool=pusher.client.connection_pool)
         for i in order:
-            script(keys=[key], args=[values(i), "0", layout.compact_length], client=client)
+            script(keys=[key], args=[values(i), "0", layout.value_shape], client=client)
 
     threads = [
         threading.Thread(target=writer, args=(range(0, 200),)),
@@ -178,7 +178,7 @@ def pair_rows(layout, i: int, n: int = 1) -> Rows:
             "event_timestamp": pa.array([NOW - H + timedelta(seconds=i)] * n, pa.timestamp("us")),
         }
     )
-    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64), layout.compact_length)
+    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64), layout.value_shape)
 
 
 def test_concurrent_set_nx_writers_keep_the_newest_value(pusher):
@@ -290,7 +290,7 @@ def test_compact_and_full_values_compare_by_event_time(pusher):
         value = layout.encode_values(batch)[0].as_py()
         assert (len(value) == layout.compact_length) == (score is not None and at.microsecond == 0 and at >= epoch)
         assert layout.decode(value) == (at.replace(tzinfo=UTC), {"score": score})
-        return script(keys=[key], args=[value, "0", layout.compact_length])
+        return script(keys=[key], args=[value, "0", layout.value_shape])
 
     assert layout.compact_length == 12
     assert write(epoch - timedelta(days=1, microseconds=1), 1.0)[:2] == [1, 0]  # full: before 1970

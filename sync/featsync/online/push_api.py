@@ -19,12 +19,19 @@ require the server's bearer token when one is configured (featsync.online.auth).
 Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "offline"}; 400 a
 malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
 server's --max-batch; 422 rows that do not fit the view (the message names the row and
-column); 503 Redis unreachable.
+column); 409 a key of the view in Redis holds something featsync did not write (a value not of
+the view's layout at an entity key, or a state key that is not a hash): the message names
+the key, and nothing of that write was done; retrying cannot help until the key is deleted
+or restored; 503 Redis unreachable. A view's state hash that breaks after its rows were
+written (its newest_event_time cannot be raised) does not fail the request: the rows are
+online, so the answer is 200; the server logs the error and counts it in
+featsync_errors_total{kind="state_hash"}, and the view's freshness shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,15 +48,16 @@ from starlette.routing import Route
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online.auth import authorized, unauthorized
 from featsync.online.ingest import RowIngest
-from featsync.online.push import WRITE_NEWER, PushedRows, encode_pushed, write_newer_async
+from featsync.online.push import WRITE_NEWER, ForeignValueError, PushedRows, encode_pushed, refused, write_newer_async
 from featsync.online.row_push import SmallRows
 from featsync.online.rows import TO_ONLINE, PushRowsError
-from featsync.online.state import own_async, raise_newest_command
+from featsync.online.state import StateError, own_async, raise_newest_command, state_error
 from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
 WRITE_FIELDS = {"feature_view_name", "df", "allow_registry_cache", "transform_on_write"}
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError)
+log = logging.getLogger(__name__)
 
 
 class BadRequest(FeatsyncError):
@@ -96,19 +104,21 @@ def routes(
     timeout: float | None = None,
     error: Callable[[int, str], Response] | None = None,
     lean: Callable[[], Any] | None = None,
+    count_error: Callable[[str, str], None] | None = None,
 ) -> list[Route]:
     """The write routes of one worker; `client` returns the worker's asyncio Redis client, whose
     sockets have no timeout (see AsyncOnlineReader): `timeout` bounds each write instead.
     `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint.
     `lean` returns the worker's AsyncMget (None for TLS and cluster URLs): a small request's
-    one script call goes through it, as reads do."""
+    one script call goes through it, as reads do. `count_error(endpoint, kind)` counts a state
+    hash that broke after the rows were written (featsync_errors_total)."""
     _error = error or _plain_error
     ingest = RowIngest(project, None, key_prefix)
     owned: set[str] = set()
     loaded: set[str] = set()  # views whose suite is loaded (in a thread: GX takes seconds to import)
     script: dict[str, str] = {}
 
-    async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int]:
+    async def write_online(view: Any, pushed: PushedRows, endpoint: str) -> tuple[int, int, int]:
         if pushed.rows is None:
             return 0, 0, pushed.expired
         layout = ingest.layout(view)
@@ -131,13 +141,20 @@ def routes(
                 # a write that failed, or was retried after NOSCRIPT, raises nothing.
                 raise_command = raise_newest_command(layout, pushed.newest_event)
                 if raise_command is not None:
-                    async with asyncio.timeout(timeout):
-                        await redis_client.execute_command(*raise_command)
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await redis_client.execute_command(*raise_command)
+                    except redis.ResponseError as exc:  # the rows are online: say so, and report the state
+                        log.error("%s; the rows of this request were written", state_error(layout, exc))
+                        if count_error is not None:
+                            count_error(endpoint, "state_hash")
                 return written, stale, pushed.expired
             except redis.exceptions.NoScriptError:  # Redis forgot it (SCRIPT FLUSH, a restart): load it again
                 script.pop("sha", None)
                 if attempt:
                     raise
+            except redis.ResponseError as exc:  # e.g. a foreign value at a key: nothing of that call written
+                raise refused(exc) from None
         raise AssertionError("unreachable")
 
     async def handle(request: Request, endpoint: str, fields: set[str], name_field: str, fixed_to: str | None) -> Response:
@@ -160,7 +177,7 @@ def routes(
                 written = stale = expired = 0
                 if small is not None:
                     view, n, encoded = small
-                    written, stale, expired = await write_online(view, encoded)
+                    written, stale, expired = await write_online(view, encoded, endpoint)
                 else:
                     view, table, destination = ingest.prepare(name, df, to, now)
                     n = table.num_rows
@@ -168,7 +185,7 @@ def routes(
                         offline = await run_in_threadpool(ingest.log_offline, view, table)
                     if destination.online:
                         encoded = encode_pushed(ingest.layout(view), table, time.time_ns() // 1000)
-                        written, stale, expired = await write_online(view, encoded)
+                        written, stale, expired = await write_online(view, encoded, endpoint)
                 body = {
                     "feature_view": view.name,
                     "rows": n,
@@ -184,6 +201,8 @@ def routes(
                 result = _error(404, str(exc))
             except PushRowsError as exc:
                 result = _error(422, str(exc))
+            except (ForeignValueError, StateError) as exc:  # something else wrote at a featsync key
+                result = _error(409, str(exc))
             except REDIS_DOWN as exc:
                 result = _error(503, f"the online store is unreachable: {exc or 'no answer within ' + str(timeout) + ' s'}")
             except redis.RedisError as exc:
@@ -204,6 +223,7 @@ def routes(
           404: {description: Unknown feature view.}
           413: {description: More rows than the maximum batch.}
           422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
+          409: {description: 'A key of the view holds what featsync did not write: the message names it; not written.'}
           503: {description: Redis is unreachable.}
         """
         return await handle(request, "/push", PUSH_FIELDS, "push_source_name", None)
@@ -218,6 +238,7 @@ def routes(
           404: {description: Unknown feature view.}
           413: {description: More rows than the maximum batch.}
           422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
+          409: {description: 'A key of the view holds what featsync did not write: the message names it; not written.'}
           503: {description: Redis is unreachable.}
         """
         return await handle(request, "/write-to-online-store", WRITE_FIELDS, "feature_view_name", TO_ONLINE)
