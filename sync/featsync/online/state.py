@@ -118,6 +118,11 @@ class StateError(FeatsyncError):
     something other than featsync)."""
 
 
+class StateKeyError(StateError):
+    """A view's state key holds another type than a hash (WRONGTYPE): a full refresh cannot
+    repair it (every push claims the hash first); deleting the key does."""
+
+
 def state_error(layout: Layout, error: Exception) -> FeatsyncError:
     """The error for Redis refusing a command on the view's state hash: a StateError naming the
     key and what to do when the key is of another type (WRONGTYPE), else Redis' reason."""
@@ -126,7 +131,7 @@ def state_error(layout: Layout, error: Exception) -> FeatsyncError:
             f"Redis refused a command on the push state {layout.state_key} of feature view "
             f"'{layout.view.name}' v{layout.view.version}: {error}"
         )
-    return StateError(
+    return StateKeyError(
         f"the push state of feature view '{layout.view.name}' v{layout.view.version} in Redis (key {layout.state_key}) "
         "is not a hash: something other than featsync wrote that key. Delete it (redis-cli DEL "
         f"{layout.state_key}): the next featsync push of the view records it again, as a full push"
@@ -135,7 +140,7 @@ def state_error(layout: Layout, error: Exception) -> FeatsyncError:
 
 @contextmanager
 def _state_errors(layout: Layout) -> Iterator[None]:
-    """Redis' WRONGTYPE on the state hash as a StateError naming it (state_error)."""
+    """Redis' WRONGTYPE on the state hash as a StateKeyError naming it (state_error)."""
     try:
         yield
     except redis.ResponseError as exc:
@@ -198,7 +203,7 @@ def _timestamp(layout: Layout, fields: Mapping[str, str], name: str) -> datetime
         raise StateError(
             f"the push state of feature view '{layout.view.name}' v{layout.view.version} in Redis "
             f"(hash {layout.state_key}, field '{name}') is not a timestamp: {shown!r}; it was not written by "
-            "featsync. featsync push --full-refresh of the view ignores and rewrites it"
+            "featsync. A full refresh of the view ignores and rewrites it"
         ) from None
 
 
