@@ -179,8 +179,7 @@ def refused(error: Exception | str) -> FeatsyncError:
     """The error for a refused script call: ForeignValueError naming the key for WRITE_NEWER's
     FOREIGN_VALUE, else 'Redis refused a featsync write' with Redis' own reason."""
     text = str(error)
-    # redis-py puts "Command # n (...) of pipeline caused error: " before a pipeline's errors.
-    found = re.match(rf"(?:.*? of pipeline caused error: )?{FOREIGN_VALUE} (\d+) (.*)", text, re.S)
+    found = re.match(rf"{FOREIGN_VALUE} (\d+) (.*)", text, re.S)
     if found is None:
         return FeatsyncError(f"Redis refused a featsync write: {text}")
     size, shown = found.groups()
@@ -903,7 +902,7 @@ async def write_newer_async(
         pipe = client.pipeline()
         for keys, args in _slot_calls(rows, chunk_rows):
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        replies = await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)  # raised below as Redis said it, not annotated
     else:
         commands = pack_writes(sha, rows, chunk_rows)
         pool = client.connection_pool
@@ -919,6 +918,8 @@ async def write_newer_async(
             await pool.release(connection)
     written = stale = 0
     for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
         written += reply[0]
         stale += reply[1]
     return written, stale

@@ -153,8 +153,11 @@ def routes(
                 script.pop("sha", None)
                 if attempt:
                     raise
-            except redis.ResponseError as exc:  # e.g. a foreign value at a key: nothing of that call written
-                raise refused(exc) from None
+            except redis.ResponseError as exc:
+                error = refused(exc)
+                if isinstance(error, ForeignValueError):  # nothing of that call written: a 409 naming the key
+                    raise error from None
+                raise  # Redis refused the write otherwise (OOM, NOPERM...): 503
         raise AssertionError("unreachable")
 
     async def handle(request: Request, endpoint: str, fields: set[str], name_field: str, fixed_to: str | None) -> Response:
