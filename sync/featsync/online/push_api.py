@@ -51,7 +51,7 @@ from featsync.online.ingest import RowIngest
 from featsync.online.push import WRITE_NEWER, ForeignValueError, PushedRows, encode_pushed, refused, write_newer_async
 from featsync.online.row_push import SmallRows
 from featsync.online.rows import TO_ONLINE, PushRowsError
-from featsync.online.state import StateError, own_async, raise_newest_command, state_error
+from featsync.online.state import StateKeyError, own_async, raise_newest_command, state_error
 from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
@@ -204,7 +204,7 @@ def routes(
                 result = _error(404, str(exc))
             except PushRowsError as exc:
                 result = _error(422, str(exc))
-            except (ForeignValueError, StateError) as exc:  # something else wrote at a featsync key
+            except (ForeignValueError, StateKeyError) as exc:  # something else wrote at a featsync key
                 result = _error(409, str(exc))
             except REDIS_DOWN as exc:
                 result = _error(503, f"the online store is unreachable: {exc or 'no answer within ' + str(timeout) + ' s'}")

@@ -23,7 +23,7 @@ Each feature view version has one state hash, ``fs:<view id>`` (see featsync.onl
 Push writes it; status, verify, the UI and the server's /metrics read it. Anyone who can write ``fs:*`` can
 write this hash, so what is read back is parsed into typed values (`PushState`) and
 refused with a clear error when it does not parse; it never reaches SQL as text. A key of
-another type there (WRONGTYPE) is a StateError naming it, as is every unparsable state.
+another type there (WRONGTYPE) is a StateKeyError (a StateError) naming it.
 """
 
 from __future__ import annotations
