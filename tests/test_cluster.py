@@ -19,7 +19,7 @@ from redis.crc import key_slot
 from featsync.errors import FeatsyncError
 from featsync.online.cluster import key_slots
 from featsync.online.connections import redis_client
-from featsync.online.push import Pusher, PushStats, Rows
+from featsync.online.push import ForeignValueError, Pusher, PushStats, Rows
 from featsync.online.serving import OnlineReader
 from test_push import PAIRS, PROFILES, USERS, load, project  # noqa: F401 (fixture)
 
@@ -178,6 +178,22 @@ def test_push_read_and_incremental_on_a_cluster(project, cluster):  # noqa: F811
     assert sum(per_node) >= 7 and sum(1 for n in per_node if n) >= 2
 
 
+def test_a_foreign_value_on_a_cluster_is_an_error_naming_its_key(project, cluster):  # noqa: F811
+    """The cluster's script calls (one per hash slot) run the same WRITE_NEWER: a foreign value at
+    a key fails the push with ForeignValueError naming the key, not 'Redis refused a write'."""
+    load(USERS, PAIRS, PROFILES)
+    client = redis_client(project, cluster.url)
+    pusher = Pusher(project, client, key_prefix=f"cluster-{uuid.uuid4().hex[:6]}")
+    pusher.push(["fv_user"])
+    bad = pusher.layout(project.registry().feature_view("fv_user")).key(["u1"])
+    client.set(bad, b"hello")
+    with pytest.raises(ForeignValueError, match=f"feature view 'fv_user' v1: the value stored at Redis key {bad.decode()!r}"):
+        pusher.push(["fv_user"], full_refresh=True)
+    assert client.get(bad) == b"hello"
+    client.delete(bad)
+    assert pusher.push(["fv_user"], full_refresh=True)[0].keys_written == 3
+
+
 def _wrong_masters(route):
     """The route with every hash slot given to the wrong master (a stale map)."""
     from featsync.online.cluster import ReadRoute, SlotMap
@@ -217,9 +233,11 @@ def test_key_slots_are_redis_cluster_s():
 
 
 def _rows(keys: list[str], version: int) -> Rows:
-    """Values carrying event time `version` seconds (the script's double form) and the version."""
-    values = pa.array([struct.pack(">d", version * 1e6) + f"v{version}".encode() for _ in keys], pa.binary())
-    return Rows(pa.array(keys), values, np.zeros(len(keys), dtype=np.int64), -1)
+    """Values carrying event time `version` seconds (the script's double form) and the version, as
+    the one text of a view without a null bitmap (the value shape the script checks them against)."""
+    text = f"v{version}".encode()
+    values = pa.array([struct.pack(">d", version * 1e6) + struct.pack("<I", len(text)) + text for _ in keys], pa.binary())
+    return Rows(pa.array(keys), values, np.zeros(len(keys), dtype=np.int64), "-1 8 1 0 256")
 
 
 def _write_rounds(pusher: Pusher, keys: list[str], until, at_least: int, version: int = 0) -> int:
@@ -237,7 +255,7 @@ def _write_rounds(pusher: Pusher, keys: list[str], until, at_least: int, version
 
 def _assert_latest(client: redis.RedisCluster, keys: list[str], version: int) -> None:
     values = client.mget_nonatomic(keys)
-    assert [v[8:] if v else None for v in values] == [f"v{version}".encode()] * len(keys)
+    assert [v[12:] if v else None for v in values] == [f"v{version}".encode()] * len(keys)
 
 
 def test_a_resharding_during_a_push_loses_nothing(project, cluster):  # noqa: F811

@@ -455,3 +455,116 @@ def test_online_validity_agrees_with_the_join_at_the_exact_bounds(project, pushe
         reader.now = lambda t=instant: seconds(t)
         status = reader.get([{"user_id": "b"}], ["fv_user:amount"]).statuses["amount"][0]
         assert status == (PRESENT if offline["fv_user"][i] else EXPIRED)
+
+
+# -- a hostile push state: newest_event_time, a key of another type, a flushed Redis --------
+
+NOT_INSTANTS = [
+    "0001-01-01T00:00:00+01:00",  # before the year 1 once in UTC (OverflowError)
+    "2026-13-45T99:99:99.999999+00:00",  # featsync's shape, not a time
+    "2026-02-30T00:00:00.000000+00:00",
+    "garbage",
+]
+
+
+@pytest.mark.parametrize("hostile", [*NOT_INSTANTS, "9999-12-31T23:59:59.999999+00:00"])
+def test_a_full_refresh_repairs_a_hostile_newest_event_time(pusher, hostile):
+    """A newest_event_time that is not a time stops an incremental push with a StateError that
+    says what repairs it; a far-future one (a real instant no featsync writer records: each
+    stays at or before its own clock) only rises. A full refresh, which rewrites every key, sets
+    it to the newest it wrote in both cases (it used to only raise it: nothing lowered 9999)."""
+    load(USERS, PAIRS, PROFILES)
+    pusher.push(["fv_user"])
+    key = pusher.state_key(view(pusher, "fv_user"))
+    pusher.client.hset(key, "newest_event_time", hostile)
+    if hostile in NOT_INSTANTS:
+        with pytest.raises(StateError, match=r"'newest_event_time'\) is not a timestamp.*A full refresh of the view ignores"):
+            pusher.push(["fv_user"])
+    else:
+        pusher.push(["fv_user"])
+        assert pusher.client.hget(key, "newest_event_time") == hostile.encode()
+    (full,) = pusher.push(["fv_user"], full_refresh=True)
+    state = pusher.state(view(pusher, "fv_user"))
+    assert datetime.fromisoformat(state["newest_event_time"]) == (NOW - H / 2).replace(tzinfo=UTC)
+    (again,) = pusher.push(["fv_user"])
+    assert not again.full_refresh
+
+
+def test_a_full_refresh_keeps_a_newer_pushed_row_s_newest_event_time(pusher):
+    """The repair's rule keeps what pushed rows recorded meanwhile: a real instant not after the
+    clock as the full refresh saves stays when it is newer than the warehouse's rows."""
+    load(USERS, PAIRS, PROFILES)
+    pusher.push(["fv_user"])
+    pushed = (datetime.now(UTC) - H / 6).replace(microsecond=0)  # a row pushed through the API since
+    pusher.push_rows(
+        view(pusher, "fv_user"), pa.table({"user_id": ["api"], "event_timestamp": [pushed], "amount": [1], "label": ["a"]})
+    )
+    pusher.push(["fv_user"], full_refresh=True)
+    assert datetime.fromisoformat(pusher.state(view(pusher, "fv_user"))["newest_event_time"]) == pushed
+
+
+def test_pushed_rows_replace_a_newest_event_time_that_is_not_a_time(pusher):
+    """RAISE_NEWEST keeps a stored value only when it is a real instant in featsync's shape: a
+    month 13 or a February 30th (which match the shape) used to stay for ever."""
+    fv_user = view(pusher, "fv_user")
+    key = pusher.state_key(fv_user)
+    row = pa.table({"user_id": ["r"], "event_timestamp": [NOW - H], "amount": [1], "label": ["a"]})
+    for hostile in NOT_INSTANTS:
+        pusher.client.hset(key, "newest_event_time", hostile)
+        pusher.push_rows(fv_user, row)
+        assert datetime.fromisoformat(pusher.client.hget(key, "newest_event_time").decode()) == (NOW - H).replace(tzinfo=UTC)
+    pusher.client.hset(key, "newest_event_time", "2024-02-29T23:59:59.999999+00:00")  # a real one, newer: kept
+    pusher.push_rows(fv_user, row.set_column(1, "event_timestamp", pa.array([datetime(2024, 2, 1)])))
+    assert pusher.client.hget(key, "newest_event_time") == b"2024-02-29T23:59:59.999999+00:00"
+
+
+def test_a_state_key_of_another_type_is_a_clear_error(pusher, project, prefix, redis_url):
+    """The view's state key holds a string (WRONGTYPE): `featsync push` fails with a message naming
+    the key and what to do (it died with a traceback), `featsync status` reports it as the view's
+    breach; deleting the key repairs it (the next push is a full one)."""
+    load(USERS, PAIRS, PROFILES)
+    pusher.push(["fv_user"])
+    key = pusher.state_key(view(pusher, "fv_user"))
+    pusher.client.delete(key)
+    pusher.client.set(key, "not a hash")
+    options = ["--project-dir", str(project.project_dir), "--redis-url", redis_url, "--key-prefix", prefix]
+    for extra in ([], ["--full-refresh"]):
+        result = CliRunner().invoke(main, ["push", *options, "--select", "fv_user", "--skip-validation", *extra])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert f"(key {key}) is not a hash" in result.output and f"redis-cli DEL {key}" in result.output
+        assert "--full-refresh)" not in result.output  # a full refresh would not repair it
+    (status,) = mstatus.status(project, pusher.client, prefix, ["fv_user"])
+    assert f"(key {key}) is not a hash" in status.breaches[0]
+    assert pusher.client.get(key) == b"not a hash"
+    pusher.client.delete(key)
+    (again,) = pusher.push(["fv_user"])
+    assert again.full_refresh and again.keys_written == 2
+
+
+def test_pushed_rows_after_a_flush_record_the_view_s_owner_again(project, private_redis):
+    """A writer that checked the view's owner once (the server's POST /push, the stream consumer)
+    does not check it again; after a flush (or a restart empty) its first raise of
+    newest_event_time recreates the state hash, and records identity and layout with it, so
+    collision checks and `featsync prune` still know whose id it is (it used to record neither)."""
+    from starlette.testclient import TestClient
+
+    from featsync.online.server import ServeConfig, create_app
+
+    url, _, _ = private_redis
+    client = redis.Redis.from_url(url)
+    layout = Pusher(project, client, key_prefix="flushed").layout(project.registry().feature_view("fv_user"))
+    at = (datetime.now(UTC) - H).isoformat()
+    body = {"push_source_name": "fv_user", "df": {"user_id": ["f1"], "event_timestamp": [at], "amount": [1], "label": ["x"]}}
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "duckdb", url, "flushed")
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        assert http.post("/push", json=body).status_code == 200
+        client.flushall()
+        reply = http.post("/push", json=body)
+        assert reply.status_code == 200 and reply.json()["written"] == 1, reply.text
+    assert client.hmget(layout.state_key, "identity", "layout") == [layout.identity.encode(), layout.schema.encode()]
+    pusher = Pusher(project, client, key_prefix="flushed")  # the batch path's writer (stream, push --rows) too
+    row = pa.table({"user_id": ["f2"], "event_timestamp": [NOW - H], "amount": [2], "label": ["y"]})
+    pusher.push_rows(view(pusher, "fv_user"), row)
+    client.flushall()
+    pusher.push_rows(view(pusher, "fv_user"), row)
+    assert client.hmget(layout.state_key, "identity", "layout") == [layout.identity.encode(), layout.schema.encode()]

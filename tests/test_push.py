@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 from featsync.cli import main
 from featsync.errors import FeatsyncError
 from featsync.online.connections import redis_client
-from featsync.online.push import WRITE_NEWER, Pusher, PushStats, Rows
+from featsync.online.push import WRITE_NEWER, ForeignValueError, Pusher, PushStats, Rows
 
 NOW = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 H = timedelta(hours=1)
@@ -156,7 +157,7 @@ def test_concurrent_writers_keep_the_newest_value(pusher):
     def writer(order):
         client = redis.Redis(connection_pool=pusher.client.connection_pool)
         for i in order:
-            script(keys=[key], args=[values(i), "0", layout.compact_length], client=client)
+            script(keys=[key], args=[values(i), "0", layout.value_shape], client=client)
 
     threads = [
         threading.Thread(target=writer, args=(range(0, 200),)),
@@ -179,7 +180,7 @@ def pair_rows(layout, i: int, n: int = 1) -> Rows:
             "event_timestamp": pa.array([NOW - H + timedelta(seconds=i)] * n, pa.timestamp("us")),
         }
     )
-    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64), layout.compact_length)
+    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64), layout.value_shape)
 
 
 def test_concurrent_set_nx_writers_keep_the_newest_value(pusher):
@@ -291,7 +292,7 @@ def test_compact_and_full_values_compare_by_event_time(pusher):
         value = layout.encode_values(batch)[0].as_py()
         assert (len(value) == layout.compact_length) == (score is not None and at.microsecond == 0 and at >= epoch)
         assert layout.decode(value) == (at.replace(tzinfo=UTC), {"score": score})
-        return script(keys=[key], args=[value, "0", layout.compact_length])
+        return script(keys=[key], args=[value, "0", layout.value_shape])
 
     assert layout.compact_length == 12
     assert write(epoch - timedelta(days=1, microseconds=1), 1.0)[:2] == [1, 0]  # full: before 1970
@@ -302,6 +303,111 @@ def test_compact_and_full_values_compare_by_event_time(pusher):
     assert write(NOW - H + timedelta(microseconds=1), None)[:2] == [1, 0]  # full (a NULL), 1 us newer
     assert write(NOW - H, 6.0)[:2] == [0, 1]  # compact, 1 us older than the stored full value
     assert layout.decode(pusher.client.get(key)) == ((NOW - H + timedelta(microseconds=1)).replace(tzinfo=UTC), {"score": None})
+
+
+def user_rows(layout, n: int) -> Rows:
+    """n rows of fv_user (keys w0, w1, ...; a text feature: values of the full form only)."""
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "user_id": [f"w{j}" for j in range(n)],
+            "event_timestamp": pa.array([NOW - H] * n, pa.timestamp("us")),
+            "amount": [7] * n,
+            "label": ["new"] * n,
+        }
+    )
+    return Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(n, dtype=np.int64), layout.value_shape)
+
+
+TIME = struct.pack(">d", (NOW - 2 * H).replace(tzinfo=UTC).timestamp() * 1e6)  # a full value's event time, 2h ago
+FOREIGN = {  # per view: values that cannot be one of its values, which featsync used to misread or trip on
+    "fv_pair": [
+        b"",
+        b"hello",
+        b"\x00" * 4,
+        b"x" * 200,
+        struct.pack(">d", 1e300) + b"\x00" + struct.pack("<d", 1.0),  # the full length: read as 'stale for ever'
+        struct.pack(">d", float("nan")) + b"\x00" + struct.pack("<d", 1.0),
+        struct.pack(">d", -1e20) + b"\x00" + struct.pack("<d", 1.0),  # before the year 1
+        TIME + b"\x02" + struct.pack("<d", 1.0),  # a NULL bit for a feature the view does not have
+    ],
+    "fv_user": [
+        b"hello",
+        b"x" * 17,  # the fixed part, but no text after it
+        TIME + b"\x00" + struct.pack("<q", 1) + struct.pack("<I", 9) + b"abc",  # the text runs past the value
+        TIME + b"\x00" + struct.pack("<q", 1) + struct.pack("<I", 1) + b"abc",  # bytes after the text
+        struct.pack(">d", 1e300) + b"\x00" + struct.pack("<q", 1) + struct.pack("<I", 1) + b"a",
+        TIME + b"\x04" + struct.pack("<q", 1) + struct.pack("<I", 1) + b"a",  # 2 features: bit 2 unused
+    ],
+}
+
+
+@pytest.mark.parametrize(("name", "foreign"), [(name, value) for name, values in FOREIGN.items() for value in values])
+def test_a_foreign_value_fails_the_whole_script_call_naming_its_key(pusher, name, foreign):
+    """Something other than featsync wrote at an entity key. WRITE_NEWER checks every stored value
+    of a call before it writes any (its length against the view's layout, its texts' length
+    prefixes, the null bitmap's unused bits, a full value's event time within the years 1 to
+    9999) and fails the whole call on one that cannot be this view's, naming the key: nothing of
+    the call is written. It used to write the rows before that key, fail with "bad argument #2
+    to 'unpack'" naming none, and read a foreign value of 8+ bytes as an event time (1e300 us:
+    every later row of that key 'stale' for ever)."""
+    layout = pusher.layout(pusher.project.registry().feature_view(name))
+    rows = pair_rows(layout, 0, 5) if name == "fv_pair" else user_rows(layout, 5)
+    keys = [key.encode() for key in rows.keys.to_pylist()]
+    bad = keys[2]
+    pusher.client.set(bad, foreign)
+    with pytest.raises(ForeignValueError) as caught:
+        pusher.write(rows, PushStats(name, 1))
+    assert caught.value.key == bad
+    assert f"Redis key {bad.decode()!r} ({len(foreign)} bytes) is not a featsync value" in str(caught.value)
+    assert pusher.client.get(bad) == foreign
+    assert pusher.client.exists(*[k for k in keys if k != bad]) == 0  # nothing of the call written
+    pusher.client.delete(bad)
+    stats = PushStats(name, 1)
+    pusher.write(rows, stats)
+    assert stats.keys_written == 5
+
+
+def test_the_foreign_value_error_names_any_key_exactly(pusher):
+    """The key goes through Redis' one-line error reply escaped (control bytes, '\\', non-ASCII as
+    \\xNN) and comes back as it is, whatever the entity value holds."""
+    layout = pusher.layout(pusher.project.registry().feature_view("fv_pair"))
+    batch = pa.RecordBatch.from_pydict(
+        {
+            "user_id": ["line\nbreak\r", "é|ü"],
+            "merchant_id": ["back\\slash x5c", "\x00\x7f"],
+            "score": [1.0, 2.0],
+            "event_timestamp": pa.array([NOW - H] * 2, pa.timestamp("us")),
+        }
+    )
+    rows = Rows(layout.encode_keys(batch), layout.encode_values(batch), np.zeros(2, dtype=np.int64), layout.value_shape)
+    for bad in (key.encode() for key in rows.keys.to_pylist()):
+        pusher.client.set(bad, b"?")
+        with pytest.raises(ForeignValueError) as caught:
+            pusher.write(rows, PushStats("fv_pair", 1))
+        assert caught.value.key == bad
+        pusher.client.delete(bad)
+
+
+def test_push_over_a_foreign_value_fails_naming_the_key_and_is_not_marked_done(pusher, project, redis_url):
+    """`featsync push`: a clear error naming the key (exit 1, no traceback), the push not marked
+    done; once the key is deleted the push completes."""
+    load(USERS, PAIRS, PROFILES)
+    pusher.push(["fv_user"])
+    view = pusher.project.registry().feature_view("fv_user")
+    before = pusher.state(view)
+    bad = pusher.layout(view).key(["u1"])
+    pusher.client.set(bad, "not featsync's")
+    options = ["--project-dir", str(project.project_dir), "--target", "duckdb", "--redis-url", redis_url]
+    options += ["--key-prefix", pusher.key_prefix, "--select", "fv_user", "--skip-validation", "--full-refresh"]
+    result = CliRunner().invoke(main, ["push", *options])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert f"feature view 'fv_user' v1: the value stored at Redis key {bad.decode()!r} (14 bytes)" in result.output
+    assert "Traceback" not in result.output
+    assert pusher.state(view) == before  # not marked done
+    assert pusher.client.get(bad) == b"not featsync's"
+    pusher.client.delete(bad)
+    (stats,) = pusher.push(["fv_user"], full_refresh=True)
+    assert stats.keys_written == 3
 
 
 def test_expiry_bound_is_the_last_whole_millisecond_of_validity(pusher):

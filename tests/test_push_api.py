@@ -145,6 +145,26 @@ def test_push_to_a_redis_cluster(pit_duckdb, cluster):  # noqa: F811
         assert online(http, users)["amount"] == list(range(50))
 
 
+def test_a_foreign_value_on_a_redis_cluster_is_a_409_naming_the_key(pit_duckdb, cluster):  # noqa: F811
+    """The cluster's per-slot script calls go through a redis-py pipeline, which puts its own
+    words before the script's error: still a 409 naming the key."""
+    project = pit_duckdb
+    prefix = f"featsync-pushapi-{uuid.uuid4().hex[:8]}"
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "duckdb", cluster.url, prefix)
+    client = redis.RedisCluster.from_url(cluster.url.replace("redis+cluster://", "redis://"))
+    from featsync.online.push import Pusher
+
+    bad = Pusher(project, client, key_prefix=prefix).layout(project.registry().feature_view("fv_user")).key(["c7"])
+    client.set(bad, b"hello")
+    users = [f"c{i}" for i in range(10)]
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        reply = http.post("/push", json={"push_source_name": "fv_user", "df": df(users, NOW - H, list(range(10)))})
+        assert reply.status_code == 409, reply.text
+        assert f"Redis key {bad.decode()!r} (5 bytes) is not a featsync value" in reply.json()["detail"]
+    assert client.get(bad) == b"hello"
+    client.delete(bad)
+
+
 def test_push_offline_lands_in_the_log_before_the_answer(http, tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
@@ -296,3 +316,38 @@ def test_keys_are_taken_as_given(http):
     reply = http.post("/push", content=text.encode(), headers={"content-type": "application/json"})  # "amount" twice
     assert reply.status_code == 200 and reply.json()["written"] == 3, reply.text
     assert online(http, users)["amount"] == [1, 2, 3]
+
+
+def test_a_state_key_of_another_type(pit_duckdb, redis_url):
+    """The view's state key holds a string (WRONGTYPE). Before a server has checked the view's
+    owner, the write is refused: 409 naming the key, nothing written. Once it has (the rows are
+    written before the state is touched), the rows are online, so the answer is 200 with their
+    counts; the broken state is logged and counted in featsync_errors_total{kind="state_hash"}
+    (it used to be a 503 'Redis refused the write', which clients retry for ever)."""
+    from featsync.online.push import Pusher
+
+    project = pit_duckdb
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"featsync-pushapi-{uuid.uuid4().hex[:8]}"
+    key = Pusher(project, client, key_prefix=prefix).layout(project.registry().feature_view("fv_user")).state_key
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "duckdb", redis_url, prefix)
+    try:
+        with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+            client.set(key, "not a hash")
+            refused = http.post("/push", json={"push_source_name": "fv_user", "df": df(["w1"], NOW - H, [1])})
+            assert refused.status_code == 409, refused.text
+            assert f"(key {key}) is not a hash" in refused.json()["detail"]
+            assert online(http, ["w1"])["amount"] == [None]
+            client.delete(key)
+            assert http.post("/push", json={"push_source_name": "fv_user", "df": df(["w1"], NOW - H, [1])}).status_code == 200
+            client.delete(key)
+            client.set(key, "not a hash")
+            reply = http.post("/push", json={"push_source_name": "fv_user", "df": df(["w2"], NOW - H, [2])})
+            assert reply.status_code == 200 and reply.json()["written"] == 1, reply.text
+            assert online(http, ["w2"])["amount"] == [2]
+            metrics = http.get("/metrics")
+            assert metrics.status_code == 200
+            assert 'featsync_errors_total{endpoint="/push",kind="state_hash"} 1.0' in metrics.text
+    finally:
+        cleanup(project, client, prefix)
+        client.delete(key)

@@ -584,8 +584,9 @@ def test_the_row_path_loads_the_script_again_after_script_flush(project, private
 @pytest.mark.parametrize("n", [2, SMALL_ROWS + 6], ids=["row path", "batch path"])
 def test_a_failed_push_does_not_raise_the_newest_event_time(project, redis_url, n):
     """POST /push raises the view's newest_event_time only once its writes succeeded: a write the
-    script refuses (here a stored value too short to be featsync's) is a 503 and leaves the
-    recorded time where it was (it used to ride in the writes' round trip and land anyway)."""
+    script refuses (here a stored value too short to be featsync's) is a 409 naming the key,
+    writes none of the request's rows (the script checks every stored value before writing)
+    and leaves the recorded time where it was."""
     client = redis.Redis.from_url(redis_url)
     prefix = f"featsync-rowpush-{uuid.uuid4().hex[:8]}"
     config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", redis_url, prefix, max_batch=100)
@@ -606,8 +607,11 @@ def test_a_failed_push_does_not_raise_the_newest_event_time(project, redis_url, 
             recorded = client.hget(layout.state_key, "newest_event_time")
             assert recorded == first.isoformat(timespec="microseconds").encode()
             client.set(layout.key([users[-1]]), "xx")
+            before = client.get(layout.key([users[0]]))
             failed = http.post("/push", content=body(first + timedelta(minutes=9)))
-            assert failed.status_code == 503, failed.text
+            assert failed.status_code == 409, failed.text
+            assert f"Redis key '{layout.key([users[-1]]).decode()}' (2 bytes) is not a featsync value" in failed.text
+            assert client.get(layout.key([users[0]])) == before  # the rows before the foreign key: not written
             assert client.hget(layout.state_key, "newest_event_time") == recorded
     finally:
         keys = [*client.scan_iter(match=layout.prefix + "*", count=5000), layout.state_key.encode()]

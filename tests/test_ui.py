@@ -371,6 +371,48 @@ def test_metrics_gauges_per_feature_view(ui, example, redis_url):
     assert all(gauges["featsync_feature_view_validation_failures", v] == 0 for v in project.registry().feature_views)
 
 
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("0001-01-01T00:00:00+01:00", "push state field 'newest_event_time' is not a time"),  # before the year 1 in UTC
+        ("2026-13-45T99:99:99.999999+00:00", "push state field 'newest_event_time' is not a time"),
+        ("garbage", "push state field 'newest_event_time' is not a time: 'garbage'"),
+        (None, "is not a hash: something other than featsync wrote that key"),  # WRONGTYPE
+    ],
+)
+def test_a_hostile_push_state_shows_as_a_breach_never_a_500(ui, example, redis_url, stored, shown):
+    """Anyone who can write fs:* can write the push state: a newest_event_time that is not a time
+    (one that leaves the years 1 to 9999 once in UTC used to raise OverflowError: /metrics and
+    these pages answered 500), or a state key that is not a hash, shows as a breach naming it;
+    the view's freshness gauge is left out, the other views' stay."""
+    base, _ = ui
+    project, prefix, _ = example
+    client = redis.Redis.from_url(redis_url)
+    pusher = Pusher(project, client, key_prefix=prefix)
+    key = pusher.state_key(project.registry().feature_view("merchant_risk_features"))
+    saved = client.hgetall(key)
+    try:
+        if stored is None:
+            client.delete(key)
+            client.set(key, "not a hash")
+        else:
+            client.hset(key, "newest_event_time", stored)
+        with httpx.Client(base_url=base, timeout=10) as http:
+            metrics = http.get("/metrics")
+            assert metrics.status_code == 200, metrics.text
+            assert 'freshness_seconds{feature_view="merchant_risk_features"}' not in metrics.text
+            assert 'freshness_seconds{feature_view="user_transaction_features"}' in metrics.text
+            health = http.get("/ui/health")
+            assert health.status_code == 200, health.text
+            row = re.search(r'<tr data-view="merchant_risk_features".*?</tr>', health.text, re.S)[0]
+            assert 'data-freshness="stale"' in row and shown in row.replace("&#39;", "'"), row
+            page = http.get("/ui/views/merchant_risk_features")
+            assert page.status_code == 200 and shown in page.text.replace("&#39;", "'")
+    finally:
+        client.delete(key)
+        client.hset(key, mapping=saved)
+
+
 # -- the real command ---------------------------------------------------------------------------
 
 

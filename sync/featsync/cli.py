@@ -680,7 +680,7 @@ def push(
 
     from featsync.extras import MissingExtraError
     from featsync.online.push import Pusher
-    from featsync.online.state import StateError
+    from featsync.online.state import StateError, StateKeyError
     from featsync.quality.gate import gated_push
     from featsync.quality.report import report_lines
 
@@ -720,6 +720,8 @@ def push(
                 validation_progress=validating,
                 jobs=jobs,
             )
+        except StateKeyError:
+            raise  # a full refresh cannot repair it: its message says what does
         except StateError as exc:
             raise StateError(f"{exc} (featsync push --full-refresh)") from exc
         except MissingExtraError as exc:

@@ -4,6 +4,10 @@
 measures it from what push recorded in Redis (one HGETALL per view), so that a page or a
 Prometheus scrape costs no warehouse query. Both judge against the same thresholds of the
 view's `monitoring` meta with the same rules and wording (the breach functions below).
+
+Anyone who can write `fs:*` can write the push state: a time in it that does not parse (or
+leaves the years 1 to 9999 in UTC), or a state key that is not a hash, is a breach naming
+the field or key, and the time is unknown (no gauge); never an error on the page or scrape.
 """
 
 from __future__ import annotations
@@ -39,18 +43,21 @@ class OnlineFreshness:
 
 
 def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime) -> OnlineFreshness:
-    """Judge a view's push state (featsync.online.state.read_state) against its thresholds at `now`."""
-    result = OnlineFreshness(
-        view.name,
-        newest_event_time=parse_instant(state.get(NEWEST_EVENT)),
-        last_push_at=parse_instant(state.get("last_push_at")),
-        watermark=parse_instant(state.get("watermark")),
-    )
+    """Judge a view's push state (featsync.online.state.read_states) against its thresholds at `now`."""
+    result = OnlineFreshness(view.name)
+    problem = getattr(state, "problem", None)  # featsync.online.state.UnreadableState
+    if problem:
+        result.breaches.append(problem)
+        return result
+    result.newest_event_time = _stored_instant(state, NEWEST_EVENT, result.breaches)
+    result.last_push_at = _stored_instant(state, "last_push_at", result.breaches)
+    result.watermark = _stored_instant(state, "watermark", result.breaches)
     limits = view.monitoring
     if result.newest_event_time is not None:  # pushed rows (POST /push, featsync stream) set it too
         result.age_seconds = (now - result.newest_event_time).total_seconds()
     if result.last_push_at is None:
-        result.breaches.append("never pushed")
+        if not state.get("last_push_at"):
+            result.breaches.append("never pushed")
         return result
     result.push_age_seconds = (now - result.last_push_at).total_seconds()
     if result.age_seconds is not None:
@@ -61,6 +68,19 @@ def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime)
     if breach:
         result.breaches.append(breach)
     return result
+
+
+def _stored_instant(state: Mapping[str, str], name: str, breaches: list[str]) -> datetime | None:
+    """A time of the push state; None, with a breach naming the field, when it is not one."""
+    text = state.get(name)
+    value = parse_instant(text)
+    if text and value is None:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        breaches.append(
+            f"push state field '{name}' is not a time: {shown!r} (not written by featsync; "
+            "featsync push --full-refresh of the view rewrites it)"
+        )
+    return value
 
 
 def staleness_breach(age_seconds: float, max_staleness: int | None) -> str | None:
@@ -77,14 +97,15 @@ def push_age_breach(age_seconds: float, max_push_age: int | None) -> str | None:
 
 
 def parse_instant(text: Any) -> datetime | None:
-    """An ISO time from the push state or a recorded result as aware UTC (naive means UTC)."""
+    """An ISO time from the push state or a recorded result as aware UTC (naive means UTC); None
+    when it is not one, or when its UTC instant leaves the years 1 to 9999 (OverflowError)."""
     if not text:
         return None
     try:
         value = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def format_age(seconds: float) -> str:

@@ -44,9 +44,8 @@ import pyarrow.compute as pc
 import redis
 from redis.crc import key_slot
 
-from featsync.errors import FeatsyncError
 from featsync.online.connections import RETRIES, AsyncMget, cluster_node_client, read_lines, read_replies
-from featsync.online.push import Rows, call_starts, pack_set_nx, read_reply_lines, script_calls
+from featsync.online.push import Rows, call_starts, pack_set_nx, read_reply_lines, refused, script_calls
 
 SLOTS = 16384
 NO_NODE = -1
@@ -456,7 +455,7 @@ class ClusterWriter:
             return redis.exceptions.ClusterDownError(error)
         if word == "NOSCRIPT":
             return redis.exceptions.NoScriptError(error)
-        raise FeatsyncError(f"Redis refused a featsync write: {error}")
+        raise refused(error)
 
 
 @dataclass

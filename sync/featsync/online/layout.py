@@ -195,6 +195,18 @@ class Layout:
             return -1
         return 4 + sum(struct.calcsize("<" + _STRUCT_CODES[kind]) for _, kind in self.features)  # FIXED_KINDS' widths
 
+    @cached_property
+    def value_shape(self) -> str:
+        """What the write script checks a stored value against before comparing event times
+        (featsync.online.push.WRITE_NEWER's last argument), as five numbers: the compact length
+        (-1: none), the full form's fixed part (event time, null bitmap, fixed-width features),
+        how many texts follow it, the position (from 1) of the null bitmap's last byte (0: no
+        features) and the bound that byte stays below (its unused high bits are 0)."""
+        n = len(self.features)
+        r = self._reader
+        bitmap = r.fixed_at if n else 0  # bytes 1-8: the event time; then the bitmap
+        return f"{self.compact_length} {r.texts_at} {r.texts} {bitmap} {1 << n % 8 if n % 8 else 256}"
+
     def encode_values(self, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         """Every row's value, column-wise (Arrow kernels and numpy, no per-row Python)."""
         n = batch.num_rows

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,7 +42,7 @@ from featsync.lazy import lazy
 from featsync.offline.sql import naive_utc, slice_number
 from featsync.offline.warehouse import BATCH_ROWS, Warehouse, connect, reading
 from featsync.online.connections import describe_client, push_retry, read_lines, server_identity
-from featsync.online.layout import Layout, from_micros
+from featsync.online.layout import MAX_MICROS, MIN_MICROS, Layout, StoredValueError, from_micros
 from featsync.online.layout import epoch_micros as column_micros
 from featsync.online.row_push import PushedRows, SmallRows
 from featsync.online.state import (
@@ -85,29 +86,69 @@ SCRIPT_LOADS = 3  # times a push loads WRITE_NEWER again after Redis forgot it (
 SET_NX_MIN_ABSENT = 0.5
 
 # KEYS: the chunk's keys. ARGV[2i-1]: value i; ARGV[2i]: expire-at in ms, or "0" for
-# never; the last ARGV: the view's compact value length (featsync.online.layout: a value of
-# that length starts with its event time in seconds as a big-endian uint32, any other
-# with microseconds as a big-endian double). Returns {written, stale, absent}. One MGET
-# reads every stored event time of the chunk. (Comparing the time prefixes as strings
-# is not safe: Lua compares strings with strcoll, and Redis sets LC_COLLATE from its
-# environment, e.g. C.UTF-8, where bytes >= 0x80 do not sort bytewise.)
-WRITE_NEWER = """
-local compact = tonumber(ARGV[#ARGV])
-local function event_us(value)
-  if #value == compact then
+# never; the last ARGV: the view's value shape (Layout.value_shape: its compact length, the
+# full form's fixed part, texts and null bitmap). A value of the compact length starts with
+# its event time in seconds as a big-endian uint32, a full one with microseconds as a
+# big-endian double (featsync.online.layout). Returns {written, stale, absent}. One MGET
+# reads every stored value of the chunk, and every one is checked before anything is
+# written: a stored value that cannot be one of this view's (its length, text lengths, null
+# bitmap or event time do not fit: written by something else) fails the whole call with the
+# error FOREIGN_VALUE naming the key (control bytes, '\' and non-ASCII as \xNN), so a call
+# is all or nothing. The checks cost a few comparisons per stored value. (Comparing the time
+# prefixes as strings is not safe: Lua compares strings with strcoll, and Redis sets
+# LC_COLLATE from its environment, e.g. C.UTF-8, where bytes >= 0x80 do not sort bytewise.)
+FOREIGN_VALUE = "FEATSYNC_FOREIGN_VALUE"
+WRITE_NEWER = f"""
+local compact, fixed, texts, bitmap, bound = string.match(ARGV[#ARGV], '^(%-?%d+) (%d+) (%d+) (%d+) (%d+)$')
+compact, fixed, texts, bitmap, bound = tonumber(compact), tonumber(fixed), tonumber(texts), tonumber(bitmap), tonumber(bound)
+local function stored_us(value)
+  local size = #value
+  if size == compact then
     return struct.unpack('>I4', value) * 1000000
   end
-  return struct.unpack('>d', value)
+  if size < fixed or (bitmap > 0 and string.byte(value, bitmap) >= bound) then
+    return nil
+  end
+  local at = fixed + 1
+  for _ = 1, texts do
+    if at + 3 > size then
+      return nil
+    end
+    at = at + 4 + struct.unpack('<I4', value, at)
+  end
+  local us = struct.unpack('>d', value)
+  if at ~= size + 1 or not (us >= {float(MIN_MICROS)!r} and us <= {float(MAX_MICROS)!r}) then
+    return nil
+  end
+  return us
 end
 local stored = redis.call('MGET', unpack(KEYS))
+local old_us = {{}}
+for i, key in ipairs(KEYS) do
+  local old = stored[i]
+  if old then
+    old_us[i] = stored_us(old)
+    if not old_us[i] then
+      local shown = string.gsub(key, '[%z\\1-\\31\\\\\\127-\\255]', function(c)
+        return string.format('\\\\x%02x', string.byte(c))
+      end)
+      return redis.error_reply('{FOREIGN_VALUE} ' .. #old .. ' ' .. shown)
+    end
+  end
+end
 local written, stale, absent = 0, 0, 0
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i - 1]
-  local old = stored[i]
-  if not old then
+  local new_us
+  if #value == compact then
+    new_us = struct.unpack('>I4', value) * 1000000
+  else
+    new_us = struct.unpack('>d', value)
+  end
+  if not stored[i] then
     absent = absent + 1
   end
-  if old and event_us(old) > event_us(value) then
+  if stored[i] and old_us[i] > new_us then
     stale = stale + 1
   else
     local expire_at = ARGV[2 * i]
@@ -119,8 +160,36 @@ for i, key in ipairs(KEYS) do
     written = written + 1
   end
 end
-return {written, stale, absent}
+return {{written, stale, absent}}
 """
+
+
+class ForeignValueError(StoredValueError):
+    """WRITE_NEWER found a value at one of its keys that featsync did not write for this view's
+    layout, and wrote nothing of that call. Retrying cannot help until the key is deleted or
+    repaired, so the stream consumer dead-letters the entry and POST /push answers 409. `key`:
+    the Redis key, as bytes."""
+
+    def __init__(self, message: str, key: bytes = b"") -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def refused(error: Exception | str) -> FeatsyncError:
+    """The error for a refused script call: ForeignValueError naming the key for WRITE_NEWER's
+    FOREIGN_VALUE, else 'Redis refused a featsync write' with Redis' own reason."""
+    text = str(error)
+    found = re.match(rf"{FOREIGN_VALUE} (\d+) (.*)", text, re.S)
+    if found is None:
+        return FeatsyncError(f"Redis refused a featsync write: {text}")
+    size, shown = found.groups()
+    key = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), shown.encode())
+    return ForeignValueError(
+        f"the value stored at Redis key {key.decode(errors='backslashreplace')!r} ({size} bytes) is not a featsync value "
+        "of its feature view's layout: something other than featsync wrote it, so none of the rows sent with it in "
+        "one script call were written. Delete that key (or restore its value) and write again",
+        key,
+    )
 
 
 class LostWritesError(FeatsyncError):
@@ -157,16 +226,16 @@ class Rows:
     keys: pa.Array
     values: pa.Array
     expire_ms: np.ndarray
-    compact_length: int = -1  # Layout.compact_length, for WRITE_NEWER
+    shape: str = ""  # Layout.value_shape, WRITE_NEWER's last argument
 
     def take(self, mask: np.ndarray) -> Rows:
         keep = pa.array(mask)
-        return Rows(self.keys.filter(keep), self.values.filter(keep), self.expire_ms[mask], self.compact_length)
+        return Rows(self.keys.filter(keep), self.values.filter(keep), self.expire_ms[mask], self.shape)
 
     def select(self, rows: np.ndarray) -> Rows:
         """The rows at these positions, in this order."""
         at = pa.array(rows, pa.int64())
-        return Rows(self.keys.take(at), self.values.take(at), self.expire_ms[rows], self.compact_length)
+        return Rows(self.keys.take(at), self.values.take(at), self.expire_ms[rows], self.shape)
 
 
 @dataclass
@@ -495,7 +564,8 @@ class Pusher:
             fields[NEWEST_EVENT] = datetime.fromisoformat(stats.newest_event_time)
         now = server_identity(self.client)
         restarted = server is not None and now is not None and now != server
-        if restarted or not save_state(self.client, layout, run, fields):
+        clock = datetime.now(UTC) if stats.full_refresh else None  # a full refresh may repair newest_event_time
+        if restarted or not save_state(self.client, layout, run, fields, clock):
             forget_progress(self.client, layout, run, lost=True)
             what = "restarted or failed over" if restarted else "lost the view's push state (restarted empty or flushed)"
             raise LostWritesError(
@@ -507,7 +577,7 @@ class Pusher:
         """Best effort after a failure: remove the push's run field (a stale one is removed a day later anyway)."""
         try:
             forget_progress(self.client, layout, run)
-        except redis.RedisError:
+        except (redis.RedisError, StateError):
             pass
 
     def _count(
@@ -542,7 +612,7 @@ class Pusher:
         if dry_run:
             stats.keys_written += len(keys)
             return None
-        return Rows(keys, layout.encode_values(batch), expire_ms, layout.compact_length)
+        return Rows(keys, layout.encode_values(batch), expire_ms, layout.value_shape)
 
     def push_rows(self, view: FeatureView, table: pa.Table, layout: Layout | None = None) -> PushStats:
         """Write rows a client gave (checked by featsync.online.rows.conform) through WRITE_NEWER:
@@ -640,7 +710,7 @@ class Pusher:
                 self._script = None
             except redis.ResponseError as exc:
                 connection.disconnect()
-                raise FeatsyncError(f"Redis refused a featsync write: {exc}") from exc
+                raise refused(exc) from exc
             finally:
                 self.client.connection_pool.release(connection)
         if replies is None:
@@ -650,7 +720,7 @@ class Pusher:
         absent = 0
         for reply in replies:
             if isinstance(reply, redis.ResponseError):
-                raise FeatsyncError(f"Redis refused a featsync write: {reply}")
+                raise refused(reply)
             written, stale, missing = reply
             stats.keys_written += written
             stats.skipped_stale += stale
@@ -679,7 +749,7 @@ class Pusher:
             except redis.exceptions.NoScriptError:
                 self._script = None
             except redis.ResponseError as exc:
-                raise FeatsyncError(f"Redis refused a featsync write: {exc}") from exc
+                raise refused(exc) from exc
         raise FeatsyncError(
             f"{describe_client(self.client)} forgot featsync's write script {SCRIPT_LOADS} times in a row "
             "(SCRIPT FLUSH or restarts during the push); nothing of this view was marked done"
@@ -732,6 +802,8 @@ class Pusher:
     def _redis_errors(self, view: FeatureView) -> Iterator[None]:
         try:
             yield
+        except ForeignValueError as exc:
+            raise ForeignValueError(f"feature view '{view.name}' v{view.version}: {exc}", exc.key) from None
         except UNAVAILABLE as exc:
             raise FeatsyncError(
                 f"{describe_client(self.client)} went away while pushing '{view.name}' (after retries): "
@@ -795,7 +867,7 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
     superseded = table.num_rows - len(keep)
     if superseded:
         table, keys, expire_ms = table.take(pa.array(keep)), keys.take(pa.array(keep)), expire_ms[keep]
-    rows = Rows(keys, layout.encode_values(table), expire_ms, layout.compact_length)
+    rows = Rows(keys, layout.encode_values(table), expire_ms, layout.value_shape)
     return PushedRows(rows, given, expired, newest, superseded)
 
 
@@ -834,7 +906,7 @@ async def write_newer_async(
         pipe = client.pipeline()
         for keys, args in _slot_calls(rows, chunk_rows):
             pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-        replies = await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)  # raised below as Redis said it, not annotated
     else:
         commands = pack_writes(sha, rows, chunk_rows)
         pool = client.connection_pool
@@ -850,6 +922,8 @@ async def write_newer_async(
             await pool.release(connection)
     written = stale = 0
     for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
         written += reply[0]
         stale += reply[1]
     return written, stale
@@ -871,7 +945,7 @@ def _slot_calls(rows: Rows, chunk_rows: int) -> list[tuple[list[bytes], list[byt
     for lo, hi in zip(starts.tolist(), [*starts[1:].tolist(), len(order)], strict=True):
         chunk = order[lo:hi].tolist()
         args = [x for i in chunk for x in (values[i], expires[i])]
-        calls.append(([keys[i] for i in chunk], [*args, str(rows.compact_length)]))
+        calls.append(([keys[i] for i in chunk], [*args, rows.shape]))
     return calls
 
 
@@ -905,7 +979,7 @@ def script_calls(sha: str, rows: Rows, starts: np.ndarray, asking: bool = False)
     Built column-wise with no per-row or per-call Python: each key, each (value, expire-at)
     pair and each call's header is framed by Arrow kernels over the whole batch, then one
     `take` puts the pieces in wire order (header, the call's keys, its rows, the view's
-    compact length). A Redis Cluster's calls hold the rows of one hash slot, a dozen or so
+    value shape). A Redis Cluster's calls hold the rows of one hash slot, a dozen or so
     each, so a loop per call would cost more than the rows.
     """
     n_rows, n_calls = len(rows.keys), len(starts)
@@ -922,8 +996,7 @@ def script_calls(sha: str, rows: Rows, starts: np.ndarray, asking: bool = False)
         _bytes(b"\r\n"),
         _bytes(b""),
     )
-    compact = str(rows.compact_length)
-    tail = pa.array([f"${len(compact)}\r\n{compact}\r\n".encode()], pa.binary())
+    tail = pa.array([f"${len(rows.shape)}\r\n{rows.shape}\r\n".encode()], pa.binary())
     row_frames = pc.binary_join_element_wise(_framed(rows.values), _framed(pa.array(rows.expire_ms)), _bytes(b""))
     pieces = pa.concat_arrays([pc.cast(head, pa.binary()), _framed(rows.keys), row_frames, tail])
     # Wire order: call i is [head i, keys of its rows, (value, expire-at) of its rows, tail].

@@ -22,12 +22,19 @@ Answers: 200 {"feature_view", "rows", "written", "stale", "expired", "superseded
 (written + stale + expired + superseded = rows when `to` includes online); 400 a
 malformed request; 401 no or a wrong token; 404 an unknown view; 413 more rows than the
 server's --max-batch; 415 a body not sent as JSON; 422 rows that do not fit the view (the
-message names the row and column); 503 Redis unreachable.
+message names the row and column); 409 a key of the view in Redis holds something featsync
+did not write (a value not of the view's layout at an entity key, or a state key that is not
+a hash): the message names the key, and nothing of that write was done; retrying cannot help
+until the key is deleted or restored; 503 Redis unreachable. A view's state hash that breaks
+after its rows were written (its newest_event_time cannot be raised) does not fail the
+request: the rows are online, so the answer is 200; the server logs the error and counts it
+in featsync_errors_total{kind="state_hash"}, and the view's freshness shows it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -43,10 +50,10 @@ from starlette.routing import Route
 
 from featsync.errors import FeatsyncError, NotFoundError
 from featsync.online.ingest import RowIngest
-from featsync.online.push import WRITE_NEWER, PushedRows, write_newer_async
+from featsync.online.push import WRITE_NEWER, ForeignValueError, PushedRows, refused, write_newer_async
 from featsync.online.row_push import SmallRows
 from featsync.online.rows import TO_ONLINE, PushRowsError
-from featsync.online.state import RAISE_NEWEST, own_async, raise_newest_call
+from featsync.online.state import RAISE_NEWEST, StateKeyError, own_async, raise_newest_call, state_error
 from featsync.project import Project
 
 PUSH_FIELDS = {"push_source_name", "df", "to", "allow_registry_cache", "transform_on_write"}
@@ -54,6 +61,7 @@ WRITE_FIELDS = {"feature_view_name", "df", "allow_registry_cache", "transform_on
 WRITE_PATHS = ["/push", "/write-to-online-store"]  # the guard requires the token and JSON on these
 T = TypeVar("T")
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, OSError, TimeoutError)
+log = logging.getLogger(__name__)
 
 
 class BadRequest(FeatsyncError):
@@ -99,13 +107,15 @@ def routes(
     timeout: float | None = None,
     error: Callable[[int, str], Response] | None = None,
     lean: Callable[[], Any] | None = None,
+    count_error: Callable[[str, str], None] | None = None,
 ) -> list[Route]:
     """The write routes of one worker, behind the server's guard (the token, JSON: see the
     module docstring); `client` returns the worker's asyncio Redis client, whose
     sockets have no timeout (see AsyncOnlineReader): `timeout` bounds each write instead.
     `error` builds the server's error body (Feast's keys and `detail`), as for every endpoint.
     `lean` returns the worker's AsyncMget (None for TLS and cluster URLs): a small request's
-    one script call goes through it, as reads do."""
+    one script call goes through it, as reads do. `count_error(endpoint, kind)` counts a state
+    hash that broke after the rows were written (featsync_errors_total)."""
     _error = error or _plain_error
     ingest = RowIngest(project, None, key_prefix)
     owned: set[str] = set()
@@ -128,7 +138,7 @@ def routes(
                     raise
         raise AssertionError("unreachable")
 
-    async def write_online(view: Any, pushed: PushedRows) -> tuple[int, int, int, int]:
+    async def write_online(view: Any, pushed: PushedRows, endpoint: str) -> tuple[int, int, int, int]:
         if pushed.rows is None:
             return 0, 0, pushed.expired, pushed.superseded
         layout = ingest.layout(view)
@@ -139,10 +149,18 @@ def routes(
         fast = lean() if lean is not None and isinstance(pushed.rows, SmallRows) else None
 
         async def write(sha: str) -> tuple[int, int]:
-            if fast is not None:  # bounded by the lean client's own read timeout
-                return await write_newer_async(redis_client, sha, pushed.rows, lean=fast)
-            async with asyncio.timeout(timeout):
-                return await write_newer_async(redis_client, sha, pushed.rows)
+            try:
+                if fast is not None:  # bounded by the lean client's own read timeout
+                    return await write_newer_async(redis_client, sha, pushed.rows, lean=fast)
+                async with asyncio.timeout(timeout):
+                    return await write_newer_async(redis_client, sha, pushed.rows)
+            except redis.exceptions.NoScriptError:
+                raise  # (scripted loads it again)
+            except redis.ResponseError as exc:
+                error = refused(exc)
+                if isinstance(error, ForeignValueError):  # nothing of that call written: a 409 naming the key
+                    raise error from None
+                raise  # Redis refused the write otherwise (OOM, NOPERM...): 503
 
         written, stale = await scripted(WRITE_NEWER, write)
         # The view's newest_event_time only once every row is online (as Pusher.write_pushed):
@@ -154,7 +172,14 @@ def routes(
                 async with asyncio.timeout(timeout):
                     await redis_client.execute_command("EVALSHA", sha, *call)
 
-            await scripted(RAISE_NEWEST, raise_newest)
+            try:
+                await scripted(RAISE_NEWEST, raise_newest)
+            except redis.exceptions.NoScriptError:
+                raise
+            except redis.ResponseError as exc:  # the rows are online: say so, and report the state
+                log.error("%s; the rows of this request were written", state_error(layout, exc))
+                if count_error is not None:
+                    count_error(endpoint, "state_hash")
         return written, stale, pushed.expired, pushed.superseded
 
     async def handle(request: Request, endpoint: str, fields: set[str], name_field: str, fixed_to: str | None) -> Response:
@@ -176,7 +201,7 @@ def routes(
             if checked.destination.offline and checked.rows:
                 offline = await run_in_threadpool(ingest.log_offline, view, checked.table)
             if checked.online is not None:
-                written, stale, expired, superseded = await write_online(view, checked.online)
+                written, stale, expired, superseded = await write_online(view, checked.online, endpoint)
             body = {
                 "feature_view": view.name,
                 "rows": checked.rows,
@@ -193,6 +218,8 @@ def routes(
             result = _error(404, str(exc))
         except PushRowsError as exc:
             result = _error(422, str(exc))
+        except (ForeignValueError, StateKeyError) as exc:  # something else wrote at a featsync key
+            result = _error(409, str(exc))
         except REDIS_DOWN as exc:
             result = _error(503, f"the online store is unreachable: {exc or 'no answer within ' + str(timeout) + ' s'}")
         except redis.RedisError as exc:
@@ -214,6 +241,7 @@ def routes(
           413: {description: More rows than the maximum batch.}
           415: {description: 'The body is not sent as Content-Type: application/json.'}
           422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
+          409: {description: 'A key of the view holds what featsync did not write: the message names it; not written.'}
           503: {description: Redis is unreachable.}
         """
         return await handle(request, "/push", PUSH_FIELDS, "push_source_name", None)
@@ -229,6 +257,7 @@ def routes(
           413: {description: More rows than the maximum batch.}
           415: {description: 'The body is not sent as Content-Type: application/json.'}
           422: {description: 'Rows that do not fit the view: the message names the row and column; nothing was written.'}
+          409: {description: 'A key of the view holds what featsync did not write: the message names it; not written.'}
           503: {description: Redis is unreachable.}
         """
         return await handle(request, "/write-to-online-store", WRITE_FIELDS, "feature_view_name", TO_ONLINE)

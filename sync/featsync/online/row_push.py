@@ -159,14 +159,14 @@ class SmallRows:
     keys: list[bytes]
     values: list[bytes]
     expire_ms: list[int]
-    compact_length: int
+    shape: str  # Layout.value_shape
 
     def script_call(self, sha: str) -> list[Any]:
         """The WRITE_NEWER call (EVALSHA and its arguments) that pack_writes frames for the same rows."""
         args: list[Any] = ["EVALSHA", sha, len(self.keys), *self.keys]
         for value, expire in zip(self.values, self.expire_ms, strict=True):
             args += [value, expire]
-        return [*args, self.compact_length]
+        return [*args, self.shape]
 
     def packed(self, sha: str) -> bytes:
         """script_call in Redis' wire format, framed by hiredis (as redis-py frames it when
@@ -208,4 +208,4 @@ def encode_small(layout: Layout, typed: TypedRows, now_us: int) -> PushedRows | 
     values = layout.encode_rows([event[i] for i in rows], [[columns[name][i] for i in rows] for name, _ in layout.features])
     past = [event[i] for i in rows if event[i] <= now_us]  # freshness is not measured from future rows
     newest = from_micros(max(past)) if past else None
-    return PushedRows(SmallRows(keys, values, expire_ms[rows].tolist(), layout.compact_length), n, n - len(rows), newest)
+    return PushedRows(SmallRows(keys, values, expire_ms[rows].tolist(), layout.value_shape), n, n - len(rows), newest)

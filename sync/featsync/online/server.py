@@ -399,6 +399,7 @@ def create_app(config: ServeConfig) -> Starlette:
         config.redis_timeout,
         error,
         lambda: reader.mget,
+        metrics.count_error,
     )
     if config.ui:
         from featsync.ui.app import mount

@@ -14,19 +14,28 @@ Each feature view version has one state hash, ``fs:<view id>`` (see featsync.onl
   clock: what freshness is measured from. It only moves forward, compared and set inside
   Redis (RAISE_NEWEST), so no writer can lower it, whatever the interleaving: a value
   written online stays there under newest-wins, so the newest one online never goes back.
+  Two exceptions repair what featsync did not write: a stored value that is not a real
+  instant (in featsync's fixed-width text) is replaced by the next raise, and a full
+  refresh, which rewrites every key, sets it to the newest it wrote when the stored one is
+  not a real instant or is later than the clock when it saves (no featsync writer records
+  a time after its own clock; a pushed row raised meanwhile is not after it, so it is kept).
 
 Push writes it; status, verify, the UI and the server's /metrics read it. Anyone who can write ``fs:*`` can
 write this hash, so what is read back is parsed into typed values (`PushState`) and
-refused with a clear error when it does not parse; it never reaches SQL as text.
+refused with a clear error when it does not parse; it never reaches SQL as text. A key of
+another type there (WRONGTYPE) is a StateKeyError (a StateError) naming it.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import redis
 
 from featsync.errors import FeatsyncError
 from featsync.online.layout import Layout
@@ -41,11 +50,22 @@ STALE_RUN = timedelta(days=1)  # a run field this old belongs to a push that was
 
 # Sets newest_event_time of the state hash KEYS[1] to `candidate` unless it holds a later
 # one. Both are event_time_text (fixed width, UTC): their text order is time order. A stored
-# value of another shape was not written by featsync and is replaced.
+# value that is not a real instant in that shape (a month 13, a February 30th...) was not
+# written by featsync and is replaced. `instant` is that check.
 _RAISE_NEWEST_LUA = """
+local function instant(text)
+  local y, mo, d, h, mi, s = string.match(text or '', '^(%d%d%d%d)%-(%d%d)%-(%d%d)T(%d%d):(%d%d):(%d%d)%.%d%d%d%d%d%d%+00:00$')
+  if not y then
+    return false
+  end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  local leap = (y % 4 == 0 and y % 100 ~= 0) or y % 400 == 0
+  local days = ({31, leap and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31})[mo]
+  return y >= 1 and days ~= nil and d >= 1 and d <= days and tonumber(h) < 24 and tonumber(mi) < 60 and tonumber(s) < 60
+end
 local function raise_newest(key, candidate)
   local old = redis.call('HGET', key, 'newest_event_time')
-  if old and string.match(old, '^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%d%.%d%d%d%d%d%d%+00:00$') and old >= candidate then
+  if instant(old) and old >= candidate then
     return 0
   end
   redis.call('HSET', key, 'newest_event_time', candidate)
@@ -53,13 +73,24 @@ local function raise_newest(key, candidate)
 end
 """
 
-# KEYS[1]: the state hash; ARGV[1]: the candidate newest event time. Returns 1 when raised.
-RAISE_NEWEST = _RAISE_NEWEST_LUA + "return raise_newest(KEYS[1], ARGV[1])\n"
+# KEYS[1]: the state hash; ARGV[1]: the candidate newest event time; ARGV[2], ARGV[3]: the
+# view's identity and layout, recorded when absent (as own does), so that a hash this
+# (re)creates, say after a flush, still names its owner. Returns 1 when raised.
+RAISE_NEWEST = (
+    _RAISE_NEWEST_LUA
+    + """
+redis.call('HSETNX', KEYS[1], 'identity', ARGV[2])
+redis.call('HSETNX', KEYS[1], 'layout', ARGV[3])
+return raise_newest(KEYS[1], ARGV[1])
+"""
+)
 
 # Saves a completed push's state only if this push's run field is still there (and the id
 # still names this view): else the Redis lost data during the push. KEYS[1]: the state
 # hash; ARGV: identity, run field, the newest event time ('' for none: raised, never
-# lowered), then field/value pairs. Returns 1 when saved.
+# lowered), for a full refresh the clock at saving ('' otherwise: see the module docstring,
+# a stored newest event time not a real instant or after it is replaced, or removed when the
+# push wrote none), then field/value pairs. Returns 1 when saved.
 SAVE_IF_INTACT = (
     _RAISE_NEWEST_LUA
     + """
@@ -67,11 +98,15 @@ if redis.call('HGET', KEYS[1], 'identity') ~= ARGV[1] or redis.call('HEXISTS', K
   return 0
 end
 redis.call('HDEL', KEYS[1], ARGV[2])
+local old = redis.call('HGET', KEYS[1], 'newest_event_time')
+if ARGV[4] ~= '' and old and (not instant(old) or old > ARGV[4]) then
+  redis.call('HDEL', KEYS[1], 'newest_event_time')
+end
 if ARGV[3] ~= '' then
   raise_newest(KEYS[1], ARGV[3])
 end
-if #ARGV > 3 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if #ARGV > 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 end
 return 1
 """
@@ -79,7 +114,48 @@ return 1
 
 
 class StateError(FeatsyncError):
-    """A view's push state in Redis does not parse (written by something other than featsync)."""
+    """A view's push state in Redis does not parse, or its key is not a hash (written by
+    something other than featsync)."""
+
+
+class StateKeyError(StateError):
+    """A view's state key holds another type than a hash (WRONGTYPE): a full refresh cannot
+    repair it (every push claims the hash first); deleting the key does."""
+
+
+def state_error(layout: Layout, error: Exception) -> FeatsyncError:
+    """The error for Redis refusing a command on the view's state hash: a StateError naming the
+    key and what to do when the key is of another type (WRONGTYPE), else Redis' reason."""
+    if "WRONGTYPE" not in str(error):
+        return FeatsyncError(
+            f"Redis refused a command on the push state {layout.state_key} of feature view "
+            f"'{layout.view.name}' v{layout.view.version}: {error}"
+        )
+    return StateKeyError(
+        f"the push state of feature view '{layout.view.name}' v{layout.view.version} in Redis (key {layout.state_key}) "
+        "is not a hash: something other than featsync wrote that key. Delete it (redis-cli DEL "
+        f"{layout.state_key}): the next featsync push of the view records it again, as a full push"
+    )
+
+
+@contextmanager
+def _state_errors(layout: Layout) -> Iterator[None]:
+    """Redis' WRONGTYPE on the state hash as a StateKeyError naming it (state_error)."""
+    try:
+        yield
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" in str(exc):
+            raise state_error(layout, exc) from None
+        raise
+
+
+class UnreadableState(dict[str, str]):
+    """A view's push state that could not be read (its key is not a hash): empty, with the
+    reason, which freshness shows (featsync.monitoring.freshness) instead of failing a page."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__()
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -138,18 +214,29 @@ def layout_of(registry: Registry, view: FeatureView, key_prefix: str | None = No
 
 def read_state(client: Any, layout: Layout) -> PushState:
     """The view's push state (empty if never pushed); StateError if it does not parse."""
-    return PushState.parse(layout, client.hgetall(layout.state_key))
+    with _state_errors(layout):
+        return PushState.parse(layout, client.hgetall(layout.state_key))
 
 
 async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]]:
     """Several views' push states in one pipelined round trip, on an async client (server, UI),
-    as text: their readers parse what they show (featsync.monitoring.freshness)."""
+    as text: their readers parse what they show (featsync.monitoring.freshness). A key that is
+    not a hash reads as an UnreadableState, so one broken view does not hide the others."""
     if not layouts:
         return []
     pipe = client.pipeline(transaction=False)
     for layout in layouts:
         pipe.hgetall(layout.state_key)
-    return [decode_state(raw) for raw in await pipe.execute()]
+    replies = await pipe.execute(raise_on_error=False)
+    states: list[dict[str, str]] = []
+    for layout, raw in zip(layouts, replies, strict=True):
+        if isinstance(raw, redis.ResponseError) and "WRONGTYPE" in str(raw):
+            states.append(UnreadableState(str(state_error(layout, raw))))
+        elif isinstance(raw, Exception):
+            raise raw
+        else:
+            states.append(decode_state(raw))
+    return states
 
 
 def new_run() -> str:
@@ -166,7 +253,8 @@ def claim(client: Any, layout: Layout, run: str, now: datetime) -> dict[bytes, b
     pipe.hsetnx(layout.state_key, LAYOUT, layout.schema)
     pipe.hset(layout.state_key, run, now.isoformat())
     pipe.hgetall(layout.state_key)
-    raw = pipe.execute()[-1]
+    with _state_errors(layout):
+        raw = pipe.execute()[-1]
     problem = owner_problem(layout, raw.get(IDENTITY.encode()), raw.get(LAYOUT.encode()))
     if problem:
         client.hdel(layout.state_key, run)
@@ -197,7 +285,8 @@ def own(client: Any, layout: Layout) -> None:
     pipe.hsetnx(layout.state_key, IDENTITY, layout.identity)
     pipe.hsetnx(layout.state_key, LAYOUT, layout.schema)
     pipe.hmget(layout.state_key, [IDENTITY, LAYOUT])
-    problem = owner_problem(layout, *pipe.execute()[-1])
+    with _state_errors(layout):
+        problem = owner_problem(layout, *pipe.execute()[-1])
     if problem:
         raise FeatsyncError(problem)
 
@@ -208,7 +297,8 @@ async def own_async(client: Any, layout: Layout) -> None:
     pipe.hsetnx(layout.state_key, IDENTITY, layout.identity)
     pipe.hsetnx(layout.state_key, LAYOUT, layout.schema)
     pipe.hmget(layout.state_key, [IDENTITY, LAYOUT])
-    problem = owner_problem(layout, *(await pipe.execute())[-1])
+    with _state_errors(layout):
+        problem = owner_problem(layout, *(await pipe.execute())[-1])
     if problem:
         raise FeatsyncError(problem)
 
@@ -231,31 +321,40 @@ def raise_newest(client: Any, layout: Layout, newest: datetime | None) -> None:
     online, unless a later time is recorded: for writers that save no push (pushed rows)."""
     call = raise_newest_call(layout, newest)
     if call is not None:
-        client.execute_command("EVAL", RAISE_NEWEST, *call)
+        with _state_errors(layout):
+            client.execute_command("EVAL", RAISE_NEWEST, *call)
 
 
 def raise_newest_call(layout: Layout, newest: datetime | None) -> tuple[Any, ...] | None:
-    """RAISE_NEWEST's key count, key and argument for `newest`, after EVAL and the script
+    """RAISE_NEWEST's key count, key and arguments for `newest`, after EVAL and the script
     (raise_newest) or EVALSHA and its SHA1 (the server's POST /push, featsync.online.push_api,
-    which sends it once its writes succeeded); None when there is nothing to raise."""
-    return None if newest is None else (1, layout.state_key, event_time_text(newest))
+    which sends it once its writes succeeded); None when there is nothing to raise. The
+    view's identity and layout go along: a hash recreated after a flush still names its owner."""
+    if newest is None:
+        return None
+    return (1, layout.state_key, event_time_text(newest), layout.identity, layout.schema)
 
 
-def save_state(client: Any, layout: Layout, run: str, fields: Mapping[str, Any]) -> bool:
+def save_state(client: Any, layout: Layout, run: str, fields: Mapping[str, Any], full_refresh: datetime | None = None) -> bool:
     """Record a completed push; called only after every row of the view was written.
 
     newest_event_time (an aware datetime) is raised, never lowered (pushed rows may have
-    written newer ones meanwhile). Saved only if this push's run field is still in the hash:
-    False when it is gone (Redis restarted empty, was flushed, or failed over to a replica
-    that missed it)."""
+    written newer ones meanwhile); after a full refresh, `full_refresh` is the clock as it
+    saves, and a stored newest_event_time that is not a real instant or is after it is
+    replaced (see the module docstring). Saved only if this push's run field is still in the
+    hash: False when it is gone (Redis restarted empty, was flushed, or failed over to a
+    replica that missed it)."""
     newest = fields.get(NEWEST_EVENT)
     args = [x for key, value in fields.items() if key != NEWEST_EVENT for x in (key, str(value))]
     text = "" if newest is None else event_time_text(newest)
-    return bool(client.eval(SAVE_IF_INTACT, 1, layout.state_key, layout.identity, run, text, *args))
+    clock = "" if full_refresh is None else event_time_text(full_refresh)
+    with _state_errors(layout):
+        return bool(client.eval(SAVE_IF_INTACT, 1, layout.state_key, layout.identity, run, text, clock, *args))
 
 
 def forget_progress(client: Any, layout: Layout, run: str, lost: bool = False) -> None:
     """Remove a push's run field; after lost writes also the watermark, so that the next
     push of the view is a full one."""
     fields = [run, "watermark"] if lost else [run]
-    client.hdel(layout.state_key, *fields)
+    with _state_errors(layout):
+        client.hdel(layout.state_key, *fields)
