@@ -670,7 +670,7 @@ def test_bulk_reply_readers_keep_every_reply_split_across_small_reads(redis_url,
 
     def rows(version: int) -> Rows:  # event time `version` s (the script's double form)
         values = pa.array([np.array([version * 1e6], ">f8").tobytes() + b"v%d" % version] * n, pa.binary())
-        return Rows(pa.array(keys, pa.binary()), values, np.zeros(n, dtype=np.int64), -1)
+        return Rows(pa.array(keys, pa.binary()), values, np.zeros(n, dtype=np.int64), "-1 10 0 0 256")  # 10-byte values
 
     newer = np.arange(n) % 3 == 0  # stored before, newer than what the test writes
     client.mset({key: rows(9).values[0].as_py() for key, new in zip(keys, newer, strict=True) if new})
