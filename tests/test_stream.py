@@ -293,6 +293,40 @@ def test_every_refusal_is_a_dead_letter_and_the_good_entries_are_one_write(pit_d
         cleanup(pit_duckdb, client, prefix)
 
 
+def test_an_entry_at_a_key_holding_a_foreign_value_is_a_dead_letter(pit_duckdb, redis_url, tmp_path, monkeypatch):
+    """A key of the view holds a value featsync did not write: the write script's call that
+    meets it writes nothing (featsync.online.push.ForeignValueError). The consumer used to stop
+    on it at every restart; now the batch's entries go again one by one, the one at that key is
+    a dead letter naming it, and the others are pushed."""
+    monkeypatch.setenv("FEATSYNC_PUSH_LOG_DIR", str(tmp_path / "pushed"))
+    client = redis.Redis.from_url(redis_url)
+    stream = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    prefix = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    consumer = in_process(pit_duckdb, redis_url, stream, prefix)
+    foreign_key = consumer.ingest.layout(consumer.ingest.view("fv_user")).key(["fv-foreign"])
+    client.set(foreign_key, b"not featsync's")
+    users = ["fv-1", "fv-foreign", "fv-2"]
+    ids = [
+        client.xadd(stream, {"row": json.dumps({"user_id": u, "event_timestamp": at, "amount": 1, "label": "f"})}) for u in users
+    ]
+    try:
+        stats = consumer.run(stop_when_idle=0.5)
+        assert (stats.read, stats.pushed, stats.dead) == (3, 2, 1)
+        assert client.xpending(stream, "featsync")["pending"] == 0
+        ((_, fields),) = client.xrange(stream + ":dead")
+        assert fields[b"featsync:entry"] == ids[1]
+        assert "is not a featsync value" in fields[b"featsync:error"].decode()
+        assert "fv-foreign" in fields[b"featsync:error"].decode()
+        assert client.get(foreign_key) == b"not featsync's"  # left as it was
+        reader = OnlineReader(pit_duckdb.registry(), client, prefix)
+        served = reader.get([{"user_id": "fv-1"}, {"user_id": "fv-2"}], ["fv_user:label"])
+        assert served.features["label"] == ["f", "f"]
+    finally:
+        client.delete(stream, stream + ":dead", foreign_key)
+        cleanup(pit_duckdb, client, prefix)
+
+
 def test_two_consumers_that_handle_one_entry_write_one_dead_letter(pit_duckdb, redis_url, tmp_path, monkeypatch):
     """Consumer A reads a batch and is slow; B claims A's pending entries and handles them; A
     then finishes too. Both handled the refused entry: it has one dead letter."""

@@ -51,7 +51,7 @@ import redis
 
 from featsync.errors import FeatsyncError, NotFoundError, UsageError
 from featsync.online.ingest import RowIngest
-from featsync.online.push import UNAVAILABLE
+from featsync.online.push import UNAVAILABLE, ForeignValueError
 from featsync.online.rows import PushRowsError
 
 log = logging.getLogger(__name__)
@@ -248,10 +248,23 @@ class StreamConsumer:
                 checked, refused = self.ingest.check_each(name, rows, self.to, now)
                 dead += [(items[index][0], str(exc)) for index, exc in refused]
             if checked is not None:
-                # Any error here (Redis or the warehouse away) propagates: nothing is acknowledged,
-                # and the entries are read again after a restart.
-                self.ingest.write(checked)
-                self.stats.pushed += checked.rows
+                # Any other error here (Redis or the warehouse away) propagates: nothing is
+                # acknowledged, and the entries are read again after a restart.
+                try:
+                    self.ingest.write(checked)
+                    self.stats.pushed += checked.rows
+                except ForeignValueError:
+                    # A key of the view holds a value featsync did not write, and the script call
+                    # that met it wrote nothing: the entries again one by one (every write is
+                    # idempotent), so that only the ones at that key are dead letters.
+                    refused_ids = {entry_id for entry_id, _ in dead}
+                    for entry_id, row in items:
+                        if entry_id not in refused_ids:
+                            try:
+                                self.ingest.write(self.ingest.check(name, [row], self.to, now))
+                                self.stats.pushed += 1
+                            except ForeignValueError as exc:
+                                dead.append((entry_id, str(exc)))
         self._settle(entries, [(entry_id, fields_of[entry_id], reason) for entry_id, reason in dead])
 
     def _settle(self, entries: list[tuple[bytes, dict[bytes, bytes]]], dead: list[tuple[bytes, dict[bytes, bytes], str]]) -> None:
