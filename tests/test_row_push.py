@@ -21,6 +21,7 @@ WRITE_NEWER outside the years 1685 to 2255 (docs/internals.md).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -581,6 +582,14 @@ def test_the_row_path_loads_the_script_again_after_script_flush(project, private
             client.script_flush()
 
 
+def rp_text_body(n: int, at: datetime) -> bytes:
+    """A POST /push body of n rows of rp_text (users u0..), all at `at`."""
+    users = [f"u{i}" for i in range(n)]
+    df = {"user_id": users, "event_timestamp": [at.isoformat()] * n, "amount": [1.0] * n, "n": [1] * n}
+    df |= {"flag": [True] * n, "note": ["x"] * n, "seen_at": [None] * n}
+    return orjson.dumps({"push_source_name": "rp_text", "df": df})
+
+
 @pytest.mark.parametrize("n", [2, SMALL_ROWS + 6], ids=["row path", "batch path"])
 def test_a_failed_push_does_not_raise_the_newest_event_time(project, redis_url, n):
     """POST /push raises the view's newest_event_time only once its writes succeeded: a write the
@@ -593,11 +602,7 @@ def test_a_failed_push_does_not_raise_the_newest_event_time(project, redis_url, 
     ingest = Ingest(project, client, prefix)
     layout = ingest.layout(ingest.view("rp_text"))
     users = [f"u{i}" for i in range(n)]
-
-    def body(at: datetime) -> bytes:
-        df = {"user_id": users, "event_timestamp": [at.isoformat()] * n, "amount": [1.0] * n, "n": [1] * n}
-        df |= {"flag": [True] * n, "note": ["x"] * n, "seen_at": [None] * n}
-        return orjson.dumps({"push_source_name": "rp_text", "df": df})
+    body = functools.partial(rp_text_body, n)
 
     first = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
     try:
@@ -807,12 +812,7 @@ def test_post_push_raises_the_newest_event_time_by_sha_after_script_flush(projec
     config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", url, "fs-refactor", max_batch=100)
     ingest = Ingest(project, client, "fs-refactor")
     layout = ingest.layout(ingest.view("rp_text"))
-    users = [f"u{i}" for i in range(n)]
-
-    def body(at: datetime) -> bytes:
-        df = {"user_id": users, "event_timestamp": [at.isoformat()] * n, "amount": [1.0] * n, "n": [1] * n}
-        df |= {"flag": [True] * n, "note": ["x"] * n, "seen_at": [None] * n}
-        return orjson.dumps({"push_source_name": "rp_text", "df": df})
+    body = functools.partial(rp_text_body, n)
 
     start = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
     with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
