@@ -141,7 +141,7 @@ def typed_rows(view: FeatureView, rows: Any) -> TypedRows | None:
 
 def _parse_times(texts: list[tuple[list[Any], int, str]]) -> bool:
     """Put each timestamp given as text in its place as epoch microseconds, parsed by the
-    parser `conform` uses (featsync.online.rows.parse_times: one call for the whole request);
+    parser `conform` uses (featsync.times.parse_times: one call for the whole request);
     False when one does not parse."""
     try:
         parsed = parse_times(pa.array([text for _, _, text in texts], pa.string()))
