@@ -193,7 +193,7 @@ def test_hostile_values_in_the_data_and_the_drift_window_stay_values(pusher, pro
     window = drift_lib.Window.parse(f"{day - timedelta(days=1)}T00:00:00Z..{day + timedelta(days=1)}T00:00:00Z")
     report = drift_lib.drift(project, "fv_user", window, window)
     assert report.reference_rows == 2 and "user_rows" in duckdb_tables()
-    with pytest.raises(FeatsyncError, match="is not an ISO 8601 timestamp"):
+    with pytest.raises(FeatsyncError, match="is not an RFC 3339 timestamp"):
         drift_lib.Window.parse("2024-01-01T00:00:00Z..2024-02-01T00:00:00Z' or 1=1 --")
 
 

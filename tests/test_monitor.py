@@ -159,7 +159,7 @@ def test_thresholds_come_from_the_views_meta(drift_data):
         ("2024-01-01..2024-01-15", "'2024-01-01' has no time zone; featsync times are UTC, write e.g. 2024-01-01T00:00:00Z"),
         ("2024-01-01T00:00:00Z", "is not START..END"),
         ("2024-01-01T00:00:00Z..", "is not START..END"),
-        ("2024-13-01T00:00:00Z..2024-01-15T00:00:00Z", "'2024-13-01T00:00:00Z' is not an ISO 8601 timestamp"),
+        ("2024-13-01T00:00:00Z..2024-01-15T00:00:00Z", "'2024-13-01T00:00:00Z' is not an RFC 3339 timestamp"),
         ("2024-01-15T00:00:00Z..2024-01-01T00:00:00Z", "the start must be before the end"),
     ],
 )

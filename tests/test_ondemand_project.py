@@ -154,7 +154,12 @@ def test_request_data_errors_name_the_field(pushed):
         ({"transaction_amount": "500"}, "request field 'transaction_amount' is float8; got str '500'"),
         ({"transaction_amount": 1.0, "amount": 2}, "unknown request field(s) amount"),
         ({"transaction_amount": [1.0, 2.0]}, "has 2 values for 1 entity rows"),
-        ({"transaction_amount": 1.0, "event_timestamp": "yesterday"}, "cannot read 'yesterday'"),
+        ({"transaction_amount": 1.0, "event_timestamp": "yesterday"}, "'yesterday' is not an RFC 3339 timestamp"),
+        # the one rule for a time given as text (featsync.times), as for pushed rows
+        (
+            {"transaction_amount": 1.0, "event_timestamp": "2016-12-31T23:59:60Z"},
+            "request field 'event_timestamp': '2016-12-31T23:59:60Z' is a leap second (:60)",
+        ),
         ({"transaction_amount": 1.0, "event_timestamp": "2024-01-01T23:00:00"}, "'2024-01-01T23:00:00' has no time zone"),
         ({"transaction_amount": 1.0, "event_timestamp": datetime(2024, 1, 1, 23)}, "has no time zone; featsync times are UTC"),
     ]:
@@ -172,6 +177,12 @@ def test_request_data_errors_name_the_field(pushed):
         request_data={"transaction_amount": 3, "event_timestamp": datetime(2024, 1, 2, 1, tzinfo=timezone(timedelta(hours=2)))},
     )
     assert response.features["is_night_transaction"] == [False]
+    # RFC 3339 as pushed rows read it: lower-case t/z, nanoseconds cut (01:59:59.999999999 is still night)
+    for text, night in (("2024-01-02t01:59:59.999999999z", True), ("2024-01-02T05:59:59.9999999+00:00", True)):
+        response = reader.get(
+            rows, feature_service="fraud_detection:v2", request_data={"transaction_amount": 3, "event_timestamp": text}
+        )
+        assert response.features["is_night_transaction"] == [night], text
 
 
 def test_cli_get_request(pushed):
@@ -192,6 +203,14 @@ def test_cli_get_request(pushed):
     result = runner.invoke(main, [*base, "--request", "transaction_amount=abc"])
     # a malformed value is a usage error; a field the service does not declare, an unknown name
     assert result.exit_code == USAGE_EXIT and "request field 'transaction_amount' is float8; cannot read 'abc'" in result.output
+    result = runner.invoke(
+        main, [*base, "--request", "transaction_amount=1", "--request", "event_timestamp=2024-04-29t02:30:00z"]
+    )
+    assert result.exit_code == 0 and json.loads(result.stdout)["is_night_transaction"] == [True], result.output
+    result = runner.invoke(main, [*base, "--request", "transaction_amount=1", "--request", "event_timestamp=2024-04-29T02:30:00"])
+    assert result.exit_code == USAGE_EXIT and "request field 'event_timestamp': '2024-04-29T02:30:00' has no time zone" in (
+        result.output
+    )
     result = runner.invoke(main, [*base, "--request", "amount=1"])
     assert result.exit_code == 2 and "unknown request field 'amount'" in result.output
     # an on-demand feature by reference takes its service's request fields; a stored one has none

@@ -458,3 +458,85 @@ def test_nan_is_nan_from_every_shape(pit):
     gaps = pd.DataFrame([user_row("g1", NOW - H, 3), user_row("g2", NOW - H, None)])  # amount: float64 [3.0, NaN]
     pit.push("fv_user", gaps)
     assert read(pit, "fv_user", ["g1", "g2"], ["amount"]) == {"amount": [3, None]}
+
+
+PROFILE_TIMES = [NOW - 2 * H, NOW - H, NOW - H / 2]
+PROFILE_VALID_TO = [None, NOW - H / 4, NOW - H / 3, NOW + H]  # past (expired at the push), or open / future
+
+
+@st.composite
+def profile_rows(draw) -> list[dict]:
+    """fv_profile (valid_to, ttl 5h) rows of up to three users, where a user's newest row is
+    often already past its valid_to while an older one is still valid."""
+    picks = draw(st.lists(st.tuples(st.integers(0, 2), st.sampled_from(PROFILE_TIMES)), min_size=1, max_size=8))
+    return [
+        {
+            "user_id": f"p{u}",
+            "event_timestamp": at,
+            "valid_to": draw(st.sampled_from(PROFILE_VALID_TO)),
+            "tier": draw(st.sampled_from([None, "a", "b"])),
+        }
+        for u, at in picks
+    ]
+
+
+def push_profiles_from_the_warehouse(pit, rows: list[dict]) -> None:
+    def naive(at: datetime | None) -> datetime | None:
+        return None if at is None else at.replace(tzinfo=None)
+
+    with duckdb.connect(os.environ["FEATSYNC_PIT_DUCKDB_PATH"]) as con:
+        con.execute("delete from profile_rows")
+        con.executemany(
+            "insert into profile_rows values (?, ?, ?, ?)",
+            [(r["user_id"], naive(r["event_timestamp"]), naive(r["valid_to"]), r["tier"]) for r in rows],
+        )
+    Pusher(pit.project, pit.client, key_prefix=pit.key_prefix).push(select=["fv_profile"], full_refresh=True)
+
+
+def test_a_key_whose_newest_pushed_row_expired_gets_nothing_as_from_the_warehouse(pit):
+    """featsync.latest_rows picks each key's latest row, then `featsync push` drops it if it is
+    past its validity: the key gets nothing. Pushed rows used to drop expired rows first, so an
+    older row of that key, still valid, was written (served as current while the warehouse push
+    serves nothing)."""
+    tag = uuid.uuid4().hex[:6]
+    rows = [
+        {"user_id": f"e1-{tag}", "event_timestamp": NOW - 2 * H, "valid_to": None, "tier": "old"},
+        {"user_id": f"e1-{tag}", "event_timestamp": NOW - H, "valid_to": NOW - H / 2, "tier": "new, ended"},
+        {"user_id": f"e2-{tag}", "event_timestamp": NOW - H, "valid_to": None, "tier": "only"},
+        {"user_id": f"e3-{tag}", "event_timestamp": NOW - 2 * H, "valid_to": NOW - H / 2, "tier": "old, ended"},
+        {"user_id": f"e3-{tag}", "event_timestamp": NOW - H, "valid_to": None, "tier": "new"},
+    ]
+    push_profiles_from_the_warehouse(pit, rows)
+    users = [f"e{i}-{tag}" for i in (1, 2, 3)]
+    assert read(pit, "fv_profile", users, ["tier"]) == {"tier": [None, "only", "new"]}
+    served = RowIngest(pit.project, pit.client, f"{pit.key_prefix}-rows")
+    try:
+        for given in (rows, rows[::-1], pd.DataFrame(rows)):  # the row path's hand-back, and the batch path
+            result = served.push("fv_profile", given).online
+            assert read(served, "fv_profile", users, ["tier"]) == {"tier": [None, "only", "new"]}
+            counts = (result.keys_written + result.skipped_stale, result.skipped_expired, result.skipped_superseded)
+            assert counts == (2, 1, 2) and sum(counts) == result.rows_read == 5
+    finally:
+        cleanup(pit.project, pit.client, served.key_prefix)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given_examples(rows=profile_rows(), data=st.data())
+def test_pushed_rows_past_their_validity_store_what_the_warehouse_push_stores(pit, rows, data):
+    """Random fv_profile rows (newest rows often past valid_to, older ones valid), pushed by a
+    client in any order and by `featsync push` from the warehouse: the same bytes per key, or
+    no key on both sides; and the counts add up to the rows given."""
+    tag = uuid.uuid4().hex[:6]
+    rows = [{**r, "user_id": f"{r['user_id']}-{tag}"} for r in rows]
+    push_profiles_from_the_warehouse(pit, rows)
+    served = RowIngest(pit.project, pit.client, f"{pit.key_prefix}-rows")
+    try:
+        result = served.push("fv_profile", data.draw(st.permutations(rows))).online
+        total = result.keys_written + result.skipped_stale + result.skipped_expired + result.skipped_superseded
+        assert total == result.rows_read == len(rows)
+        layouts = [ingest.layout(ingest.view("fv_profile")) for ingest in (pit, served)]
+        for row in rows:
+            batch, pushed = (pit.client.get(layout.key([row["user_id"]])) for layout in layouts)
+            assert pushed == batch, row["user_id"]
+    finally:
+        cleanup(pit.project, pit.client, served.key_prefix)

@@ -399,7 +399,10 @@ def test_the_row_path_writes_what_the_batch_path_writes(ingest, request, as_json
     n = len(df) if isinstance(df, list) else max(len(v) for v in df.values())
     if batch[0] == "written" and n <= SMALL_ROWS and plain_in_range(ingest.view(name), batch_out[0]):
         table, encoded = batch_out
-        assert encoded is not None and len(encoded.keys) < batch[1] - batch[2], (df, batch)
+        # Reduced: fewer keys written or expired than rows given (superseded rows; the key
+        # of an expired winner is counted once, as expired, whatever its older rows).
+        written = 0 if encoded is None else len(encoded.keys)
+        assert written + batch[2] < batch[1], (df, batch)
 
 
 def test_the_row_path_takes_plain_requests_and_matches_the_batch_path(ingest):

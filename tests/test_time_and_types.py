@@ -25,6 +25,7 @@ from click.testing import CliRunner
 
 from conftest import TYPES_PRECISIONS, build_types_project, delete_pushed_keys, types_duckdb_execute
 from featsync.cli import main
+from featsync.errors import USAGE_EXIT
 from featsync.online.layout import online_values
 
 FRACTION = {"s": "", "ms": ".123", "us": ".123456", "ns": ".123456789", "tz": ".123456"}
@@ -407,3 +408,74 @@ def test_on_demand_date_parts_of_zoned_times_are_utc_offline_and_online(request,
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert (data["seen_hour"], data["asked_hour"]) == ([6], [23])
+
+
+# One rule for a time a user gives as text (featsync.times, docs/time-and-types.md "Where a
+# time comes in from outside"): the same text means the same instant, or is refused for the
+# same reason, at every entry point.
+TEXT_TIMES = [
+    ("2024-03-01t10:00:00.123456789z", datetime(2024, 3, 1, 10, 0, 0, 123456, tzinfo=UTC)),  # lower case, ns cut
+    ("2024-03-01T10:00:00.9999999+01:00", datetime(2024, 3, 1, 9, 0, 0, 999999, tzinfo=UTC)),  # floored, never up
+    ("2016-12-31T23:59:60Z", "'2016-12-31T23:59:60Z' is a leap second (:60)"),
+    ("2024-03-01T10:00:00", "'2024-03-01T10:00:00' has no time zone; featsync times are UTC, write e.g. 2024-03-01T10:00:00Z"),
+    ("2024-03-01", "'2024-03-01' has no time zone; featsync times are UTC, write e.g. 2024-03-01T00:00:00Z"),
+    ("0001-01-01T00:00:00+05:00", "is not an RFC 3339 timestamp with a zone"),  # year 0 once in UTC
+]
+
+
+def _request_field(project, text: str):
+    from featsync.ondemand.compiler import RequestField
+
+    return RequestField("ts", "timestamptz", "timestamp").coerce(text)  # request_data (HTTP, Python) and --request
+
+
+def _now(project, text: str):
+    from featsync.quality.validate import resolve_now
+
+    return resolve_now(text)  # --now / FEATSYNC_NOW
+
+
+def _window_start(project, text: str):
+    from featsync.monitoring.drift import Window
+
+    return Window.parse(f"{text}..9999-01-01T00:00:00Z", "--reference").start  # drift windows
+
+
+def _pushed(project, text: str):
+    from featsync.online.rows import conform
+
+    view = next(v for v in project.registry().feature_views.values() if v.online)
+    row = {c.name: None for c in view.columns} | dict.fromkeys(view.entities, "k") | {view.timestamp: text}
+    return conform(view, [row]).column(view.timestamp)[0].as_py()  # pushed rows, push --rows CSV, the stream
+
+
+@pytest.mark.parametrize("text, expected", TEXT_TIMES)
+@pytest.mark.parametrize(
+    "entry, where",
+    [
+        (_request_field, "request field 'ts'"),
+        (_now, "now (--now / FEATSYNC_NOW)"),
+        (_window_start, "--reference"),
+        (_pushed, "row 0"),
+    ],
+)
+def test_every_entry_point_reads_text_times_by_one_rule(types_duckdb, entry, where, text, expected):
+    from featsync.errors import FeatsyncError
+
+    if isinstance(expected, datetime):
+        assert entry(types_duckdb, text) == expected
+        return
+    with pytest.raises(FeatsyncError) as info:
+        entry(types_duckdb, text)
+    message = str(info.value)
+    # Pushed rows word a missing zone or a bad year their own way (naming the row and column).
+    assert where in message and (expected in message or (entry is _pushed and "leap" not in expected)), message
+
+
+def test_cli_now_follows_the_rule_and_names_the_option(types_duckdb):
+    project = ["--project-dir", str(types_duckdb.project_dir), "--profiles-dir", str(types_duckdb.profiles_dir)]
+    result = CliRunner().invoke(main, ["validate", *project, "--now", "2016-12-31T23:59:60Z"])
+    output = result.output
+    assert result.exit_code == USAGE_EXIT and "--now" in output and "is a leap second (:60)" in output, output
+    result = CliRunner().invoke(main, ["validate", *project, "--now", "2024-04-30T00:00:00"])
+    assert result.exit_code == USAGE_EXIT and "has no time zone" in result.output, result.output

@@ -32,6 +32,7 @@ from featsync.project import Project
 from featsync.registry import FeatureView, Monitoring
 from featsync.registry.types import BOOL, DECIMAL, FLOAT, INT, TEXT, TIMESTAMP
 from featsync.results import save_result
+from featsync.times import parse_time
 
 PSI_BINS = 10  # reference deciles, the usual PSI binning
 PSI_FLOOR = 1e-4  # an empty bin's share, so that ln(c / r) stays finite
@@ -55,17 +56,10 @@ class Window:
             raise UsageError(f"{option} '{text}' is not START..END (e.g. 2024-03-01T00:00:00Z..2024-04-01T00:00:00Z)")
         bounds = []
         for part in (start_text.strip(), end_text.strip()):
-            try:
-                value = datetime.fromisoformat(part)
-            except ValueError:
-                raise UsageError(f"{option} '{text}': '{part}' is not an ISO 8601 timestamp") from None
-            if value.tzinfo is None:
-                raise UsageError(
-                    f"{option} '{text}': '{part}' has no time zone; featsync times are UTC, write e.g. {part}Z"
-                    if "T" in part
-                    else f"{option} '{text}': '{part}' has no time zone; featsync times are UTC, write e.g. {part}T00:00:00Z"
-                )
-            bounds.append(value.astimezone(UTC))
+            try:  # the one rule for a time given as text (featsync.times, docs/time-and-types.md)
+                bounds.append(parse_time(part, f"{option} '{text}'"))
+            except FeatsyncError as exc:
+                raise UsageError(str(exc)) from None
         if bounds[0] >= bounds[1]:
             raise UsageError(f"{option} '{text}': the start must be before the end")
         return cls(bounds[0], bounds[1])

@@ -39,6 +39,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from featsync.errors import FeatsyncError, shown
+from featsync.times import parse_time
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "spark")
 # Kinds of values an expression handles, named as in featsync.registry.types (the one table
@@ -115,7 +116,8 @@ class RequestField:
                     return False
                 raise ValueError("not true/false")
             if self.kind == TIMESTAMP:
-                return self._utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")), shown(text))
+                # The one rule for a time given as text (featsync.times, docs/time-and-types.md).
+                return parse_time(text.strip(), f"request field '{self.name}'")
             return text
         except ValueError:
             raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; cannot read {shown(text)} as one") from None

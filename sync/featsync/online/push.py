@@ -838,12 +838,14 @@ def coalesced(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Recor
 
 
 def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int) -> PushedRows:
-    """Rows a client pushed, as the batch push encodes (featsync.online.layout) and expires
-    (featsync.online.validity) them, reduced to the row per key the point-in-time join would
-    pick (featsync.online.rows.newest_per_key: WRITE_NEWER compares each row with what Redis
-    held before the call; the others are counted `superseded`); and the newest event time among them not
-    after `now_us`, for the view's newest_event_time (a row dated in the future is written but,
-    as in the batch push, freshness is not measured from it)."""
+    """Rows a client pushed, as the batch push reduces, encodes (featsync.online.layout) and
+    expires (featsync.online.validity) them, in the batch push's order: first the row per key
+    the point-in-time join would pick (featsync.online.rows.newest_per_key, featsync.latest_rows'
+    order; the others are counted `superseded`), then the validity of that row at the clock
+    (past it: counted `expired`, and the key gets nothing, as `featsync push` writes nothing for
+    a key whose latest row has expired: an older row of the key is never resurrected). Also
+    the newest event time written not after `now_us`, for the view's newest_event_time (a row
+    dated in the future is written but, as in the batch push, freshness is not measured from it)."""
     from featsync.online.rows import newest_per_key
 
     given = table.num_rows
@@ -852,21 +854,21 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
     view = layout.view
     table = table.combine_chunks().to_batches()[0]  # one batch: the encoders slice plain arrays
     layout.check_times(table)
-    expire_ms, live = live_rows(view, table, now_us)
-    expired = int((~live).sum())
-    if not live.all():
-        table = table.filter(pa.array(live))
-        expire_ms = expire_ms[live]
-    if table.num_rows == 0:
-        return PushedRows(None, given, expired, None)
     micros = column_micros(table.column(view.timestamp))
-    past = micros[micros <= now_us]
-    newest = from_micros(int(past.max())) if len(past) else None
     keys = layout.encode_keys(table)
     keep = newest_per_key(view, table, keys, lambda: micros)
-    superseded = table.num_rows - len(keep)
+    superseded = given - len(keep)
     if superseded:
-        table, keys, expire_ms = table.take(pa.array(keep)), keys.take(pa.array(keep)), expire_ms[keep]
+        table, keys, micros = table.take(pa.array(keep)), keys.take(pa.array(keep)), micros[keep]
+    expire_ms, live = live_rows(view, table, now_us)
+    expired = int((~live).sum())
+    if expired:
+        mask = pa.array(live)
+        table, keys, micros, expire_ms = table.filter(mask), keys.filter(mask), micros[live], expire_ms[live]
+    if table.num_rows == 0:
+        return PushedRows(None, given, expired, None, superseded)
+    past = micros[micros <= now_us]
+    newest = from_micros(int(past.max())) if len(past) else None
     rows = Rows(keys, layout.encode_values(table), expire_ms, layout.value_shape)
     return PushedRows(rows, given, expired, newest, superseded)
 

@@ -103,6 +103,9 @@ def _filled(value: Any, parameters: dict[str, datetime]) -> Any:
 def _scalar(value: Any, column: pa.Array) -> pa.Scalar:
     if pa.types.is_timestamp(column.type):
         if isinstance(value, str):
+            # Deliberately not featsync.times' rule: a suite's bound is an expectation's
+            # argument, read as the warehouse check reads it (naive means UTC), not an instant
+            # sent by a client, so that the pushed-row check and `featsync validate` agree.
             value = datetime.fromisoformat(value)
         if isinstance(value, datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # the suite's naive instants mean UTC, as the warehouse's

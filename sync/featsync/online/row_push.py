@@ -141,7 +141,7 @@ def typed_rows(view: FeatureView, rows: Any) -> TypedRows | None:
 
 def _parse_times(texts: list[tuple[list[Any], int, str]]) -> bool:
     """Put each timestamp given as text in its place as epoch microseconds, parsed by the
-    parser `conform` uses (featsync.online.rows.parse_times: one call for the whole request);
+    parser `conform` uses (featsync.times.parse_times: one call for the whole request);
     False when one does not parse."""
     try:
         parsed = parse_times(pa.array([text for _, _, text in texts], pa.string()))
@@ -190,10 +190,14 @@ class PushedRows:
 
 def encode_small(layout: Layout, typed: TypedRows, now_us: int) -> PushedRows | None:
     """What encode_pushed gives for the same rows; None when the batch path must decide (two
-    rows of one key, which encode_pushed reduces to the newest)."""
+    rows of one key, which encode_pushed reduces to the row the join picks before it checks
+    that row's validity: checked here on all rows, expired or not, for the same reason)."""
     view = layout.view
     columns = typed.columns
     n = typed.num_rows
+    keys = [layout.key([columns[name][i] for name in view.entities]) for i in range(n)]
+    if len(set(keys)) < n:
+        return None
     event = columns[view.timestamp]
     valid_to = None
     if view.valid_to:
@@ -202,10 +206,8 @@ def encode_small(layout: Layout, typed: TypedRows, now_us: int) -> PushedRows | 
     rows = np.flatnonzero(live).tolist()
     if not rows:
         return PushedRows(None, n, n, None)
-    keys = [layout.key([columns[name][i] for name in view.entities]) for i in rows]
-    if len(set(keys)) < len(keys):
-        return None
     values = layout.encode_rows([event[i] for i in rows], [[columns[name][i] for i in rows] for name, _ in layout.features])
     past = [event[i] for i in rows if event[i] <= now_us]  # freshness is not measured from future rows
     newest = from_micros(max(past)) if past else None
-    return PushedRows(SmallRows(keys, values, expire_ms[rows].tolist(), layout.value_shape), n, n - len(rows), newest)
+    written = [keys[i] for i in rows]
+    return PushedRows(SmallRows(written, values, expire_ms[rows].tolist(), layout.value_shape), n, n - len(rows), newest)

@@ -11,7 +11,7 @@ client do not have one, so this module gives them the same guarantees first:
   (or floats with no fraction) in the int64 range, a float feature numbers (an integer only
   within +-2**53, as the warehouse push's Arrow cast), a text feature strings that encode
   as UTF-8 (not a lone surrogate, which a Python str may hold), a boolean true/false only,
-  a timestamp an instant with a zone: RFC 3339 text (`parse_times`) or an aware datetime,
+  a timestamp an instant with a zone: RFC 3339 text (featsync.times.parse_times) or an aware datetime,
   pandas or Arrow timestamp; a naive one is refused, never guessed (docs/push-api.md);
 - ranges: event, created and timestamp-feature instants within the years 1 to 9999 in UTC
   (what every reader represents; valid_to may lie beyond, an open end); no NUL character in
@@ -28,7 +28,6 @@ checked table has the declared columns in declared order, typed as the online co
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +41,7 @@ from featsync.errors import FeatsyncError, shown
 from featsync.online.layout import MAX_MICROS, MIN_MICROS, epoch_micros
 from featsync.registry import Column, FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
+from featsync.times import leap_second, parse_times  # parse_times: the one parser of text times, every path
 
 TO_ONLINE, TO_OFFLINE, TO_BOTH = "online", "offline", "online_and_offline"
 DESTINATIONS = (TO_ONLINE, TO_OFFLINE, TO_BOTH)
@@ -53,13 +53,6 @@ PUSH_TYPES = {INT: pa.int64(), FLOAT: pa.float64(), BOOL: pa.bool_(), TEXT: pa.s
 # featsync.online.layout) draws the same line.
 _EXACT_FLOAT = 2**53
 _INT64 = 2**63
-# RFC 3339 allows any number of fraction digits and a lower-case 't' and 'z'; Arrow's cast
-# to microseconds takes at most 6 digits and upper case only. Digits beyond the sixth are
-# cut, which floors the instant to its microsecond (the text's fraction counts forward from
-# its second, also before 1970), as the batch push floors nanosecond warehouse times
-# (featsync.online.layout.epoch_micros).
-_FRACTION = r"^([^.]*:\d\d\.\d{6})\d+"
-_LEAP_SECOND = re.compile(r"[Tt ]\d\d:\d\d:60(?:\.\d*)?(?:[Zz]|[+-]\d\d(?::?\d\d)?)$")
 
 
 class PushRowsError(FeatsyncError):
@@ -259,14 +252,6 @@ def _first(bad: pa.Array) -> int | None:
 NUL = "\x00"
 
 
-def parse_times(strings: pa.Array) -> pa.Array:
-    """Timestamps given as RFC 3339 text as UTC microseconds: the one parser of every push
-    path (conform's, and featsync.online.row_push's); ArrowInvalid for text that is not an
-    instant with a zone. Fraction digits beyond the sixth are cut (floored), a lower-case
-    't' or 'z' is read as upper case; a leap second (:60) is refused (`_refuse` says why)."""
-    return pc.replace_substring_regex(pc.ascii_upper(strings), _FRACTION, r"\1").cast(TIME_TYPE)
-
-
 def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> PushRowsError:
     where = f"feature view '{view.name}': row {row}, column '{name}'"
     if kind in (TEXT, TIMESTAMP) and isinstance(value, str) and not utf8(value):  # repr escapes it: UTF-8
@@ -275,11 +260,8 @@ def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> Pu
         return PushRowsError(
             f"{where}: {shown(value)} holds a NUL character (\\x00), which PostgreSQL's text cannot store: refused in text"
         )
-    if kind == TIMESTAMP and isinstance(value, str) and _LEAP_SECOND.search(value):
-        return PushRowsError(
-            f"{where}: {shown(value)} is a leap second (:60), which featsync does not take: its instants are "
-            "UTC without leap seconds, as in the warehouse; send 23:59:59.999999 or the next second"
-        )
+    if kind == TIMESTAMP and isinstance(value, str) and leap_second(value):
+        return PushRowsError(f"{where}: {leap_second(value)}")
     hint = ""
     if kind == TIMESTAMP:
         hint = " (a timestamp given as text needs a zone, e.g. 2024-03-01T10:00:00Z)"
