@@ -151,9 +151,9 @@ def client(private_redis):  # noqa: F811
 
 def write(client, layout: Layout, keys: list[bytes], values: list[bytes], path: str) -> tuple[int, int]:
     """Write rows by one of push's ways: the row path's one call (SmallRows), the batch path's
-    script calls (pack_writes) or SET NX first (the script then takes the keys that existed);
+    script calls (pack_writes, 2 rows a call) or SET NX first (the script then takes the keys that existed);
     on a Redis Cluster client, its router (featsync.online.cluster)."""
-    pusher = Pusher(None, client)  # type: ignore[arg-type]  # writing encoded rows needs no project
+    pusher = Pusher(None, client, chunk_rows=2)  # type: ignore[arg-type]  # no project needed; 3-4 rows: 2 calls
     if path == "rows":
         (reply,) = pusher._write_script(SmallRows(keys, values, [0] * len(keys), layout.value_shape))
         if isinstance(reply, redis.ResponseError):
