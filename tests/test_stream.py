@@ -352,3 +352,33 @@ def test_two_consumers_that_handle_one_entry_write_one_dead_letter(pit_duckdb, r
     finally:
         client.delete(stream, stream + ":dead")
         cleanup(pit_duckdb, client, prefix)
+
+
+def test_an_entry_is_never_acknowledged_without_its_dead_letter(redis_url):
+    """Settling a batch writes its dead letters and acknowledges its entries in one script,
+    which Redis does not roll back when a command in it fails. The dead-letter stream's key
+    holding another type (or an ACL without XADD) failed the XADD after the XACK had
+    acknowledged the entry: it was neither pending nor a dead letter, lost. Now nothing is
+    acknowledged until every dead letter is written; once the key is fixed, the redelivered
+    batch settles with one dead letter, and settling it again writes none."""
+    client = redis.Redis.from_url(redis_url)
+    stream = f"fs-stream:{uuid.uuid4().hex[:8]}"
+    consumer = StreamConsumer(None, client, stream, consumer="c1")  # type: ignore[arg-type]  # settling needs no ingest
+    consumer.ensure_group()
+    good, bad = client.xadd(stream, {"row": "{}"}), client.xadd(stream, {"row": "not json"})
+    entries = consumer._read(">")
+    dead = [(bad, {b"row": b"not json"}, "the entry's 'row' is not JSON")]
+    client.set(stream + ":dead", "not a stream")
+    try:
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            consumer._settle(entries, dead)
+        assert client.xpending(stream, "featsync")["pending"] == 2  # both to be read again
+        client.delete(stream + ":dead")
+        assert [e for e, _ in consumer._read("0")] == [good, bad]
+        consumer._settle(entries, dead)
+        consumer._settle(entries, dead)  # handled twice (a claim): one dead letter
+        ((_, letter),) = client.xrange(stream + ":dead")
+        assert letter == {b"featsync:error": b"the entry's 'row' is not JSON", b"featsync:entry": bad, b"row": b"not json"}
+        assert client.xpending(stream, "featsync")["pending"] == 0 and consumer.stats.dead == 1
+    finally:
+        client.delete(stream, stream + ":dead")

@@ -22,8 +22,8 @@ refuses, an expectation it fails: any refusal of its content, which `RowIngest.c
 before anything is written) is not retried forever: the batch's entries are checked one by
 one, the good ones pushed together (one write, one offline log file), and each bad entry is
 copied with its error to the dead-letter stream `<STREAM>:dead` and acknowledged, by one
-script with the batch's XACK (both or neither). A dead letter is written only by the XACK
-that acknowledges its entry, so two consumers that both handled an entry (one claimed it
+script with the batch's XACK (both or neither). A dead letter is written only while its entry
+is pending, by the script whose XACK acknowledges it, so two consumers that both handled an entry (one claimed it
 from the other) write one dead letter. Its own fields (`featsync:error`, `featsync:entry`)
 come first; the entry's fields follow as they are.
 
@@ -61,13 +61,18 @@ DEAD_SUFFIX = ":dead"
 DEAD_ERROR, DEAD_ENTRY = "featsync:error", "featsync:entry"
 # Settle a batch: KEYS = the stream, its dead-letter stream; ARGV = the group, the number of
 # dead letters, then each one's entry id, error, field count and fields, then the ids of the
-# entries to acknowledge. Each dead letter only if its own XACK acknowledged the entry (so it
-# is written once, whichever consumers handled the entry); returns how many were written.
+# entries to acknowledge. Each dead letter only if its entry is still pending in the group (so
+# it is written once, whichever consumers handled the entry: the script's XACK that follows
+# ends that); returns how many were written. Every XADD comes before any XACK: a script that
+# fails midway (the dead-letter key holds another type, an ACL without XADD) has then
+# acknowledged nothing, so no entry is acknowledged without its dead letter. (A script is not
+# rolled back, and an XACK first had already acknowledged the entry when its XADD failed.)
 SETTLE = f"""
-local at, written = 3, 0
+local at, written, seen = 3, 0, {{}}
 for _ = 1, tonumber(ARGV[2]) do
   local id, n = ARGV[at], tonumber(ARGV[at + 2])
-  if redis.call('XACK', KEYS[1], ARGV[1], id) == 1 then
+  if not seen[id] and #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) == 1 then
+    seen[id] = true
     local letter = {{'{DEAD_ERROR}', ARGV[at + 1], '{DEAD_ENTRY}', id}}
     for i = at + 3, at + 2 + n do letter[#letter + 1] = ARGV[i] end
     redis.call('XADD', KEYS[2], '*', unpack(letter))
@@ -269,7 +274,8 @@ class StreamConsumer:
 
     def _settle(self, entries: list[tuple[bytes, dict[bytes, bytes]]], dead: list[tuple[bytes, dict[bytes, bytes], str]]) -> None:
         """Acknowledge a handled batch and write its dead letters, in one script (both or neither,
-        after an outage). A dead letter is written only by the XACK that acknowledges its entry:
+        after an outage, or when a command of the script fails: its XADDs come before its XACKs).
+        A dead letter is written only by the script whose XACK acknowledges its entry:
         when two consumers handle the same entry (one claimed it from the other), one writes it."""
         args: list[Any] = [self.group, len(dead)]
         for entry_id, fields, reason in dead:
