@@ -621,6 +621,45 @@ def test_a_sigkilled_server_leaves_no_config_file(project, redis_url, tmp_path):
     assert [p.name for p in tmp.iterdir() if p.name.startswith("featsync-serve-")] == []
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_metrics_dir_of_a_sigkilled_server_is_removed_by_the_next(project, redis_url, tmp_path):  # noqa: F811
+    """A SIGKILLed `featsync serve` leaves its prometheus multiprocess directory in the temp folder
+    (no cleanup runs); the next server removes it at start-up: only directories named like its
+    own whose pid is dead. A live server's, and anything else, stays; a clean exit removes its own."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = ["serve", "--project-dir", str(project.project_dir), "--redis-url", redis_url, "--workers", "2"]
+    args += ["--key-prefix", f"featsync-test-{uuid.uuid4().hex[:8]}"]
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+    def metrics_dirs() -> set[str]:
+        return {p.name for p in tmp.iterdir() if p.name.startswith("featsync-metrics-")}
+
+    proc, _ = start(args, env)
+    try:
+        wait_for_workers(proc.pid, 2)
+        (killed,) = metrics_dirs()
+    finally:
+        family = descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert metrics_dirs() == {killed}  # left behind
+    alive, other = f"featsync-metrics-{os.getpid()}-x1", "featsync-metrics-notapid"
+    (tmp / alive).mkdir()
+    (tmp / other).mkdir()
+    proc, _ = start(args, env)
+    try:
+        (mine,) = metrics_dirs() - {alive, other}
+        assert mine != killed and mine.startswith(f"featsync-metrics-{proc.pid}-")
+    finally:
+        stop(proc)
+    assert metrics_dirs() == {alive, other}
+
+
 def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:
     """`featsync ARGS` (serve or ui) on a free port of this test's range; returns once it answers /health."""
     port = free_port_in(7200, 7299)
