@@ -30,6 +30,7 @@ import redis
 import uvicorn
 from click.testing import CliRunner
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from conftest import delete_pushed_keys
@@ -401,6 +402,44 @@ def uvicorn_server():
     for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_431_logs_its_own_line_not_uvicorn_s_invalid_request_warning(uvicorn_server):
+    """Headers over 64 KiB in one read are refused from a parser callback, which uvicorn took for
+    a malformed request and logged "Invalid HTTP request received." as a warning: the 431 logs
+    one line of its own naming the limit; a malformed request still gets uvicorn's warning."""
+    import logging
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(f"{record.levelname} {record.getMessage()}")
+
+    async def health(request):
+        return JSONResponse({"status": "ok"})
+
+    base = uvicorn_server(Starlette(routes=[Route("/health", health)]))
+    port = int(base.rsplit(":", 1)[1])
+    records = Records()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "featsync.server")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(records)
+        lg.setLevel(logging.INFO)
+    try:
+        with raw(port, b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n") as sock:
+            assert read_response(sock)[0] == 431
+        assert records.messages == ["INFO refused a request whose line and headers are over 65536 bytes (431)"]
+        with raw(port, b"GET /health HTTP/1.1\r\nHost: t\r\nX-Bad\x01: a\r\n\r\n") as sock:
+            assert read_response(sock)[0] == 400
+        assert records.messages[1:] == ["WARNING Invalid HTTP request received."]
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(records)
+            lg.setLevel(level)
 
 
 def test_an_unexpected_exception_is_a_counted_json_500(uvicorn_server, monkeypatch):
