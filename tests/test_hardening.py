@@ -129,8 +129,8 @@ def test_status_reports_hostile_state_without_running_it(pusher, project, prefix
     pusher.client.hset(pusher.state_key(view(pusher, "fv_pair")), "last_push_at", "yesterday")
     results = {r.feature_view: r for r in mstatus.status(project, pusher.client, prefix, ["fv_user", "fv_pair"])}
     assert "pwned" not in duckdb_tables()
-    assert "field 'watermark') is not a timestamp" in results["fv_user"].breaches[0]
-    assert "field 'last_push_at') is not a timestamp: 'yesterday'" in results["fv_pair"].breaches[0]
+    assert "push state field 'watermark' is not a time" in results["fv_user"].breaches[0]  # as the UI says it
+    assert "push state field 'last_push_at' is not a time: 'yesterday'" in results["fv_pair"].breaches[0]
     assert results["fv_user"].entities_offline == 2  # the warehouse side is still reported
 
 
@@ -154,7 +154,7 @@ def test_a_hostile_watermark_never_reaches_postgres(pg_project, redis_url):
         with pytest.raises(StateError, match=f"hash {state_key}, field 'watermark'"):
             pusher.push(["fv_user"])
         (result,) = mstatus.status(project, pusher.client, prefix, ["fv_user"])
-        assert "is not a timestamp" in result.breaches[0]
+        assert "push state field 'watermark' is not a time" in result.breaches[0]
         pusher.client.hset(state_key, "watermark", (NOW - H).isoformat(sep=" "))  # a real one: bound as a typed literal
         (incremental,) = pusher.push(["fv_user"])
         assert not incremental.full_refresh and incremental.rows_read == 2
