@@ -129,8 +129,8 @@ def test_status_reports_hostile_state_without_running_it(pusher, project, prefix
     pusher.client.hset(pusher.state_key(view(pusher, "fv_pair")), "last_push_at", "yesterday")
     results = {r.feature_view: r for r in mstatus.status(project, pusher.client, prefix, ["fv_user", "fv_pair"])}
     assert "pwned" not in duckdb_tables()
-    assert "field 'watermark') is not a timestamp" in results["fv_user"].breaches[0]
-    assert "field 'last_push_at') is not a timestamp: 'yesterday'" in results["fv_pair"].breaches[0]
+    assert "push state field 'watermark' is not a time" in results["fv_user"].breaches[0]  # as the UI says it
+    assert "push state field 'last_push_at' is not a time: 'yesterday'" in results["fv_pair"].breaches[0]
     assert results["fv_user"].entities_offline == 2  # the warehouse side is still reported
 
 
@@ -154,7 +154,7 @@ def test_a_hostile_watermark_never_reaches_postgres(pg_project, redis_url):
         with pytest.raises(StateError, match=f"hash {state_key}, field 'watermark'"):
             pusher.push(["fv_user"])
         (result,) = mstatus.status(project, pusher.client, prefix, ["fv_user"])
-        assert "is not a timestamp" in result.breaches[0]
+        assert "push state field 'watermark' is not a time" in result.breaches[0]
         pusher.client.hset(state_key, "watermark", (NOW - H).isoformat(sep=" "))  # a real one: bound as a typed literal
         (incremental,) = pusher.push(["fv_user"])
         assert not incremental.full_refresh and incremental.rows_read == 2
@@ -360,6 +360,25 @@ def test_changed_columns_get_new_keys_and_prune_removes_the_old(project, pusher,
         sql.write_text(original_sql)
         project.run_dbt(["run", "--select", "fv_pair"])
         project.registry(refresh=True)
+
+
+def test_prune_reports_a_state_key_that_is_not_a_hash_and_prunes_the_others(project, private_redis):
+    """A string at a key shaped like a state hash made prune stop on WRONGTYPE (hmget): it names
+    the key on stderr, leaves it, and still deletes the orphan ids of the prefix."""
+    url, _, _ = private_redis
+    client = redis.Redis.from_url(url)
+    load(USERS, PAIRS, PROFILES)
+    Pusher(project, client, key_prefix="p").push(["fv_user"])
+    client.hset("fs:orphan01", mapping={"identity": "p/fv_gone/v1", "layout": "user_id;x:float"})
+    client.set("fs:orphan01:u1", b"x")
+    client.set("fs:notahash", b"someone else's")
+    options = ["--project-dir", str(project.project_dir), "--redis-url", url, "--key-prefix", "p", "--json"]
+    result = CliRunner().invoke(main, ["prune", *options])
+    assert result.exit_code == 0, result.output
+    assert [(o["identity"], o["keys"]) for o in json.loads(result.stdout)] == [("p/fv_gone/v1", 1)]
+    assert "key fs:notahash" in result.stderr and "not a hash" in result.stderr and "redis-cli DEL fs:notahash" in result.stderr
+    assert client.exists("fs:orphan01", "fs:orphan01:u1") == 0 and client.get("fs:notahash") == b"someone else's"
+    assert client.exists(Pusher(project, client, key_prefix="p").state_key(project.registry().feature_view("fv_user")))
 
 
 def test_a_value_that_does_not_fit_the_layout_is_an_error_not_a_decode(project, pusher, prefix, redis_url):

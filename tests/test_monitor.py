@@ -490,3 +490,45 @@ def test_drift_on_postgres(pg_project):
     assert 0.15 < by_name["label"].null_rate_current < 0.25
     same = drift_lib.drift(project, "fv_user", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SAME))
     assert not same.breached and same.reference_rows == same.current_rows == 1000
+
+
+@pytest.mark.parametrize(
+    "stored, breach",
+    [
+        ("not a time", "push state field 'newest_event_time' is not a time: 'not a time'"),
+        ("9999-12-31T23:59:59.999999+00:00", "push state field 'newest_event_time' is in the future"),
+        (None, None),  # as push wrote it
+    ],
+    ids=["malformed", "far future", "normal"],
+)
+def test_status_the_ui_and_metrics_judge_the_newest_event_time_alike(online, redis_url, stored, breach):
+    """A newest_event_time written by hand: `featsync status` raised (malformed) or said nothing of
+    it (far future) while the UI and /metrics showed an age of minus 8,000 years, fresh. All three
+    now judge it with online_freshness: no age (no gauge) and a breach naming the field."""
+    from starlette.testclient import TestClient
+
+    from featsync.online.server import ServeConfig, create_app
+
+    project, client, prefix = online.project, online.client, online.key_prefix
+    view = project.registry().feature_view("fv_user")
+    online.push(["fv_user"])
+    if stored is not None:
+        client.hset(online.layout(view).state_key, "newest_event_time", stored)
+    (status,) = mstatus.status(project, client, prefix, ["fv_user"], count_keys=False)
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), project.target, redis_url, prefix, ui=True)
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        gauges = re.findall(
+            r'^featsync_feature_view_freshness_seconds\{feature_view="fv_user"\} (\S+)$', http.get("/metrics").text, re.M
+        )
+        health = http.get("/ui/health", headers={"accept": "text/html"}).text
+    row = re.search(r'<tr data-view="fv_user" data-freshness="(\w+)">(.*?)</tr>', health, re.S)
+    if breach is None:
+        assert status.breaches == [] and status.online_age_seconds is not None and status.online_age_seconds > 0
+        assert status.online_newest_event_time == (NOW - H / 2).replace(tzinfo=UTC)
+        assert len(gauges) == 1 and float(gauges[0]) >= status.online_age_seconds  # scraped after status ran
+        assert row[1] == "fresh"
+    else:
+        assert [b for b in status.breaches if breach in b] == status.breaches, status.breaches  # the only one
+        assert status.online_age_seconds is None and status.online_newest_event_time is None
+        assert gauges == []
+        assert row[1] == "stale" and breach.replace("'", "&#39;") in row[2]

@@ -609,6 +609,29 @@ def test_the_row_path_loads_the_script_again_after_script_flush(project, private
             client.script_flush()
 
 
+def test_a_script_load_that_hangs_is_a_503_within_the_redis_timeout(project, private_redis):  # noqa: F811
+    """POST /push loads its scripts (SCRIPT LOAD) the first time a worker needs them; that load was
+    not bounded by --redis-timeout as the writes are, so a Redis that stopped answering held the
+    request (here until the pause ended, then a 200). The view is owned first by a request that
+    Redis refused the load (an ACL), so that the load is the request's first command; CLIENT
+    PAUSE then makes Redis hold every client's commands."""
+    url, _, _ = private_redis
+    client = redis.Redis.from_url(url)
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), "dev", url, "hang", redis_timeout=0.5)
+    df = {"user_id": ["h1"], "event_timestamp": [datetime.now(UTC).isoformat()], "value": [1.0], "tag": ["a"]}
+    body = {"push_source_name": "rp_scd", "df": df}
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        client.execute_command("ACL", "SETUSER", "default", "-script|load")
+        reply = http.post("/push", json=body)
+        assert reply.status_code == 503 and "no permissions" in reply.text, reply.text  # the view is owned, no script loaded
+        client.execute_command("ACL", "SETUSER", "default", "+script|load")
+        client.execute_command("CLIENT", "PAUSE", 5_000, "ALL")  # not to be lifted early: UNPAUSE waits too
+        reply = http.post("/push", json=body)
+        client.ping()  # returns when the pause ends
+        assert reply.status_code == 503 and "unreachable" in reply.json()["detail"], reply.text
+        assert http.post("/push", json=body).status_code == 200
+
+
 def rp_text_body(n: int, at: datetime) -> bytes:
     """A POST /push body of n rows of rp_text (users u0..), all at `at`."""
     users = [f"u{i}" for i in range(n)]

@@ -30,6 +30,7 @@ import redis
 import uvicorn
 from click.testing import CliRunner
 from starlette.applications import Starlette
+from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from conftest import delete_pushed_keys
@@ -403,6 +404,44 @@ def uvicorn_server():
         thread.join(10)
 
 
+def test_a_431_logs_its_own_line_not_uvicorn_s_invalid_request_warning(uvicorn_server):
+    """Headers over 64 KiB in one read are refused from a parser callback, which uvicorn took for
+    a malformed request and logged "Invalid HTTP request received." as a warning: the 431 logs
+    one line of its own naming the limit; a malformed request still gets uvicorn's warning."""
+    import logging
+
+    class Records(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(f"{record.levelname} {record.getMessage()}")
+
+    async def health(request):
+        return JSONResponse({"status": "ok"})
+
+    base = uvicorn_server(Starlette(routes=[Route("/health", health)]))
+    port = int(base.rsplit(":", 1)[1])
+    records = Records()
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "featsync.server")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(records)
+        lg.setLevel(logging.INFO)
+    try:
+        with raw(port, b"GET /health HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n") as sock:
+            assert read_response(sock)[0] == 431
+        assert records.messages == ["INFO refused a request whose line and headers are over 65536 bytes (431)"]
+        with raw(port, b"GET /health HTTP/1.1\r\nHost: t\r\nX-Bad\x01: a\r\n\r\n") as sock:
+            assert read_response(sock)[0] == 400
+        assert records.messages[1:] == ["WARNING Invalid HTTP request received."]
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.removeHandler(records)
+            lg.setLevel(level)
+
+
 def test_an_unexpected_exception_is_a_counted_json_500(uvicorn_server, monkeypatch):
     """Any exception an endpoint lets through: JSON (not Starlette's text/plain), counted once."""
 
@@ -619,6 +658,45 @@ def test_a_sigkilled_server_leaves_no_config_file(project, redis_url, tmp_path):
                 os.kill(pid, signal.SIGKILL)
     assert not config_file.exists()
     assert [p.name for p in tmp.iterdir() if p.name.startswith("featsync-serve-")] == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_metrics_dir_of_a_sigkilled_server_is_removed_by_the_next(project, redis_url, tmp_path):  # noqa: F811
+    """A SIGKILLed `featsync serve` leaves its prometheus multiprocess directory in the temp folder
+    (no cleanup runs); the next server removes it at start-up: only directories named like its
+    own whose pid is dead. A live server's, and anything else, stays; a clean exit removes its own."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    args = ["serve", "--project-dir", str(project.project_dir), "--redis-url", redis_url, "--workers", "2"]
+    args += ["--key-prefix", f"featsync-test-{uuid.uuid4().hex[:8]}"]
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+
+    def metrics_dirs() -> set[str]:
+        return {p.name for p in tmp.iterdir() if p.name.startswith("featsync-metrics-")}
+
+    proc, _ = start(args, env)
+    try:
+        wait_for_workers(proc.pid, 2)
+        (killed,) = metrics_dirs()
+    finally:
+        family = descendants(proc.pid)
+        proc.kill()
+        proc.wait()
+        for pid in family:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert metrics_dirs() == {killed}  # left behind
+    alive, other = f"featsync-metrics-{os.getpid()}-x1", "featsync-metrics-notapid"
+    (tmp / alive).mkdir()
+    (tmp / other).mkdir()
+    proc, _ = start(args, env)
+    try:
+        (mine,) = metrics_dirs() - {alive, other}
+        assert mine != killed and mine.startswith(f"featsync-metrics-{proc.pid}-")
+    finally:
+        stop(proc)
+    assert metrics_dirs() == {alive, other}
 
 
 def start(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, str]:

@@ -1296,7 +1296,10 @@ def prune(project: Project, redis_url: str | None, key_prefix: str | None, dry_r
     """
     from featsync.online.prune import prune as run_prune
 
-    orphans = run_prune(project.registry(), _redis(project, redis_url), key_prefix, dry_run)
+    def unreadable(message: str) -> None:  # on stderr, also under --json: stdout stays the list of orphans
+        err.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    orphans = run_prune(project.registry(), _redis(project, redis_url), key_prefix, dry_run, unreadable)
     if as_json:
         _print_json([o.as_dict() for o in orphans])
         return

@@ -6,19 +6,24 @@ Prometheus scrape costs no warehouse query. Both judge against the same threshol
 view's `monitoring` meta with the same rules and wording (the breach functions below).
 
 Anyone who can write `fs:*` can write the push state: a time in it that does not parse (or
-leaves the years 1 to 9999 in UTC), or a state key that is not a hash, is a breach naming
-the field or key, and the time is unknown (no gauge); never an error on the page or scrape.
+leaves the years 1 to 9999 in UTC), a newest event time later than now (beyond CLOCK_SKEW: no
+featsync writer records a time after its own clock), or a state key that is not a hash, is
+a breach naming the field or key, and the time is unknown (no gauge); never an error on the
+page or scrape. `featsync status` judges the push state with this function too, so the CLI,
+the UI and /metrics say the same of it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from featsync.online.state import NEWEST_EVENT
 from featsync.registry import FeatureView, format_duration
+
+CLOCK_SKEW = timedelta(minutes=5)  # a writer's clock this far ahead of the reader's: a negative age, not a breach
 
 
 @dataclass
@@ -29,9 +34,11 @@ class OnlineFreshness:
     newest_event_time: datetime | None = None  # the newest event time push wrote online
     last_push_at: datetime | None = None
     watermark: datetime | None = None
+    mode: str | None = None  # of the last push: full or incremental
     age_seconds: float | None = None  # now - newest event time pushed
     push_age_seconds: float | None = None  # now - last push
     breaches: list[str] = field(default_factory=list)
+    readable: bool = True  # False: the state key is not a hash, or a field of it is not a time
 
     @property
     def pushed(self) -> bool:
@@ -42,16 +49,27 @@ class OnlineFreshness:
         return bool(self.breaches)
 
 
-def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime) -> OnlineFreshness:
-    """Judge a view's push state (featsync.online.state.read_states) against its thresholds at `now`."""
+def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime, staleness: bool = True) -> OnlineFreshness:
+    """Judge a view's push state (featsync.online.state.read_states) against its thresholds at `now`.
+
+    staleness=False leaves max_staleness unjudged (`featsync status` judges it from the warehouse)."""
     result = OnlineFreshness(view.name)
     problem = getattr(state, "problem", None)  # featsync.online.state.UnreadableState
     if problem:
         result.breaches.append(problem)
+        result.readable = False
         return result
     result.newest_event_time = _stored_instant(state, NEWEST_EVENT, result.breaches)
     result.last_push_at = _stored_instant(state, "last_push_at", result.breaches)
     result.watermark = _stored_instant(state, "watermark", result.breaches)
+    result.readable = not result.breaches
+    result.mode = state.get("mode")
+    if result.newest_event_time is not None and result.newest_event_time > now + CLOCK_SKEW:
+        result.breaches.append(
+            f"push state field '{NEWEST_EVENT}' is in the future: {state[NEWEST_EVENT][:40]!r} (no featsync writer "
+            "records a time after its clock; featsync push --full-refresh of the view rewrites it)"
+        )
+        result.newest_event_time = None
     limits = view.monitoring
     if result.newest_event_time is not None:  # pushed rows (POST /push, featsync stream) set it too
         result.age_seconds = (now - result.newest_event_time).total_seconds()
@@ -60,7 +78,7 @@ def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime)
             result.breaches.append("never pushed")
         return result
     result.push_age_seconds = (now - result.last_push_at).total_seconds()
-    if result.age_seconds is not None:
+    if result.age_seconds is not None and staleness:
         breach = staleness_breach(result.age_seconds, limits.max_staleness)
         if breach:
             result.breaches.append(breach)

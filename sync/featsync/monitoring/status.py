@@ -16,12 +16,12 @@ from typing import Any
 import redis
 
 from featsync.errors import FeatsyncError
-from featsync.monitoring.freshness import format_age, push_age_breach, staleness_breach
+from featsync.monitoring.freshness import OnlineFreshness, format_age, online_freshness, staleness_breach
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.layout import KEY_PREFIX, Layout, online_values
 from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows
-from featsync.online.state import PushState, StateError, layout_of, read_state
+from featsync.online.state import layout_of, read_state_fields
 from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import FeatureView, format_duration
@@ -46,6 +46,8 @@ class ViewStatus:
     future_rows: int = 0  # latest rows whose event or change time is after now
     last_push_at: datetime | None = None
     watermark: datetime | None = None
+    online_newest_event_time: datetime | None = None  # the newest event time written online (the push state)
+    online_age_seconds: float | None = None  # now - online_newest_event_time: what the UI and /metrics show
     last_push_mode: str | None = None
     pending_rows: int | None = None  # latest rows changed after the watermark: the next push sends them
     online_keys: int | None = None
@@ -77,25 +79,24 @@ def status(
     registry = project.registry()
     views = registry.select(select)
     queries = compile_latest_rows(project, [v.name for v in views])
-    states: dict[str, PushState] = {}
-    unreadable: dict[str, str] = {}
+    instant = datetime.fromtimestamp(now(), UTC)
+    online: dict[str, OnlineFreshness] = {}
     try:
-        for view in views:
-            try:
-                states[view.name] = read_state(client, layout_of(registry, view, key_prefix)) if view.online else PushState({})
-            except StateError as exc:  # reported as this view's breach; the others are still judged
-                states[view.name], unreadable[view.name] = PushState({}), str(exc)
+        for view in views:  # judged as the UI and /metrics judge it; a broken state is a breach of its view only
+            if view.online:
+                state = read_state_fields(client, layout_of(registry, view, key_prefix))
+                online[view.name] = online_freshness(view, state, instant, staleness=False)
         layouts = [layout_of(registry, v, key_prefix) for v in views if v.online]
         keys = count_online_keys(client, layouts, progress) if count_keys else {}
     except redis.RedisError as exc:
         raise FeatsyncError(f"cannot read the push state from Redis: {exc}") from exc
     out = []
-    instant = datetime.fromtimestamp(now(), UTC)
     with connect(project) as warehouse:
         for view in views:
-            state = states[view.name]
+            fresh = online.get(view.name) or OnlineFreshness(view.name)
+            watermark = None if fresh.watermark is None else fresh.watermark.replace(tzinfo=None)  # naive UTC, bound
             with reading(view):
-                table = warehouse.fetch_arrow(*status_query(warehouse, view, queries[view.name], state.watermark, instant))
+                table = warehouse.fetch_arrow(*status_query(warehouse, view, queries[view.name], watermark, instant))
             row = {name: online_values(table.column(name))[0] for name in table.column_names}
             result = ViewStatus(
                 view.name,
@@ -105,15 +106,17 @@ def status(
                 utc(row["newest_event"]),
                 utc(row["newest_change"]),
                 future_rows=int(row["future"] or 0),
-                last_push_at=state.last_push_at,
-                watermark=utc(state.watermark),
-                last_push_mode=state.fields.get("mode"),
-                pending_rows=int(row["pending"]) if view.online and state.watermark else None,
+                last_push_at=fresh.last_push_at,
+                watermark=fresh.watermark,
+                last_push_mode=fresh.mode,
+                pending_rows=int(row["pending"]) if view.online and watermark else None,
                 online_keys=keys.get(layout_of(registry, view, key_prefix).prefix) if view.online else None,
+                online_newest_event_time=fresh.newest_event_time,
+                online_age_seconds=fresh.age_seconds,
+                push_age_seconds=fresh.push_age_seconds,
+                breaches=list(fresh.breaches),  # the push state's: never pushed, push age, a field not featsync's
             )
-            if view.name in unreadable:
-                result.breaches.append(unreadable[view.name])
-            _judge_status(result, view, instant, judge_push=view.name not in unreadable)
+            _judge_status(result, view, instant, judge_push=view.online and fresh.readable and fresh.pushed)
             out.append(result)
     save_result(project, "status", {r.feature_view: r.as_dict() for r in out}, now=instant)
     return out
@@ -181,12 +184,8 @@ def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime, judg
             result.breaches.append("no rows in the warehouse" if not result.future_rows else "no rows dated before now")
         elif breach := staleness_breach(result.staleness_seconds, limits.max_staleness):
             result.breaches.append(breach)
-    if not view.online or not judge_push:
+    if not judge_push:  # the rest needs a readable push state
         return
-    if result.last_push_at is None:
-        result.breaches.append("never pushed")
-        return
-    result.push_age_seconds = (instant - result.last_push_at).total_seconds()
     if result.watermark is not None and result.newest_change is not None:
         result.lag_seconds = max((result.newest_change - result.watermark).total_seconds(), 0.0)
     elif result.newest_change is not None:
@@ -197,8 +196,6 @@ def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime, judg
             f"online is {format_age(result.lag_seconds)} behind the warehouse "
             f"> max_push_lag {format_duration(limits.max_push_lag)}"
         )
-    if breach := push_age_breach(result.push_age_seconds, limits.max_push_age):
-        result.breaches.append(breach)
     if result.online_keys is not None and result.online_keys < limits.min_online_keys:
         result.breaches.append(f"{result.online_keys} keys online < min_online_keys {limits.min_online_keys}")
 

@@ -124,7 +124,9 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self.awaiting = HEADERS
         self.since = 0.0
         self.header_bytes = 0
+        self.headers_too_large = False  # set before raising HeadersTooLarge: see _QuietOn431
         self.deadlines: ReadDeadlines | None = None
+        self.logger = _QuietOn431(self.logger, self)  # type: ignore[assignment]
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -141,13 +143,14 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         self.header_bytes += len(data)
         super().data_received(data)
         if self.awaiting is HEADERS and self.header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
-            self._refuse(431, "Request Header Fields Too Large", HEADERS_TOO_LARGE)
+            self._refuse_headers()
 
     def on_headers_complete(self) -> None:
         # Headers that came whole within reads of over MAX_HEADER_BYTES (one read can hold them
         # all, and a body): measured here, the only place that sees them complete. A common
         # request's reads are far smaller, so it pays one comparison.
         if self.header_bytes > MAX_HEADER_BYTES and self._header_size() > MAX_HEADER_BYTES:
+            self.headers_too_large = True
             raise HeadersTooLarge  # httptools wraps it in a parser error: uvicorn calls send_400_response
         self.awaiting, self.since = BODY, self.loop.time()
         super().on_headers_complete()
@@ -164,12 +167,17 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         uvicorn's text/plain; or the 431 of headers too large (`on_headers_complete`). Called by
         uvicorn's `data_received` inside its `except httptools.HttpParserError`, so the
         parser's own reason is the exception being handled."""
-        exc = sys.exc_info()[1]
-        if exc is not None and isinstance(exc.__context__, HeadersTooLarge):
-            self._refuse(431, "Request Header Fields Too Large", HEADERS_TOO_LARGE)
+        if self.headers_too_large:
+            self._refuse_headers()
             return
+        exc = sys.exc_info()[1]
         known = exc is not None and not isinstance(exc, httptools.HttpParserCallbackError)
         self._refuse(400, "Bad Request", f"the request is not valid HTTP/1.1: {exc}" if known else msg)
+
+    def _refuse_headers(self) -> None:
+        if not self.transport.is_closing():
+            logger.info("refused a request whose line and headers are over %s bytes (431)", MAX_HEADER_BYTES)
+        self._refuse(431, "Request Header Fields Too Large", HEADERS_TOO_LARGE)
 
     def _refuse(self, status: int, reason: str, message: str) -> None:
         if not self.transport.is_closing():
@@ -205,6 +213,24 @@ class ReadDeadlineProtocol(HttpToolsProtocol):
         if self.deadlines is not None:
             self.deadlines.discard(self)
         super().connection_lost(exc)
+
+
+class _QuietOn431:
+    """uvicorn's logger of one connection, less its "Invalid HTTP request received." warning for
+    headers too large: uvicorn logs it for any parser error, and HeadersTooLarge reaches it as
+    one (raised in a parser callback), though the request was valid and featsync answers 431,
+    logging that itself (`_refuse_headers`). Everything else goes to uvicorn's logger as is."""
+
+    def __init__(self, logger: logging.Logger, protocol: ReadDeadlineProtocol) -> None:
+        self._logger = logger
+        self._protocol = protocol
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+    def warning(self, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self._protocol.headers_too_large:
+            self._logger.warning(msg, *args, **kwargs)
 
 
 class _Refused(Exception):

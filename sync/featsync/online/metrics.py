@@ -13,7 +13,11 @@ writes the same files, which `MultiProcessCollector` reads as before.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -24,6 +28,7 @@ from featsync.registry import Registry
 from featsync.results import ResultCache, validation_failures
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_DIR_PREFIX = "featsync-metrics-"  # + the server's pid + "-" + mkdtemp's random part
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _installed_for_pid: int | None = None  # the process whose metrics write through WorkerValue
 
@@ -55,6 +60,35 @@ def use_worker_values() -> None:
 
     values.ValueClass = WorkerValue
     _installed_for_pid = pid
+
+
+def new_metrics_dir() -> str:
+    """A fresh multiprocess directory for this server, named with its pid, after removing the
+    ones of servers that died without cleaning up (SIGKILL, OOM; a clean exit removes its own).
+
+    Only directories of the temp folder named like ours, owned by this user (not symlinks),
+    whose pid no process has any more are removed: a live server's directory stays, and
+    a reused pid only keeps a dead server's directory a little longer."""
+    root = tempfile.gettempdir()
+    with os.scandir(root) as entries:
+        for entry in entries:
+            match = re.fullmatch(rf"{METRICS_DIR_PREFIX}(\d+)-\w+", entry.name)
+            if match is None or not entry.is_dir(follow_symlinks=False) or _alive(int(match[1])):
+                continue
+            with contextlib.suppress(OSError):
+                if entry.stat(follow_symlinks=False).st_uid == os.getuid():
+                    shutil.rmtree(entry.path)
+    return tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-", dir=root)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or not a pid at all): not ours to judge
+    return True
 
 
 class Metrics:

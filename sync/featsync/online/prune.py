@@ -7,13 +7,20 @@ ttl expire on their own; the others stay until pruned. Prune finds every state h
 ``fs:<view id>`` whose ``identity`` names this key prefix and whose id no online view of
 the registry has now, and deletes its keys, then the hash (so an interrupted prune can
 be re-run). Ids of other prefixes or projects are never touched.
+
+A key of a state hash's shape that is not a hash (something else wrote it: WRONGTYPE) names
+no owner, so prune cannot tell whose it is: it is reported through `unreadable` (the CLI
+prints a warning naming the key and what to do) and left alone, and the other ids are
+pruned as usual.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+
+import redis
 
 from featsync.online.layout import KEY_PREFIX, VIEW_ID_CHARS
 from featsync.online.state import IDENTITY, LAYOUT, layout_of
@@ -36,8 +43,16 @@ class Orphan:
         return asdict(self)
 
 
-def prune(registry: Registry, client: Any, key_prefix: str | None = None, dry_run: bool = False) -> list[Orphan]:
+def prune(
+    registry: Registry,
+    client: Any,
+    key_prefix: str | None = None,
+    dry_run: bool = False,
+    unreadable: Callable[[str], None] = lambda message: None,
+) -> list[Orphan]:
     """Delete (or with dry_run only count) the keys of this prefix's unused view ids.
+
+    A state key that is not a hash is passed to `unreadable` as a message naming it, and skipped.
 
     Two SCANs of the keyspace (about a second per million keys each): one finds the state
     hashes, one deletes the orphans' keys as it goes, in batches, so memory stays flat.
@@ -52,7 +67,13 @@ def prune(registry: Registry, client: Any, key_prefix: str | None = None, dry_ru
         view_id = key[len(KEY_PREFIX) + 1 :].decode(errors="replace")
         if view_id in current:
             continue
-        identity, layout = client.hmget(key, IDENTITY, LAYOUT)
+        try:
+            identity, layout = client.hmget(key, IDENTITY, LAYOUT)
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+            unreadable(not_a_hash(key.decode(errors="replace")))
+            continue
         if identity is None:
             continue
         identity = identity.decode(errors="replace")
@@ -75,6 +96,16 @@ def prune(registry: Registry, client: Any, key_prefix: str | None = None, dry_ru
     if not dry_run:
         _unlink(client, batch + list(orphans))  # the state hashes last
     return sorted(orphans.values(), key=lambda o: o.identity)
+
+
+def not_a_hash(key: str) -> str:
+    """What prune reports of a key shaped like a state hash that is of another type."""
+    return (
+        f"key {key} has the shape of a featsync push state but is not a hash: something other than featsync "
+        "wrote it, so prune cannot tell which view id it belongs to and left it (and any keys under it) alone. "
+        f"Unless something else needs it, delete it (redis-cli DEL {key}): a view that still uses that id "
+        "records its state again at its next push, and the next prune then knows whose it is"
+    )
 
 
 def _scan(client: Any) -> Iterator[bytes]:

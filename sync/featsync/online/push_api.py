@@ -125,10 +125,12 @@ def routes(
     async def scripted(text: str, call: Callable[[str], Awaitable[T]]) -> T:
         """`call` with the SHA1 of a script (WRITE_NEWER, RAISE_NEWEST) loaded into Redis, so its
         text crosses the wire once per worker; when Redis has forgotten it (NOSCRIPT: SCRIPT
-        FLUSH, a restart), load it again and call once more (every write is idempotent)."""
+        FLUSH, a restart), load it again and call once more (every write is idempotent). The load
+        is bounded by `timeout` as the writes are: a Redis that does not answer is a 503."""
         for attempt in range(2):
             if text not in shas:
-                sha = await client().script_load(text)
+                async with asyncio.timeout(timeout):
+                    sha = await client().script_load(text)
                 shas[text] = sha.decode() if isinstance(sha, bytes) else sha
             try:
                 return await call(shas[text])
@@ -144,7 +146,8 @@ def routes(
         layout = ingest.layout(view)
         redis_client = client()
         if layout.view_id not in owned:
-            await own_async(redis_client, layout)
+            async with asyncio.timeout(timeout):  # the first write of a view per worker: bounded as the writes
+                await own_async(redis_client, layout)
             owned.add(layout.view_id)
         fast = lean() if lean is not None and isinstance(pushed.rows, SmallRows) else None
 

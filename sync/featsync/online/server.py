@@ -64,7 +64,7 @@ from featsync.online.limits import (
     http_error_handler,
     server_error_handler,
 )
-from featsync.online.metrics import MULTIPROC_ENV, Metrics, view_gauges
+from featsync.online.metrics import MULTIPROC_ENV, Metrics, new_metrics_dir, view_gauges
 from featsync.online.serving import (
     EXPIRED,
     NOT_FOUND,
@@ -544,7 +544,7 @@ def _serve(project: Project, config: ServeConfig, host: str, port: int, workers:
         config = replace(config, redis_url=embedded_url(embedded))
     own_metrics_dir = not os.environ.get(MULTIPROC_ENV)
     if own_metrics_dir:
-        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="featsync-metrics-")
+        os.environ[MULTIPROC_ENV] = new_metrics_dir()  # and the dirs of SIGKILLed servers removed
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: with the default handler
     # the process would die there, before the cleanup below (embedded Redis, metrics files).
     signal.signal(signal.SIGTERM, _exit_on_signal)

@@ -218,6 +218,17 @@ def read_state(client: Any, layout: Layout) -> PushState:
         return PushState.parse(layout, client.hgetall(layout.state_key))
 
 
+def read_state_fields(client: Any, layout: Layout) -> dict[str, str]:
+    """One view's push state as text, as read_states reads it (for `featsync status`, which judges
+    it as the UI does: featsync.monitoring.freshness); a key that is not a hash: an UnreadableState."""
+    try:
+        return decode_state(client.hgetall(layout.state_key))
+    except redis.ResponseError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        return UnreadableState(str(state_error(layout, exc)))
+
+
 async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]]:
     """Several views' push states in one pipelined round trip, on an async client (server, UI),
     as text: their readers parse what they show (featsync.monitoring.freshness). A key that is
