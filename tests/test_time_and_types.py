@@ -419,7 +419,7 @@ TEXT_TIMES = [
     ("2016-12-31T23:59:60Z", "'2016-12-31T23:59:60Z' is a leap second (:60)"),
     ("2024-03-01T10:00:00", "'2024-03-01T10:00:00' has no time zone; featsync times are UTC, write e.g. 2024-03-01T10:00:00Z"),
     ("2024-03-01", "'2024-03-01' has no time zone; featsync times are UTC, write e.g. 2024-03-01T00:00:00Z"),
-    ("0001-01-01T00:00:00+05:00", "is not an RFC 3339 timestamp with a zone"),  # year 0 once in UTC
+    ("0001-01-01T00:00:00+05:00", "is outside the years 1 to 9999 once converted to UTC"),  # year 0 in UTC
 ]
 
 

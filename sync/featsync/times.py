@@ -53,12 +53,17 @@ def why_not(text: str) -> str:
     if leap:
         return leap
     try:
-        naive = datetime.fromisoformat(text).tzinfo is None
+        parsed: datetime | None = datetime.fromisoformat(text)
     except ValueError:
-        naive = False
-    if naive:
+        parsed = None
+    if parsed is not None and parsed.tzinfo is None:
         fix = f"{text}Z" if ("T" in text or "t" in text or " " in text) else f"{text}T00:00:00Z"
         return f"{shown(text)} has no time zone; featsync times are UTC, write e.g. {fix}"
+    if parsed is not None:
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:
+            return f"{shown(text)} is outside the years 1 to 9999 once converted to UTC"
     return f"{shown(text)} is not an RFC 3339 timestamp with a zone (e.g. {EXAMPLE}) within the years 1 to 9999 in UTC"
 
 
