@@ -281,6 +281,31 @@ def test_services_of_an_invalid_view_are_not_reported_twice(manifest):
     assert "(1 problem)" in message and "no feature view named" not in message
 
 
+def test_a_feature_view_declared_twice_is_refused(manifest):
+    """A local package's model with the project's view name once replaced it silently."""
+    dup = "model.visitors.user_transaction_features"
+
+    def twice(m):
+        node = copy.deepcopy(m["nodes"][UTF])
+        node.update(unique_id=dup, package_name="visitors", patch_path="visitors://models/visitors.yml")
+        m["nodes"][dup] = node
+
+    message = rejected(manifest, twice)
+    assert "(1 problem)" in message, message
+    assert (
+        "feature view 'user_transaction_features' is declared twice: "
+        f"{UTF} (models/features/user_transaction_features.yml) and {dup} (models/visitors.yml)"
+    ) in message
+    assert "depends_on" not in message and "no feature view named" not in message
+
+
+@pytest.mark.parametrize("spec, got", [(None, "null"), (True, "true"), ([], "list")])
+def test_feature_view_must_be_a_mapping(manifest, spec, got):
+    """`feature_view:` with nothing under it (a mis-indented block) is null: refused, not skipped."""
+    message = rejected(manifest, lambda m: m["nodes"][UTF]["config"]["meta"].update(feature_view=spec))
+    assert f"{WHERE_FV}: feature_view: must be a mapping, got {got}" in message
+
+
 # -- durations: one grammar, parsed identically in Python and in the dbt macro -----------------
 
 DURATIONS = [

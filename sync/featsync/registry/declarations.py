@@ -234,13 +234,31 @@ class Registry:
         invalid: set[str] = set()  # reported once here, not again by every service using them
         metadata = manifest.get("metadata", {})
         dialect = dialect_of(metadata.get("adapter_type"))
+        declared: dict[str, Mapping[str, Any]] = {}  # name -> the first node declaring it
         for node in manifest.get("nodes", {}).values():
-            spec = (node.get("config") or {}).get("meta", {}).get("feature_view")
-            if node.get("resource_type") != "model" or spec is None:
+            meta = (node.get("config") or {}).get("meta") or {}
+            # A key present with null (a mis-indented block) is a declaration to refuse, not an absent one.
+            if node.get("resource_type") != "model" or "feature_view" not in meta:
                 continue
-            view = _feature_view(node, spec, problems, dialect)
+            name = node["name"]
+            if name in declared:  # e.g. a dbt package's model next to the project's own: one would replace the other
+                first = declared[name]
+                problems.append(
+                    Problem(
+                        _yaml_file(node),
+                        f"model '{name}'",
+                        "feature_view",
+                        f"feature view '{name}' is declared twice: {first['unique_id']} ({_yaml_file(first)}) "
+                        f"and {node['unique_id']} ({_yaml_file(node)})",
+                    )
+                )
+                views.pop(name, None)
+                invalid.add(name)
+                continue
+            declared[name] = node
+            view = _feature_view(node, meta["feature_view"], problems, dialect)
             if view is None:
-                invalid.add(node["name"])
+                invalid.add(name)
             else:
                 views[view.name] = view
         entities = _entities(views, problems)
@@ -383,7 +401,8 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem], d
         problems.append(Problem(file, where, f"feature_view.{key}" if key else "feature_view", message))
 
     if not isinstance(spec, Mapping):
-        problem("", f"must be a mapping of {', '.join(sorted(FEATURE_VIEW_KEYS))}, got {type(spec).__name__}")
+        got = "null" if spec is None else str(spec).lower() if isinstance(spec, bool) else type(spec).__name__
+        problem("", f"must be a mapping, got {got} (keys: {', '.join(sorted(FEATURE_VIEW_KEYS))})")
         return None
     for key in sorted(set(spec) - FEATURE_VIEW_KEYS):
         problem(key, f"unknown key; expected one of {', '.join(sorted(FEATURE_VIEW_KEYS))}")
