@@ -99,7 +99,7 @@ def duck_project(duck) -> Iterator[Project]:
     yield project
     for p in (project.project_dir / "expectations").iterdir():
         if p.name not in suites:
-            p.unlink()
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     for name, text in suites.items():
         (project.project_dir / "expectations" / name).write_text(text)
 
@@ -393,6 +393,34 @@ def test_yaml_suites_load_like_json(duck_project):
     (bad,) = result.failures
     assert result.suite_file == "expectations/merchant_profile_features.yml"
     assert bad.column == "risk_tier" and bad.sample_values == ["high"]
+
+
+@pytest.mark.parametrize(
+    "name, should",
+    [
+        ("user_merchant_features.JSON", "user_merchant_features.json"),
+        ("user_merchant_features.jsn", "user_merchant_features.json"),
+        ("sub/user_merchant_features.yml", "user_merchant_features.yml"),
+    ],
+)
+def test_a_misnamed_suite_is_refused_not_skipped(duck_project, name, should):
+    """A suite featsync would not read once made its view 'no suite', so push sent it ungated."""
+    folder = duck_project.project_dir / "expectations"
+    good = folder / "user_merchant_features.json"
+    (folder / name).parent.mkdir(exist_ok=True)
+    good.rename(folder / name)
+    expected = f"expectations/{name}: suite: file name: not read as a suite"
+    code, _, err = run_cli("validate", "--project-dir", str(duck_project.project_dir), "-s", "user_merchant_features")
+    assert code == 2 and expected in err and f"e.g. to expectations/{should})" in err, err
+    assert expected in load_problems(duck_project)
+    with pytest.raises(DeclarationError, match="not read as a suite"):
+        suites.suite_file_of(duck_project, "user_transaction_features")  # the row push API's lookup
+
+
+def test_documentation_may_sit_next_to_the_suites(duck_project):
+    assert (duck_project.project_dir / "expectations" / "README.md").is_file()
+    (duck_project.project_dir / "expectations" / ".gitkeep").write_text("")
+    assert suites.stray_files(duck_project.project_dir) == []
 
 
 # -- the push gate (DuckDB) -------------------------------------------------------

@@ -35,6 +35,7 @@ from featsync.registry import FeatureView, Registry, parse_duration
 
 SUITE_DIR = "expectations"
 SUITE_SUFFIXES = (".json", ".yml", ".yaml")
+TOLERATED_FILES = {".gitkeep", ".gitignore", ".DS_Store"}  # besides *.md: not suites, never read
 # The keys of Great Expectations' own suite format: the fields of GX 1.24's ExpectationSuiteSchema
 # and ExpectationConfigurationSchema (tests/test_quality.py checks they still are).
 SUITE_KEYS = {"name", "id", "expectations", "suite_parameters", "meta", "notes"}
@@ -99,11 +100,45 @@ def suite_files(project_dir: Path) -> Iterator[Path]:
         yield from sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in SUITE_SUFFIXES)
 
 
+def stray_files(project_dir: Path) -> list[Problem]:
+    """Every file under expectations/ that featsync would not read as a suite (a '.JSON' or
+    '.jsn' suffix, a file in a subfolder): refused, since the view it meant to gate would
+    otherwise be validated as 'no suite' and pushed ungated. Only documentation (``*.md``) and
+    git's or the OS's own files may sit next to the suites. Cheap (no GX), so the paths that
+    skip loading when a view has no suite check it too."""
+    folder = project_dir / SUITE_DIR
+    if not folder.is_dir():
+        return []
+    problems = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        top = path.parent == folder
+        if top and (path.suffix in SUITE_SUFFIXES or path.suffix.lower() == ".md" or path.name in TOLERATED_FILES):
+            continue
+        suffix = path.suffix.lower() if path.suffix.lower() in SUITE_SUFFIXES else ".json"
+        should = f"{SUITE_DIR}/{path.name.split('.', 1)[0]}{suffix}"
+        problems.append(
+            Problem(
+                str(path.relative_to(project_dir)),
+                "suite",
+                "file name",
+                f"not read as a suite: suites are {SUITE_DIR}/<feature_view>.json (or .yml, .yaml; lower case, "
+                f"directly in {SUITE_DIR}/); rename it (e.g. to {should}) or move it out of {SUITE_DIR}/",
+            )
+        )
+    return problems
+
+
+def refuse_stray_files(project_dir: Path) -> None:
+    problems = stray_files(project_dir)
+    if problems:
+        raise DeclarationError(problems)
+
+
 def load_suites(project: Project, registry: Registry | None = None) -> dict[str, Suite]:
     """Every suite of the project, keyed by feature view; DeclarationError lists every problem."""
     registry = registry or project.registry()
     require_gx()
-    problems: list[Problem] = []
+    problems: list[Problem] = stray_files(project.project_dir)
     suites: dict[str, Suite] = {}
     for path in suite_files(project.project_dir):
         rel = str(path.relative_to(project.project_dir))
@@ -220,6 +255,9 @@ def _check_entry(entry: Any, view: FeatureView | None, parameters: set[str]) -> 
 
 
 def suite_file_of(project: Project, view: str) -> Path | None:
+    """The view's suite file, or None; a stray file in expectations/ is refused first (it may be
+    this view's suite misnamed, so 'no suite' would be a lie)."""
+    refuse_stray_files(project.project_dir)
     for suffix in SUITE_SUFFIXES:
         path = project.project_dir / SUITE_DIR / f"{view}{suffix}"
         if path.is_file():
