@@ -420,6 +420,7 @@ def test_a_misnamed_suite_is_refused_not_skipped(duck_project, name, should):
 def test_documentation_may_sit_next_to_the_suites(duck_project):
     assert (duck_project.project_dir / "expectations" / "README.md").is_file()
     (duck_project.project_dir / "expectations" / ".gitkeep").write_text("")
+    (duck_project.project_dir / "expectations" / ".user_merchant_features.json.swp").write_text("")  # an editor's
     assert suites.stray_files(duck_project.project_dir) == []
 
 

@@ -35,7 +35,6 @@ from featsync.registry import FeatureView, Registry, parse_duration
 
 SUITE_DIR = "expectations"
 SUITE_SUFFIXES = (".json", ".yml", ".yaml")
-TOLERATED_FILES = {".gitkeep", ".gitignore", ".DS_Store"}  # besides *.md: not suites, never read
 # The keys of Great Expectations' own suite format: the fields of GX 1.24's ExpectationSuiteSchema
 # and ExpectationConfigurationSchema (tests/test_quality.py checks they still are).
 SUITE_KEYS = {"name", "id", "expectations", "suite_parameters", "meta", "notes"}
@@ -104,15 +103,16 @@ def stray_files(project_dir: Path) -> list[Problem]:
     """Every file under expectations/ that featsync would not read as a suite (a '.JSON' or
     '.jsn' suffix, a file in a subfolder): refused, since the view it meant to gate would
     otherwise be validated as 'no suite' and pushed ungated. Only documentation (``*.md``) and
-    git's or the OS's own files may sit next to the suites. Cheap (no GX), so the paths that
+    hidden files (git's, the OS's, an editor's) may sit next to the suites. Cheap (no GX), so the paths that
     skip loading when a view has no suite check it too."""
     folder = project_dir / SUITE_DIR
     if not folder.is_dir():
         return []
     problems = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        top = path.parent == folder
-        if top and (path.suffix in SUITE_SUFFIXES or path.suffix.lower() == ".md" or path.name in TOLERATED_FILES):
+        if any(part.startswith(".") for part in path.relative_to(folder).parts):
+            continue  # hidden: git's and the OS's files, an editor's swap file (.x.json.swp)
+        if path.parent == folder and (path.suffix in SUITE_SUFFIXES or path.suffix.lower() == ".md"):
             continue
         suffix = path.suffix.lower() if path.suffix.lower() in SUITE_SUFFIXES else ".json"
         should = f"{SUITE_DIR}/{path.name.split('.', 1)[0]}{suffix}"
