@@ -177,6 +177,11 @@ def test_spine_errors_are_one_line_each(pit_dir, tmp_path):
     assert "the spine has a column 'amount', the name of feature 'fv_user:amount' in the training set" in run(
         "clash.parquet", pa.table({"user_id": ["a"], "ts": ts, "amount": [1]})
     )
+    # A column held twice (CSV header or parquet schema) is named, not a KeyError traceback.
+    assert "spine column 'user_id' appears twice" in run("twice.csv", "user_id,user_id,ts\na,a,2024-01-01T00:00:00Z\n")
+    assert "spine column 'user_id' appears twice" in run(
+        "twice.parquet", pa.table([["a"], ["a"], ts], ["user_id", "user_id", "ts"])
+    )
     assert "the spine timestamp 'ts;drop' is not a plain column name" in " ".join(
         adhoc(pit_dir, tmp_path / "clash.parquet", out, "--spine-timestamp", "ts;drop").output.split()
     )
