@@ -168,6 +168,10 @@ def test_generate_is_deterministic(tmp_path):
         ["get", "--features", "user_transaction_features:amount_avg_30d", "--entity", "user_id=u1", "--request", "a=1"],
         ["validate", "--select", "@user_transaction_features"],  # selector syntax not supported
         ["describe"],  # neither NAME nor --select
+        ["training-set", "--spine", "s.csv", "--out", "o.parquet"],  # neither --service nor --features
+        ["training-set", "--spine", "s.csv", "--out", "o.parquet", "--service", "fraud_detection", "--features", "a:b"],
+        ["get", "--entity", "user_id=u1"],  # neither
+        ["get", "--entity", "user_id=u1", "--service", "fraud_detection", "--features", "a:b"],  # both
     ],
 )
 def test_every_malformed_option_is_a_usage_error(project_dir, args):
@@ -175,6 +179,8 @@ def test_every_malformed_option_is_a_usage_error(project_dir, args):
     result = run(*args, "--project-dir", str(project_dir), *online, ok=False)
     assert result.exit_code == USAGE_EXIT, result.output
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    if "--spine" in args and "--as-of" not in args or args[:2] == ["get", "--entity"]:
+        assert "give exactly one of --service or --features" in result.output, result.output
 
 
 def test_usage_errors_and_invalid_declarations_are_told_apart(project_copy):

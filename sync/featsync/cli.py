@@ -148,6 +148,13 @@ class OutputPath(click.Path):
         return value
 
 
+def _require_service_or_features(feature_service: str | None, features: Sequence[str]) -> None:
+    """training-set and get: the library's own check (featsync.registry.require_one_selection),
+    made first here so the usage error names the flags, which library messages must not."""
+    if (feature_service is None) == (not features):
+        raise click.UsageError("give exactly one of --service or --features")
+
+
 def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """--now as an aware UTC datetime; a malformed or zoneless value is a usage error."""
     if value is None:
@@ -479,6 +486,7 @@ def training_set(
 
     from featsync.offline import training
 
+    _require_service_or_features(feature_service, features)
     mapping = {}
     for item in join_key_map:
         key, sep, column = item.partition("=")
@@ -874,6 +882,7 @@ def get(
     """Read one entity's features from the online store."""
     from featsync.online.serving import OnlineReader
 
+    _require_service_or_features(feature_service, features)
     row = {}
     for item in entities:
         key, sep, value = item.partition("=")
