@@ -523,7 +523,9 @@ def _push_rows(
     from featsync.errors import UsageError
     from featsync.online.ingest import RowIngest
     from featsync.online.rows import read_rows_file
+    from featsync.registry.selection import parse_selectors
 
+    parse_selectors(select)  # an empty one is refused as everywhere
     if len(select) != 1 or "," in select[0] or ":" in select[0] or "+" in select[0]:
         raise UsageError("--rows needs exactly one feature view name in --select (e.g. --select user_transaction_features)")
     if batch_only:
@@ -622,7 +624,9 @@ def stream(
     from featsync.online.connections import check_redis_url
     from featsync.online.ingest import RowIngest
     from featsync.online.stream import StreamConsumer, StreamSource
+    from featsync.registry.selection import parse_selectors
 
+    parse_selectors([] if view is None else [view])  # an empty --select is refused as everywhere
     source = StreamSource.parse(source_url)
     check_redis_url(source.url)
     ingest = RowIngest(project, None if to == "offline" else _redis(project, redis_url), key_prefix)
