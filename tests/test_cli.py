@@ -168,6 +168,10 @@ def test_generate_is_deterministic(tmp_path):
         ["get", "--features", "user_transaction_features:amount_avg_30d", "--entity", "user_id=u1", "--request", "a=1"],
         ["validate", "--select", "@user_transaction_features"],  # selector syntax not supported
         ["describe"],  # neither NAME nor --select
+        ["training-set", "--spine", "s.csv", "--out", "o.parquet"],  # neither --service nor --features
+        ["training-set", "--spine", "s.csv", "--out", "o.parquet", "--service", "fraud_detection", "--features", "a:b"],
+        ["get", "--entity", "user_id=u1"],  # neither
+        ["get", "--entity", "user_id=u1", "--service", "fraud_detection", "--features", "a:b"],  # both
     ],
 )
 def test_every_malformed_option_is_a_usage_error(project_dir, args):
@@ -175,6 +179,8 @@ def test_every_malformed_option_is_a_usage_error(project_dir, args):
     result = run(*args, "--project-dir", str(project_dir), *online, ok=False)
     assert result.exit_code == USAGE_EXIT, result.output
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    if "--spine" in args and "--as-of" not in args or args[:2] == ["get", "--entity"]:
+        assert "give exactly one of --service or --features" in result.output, result.output
 
 
 def test_usage_errors_and_invalid_declarations_are_told_apart(project_copy):
@@ -221,3 +227,25 @@ def test_training_set_and_generate_speak_json(duckdb_build, tmp_path):
     assert data["out"] == str(out) and data["rows"] > 0 and "transaction_count_7d" in data["columns"] and out.is_file()
     files = json.loads(run("generate", "--out", str(tmp_path / "g"), "--format", "csv", "--json").output)["files"]
     assert {"raw_fraud_labels.csv", "raw_merchants.csv", "raw_transactions.csv"} <= {Path(f).name for f in files}
+
+
+@pytest.mark.parametrize(
+    ("args", "path"),
+    [
+        (["validate", "--junit"], "/nonexistent/x.xml"),
+        (["training-set", "--service", "fraud_detection", "--spine", "nope.csv", "--out"], "/nonexistent/t.parquet"),
+        (
+            ["drift", "--select", "merchant_risk_features", "--reference", "a..b", "--current", "a..b", "--html"],
+            "/nonexistent/x.html",
+        ),
+        (["generate", "--out"], "/proc/nope"),
+    ],
+)
+def test_an_unwritable_output_path_is_a_usage_error_before_any_work(project_dir, args, path):
+    """Checked when the options are parsed (one click type), not by a traceback after the work ran."""
+    project = [] if args[0] == "generate" else ["--project-dir", str(project_dir)]
+    result = run(*args, path, *project, ok=False)
+    assert result.exit_code == USAGE_EXIT and f"cannot write {path}: " in result.output, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1, result.output
+    error = json.loads(run(*args, path, *project, "--json", ok=False).output)["error"]
+    assert error["kind"] == "usage" and error["exit_code"] == USAGE_EXIT and f"cannot write {path}: " in error["message"]

@@ -126,3 +126,33 @@ def test_docs_list_the_methods():
     readme = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
     for form in ("tag:", "path:", "service:", "+exposure:", "NAME+"):
         assert form in readme
+
+
+OFFLINE_REDIS = ["--redis-url", "redis://127.0.0.1:1/0"]  # never reached: the selector is refused first
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["describe", "--json"],
+        ["drift", "--reference", "2024-01-01T00:00Z..2024-02-01T00:00Z", "--current", "2024-02-01T00:00Z..2024-03-01T00:00Z"],
+        ["validate"],
+        ["status", *OFFLINE_REDIS],
+        ["verify", *OFFLINE_REDIS],
+        ["push", "--dry-run", *OFFLINE_REDIS],
+        ["push", "--rows", "rows.csv", *OFFLINE_REDIS],
+        ["stream", "--from", "redis://127.0.0.1:1/0/events", *OFFLINE_REDIS],
+    ],
+)
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_selector_is_a_usage_error_not_every_view(project, tmp_path, monkeypatch, args, empty):
+    """An empty --select added nothing to the union, and a union of nothing selected every view."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows.csv").write_text("user_id\nu1\n")
+    for select in (["--select", empty], ["--select", "tag:user", "--select", empty]):
+        if args[0] in ("push", "stream") and len(select) > 2:
+            continue  # they take one view there
+        result = run(project, *args, *select)
+        assert result.exit_code == USAGE_EXIT and "empty selector" in result.output, result.output
+    with pytest.raises(UsageError, match="empty selector"):
+        names(project, empty)

@@ -177,6 +177,11 @@ def test_spine_errors_are_one_line_each(pit_dir, tmp_path):
     assert "the spine has a column 'amount', the name of feature 'fv_user:amount' in the training set" in run(
         "clash.parquet", pa.table({"user_id": ["a"], "ts": ts, "amount": [1]})
     )
+    # A column held twice (CSV header or parquet schema) is named, not a KeyError traceback.
+    assert "spine column 'user_id' appears twice" in run("twice.csv", "user_id,user_id,ts\na,a,2024-01-01T00:00:00Z\n")
+    assert "spine column 'user_id' appears twice" in run(
+        "twice.parquet", pa.table([["a"], ["a"], ts], ["user_id", "user_id", "ts"])
+    )
     assert "the spine timestamp 'ts;drop' is not a plain column name" in " ".join(
         adhoc(pit_dir, tmp_path / "clash.parquet", out, "--spine-timestamp", "ts;drop").output.split()
     )
@@ -286,3 +291,17 @@ def test_historical_features_as_feast_returns_them(pit_dir, tmp_path):
         assert job.num_rows == 2 and job.to_pandas().shape == df.shape  # the Arrow table's own API
     with pytest.raises(FeatsyncError, match="cannot run the entity_df query"):
         store.get_historical_features("select * from no_such_table", features=["fv_user:amount"])
+
+
+def test_name_collisions_exit_as_docs_cli_says(pit_dir, tmp_path):
+    """docs/cli.md: a spine column named like an output feature is a bad spine (1); two requested
+    features of one name are refused by the macro, the one place that names outputs (3, dbt compile)."""
+    (tmp_path / "clash.csv").write_text("user_id,ts,amount\na,2024-01-01T02:00:00Z,1\n")
+    (tmp_path / "plain.csv").write_text("user_id,ts\na,2024-01-01T02:00:00Z\n")
+    out = tmp_path / "o.parquet"
+    clash = adhoc(pit_dir, tmp_path / "clash.csv", out, "--spine-timestamp", "ts")
+    assert clash.exit_code == 1 and "the spine has a column 'amount'" in clash.output, clash.output
+    both = adhoc(pit_dir, tmp_path / "plain.csv", out, "--spine-timestamp", "ts", "--features", "fv_user_copy:amount")
+    assert both.exit_code == 3 and "is provided by both feature views 'fv_user' and 'fv_user_copy'" in both.output
+    docs = " ".join((Path(__file__).resolve().parent.parent / "docs/cli.md").read_text().split())
+    assert "Exit codes 0, 1 (a bad spine, among them a column named like an output feature), 2 (unknown features), " in docs

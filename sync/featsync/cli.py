@@ -120,6 +120,41 @@ auth_token_file_option = click.option(
 )
 
 
+class OutputPath(click.Path):
+    """A path the command will write, checked before any work starts: a file's folder must exist
+    and be writable, a folder is created now (it would be anyway). A directory given as a file
+    is click's own refusal; every other failure is "cannot write PATH: REASON", a usage error,
+    rather than a traceback after the work ran."""
+
+    def __init__(self, folder: bool = False) -> None:
+        super().__init__(file_okay=not folder, dir_okay=folder)
+        self.folder = folder
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        import os
+
+        value = super().convert(value, param, ctx)
+        path = Path(value)
+        try:
+            if self.folder:
+                path.mkdir(parents=True, exist_ok=True)
+            elif not path.parent.is_dir():
+                raise FileNotFoundError("no such folder")
+            if not os.access(path if self.folder else path.parent, os.W_OK | os.X_OK):
+                raise PermissionError("permission denied")
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            self.fail(f"cannot write {value}: {reason[:1].lower()}{reason[1:]}", param, ctx)
+        return value
+
+
+def _require_service_or_features(feature_service: str | None, features: Sequence[str]) -> None:
+    """training-set and get: the library's own check (featsync.registry.require_one_selection),
+    made first here so the usage error names the flags, which library messages must not."""
+    if (feature_service is None) == (not features):
+        raise click.UsageError("give exactly one of --service or --features")
+
+
 def _parse_now(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
     """--now as an aware UTC datetime; a malformed or zoneless value is a usage error."""
     if value is None:
@@ -432,7 +467,7 @@ def _print_description(data: dict[str, Any]) -> None:
     show_default=True,
     help="'available' also requires created_timestamp <= the spine time.",
 )
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output parquet file.")
+@click.option("--out", "out_path", required=True, type=OutputPath(), help="Output parquet file.")
 @json_option
 def training_set(
     project: Project,
@@ -451,6 +486,7 @@ def training_set(
 
     from featsync.offline import training
 
+    _require_service_or_features(feature_service, features)
     mapping = {}
     for item in join_key_map:
         key, sep, column = item.partition("=")
@@ -487,7 +523,9 @@ def _push_rows(
     from featsync.errors import UsageError
     from featsync.online.ingest import RowIngest
     from featsync.online.rows import read_rows_file
+    from featsync.registry.selection import parse_selectors
 
+    parse_selectors(select)  # an empty one is refused as everywhere
     if len(select) != 1 or "," in select[0] or ":" in select[0] or "+" in select[0]:
         raise UsageError("--rows needs exactly one feature view name in --select (e.g. --select user_transaction_features)")
     if batch_only:
@@ -586,7 +624,9 @@ def stream(
     from featsync.online.connections import check_redis_url
     from featsync.online.ingest import RowIngest
     from featsync.online.stream import StreamConsumer, StreamSource
+    from featsync.registry.selection import parse_selectors
 
+    parse_selectors([] if view is None else [view])  # an empty --select is refused as everywhere
     source = StreamSource.parse(source_url)
     check_redis_url(source.url)
     ingest = RowIngest(project, None if to == "offline" else _redis(project, redis_url), key_prefix)
@@ -778,7 +818,7 @@ def push(
 @main.command()
 @project_options
 @select_option("validate", "every feature view")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False), default=None, help="Also write JUnit XML here.")
+@click.option("--junit", "junit_path", type=OutputPath(), default=None, help="Also write JUnit XML here.")
 @click.option(
     "--max-rows",
     type=click.IntRange(min=1),
@@ -846,6 +886,7 @@ def get(
     """Read one entity's features from the online store."""
     from featsync.online.serving import OnlineReader
 
+    _require_service_or_features(feature_service, features)
     row = {}
     for item in entities:
         key, sep, value = item.partition("=")
@@ -1010,7 +1051,7 @@ def ui(
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Random seed; same seed, same files.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="parquet", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="data/raw", show_default=True)
+@click.option("--out", "out_dir", type=OutputPath(folder=True), default="data/raw", show_default=True)
 @json_option
 def generate(scale: int, seed: int, fmt: str, out_dir: str, as_json: bool) -> None:
     """Write the example payments data (deterministic).
@@ -1091,9 +1132,7 @@ def _breach_table(title: str, columns: tuple[str, ...], rows: list[tuple[list[An
     help="Reference event-time window, UTC, e.g. 2024-01-01T00:00Z..2024-02-01T00:00Z.",
 )
 @click.option("--current", required=True, metavar="START..END", help="Current event-time window, UTC.")
-@click.option(
-    "--html", "html_path", type=click.Path(dir_okay=False), default=None, help="Also write a self-contained HTML report."
-)
+@click.option("--html", "html_path", type=OutputPath(), default=None, help="Also write a self-contained HTML report.")
 @json_option
 def drift(
     project: Project,

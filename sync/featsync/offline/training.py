@@ -112,6 +112,7 @@ def read_spine(path: Path, spine_timestamp: str = "event_timestamp") -> pa.Table
         raise FeatsyncError(f"spine file {path} does not exist")
     if path.suffix.lower() == ".parquet":
         try:
+            _require_unique(pq.read_schema(path).names)  # before Arrow's reader fails on it, less clearly
             return pq.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             raise FeatsyncError(f"cannot read spine {path}: not a readable parquet file ({exc})") from None
@@ -130,12 +131,20 @@ def read_spine(path: Path, spine_timestamp: str = "event_timestamp") -> pa.Table
     raise FeatsyncError(f"spine file {path} is neither .parquet nor .csv")
 
 
+def _require_unique(names: Sequence[str]) -> None:
+    """A spine column held twice has no one type or value to join on (Arrow's lookup by name fails)."""
+    for name in names:
+        if names.count(name) > 1:
+            raise FeatsyncError(f"spine column '{name}' appears twice; rename or drop one")
+
+
 def check_spine(registry: Registry, schema: pa.Schema, request: TrainingSetRequest) -> dict[str, str]:
     """What the join needs of a spine, checked before any SQL runs: the time column (a timestamp),
     every entity key of the requested views under its (mapped) name with a type that can equal
     the entity's, and no column named like an output feature (the result would hold two).
     Returns the kind (int or text) of each spine key column."""
     names = schema.names
+    _require_unique(names)
     listed = ", ".join(names) or "none"
     if request.spine_timestamp not in names:
         raise FeatsyncError(f"the spine has no column '{request.spine_timestamp}' (columns: {listed})")

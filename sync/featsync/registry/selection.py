@@ -41,7 +41,13 @@ class SelectionError(UsageError):
 
 
 def parse_selectors(selectors: Iterable[str]) -> list[list[str]]:
-    """The union (spaces, repeated options) of intersections (commas) of atoms."""
+    """The union (spaces, repeated options) of intersections (commas) of atoms.
+
+    An empty (or blank) selector is refused: it would otherwise add nothing to the union,
+    and a union of nothing selects every view, the opposite of what was typed."""
+    selectors = list(selectors)
+    if any(not selector.strip() for selector in selectors):
+        raise SelectionError("empty selector: name the feature views to pick, or give no selector to pick all")
     return [token.split(",") for selector in selectors for token in selector.split()]
 
 
