@@ -229,6 +229,16 @@ def test_training_set_and_generate_speak_json(duckdb_build, tmp_path):
     assert {"raw_fraud_labels.csv", "raw_merchants.csv", "raw_transactions.csv"} <= {Path(f).name for f in files}
 
 
+@pytest.mark.parametrize("name", ["t.csv", "t", "t.parquet.tmp"])
+def test_a_training_set_file_not_named_parquet_is_a_usage_error(project_dir, tmp_path, name):
+    """--out t.csv wrote parquet bytes into a file named .csv (found by an attack session)."""
+    out = tmp_path / name
+    args = ["training-set", "--service", "fraud_detection", "--spine", "nope.csv", "--out", str(out)]
+    result = run(*args, "--project-dir", str(project_dir), ok=False)
+    assert result.exit_code == USAGE_EXIT and "the file is written as parquet; name it *.parquet" in result.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     ("args", "path"),
     [

@@ -126,15 +126,18 @@ class OutputPath(click.Path):
     is click's own refusal; every other failure is "cannot write PATH: REASON", a usage error,
     rather than a traceback after the work ran."""
 
-    def __init__(self, folder: bool = False) -> None:
+    def __init__(self, folder: bool = False, suffix: str | None = None) -> None:
         super().__init__(file_okay=not folder, dir_okay=folder)
         self.folder = folder
+        self.suffix = suffix  # the format the command writes: a file named otherwise is refused
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         import os
 
         value = super().convert(value, param, ctx)
         path = Path(value)
+        if self.suffix is not None and path.suffix.lower() != self.suffix:
+            self.fail(f"{value}: the file is written as {self.suffix[1:]}; name it *{self.suffix}", param, ctx)
         try:
             if self.folder:
                 path.mkdir(parents=True, exist_ok=True)
@@ -467,7 +470,7 @@ def _print_description(data: dict[str, Any]) -> None:
     show_default=True,
     help="'available' also requires created_timestamp <= the spine time.",
 )
-@click.option("--out", "out_path", required=True, type=OutputPath(), help="Output parquet file.")
+@click.option("--out", "out_path", required=True, type=OutputPath(suffix=".parquet"), help="Output parquet file.")
 @json_option
 def training_set(
     project: Project,
