@@ -153,12 +153,14 @@ class Layout:
         names = [n for n in (*self.view.entities, self.view.timestamp) if n in batch.schema.names]
         return "(" + ", ".join(f"{n}={_shown(batch.column(n), row)}" for n in names) + ")"
 
-    def check_times(self, batch: pa.RecordBatch | pa.Table) -> None:
+    def check_times(self, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
         """Refuse a batch whose event or created times fall outside the years 1 to 9999 (valid_to
-        may: Postgres' 'infinity' is a common open end)."""
-        for name in (self.view.timestamp, self.view.created_timestamp):
-            if name and name in batch.schema.names:
-                self.micros(batch, name)
+        may: Postgres' 'infinity' is a common open end); the event times, as `micros` gives them."""
+        micros = self.micros(batch, self.view.timestamp)
+        created = self.view.created_timestamp
+        if created and created in batch.schema.names:
+            self.micros(batch, created)
+        return micros
 
     def micros(self, batch: pa.RecordBatch | pa.Table, name: str) -> np.ndarray:
         """A timestamp column as UTC microseconds (NULL as 0); values outside the years 1 to 9999
@@ -473,6 +475,16 @@ def from_micros(micros: int) -> datetime:
             f"a time of {micros} microseconds since 1970 is outside the years 1 to 9999, which featsync handles "
             "(featsync push refuses such times)"
         ) from None
+
+
+def utf8(text: str) -> bool:
+    """Whether a str encodes as UTF-8: one holding a lone surrogate ('a\\ud800', which Python
+    allows and JSON parsers refuse) does not, and Arrow, Redis keys and values need UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _shown(column: pa.Array | pa.ChunkedArray, row: int) -> str:

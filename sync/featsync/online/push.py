@@ -101,10 +101,16 @@ FOREIGN_VALUE = "FEATSYNC_FOREIGN_VALUE"
 WRITE_NEWER = f"""
 local compact, fixed, texts, bitmap, bound = string.match(ARGV[#ARGV], '^(%-?%d+) (%d+) (%d+) (%d+) (%d+)$')
 compact, fixed, texts, bitmap, bound = tonumber(compact), tonumber(fixed), tonumber(texts), tonumber(bitmap), tonumber(bound)
+local function event_us(value)
+  if #value == compact then
+    return struct.unpack('>I4', value) * 1000000
+  end
+  return struct.unpack('>d', value)
+end
 local function stored_us(value)
   local size = #value
   if size == compact then
-    return struct.unpack('>I4', value) * 1000000
+    return event_us(value)
   end
   if size < fixed or (bitmap > 0 and string.byte(value, bitmap) >= bound) then
     return nil
@@ -116,7 +122,7 @@ local function stored_us(value)
     end
     at = at + 4 + struct.unpack('<I4', value, at)
   end
-  local us = struct.unpack('>d', value)
+  local us = event_us(value)
   if at ~= size + 1 or not (us >= {float(MIN_MICROS)!r} and us <= {float(MAX_MICROS)!r}) then
     return nil
   end
@@ -139,16 +145,10 @@ end
 local written, stale, absent = 0, 0, 0
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i - 1]
-  local new_us
-  if #value == compact then
-    new_us = struct.unpack('>I4', value) * 1000000
-  else
-    new_us = struct.unpack('>d', value)
-  end
   if not stored[i] then
     absent = absent + 1
   end
-  if stored[i] and old_us[i] > new_us then
+  if stored[i] and old_us[i] > event_us(value) then
     stale = stale + 1
   else
     local expire_at = ARGV[2 * i]
@@ -853,8 +853,7 @@ def encode_pushed(layout: Layout, table: pa.Table | pa.RecordBatch, now_us: int)
         return PushedRows(None, 0, 0, None)
     view = layout.view
     table = table.combine_chunks().to_batches()[0]  # one batch: the encoders slice plain arrays
-    layout.check_times(table)
-    micros = column_micros(table.column(view.timestamp))
+    micros = layout.check_times(table)
     keys = layout.encode_keys(table)
     keep = newest_per_key(view, table, keys, lambda: micros)
     superseded = given - len(keep)

@@ -38,7 +38,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from featsync.errors import FeatsyncError, shown
-from featsync.online.layout import MAX_MICROS, MIN_MICROS, epoch_micros
+from featsync.online.layout import MAX_MICROS, MIN_MICROS, epoch_micros, utf8
 from featsync.registry import Column, FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
 from featsync.times import leap_second, parse_times  # parse_times: the one parser of text times, every path
@@ -233,9 +233,9 @@ def _convert(view: FeatureView, name: str, kind: str, values: Any) -> pa.Array:
         micros = pc.cast(array, pa.int64())
         row = _first(pc.or_(pc.less(micros, MIN_MICROS), pc.greater(micros, MAX_MICROS)))
         if row is not None:
-            shown = array.slice(row, 1).cast(pa.string())[0].as_py()
+            instant = array.slice(row, 1).cast(pa.string())[0].as_py()
             raise PushRowsError(
-                f"feature view '{view.name}': row {row}, column '{name}': {shown} is outside the years 1 to 9999 "
+                f"feature view '{view.name}': row {row}, column '{name}': {instant} is outside the years 1 to 9999 "
                 "in UTC, which featsync handles"
             )
     return array
@@ -271,16 +271,6 @@ def _refuse(view: FeatureView, name: str, kind: str, row: int, value: Any) -> Pu
 
 
 _KIND_WORDS = {INT: "an integer", FLOAT: "a number", BOOL: "a boolean", TEXT: "a string", TIMESTAMP: "a timestamp with a zone"}
-
-
-def utf8(text: str) -> bool:
-    """Whether a str encodes as UTF-8: one holding a lone surrogate ('a\\ud800', which Python
-    allows and JSON parsers refuse) does not, and Arrow, Redis keys and values need UTF-8."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def python_ok(kind: str, value: Any) -> bool:

@@ -25,7 +25,7 @@ import redis.asyncio
 
 from featsync.errors import FeatsyncError, NotFoundError, shown
 from featsync.ondemand.compiler import OnDemandFeature, RequestField
-from featsync.online.layout import Layout, from_micros, key_texts
+from featsync.online.layout import Layout, from_micros, key_texts, utf8
 from featsync.online.plan_cache import PlanCache, plan_key
 from featsync.online.validity import oldest_valid_event_us
 from featsync.registry import FeatureService, FeatureView, Registry, output_name
@@ -249,9 +249,7 @@ class ReadPlan:
         for i in range(len(columns[entities[0]])):
             for name in entities:
                 value = columns[name][i]
-                try:
-                    str(value).encode()
-                except UnicodeEncodeError:
+                if not utf8(str(value)):
                     return RequestError(
                         f"entity '{name}' row {i}: {shown(value)} is not valid text (a lone surrogate does not encode as UTF-8)"
                     )
