@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from featsync.errors import shown
 from featsync.online.state import NEWEST_EVENT
 from featsync.registry import FeatureView, format_duration
 
@@ -66,7 +67,7 @@ def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime,
     result.mode = state.get("mode")
     if result.newest_event_time is not None and result.newest_event_time > now + CLOCK_SKEW:
         result.breaches.append(
-            f"push state field '{NEWEST_EVENT}' is in the future: {state[NEWEST_EVENT][:40]!r} (no featsync writer "
+            f"push state field '{NEWEST_EVENT}' is in the future: {shown(state[NEWEST_EVENT])} (no featsync writer "
             "records a time after its clock; featsync push --full-refresh of the view rewrites it)"
         )
         result.newest_event_time = None
@@ -93,9 +94,8 @@ def _stored_instant(state: Mapping[str, str], name: str, breaches: list[str]) ->
     text = state.get(name)
     value = parse_instant(text)
     if text and value is None:
-        shown = text if len(text) <= 40 else text[:40] + "..."
         breaches.append(
-            f"push state field '{name}' is not a time: {shown!r} (not written by featsync; "
+            f"push state field '{name}' is not a time: {shown(text)} (not written by featsync; "
             "featsync push --full-refresh of the view rewrites it)"
         )
     return value

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from featsync.online.layout import KEY_PREFIX, VIEW_ID_CHARS
-from featsync.online.state import IDENTITY, LAYOUT, layout_of
+from featsync.online.state import IDENTITY, LAYOUT, layout_of, wrong_type
 from featsync.registry import Registry
 
 SCAN_COUNT = 10_000
@@ -70,7 +70,7 @@ def prune(
         try:
             identity, layout = client.hmget(key, IDENTITY, LAYOUT)
         except redis.ResponseError as exc:
-            if "WRONGTYPE" not in str(exc):
+            if not wrong_type(exc):
                 raise
             unreadable(not_a_hash(key.decode(errors="replace")))
             continue

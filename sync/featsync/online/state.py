@@ -123,10 +123,15 @@ class StateKeyError(StateError):
     repair it (every push claims the hash first); deleting the key does."""
 
 
+def wrong_type(error: BaseException) -> bool:
+    """Whether Redis refused a command because its key holds another type (WRONGTYPE)."""
+    return isinstance(error, redis.ResponseError) and "WRONGTYPE" in str(error)  # (a pipeline prefixes its own text)
+
+
 def state_error(layout: Layout, error: Exception) -> FeatsyncError:
     """The error for Redis refusing a command on the view's state hash: a StateError naming the
     key and what to do when the key is of another type (WRONGTYPE), else Redis' reason."""
-    if "WRONGTYPE" not in str(error):
+    if not wrong_type(error):
         return FeatsyncError(
             f"Redis refused a command on the push state {layout.state_key} of feature view "
             f"'{layout.view.name}' v{layout.view.version}: {error}"
@@ -144,7 +149,7 @@ def _state_errors(layout: Layout) -> Iterator[None]:
     try:
         yield
     except redis.ResponseError as exc:
-        if "WRONGTYPE" in str(exc):
+        if wrong_type(exc):
             raise state_error(layout, exc) from None
         raise
 
@@ -222,11 +227,20 @@ def read_state_fields(client: Any, layout: Layout) -> dict[str, str]:
     """One view's push state as text, as read_states reads it (for `featsync status`, which judges
     it as the UI does: featsync.monitoring.freshness); a key that is not a hash: an UnreadableState."""
     try:
-        return decode_state(client.hgetall(layout.state_key))
+        reply = client.hgetall(layout.state_key)
     except redis.ResponseError as exc:
-        if "WRONGTYPE" not in str(exc):
-            raise
-        return UnreadableState(str(state_error(layout, exc)))
+        reply = exc
+    return _state_fields(layout, reply)
+
+
+def _state_fields(layout: Layout, reply: Any) -> dict[str, str]:
+    """HGETALL's reply as text; an UnreadableState for WRONGTYPE (one broken view does not hide
+    the others); any other error reply raised."""
+    if wrong_type(reply):
+        return UnreadableState(str(state_error(layout, reply)))
+    if isinstance(reply, Exception):
+        raise reply
+    return decode_state(reply)
 
 
 async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]]:
@@ -239,15 +253,7 @@ async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]
     for layout in layouts:
         pipe.hgetall(layout.state_key)
     replies = await pipe.execute(raise_on_error=False)
-    states: list[dict[str, str]] = []
-    for layout, raw in zip(layouts, replies, strict=True):
-        if isinstance(raw, redis.ResponseError) and "WRONGTYPE" in str(raw):
-            states.append(UnreadableState(str(state_error(layout, raw))))
-        elif isinstance(raw, Exception):
-            raise raw
-        else:
-            states.append(decode_state(raw))
-    return states
+    return [_state_fields(layout, reply) for layout, reply in zip(layouts, replies, strict=True)]
 
 
 def new_run() -> str:

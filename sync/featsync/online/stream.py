@@ -155,6 +155,7 @@ class StreamConsumer:
     retry_max: float = 5.0
     stats: StreamStats = field(default_factory=StreamStats)
     _failures: int = field(default=0, init=False)  # outages in a row, reset once a batch goes through
+    _settle_script: Any = field(default=None, init=False)  # SETTLE, registered once (its SHA1 computed once)
 
     def ensure_group(self) -> None:
         try:
@@ -283,7 +284,9 @@ class StreamConsumer:
             for name, value in fields.items():
                 args += [name, value]
         args += [entry_id for entry_id, _ in entries]
-        written = self.source.register_script(SETTLE)(keys=[self.stream, self.stream + DEAD_SUFFIX], args=args)
+        if self._settle_script is None:
+            self._settle_script = self.source.register_script(SETTLE)
+        written = self._settle_script(keys=[self.stream, self.stream + DEAD_SUFFIX], args=args)
         if written:
             self.stats.dead += written
             log.warning(
