@@ -175,6 +175,20 @@ def test_unsafe_column_names_are_refused(manifest):
     assert "columns.Amount: column name 'Amount' is not a plain SQL name: featsync needs lower-case letters" in message
 
 
+def test_featsync_s_own_column_names_are_refused(manifest):
+    """The macros' helper columns are featsync_*: a feature of that name was joined on instead
+    of the event time (featsync_asof), or filtered the latest row (featsync_pick)."""
+
+    def own(m):
+        m["nodes"][UTF]["columns"]["featsync_asof"] = {"name": "featsync_asof", "data_type": "timestamp"}
+
+    message = rejected(manifest, own)
+    assert (
+        f"{WHERE_FV}: columns.featsync_asof: column name 'featsync_asof' starts with 'featsync_', which featsync reserves"
+        in message
+    )
+
+
 def test_online_decimal_features_are_refused_offline_ones_kept(manifest):
     def money(m):
         m["nodes"][UTF]["columns"]["amount_sum_7d"]["data_type"] = "numeric(12,2)"
@@ -243,6 +257,16 @@ def test_service_must_depend_on_its_views(manifest):
         m["exposures"][V1]["depends_on"]["nodes"].remove("model.featsync.merchant_risk_features")
 
     assert "depends_on lacks ref('merchant_risk_features')" in rejected(manifest, drop)
+
+
+@pytest.mark.parametrize("name", ["fraud:v9", "fraud detection", "", 7])
+def test_service_names_cannot_hide_a_version(manifest, name):
+    """`name:vN` picks a version wherever a service is named: a name with ':' (or a space) is refused."""
+    message = rejected(manifest, lambda m: fs(m).update(name=name))
+    assert (
+        f"{WHERE_FS}: feature_service.name: must be letters, digits, _, - and . "
+        f"(requests pick a version as name:vN), got {name!r}" in message
+    )
 
 
 def test_service_versions_are_unique(manifest):

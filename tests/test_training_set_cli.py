@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -145,7 +145,32 @@ def test_bad_spines_are_rejected(pit_dir, tmp_path):
     assert result.exit_code == 1 and "does not exist" in result.output
     (tmp_path / "naive.csv").write_text("user_id,ts\na,2024-01-01 01:00:00\n")
     result = adhoc(pit_dir, tmp_path / "naive.csv", tmp_path / "o.parquet", "--spine-timestamp", "ts")
-    assert result.exit_code == 1 and "Timestamps need a zone" in result.output, result.output
+    assert result.exit_code == 1, result.output
+    assert f"spine {tmp_path / 'naive.csv'}, column 'ts', row 1: '2024-01-01 01:00:00' has no time zone" in result.output
+
+
+def test_csv_spine_times_follow_the_one_rule_for_text_times(pit_dir, tmp_path):
+    """RFC 3339 as every other text time: any fraction digits (floored to the µs), lower-case
+    t and z, a space; the first bad value is named with its row and why."""
+    load({"user_rows": [("a", datetime(2024, 1, 1, 1), None, 7, "x")], "pair_rows": [], "profile_rows": []})
+    spine = tmp_path / "s.csv"
+    spine.write_text(
+        "user_id,ts\na,2024-01-01T00:59:59.9999999Z\na,2024-01-01t01:00:00z\na,2024-01-01 03:00:00.000000001+02:00\na,\n"
+    )
+    out = tmp_path / "o.parquet"
+    result = adhoc(pit_dir, spine, out, "--spine-timestamp", "ts")
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.column("ts").to_pylist() == [
+        datetime(2024, 1, 1, 0, 59, 59, 999999, tzinfo=UTC), datetime(2024, 1, 1, 1, tzinfo=UTC),
+        datetime(2024, 1, 1, 1, tzinfo=UTC), None,
+    ]  # fmt: skip
+    assert table.column("amount").to_pylist() == [None, 7, 7, None]
+    spine.write_text("user_id,ts\na,2024-01-01T01:00:00Z\na,2024-01-01T23:59:60Z\n")
+    result = adhoc(pit_dir, spine, out, "--spine-timestamp", "ts")
+    assert (
+        result.exit_code == 1 and f"spine {spine}, column 'ts', row 2: '2024-01-01T23:59:60Z' is a leap second" in result.output
+    )
 
 
 def test_spine_errors_are_one_line_each(pit_dir, tmp_path):
@@ -177,6 +202,14 @@ def test_spine_errors_are_one_line_each(pit_dir, tmp_path):
     assert "the spine has a column 'amount', the name of feature 'fv_user:amount' in the training set" in run(
         "clash.parquet", pa.table({"user_id": ["a"], "ts": ts, "amount": [1]})
     )
+    # A mapped key no requested view joins on is a typo, not a silently ignored option (the macro's check).
+    assert "join_key_map names 'merchant_id', which is not an entity of the requested feature views (entities: user_id)" in run(
+        "mapped.parquet", pa.table({"user_id": ["a"], "ts": ts}), "--join-key-map", "merchant_id=shop_id"
+    )
+    # A spine column in featsync's own namespace would be taken for the join's helper column.
+    assert "the spine has a column 'featsync_spine_ts'; names starting with 'featsync_' are reserved" in run(
+        "own.parquet", pa.table({"user_id": ["a"], "ts": ts, "featsync_spine_ts": ts})
+    )
     # A column held twice (CSV header or parquet schema) is named, not a KeyError traceback.
     assert "spine column 'user_id' appears twice" in run("twice.csv", "user_id,user_id,ts\na,a,2024-01-01T00:00:00Z\n")
     assert "spine column 'user_id' appears twice" in run(
@@ -205,6 +238,13 @@ def test_header_only_csv_gives_an_empty_training_set(pit_dir, tmp_path):
     assert table.num_rows == 0
     assert table.column_names == ["spine_id", "user_id", "shop_id", "ts", "amount", "label", "score", "tier"]
     assert table.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+
+
+def test_a_join_key_mapped_twice_is_a_usage_error(pit_dir, tmp_path):
+    (tmp_path / "s.csv").write_text("user_id,ts\na,2024-01-01T00:00:00Z\n")
+    result = adhoc(pit_dir, tmp_path / "s.csv", tmp_path / "o.parquet", "--spine-timestamp", "ts",
+                   "--join-key-map", "user_id=a", "--join-key-map", "user_id=b")  # fmt: skip
+    assert result.exit_code == 64 and "join key 'user_id' is mapped twice" in result.output, result.output
 
 
 def adhoc(pit_dir: Path, spine: Path, out: Path, *extra: str):

@@ -123,7 +123,9 @@ def test_macros_use_the_same_names_rule(types_duckdb):
     assert set(json.loads(compiled.split("'")[1])) == RESERVED
     ok = ", ".join(f"featsync._check_identifier({n!r}, 'x')" for n in NAMES_OK)
     assert json.loads(compile_inline(types_duckdb, f"select '{{{{ [{ok}] | tojson }}}}'").split("'")[1]) == NAMES_OK
-    for name in ['label"; drop table t; --', "Amount", "select", "x" * 64]:
+    for name in ['label"; drop table t; --', "Amount", "select", "x" * 64, "featsync_asof"]:
         jinja = "select {{ featsync._check_identifier(" + json.dumps(name) + ", 'column') }}"
-        with pytest.raises(DbtError, match="is not a plain SQL name|is a reserved SQL word"):
+        with pytest.raises(
+            DbtError, match="is not a plain SQL name|is a reserved SQL word|reserves for the columns its SQL adds"
+        ):
             compile_inline(types_duckdb, jinja)

@@ -152,5 +152,11 @@
         'order_columns': order_columns,
     }) -%}
   {%- endfor -%}
+  {#- A mapped key that no requested view joins on is a typo that would otherwise be ignored. -#}
+  {%- set joined = [] -%}
+  {%- for step in plan -%}{%- do joined.extend(step.entities) -%}{%- endfor -%}
+  {%- for key in join_key_map if key not in joined -%}
+    {{ exceptions.raise_compiler_error("featsync: join_key_map names '" ~ key ~ "', which is not an entity of the requested feature views (entities: " ~ joined | unique | join(', ') ~ ")") }}
+  {%- endfor -%}
   {{ return(plan) }}
 {% endmacro %}

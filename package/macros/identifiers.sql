@@ -4,7 +4,9 @@
   lower-case letters, digits and _, starting with a letter or _, at most 63 characters,
   and no reserved word of DuckDB, PostgreSQL or Snowflake. Such a name reads the same,
   unquoted, on every engine, so nothing needs quoting and a hostile name never reaches the
-  warehouse. `dbt build` runs without featsync, so the macros check the rule themselves;
+  warehouse. Nor may such a name start with `featsync_`: the macros' own helper columns and
+  aliases (featsync_asof, featsync_pick, featsync_spine_ts, ...) are named so, and a user's
+  column of that name would be taken for one of them. `dbt build` runs without featsync, so the macros check the rule themselves;
   featsync's registry applies the same rule when it loads (featsync.registry.identifiers,
   whose word list a test compares with this one).
 -#}
@@ -15,6 +17,9 @@
   {%- endif -%}
   {%- if name in featsync._reserved_words() -%}
     {{ exceptions.raise_compiler_error("featsync: " ~ what ~ ": '" ~ name ~ "' is a reserved SQL word; rename it (e.g. '" ~ name ~ "_value')") }}
+  {%- endif -%}
+  {%- if name.startswith('featsync_') -%}
+    {{ exceptions.raise_compiler_error("featsync: " ~ what ~ ": '" ~ name ~ "' starts with 'featsync_', which featsync reserves for the columns its SQL adds; rename it") }}
   {%- endif -%}
   {{ return(name) }}
 {% endmacro %}

@@ -76,6 +76,9 @@
 {% macro _check_spine(known, spine_timestamp, plan, service) %}
   {%- if not known -%}{{ return(none) }}{%- endif -%}
   {%- set columns = known.keys() | list -%}
+  {%- for column in columns if (column | lower).startswith('featsync_') -%}
+    {{ exceptions.raise_compiler_error("featsync.point_in_time_join: the spine has a column '" ~ column ~ "'; names starting with 'featsync_' are reserved for the columns featsync's SQL adds, rename it") }}
+  {%- endfor -%}
   {%- set needed = [spine_timestamp] -%}
   {%- for view in plan -%}{%- for key in view.spine_keys if key not in needed -%}{%- do needed.append(key) -%}{%- endfor -%}{%- endfor -%}
   {%- for column in needed if column not in columns -%}
@@ -326,8 +329,10 @@ asof left join {{ fv }}
   {{ expression }}
 {%- endmacro %}
 
+{#- Any text type, with or without a length (`varchar(20)`): the column's or the database's
+    collation (e.g. ICU, en_US) would otherwise order 'B' after 'b'. -#}
 {% macro postgres__bytewise(expression, data_type) -%}
-  {%- if (data_type or '') | lower in ['text', 'varchar', 'character varying', 'string', 'char', 'character', 'bpchar'] -%}
+  {%- if modules.re.match('^\\s*(text|varchar|character\\s+varying|string|char|character|bpchar)\\s*(\\(\\s*[0-9]+\\s*\\))?\\s*$', (data_type or '') | lower) -%}
     {{ expression }} collate "C"
   {%- else -%}
     {{ expression }}

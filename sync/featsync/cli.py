@@ -495,6 +495,8 @@ def training_set(
         key, sep, column = item.partition("=")
         if not sep or not key or not column:
             raise click.BadParameter(f"'{item}' is not KEY=COLUMN", param_hint="--join-key-map")
+        if key in mapping:
+            raise click.BadParameter(f"join key '{key}' is mapped twice", param_hint="--join-key-map")
         mapping[key] = column
     request = training.TrainingSetRequest(
         list(features) or None, feature_service, spine_timestamp, mapping, full_feature_names, as_of

@@ -28,8 +28,9 @@ from featsync.offline.warehouse import connect, profile_credentials, relation_na
 from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import Registry, output_name, require_one_selection
-from featsync.registry.identifiers import identifier_problem
+from featsync.registry.identifiers import column_problem
 from featsync.registry.types import INT, TEXT
+from featsync.times import parse_time, parse_times
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ _RELATION = re.compile(rf"{_RELATION_PART}(?:\.{_RELATION_PART}){{0,2}}\Z")
 
 
 def _require_column(name: Any, what: str) -> None:
-    problem = identifier_problem(name)
+    problem = column_problem(name)
     if problem:
         raise FeatsyncError(f"{what} {name!r} is not a plain column name: {problem}")
 
@@ -103,7 +104,8 @@ def _jinja(value: Any) -> str:
 
 
 def read_spine(path: Path, spine_timestamp: str = "event_timestamp") -> pa.Table:
-    """A spine from parquet or CSV. CSV timestamps need a zone (e.g. 2024-03-01T10:00:00Z).
+    """A spine from parquet or CSV. A CSV's time column is text read by featsync's one rule
+    for times given as text (featsync.times: RFC 3339 with a zone, e.g. 2024-03-01T10:00:00Z).
 
     A CSV with a header and no rows is an empty spine (its columns typed later, from the
     entities they hold); an unreadable file is a FeatsyncError naming it.
@@ -118,17 +120,32 @@ def read_spine(path: Path, spine_timestamp: str = "event_timestamp") -> pa.Table
             raise FeatsyncError(f"cannot read spine {path}: not a readable parquet file ({exc})") from None
     if path.suffix.lower() == ".csv":
         # An empty CSV field is a missing value (NULL key), not an empty string.
-        # The spine timestamp is read as UTC-aware whatever its values (even all empty);
-        # a value without a zone is an error from the CSV reader, naming the column.
-        options = pacsv.ConvertOptions(strings_can_be_null=True, column_types={spine_timestamp: pa.timestamp("us", tz="UTC")})
+        options = pacsv.ConvertOptions(strings_can_be_null=True, column_types={spine_timestamp: pa.string()})
         try:
-            return pacsv.read_csv(path, convert_options=options)
+            table = pacsv.read_csv(path, convert_options=options)
         except (pa.ArrowException, OSError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise FeatsyncError(
-                f"cannot read spine {path}: {reason}. Timestamps need a zone, e.g. 2024-03-01T10:00:00Z"
-            ) from None
+            raise FeatsyncError(f"cannot read spine {path}: {reason}") from None
+        _require_unique(table.column_names)
+        if spine_timestamp not in table.column_names:
+            return table  # check_spine names the missing column
+        return table.set_column(
+            table.column_names.index(spine_timestamp), spine_timestamp, _csv_times(path, spine_timestamp, table[spine_timestamp])
+        )
     raise FeatsyncError(f"spine file {path} is neither .parquet nor .csv")
+
+
+def _csv_times(path: Path, column: str, texts: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The CSV's time column as UTC instants (UTC-aware even when every field is empty);
+    the first value that is not one is named with its row and why."""
+    try:
+        return parse_times(texts)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OverflowError):
+        pass
+    for row, text in enumerate(texts.to_pylist(), 1):
+        if text is not None:
+            parse_time(text, f"spine {path}, column '{column}', row {row}")  # raises, saying why
+    raise FeatsyncError(f"spine {path}, column '{column}': not RFC 3339 times with a zone")
 
 
 def _require_unique(names: Sequence[str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from featsync.errors import DeclarationError, FeatsyncError, NotFoundError, Problem
 from featsync.ondemand.compiler import EVALUATOR_KINDS, ExpressionError, OnDemandFeature, RequestField, compile_feature
-from featsync.registry.identifiers import identifier_problem
+from featsync.registry.identifiers import column_problem, identifier_problem
 from featsync.registry.types import KEY_KINDS, OTHER, TIMESTAMP, ColumnType, TypeProblem, column_type, dialect_of
 
 FEATURE_VIEW_KEYS = frozenset(
@@ -29,6 +29,8 @@ FEATURE_SERVICE_KEYS = frozenset({"name", "version", "features", "description", 
 REQUEST_FIELD_KEYS = frozenset({"data_type", "description", "default"})
 ON_DEMAND_KEYS = frozenset({"expression", "data_type", "description"})
 _DURATION = re.compile(r"^\s*([0-9]+)([dhms]?)\s*$", re.IGNORECASE)
+# A service is named in requests as `name` or `name:vN`, so its name holds no ':' (nor spaces).
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 MAX_DURATION_SECONDS = 36_500 * 86_400  # 100 years; the macro featsync.duration_seconds has the same bound
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1, "": 1}
 
@@ -414,7 +416,7 @@ def _feature_view(node: Mapping[str, Any], spec: Any, problems: list[Problem], d
     columns = []
     for col in (node.get("columns") or {}).values():
         data_type = (col.get("data_type") or "").strip().lower()
-        name_problem = identifier_problem(col["name"])
+        name_problem = column_problem(col["name"])
         if name_problem:
             problems.append(Problem(file, where, f"columns.{col['name']}", f"column name {name_problem}"))
         try:
@@ -616,8 +618,8 @@ def _feature_service(
     for key in sorted(set(spec) - FEATURE_SERVICE_KEYS):
         problem(key, f"unknown key; expected one of {', '.join(sorted(FEATURE_SERVICE_KEYS))}")
     name = spec.get("name", exposure_name)
-    if not isinstance(name, str) or not name:
-        problem("name", f"must be a non-empty string, got {name!r}")
+    if not isinstance(name, str) or not _SERVICE_NAME.match(name):
+        problem("name", f"must be letters, digits, _, - and . (requests pick a version as name:vN), got {name!r}")
     version = spec.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         problem("version", f"must be a whole number >= 1, got {version!r}")
@@ -717,7 +719,7 @@ def _on_demand(
             continue
         for unknown in sorted(set(item) - REQUEST_FIELD_KEYS):
             problem(f"{key}.{unknown}", f"unknown key; expected one of {', '.join(sorted(REQUEST_FIELD_KEYS))}")
-        name_problem = identifier_problem(name)
+        name_problem = column_problem(name)
         if name_problem:
             problem(key, f"request field name {name_problem}")
             continue
@@ -753,7 +755,7 @@ def _on_demand(
             continue
         for unknown in sorted(set(item) - ON_DEMAND_KEYS):
             problem(f"{key}.{unknown}", f"unknown key; expected one of {', '.join(sorted(ON_DEMAND_KEYS))}")
-        name_problem = identifier_problem(name)
+        name_problem = column_problem(name)
         if name_problem:
             problem(key, f"on-demand feature name {name_problem}")
             continue

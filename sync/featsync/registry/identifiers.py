@@ -8,7 +8,8 @@ need no quoting, and a YAML typo or a hostile name never reaches a warehouse.
 
 The rule: lower-case ASCII letters, digits and `_`, starting with a letter or `_`, at
 most 63 characters (Postgres' limit), and not a reserved word of DuckDB, PostgreSQL or
-Snowflake. The macros apply the same rule (featsync._check_identifier in
+Snowflake. Columns, spine columns and on-demand names may also not start with `featsync_`
+(column_problem), the prefix of the columns featsync's own SQL adds. The macros apply the same rule (featsync._check_identifier in
 macros/identifiers.sql, with the same word list; a test compares the two lists).
 """
 
@@ -36,6 +37,20 @@ RESERVED = frozenset(
     variadic verbose view when whenever where window with
     """.split()
 )
+
+
+# The macros name their own helper columns and aliases featsync_* (featsync_asof,
+# featsync_pick, featsync_spine_ts, ...): a column of the user's with such a name would be
+# taken for one of them, so the names featsync reads from YAML and spines may not start so.
+RESERVED_PREFIX = "featsync_"
+
+
+def column_problem(name: object) -> str | None:
+    """identifier_problem, and no name in featsync's own namespace (RESERVED_PREFIX)."""
+    problem = identifier_problem(name)
+    if problem is None and str(name).startswith(RESERVED_PREFIX):
+        return f"'{name}' starts with '{RESERVED_PREFIX}', which featsync reserves for the columns its SQL adds; rename it"
+    return problem
 
 
 def identifier_problem(name: object) -> str | None:
