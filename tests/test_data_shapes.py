@@ -23,7 +23,10 @@ import os
 import struct
 import uuid
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import redis
@@ -33,10 +36,12 @@ from hypothesis import strategies as st
 
 from conftest import delete_pushed_keys, types_duckdb_execute
 from featsync.cli import main
+from featsync.errors import FeatsyncError
 from featsync.offline.training import TrainingSetRequest, get_historical_features
 from featsync.online.layout import online_values
 from featsync.online.push import Pusher
 from featsync.online.serving import NOT_FOUND, PRESENT, OnlineReader
+from featsync.store import FeatureStore
 
 EXAMPLES = int(os.environ.get("FEATSYNC_FUZZ_EXAMPLES", "12"))
 STEP = {"s": 1_000_000, "ms": 1_000, "us": 1}  # microseconds per unit
@@ -139,12 +144,16 @@ def test_push_get_and_training_join_agree(types_duckdb, client, precision, table
         assert any(all(same(a, b) for a, b in zip(got, want, strict=True)) for want in expect), (got, expect)
 
 
+class Key(str, Enum):
+    K = "k"
+
+
 def test_get_json_is_strict_and_nan_keys_are_refused(types_duckdb, client, redis_url):
     """`featsync get --json` writes NaN and infinities as strings (bare NaN is not JSON); a NaN
     entity key is refused at push with its row and column named, never stored as 'nan'."""
     types_duckdb_execute("delete from shape_rows_us")
     types_duckdb_execute(
-        "insert into shape_rows_us values ('k', 1, '2024-01-01', 'nan', 1, 'x', true, null), "
+        "insert into shape_rows_us values ('k', 1, '2024-01-01', 'nan', 1, 'x' || chr(27) || '[31mred', true, null), "
         "('k', 2, '2024-01-01', '-inf', 1, 'x', true, null)"
     )
     prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
@@ -169,6 +178,28 @@ def test_get_json_is_strict_and_nan_keys_are_refused(types_duckdb, client, redis
             assert result.exit_code == 0, result.output
             assert json.loads(result.stdout)["f_float"] == [shown]
             assert "NaN" not in result.output.replace('"NaN"', "")
+        # An integer entity is parsed as one (01 is 1, echoed as a number); not an integer: exit 64.
+        get = ["get", "--features", "shapes_us:f_float", "--features", "shapes_us:f_text", "--entity", "k_text=k", *args]
+        result = CliRunner().invoke(main, [*get, "--entity", "k_int=01", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["k_int"] == [1] and json.loads(result.stdout)["f_float"] == ["NaN"]
+        result = CliRunner().invoke(main, [*get, "--entity", "k_int=1.0"])
+        assert result.exit_code == 64 and "entity 'k_int' is an integer; '1.0' is not one" in result.output
+        # A pushed text value cannot drive the terminal: control characters are shown escaped.
+        result = CliRunner().invoke(main, [*get, "--entity", "k_int=1"])
+        assert result.exit_code == 0 and "\x1b" not in result.output and "x\\x1b[31mred" in result.output, result.output
+
+        # The Python API: any integer type, a str Enum by its text, a DataFrame; a float key is refused.
+        reader = OnlineReader(types_duckdb.registry(), client, prefix)
+        rows = [{"k_text": Key.K, "k_int": np.int64(1)}]
+        assert reader.get(rows, ["shapes_us:f_int"]).statuses["f_int"] == ["present"]
+        with pytest.raises(FeatsyncError, match="entity key value 1.0 is a float; entity keys are strings or integers"):
+            reader.get([{"k_text": "k", "k_int": 1.0}], ["shapes_us:f_int"])
+        store = FeatureStore(types_duckdb.project_dir, target="duckdb", redis_url=redis_url, key_prefix=prefix)
+        frame = pd.DataFrame({"k_text": ["k", "k"], "k_int": [1, 2]})
+        assert store.get_online_features(["shapes_us:f_int"], frame).to_dict()["f_int"] == [1, 1]
+        with pytest.raises(TypeError, match=r"entity_rows\[0\] is a str; give a list of dicts"):
+            store.get_online_features(["shapes_us:f_int"], ["k"])
 
         # A view whose key column comes out of the warehouse as a double (no contract): NaN is refused.
         types_duckdb_execute(

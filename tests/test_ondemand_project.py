@@ -6,7 +6,7 @@ import copy
 import json
 import os
 import uuid
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
 import duckdb
 import pyarrow as pa
@@ -145,6 +145,19 @@ def test_online_equals_the_training_set_for_the_same_request(pushed):
     assert set(response.statuses["amount_vs_avg_ratio"]) <= {"present", "not_found"}
 
 
+class NoOffset(tzinfo):
+    """A tzinfo that knows no offset: Python calls such a datetime naive."""
+
+    def utcoffset(self, dt):
+        return None
+
+    def tzname(self, dt):
+        return None
+
+    def dst(self, dt):
+        return None
+
+
 def test_request_data_errors_name_the_field(pushed):
     project, client, prefix = pushed
     reader = OnlineReader(project.registry(), client, prefix)
@@ -162,6 +175,12 @@ def test_request_data_errors_name_the_field(pushed):
         ),
         ({"transaction_amount": 1.0, "event_timestamp": "2024-01-01T23:00:00"}, "'2024-01-01T23:00:00' has no time zone"),
         ({"transaction_amount": 1.0, "event_timestamp": datetime(2024, 1, 1, 23)}, "has no time zone; featsync times are UTC"),
+        # a tzinfo without an offset leaves the datetime naive (astimezone would read it in local time)
+        (
+            {"transaction_amount": 1.0, "event_timestamp": datetime(2024, 1, 1, 23, tzinfo=NoOffset())},
+            "has no time zone; featsync times are UTC",
+        ),
+        ({"transaction_amount": 10**400}, "request field 'transaction_amount' is float8; 1000"),
     ]:
         with pytest.raises(FeatsyncError) as info:
             reader.get(rows, feature_service="fraud_detection:v2", request_data=request_data)
@@ -351,6 +370,9 @@ def test_on_demand_features_by_reference_and_request_fields_in_entity_rows(pushe
         )
     with pytest.raises(FeatsyncError, match="needs request field 'transaction_amount'"):
         reader.get(rows, features=["fraud_detection_v2:amount_vs_avg_ratio"])
+    # given in some rows only: an error naming the row (the others' field was silently NULL)
+    with pytest.raises(FeatsyncError, match="entity row 1 lacks request field 'transaction_amount', which other rows give"):
+        reader.get([scored[0], rows[1]], features=["fraud_detection_v2:amount_vs_avg_ratio"])
 
 
 def test_feature_store_takes_feast_calls_as_feast_writes_them(pushed, redis_url):

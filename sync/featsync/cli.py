@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -903,7 +904,7 @@ def get(
             item.encode()
         except UnicodeEncodeError:  # bytes of another encoding on the command line
             raise click.BadParameter(f"{item!r} is not valid UTF-8 text", param_hint="--entity") from None
-        row[key] = value
+        row[key] = _entity_value(project.registry(), key, value)
     request_data = None
     reader = OnlineReader(project.registry(), _redis(project, redis_url), key_prefix)
     if request_items:
@@ -1076,13 +1077,20 @@ def generate(scale: int, seed: int, fmt: str, out_dir: str, as_json: bool) -> No
         out.print(f"wrote {path}", markup=False, highlight=False)
 
 
+# Control characters other than tab and newline, shown escaped: a value anyone could push
+# (text features, keys, YAML) must not drive the terminal (ANSI escape sequences).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
 def _table(title: str | None, columns: tuple[str, ...], rows: Any, **options: Any) -> Table:
-    """A rich table whose cells are plain text (never markup) and fold instead of truncating."""
+    """A rich table whose cells are plain text (never markup, control characters escaped) and
+    fold instead of truncating."""
     table = Table(title=title, title_justify="left", **options)
     for name in columns:
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))
+        cells = ("" if v is None else str(v) for v in row)
+        table.add_row(*(Text(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", cell)) for cell in cells))
     return table
 
 
@@ -1359,6 +1367,18 @@ def _plain(value: Any) -> Any:
     from datetime import datetime
 
     return value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else value
+
+
+def _entity_value(registry: Any, key: str, text: str) -> str | int:
+    """An --entity value typed by its entity: an integer key as the int (`01` is 1), text as given."""
+    from featsync.registry.types import INT
+
+    entity = registry.entities.get(key)
+    if entity is None or registry.feature_view(entity.feature_views[0]).column(key).type.kind != INT:
+        return text  # text, or no such entity (the reader names the known ones)
+    if not re.fullmatch(r"[+-]?[0-9]+", text.strip()):
+        raise click.BadParameter(f"entity '{key}' is an integer; {text!r} is not one", param_hint="--entity")
+    return int(text)
 
 
 def _parse_request_fields(service: Any, items: Sequence[str]) -> dict[str, Any]:

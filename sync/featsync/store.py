@@ -49,8 +49,8 @@ SQL_QUERY = re.compile(r"^\s*(select|with)\b", re.IGNORECASE)  # an entity_df gi
 
 
 def _is_rows(value: Any) -> bool:
-    """Entity rows: a dict of columns, or a list of dicts (an empty list counts)."""
-    if isinstance(value, Mapping):
+    """Entity rows: a dict of columns, a DataFrame, or a list of dicts (an empty list counts)."""
+    if isinstance(value, Mapping) or _is_frame(value):
         return True
     return isinstance(value, Sequence) and not isinstance(value, str) and (not value or isinstance(value[0], Mapping))
 
@@ -66,10 +66,22 @@ def _selection(features: Any, feature_service: str | None) -> tuple[list[str] | 
     return (None if features is None else list(features)), feature_service
 
 
+def _is_frame(value: Any) -> bool:
+    """A pandas DataFrame (duck-typed: pandas is not imported for it)."""
+    return hasattr(value, "columns") and hasattr(value, "iloc")
+
+
 def _rows(entity_rows: Any) -> list[Mapping[str, Any]]:
-    """A dict of columns ({"user_id": [...]}, as Feast also takes) as a list of row dicts."""
+    """A dict of columns ({"user_id": [...]}, as Feast also takes) or a pandas DataFrame as a
+    list of row dicts (a list of dicts as it is)."""
+    if _is_frame(entity_rows):
+        entity_rows = {name: entity_rows[name].tolist() for name in entity_rows.columns}
     if not isinstance(entity_rows, Mapping):
-        return list(entity_rows)
+        rows = list(entity_rows)
+        for i, row in enumerate(rows):
+            if not isinstance(row, Mapping):
+                raise TypeError(f"entity_rows[{i}] is a {type(row).__name__}; give a list of dicts, a dict of lists or a DataFrame")
+        return rows
     columns = {name: list(column) for name, column in entity_rows.items()}
     lengths = {len(column) for column in columns.values()}
     if len(lengths) > 1:

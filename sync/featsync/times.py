@@ -37,6 +37,13 @@ def parse_times(strings: Any) -> Any:
     return pc.replace_substring_regex(pc.ascii_upper(strings), _FRACTION, r"\1").cast(pa.timestamp("us", tz="UTC"))
 
 
+def is_aware(value: Any) -> bool:
+    """Whether a datetime (or pandas Timestamp) names an instant: a tzinfo that gives an offset.
+    A tzinfo whose utcoffset() is None leaves the value naive (Python's own definition), and
+    astimezone() would read it in the machine's zone: refused like no tzinfo at all."""
+    return value.tzinfo is not None and value.utcoffset() is not None
+
+
 def leap_second(text: str) -> str | None:
     """Why a leap second is refused, when `text` is one (else None)."""
     if not _LEAP_SECOND.search(text):

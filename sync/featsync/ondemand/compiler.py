@@ -39,7 +39,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from featsync.errors import FeatsyncError, shown
-from featsync.times import parse_time
+from featsync.times import is_aware, parse_time
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "spark")
 # Kinds of values an expression handles, named as in featsync.registry.types (the one table
@@ -75,9 +75,14 @@ class RequestField:
         if kind == BOOL and isinstance(value, bool):
             return value
         if kind == INT and isinstance(value, int) and not isinstance(value, bool):
-            return value
+            if -(2**63) <= value < 2**63:
+                return value
+            raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; {shown(value)} is outside 64-bit integers")
         if kind == FLOAT and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; {shown(value)} is beyond a double") from None
         if kind == TEXT and isinstance(value, str):
             return value
         if kind == TIMESTAMP:
@@ -89,7 +94,7 @@ class RequestField:
 
     def _utc(self, value: datetime, shown: str) -> datetime:
         """featsync times are UTC: a time without a zone is refused rather than guessed."""
-        if value.tzinfo is None:
+        if not is_aware(value):
             raise FeatsyncError(
                 f"request field '{self.name}': {shown} has no time zone; featsync times are UTC, "
                 "give one (e.g. 2024-04-29T02:30:00Z or a datetime with tzinfo=UTC)"
@@ -105,7 +110,7 @@ class RequestField:
         """A value from text (a request field given on a command line), typed by the declaration."""
         try:
             if self.kind == INT:
-                return int(text)
+                return self.coerce(int(text))
             if self.kind == FLOAT:
                 return float(text)
             if self.kind == BOOL:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import numbers
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -509,9 +510,13 @@ def _interleave(parts: list[pa.Array], separator: str) -> list[pa.Array | str]:
 
 
 def _key_text(value: object) -> str:
-    if isinstance(value, bool) or value is None:
-        raise FeatsyncError(f"entity key value {value!r} is not a string or an integer")
-    return str(value)
+    """A key value other than a plain str or int: a str subclass (a str Enum) by its text, any
+    integer (numpy's) as the int; anything else refused (a float 1.0 would look up "1.0")."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return str(int(value))
+    raise FeatsyncError(f"entity key value {shown(value)} is a {type(value).__name__}; entity keys are strings or integers")
 
 
 def key_texts(columns: Sequence[Sequence[object]]) -> list[str]:

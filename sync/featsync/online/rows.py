@@ -41,7 +41,7 @@ from featsync.errors import FeatsyncError, shown
 from featsync.online.layout import MAX_MICROS, MIN_MICROS, epoch_micros, utf8
 from featsync.registry import Column, FeatureView
 from featsync.registry.types import BOOL, FLOAT, INT, TEXT, TIMESTAMP
-from featsync.times import leap_second, parse_times  # parse_times: the one parser of text times, every path
+from featsync.times import is_aware, leap_second, parse_times  # parse_times: the one parser of text times, every path
 
 TO_ONLINE, TO_OFFLINE, TO_BOTH = "online", "offline", "online_and_offline"
 DESTINATIONS = (TO_ONLINE, TO_OFFLINE, TO_BOTH)
@@ -298,7 +298,7 @@ def python_ok(kind: str, value: Any) -> bool:
         from datetime import datetime
 
         if isinstance(value, datetime):
-            return value.tzinfo is not None
+            return is_aware(value)
         if isinstance(value, str):
             if not utf8(value):
                 return False
@@ -350,7 +350,7 @@ def _fast_python(kind: str, array: pa.Array, values: list[Any]) -> pa.Array | No
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
     if kind == TIMESTAMP and pa.types.is_timestamp(t):
-        if all(v is None or getattr(v, "tzinfo", None) is not None for v in values):
+        if all(v is None or is_aware(v) for v in values):
             return array.cast(TIME_TYPE)
         return None
     return None

@@ -191,8 +191,11 @@ class ReadPlan:
     def columns_from_rows(self, entity_rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
         columns = {name: [row.get(name) for row in entity_rows] for name in self.entity_names}
         for name in self.on_demand.fields if self.on_demand is not None else ():
-            if any(name in row for row in entity_rows):  # a request field in the entity rows, as Feast allows
-                columns[name] = [row.get(name) for row in entity_rows]
+            given = [name in row for row in entity_rows]
+            if any(given):  # a request field in the entity rows, as Feast allows: then in every row
+                if not all(given):
+                    raise RequestError(f"entity row {given.index(False)} lacks request field '{name}', which other rows give")
+                columns[name] = [row[name] for row in entity_rows]
         return columns
 
     def check_columns(self, columns: Mapping[str, Any], strict: bool = False) -> int:

@@ -47,7 +47,7 @@ from featsync.quality.report import jsonable, plain, show
 from featsync.quality.suites import INDEX_META, ROW_COUNT_EXPECTATIONS, Suite, load_suites, suite_file_of
 from featsync.registry import FeatureView
 from featsync.results import save_result
-from featsync.times import parse_time
+from featsync.times import is_aware, parse_time
 
 DEFAULT_MAX_ROWS = 2_000_000  # Arrow engines: above this many rows, validate the documented sample
 SAMPLE_VALUES = 5  # distinct bad values shown per failing expectation (from the first 20 bad rows)
@@ -134,7 +134,7 @@ def resolve_now(now: datetime | str | None = None) -> datetime:
         return datetime.now(UTC)
     if isinstance(now, str):  # --now, FEATSYNC_NOW: the one rule for a time given as text (featsync.times)
         return parse_time(now, "now (--now / FEATSYNC_NOW)")
-    if now.tzinfo is None:
+    if not is_aware(now):
         raise FeatsyncError(f"now ({now.isoformat()}) needs a time zone, e.g. 2024-04-30T00:00:00Z: featsync is UTC end to end")
     return now.astimezone(UTC)
 
