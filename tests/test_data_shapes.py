@@ -144,7 +144,7 @@ def test_push_get_and_training_join_agree(types_duckdb, client, precision, table
         assert any(all(same(a, b) for a, b in zip(got, want, strict=True)) for want in expect), (got, expect)
 
 
-class Key(str, Enum):
+class Key(str, Enum):  # noqa: UP042 (a str Enum, not StrEnum: its str() is "Key.K")
     K = "k"
 
 

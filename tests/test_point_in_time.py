@@ -29,7 +29,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import PIT_TABLES, spark_pit_project
@@ -356,8 +356,19 @@ def test_duckdb_matches_oracle(duck, strategy, as_of, spine, user, pair, profile
     assert duck.run(as_of, strategy, spine, user, pair, profile) == dict.fromkeys(VARIANTS, expected)
 
 
+# Ties that only a bytewise order breaks the same everywhere: 'y' > 'Y' bytewise, but 'Y'
+# sorts after 'y' under the ICU collation of the _tz tables' text columns on PostgreSQL.
+CASE_TIES = {
+    "spine": [(0, "a", "m1", BASE + HOUR)],
+    "user": [("a", BASE, None, 1, "Y"), ("a", BASE, None, 1, "y")],
+    "pair": [],
+    "profile": [("a", BASE, None, "Gold"), ("a", BASE, None, "gold")],
+}
+
+
 @pytest.mark.parametrize("as_of", ["event", "available"])
 @SETTINGS
+@example(**CASE_TIES)
 @given(spine=spines, user=user_rows, pair=pair_rows, profile=profile_rows)
 def test_postgres_matches_oracle(pg, as_of, spine, user, pair, profile):
     expected = oracle(spine, {"user_rows": user, "pair_rows": pair, "profile_rows": profile}, as_of)

@@ -118,7 +118,6 @@ def test_feature_store_with_pandas(pit_dir):
         entity_df,
         features=["fv_user:amount"],
         spine_timestamp="ts",
-        join_key_map={"merchant_id": "shop_id"},
         full_feature_names=True,
     )
     df = table.to_pandas().sort_values("ts")
@@ -161,11 +160,13 @@ def test_csv_spine_times_follow_the_one_rule_for_text_times(pit_dir, tmp_path):
     result = adhoc(pit_dir, spine, out, "--spine-timestamp", "ts")
     assert result.exit_code == 0, result.output
     table = pq.read_table(out)
-    assert table.column("ts").to_pylist() == [
-        datetime(2024, 1, 1, 0, 59, 59, 999999, tzinfo=UTC), datetime(2024, 1, 1, 1, tzinfo=UTC),
-        datetime(2024, 1, 1, 1, tzinfo=UTC), None,
-    ]  # fmt: skip
-    assert table.column("amount").to_pylist() == [None, 7, 7, None]
+    assert Counter(zip(table.column("ts").to_pylist(), table.column("amount").to_pylist(), strict=True)) == Counter(
+        {
+            (datetime(2024, 1, 1, 0, 59, 59, 999999, tzinfo=UTC), None): 1,
+            (datetime(2024, 1, 1, 1, tzinfo=UTC), 7): 2,
+            (None, None): 1,
+        }
+    )
     spine.write_text("user_id,ts\na,2024-01-01T01:00:00Z\na,2024-01-01T23:59:60Z\n")
     result = adhoc(pit_dir, spine, out, "--spine-timestamp", "ts")
     assert (

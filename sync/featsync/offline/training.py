@@ -28,7 +28,7 @@ from featsync.offline.warehouse import connect, profile_credentials, relation_na
 from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import Registry, output_name, require_one_selection
-from featsync.registry.identifiers import column_problem
+from featsync.registry.identifiers import RESERVED_PREFIX, column_problem
 from featsync.registry.types import INT, TEXT
 from featsync.times import parse_time, parse_times
 
@@ -162,6 +162,12 @@ def check_spine(registry: Registry, schema: pa.Schema, request: TrainingSetReque
     Returns the kind (int or text) of each spine key column."""
     names = schema.names
     _require_unique(names)
+    for name in names:  # as the macro's _check_spine says it for dbt models
+        if name.lower().startswith(RESERVED_PREFIX):
+            raise FeatsyncError(
+                f"the spine has a column '{name}'; names starting with '{RESERVED_PREFIX}' are reserved "
+                "for the columns featsync's SQL adds, rename it"
+            )
     listed = ", ".join(names) or "none"
     if request.spine_timestamp not in names:
         raise FeatsyncError(f"the spine has no column '{request.spine_timestamp}' (columns: {listed})")
@@ -169,6 +175,13 @@ def check_spine(registry: Registry, schema: pa.Schema, request: TrainingSetReque
     if not (pa.types.is_timestamp(kind) or pa.types.is_null(kind)):
         raise FeatsyncError(f"spine column '{request.spine_timestamp}' must be a timestamp, got {kind}")
     by_view = registry.resolve_features(request.features, request.feature_service)
+    joined = list(dict.fromkeys(e for name in by_view for e in registry.feature_view(name).entities))
+    for key in request.join_key_map:  # as the macro's _pit_plan says it for dbt models
+        if key not in joined:
+            raise FeatsyncError(
+                f"join_key_map names '{key}', which is not an entity of the requested feature views "
+                f"(entities: {', '.join(joined)})"
+            )
     keys: dict[str, str] = {}
     for view_name, features in by_view.items():
         view = registry.feature_view(view_name)
