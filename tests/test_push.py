@@ -172,6 +172,45 @@ def test_an_expired_latest_row_keeps_a_newer_pushed_value_and_removes_an_older_o
     assert served_tiers(pusher, "e1", "e2", "e3") == ["newer", "silver", None]
 
 
+def test_a_full_refresh_replaces_a_stored_row_dated_after_its_clock(pusher):
+    """A row dated in the future by mistake is pushed; corrected in the warehouse to a past event
+    time, it is older than what its key holds, so an incremental push cannot replace it (never
+    older: skipped_stale) and did not even read it (its marker is behind the watermark). A full
+    refresh holds stored event times after its clock to be no longer newer: the corrected row
+    replaces the value, or removes it when already expired."""
+    typo = NOW + 24 * H
+    load(profile=[("f1", typo, None, "typo"), ("f2", typo, None, "typo"), ("f3", NOW - 2 * H, None, "fine")])
+    (first,) = pusher.push(["fv_profile"])
+    assert first.keys_written == 3 and first.future_rows == 2
+    corrected = [
+        ("f1", NOW - 2 * H, None, "fixed"),
+        ("f2", NOW - 10 * H, None, "fixed, expired"),
+        ("f3", NOW - 2 * H, None, "fine"),
+    ]
+    load(profile=corrected)
+    (incremental,) = pusher.push(["fv_profile"])
+    assert served_tiers(pusher, "f1", "f2", "f3") == ["typo", "typo", "fine"]
+    (full,) = pusher.push(["fv_profile"], full_refresh=True)
+    assert (full.keys_written, full.skipped_stale, full.skipped_expired, full.deleted_expired) == (2, 0, 1, 1)
+    assert served_tiers(pusher, "f1", "f2", "f3") == ["fixed", None, "fine"]
+    assert stored(pusher, "fv_profile", "f1")[0] == (NOW - 2 * H).replace(tzinfo=UTC)
+
+
+def test_a_full_refresh_keeps_a_newer_stored_row_not_after_its_clock(pusher):
+    """Only values dated after the full refresh's clock lose to the warehouse's latest row: a
+    newer pushed value up to the clock stays (never older), also against an expired row."""
+    from featsync.online.ingest import RowIngest
+
+    load(profile=[("g1", NOW - 2 * H, None, "warehouse"), ("g2", NOW - 2 * H, NOW - H, "closed")])
+    pushed = [
+        {"user_id": u, "event_timestamp": (NOW - H).replace(tzinfo=UTC), "valid_to": None, "tier": "pushed"} for u in ("g1", "g2")
+    ]
+    RowIngest(pusher.project, pusher.client, pusher.key_prefix).push("fv_profile", pushed)
+    (full,) = pusher.push(["fv_profile"], full_refresh=True)
+    assert (full.keys_written, full.skipped_stale, full.deleted_expired) == (0, 1, 0)
+    assert served_tiers(pusher, "g1", "g2") == ["pushed", "pushed"]
+
+
 def test_pushing_twice_is_idempotent(pusher):
     load(USERS, PAIRS, PROFILES)
 

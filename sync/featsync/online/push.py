@@ -90,7 +90,10 @@ SET_NX_MIN_ABSENT = 0.5
 # EXPIRED (-1) for a latest row no longer valid: nothing is written for it, and the key's
 # stored value is deleted unless its event time is after the row's (never older: a newer
 # value stays); the last ARGV: the view's value shape (Layout.value_shape: its compact length, the
-# full form's fixed part, texts and null bitmap). A value of the compact length starts with
+# full form's fixed part, texts and null bitmap), followed on a --full-refresh by the push's
+# clock in epoch microseconds: a stored value dated after it is then no longer newer (the
+# warehouse's latest row replaced it: a future date corrected), so the row replaces or, expired,
+# deletes it (full_refresh_shape). A value of the compact length starts with
 # its event time in seconds as a big-endian uint32, a full one with microseconds as a
 # big-endian double (featsync.online.layout). Returns {written, stale, absent, deleted}
 # (REPLY_FIELDS). One MGET
@@ -103,9 +106,18 @@ SET_NX_MIN_ABSENT = 0.5
 # LC_COLLATE from its environment, e.g. C.UTF-8, where bytes >= 0x80 do not sort bytewise.)
 FOREIGN_VALUE = "FEATSYNC_FOREIGN_VALUE"
 REPLY_FIELDS = 4  # WRITE_NEWER's reply: written, stale, absent, deleted
+
+
+def full_refresh_shape(value_shape: str, clock_us: int) -> str:
+    """WRITE_NEWER's last argument on a --full-refresh: the view's value shape and the push's
+    clock, past which a stored event time no longer wins over the warehouse's latest row."""
+    return f"{value_shape} {clock_us}"
+
+
 WRITE_NEWER = f"""
-local compact, fixed, texts, bitmap, bound = string.match(ARGV[#ARGV], '^(%-?%d+) (%d+) (%d+) (%d+) (%d+)$')
+local compact, fixed, texts, bitmap, bound, after = string.match(ARGV[#ARGV], '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
 compact, fixed, texts, bitmap, bound = tonumber(compact), tonumber(fixed), tonumber(texts), tonumber(bitmap), tonumber(bound)
+after = tonumber(after)  -- nil unless a full refresh's clock follows the shape
 local function event_us(value)
   if #value == compact then
     return struct.unpack('>I4', value) * 1000000
@@ -154,12 +166,13 @@ for i, key in ipairs(KEYS) do
   if not stored[i] then
     absent = absent + 1
   end
+  local kept = stored[i] and old_us[i] > event_us(value) and not (after and old_us[i] > after)
   if expire_at == '{EXPIRED}' then
-    if stored[i] and old_us[i] <= event_us(value) then
+    if stored[i] and not kept then
       redis.call('DEL', key)
       deleted = deleted + 1
     end
-  elseif stored[i] and old_us[i] > event_us(value) then
+  elseif kept then
     stale = stale + 1
   else
     if expire_at == '0' then
@@ -300,6 +313,8 @@ class Pusher:
     _script: Any = field(default=None, init=False, repr=False)
     _cluster: Any = field(default=None, init=False, repr=False)  # featsync.online.cluster.ClusterWriter
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
+    # A --full-refresh's clock (epoch us): stored values dated after it are replaced (full_refresh_shape).
+    _replace_after: int | None = field(default=None, init=False, repr=False)
     # Batches written each way, for tests and curious operators.
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
     _owned: set[str] = field(default_factory=set, init=False, repr=False)  # view ids whose identity push_rows recorded
@@ -368,6 +383,7 @@ class Pusher:
         # The push's own clock: rows dated after it are written, but the watermark never
         # passes it, so rows that change later are still picked up by the next push.
         clock = datetime.fromtimestamp(self.now(), UTC)
+        self._replace_after = epoch_micros(clock) if full_refresh else None
         run = new_run()
         pushed_before = False
         since = server = newest_event = None
@@ -484,7 +500,7 @@ class Pusher:
 
         def one(number: int) -> tuple[PushStats, Seen]:
             worker = replace(self)  # the same settings, a write state of its own
-            worker._set_nx = self._set_nx
+            worker._set_nx, worker._replace_after = self._set_nx, self._replace_after
             part = PushStats(view.name, view.version, dry_run=dry_run)
             with connect(self.project) as warehouse:
                 params: list[Any] = []
@@ -628,7 +644,8 @@ class Pusher:
         if expired:
             expire_ms = np.where(live, expire_ms, EXPIRED)
         layout = self.layout(view)
-        return Rows(layout.encode_keys(batch), layout.encode_values(batch), expire_ms, layout.value_shape)
+        shape = layout.value_shape if self._replace_after is None else full_refresh_shape(layout.value_shape, self._replace_after)
+        return Rows(layout.encode_keys(batch), layout.encode_values(batch), expire_ms, shape)
 
     def push_rows(self, view: FeatureView, table: pa.Table, layout: Layout | None = None) -> PushStats:
         """Write rows a client gave (checked by featsync.online.rows.conform) through WRITE_NEWER:
