@@ -21,7 +21,7 @@ from featsync.online.cluster import key_slots
 from featsync.online.connections import redis_client
 from featsync.online.push import ForeignValueError, Pusher, PushStats, Rows
 from featsync.online.serving import OnlineReader
-from test_push import PAIRS, PROFILES, USERS, load, project  # noqa: F401 (fixture)
+from test_push import NOW, PAIRS, PROFILES, USERS, H, load, project  # noqa: F401 (fixture)
 
 
 def cluster_port() -> int:
@@ -192,6 +192,41 @@ def test_a_foreign_value_on_a_cluster_is_an_error_naming_its_key(project, cluste
     assert client.get(bad) == b"hello"
     client.delete(bad)
     assert pusher.push(["fv_user"], full_refresh=True)[0].keys_written == 3
+
+
+@pytest.mark.parametrize("full_refresh", [False, True], ids=["incremental", "full_refresh"])
+def test_closed_rows_remove_their_stored_values_on_a_cluster(project, cluster, full_refresh):  # noqa: F811
+    """fv_profile (SCD2) rows pushed while open, half of them closed in the warehouse afterwards:
+    the next push deletes those keys on their masters (script calls per hash slot), except one
+    holding a newer pushed value (never older). A first push sends an already-closed row through
+    the script too (not SET NX), which removes an older pushed value of its key."""
+    from featsync.online.push import encode_pushed
+
+    def push_row(user: str, at, tier: str) -> None:
+        """A pushed row (the push API's encoding), written by the cluster writer: the synchronous
+        row path (FeatureStore.push) takes one Redis, not a cluster."""
+        no_end = pa.nulls(1, pa.timestamp("us"))
+        table = pa.table({"user_id": [user], "event_timestamp": [at], "valid_to": no_end, "tier": [tier]})
+        layout = pusher.layout(project.registry().feature_view("fv_profile"))
+        pusher.write(encode_pushed(layout, table, int(time.time() * 1e6)).rows, PushStats("fv_profile", 1))
+
+    users = [f"c{i}" for i in range(60)]
+    rows = [(u, NOW - 2 * H, None, f"t{i}") for i, u in enumerate(users)]
+    client = redis_client(project, cluster.url)
+    prefix = f"cluster-{uuid.uuid4().hex[:6]}"
+    pusher = Pusher(project, client, key_prefix=prefix)
+    push_row("gone", NOW - 3 * H, "older")
+    load(profile=[*rows, ("gone", NOW - 2 * H, NOW - H, "closed")])
+    (first,) = pusher.push(["fv_profile"])  # no state yet: SET NX for the open rows
+    assert (first.keys_written, first.skipped_expired, first.deleted_expired) == (60, 1, 1)
+    push_row("c0", NOW - H / 2, "newer")
+    closed = [(u, at, NOW - H, tier) if i % 2 == 0 else (u, at, end, tier) for i, (u, at, end, tier) in enumerate(rows)]
+    load(profile=[*closed, ("gone", NOW - 2 * H, NOW - H, "closed")])
+    (second,) = pusher.push(["fv_profile"], full_refresh=full_refresh)
+    assert (second.keys_written, second.skipped_expired, second.deleted_expired) == (30, 31, 29)
+    reader = OnlineReader(project.registry(), client, prefix)
+    tiers = reader.get([{"user_id": u} for u in [*users, "gone"]], features=["fv_profile:tier"]).features["tier"]
+    assert tiers == ["newer", *(None if i % 2 == 0 else f"t{i}" for i in range(1, 60)), None]
 
 
 def _wrong_masters(route):

@@ -121,6 +121,96 @@ def test_older_rows_never_replace_newer_ones(pusher):
     assert stored(pusher, "fv_user", "u1")[1] == {"amount": 3, "label": "w"}
 
 
+OPEN_E1 = ("e1", NOW - 2 * H, None, "gold")  # fv_profile (SCD2, ttl 5h): valid until NOW + 3h
+CLOSED_E1 = ("e1", NOW - 2 * H, NOW - H, "gold")  # the same row, closed an hour ago (a dbt snapshot's hard delete)
+STILL = ("e2", NOW - 2 * H, None, "silver")
+
+
+def served_tiers(pusher: Pusher, *users: str) -> list:
+    from featsync.online.serving import OnlineReader
+
+    reader = OnlineReader(pusher.project.registry(), pusher.client, pusher.key_prefix)
+    return reader.get([{"user_id": u} for u in users], features=["fv_profile:tier"]).to_dict()["tier"]
+
+
+@pytest.mark.parametrize("full_refresh", [False, True], ids=["incremental", "full_refresh"])
+def test_a_latest_row_closed_after_its_push_removes_the_stored_value(pusher, full_refresh):
+    """An SCD2 row pushed while open, then closed in the warehouse: the next push skips it as no
+    longer valid and deletes the value its key holds (not newer than that row), so the key is
+    not served once the join at now stops using it. It used to stay online, served as present."""
+    load(profile=[OPEN_E1, STILL])
+    (first,) = pusher.push(["fv_profile"])
+    assert (first.keys_written, first.skipped_expired, first.deleted_expired) == (2, 0, 0)
+    assert served_tiers(pusher, "e1", "e2") == ["gold", "silver"]
+    load(profile=[CLOSED_E1, STILL])
+    (closed,) = pusher.push(["fv_profile"], full_refresh=full_refresh)
+    assert closed.full_refresh == full_refresh
+    assert (closed.keys_written, closed.skipped_expired, closed.deleted_expired) == (1, 1, 1)
+    assert stored(pusher, "fv_profile", "e1") is None and served_tiers(pusher, "e1", "e2") == [None, "silver"]
+    (again,) = pusher.push(["fv_profile"], full_refresh=full_refresh)  # nothing left to delete
+    assert (again.skipped_expired, again.deleted_expired) == (1, 0)
+
+
+def test_an_expired_latest_row_keeps_a_newer_pushed_value_and_removes_an_older_one(pusher):
+    """Never older: a value pushed with a later event time than the key's expired latest row
+    (POST /push, FeatureStore.push) stays; one pushed with an earlier event time goes. The
+    first push of the view (SET NX for live rows) sends the expired rows through the script."""
+    from featsync.online.ingest import RowIngest
+
+    ingest = RowIngest(pusher.project, pusher.client, pusher.key_prefix)
+    pushed = [
+        {"user_id": "e1", "event_timestamp": (NOW - H / 2).replace(tzinfo=UTC), "valid_to": None, "tier": "newer"},
+        {"user_id": "e3", "event_timestamp": (NOW - 3 * H).replace(tzinfo=UTC), "valid_to": None, "tier": "older"},
+    ]
+    assert ingest.push("fv_profile", pushed).online.keys_written == 2
+    load(profile=[CLOSED_E1, STILL, ("e3", NOW - 2 * H, NOW - H, "closed")])
+    (stats,) = pusher.push(["fv_profile"])  # no push state yet: SET NX first
+    assert (stats.keys_written, stats.skipped_expired, stats.deleted_expired) == (1, 2, 1)
+    assert served_tiers(pusher, "e1", "e2", "e3") == ["newer", "silver", None]
+    (full,) = pusher.push(["fv_profile"], full_refresh=True)  # through the script: the same
+    assert (full.skipped_expired, full.deleted_expired) == (2, 0)
+    assert served_tiers(pusher, "e1", "e2", "e3") == ["newer", "silver", None]
+
+
+def test_a_full_refresh_replaces_a_stored_row_dated_after_its_clock(pusher):
+    """A row dated in the future by mistake is pushed; corrected in the warehouse to a past event
+    time, it is older than what its key holds, so an incremental push cannot replace it (never
+    older: skipped_stale) and did not even read it (its marker is behind the watermark). A full
+    refresh holds stored event times after its clock to be no longer newer: the corrected row
+    replaces the value, or removes it when already expired."""
+    typo = NOW + 24 * H
+    load(profile=[("f1", typo, None, "typo"), ("f2", typo, None, "typo"), ("f3", NOW - 2 * H, None, "fine")])
+    (first,) = pusher.push(["fv_profile"])
+    assert first.keys_written == 3 and first.future_rows == 2
+    corrected = [
+        ("f1", NOW - 2 * H, None, "fixed"),
+        ("f2", NOW - 10 * H, None, "fixed, expired"),
+        ("f3", NOW - 2 * H, None, "fine"),
+    ]
+    load(profile=corrected)
+    (incremental,) = pusher.push(["fv_profile"])
+    assert served_tiers(pusher, "f1", "f2", "f3") == ["typo", "typo", "fine"]
+    (full,) = pusher.push(["fv_profile"], full_refresh=True)
+    assert (full.keys_written, full.skipped_stale, full.skipped_expired, full.deleted_expired) == (2, 0, 1, 1)
+    assert served_tiers(pusher, "f1", "f2", "f3") == ["fixed", None, "fine"]
+    assert stored(pusher, "fv_profile", "f1")[0] == (NOW - 2 * H).replace(tzinfo=UTC)
+
+
+def test_a_full_refresh_keeps_a_newer_stored_row_not_after_its_clock(pusher):
+    """Only values dated after the full refresh's clock lose to the warehouse's latest row: a
+    newer pushed value up to the clock stays (never older), also against an expired row."""
+    from featsync.online.ingest import RowIngest
+
+    load(profile=[("g1", NOW - 2 * H, None, "warehouse"), ("g2", NOW - 2 * H, NOW - H, "closed")])
+    pushed = [
+        {"user_id": u, "event_timestamp": (NOW - H).replace(tzinfo=UTC), "valid_to": None, "tier": "pushed"} for u in ("g1", "g2")
+    ]
+    RowIngest(pusher.project, pusher.client, pusher.key_prefix).push("fv_profile", pushed)
+    (full,) = pusher.push(["fv_profile"], full_refresh=True)
+    assert (full.keys_written, full.skipped_stale, full.deleted_expired) == (0, 1, 0)
+    assert served_tiers(pusher, "g1", "g2") == ["pushed", "pushed"]
+
+
 def test_pushing_twice_is_idempotent(pusher):
     load(USERS, PAIRS, PROFILES)
 
@@ -690,7 +780,7 @@ def test_bulk_reply_readers_keep_every_reply_split_across_small_reads(redis_url,
         failed = int(np.searchsorted(starts, 2000, side="right")) - 1
         assert list(errors) == [failed] and errors[failed]
         call = np.repeat(np.arange(len(starts)), np.diff(starts, append=n))
-        expected = np.zeros((len(starts), 3), dtype=np.int64)
+        expected = np.zeros((len(starts), 4), dtype=np.int64)  # written, stale, absent, deleted
         np.add.at(expected[:, 0], call[~newer], 1)
         np.add.at(expected[:, 1], call[newer], 1)
         expected[failed] = 0

@@ -791,6 +791,7 @@ def push(
                     "keys written",
                     "skipped stale",
                     "skipped expired",
+                    "deleted expired",
                     "seconds",
                 ),
                 [
@@ -803,11 +804,12 @@ def push(
                         f"{r.keys_written:,}",
                         f"{r.skipped_stale:,}",
                         f"{r.skipped_expired:,}",
+                        f"{r.deleted_expired:,}",
                         f"{r.seconds:.2f}",
                     )
                     for r in results
                 ]
-                + [(name, "", gate.status_of(name), "NOT PUSHED", "", "", "", "", "") for name in gate.blocked],
+                + [(name, "", gate.status_of(name), "NOT PUSHED", "", "", "", "", "", "") for name in gate.blocked],
             )
         )
         if gate.skip_validation:

@@ -45,7 +45,8 @@ import redis
 from redis.crc import key_slot
 
 from featsync.online.connections import RETRIES, AsyncMget, cluster_node_client, read_lines, read_replies
-from featsync.online.push import Rows, call_starts, pack_set_nx, read_reply_lines, refused, script_calls
+from featsync.online.push import REPLY_FIELDS, Rows, call_starts, pack_set_nx, read_reply_lines, refused, script_calls
+from featsync.online.validity import EXPIRED
 
 SLOTS = 16384
 NO_NODE = -1
@@ -252,6 +253,7 @@ class Outcome:
     written: int = 0
     stale: int = 0
     absent: int = 0
+    deleted: int = 0  # stored values removed for expired rows (validity.EXPIRED)
     set_nx_rows: int = 0  # rows that went through SET NX (to decide how the next batch goes)
     script_rows: int = 0
 
@@ -291,7 +293,9 @@ class ClusterWriter:
         if self.map is None:
             self.refresh()
         n = len(rows.keys)
-        return self._send(rows, key_slots(rows.keys), np.arange(n), Route.of(n, set_nx))
+        route = Route.of(n, set_nx)
+        route.set_nx &= rows.expire_ms != EXPIRED  # an expired row must not create its key: the script takes it
+        return self._send(rows, key_slots(rows.keys), np.arange(n), route)
 
     def finish(self, sent: Sent) -> Outcome:
         """Read a batch's replies, then write what is left (keys that existed, redirections)
@@ -426,10 +430,11 @@ class ClusterWriter:
         done = part.rows[np.repeat(ok, sizes)]
         state[done] = DONE
         outcome.script_rows += len(done)
-        written, stale, absent = counts[ok].sum(axis=0).tolist()
+        written, stale, absent, deleted = counts[ok].sum(axis=0).tolist()
         outcome.written += written
         outcome.stale += stale
         outcome.absent += absent
+        outcome.deleted += deleted
         for i, error in errors.items():
             members = part.rows[starts[i] : starts[i] + sizes[i]]
             if error.startswith("NOSCRIPT"):
@@ -662,23 +667,23 @@ class AsyncClusterMget:
 
 def read_script_replies(connection: Any, n: int, asking: bool = False) -> tuple[np.ndarray, dict[int, str]]:
     """The replies of n pipelined WRITE_NEWER calls, read straight off the socket and parsed in
-    numpy: an (n, 3) array of {written, stale, absent} (zeros for an error reply), and the text
+    numpy: an (n, REPLY_FIELDS) array of {written, stale, absent, deleted} (zeros for an error reply), and the text
     of each error reply by call (MOVED, ASK, TRYAGAIN, NOSCRIPT...). With `asking`, each call
     was sent after ASKING, whose +OK replies are skipped.
 
     A cluster's calls hold a dozen rows or so: hiredis would make a Python list per call, and
     those allocations woke Python's cyclic collector, which walked dbt's manifest again and
-    again (a third of the client's time in a profile). Each reply is `*3` and three `:n` lines,
+    again (a third of the client's time in a profile). Each reply is `*4` and four `:n` lines,
     or one `-error` line (or `+OK`); nothing else is pending on the connection, as for push's
     SET NX replies (read_reply_lines)."""
     expected = n * (2 if asking else 1)
-    tops = arrays = 0  # top-level replies begun, of which arrays (4 lines each)
+    tops = arrays = 0  # top-level replies begun, of which arrays (1 + REPLY_FIELDS lines each)
 
     def complete(first: np.ndarray, ended: int) -> bool:
         nonlocal tops, arrays
         tops += int((first != COLON).sum())
         arrays += int((first == STAR).sum())
-        return tops >= expected and ended >= tops + 3 * arrays
+        return tops >= expected and ended >= tops + REPLY_FIELDS * arrays
 
     data, starts, ends, first = read_lines(connection, complete)
     if tops != expected or data[-1] != ord("\n") or not np.isin(first, list(b"*:-+")).all():
@@ -688,10 +693,11 @@ def read_script_replies(connection: Any, n: int, asking: bool = False) -> tuple[
         top = top[first[top] != ord("+")]  # ASKING's +OK
     if len(top) != n or (first[top] == ord("+")).any():
         raise redis.ConnectionError(f"Redis sent an unexpected reply stream to {n} script calls")
-    counts = np.zeros((n, 3), dtype=np.int64)
+    counts = np.zeros((n, REPLY_FIELDS), dtype=np.int64)
     array = first[top] == ord("*")
     if array.any():
-        counts[array] = _integers(data, starts, ends, (top[array][:, None] + np.arange(1, 4)).ravel()).reshape(-1, 3)
+        lines = (top[array][:, None] + np.arange(1, REPLY_FIELDS + 1)).ravel()
+        counts[array] = _integers(data, starts, ends, lines).reshape(-1, REPLY_FIELDS)
     errors = {}
     for call in np.flatnonzero(~array).tolist():
         i = int(top[call])

@@ -15,7 +15,8 @@ older event time, atomically, whatever pushes run at once):
 TTL means what it means offline: a value is valid until event time + ttl (inclusive) and
 before valid_to for SCD2 views, the join's rule, which featsync.online.validity states for
 every online path; each key expires (PXAT) at the last whole millisecond of validity, and
-rows no longer valid at the push's clock are not written.
+rows no longer valid at the push's clock are not written: WRITE_NEWER removes what their
+keys hold instead, unless that is newer (validity.EXPIRED).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from featsync.online.state import (
     read_state,
     save_state,
 )
-from featsync.online.validity import epoch_micros, live_rows
+from featsync.online.validity import EXPIRED, epoch_micros, live_rows
 from featsync.project import Project
 from featsync.registry import FeatureView
 
@@ -85,11 +86,17 @@ SCRIPT_LOADS = 3  # times a push loads WRITE_NEWER again after Redis forgot it (
 # (the rows it cannot write are sent again to WRITE_NEWER).
 SET_NX_MIN_ABSENT = 0.5
 
-# KEYS: the chunk's keys. ARGV[2i-1]: value i; ARGV[2i]: expire-at in ms, or "0" for
-# never; the last ARGV: the view's value shape (Layout.value_shape: its compact length, the
-# full form's fixed part, texts and null bitmap). A value of the compact length starts with
+# KEYS: the chunk's keys. ARGV[2i-1]: value i; ARGV[2i]: expire-at in ms, "0" for never, or
+# EXPIRED (-1) for a latest row no longer valid: nothing is written for it, and the key's
+# stored value is deleted unless its event time is after the row's (never older: a newer
+# value stays); the last ARGV: the view's value shape (Layout.value_shape: its compact length, the
+# full form's fixed part, texts and null bitmap), followed on a --full-refresh by the push's
+# clock in epoch microseconds: a stored value dated after it is then no longer newer (the
+# warehouse's latest row replaced it: a future date corrected), so the row replaces or, expired,
+# deletes it (full_refresh_shape). A value of the compact length starts with
 # its event time in seconds as a big-endian uint32, a full one with microseconds as a
-# big-endian double (featsync.online.layout). Returns {written, stale, absent}. One MGET
+# big-endian double (featsync.online.layout). Returns {written, stale, absent, deleted}
+# (REPLY_FIELDS). One MGET
 # reads every stored value of the chunk, and every one is checked before anything is
 # written: a stored value that cannot be one of this view's (its length, text lengths, null
 # bitmap or event time do not fit: written by something else) fails the whole call with the
@@ -98,9 +105,19 @@ SET_NX_MIN_ABSENT = 0.5
 # prefixes as strings is not safe: Lua compares strings with strcoll, and Redis sets
 # LC_COLLATE from its environment, e.g. C.UTF-8, where bytes >= 0x80 do not sort bytewise.)
 FOREIGN_VALUE = "FEATSYNC_FOREIGN_VALUE"
+REPLY_FIELDS = 4  # WRITE_NEWER's reply: written, stale, absent, deleted
+
+
+def full_refresh_shape(value_shape: str, clock_us: int) -> str:
+    """WRITE_NEWER's last argument on a --full-refresh: the view's value shape and the push's
+    clock, past which a stored event time no longer wins over the warehouse's latest row."""
+    return f"{value_shape} {clock_us}"
+
+
 WRITE_NEWER = f"""
-local compact, fixed, texts, bitmap, bound = string.match(ARGV[#ARGV], '^(%-?%d+) (%d+) (%d+) (%d+) (%d+)$')
+local compact, fixed, texts, bitmap, bound, after = string.match(ARGV[#ARGV], '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
 compact, fixed, texts, bitmap, bound = tonumber(compact), tonumber(fixed), tonumber(texts), tonumber(bitmap), tonumber(bound)
+after = tonumber(after)  -- nil unless a full refresh's clock follows the shape
 local function event_us(value)
   if #value == compact then
     return struct.unpack('>I4', value) * 1000000
@@ -142,16 +159,22 @@ for i, key in ipairs(KEYS) do
     end
   end
 end
-local written, stale, absent = 0, 0, 0
+local written, stale, absent, deleted = 0, 0, 0, 0
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i - 1]
+  local expire_at = ARGV[2 * i]
   if not stored[i] then
     absent = absent + 1
   end
-  if stored[i] and old_us[i] > event_us(value) then
+  local kept = stored[i] and old_us[i] > event_us(value) and not (after and old_us[i] > after)
+  if expire_at == '{EXPIRED}' then
+    if stored[i] and not kept then
+      redis.call('DEL', key)
+      deleted = deleted + 1
+    end
+  elseif kept then
     stale = stale + 1
   else
-    local expire_at = ARGV[2 * i]
     if expire_at == '0' then
       redis.call('SET', key, value)
     else
@@ -160,7 +183,7 @@ for i, key in ipairs(KEYS) do
     written = written + 1
   end
 end
-return {{written, stale, absent}}
+return {{written, stale, absent, deleted}}
 """
 
 
@@ -206,6 +229,8 @@ class PushStats:
     keys_written: int = 0
     skipped_stale: int = 0
     skipped_expired: int = 0
+    # keys whose stored value a skipped-expired row removed (the join no longer uses it; not newer than that row)
+    deleted_expired: int = 0
     skipped_superseded: int = 0  # pushed rows only: rows of a key another row of the same request beat
     seconds: float = 0.0
     dry_run: bool = False
@@ -288,6 +313,8 @@ class Pusher:
     _script: Any = field(default=None, init=False, repr=False)
     _cluster: Any = field(default=None, init=False, repr=False)  # featsync.online.cluster.ClusterWriter
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
+    # A --full-refresh's clock (epoch us): stored values dated after it are replaced (full_refresh_shape).
+    _replace_after: int | None = field(default=None, init=False, repr=False)
     # Batches written each way, for tests and curious operators.
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
     _owned: set[str] = field(default_factory=set, init=False, repr=False)  # view ids whose identity push_rows recorded
@@ -356,6 +383,7 @@ class Pusher:
         # The push's own clock: rows dated after it are written, but the watermark never
         # passes it, so rows that change later are still picked up by the next push.
         clock = datetime.fromtimestamp(self.now(), UTC)
+        self._replace_after = epoch_micros(clock) if full_refresh else None
         run = new_run()
         pushed_before = False
         since = server = newest_event = None
@@ -412,7 +440,7 @@ class Pusher:
             if not dry_run and not saved:
                 self._forget(layout, run)
         log.info(
-            "pushed %s v%d (%s): %d rows read, %d keys written, %d stale, %d expired, %.2fs%s",
+            "pushed %s v%d (%s): %d rows read, %d keys written, %d stale, %d expired (%d keys deleted), %.2fs%s",
             view.name,
             view.version,
             "full" if stats.full_refresh else "incremental",
@@ -420,6 +448,7 @@ class Pusher:
             stats.keys_written,
             stats.skipped_stale,
             stats.skipped_expired,
+            stats.deleted_expired,
             stats.seconds,
             " (dry run)" if dry_run else "",
         )
@@ -471,7 +500,7 @@ class Pusher:
 
         def one(number: int) -> tuple[PushStats, Seen]:
             worker = replace(self)  # the same settings, a write state of its own
-            worker._set_nx = self._set_nx
+            worker._set_nx, worker._replace_after = self._set_nx, self._replace_after
             part = PushStats(view.name, view.version, dry_run=dry_run)
             with connect(self.project) as warehouse:
                 params: list[Any] = []
@@ -481,7 +510,7 @@ class Pusher:
                 batches = warehouse.arrow_batches(sql, params, self.batch_rows)
                 seen = worker._stream(batches, view, part, clock, dry_run, None, start)
             with lock:
-                for name in ("rows_read", "keys_written", "skipped_stale", "skipped_expired", "future_rows"):
+                for name in ("rows_read", "keys_written", "skipped_stale", "skipped_expired", "deleted_expired", "future_rows"):
                     setattr(stats, name, getattr(stats, name) + getattr(part, name))
                 for way, count in worker.batches.items():
                     self.batches[way] += count
@@ -599,20 +628,24 @@ class Pusher:
         return (None if changed is None else naive_utc(changed)), event
 
     def _prepare(self, view: FeatureView, batch: pa.RecordBatch, stats: PushStats, dry_run: bool, clock: datetime) -> Rows | None:
-        """Filter out rows no longer valid at the clock and encode the rest; None when nothing to send."""
+        """Encode a batch's rows; None when nothing to send. A row no longer valid at the clock
+        is not written (`skipped_expired`) but is sent with expire-at EXPIRED: it is its key's
+        latest row, so the join at the clock uses no value of that key, and WRITE_NEWER removes
+        the stored one unless it is newer (a value pushed earlier, then closed or replaced in
+        the warehouse, would otherwise be served forever)."""
         expire_ms, live = live_rows(view, batch, epoch_micros(clock))
-        stats.skipped_expired += int((~live).sum())
-        if not live.all():
-            batch = batch.filter(pa.array(live))
-            expire_ms = expire_ms[live]
+        expired = int((~live).sum())
+        stats.skipped_expired += expired
         if batch.num_rows == 0:
             return None
-        layout = self.layout(view)
-        keys = layout.encode_keys(batch)
         if dry_run:
-            stats.keys_written += len(keys)
+            stats.keys_written += batch.num_rows - expired
             return None
-        return Rows(keys, layout.encode_values(batch), expire_ms, layout.value_shape)
+        if expired:
+            expire_ms = np.where(live, expire_ms, EXPIRED)
+        layout = self.layout(view)
+        shape = layout.value_shape if self._replace_after is None else full_refresh_shape(layout.value_shape, self._replace_after)
+        return Rows(layout.encode_keys(batch), layout.encode_values(batch), expire_ms, shape)
 
     def push_rows(self, view: FeatureView, table: pa.Table, layout: Layout | None = None) -> PushStats:
         """Write rows a client gave (checked by featsync.online.rows.conform) through WRITE_NEWER:
@@ -637,9 +670,8 @@ class Pusher:
                     own(self.client, layout)
                     self._owned.add(layout.view_id)
                 for reply in self._write_script(pushed.rows):
-                    written, stale, _ = reply
-                    stats.keys_written += written
-                    stats.skipped_stale += stale
+                    stats.keys_written += reply[0]
+                    stats.skipped_stale += reply[1]
                 raise_newest(self.client, layout, pushed.newest_event)  # after the rows are online
         stats.seconds = time.perf_counter() - start
         return stats
@@ -654,9 +686,10 @@ class Pusher:
             return None
         if isinstance(self.client, redis.RedisCluster):
             return InFlight(rows, [], None, self._set_nx, cluster=self._cluster_writer().start(rows, self._set_nx))
-        set_nx = self._set_nx
+        set_nx = self._set_nx and bool((rows.expire_ms != EXPIRED).any())
         if set_nx:
-            commands = [pack_set_nx(rows.keys, rows.values, rows.expire_ms)]
+            nx = rows.take(rows.expire_ms != EXPIRED)  # an expired row must not create its key: the script takes it
+            commands = [pack_set_nx(nx.keys, nx.values, nx.expire_ms)]
         else:
             commands = pack_writes(self.script_sha, rows, self.chunk_rows)
         connection = self.client.connection_pool.get_connection()
@@ -682,8 +715,9 @@ class Pusher:
             return
         rows, replies, connection = in_flight.rows, in_flight.replies, in_flight.connection
         if in_flight.set_nx and connection is not None:
+            nx = rows.expire_ms != EXPIRED  # the rows sent through SET NX (_start)
             try:
-                created = read_set_nx_replies(connection, len(rows.keys))
+                created = read_set_nx_replies(connection, int(nx.sum()))
             except FeatsyncError:
                 connection.disconnect()  # the rest of the reply stream is unread
                 raise
@@ -696,9 +730,11 @@ class Pusher:
                 self.batches["set_nx"] += 1
                 stats.keys_written += int(created.sum())
                 self._set_nx = self.set_nx and created.mean() >= SET_NX_MIN_ABSENT
-                if created.all():
+                done = np.zeros(len(rows.keys), dtype=bool)
+                done[nx] = created
+                if done.all():
                     return
-                rows = rows.take(~created)
+                rows = rows.take(~done)  # keys that existed, and expired rows: through WRITE_NEWER
             replies = self._write_script(rows)
         elif replies is None and connection is not None:
             try:
@@ -721,9 +757,10 @@ class Pusher:
         for reply in replies:
             if isinstance(reply, redis.ResponseError):
                 raise refused(reply)
-            written, stale, missing = reply
+            written, stale, missing, deleted = reply
             stats.keys_written += written
             stats.skipped_stale += stale
+            stats.deleted_expired += deleted
             absent += missing
         if not in_flight.set_nx:
             self._set_nx = self.set_nx and absent >= SET_NX_MIN_ABSENT * len(rows.keys)
@@ -768,6 +805,7 @@ class Pusher:
         outcome = self._cluster.finish(in_flight.cluster)
         stats.keys_written += outcome.created + outcome.written
         stats.skipped_stale += outcome.stale
+        stats.deleted_expired += outcome.deleted
         if outcome.set_nx_rows:
             self.batches["set_nx"] += 1
         if outcome.script_rows and not in_flight.set_nx:

@@ -16,7 +16,8 @@ Redis expires keys by its millisecond clock: a key with ``PXAT p`` is served whi
 floor(s / 1000) <= p, that is for s < (p + 1) * 1000. So that a value never outlives the
 instant the join stops using it, p = floor(end / 1000) - 1: the key goes up to 1 ms early,
 never late. A row is written only while p is after the push's own millisecond (Redis
-drops a key set with a PXAT already past).
+drops a key set with a PXAT already past); a latest row past it removes what its key holds
+unless that is newer (EXPIRED).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ np, pa, pc = lazy("numpy"), lazy("pyarrow"), lazy("pyarrow.compute")  # push's b
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEVER = 2**63 - 1  # np.iinfo(np.int64).max: an end (us) for a row that never stops being valid
 NO_EXPIRY = 0  # the PXAT that push sends for "no expiry" (WRITE_NEWER and SET NX both read 0 so)
+# The PXAT push sends for a latest row no longer valid at its clock: WRITE_NEWER writes
+# nothing for it and deletes the key's stored value unless that is newer (the join at the
+# clock no longer uses any value of the key, but a newer one, e.g. pushed, stays). Never SET NX.
+EXPIRED = -1
 
 
 def valid_end_us(view: FeatureView, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
