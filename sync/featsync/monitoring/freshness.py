@@ -6,9 +6,10 @@ Prometheus scrape costs no warehouse query. Both judge against the same threshol
 view's `monitoring` meta with the same rules and wording (the breach functions below).
 
 Anyone who can write `fs:*` can write the push state: a time in it that does not parse (or
-leaves the years 1 to 9999 in UTC), a newest event time later than now (beyond CLOCK_SKEW: no
-featsync writer records a time after its own clock), or a state key that is not a hash, is
-a breach naming the field or key, and the time is unknown (no gauge); never an error on the
+leaves the years 1 to 9999 in UTC), a time of it later than now (beyond CLOCK_SKEW: no
+featsync writer records a time after its own clock), a state key that is not a hash, or a hash
+another view owns (featsync.online.state.foreign_owner, push's refusal), is a breach naming the
+field or key, and the time is unknown (no gauge); never an error on the
 page or scrape. `featsync status` judges the push state with this function too, so the CLI,
 the UI and /metrics say the same of it.
 """
