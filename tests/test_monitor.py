@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 import re
 import uuid
@@ -532,3 +533,170 @@ def test_status_the_ui_and_metrics_judge_the_newest_event_time_alike(online, red
         assert status.online_age_seconds is None and status.online_newest_event_time is None
         assert gauges == []
         assert row[1] == "stale" and breach.replace("'", "&#39;") in row[2]
+
+
+# -- attack fixes: non-finite values in drift, a hostile push state in status/UI/metrics --------
+
+
+def _pair_scores(reference: list[float], current: list[float]) -> None:
+    """fv_pair's rows: `reference` in January 2024, `current` in February (REFERENCE, SHIFTED)."""
+    duck("delete from pair_rows")
+    for start, scores in ((datetime(2024, 1, 1), reference), (datetime(2024, 2, 1), current)):
+        for i, score in enumerate(scores):
+            duck("insert into pair_rows values (?, 'm', ?, ?)", [f"p{start.month}-{i}", start + i * H, score])
+
+
+def test_one_nan_in_a_window_does_not_turn_drift_off(project):
+    """One NaN in the reference made ks_2samp's statistic and p-value NaN and every PSI edge NaN:
+    every comparison with NaN is False, so a shift from 0..16 to 1000+ read 'ok', exit 0. Non-finite
+    values are now left out of KS/PSI and counted with the NULLs."""
+    _pair_scores([*range(17), float("nan")], [1000.0 + i for i in range(18)])
+    try:
+        result = run(project, "drift", "--select", "fv_pair", "--reference", REFERENCE, "--current", SHIFTED, "--json")
+        assert result.exit_code == CHECK_FAILED_EXIT, result.output
+        (score,) = [f for f in json.loads(result.output)["features"] if f["feature"] == "score"]
+        assert score["ks_statistic"] == 1.0 and score["psi"] > 5, score
+        assert score["null_rate_reference"] == pytest.approx(1 / 18) and score["null_rate_current"] == 0
+        assert any(b.startswith("PSI") for b in score["breaches"]) and any(b.startswith("KS") for b in score["breaches"])
+    finally:
+        duck("delete from pair_rows")
+
+
+def test_infinities_leave_no_warning_and_a_drawable_histogram(project, tmp_path):
+    """+-inf gave the right statistics but numpy RuntimeWarnings and a histogram with NaN edges and
+    negative bar heights in --html; the recorded result stored those edges as null, and the UI's
+    drift report (drift._svg formatting them) answered 500."""
+    import warnings
+
+    _pair_scores([*range(17), float("inf")], [*(1000.0 + i for i in range(17)), float("-inf")])
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a RuntimeWarning fails the test
+            report = drift_lib.drift(project, "fv_pair", drift_lib.Window.parse(REFERENCE), drift_lib.Window.parse(SHIFTED))
+        (score,) = [f for f in report.features if f.feature == "score"]
+        assert score.breaches and score.null_rate_reference == score.null_rate_current == pytest.approx(1 / 18)
+        assert all(np.isfinite(score.histogram["edges"])), score.histogram
+        page = drift_lib.html_report(report)
+        assert "nan" not in page.lower() and "height='-" not in page
+        assert all(x is not None for x in view_results(project, "drift")["fv_pair"]["features"][0]["histogram"]["edges"])
+    finally:
+        duck("delete from pair_rows")
+
+
+def test_a_nan_statistic_is_a_breach_never_a_pass(project):
+    result = drift_lib.FeatureDrift("x", "numeric", 10, 10, 0.0, 0.0, ks_statistic=math.nan, ks_pvalue=math.nan, psi=math.nan)
+    drift_lib._judge(result, project.registry().feature_view("fv_pair").monitoring)
+    assert [b for b in result.breaches if "not a number" in b] == [
+        "ks_statistic is not a number: the comparison cannot pass",
+        "ks_pvalue is not a number: the comparison cannot pass",
+        "psi is not a number: the comparison cannot pass",
+    ]
+    assert result.severity == math.inf
+
+
+def test_the_ui_draws_a_drift_report_recorded_with_null_edges(project, redis_url):
+    """Result files written before the fix may hold NaN edges as null: the report renders, no 500."""
+    from starlette.testclient import TestClient
+
+    from featsync.online.server import ServeConfig, create_app
+    from featsync.results import save_result
+
+    nulls = {"edges": [None] * 11, "reference": [0.1] * 10, "current": [None] * 10}
+    feature = drift_lib.FeatureDrift("score", "numeric", 18, 18, 0.0, 0.0, histogram=nulls)
+    report = drift_lib.DriftReport(
+        "fv_pair",
+        drift_lib.Window.parse(REFERENCE),
+        drift_lib.Window.parse(SHIFTED),
+        18,
+        18,
+        project.registry().feature_view("fv_pair").monitoring,
+        [feature],
+    )
+    save_result(project, "drift", {"fv_pair": report.as_dict(histograms=True)})
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), project.target, redis_url, "unused", ui=True)
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        page = http.get("/ui/drift/fv_pair")
+    assert page.status_code == 200, page.text
+    assert "its recorded bins are not numbers" in page.text
+
+
+def _judged(project, client, prefix: str, redis_url: str) -> tuple[mstatus.ViewStatus, list[str], str]:
+    """fv_user as status, /metrics (its gauges' names) and the UI health row judge it."""
+    from starlette.testclient import TestClient
+
+    from featsync.online.server import ServeConfig, create_app
+
+    (status,) = mstatus.status(project, client, prefix, ["fv_user"], count_keys=False)
+    config = ServeConfig(str(project.project_dir), str(project.profiles_dir), project.target, redis_url, prefix, ui=True)
+    with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
+        gauges = re.findall(r'^(featsync_feature_view_\w+)\{feature_view="fv_user"\}', http.get("/metrics").text, re.M)
+        health = http.get("/ui/health", headers={"accept": "text/html"}).text
+    row = re.search(r'<tr data-view="fv_user" data-freshness="\w+">.*?</tr>', health, re.S)[0]
+    return status, gauges, row.replace("&#39;", "'")
+
+
+@pytest.mark.parametrize(
+    "field, stored",
+    [("watermark", "2099-01-01 00:00:00.000000"), ("last_push_at", "2099-01-01T00:00:00+00:00")],
+)
+def test_a_watermark_or_last_push_in_the_future_is_a_breach_naming_it(online, redis_url, field, stored):
+    """Only newest_event_time was checked: a watermark in 2099 read as pending 0, lag 0, exit 0
+    (push distrusts it and pushes in full), a last push in 2099 as a negative push age, 'fresh' in
+    the UI and last_push 4.07e9 in /metrics. Both are judged now as newest_event_time is."""
+    project, client, prefix = online.project, online.client, online.key_prefix
+    online.push(["fv_user"])
+    client.hset(online.layout(project.registry().feature_view("fv_user")).state_key, field, stored)
+    status, gauges, row = _judged(project, client, prefix, redis_url)
+    breach = f"push state field '{field}' is in the future: '{stored}'"
+    assert [b for b in status.breaches if breach in b] == status.breaches and status.breaches, status.breaches
+    assert getattr(status, field) is None and status.lag_seconds is None
+    if field == "watermark":  # not "pending 0, lag 0": a full push is what comes next
+        assert status.pending_rows is None
+    else:  # no negative push age, no gauge of a push in 2099
+        assert status.push_age_seconds is None and "featsync_feature_view_last_push_timestamp_seconds" not in gauges
+    assert 'data-freshness="stale"' in row and breach in row
+    args = ["--redis-url", _url(online), "--key-prefix", prefix, "--select", "fv_user", "--no-count-keys"]
+    assert run(project, "status", *args).exit_code == CHECK_FAILED_EXIT
+
+
+def test_a_state_owned_by_another_view_is_a_breach_and_its_values_are_not_shown(online, redis_url):
+    """push refuses a state hash whose identity names another view; status said no breaches, the
+    UI fresh and /metrics exported the other owner's times as this view's."""
+    project, client, prefix = online.project, online.client, online.key_prefix
+    online.push(["fv_user"])
+    client.hset(online.layout(project.registry().feature_view("fv_user")).state_key, "identity", "other-prefix/types/v1")
+    with pytest.raises(FeatsyncError) as refused:
+        online.push(["fv_user"])
+    assert "'other-prefix/types/v1'" in str(refused.value)
+    status, gauges, row = _judged(project, client, prefix, redis_url)
+    (problem,) = status.breaches
+    assert problem in str(refused.value)  # push's own message
+    assert status.last_push_at is None and status.online_newest_event_time is None and status.watermark is None
+    assert gauges == []  # neither freshness nor last push of another view's state
+    assert 'data-freshness="stale"' in row and problem in row
+
+
+def test_a_state_without_its_watermark_says_so(online):
+    """After `hdel fs:<id> watermark`, status said "the last push saw no rows; the warehouse has some now"."""
+    project, client, prefix = online.project, online.client, online.key_prefix
+    online.push(["fv_user"])
+    client.hdel(online.layout(project.registry().feature_view("fv_user")).state_key, "watermark")
+    (status,) = mstatus.status(project, client, prefix, ["fv_user"], count_keys=False)
+    (breach,) = status.breaches
+    assert breach.startswith("the push state has no watermark although its last push read"), breach
+    assert "full one" in breach
+
+
+@pytest.mark.parametrize("command", ["serve", "ui"])
+@pytest.mark.parametrize("value", ["yesterday", "2024-01-01T00:00:00"])
+def test_an_invalid_featsync_now_stops_the_servers_at_start_up(project, command, value):
+    """serve and ui started with FEATSYNC_NOW unparseable, then answered every /metrics scrape and
+    UI page with a 500 while /health said 200. They refuse to start now (exit 64)."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-m", "featsync", command, "--project-dir", str(project.project_dir), "--target", "duckdb"]
+    env = {**os.environ, "FEATSYNC_NOW": value, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([*args, "--port", "0"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == USAGE_EXIT, done.stderr
+    assert "FEATSYNC_NOW" in done.stderr and value in done.stderr

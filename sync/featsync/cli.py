@@ -985,6 +985,7 @@ def serve(
 
     if auth_reads and auth_token_file is None:
         raise click.UsageError("--auth-reads needs --auth-token-file")
+    _check_now_env()
     token = _auth_token(auth_token_file)
     with needs("serve", "featsync serve"):
         from featsync.online import server
@@ -1005,6 +1006,17 @@ def serve(
     )
     with _embedded_hint():
         server.serve(project, config, host, port, workers)
+
+
+def _check_now_env() -> None:
+    """FEATSYNC_NOW is the "now" of every UI page and /metrics scrape (resolve_now): a value
+    that does not parse would make each of them a 500, so the server refuses to start."""
+    from featsync.quality.validate import resolve_now
+
+    try:
+        resolve_now()  # the clock when it is not set
+    except FeatsyncError as exc:
+        raise click.UsageError(f"FEATSYNC_NOW: {exc}") from None
 
 
 def _auth_token(path: str | None) -> str | None:
@@ -1037,6 +1049,7 @@ def ui(
     """
     from featsync.extras import needs
 
+    _check_now_env()
     token = _auth_token(auth_token_file)
     with needs("serve", "featsync ui"):
         from featsync.online import server

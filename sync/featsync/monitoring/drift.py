@@ -175,6 +175,10 @@ def drift(project: Project, feature_view: str, reference: Window, current: Windo
         values = {
             w: _numeric_values(warehouse, view, win, numeric, kinds) for w, win in zip(WINDOWS, (reference, current), strict=True)
         }
+    for w in WINDOWS:  # NaN and infinities count with the NULLs: the one rule for non-finite values
+        for name, (finite, non_finite) in values[w].items():
+            counts[w][name] -= non_finite
+            values[w][name] = finite
     progress("testing", 3, 4)
     results = []
     for name, kind in kinds.items():
@@ -257,8 +261,13 @@ def _category_counts(
 
 def _numeric_values(
     warehouse: Warehouse, view: FeatureView, window: Window, features: list[str], kinds: dict[str, str]
-) -> dict[str, np.ndarray]:
-    """The non-null values of each numeric feature in the window, as float64 arrays."""
+) -> dict[str, Any]:
+    """The finite values of each numeric feature in the window, as float64 arrays, and how many
+    non-null values were not finite.
+
+    NULL, NaN and +-inf are left out: one NaN would make KS and every PSI edge NaN (and every
+    comparison with them False, i.e. "ok"), an infinity would make the histogram's range
+    infinite. drift counts them with the NULLs in the null-rate check instead."""
     if not features:
         return {}
     params: list[Any] = []
@@ -268,10 +277,11 @@ def _numeric_values(
     for i, name in enumerate(features):
         column = pc.drop_null(table.column(f"n{i}"))
         if kinds[name] == "timestamp":  # seconds since the epoch, from any precision and zone
-            out[name] = epoch_micros(column).astype(np.float64) / 1e6
-            continue
-        # As doubles, rounding big integers and decimals: statistics need no more.
-        out[name] = pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64)
+            values = epoch_micros(column).astype(np.float64) / 1e6
+        else:  # as doubles, rounding big integers and decimals: statistics need no more
+            values = pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64)
+        finite = np.isfinite(values)
+        out[name] = (values[finite], int(len(values) - finite.sum()))
     return out
 
 
@@ -329,7 +339,14 @@ def _compare_categories(result: FeatureDrift, counts: dict[str, dict[str, int]])
 
 
 def _judge(result: FeatureDrift, limits: Monitoring) -> None:
-    """Mark breaches and the severity: how far the worst metric is past its threshold."""
+    """Mark breaches and the severity: how far the worst metric is past its threshold.
+
+    A statistic that is not a number (NaN compares False with every threshold) is a breach
+    of its own, never a pass."""
+    for name in ("ks_statistic", "ks_pvalue", "psi", "chi2_pvalue"):
+        value = getattr(result, name)
+        if value is not None and math.isnan(value):
+            result.breaches.append(f"{name} is not a number: the comparison cannot pass")
     ratios = [_ratio(result.null_rate_change, limits.null_rate_change)]
     if result.null_rate_change > limits.null_rate_change:
         result.breaches.append(f"null rate moved {result.null_rate_change:.1%} > {limits.null_rate_change:.1%}")
@@ -352,6 +369,8 @@ def _judge(result: FeatureDrift, limits: Monitoring) -> None:
 
 
 def _ratio(value: float, limit: float) -> float:
+    if math.isnan(value):
+        return math.inf  # a statistic that is not a number ranks with the worst
     if limit > 0:
         return value / limit
     return math.inf if value > 0 else 0.0
@@ -420,6 +439,10 @@ def _svg(f: FeatureDrift, width: int = 360, height: int = 170) -> str:
     hist = f.histogram
     if not hist:
         return "<p>no values to plot</p>"
+    numbers = [*hist.get("edges", ()), *hist["reference"], *hist["current"]]
+    if not all(isinstance(x, int | float) and math.isfinite(x) for x in numbers):
+        # a result recorded before non-finite values were left out: its NaN edges read back as null
+        return "<p>no histogram: its recorded bins are not numbers (values that were not finite)</p>"
     labels = hist.get("labels") or [f"{x:.4g}" for x in hist["edges"][:-1]]
     n = len(labels)
     top = max(max(hist["reference"]), max(hist["current"])) or 1.0

@@ -6,9 +6,10 @@ Prometheus scrape costs no warehouse query. Both judge against the same threshol
 view's `monitoring` meta with the same rules and wording (the breach functions below).
 
 Anyone who can write `fs:*` can write the push state: a time in it that does not parse (or
-leaves the years 1 to 9999 in UTC), a newest event time later than now (beyond CLOCK_SKEW: no
-featsync writer records a time after its own clock), or a state key that is not a hash, is
-a breach naming the field or key, and the time is unknown (no gauge); never an error on the
+leaves the years 1 to 9999 in UTC), a time of it later than now (beyond CLOCK_SKEW: no
+featsync writer records a time after its own clock), a state key that is not a hash, or a hash
+another view owns (featsync.online.state.foreign_owner, push's refusal), is a breach naming the
+field or key, and the time is unknown (no gauge); never an error on the
 page or scrape. `featsync status` judges the push state with this function too, so the CLI,
 the UI and /metrics say the same of it.
 """
@@ -60,17 +61,11 @@ def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime,
         result.breaches.append(problem)
         result.readable = False
         return result
-    result.newest_event_time = _stored_instant(state, NEWEST_EVENT, result.breaches)
-    result.last_push_at = _stored_instant(state, "last_push_at", result.breaches)
-    result.watermark = _stored_instant(state, "watermark", result.breaches)
+    result.newest_event_time = _stored_instant(state, NEWEST_EVENT, now, result.breaches)
+    result.last_push_at = _stored_instant(state, "last_push_at", now, result.breaches)
+    result.watermark = _stored_instant(state, "watermark", now, result.breaches)
     result.readable = not result.breaches
     result.mode = state.get("mode")
-    if result.newest_event_time is not None and result.newest_event_time > now + CLOCK_SKEW:
-        result.breaches.append(
-            f"push state field '{NEWEST_EVENT}' is in the future: {shown(state[NEWEST_EVENT])} (no featsync writer "
-            "records a time after its clock; featsync push --full-refresh of the view rewrites it)"
-        )
-        result.newest_event_time = None
     limits = view.monitoring
     if result.newest_event_time is not None:  # pushed rows (POST /push, featsync stream) set it too
         result.age_seconds = (now - result.newest_event_time).total_seconds()
@@ -89,8 +84,10 @@ def online_freshness(view: FeatureView, state: Mapping[str, str], now: datetime,
     return result
 
 
-def _stored_instant(state: Mapping[str, str], name: str, breaches: list[str]) -> datetime | None:
-    """A time of the push state; None, with a breach naming the field, when it is not one."""
+def _stored_instant(state: Mapping[str, str], name: str, now: datetime, breaches: list[str]) -> datetime | None:
+    """A time of the push state; None, with a breach naming the field, when it is not one or is
+    later than `now` beyond CLOCK_SKEW (no featsync writer records a time after its own clock:
+    push would not trust such a watermark either, and pushes the view in full)."""
     text = state.get(name)
     value = parse_instant(text)
     if text and value is None:
@@ -98,6 +95,12 @@ def _stored_instant(state: Mapping[str, str], name: str, breaches: list[str]) ->
             f"push state field '{name}' is not a time: {shown(text)} (not written by featsync; "
             "featsync push --full-refresh of the view rewrites it)"
         )
+    elif value is not None and value > now + CLOCK_SKEW:
+        breaches.append(
+            f"push state field '{name}' is in the future: {shown(text)} (no featsync writer "
+            "records a time after its clock; featsync push --full-refresh of the view rewrites it)"
+        )
+        return None
     return value
 
 

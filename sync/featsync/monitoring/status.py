@@ -81,11 +81,14 @@ def status(
     queries = compile_latest_rows(project, [v.name for v in views])
     instant = datetime.fromtimestamp(now(), UTC)
     online: dict[str, OnlineFreshness] = {}
+    rows_read: dict[str, int | None] = {}  # of the last push, as its state records it
     try:
         for view in views:  # judged as the UI and /metrics judge it; a broken state is a breach of its view only
             if view.online:
                 state = read_state_fields(client, layout_of(registry, view, key_prefix))
                 online[view.name] = online_freshness(view, state, instant, staleness=False)
+                count = state.get("rows_read", "")
+                rows_read[view.name] = int(count) if count.isascii() and count.isdigit() else None
         layouts = [layout_of(registry, v, key_prefix) for v in views if v.online]
         keys = count_online_keys(client, layouts, progress) if count_keys else {}
     except redis.RedisError as exc:
@@ -116,7 +119,8 @@ def status(
                 push_age_seconds=fresh.push_age_seconds,
                 breaches=list(fresh.breaches),  # the push state's: never pushed, push age, a field not featsync's
             )
-            _judge_status(result, view, instant, judge_push=view.online and fresh.readable and fresh.pushed)
+            judge_push = view.online and fresh.readable and fresh.pushed
+            _judge_status(result, view, instant, judge_push, rows_read.get(view.name))
             out.append(result)
     save_result(project, "status", {r.feature_view: r.as_dict() for r in out}, now=instant)
     return out
@@ -170,7 +174,11 @@ def count_online_keys(client: redis.Redis, layouts: list[Layout], progress: Prog
     return counts
 
 
-def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime, judge_push: bool = True) -> None:
+def _judge_status(
+    result: ViewStatus, view: FeatureView, instant: datetime, judge_push: bool = True, rows_read: int | None = None
+) -> None:
+    """Add the warehouse's breaches; with judge_push (a readable state of a pushed view) also
+    lag, a missing watermark and keys online. rows_read: what the last push read, per its state."""
     limits = view.monitoring
     if result.future_rows:
         result.breaches.append(
@@ -188,6 +196,13 @@ def _judge_status(result: ViewStatus, view: FeatureView, instant: datetime, judg
         return
     if result.watermark is not None and result.newest_change is not None:
         result.lag_seconds = max((result.newest_change - result.watermark).total_seconds(), 0.0)
+    elif result.newest_change is not None and rows_read:
+        # A push that read rows saves a watermark: it was deleted from the hash, or cleared
+        # after writes were lost (featsync.online.state.forget_progress).
+        result.breaches.append(
+            f"the push state has no watermark although its last push read {rows_read:,} rows (removed from the hash, "
+            "or cleared after lost writes): the next push of the view is a full one"
+        )
     elif result.newest_change is not None:
         result.lag_seconds = None  # pushed while the view was empty: everything is pending
         result.breaches.append("the last push saw no rows; the warehouse has some now")

@@ -580,7 +580,9 @@ class Pusher:
         """Mark the view pushed, unless Redis lost data while it was written: then clear the
         watermark (the next push is a full one) and fail."""
         fields = {
-            "last_push_at": datetime.now(UTC).isoformat(),
+            # push's own clock, as its watermark: no featsync writer records a time after it
+            # (freshness judges one later than now a breach: featsync.monitoring.freshness)
+            "last_push_at": datetime.fromtimestamp(self.now(), UTC).isoformat(),
             "rows_read": stats.rows_read,
             "keys_written": stats.keys_written,
             "mode": "full" if stats.full_refresh else "incremental",

@@ -235,12 +235,25 @@ def read_state_fields(client: Any, layout: Layout) -> dict[str, str]:
 
 def _state_fields(layout: Layout, reply: Any) -> dict[str, str]:
     """HGETALL's reply as text; an UnreadableState for WRONGTYPE (one broken view does not hide
-    the others); any other error reply raised."""
+    the others) or for a hash that another view owns (push's owner_problem: its values are that
+    view's, not this one's); any other error reply raised."""
     if wrong_type(reply):
         return UnreadableState(str(state_error(layout, reply)))
     if isinstance(reply, Exception):
         raise reply
+    problem = foreign_owner(layout, reply)
+    if problem:
+        return UnreadableState(problem)
     return decode_state(reply)
+
+
+def foreign_owner(layout: Layout, raw: Mapping[bytes, bytes]) -> str | None:
+    """Why a stored state hash belongs to another view, as claim would refuse it (owner_problem);
+    None when it is this view's. A field that is absent is the one claim would record (HSETNX),
+    so a hash without identity (never pushed, or only read) is this view's."""
+    identity, schema = raw.get(IDENTITY.encode()), raw.get(LAYOUT.encode())
+    identity = layout.identity.encode() if identity is None else identity
+    return owner_problem(layout, identity, layout.schema.encode() if schema is None else schema)
 
 
 async def read_states(client: Any, layouts: list[Layout]) -> list[dict[str, str]]:
