@@ -21,15 +21,16 @@ from featsync.online.cluster import key_slots
 from featsync.online.connections import redis_client
 from featsync.online.push import ForeignValueError, Pusher, PushStats, Rows
 from featsync.online.serving import OnlineReader
-from test_push import PAIRS, PROFILES, USERS, load, project  # noqa: F401 (fixture)
+from test_push import PAIRS, PROFILES, USERS, load, port_range, project  # noqa: F401 (fixture)
 
 
 def cluster_port() -> int:
     """A free port p whose cluster bus port p + 10000 is free too (and below 65536)."""
     import socket
 
+    ports = port_range()
     for _ in range(200):
-        port = random.randint(20000, 50000)
+        port = random.randint(20000, 50000) if ports is None else random.choice(ports)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -43,7 +44,11 @@ def cluster_port() -> int:
 class Cluster:
     def __init__(self, workdir, nodes: int = 3):
         self.workdir = workdir
-        self.ports = [cluster_port() for _ in range(nodes)]
+        self.ports: list[int] = []
+        while len(self.ports) < nodes:  # distinct: none is bound before all are chosen
+            port = cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
         self.procs: dict[int, subprocess.Popen] = {}
 
     def create(self, replicas: int = 0) -> None:
