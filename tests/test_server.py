@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC
 
 import httpx
 import pyarrow as pa
@@ -151,6 +152,34 @@ def test_expired_full_feature_names_and_empty_batch(served):
     assert empty["results"] == [{"values": [], "statuses": [], "event_timestamps": []}] * 2
     integers = post(http, {"features": ["fv_user:amount"], "entities": {"user_id": [42]}}).json()
     assert integers["results"][1]["statuses"] == ["NOT_FOUND"]  # integer keys are accepted
+
+
+@pytest.mark.parametrize("rows", [1, 3, 20])  # one row's own path, the general one, numpy's decoding (16+)
+def test_nan_and_infinities_are_feasts_strings_not_null(served, rows):
+    """A float feature's NaN, inf and -inf: "NaN", "Infinity", "-Infinity" with status PRESENT,
+    as Feast's server writes them (orjson wrote null, which reads as a missing value), and as
+    `featsync get --json` prints them; a stored NULL beside them stays null / NULL_VALUE."""
+    http, reader = served
+    layout = reader.plan(["fv_pair:score"], None, False).views[0].layout
+    micros = int(NOW.replace(tzinfo=UTC).timestamp()) * 1_000_000 - 3_600_000_000
+    scores = [float("nan"), float("inf"), float("-inf"), 2.5, None]
+    merchants = [f"nf{i}" for i in range(rows)]
+    stored = [scores[i % len(scores)] for i in range(rows)]
+    for merchant, value in zip(merchants, layout.encode_rows([micros] * rows, [stored]), strict=True):
+        reader.client.set(layout.key(["u-nonfinite", merchant]), value)
+    entities = {"user_id": ["u-nonfinite"] * rows + ["nobody"], "merchant_id": [*merchants, "m1"]}
+    for names in (False, True):
+        response = post(http, {"features": ["fv_pair:score"], "entities": entities, "full_feature_names": names})
+        assert response.status_code == 200, response.text
+        score = response.json()["results"][2]
+        shown = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+        assert score["values"] == [shown.get(str(v), v) for v in stored] + [None]
+        assert score["statuses"] == [("NULL_VALUE" if v is None else "PRESENT") for v in stored] + ["NOT_FOUND"]
+    one = post(http, {"features": ["fv_pair:score"], "entities": {"user_id": ["u-nonfinite"], "merchant_id": ["nf0"]}})
+    assert one.json()["results"][2]["values"] == ["NaN"]
+    # The Python API keeps the floats themselves.
+    got = reader.get([{"user_id": "u-nonfinite", "merchant_id": m} for m in merchants], ["fv_pair:score"]).to_dict()["score"]
+    assert [str(v) for v in got] == [str(v) for v in stored]
 
 
 @pytest.mark.parametrize(
