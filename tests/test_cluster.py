@@ -16,11 +16,12 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from conftest import delete_pushed_keys
 from featsync.errors import FeatsyncError
 from featsync.online.cluster import key_slots
 from featsync.online.connections import redis_client
 from featsync.online.push import ForeignValueError, Pusher, PushStats, Rows
-from featsync.online.serving import OnlineReader
+from featsync.online.serving import NOT_FOUND, PRESENT, OnlineReader
 from test_push import PAIRS, PROFILES, USERS, load, port_range, project  # noqa: F401 (fixture)
 
 
@@ -197,6 +198,28 @@ def test_a_foreign_value_on_a_cluster_is_an_error_naming_its_key(project, cluste
     assert client.get(bad) == b"hello"
     client.delete(bad)
     assert pusher.push(["fv_user"], full_refresh=True)[0].keys_written == 3
+
+
+@pytest.mark.parametrize("where", ["cluster", "single"])
+def test_a_key_of_another_type_reads_as_not_found_on_one_redis_and_on_a_cluster(project, cluster, redis_url, where):  # noqa: F811
+    """A key under featsync's prefix holding a hash: one Redis' MGET answers it as nil (not
+    found); a cluster's GET answered WRONGTYPE, which failed the whole batch as an outage
+    (OnlineStoreUnavailable). Now both: that row NOT_FOUND, the others read."""
+    load(USERS, PAIRS, PROFILES)
+    client = redis_client(project, cluster.url if where == "cluster" else redis_url)
+    pusher = Pusher(project, client, key_prefix=f"wrongtype-{uuid.uuid4().hex[:6]}")
+    pusher.push(["fv_user"])
+    layout = pusher.layout(project.registry().feature_view("fv_user"))
+    client.hset(layout.key(["hashed"]), mapping={"a": "b"})
+    try:
+        reader = OnlineReader(project.registry(), client, pusher.key_prefix)
+        assert reader.get([{"user_id": "hashed"}], ["fv_user:amount"]).statuses["amount"] == [NOT_FOUND]
+        for rows in (2, 20):
+            response = reader.get([{"user_id": "hashed"}] * (rows - 1) + [{"user_id": "u1"}], ["fv_user:amount"])
+            assert response.statuses["amount"] == [NOT_FOUND] * (rows - 1) + [PRESENT]
+    finally:
+        client.delete(layout.key(["hashed"]))
+        delete_pushed_keys(project, client, pusher.key_prefix)
 
 
 def _wrong_masters(route):

@@ -404,5 +404,17 @@ def test_served_from_a_redis_cluster(project, cluster):  # noqa: F811
             ["gold", None, None],
         ]
         assert httpx.get(f"{base}/health").status_code == 200
+        # A key holding a hash (foreign data, not an outage): not found, as on one Redis; it was a
+        # 503 "cannot read from Redis: WRONGTYPE" for the whole batch.
+        client = redis_client(project, cluster.url)
+        layout = OnlineReader(project.registry(), client, "clustered").plan(["fv_user:amount"], None, False).views[0].layout
+        client.hset(layout.key(["hashed"]), mapping={"a": "b"})
+        try:
+            body = {"features": ["fv_user:amount"], "entities": {"user_id": ["hashed", "u1"]}}
+            response = httpx.post(f"{base}/get-online-features", json=body, timeout=10)
+            assert response.status_code == 200, response.text
+            assert response.json()["results"][1]["statuses"] == ["NOT_FOUND", "PRESENT"]
+        finally:
+            client.delete(layout.key(["hashed"]))
     finally:
         stop(proc)
