@@ -19,7 +19,7 @@ import redis
 from conftest import delete_pushed_keys
 from featsync.online.connections import redis_client
 from featsync.online.push import Pusher
-from featsync.online.serving import OnlineReader
+from featsync.online.serving import OnlineReader, OnlineStoreUnavailable
 from test_cluster import cluster  # noqa: F401 (fixture)
 from test_push import NOW, PAIRS, PROFILES, USERS, H, free_port, load, private_redis, project  # noqa: F401 (fixtures)
 
@@ -311,6 +311,8 @@ def test_redis_outage_gives_503_then_recovers(project, private_redis, tmp_path):
         try:
             hung = httpx.post(f"{base}/get-online-features", json=body, timeout=10)
             assert hung.status_code == 503 and "no answer within 1.0 s" in hung.json()["detail"], hung.text
+            health = httpx.get(f"{base}/health", timeout=10)  # a timeout has no text: its type says why
+            assert health.status_code == 503 and health.json()["redis"] == "unreachable: TimeoutError", health.text
         finally:
             servers[-1].send_signal(signal.SIGCONT)
         assert httpx.post(f"{base}/get-online-features", json=body).status_code == 200  # a fresh connection
@@ -328,6 +330,37 @@ def test_redis_outage_gives_503_then_recovers(project, private_redis, tmp_path):
         assert proc.poll() is None
     finally:
         stop(proc)
+
+
+def test_reads_from_a_hung_redis_fail_within_seconds(project, private_redis):  # noqa: F811
+    """`featsync get` and the Python API against a SIGSTOPped Redis: a clear error within a few
+    seconds (one socket timeout, no retry of a timeout). They used push's client, which retries
+    a timeout 5 times with backoff: 33 s."""
+    from click.testing import CliRunner
+
+    from featsync.cli import main
+    from featsync.store import FeatureStore
+
+    port, servers, _ = private_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    servers[-1].send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(
+            main,
+            ["get", "--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)]
+            + ["--target", project.target or "duckdb", "--redis-url", url, "--features", "fv_user:amount"]
+            + ["--entity", "user_id=u1", "--key-prefix", "hung"],
+        )
+        assert time.monotonic() - started < 10, result.output
+        assert result.exit_code != 0 and "cannot read from Redis" in result.output and "Traceback" not in result.output
+        store = FeatureStore(project.project_dir, project.target, project.profiles_dir, redis_url=url, key_prefix="hung")
+        started = time.monotonic()
+        with pytest.raises(OnlineStoreUnavailable, match="cannot read from Redis"):
+            store.get_online_features([{"user_id": "u1"}], ["fv_user:amount"])
+        assert time.monotonic() - started < 10
+    finally:
+        servers[-1].send_signal(signal.SIGCONT)
 
 
 def test_bad_project_fails_before_serving(tmp_path):
