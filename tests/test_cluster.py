@@ -16,20 +16,22 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from conftest import delete_pushed_keys
 from featsync.errors import FeatsyncError
 from featsync.online.cluster import key_slots
 from featsync.online.connections import redis_client
 from featsync.online.push import ForeignValueError, Pusher, PushStats, Rows
-from featsync.online.serving import OnlineReader
-from test_push import NOW, PAIRS, PROFILES, USERS, H, load, project  # noqa: F401 (fixture)
+from featsync.online.serving import NOT_FOUND, PRESENT, OnlineReader
+from test_push import NOW, PAIRS, PROFILES, USERS, H, load, port_range, project  # noqa: F401 (fixture)
 
 
 def cluster_port() -> int:
     """A free port p whose cluster bus port p + 10000 is free too (and below 65536)."""
     import socket
 
+    ports = port_range()
     for _ in range(200):
-        port = random.randint(20000, 50000)
+        port = random.randint(20000, 50000) if ports is None else random.choice(ports)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -43,7 +45,11 @@ def cluster_port() -> int:
 class Cluster:
     def __init__(self, workdir, nodes: int = 3):
         self.workdir = workdir
-        self.ports = [cluster_port() for _ in range(nodes)]
+        self.ports: list[int] = []
+        while len(self.ports) < nodes:  # distinct: none is bound before all are chosen
+            port = cluster_port()
+            if port not in self.ports:
+                self.ports.append(port)
         self.procs: dict[int, subprocess.Popen] = {}
 
     def create(self, replicas: int = 0) -> None:
@@ -227,6 +233,28 @@ def test_closed_rows_remove_their_stored_values_on_a_cluster(project, cluster, f
     reader = OnlineReader(project.registry(), client, prefix)
     tiers = reader.get([{"user_id": u} for u in [*users, "gone"]], features=["fv_profile:tier"]).features["tier"]
     assert tiers == ["newer", *(None if i % 2 == 0 else f"t{i}" for i in range(1, 60)), None]
+
+
+@pytest.mark.parametrize("where", ["cluster", "single"])
+def test_a_key_of_another_type_reads_as_not_found_on_one_redis_and_on_a_cluster(project, cluster, redis_url, where):  # noqa: F811
+    """A key under featsync's prefix holding a hash: one Redis' MGET answers it as nil (not
+    found); a cluster's GET answered WRONGTYPE, which failed the whole batch as an outage
+    (OnlineStoreUnavailable). Now both: that row NOT_FOUND, the others read."""
+    load(USERS, PAIRS, PROFILES)
+    client = redis_client(project, cluster.url if where == "cluster" else redis_url)
+    pusher = Pusher(project, client, key_prefix=f"wrongtype-{uuid.uuid4().hex[:6]}")
+    pusher.push(["fv_user"])
+    layout = pusher.layout(project.registry().feature_view("fv_user"))
+    client.hset(layout.key(["hashed"]), mapping={"a": "b"})
+    try:
+        reader = OnlineReader(project.registry(), client, pusher.key_prefix)
+        assert reader.get([{"user_id": "hashed"}], ["fv_user:amount"]).statuses["amount"] == [NOT_FOUND]
+        for rows in (2, 20):
+            response = reader.get([{"user_id": "hashed"}] * (rows - 1) + [{"user_id": "u1"}], ["fv_user:amount"])
+            assert response.statuses["amount"] == [NOT_FOUND] * (rows - 1) + [PRESENT]
+    finally:
+        client.delete(layout.key(["hashed"]))
+        delete_pushed_keys(project, client, pusher.key_prefix)
 
 
 def _wrong_masters(route):

@@ -404,6 +404,33 @@ def test_a_value_that_does_not_fit_the_layout_is_an_error_not_a_decode(project, 
     assert "does not fit its layout" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("event", [float("nan"), float("inf"), float("-inf"), -1e300, 1e300, -6.3e16])
+@pytest.mark.parametrize("rows", [1, 3, 20])
+def test_a_value_whose_event_time_featsync_never_writes_is_an_error_for_any_batch(project, pusher, prefix, event, rows):
+    """A foreign value of the right length whose 8-byte event time is NaN, +-inf or outside the
+    years 1 to 9999: a StoredValueError naming the view, one row or many (numpy's path from 16
+    on). It was a ValueError or OverflowError (a 500 without a reason) for 1 to 15 rows,
+    OUTSIDE_MAX_AGE for 16 or more (NaN cast to int64), and a FeatsyncError (a 400) quoting a
+    300-digit number for -1e300 in a view without TTL."""
+    import struct
+
+    load(USERS, PAIRS, PROFILES)
+    pusher.push(["fv_pair", "fv_user"])
+    reader = OnlineReader(project.registry(), pusher.client, prefix)
+    pair = pusher.layout(view(pusher, "fv_pair"))
+    many = [{"user_id": "u1", "merchant_id": f"t{i}"} for i in range(rows)]
+    full = struct.pack(">d", event) + b"\x00" + struct.pack("<d", 1.5)  # fv_pair's full form: 17 bytes
+    for row in many:
+        pusher.client.set(pair.key([row["user_id"], row["merchant_id"]]), full)
+    with pytest.raises(StoredValueError, match=r"feature view 'fv_pair' v1 .* its event time is .* outside the years 1 to 9999"):
+        reader.get(many, ["fv_pair:score"])
+    user = pusher.layout(view(pusher, "fv_user"))  # a view with text: decode_row's path only
+    stored = pusher.client.get(user.key(["u1"]))
+    pusher.client.set(user.key(["u1"]), struct.pack(">d", event) + stored[8:])
+    with pytest.raises(StoredValueError, match=r"feature view 'fv_user' v1 .* its event time is"):
+        reader.get([{"user_id": "u1"}] * rows, ["fv_user:label"])
+
+
 # -- crashes that must be clear errors ------------------------------------------------------
 
 

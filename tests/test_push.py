@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import struct
 import threading
@@ -625,12 +626,26 @@ def start_redis(port: int, workdir, *extra: str, **auth: str):
     raise RuntimeError("private redis-server did not start")
 
 
-def free_port() -> int:
-    import socket
+def port_range() -> range | None:
+    """FEATSYNC_TEST_PORTS=lo-hi: the ports this test run may give its own servers (several
+    runs side by side on one machine, each in its own range); unset: any free port."""
+    text = os.environ.get("FEATSYNC_TEST_PORTS")
+    if not text:
+        return None
+    lo, _, hi = text.partition("-")
+    return range(int(lo), int(hi) + 1)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+
+def free_port() -> int:
+    ports = port_range()
+    for port in [0] if ports is None else random.sample(ports, len(ports)):  # random: two picks before a bind differ
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise RuntimeError(f"no free port in FEATSYNC_TEST_PORTS={os.environ['FEATSYNC_TEST_PORTS']}")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC
 
 import httpx
 import pyarrow as pa
@@ -18,7 +19,7 @@ import redis
 from conftest import delete_pushed_keys
 from featsync.online.connections import redis_client
 from featsync.online.push import Pusher
-from featsync.online.serving import OnlineReader
+from featsync.online.serving import OnlineReader, OnlineStoreUnavailable
 from test_cluster import cluster  # noqa: F401 (fixture)
 from test_push import NOW, PAIRS, PROFILES, USERS, H, free_port, load, private_redis, project  # noqa: F401 (fixtures)
 
@@ -153,6 +154,34 @@ def test_expired_full_feature_names_and_empty_batch(served):
     assert integers["results"][1]["statuses"] == ["NOT_FOUND"]  # integer keys are accepted
 
 
+@pytest.mark.parametrize("rows", [1, 3, 20])  # one row's own path, the general one, numpy's decoding (16+)
+def test_nan_and_infinities_are_feasts_strings_not_null(served, rows):
+    """A float feature's NaN, inf and -inf: "NaN", "Infinity", "-Infinity" with status PRESENT,
+    as Feast's server writes them (orjson wrote null, which reads as a missing value), and as
+    `featsync get --json` prints them; a stored NULL beside them stays null / NULL_VALUE."""
+    http, reader = served
+    layout = reader.plan(["fv_pair:score"], None, False).views[0].layout
+    micros = int(NOW.replace(tzinfo=UTC).timestamp()) * 1_000_000 - 3_600_000_000
+    scores = [float("nan"), float("inf"), float("-inf"), 2.5, None]
+    merchants = [f"nf{i}" for i in range(rows)]
+    stored = [scores[i % len(scores)] for i in range(rows)]
+    for merchant, value in zip(merchants, layout.encode_rows([micros] * rows, [stored]), strict=True):
+        reader.client.set(layout.key(["u-nonfinite", merchant]), value)
+    entities = {"user_id": ["u-nonfinite"] * rows + ["nobody"], "merchant_id": [*merchants, "m1"]}
+    for names in (False, True):
+        response = post(http, {"features": ["fv_pair:score"], "entities": entities, "full_feature_names": names})
+        assert response.status_code == 200, response.text
+        score = response.json()["results"][2]
+        shown = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+        assert score["values"] == [shown.get(str(v), v) for v in stored] + [None]
+        assert score["statuses"] == [("NULL_VALUE" if v is None else "PRESENT") for v in stored] + ["NOT_FOUND"]
+    one = post(http, {"features": ["fv_pair:score"], "entities": {"user_id": ["u-nonfinite"], "merchant_id": ["nf0"]}})
+    assert one.json()["results"][2]["values"] == ["NaN"]
+    # The Python API keeps the floats themselves.
+    got = reader.get([{"user_id": "u-nonfinite", "merchant_id": m} for m in merchants], ["fv_pair:score"]).to_dict()["score"]
+    assert [str(v) for v in got] == [str(v) for v in stored]
+
+
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
@@ -282,6 +311,8 @@ def test_redis_outage_gives_503_then_recovers(project, private_redis, tmp_path):
         try:
             hung = httpx.post(f"{base}/get-online-features", json=body, timeout=10)
             assert hung.status_code == 503 and "no answer within 1.0 s" in hung.json()["detail"], hung.text
+            health = httpx.get(f"{base}/health", timeout=10)  # a timeout has no text: its type says why
+            assert health.status_code == 503 and health.json()["redis"] == "unreachable: TimeoutError", health.text
         finally:
             servers[-1].send_signal(signal.SIGCONT)
         assert httpx.post(f"{base}/get-online-features", json=body).status_code == 200  # a fresh connection
@@ -299,6 +330,37 @@ def test_redis_outage_gives_503_then_recovers(project, private_redis, tmp_path):
         assert proc.poll() is None
     finally:
         stop(proc)
+
+
+def test_reads_from_a_hung_redis_fail_within_seconds(project, private_redis):  # noqa: F811
+    """`featsync get` and the Python API against a SIGSTOPped Redis: a clear error within a few
+    seconds (one socket timeout, no retry of a timeout). They used push's client, which retries
+    a timeout 5 times with backoff: 33 s."""
+    from click.testing import CliRunner
+
+    from featsync.cli import main
+    from featsync.store import FeatureStore
+
+    port, servers, _ = private_redis
+    url = f"redis://127.0.0.1:{port}/0"
+    servers[-1].send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = CliRunner().invoke(
+            main,
+            ["get", "--project-dir", str(project.project_dir), "--profiles-dir", str(project.profiles_dir)]
+            + ["--target", project.target or "duckdb", "--redis-url", url, "--features", "fv_user:amount"]
+            + ["--entity", "user_id=u1", "--key-prefix", "hung"],
+        )
+        assert time.monotonic() - started < 10, result.output
+        assert result.exit_code != 0 and "cannot read from Redis" in result.output and "Traceback" not in result.output
+        store = FeatureStore(project.project_dir, project.target, project.profiles_dir, redis_url=url, key_prefix="hung")
+        started = time.monotonic()
+        with pytest.raises(OnlineStoreUnavailable, match="cannot read from Redis"):
+            store.get_online_features([{"user_id": "u1"}], ["fv_user:amount"])
+        assert time.monotonic() - started < 10
+    finally:
+        servers[-1].send_signal(signal.SIGCONT)
 
 
 def test_bad_project_fails_before_serving(tmp_path):
@@ -375,5 +437,17 @@ def test_served_from_a_redis_cluster(project, cluster):  # noqa: F811
             ["gold", None, None],
         ]
         assert httpx.get(f"{base}/health").status_code == 200
+        # A key holding a hash (foreign data, not an outage): not found, as on one Redis; it was a
+        # 503 "cannot read from Redis: WRONGTYPE" for the whole batch.
+        client = redis_client(project, cluster.url)
+        layout = OnlineReader(project.registry(), client, "clustered").plan(["fv_user:amount"], None, False).views[0].layout
+        client.hset(layout.key(["hashed"]), mapping={"a": "b"})
+        try:
+            body = {"features": ["fv_user:amount"], "entities": {"user_id": ["hashed", "u1"]}}
+            response = httpx.post(f"{base}/get-online-features", json=body, timeout=10)
+            assert response.status_code == 200, response.text
+            assert response.json()["results"][1]["statuses"] == ["NOT_FOUND", "PRESENT"]
+        finally:
+            client.delete(layout.key(["hashed"]))
     finally:
         stop(proc)

@@ -38,3 +38,16 @@ def test_one_row_path_gives_the_general_paths_bytes(response):
     assert fast == general
     assert orjson.dumps(feast_response(response, 1), option=orjson.OPT_UTC_Z) == fast
     assert b'"event_timestamps":["1970-01-01T00:00:00Z"]' in fast  # the entity columns, as Feast gives them
+
+
+@pytest.mark.parametrize(("value", "shown"), [(float("nan"), "NaN"), (float("inf"), "Infinity"), (float("-inf"), "-Infinity")])
+def test_non_finite_floats_are_strings_on_both_paths(value, shown):
+    """A float feature's NaN and +-inf as Feast's server writes them (the proto3 JSON mapping),
+    status PRESENT, on the one-row path and the general one; only float features are looked at."""
+    response = one_row(PRESENT, value, PRESENT, "x", T)
+    response.float_features = frozenset({"a", "a2", "od"})
+    fast = orjson.dumps(_feast_response_one_row(response), option=orjson.OPT_UTC_Z)
+    assert fast == orjson.dumps(_feast_response_rows(response, 1), option=orjson.OPT_UTC_Z)
+    results = orjson.loads(fast)["results"]
+    assert results[2]["values"] == [shown] and results[2]["statuses"] == ["PRESENT"]
+    assert response.features["a"][0] is value  # the response itself keeps the float

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +30,7 @@ from rich.text import Text
 
 from featsync import logs
 from featsync.errors import CHECK_FAILED_EXIT, USAGE_EXIT, DeclarationError, FeatsyncError
+from featsync.floats import json_float
 
 if TYPE_CHECKING:
     from featsync.progress import Progress
@@ -316,12 +316,13 @@ def progress_display(enabled: bool = True) -> Iterator[Progress]:
         yield report
 
 
-def _redis(project: Project, url: str | None) -> Any:
-    """The Redis client of --redis-url; without one, the embedded server (an extra)."""
+def _redis(project: Project, url: str | None, reads: bool = False) -> Any:
+    """The Redis client of --redis-url; without one, the embedded server (an extra). reads:
+    the read path's client, which fails fast against a hung Redis (connections.redis_client)."""
     from featsync.online.connections import redis_client
 
     with _embedded_hint():
-        return redis_client(project, url)
+        return redis_client(project, url, reads)
 
 
 @contextmanager
@@ -908,7 +909,7 @@ def get(
             raise click.BadParameter(f"{item!r} is not valid UTF-8 text", param_hint="--entity") from None
         row[key] = _entity_value(project.registry(), key, value)
     request_data = None
-    reader = OnlineReader(project.registry(), _redis(project, redis_url), key_prefix)
+    reader = OnlineReader(project.registry(), _redis(project, redis_url, reads=True), key_prefix)
     if request_items:
         service = None
         if feature_service is not None:
@@ -1116,8 +1117,8 @@ def _print_json(data: Any) -> None:
 
 
 def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, float):
+        return json_float(value)  # the HTTP server's rule too
     if isinstance(value, dict):
         return {k: _finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

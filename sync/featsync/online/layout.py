@@ -44,6 +44,10 @@ _TEXT_LENGTH_DTYPE = "<u4"  # the same, for numpy
 # The instants every reader can represent (Python's datetime: years 1 to 9999), in UTC microseconds.
 MIN_MICROS = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
 MAX_MICROS = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+# The event times a full value can hold: a pushed time in the years 1 to 9999 as a double (both
+# ends are doubles; rounding keeps every pushed time within them). Anything else (NaN, +-inf,
+# -1e300) was not written by featsync: refused at read, never decoded (Layout._bad_time).
+_STORED_MIN, _STORED_MAX = float(MIN_MICROS), float(MAX_MICROS)
 _UNIT_MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
 # What a NULL feature holds in its slot (the null bitmap says it is NULL).
 NULL_FILL: dict[str, object] = {INT: 0, FLOAT: 0.0, BOOL: False, TEXT: "", TIMESTAMP: 0}
@@ -350,13 +354,21 @@ class Layout:
             micros = (rows["ts"].astype(np.int64) * 1_000_000).tolist()
         else:
             nulls = np.unpackbits(rows["nulls"], axis=1, count=len(self.features), bitorder="little").astype(bool)
-            micros = np.minimum(rows["ts"].astype(np.int64), MAX_MICROS).tolist()  # see _EVENT_TIME
+            times = rows["ts"]
+            bad = np.flatnonzero(~((times >= _STORED_MIN) & (times <= _STORED_MAX)))  # NaN compares false
+            if len(bad):
+                raise self._bad_time(float(times[bad[0]]), "its event time")
+            micros = np.minimum(times.astype(np.int64), MAX_MICROS).tolist()  # see _EVENT_TIME
         columns: list[list[object]] = []
         for i, ((_, kind), has_null) in enumerate(zip(self.features, nulls.any(axis=0).tolist(), strict=True)):
             column = rows[f"f{i}"]
             out: list[object] = (column.astype(bool) if kind == "bool" else column).tolist()
             if kind == "timestamp":
-                out = [from_micros(m) for m in out]
+                try:
+                    out = [from_micros(m) for m in out]
+                except FeatsyncError:
+                    bad = next(m for m in out if not MIN_MICROS <= m <= MAX_MICROS)  # type: ignore[operator]
+                    raise self._bad_time(bad, f"its feature '{self.features[i][0]}'") from None
             if has_null:
                 out = [None if is_null else value for value, is_null in zip(out, nulls[:, i].tolist(), strict=True)]
             columns.append(out)
@@ -375,8 +387,8 @@ class Layout:
         size = len(value)
         if size == self.compact_length:  # compact: whole-second event time, no NULLs, no text
             values = list(r.fixed.unpack_from(value, 4))
-            for i in r.timestamps:
-                values[i] = from_micros(values[i])
+            if r.timestamps:
+                self._feature_times(values)
             return _EVENT_SECONDS.unpack_from(value)[0] * 1_000_000, values
         if size < r.texts_at or (not r.texts and size != r.texts_at):
             raise self._foreign(value)
@@ -397,14 +409,35 @@ class Layout:
                 raise self._foreign(value)
             if r.order is not None:
                 values = [values[i] for i in r.order]
-        for i in r.timestamps:
-            values[i] = from_micros(values[i])
+        if r.timestamps:
+            self._feature_times(values)
         nulls = int.from_bytes(value[8 : r.fixed_at], "little")
         if nulls:
             for i in range(len(values)):
                 if nulls >> i & 1:
                     values[i] = None
-        return min(int(_EVENT_TIME.unpack_from(value)[0]), MAX_MICROS), values  # see _EVENT_TIME
+        (event,) = _EVENT_TIME.unpack_from(value)
+        if not _STORED_MIN <= event <= _STORED_MAX:  # NaN compares false
+            raise self._bad_time(event, "its event time")
+        return min(int(event), MAX_MICROS), values  # see _EVENT_TIME
+
+    def _feature_times(self, values: list[object]) -> None:
+        """The timestamp features of one decoded row, microseconds to datetimes, in place."""
+        i = 0
+        try:
+            for i in self._reader.timestamps:
+                values[i] = from_micros(values[i])  # type: ignore[arg-type]
+        except FeatsyncError:
+            raise self._bad_time(values[i], f"its feature '{self.features[i][0]}'") from None
+
+    def _bad_time(self, micros: object, what: str) -> StoredValueError:
+        """The error for a stored value of the right length holding a time featsync never writes
+        (NaN, +-inf, outside the years 1 to 9999): refused like a value of the wrong length."""
+        return StoredValueError(
+            f"a value stored for feature view '{self.view.name}' v{self.view.version} under {self.prefix}* does not "
+            f"fit its layout ({self.schema}): {what} is {shown(micros)} microseconds since 1970, outside the years "
+            "1 to 9999. featsync did not write it; it was not decoded"
+        )
 
     def _foreign(self, value: bytes) -> StoredValueError:
         """The error for a stored value that cannot be in this layout (wrong length, broken text)."""

@@ -44,6 +44,7 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from featsync.errors import FeatsyncError, NotFoundError
+from featsync.floats import json_floats
 from featsync.logs import access_log, uvicorn_config
 from featsync.online.connections import (
     async_mget,
@@ -142,6 +143,8 @@ def feast_response(response: OnlineResponse, n: int) -> dict[str, Any]:
     The features of one view share their statuses and event times, so each view's are
     serialized once (orjson.Fragment) and reused; only a stored NULL (NULL_VALUE) differs.
     One entity row, the common online request, takes a shorter way to the same JSON.
+    A float feature's NaN and +-inf are written as "NaN", "Infinity" and "-Infinity", as
+    Feast's server writes them (featsync.floats; orjson alone would write null), status PRESENT.
     """
     return _feast_response_one_row(response) if n == 1 else _feast_response_rows(response, n)
 
@@ -153,7 +156,10 @@ def _feast_response_rows(response: OnlineResponse, n: int) -> dict[str, Any]:
         {"values": values, "statuses": entity_statuses, "event_timestamps": entity_times} for values in response.entities.values()
     ]
     shared: dict[str, tuple[int, Any, Any]] = {}
+    floats = response.float_features
     for output, values in response.features.items():
+        if output in floats:
+            values = json_floats(values)
         statuses = response.statuses[output]
         view = response.feature_views.get(output)
         if view is None or view not in shared:
@@ -183,8 +189,11 @@ def _feast_response_one_row(response: OnlineResponse) -> dict[str, Any]:
         {"values": values, "statuses": ONE_PRESENT, "event_timestamps": ONE_EPOCH} for values in response.entities.values()
     ]
     event_micros, feature_views, statuses = response.event_micros, response.feature_views, response.statuses
+    floats = response.float_features
     times: dict[str | None, list[datetime]] = {None: ONE_EPOCH}  # by view: its row's event time
     for output, values in response.features.items():
+        if output in floats:
+            values = json_floats(values)
         status = statuses[output][0]
         if status != PRESENT:
             results.append({"values": values, "statuses": [FEAST_STATUS[status]], "event_timestamps": ONE_EPOCH})
@@ -241,6 +250,12 @@ def parse_request(body: bytes, max_batch: int) -> tuple[Mapping[str, Any], list[
     if request_data is not None and not isinstance(request_data, dict):
         raise RequestError("'request_data' must be an object of columns: {field: [values, ...]}")
     return entities, features, service, full_feature_names, request_data
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as a message's reason: its text, else its type (asyncio's TimeoutError, a
+    hung Redis, has no text; an exception object is always true, so `exc or ...` never fell back)."""
+    return str(exc) or type(exc).__name__
 
 
 def error(status: int, message: str, feast_class: str = "FeastError") -> Response:
@@ -351,7 +366,7 @@ def create_app(config: ServeConfig) -> Starlette:
             body.update(status="ok", redis="reachable")
             code = 200
         except (redis.RedisError, OSError, TimeoutError) as exc:
-            body.update(status="unavailable", redis=f"unreachable: {exc or type(exc).__name__}")
+            body.update(status="unavailable", redis=f"unreachable: {reason(exc)}")
             code = 503
         metrics.observe("/health", code, time.perf_counter() - start)
         return Response(orjson.dumps(body), code, media_type="application/json")

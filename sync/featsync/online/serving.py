@@ -29,6 +29,7 @@ from featsync.online.layout import Layout, from_micros, key_texts, utf8
 from featsync.online.plan_cache import PlanCache, plan_key
 from featsync.online.validity import oldest_valid_event_us
 from featsync.registry import FeatureService, FeatureView, Registry, output_name
+from featsync.registry.types import FLOAT
 
 PRESENT, NOT_FOUND, EXPIRED = "present", "not_found", "expired"
 
@@ -60,6 +61,9 @@ class OnlineResponse:
     event_micros: dict[str, list[int | None]] = field(default_factory=dict)  # by feature view; None: not present
     feature_views: dict[str, str] = field(default_factory=dict)  # output name -> its feature view
     view_statuses: dict[str, list[str]] = field(default_factory=dict)  # by feature view, one per entity row
+    # The feature columns of kind float: the only ones that can hold NaN or +-inf, which JSON
+    # writes as strings (featsync.floats; the HTTP server checks these columns only).
+    float_features: frozenset[str] = frozenset()
 
     @cached_property
     def event_timestamps(self) -> dict[str, list[datetime | None]]:
@@ -172,6 +176,21 @@ class ReadPlan:
     # response's columns as (column read or computed, output name); the inputs read only for them
     # are left out. None: every column read is an output.
     select: tuple[tuple[str, str], ...] | None = None
+
+    @cached_property
+    def float_outputs(self) -> frozenset[str]:
+        """The response's columns of kind float (stored or on-demand), by output name."""
+        floats = {
+            output
+            for read in self.views
+            for (_, output), p in zip(read.outputs, read.positions, strict=True)
+            if read.layout.features[p][1] == FLOAT
+        }
+        if self.on_demand is not None:
+            floats |= {feature.name for feature, _ in self.on_demand.features if feature.kind == FLOAT}
+        if self.select is not None:
+            floats = {output for column, output in self.select if column in floats}
+        return frozenset(floats)
 
     def request_columns(self, columns: Mapping[str, Any], request_data: Mapping[str, Any] | None) -> tuple[Mapping, Any]:
         """Feast sends request fields among the entity columns: a column that is a request field of a
@@ -484,6 +503,7 @@ class OnlineReader:
                 if column in response.feature_views:
                     views[output] = response.feature_views[column]
             response.features, response.statuses, response.feature_views = features, statuses, views
+        response.float_features = plan.float_outputs
         return response
 
     def get(

@@ -1,0 +1,40 @@
+"""Non-finite floats (NaN, +-inf) in featsync's JSON: one rule for every JSON of feature values.
+
+JSON has no NaN or infinity. featsync writes them as the strings "NaN", "Infinity" and
+"-Infinity": the proto3 JSON mapping of a double, which Feast's own feature server answers
+too (feast/feature_server_utils.py). null would read as a missing value while its status
+says PRESENT, and bare NaN is not JSON. `featsync get --json` and the HTTP server's
+/get-online-features both follow this rule (docs/time-and-types.md).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+NAN, INFINITY, MINUS_INFINITY = "NaN", "Infinity", "-Infinity"
+
+
+def json_float(value: float) -> float | str:
+    """A finite float unchanged; NaN, inf and -inf as their proto3 JSON strings."""
+    if math.isfinite(value):
+        return value
+    if value != value:
+        return NAN
+    return INFINITY if value > 0 else MINUS_INFINITY
+
+
+def json_floats(values: list[Any]) -> list[Any]:
+    """A float column (None for a missing or NULL value) ready for JSON: `values` itself when
+    every value is finite, else a copy with the non-finite ones as strings (json_float).
+
+    The common case costs one pass in C and no Python per value: the sum of the non-zero
+    values (filter(None, ...) also drops the Nones) is finite unless one of them is not (or
+    finite values overflow, which only sends the column through the exact pass below).
+    """
+    try:
+        if math.isfinite(sum(filter(None, values))):
+            return values
+    except (OverflowError, TypeError):  # an on-demand feature's huge int, say: the exact pass decides
+        pass
+    return [json_float(value) if type(value) is float else value for value in values]
