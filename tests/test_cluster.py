@@ -619,3 +619,33 @@ def test_without_cluster_shards_the_map_comes_from_cluster_slots(project, cluste
     finally:
         for port in cluster.ports:
             redis.Redis(port=port).execute_command("ACL", "DELUSER", user)
+
+
+@pytest.mark.parametrize("rows", [3, 300], ids=["small", "batch"])
+def test_rows_pushed_through_the_python_api_on_a_cluster(pit_duckdb, cluster, rows):
+    """FeatureStore.push / RowIngest (also `push --rows` and `featsync stream`) on a Redis Cluster:
+    the row path wrote through one node's connection pool, which a cluster client has not
+    (AttributeError), or one EVALSHA over keys of many slots. Now the cluster router: one
+    script call per hash slot, newest wins, a second, older push is stale."""
+    from datetime import UTC, datetime, timedelta
+
+    from featsync.online.ingest import RowIngest
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    client = redis_client(pit_duckdb, cluster.url)
+    ingest = RowIngest(pit_duckdb, client, f"cluster-rows-{uuid.uuid4().hex[:6]}")
+    users = [f"r{i}" for i in range(rows)]
+    try:
+        newer = [
+            {"user_id": u, "event_timestamp": now - timedelta(minutes=5), "amount": i, "label": "new"}
+            for i, u in enumerate(users)
+        ]
+        older = [{**row, "event_timestamp": now - timedelta(minutes=50), "label": "old"} for row in newer]
+        assert ingest.push("fv_user", newer).online.keys_written == rows
+        result = ingest.push("fv_user", older).online
+        assert (result.keys_written, result.skipped_stale) == (0, rows)
+        reader = OnlineReader(pit_duckdb.registry(), client, ingest.key_prefix)
+        response = reader.get([{"user_id": u} for u in users], ["fv_user:amount", "fv_user:label"])
+        assert response.features == {"amount": list(range(rows)), "label": ["new"] * rows}
+    finally:
+        delete_pushed_keys(pit_duckdb, client, ingest.key_prefix)

@@ -671,9 +671,15 @@ class Pusher:
                 if layout.view_id not in self._owned:
                     own(self.client, layout)
                     self._owned.add(layout.view_id)
-                for reply in self._write_script(pushed.rows):
-                    stats.keys_written += reply[0]
-                    stats.skipped_stale += reply[1]
+                if isinstance(self.client, redis.RedisCluster):  # one script call per hash slot, never SET NX
+                    writer = self._cluster_writer()
+                    outcome = writer.finish(writer.start(pushed.rows, False))
+                    stats.keys_written += outcome.written
+                    stats.skipped_stale += outcome.stale
+                else:
+                    for reply in self._write_script(pushed.rows):
+                        stats.keys_written += reply[0]
+                        stats.skipped_stale += reply[1]
                 raise_newest(self.client, layout, pushed.newest_event)  # after the rows are online
         stats.seconds = time.perf_counter() - start
         return stats
