@@ -381,6 +381,25 @@ def test_prune_reports_a_state_key_that_is_not_a_hash_and_prunes_the_others(proj
     assert client.exists(Pusher(project, client, key_prefix="p").state_key(project.registry().feature_view("fv_user")))
 
 
+def test_prune_deletes_only_the_keys_under_an_orphan_id(project, prefix, redis_url):
+    """A key that merely starts with an orphan id (fs:<id>BACKUP, someone else's) was counted and
+    deleted with it: prune matched the id's width without the ':' that ends an id in a data key."""
+    client = redis.Redis.from_url(redis_url)
+    view_id = uuid.uuid4().hex[:8]
+    state, data, foreign = f"fs:{view_id}", f"fs:{view_id}:u1", f"fs:{view_id}BACKUP"
+    try:
+        client.hset(state, mapping={"identity": f"{prefix}/fv_gone/v1", "layout": "user_id;x:float"})
+        client.set(data, b"x")
+        client.set(foreign, b"someone else's")
+        (dry,) = prune(project.registry(), client, prefix, dry_run=True)
+        assert (dry.view_id, dry.keys) == (view_id, 1)
+        (orphan,) = prune(project.registry(), client, prefix)
+        assert orphan.keys == 1
+        assert client.exists(state, data) == 0 and client.get(foreign) == b"someone else's"
+    finally:
+        client.delete(state, data, foreign)
+
+
 def test_a_value_that_does_not_fit_the_layout_is_an_error_not_a_decode(project, pusher, prefix, redis_url):
     load(USERS, PAIRS, PROFILES)
     pusher.push(["fv_pair", "fv_user"])

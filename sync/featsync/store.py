@@ -80,7 +80,9 @@ def _rows(entity_rows: Any) -> list[Mapping[str, Any]]:
         rows = list(entity_rows)
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping):
-                raise TypeError(f"entity_rows[{i}] is a {type(row).__name__}; give a list of dicts, a dict of lists or a DataFrame")
+                raise TypeError(
+                    f"entity_rows[{i}] is a {type(row).__name__}; give a list of dicts, a dict of lists or a DataFrame"
+                )
         return rows
     columns = {name: list(column) for name, column in entity_rows.items()}
     lengths = {len(column) for column in columns.values()}

@@ -82,7 +82,9 @@ class RequestField:
             try:
                 return float(value)
             except OverflowError:
-                raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; {shown(value)} is beyond a double") from None
+                raise FeatsyncError(
+                    f"request field '{self.name}' is {self.data_type}; {shown(value)} is beyond a double"
+                ) from None
         if kind == TEXT and isinstance(value, str):
             return value
         if kind == TIMESTAMP:

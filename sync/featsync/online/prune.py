@@ -6,7 +6,9 @@ old registry keep reading what they understand, and a rollback finds its keys. K
 ttl expire on their own; the others stay until pruned. Prune finds every state hash
 ``fs:<view id>`` whose ``identity`` names this key prefix and whose id no online view of
 the registry has now, and deletes its keys, then the hash (so an interrupted prune can
-be re-run). Ids of other prefixes or projects are never touched.
+be re-run). Ids of other prefixes or projects are never touched, and neither is a key that
+merely starts with an id (``fs:<view id>BACKUP``): an id's data keys are ``fs:<view id>:...``
+and nothing else.
 
 A key of a state hash's shape that is not a hash (something else wrote it: WRONGTYPE) names
 no owner, so prune cannot tell whose it is: it is reported through `unreadable` (the CLI
@@ -84,8 +86,10 @@ def prune(
         return []
     batch: list[bytes] = []
     for key in _scan(client):
+        if key[width : width + 1] != b":":  # the state hash itself (deleted last), or not a data key of an id
+            continue
         owner = orphans.get(key[:width])
-        if owner is None or len(key) == width:
+        if owner is None:
             continue
         owner.keys += 1
         if not dry_run:
