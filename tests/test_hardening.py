@@ -400,6 +400,25 @@ def test_prune_deletes_only_the_keys_under_an_orphan_id(project, prefix, redis_u
         client.delete(state, data, foreign)
 
 
+def test_prune_reports_redis_unreachable_or_refusing_credentials_in_one_line(project, tmp_path):
+    """prune printed a traceback (ConnectionError, AuthenticationError) where status and verify
+    print one error line, or {"error": ...} under --json, exit code 1."""
+    port = free_port()
+    server = start_redis(port, tmp_path, "--requirepass", "secret", password="secret")
+    try:
+        for url in (f"redis://127.0.0.1:{free_port()}/0", f"redis://:wrong@127.0.0.1:{port}/0"):
+            options = ["--project-dir", str(project.project_dir), "--redis-url", url, "--key-prefix", "p"]
+            result = CliRunner().invoke(main, ["prune", *options])
+            assert result.exit_code == 1, result.output
+            assert result.stderr.startswith("error: cannot prune the online store: Redis failed")
+            assert "Traceback" not in result.output and "wrong" not in result.stderr
+            result = CliRunner().invoke(main, ["prune", *options, "--json"])
+            assert result.exit_code == 1 and json.loads(result.stdout)["error"]["exit_code"] == 1, result.output
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_a_value_that_does_not_fit_the_layout_is_an_error_not_a_decode(project, pusher, prefix, redis_url):
     load(USERS, PAIRS, PROFILES)
     pusher.push(["fv_pair", "fv_user"])

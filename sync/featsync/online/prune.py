@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from featsync.errors import FeatsyncError
 from featsync.online.layout import KEY_PREFIX, VIEW_ID_CHARS
 from featsync.online.state import IDENTITY, LAYOUT, layout_of, wrong_type
 from featsync.registry import Registry
@@ -58,7 +59,20 @@ def prune(
 
     Two SCANs of the keyspace (about a second per million keys each): one finds the state
     hashes, one deletes the orphans' keys as it goes, in batches, so memory stays flat.
+
+    Redis unreachable, refusing the credentials or failing midway is a FeatsyncError (one line,
+    exit code 1, as status and verify report it), never a traceback: the state hashes are
+    deleted last, so a re-run finishes what an interrupted prune began.
     """
+    try:
+        return _prune(registry, client, key_prefix, dry_run, unreadable)
+    except redis.RedisError as exc:
+        raise FeatsyncError(f"cannot prune the online store: Redis failed: {exc}") from exc
+
+
+def _prune(
+    registry: Registry, client: Any, key_prefix: str | None, dry_run: bool, unreadable: Callable[[str], None]
+) -> list[Orphan]:
     prefix = key_prefix or registry.project_name
     current = {layout_of(registry, view, key_prefix).view_id for view in registry.online_views()}
     width = len(KEY_PREFIX) + 1 + VIEW_ID_CHARS  # a state hash: "fs:" + the id
