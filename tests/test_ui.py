@@ -497,6 +497,33 @@ def test_a_server_token_guards_every_page_and_a_browser_signs_in_once(example):
         assert off_site.headers["location"] == "/ui/"  # never sent off this UI
 
 
+@pytest.mark.parametrize("token", ["Zm9v/YmF6+cXV4=", 'a;b,c"d\\e f=%41'])
+def test_a_browser_signs_in_with_a_token_a_cookie_cannot_hold_raw(example, token):
+    """A token with / + = (any base64 token) or ; , " \\ space was set as a quoted cookie
+    ("Zm9v/YmF6+cXV4=") that was read back with its quotes: every page sent the browser back to
+    the login, forever. The cookie holds it percent-encoded now, and is read back decoded."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from featsync.online.auth import cookie_value
+    from featsync.ui.app import mount
+
+    project, prefix, _ = example
+    app = Starlette(routes=mount(project, project.registry(), lambda: None, prefix, token=token))
+    html = {"accept": "text/html"}
+    with TestClient(app, base_url="http://127.0.0.1") as http:
+        signed = http.post("/ui/login?next=/ui/", data={"token": token}, headers=html, follow_redirects=False)
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/"
+        assert '"' not in signed.headers["set-cookie"].split(";")[0]  # a value a cookie holds unquoted
+        page = http.get("/ui/services/fraud_detection_v1", headers=html, follow_redirects=False)
+        assert page.status_code == 200, page.headers.get("location")
+        wrong = token[:-1] + ("x" if token[-1] != "x" else "y")
+        http.cookies.clear()
+        for value in (cookie_value(wrong), cookie_value(token)):
+            page = http.get("/ui/", headers={**html, "cookie": f"featsync_token={value}"}, follow_redirects=False)
+            assert page.status_code == (303 if value != cookie_value(token) else 200)
+
+
 def test_the_catalog_index_cannot_close_its_script_element():
     """The JSON index rides inside <script>: no text of a description may end it early."""
     from featsync.ui.pages import CatalogRow, catalog_index

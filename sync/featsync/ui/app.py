@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from featsync.monitoring import drift as drift_lib
-from featsync.online.auth import COOKIE, authorized, token_matches, unauthorized
+from featsync.online.auth import COOKIE, authorized, cookie_value, token_matches, unauthorized
 from featsync.online.limits import error_body, internal_error
 from featsync.online.state import layout_of, read_states
 from featsync.project import Project
@@ -141,7 +141,7 @@ class UI:
                 response = RedirectResponse(target, 303)
                 if self.token:
                     secure = request.url.scheme == "https"
-                    response.set_cookie(COOKIE, given, httponly=True, samesite="strict", path=PREFIX, secure=secure)
+                    response.set_cookie(COOKIE, cookie_value(given), httponly=True, samesite="strict", path=PREFIX, secure=secure)
                 return response
             error = "That token is not the server's."
         return self.page("login.html", request, code=401 if error else 200, next=target, error=error, title="Sign in")
