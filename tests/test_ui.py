@@ -524,6 +524,42 @@ def test_a_browser_signs_in_with_a_token_a_cookie_cannot_hold_raw(example, token
             assert page.status_code == (303 if value != cookie_value(token) else 200)
 
 
+def test_an_exposure_url_becomes_a_link_only_when_it_is_http(example):
+    """`url: "javascript:alert(document.cookie)"` on an exposure was a clickable link on the
+    service page (run in the UI's origin when clicked): only http(s) URLs are links now, any
+    other is shown as text."""
+    from html import escape
+
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from featsync.ui.app import mount
+
+    project, prefix, _ = example
+    registry = project.registry()
+    exposure = registry.manifest["exposures"][registry.service("fraud_detection_v1").unique_id]
+    saved = exposure.get("url")
+    cases = {
+        "javascript:alert(document.cookie)": False,
+        "JaVaScRiPt:alert(1)": False,
+        " javascript:alert(1)": False,
+        "data:text/html,<script>alert(1)</script>": False,
+        "https://models.example/fraud?v=1&x=2": True,
+        "HTTP://models.example/": True,
+    }
+    try:
+        for url, linked in cases.items():
+            exposure["url"] = url
+            app = Starlette(routes=mount(project, registry, lambda: None, prefix))
+            with TestClient(app, base_url="http://127.0.0.1") as http:
+                page = http.get("/ui/services/fraud_detection_v1")
+            assert page.status_code == 200
+            assert (f'href="{escape(url)}"' in page.text) is linked, url
+            assert escape(url, quote=False) in page.text  # shown either way
+    finally:
+        exposure["url"] = saved
+
+
 def test_the_catalog_index_cannot_close_its_script_element():
     """The JSON index rides inside <script>: no text of a description may end it early."""
     from featsync.ui.pages import CatalogRow, catalog_index

@@ -373,6 +373,7 @@ def service_page(registry: Registry, service: FeatureService) -> dict[str, Any]:
             "type": exposure.get("type"),
             "maturity": exposure.get("maturity"),
             "url": exposure.get("url"),
+            "link": exposure.get("url") if web_link(exposure.get("url")) else None,
             "owner_name": owner.get("name"),
             "owner_email": owner.get("email"),
             "description": exposure.get("description"),
@@ -436,3 +437,11 @@ def when(text: str | datetime | None) -> str:
     """A recorded time (ISO text or datetime) for people: '2024-04-30 12:00Z'."""
     value = text if isinstance(text, datetime) else parse_instant(text)
     return value.strftime("%Y-%m-%d %H:%MZ") if value else "-"
+
+
+def web_link(url: Any) -> bool:
+    """Whether an exposure's `url` may become a link: http(s) only. Any other scheme
+    (`javascript:alert(document.cookie)`, `data:`) would run or load in the UI's origin when
+    clicked, so the page shows it as text. The scheme must start the value: a browser drops
+    leading spaces and control characters, which would hide one."""
+    return isinstance(url, str) and url[:8].lower().startswith(("http://", "https://"))
