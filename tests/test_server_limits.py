@@ -748,8 +748,9 @@ def test_the_example_server_answers_what_it_cannot_serve_in_json(duckdb_build, r
         assert unknown.status_code == 404 and unknown.json()["detail"] == "Not Found"
 
         results.parent.mkdir(parents=True, exist_ok=True)
-        view = next(iter(example.registry().feature_views))
-        results.write_text(json.dumps({"views": {view: {"results": 5}, "other": "not a result"}}))
+        view, fv = next(iter(example.registry().feature_views.items()))
+        about = {"version": fv.version}
+        results.write_text(json.dumps({"views": {view: {"results": 5, "about": about}, "other": "not a result"}}))
         scrape = httpx.get(f"{base}/metrics", timeout=10)
         assert scrape.status_code == 200, scrape.text
         assert f'featsync_feature_view_validation_failures{{feature_view="{view}"}} 0.0' in scrape.text

@@ -28,7 +28,7 @@ from featsync.online.serving import PRESENT, OnlineReader
 from featsync.online.validity import epoch_micros, live_rows
 from featsync.project import Project
 from featsync.registry import FeatureView, Registry
-from featsync.results import save_result
+from featsync.results import about, online_store, save_result
 
 EXAMPLES = 3  # mismatch examples kept per feature
 
@@ -118,7 +118,9 @@ def verify(
                 batches = list(warehouse.arrow_batches(sql, params))
             table = pa.Table.from_batches(batches) if batches else pa.table({})  # an empty view gives no batch
             results.append(_verify_view(view, table, registry, client, key_prefix, now))
-    save_result(project, "verify", {r.feature_view: r.as_dict() for r in results})
+    store = online_store(registry, client, key_prefix)
+    abouts = {r.feature_view: about(registry.feature_view(r.feature_view), store) for r in results}
+    save_result(project, "verify", {r.feature_view: r.as_dict() for r in results}, abouts=abouts)
     return results
 
 

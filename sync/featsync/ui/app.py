@@ -36,7 +36,7 @@ from featsync.online.state import layout_of, read_states
 from featsync.project import Project
 from featsync.quality.validate import resolve_now
 from featsync.registry import Registry, format_duration
-from featsync.results import ResultCache
+from featsync.results import ResultCache, online_store
 from featsync.ui import pages
 
 PREFIX = "/ui"
@@ -73,7 +73,7 @@ class UI:
         self.key_prefix = key_prefix
         self.token = token
         self.timeout = timeout
-        self.results = ResultCache(project)
+        self.results = ResultCache(project, lambda: online_store(registry, client(), key_prefix))
         self.compiled = pages.CompiledSQL.of(project)
         self.compiled.get({})  # read dbt's manifest now, not on the first page view
         self.rows = pages.catalog_rows(registry)
@@ -219,8 +219,9 @@ class UI:
     async def drift_report(self, request: Request) -> Response:
         """The last drift report of a view, as the self-contained HTML `featsync drift --html` writes."""
         name = request.path_params["name"]
-        recorded = self.results.of("drift", name)
-        if name not in self.registry.feature_views or recorded is None:
+        view = self.registry.feature_views.get(name)
+        recorded = None if view is None else self.results.current("drift", view)
+        if recorded is None:
             return self.not_found(request, f"no drift report recorded for '{name}'")
         html = drift_lib.html_report(drift_lib.DriftReport.from_dict(recorded))
         response = HTMLResponse(html)
