@@ -375,6 +375,19 @@ def test_a_clean_push_verifies_with_no_mismatches(online):
     assert all(c.checked == 4 for c in user.checks)
 
 
+def test_an_event_time_after_2255_with_microseconds_verifies_clean(online):
+    """Past 2**53 us (2255-06-05) the online store keeps an event time rounded to a float64's
+    precision: verify compared it with the exact warehouse time and reported a mismatch on a
+    clean push. It compares the warehouse time as the store keeps it now."""
+    far = datetime(2300, 1, 1, 0, 0, 0, 123457)
+    duck("insert into pair_rows values ('u7', 'm7', ?, 3.0)", [far])
+    online.push(["fv_pair"])
+    stored = online.client.get(online.layout(online.project.registry().feature_view("fv_pair")).key(["u7", "m7"]))
+    assert stored is not None
+    (pair,) = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_pair"])
+    assert pair.present_online == 3 and pair.mismatches == 0 and pair.breaches == [], pair.checks
+
+
 def test_changing_the_warehouse_without_pushing_is_seen(online):
     online.push()
     duck("update user_rows set amount = 20 where user_id = 'u1' and amount = 2")  # corrected in place

@@ -22,7 +22,7 @@ from featsync.errors import FeatsyncError, UsageError
 from featsync.monitoring.status import iso, utc
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import connect, reading
-from featsync.online.layout import online_values
+from featsync.online.layout import from_micros, online_values, stored_micros
 from featsync.online.push import compile_latest_rows
 from featsync.online.serving import PRESENT, OnlineReader
 from featsync.online.validity import epoch_micros, live_rows
@@ -148,6 +148,10 @@ def _verify_view(
         raise FeatsyncError(f"cannot read from Redis: {exc}") from exc
     finished_ms = int(now() * 1000) + 1
     offline = {name: online_values(table.column(name)) for name in (view.timestamp, *view.feature_names)}
+    # The event time as the online store keeps it (a float64 of microseconds: rounded after 2255).
+    offline[view.timestamp] = [
+        None if value is None else from_micros(stored_micros(epoch_micros(utc(value)))) for value in offline[view.timestamp]
+    ]
     online_times = response.event_timestamps[view.name]
     first = view.feature_names[0]
     for i, row in enumerate(entity_rows):

@@ -404,7 +404,7 @@ class Layout:
             for i in range(len(values)):
                 if nulls >> i & 1:
                     values[i] = None
-        return min(int(_EVENT_TIME.unpack_from(value)[0]), MAX_MICROS), values  # see _EVENT_TIME
+        return _read_event_time(_EVENT_TIME.unpack_from(value)[0]), values
 
     def _foreign(self, value: bytes) -> StoredValueError:
         """The error for a stored value that cannot be in this layout (wrong length, broken text)."""
@@ -466,6 +466,18 @@ def epoch_micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if factor == 1:
         return raw
     return np.clip(raw, MIN_MICROS // factor - 1, MAX_MICROS // factor + 1) * factor
+
+
+def stored_micros(micros: int) -> int:
+    """An event time (epoch microseconds) as a read gets it back once push stored it: through the
+    full form's float64 (see _EVENT_TIME; the compact form's whole seconds come back the same).
+    For whoever compares a warehouse time with an online one (featsync verify)."""
+    return _read_event_time(_EVENT_TIME.unpack(_EVENT_TIME.pack(micros))[0])
+
+
+def _read_event_time(stored: float) -> int:
+    """A full value's stored event time back as microseconds (see _EVENT_TIME)."""
+    return min(int(stored), MAX_MICROS)
 
 
 def from_micros(micros: int) -> datetime:
