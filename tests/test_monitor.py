@@ -449,6 +449,16 @@ def test_verify_bad_inputs(online):
         monitor_verify.verify(online.project, online.client, online.key_prefix, ["nope"])
     result = run(online.project, "verify", "--redis-url", "redis://127.0.0.1:1/0", "--key-prefix", "x")
     assert result.exit_code == 1 and "cannot read from Redis" in result.output
+    # Beyond a 64-bit integer, the warehouse's overflow was exit 1 "(has dbt built it on this target?)".
+    huge = "99999999999999999999999"
+    for option in ("--sample", "--seed", "--seed=-" + huge):
+        args = [option, huge] if not option.startswith("--seed=") else [option]
+        result = run(online.project, "verify", *args, "--redis-url", _url(online), "--key-prefix", online.key_prefix)
+        assert result.exit_code == 64 and "dbt" not in result.output, result.output
+    with pytest.raises(UsageError, match="the sample must be at most 9223372036854775807 entities"):
+        monitor_verify.verify(online.project, online.client, online.key_prefix, sample=int(huge))
+    with pytest.raises(UsageError, match="the seed must be"):
+        monitor_verify.verify(online.project, online.client, online.key_prefix, seed=-int(huge))
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 import redis
 
-from featsync.errors import FeatsyncError, UsageError
+from featsync.errors import BIGINT_MAX, BIGINT_MIN, FeatsyncError, UsageError
 from featsync.monitoring.status import iso, utc
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import connect, reading
@@ -97,6 +97,10 @@ def verify(
     """
     if sample < 1:
         raise UsageError(f"the sample must be at least 1 entity, got {sample}")
+    if sample > BIGINT_MAX:  # sample and seed go into the SQL as 64-bit integers (featsync.errors)
+        raise UsageError(f"the sample must be at most {BIGINT_MAX} entities, got {sample}")
+    if not BIGINT_MIN <= seed <= BIGINT_MAX:
+        raise UsageError(f"the seed must be {BIGINT_MIN} to {BIGINT_MAX}, got {seed}")
     registry = project.registry()
     views = registry.online_views(select)  # names unknown or offline are errors
     if not views:
