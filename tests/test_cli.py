@@ -105,6 +105,31 @@ def test_manifest_is_reparsed_when_yaml_changes(project_copy):
     assert fresh.registry().feature_view("product_sales_features").ttl_seconds == 12 * 3600
 
 
+def test_manifest_is_reparsed_when_a_file_is_deleted_added_or_replaced_by_an_older_one(project_copy):
+    """Staleness compared mtimes with the manifest's: a file deleted, or replaced by one with an
+    older mtime (cp -p, rsync -a, tar), kept the stale manifest (describe showed the old ttl,
+    every command failed on the deleted file). It compares a fingerprint of the files now."""
+    import os
+
+    project = Project.open(project_copy)
+    assert project.registry().feature_view("product_sales_features").ttl_seconds == 30 * 86400
+    yml = project_copy / "models/features/product_sales_features.yml"
+    before = yml.stat()
+    yml.write_text(yml.read_text().replace("ttl: 30d", "ttl: 12h"))
+    os.utime(yml, ns=(before.st_atime_ns, before.st_mtime_ns - 10**12))  # older than the manifest
+    fresh = Project.open(project_copy)
+    assert fresh.manifest_is_stale()
+    assert fresh.registry().feature_view("product_sales_features").ttl_seconds == 12 * 3600
+    extra = project_copy / "models/notes.md"
+    extra.write_text("{% docs notes %}notes{% enddocs %}\n")
+    os.utime(extra, ns=(before.st_atime_ns, before.st_mtime_ns - 10**12))
+    assert Project.open(project_copy).manifest_is_stale()  # added
+    Project.open(project_copy).registry()
+    assert not Project.open(project_copy).manifest_is_stale()
+    extra.unlink()
+    assert Project.open(project_copy).manifest_is_stale()  # deleted
+
+
 def test_manifest_is_reparsed_when_an_env_var_of_the_profile_changes(project_copy, monkeypatch):
     """FEATSYNC_PG_SCHEMA (read by profiles.yml) names every Postgres relation: a manifest
     parsed under another schema must not be reused, though no file changed."""

@@ -381,6 +381,44 @@ def test_prune_reports_a_state_key_that_is_not_a_hash_and_prunes_the_others(proj
     assert client.exists(Pusher(project, client, key_prefix="p").state_key(project.registry().feature_view("fv_user")))
 
 
+def test_prune_deletes_only_the_keys_under_an_orphan_id(project, prefix, redis_url):
+    """A key that merely starts with an orphan id (fs:<id>BACKUP, someone else's) was counted and
+    deleted with it: prune matched the id's width without the ':' that ends an id in a data key."""
+    client = redis.Redis.from_url(redis_url)
+    view_id = uuid.uuid4().hex[:8]
+    state, data, foreign = f"fs:{view_id}", f"fs:{view_id}:u1", f"fs:{view_id}BACKUP"
+    try:
+        client.hset(state, mapping={"identity": f"{prefix}/fv_gone/v1", "layout": "user_id;x:float"})
+        client.set(data, b"x")
+        client.set(foreign, b"someone else's")
+        (dry,) = prune(project.registry(), client, prefix, dry_run=True)
+        assert (dry.view_id, dry.keys) == (view_id, 1)
+        (orphan,) = prune(project.registry(), client, prefix)
+        assert orphan.keys == 1
+        assert client.exists(state, data) == 0 and client.get(foreign) == b"someone else's"
+    finally:
+        client.delete(state, data, foreign)
+
+
+def test_prune_reports_redis_unreachable_or_refusing_credentials_in_one_line(project, tmp_path):
+    """prune printed a traceback (ConnectionError, AuthenticationError) where status and verify
+    print one error line, or {"error": ...} under --json, exit code 1."""
+    port = free_port()
+    server = start_redis(port, tmp_path, "--requirepass", "secret", password="secret")
+    try:
+        for url in (f"redis://127.0.0.1:{free_port()}/0", f"redis://:wrong@127.0.0.1:{port}/0"):
+            options = ["--project-dir", str(project.project_dir), "--redis-url", url, "--key-prefix", "p"]
+            result = CliRunner().invoke(main, ["prune", *options])
+            assert result.exit_code == 1, result.output
+            assert result.stderr.startswith("error: cannot prune the online store: Redis failed")
+            assert "Traceback" not in result.output and "wrong" not in result.stderr
+            result = CliRunner().invoke(main, ["prune", *options, "--json"])
+            assert result.exit_code == 1 and json.loads(result.stdout)["error"]["exit_code"] == 1, result.output
+    finally:
+        server.kill()
+        server.wait()
+
+
 def test_a_value_that_does_not_fit_the_layout_is_an_error_not_a_decode(project, pusher, prefix, redis_url):
     load(USERS, PAIRS, PROFILES)
     pusher.push(["fv_pair", "fv_user"])

@@ -376,6 +376,19 @@ def test_a_clean_push_verifies_with_no_mismatches(online):
     assert all(c.checked == 4 for c in user.checks)
 
 
+def test_an_event_time_after_2255_with_microseconds_verifies_clean(online):
+    """Past 2**53 us (2255-06-05) the online store keeps an event time rounded to a float64's
+    precision: verify compared it with the exact warehouse time and reported a mismatch on a
+    clean push. It compares the warehouse time as the store keeps it now."""
+    far = datetime(2300, 1, 1, 0, 0, 0, 123457)
+    duck("insert into pair_rows values ('u7', 'm7', ?, 3.0)", [far])
+    online.push(["fv_pair"])
+    stored = online.client.get(online.layout(online.project.registry().feature_view("fv_pair")).key(["u7", "m7"]))
+    assert stored is not None
+    (pair,) = monitor_verify.verify(online.project, online.client, online.key_prefix, ["fv_pair"])
+    assert pair.present_online == 3 and pair.mismatches == 0 and pair.breaches == [], pair.checks
+
+
 def test_changing_the_warehouse_without_pushing_is_seen(online):
     online.push()
     duck("update user_rows set amount = 20 where user_id = 'u1' and amount = 2")  # corrected in place
@@ -437,6 +450,16 @@ def test_verify_bad_inputs(online):
         monitor_verify.verify(online.project, online.client, online.key_prefix, ["nope"])
     result = run(online.project, "verify", "--redis-url", "redis://127.0.0.1:1/0", "--key-prefix", "x")
     assert result.exit_code == 1 and "cannot read from Redis" in result.output
+    # Beyond a 64-bit integer, the warehouse's overflow was exit 1 "(has dbt built it on this target?)".
+    huge = "99999999999999999999999"
+    for option in ("--sample", "--seed", "--seed=-" + huge):
+        args = [option, huge] if not option.startswith("--seed=") else [option]
+        result = run(online.project, "verify", *args, "--redis-url", _url(online), "--key-prefix", online.key_prefix)
+        assert result.exit_code == 64 and "dbt" not in result.output, result.output
+    with pytest.raises(UsageError, match="the sample must be at most 9223372036854775807 entities"):
+        monitor_verify.verify(online.project, online.client, online.key_prefix, sample=int(huge))
+    with pytest.raises(UsageError, match="the seed must be"):
+        monitor_verify.verify(online.project, online.client, online.key_prefix, seed=-int(huge))
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -498,6 +498,125 @@ def test_a_server_token_guards_every_page_and_a_browser_signs_in_once(example):
         assert off_site.headers["location"] == "/ui/"  # never sent off this UI
 
 
+@pytest.mark.parametrize("token", ["Zm9v/YmF6+cXV4=", 'a;b,c"d\\e f=%41'])
+def test_a_browser_signs_in_with_a_token_a_cookie_cannot_hold_raw(example, token):
+    """A token with / + = (any base64 token) or ; , " \\ space was set as a quoted cookie
+    ("Zm9v/YmF6+cXV4=") that was read back with its quotes: every page sent the browser back to
+    the login, forever. The cookie holds it percent-encoded now, and is read back decoded."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from featsync.online.auth import cookie_value
+    from featsync.ui.app import mount
+
+    project, prefix, _ = example
+    app = Starlette(routes=mount(project, project.registry(), lambda: None, prefix, token=token))
+    html = {"accept": "text/html"}
+    with TestClient(app, base_url="http://127.0.0.1") as http:
+        signed = http.post("/ui/login?next=/ui/", data={"token": token}, headers=html, follow_redirects=False)
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/"
+        assert '"' not in signed.headers["set-cookie"].split(";")[0]  # a value a cookie holds unquoted
+        page = http.get("/ui/services/fraud_detection_v1", headers=html, follow_redirects=False)
+        assert page.status_code == 200, page.headers.get("location")
+        wrong = token[:-1] + ("x" if token[-1] != "x" else "y")
+        http.cookies.clear()
+        for value in (cookie_value(wrong), cookie_value(token)):
+            page = http.get("/ui/", headers={**html, "cookie": f"featsync_token={value}"}, follow_redirects=False)
+            assert page.status_code == (303 if value != cookie_value(token) else 200)
+
+
+def test_an_exposure_url_becomes_a_link_only_when_it_is_http(example):
+    """`url: "javascript:alert(document.cookie)"` on an exposure was a clickable link on the
+    service page (run in the UI's origin when clicked): only http(s) URLs are links now, any
+    other is shown as text."""
+    from html import escape
+
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from featsync.ui.app import mount
+
+    project, prefix, _ = example
+    registry = project.registry()
+    exposure = registry.manifest["exposures"][registry.service("fraud_detection_v1").unique_id]
+    saved = exposure.get("url")
+    cases = {
+        "javascript:alert(document.cookie)": False,
+        "JaVaScRiPt:alert(1)": False,
+        " javascript:alert(1)": False,
+        "data:text/html,<script>alert(1)</script>": False,
+        "https://models.example/fraud?v=1&x=2": True,
+        "HTTP://models.example/": True,
+    }
+    try:
+        for url, linked in cases.items():
+            exposure["url"] = url
+            app = Starlette(routes=mount(project, registry, lambda: None, prefix))
+            with TestClient(app, base_url="http://127.0.0.1") as http:
+                page = http.get("/ui/services/fraud_detection_v1")
+            assert page.status_code == 200
+            assert (f'href="{escape(url)}"' in page.text) is linked, url
+            assert escape(url, quote=False) in page.text  # shown either way
+    finally:
+        exposure["url"] = saved
+
+
+def test_results_show_only_for_the_version_and_store_they_were_about(example, redis_url):
+    """Results were keyed by view name only: a verify of another key prefix showed as this
+    server's skew, and after a version bump v1's validation showed as v2's (/metrics said 0
+    failures for a version never validated). Each result records what it was about now."""
+    import dataclasses
+
+    import redis.asyncio
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from featsync.monitoring import verify as verify_lib
+    from featsync.online.metrics import view_gauges
+    from featsync.results import ResultCache, online_store
+    from featsync.ui import pages
+    from featsync.ui.app import mount
+
+    project, prefix, _ = example
+    registry = project.registry()
+    name = "user_transaction_features"
+    view = registry.feature_views[name]
+    sync_client = redis.Redis.from_url(redis_url)
+    other = f"featsync-test-{uuid.uuid4().hex[:8]}"  # nothing pushed there: every entity missing online
+    verify_lib.verify(project, sync_client, other, [name], sample=5)
+    assert view_results(project, "verify")[name]["about"] == {
+        "version": view.version,
+        "key_prefix": other,
+        "redis": online_store(registry, sync_client, other)["redis"],
+    }
+    assert "***" not in json.dumps(view_results(project, "verify")[name]["about"])
+
+    def health(served_prefix: str) -> str:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        app = Starlette(routes=mount(project, registry, lambda: client, served_prefix))
+        with TestClient(app, base_url="http://127.0.0.1") as http:
+            page = http.get("/ui/health")
+        assert page.status_code == 200
+        return re.search(rf'<tr[^>]*data-view="{name}".*?</tr>', page.text, re.S).group(0)
+
+    assert "verify not run" in health(prefix)  # recorded against another key prefix
+    assert "verify not run" not in health(other)
+    verify_lib.verify(project, sync_client, prefix, [name], sample=5)
+    assert "verify not run" not in health(prefix)
+
+    # A version bump: v1's validation is not v2's, on the health page and in /metrics.
+    bumped_view = dataclasses.replace(view, version=view.version + 1)
+    bumped = dataclasses.replace(registry, feature_views={**registry.feature_views, name: bumped_view})
+    cache = ResultCache(project)
+    now = datetime.now(UTC)
+    assert cache.current("validate", view) is not None and cache.current("validate", bumped_view) is None
+    (row,) = [r for r in pages.health_rows(bumped, None, now, cache) if r.view.name == name]
+    assert row.validation is None
+    gauge = f'featsync_feature_view_validation_failures{{feature_view="{name}"}}'
+    assert gauge in view_gauges(registry, None, now, cache).decode()
+    assert gauge not in view_gauges(bumped, None, now, cache).decode()
+
+
 def test_the_catalog_index_cannot_close_its_script_element():
     """The JSON index rides inside <script>: no text of a description may end it early."""
     from featsync.ui.pages import CatalogRow, catalog_index

@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from featsync import logs
-from featsync.errors import CHECK_FAILED_EXIT, USAGE_EXIT, DeclarationError, FeatsyncError
+from featsync.errors import BIGINT_MAX, BIGINT_MIN, CHECK_FAILED_EXIT, USAGE_EXIT, DeclarationError, FeatsyncError
 from featsync.floats import json_float
 
 if TYPE_CHECKING:
@@ -1286,8 +1286,16 @@ def status(
 @main.command()
 @project_options
 @select_option("verify", "every online view")
-@click.option("--sample", type=click.IntRange(min=1), default=1000, show_default=True, help="Entities sampled per feature view.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Another seed samples other entities.")
+@click.option(
+    "--sample", type=click.IntRange(1, BIGINT_MAX), default=1000, show_default=True, help="Entities sampled per feature view."
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(BIGINT_MIN, BIGINT_MAX),
+    default=0,
+    show_default=True,
+    help="Another seed samples other entities.",
+)
 @online_store_options
 @json_option
 def verify(

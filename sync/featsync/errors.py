@@ -13,6 +13,10 @@ from typing import Any
 # Codes 1-3 and 64 mean featsync could not do its job; 4 means it did, and the data is not ok.
 CHECK_FAILED_EXIT = 4
 USAGE_EXIT = 64
+# A number given on the command line that goes into SQL as a 64-bit integer (verify's --sample
+# and --seed) must fit one: refused as a usage error (exit 64), never left for the warehouse's
+# overflow to fail as if a table were missing.
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
 
 
 SHOWN_CHARS = 100  # of a value quoted in an error message

@@ -149,15 +149,32 @@ class Project:
                 names.update(_ENV_VAR_CALL.findall(path.read_text()))
         return {name: os.environ.get(name) for name in sorted(names)}
 
+    def sources_fingerprint(self) -> str:
+        """A hash of every source file's (path, mtime_ns, size): any file added, deleted or
+        changed, whatever its new mtime (`cp -p`, `rsync -a` and `tar` keep an older one), gives
+        another. One stat per file, as cheap as the walk: it runs before every command."""
+        digest = hashlib.sha256()
+        for path in sorted(self.source_files()):
+            try:
+                stat = path.stat()
+            except OSError:  # deleted while walked: the next check sees it gone
+                continue
+            digest.update(f"{path}\0{stat.st_mtime_ns}\0{stat.st_size}\n".encode(errors="surrogateescape"))
+        return digest.hexdigest()
+
+    def parse_inputs(self) -> dict[str, Any]:
+        """What the manifest was parsed from, beside it in environment.json: the source files'
+        fingerprint and the environment variables the profile and dbt_project.yml read."""
+        return {"sources": self.sources_fingerprint(), "environment": self.environment()}
+
     def manifest_is_stale(self) -> bool:
+        """Whether the manifest must be parsed again: missing, or parsed from other inputs (a file
+        added, deleted or changed in any way, or an environment variable changed)."""
         if not self.manifest_path.is_file() or not self.environment_path.is_file():
             return True
-        built = self.manifest_path.stat().st_mtime
-        if any(p.stat().st_mtime > built for p in self.source_files()):
-            return True
         try:
-            return json.loads(self.environment_path.read_text()) != self.environment()
-        except ValueError:
+            return json.loads(self.environment_path.read_text()) != self.parse_inputs()
+        except (OSError, ValueError):
             return True
 
     def manifest(self, refresh: bool = False) -> dict[str, Any]:
@@ -173,9 +190,9 @@ class Project:
             if refresh or self.manifest_is_stale():
                 target = self.target or "default"
                 log.info("dbt parse: the manifest of %s (target %s) is missing or stale", self.project_dir, target)
-                environment = self.environment()
+                inputs = self.parse_inputs()  # before parsing: a file changed meanwhile is seen next time
                 self.run_dbt(["parse"], target_path=self.target_path)
-                self.environment_path.write_text(json.dumps(environment, indent=2))
+                self.environment_path.write_text(json.dumps(inputs, indent=2))
                 self._cache.pop("manifest_file", None)
             file = _file_identity(self.manifest_path)  # before reading: a replacement in between is seen next time
             if self._cache.get("manifest_file") != file:

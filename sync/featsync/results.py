@@ -7,6 +7,12 @@ records too) write what they found per feature view into
     {"kind": "validate", "updated_at": "2024-04-30T00:00:00Z",
      "views": {"user_transaction_features": {"recorded_at": "...", ...the view's result...}}}
 
+Each entry also records what it was about (``"about"``): the view's version, and for the
+checks that read the online store (verify, status) which store, ``key_prefix`` and ``redis``
+(the server's address without credentials: ``redis://host:port/db``). A reader (the UI,
+/metrics) shows a result only when its ``about`` is what it serves, else "not run": a
+validation of v1 is not v2's, a verify of another Redis or key prefix not this server's.
+
 Each run replaces the entries of the views it checked and keeps the others, so a
 ``--select`` run does not forget the rest. Writes are atomic (a temporary file renamed
 over the old one, under a lock against a concurrent run), so a reader never sees half a
@@ -23,14 +29,18 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from featsync.project import Project
 
+if TYPE_CHECKING:
+    from featsync.registry import FeatureView, Registry
+
 KINDS = frozenset({"validate", "drift", "status", "verify"})
+ONLINE_KINDS = frozenset({"status", "verify"})  # checks that read an online store: about it too
 log = logging.getLogger(__name__)
 
 
@@ -40,18 +50,44 @@ def result_path(project: Project, kind: str) -> Path:
     return project.target_path / "results" / f"{kind}.json"
 
 
-def save_result(project: Project, kind: str, views: Mapping[str, Mapping[str, Any]], now: datetime | None = None) -> Path | None:
-    """Record each view's result (JSON-ready dicts), replacing those views' previous entries.
+def about(view: FeatureView, store: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a result of `view` is about: its version, and (status, verify) the `online_store`."""
+    return {"version": view.version, **(store or {})}
+
+
+def online_store(registry: Registry, client: Any, key_prefix: str | None) -> dict[str, Any]:
+    """Which online store a check read or a server serves: the key prefix and the Redis address
+    (no credentials; None without a client)."""
+    from featsync.online.connections import redis_location
+
+    return {"key_prefix": key_prefix or registry.project_name, "redis": redis_location(client)}
+
+
+def save_result(
+    project: Project,
+    kind: str,
+    views: Mapping[str, Mapping[str, Any]],
+    now: datetime | None = None,
+    abouts: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path | None:
+    """Record each view's result (JSON-ready dicts), replacing those views' previous entries,
+    with what it was about (`abouts`, by view: see `about`).
 
     Returns the file written, or None when it could not be written (logged, not raised).
     """
     path = result_path(project, kind)
     stamp = _iso(now or datetime.now(UTC))
+    abouts = abouts or {}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(path):
             stored = _read(path).get("views", {})
-            stored.update({name: {"recorded_at": stamp, **result} for name, result in views.items()})
+            stored.update(
+                {
+                    name: {"recorded_at": stamp, **result, **({"about": dict(abouts[name])} if name in abouts else {})}
+                    for name, result in views.items()
+                }
+            )
             document = {"kind": kind, "updated_at": stamp, "views": dict(sorted(stored.items()))}
             text = json.dumps(_finite(document), indent=1, default=str, allow_nan=False)
             fd, tmp = tempfile.mkstemp(prefix=f".{kind}.", suffix=".tmp", dir=path.parent)
@@ -82,10 +118,14 @@ def view_results(project: Project, kind: str) -> dict[str, dict[str, Any]]:
 
 class ResultCache:
     """Recorded results for a long-running reader (the server, the UI): a file is re-read only
-    when it changed (mtime or size), so a page or a scrape costs a stat() per kind."""
+    when it changed (mtime or size), so a page or a scrape costs a stat() per kind.
 
-    def __init__(self, project: Project):
+    `store` says which online store the reader serves (`online_store`; None: none), for
+    `current` to show a status or verify only when it was about that store."""
+
+    def __init__(self, project: Project, store: Callable[[], Mapping[str, Any] | None] = lambda: None):
         self.paths = {kind: result_path(project, kind) for kind in KINDS}
+        self.store = store
         self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
 
     def views(self, kind: str) -> dict[str, dict[str, Any]]:
@@ -103,6 +143,18 @@ class ResultCache:
 
     def of(self, kind: str, view: str) -> dict[str, Any] | None:
         return self.views(kind).get(view)
+
+    def current(self, kind: str, view: FeatureView) -> dict[str, Any] | None:
+        """The view's recorded result if it is about what is served now: this version and (status,
+        verify) this reader's store; else None, shown as "not run". A result recorded without
+        `about` (by an older featsync) is about nothing known: None too."""
+        result = self.of(kind, view.name)
+        if result is None:
+            return None
+        store = self.store() if kind in ONLINE_KINDS else None
+        if kind in ONLINE_KINDS and store is None:
+            return None
+        return result if result.get("about") == about(view, store) else None
 
 
 def validation_failures(result: Mapping[str, Any] | None) -> int | None:

@@ -31,7 +31,7 @@ from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import FeatureView, Monitoring
 from featsync.registry.types import BOOL, DECIMAL, FLOAT, INT, TEXT, TIMESTAMP
-from featsync.results import save_result
+from featsync.results import about, save_result
 from featsync.times import parse_time
 
 PSI_BINS = 10  # reference deciles, the usual PSI binning
@@ -195,7 +195,7 @@ def drift(project: Project, feature_view: str, reference: Window, current: Windo
     report = DriftReport(
         view.name, reference, current, counts["reference"]["rows"], counts["current"]["rows"], view.monitoring, results, skipped
     )
-    save_result(project, "drift", {view.name: report.as_dict(histograms=True)})
+    save_result(project, "drift", {view.name: report.as_dict(histograms=True)}, abouts={view.name: about(view)})
     return report
 
 

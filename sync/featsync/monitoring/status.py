@@ -25,7 +25,7 @@ from featsync.online.state import layout_of, read_state_fields
 from featsync.progress import Progress, silent
 from featsync.project import Project
 from featsync.registry import FeatureView, format_duration
-from featsync.results import save_result
+from featsync.results import about, online_store, save_result
 
 SCAN_COUNT = 10_000  # keys per SCAN round trip
 
@@ -122,7 +122,9 @@ def status(
             judge_push = view.online and fresh.readable and fresh.pushed
             _judge_status(result, view, instant, judge_push, rows_read.get(view.name))
             out.append(result)
-    save_result(project, "status", {r.feature_view: r.as_dict() for r in out}, now=instant)
+    store = online_store(registry, client, key_prefix)
+    abouts = {r.feature_view: about(registry.feature_view(r.feature_view), store) for r in out}
+    save_result(project, "status", {r.feature_view: r.as_dict() for r in out}, now=instant, abouts=abouts)
     return out
 
 

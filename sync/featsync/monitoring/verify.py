@@ -18,17 +18,17 @@ from typing import Any
 import pyarrow as pa
 import redis
 
-from featsync.errors import FeatsyncError, UsageError
+from featsync.errors import BIGINT_MAX, BIGINT_MIN, FeatsyncError, UsageError
 from featsync.monitoring.status import iso, utc
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import connect, reading
-from featsync.online.layout import online_values
+from featsync.online.layout import from_micros, online_values, stored_micros
 from featsync.online.push import compile_latest_rows
 from featsync.online.serving import PRESENT, OnlineReader
 from featsync.online.validity import epoch_micros, live_rows
 from featsync.project import Project
 from featsync.registry import FeatureView, Registry
-from featsync.results import save_result
+from featsync.results import about, online_store, save_result
 
 EXAMPLES = 3  # mismatch examples kept per feature
 
@@ -97,6 +97,10 @@ def verify(
     """
     if sample < 1:
         raise UsageError(f"the sample must be at least 1 entity, got {sample}")
+    if sample > BIGINT_MAX:  # sample and seed go into the SQL as 64-bit integers (featsync.errors)
+        raise UsageError(f"the sample must be at most {BIGINT_MAX} entities, got {sample}")
+    if not BIGINT_MIN <= seed <= BIGINT_MAX:
+        raise UsageError(f"the seed must be {BIGINT_MIN} to {BIGINT_MAX}, got {seed}")
     registry = project.registry()
     views = registry.online_views(select)  # names unknown or offline are errors
     if not views:
@@ -118,7 +122,9 @@ def verify(
                 batches = list(warehouse.arrow_batches(sql, params))
             table = pa.Table.from_batches(batches) if batches else pa.table({})  # an empty view gives no batch
             results.append(_verify_view(view, table, registry, client, key_prefix, now))
-    save_result(project, "verify", {r.feature_view: r.as_dict() for r in results})
+    store = online_store(registry, client, key_prefix)
+    abouts = {r.feature_view: about(registry.feature_view(r.feature_view), store) for r in results}
+    save_result(project, "verify", {r.feature_view: r.as_dict() for r in results}, abouts=abouts)
     return results
 
 
@@ -146,6 +152,10 @@ def _verify_view(
         raise FeatsyncError(f"cannot read from Redis: {exc}") from exc
     finished_ms = int(now() * 1000) + 1
     offline = {name: online_values(table.column(name)) for name in (view.timestamp, *view.feature_names)}
+    # The event time as the online store keeps it (a float64 of microseconds: rounded after 2255).
+    offline[view.timestamp] = [
+        None if value is None else from_micros(stored_micros(epoch_micros(utc(value)))) for value in offline[view.timestamp]
+    ]
     online_times = response.event_timestamps[view.name]
     first = view.feature_names[0]
     for i, row in enumerate(entity_rows):

@@ -38,7 +38,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
-from featsync.errors import FeatsyncError, shown
+from featsync.errors import BIGINT_MAX, BIGINT_MIN, FeatsyncError, shown
 from featsync.times import is_aware, parse_time
 
 DIALECTS = ("duckdb", "postgres", "snowflake", "spark")
@@ -75,7 +75,7 @@ class RequestField:
         if kind == BOOL and isinstance(value, bool):
             return value
         if kind == INT and isinstance(value, int) and not isinstance(value, bool):
-            if -(2**63) <= value < 2**63:
+            if BIGINT_MIN <= value <= BIGINT_MAX:
                 return value
             raise FeatsyncError(f"request field '{self.name}' is {self.data_type}; {shown(value)} is outside 64-bit integers")
         if kind == FLOAT and isinstance(value, (int, float)) and not isinstance(value, bool):

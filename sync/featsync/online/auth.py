@@ -18,6 +18,22 @@ if TYPE_CHECKING:  # the CLI reads token files before it knows the serve extra i
 COOKIE = "featsync_token"  # the UI keeps a signed-in browser's token in this cookie (HttpOnly, SameSite=Strict)
 
 
+def cookie_value(token: str) -> str:
+    """The token as the UI cookie holds it: percent-encoded, so every character is one a cookie
+    value holds unquoted. Raw, a token with `/ + = ; , "` or `\\` (any base64 token) was sent
+    quoted (`"Zm9v/YmF6+cXV4="`, Python's cookie quoting) and never matched again: the login looped."""
+    from urllib.parse import quote
+
+    return quote(token, safe="")
+
+
+def _from_cookie(value: str) -> str:
+    """The token in a cookie value that `cookie_value` wrote."""
+    from urllib.parse import unquote
+
+    return unquote(value)
+
+
 def given_token(scope: dict, cookie: bool = False) -> str | None:
     """The token a request carries: `Authorization: Bearer <token>`, else (when `cookie`) the UI cookie."""
     headers = dict(scope.get("headers") or [])
@@ -28,7 +44,7 @@ def given_token(scope: dict, cookie: bool = False) -> str | None:
         for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
             name, _, value = part.strip().partition("=")
             if name == COOKIE:
-                return value
+                return _from_cookie(value)
     return None
 
 
@@ -78,6 +94,9 @@ def read_token_file(path: str) -> str:
         raise UsageError(f"--auth-token-file {path}: every user can read it; chmod o-r (or 600) it first")
     if not token:
         raise UsageError(f"--auth-token-file {path}: the file is empty")
-    if any(c.isspace() or not c.isprintable() for c in token):
-        raise UsageError(f"--auth-token-file {path}: the token must be one line of printable characters without spaces")
+    if any(not "!" <= c <= "~" for c in token):  # a header is latin-1: a non-ASCII token could never be sent
+        raise UsageError(
+            f"--auth-token-file {path}: the token must be one line of printable ASCII characters (! to ~), "
+            "without spaces or non-ASCII letters (an HTTP header cannot carry those as the token)"
+        )
     return token

@@ -272,6 +272,26 @@ def describe_client(client: redis.Redis) -> str:
     return f"Redis at {kwargs.get('host')}:{kwargs.get('port')}"
 
 
+def redis_location(client: Any) -> str | None:
+    """Which Redis a client (sync or asyncio) talks to, as a URL without credentials:
+    'redis://host:port/db' ('rediss://' over TLS), 'unix://path?db=N', or for a cluster
+    'redis+cluster://' and its primaries, sorted. None without a client. Recorded results are
+    matched on it (featsync.results), so it names the server, never how one logged in."""
+    import redis.asyncio
+
+    if client is None:
+        return None
+    if isinstance(client, redis.RedisCluster | redis.asyncio.RedisCluster):
+        primaries = sorted(f"{n.host}:{n.port}" for n in client.get_nodes() if n.server_type == "primary")
+        return "redis+cluster://" + ",".join(primaries)
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+    scheme = "rediss" if "SSL" in pool.connection_class.__name__ else "redis"
+    return f"{scheme}://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+
+
 def server_identity(client: Any) -> frozenset[str] | None:
     """The run ids of the Redis servers behind a client (INFO server): a restart or a
     failover changes them. None when the user may not run INFO (an ACL without @dangerous)."""

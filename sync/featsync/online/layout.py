@@ -419,7 +419,7 @@ class Layout:
         (event,) = _EVENT_TIME.unpack_from(value)
         if not _STORED_MIN <= event <= _STORED_MAX:  # NaN compares false
             raise self._bad_time(event, "its event time")
-        return min(int(event), MAX_MICROS), values  # see _EVENT_TIME
+        return _read_event_time(event), values
 
     def _feature_times(self, values: list[object]) -> None:
         """The timestamp features of one decoded row, microseconds to datetimes, in place."""
@@ -499,6 +499,18 @@ def epoch_micros(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if factor == 1:
         return raw
     return np.clip(raw, MIN_MICROS // factor - 1, MAX_MICROS // factor + 1) * factor
+
+
+def stored_micros(micros: int) -> int:
+    """An event time (epoch microseconds) as a read gets it back once push stored it: through the
+    full form's float64 (see _EVENT_TIME; the compact form's whole seconds come back the same).
+    For whoever compares a warehouse time with an online one (featsync verify)."""
+    return _read_event_time(_EVENT_TIME.unpack(_EVENT_TIME.pack(micros))[0])
+
+
+def _read_event_time(stored: float) -> int:
+    """A full value's stored event time back as microseconds (see _EVENT_TIME)."""
+    return min(int(stored), MAX_MICROS)
 
 
 def from_micros(micros: int) -> datetime:

@@ -178,7 +178,8 @@ def view_gauges(registry: Registry, states: Mapping[str, Mapping[str, str]] | No
 
     Freshness (now - newest event time pushed) and the last push time come from the push
     state (absent for a view never pushed, or all of them when Redis does not answer);
-    validation failures from the last recorded `featsync validate` (absent if never run).
+    validation failures from the last recorded `featsync validate` of the view's current
+    version (absent if never run on it).
     """
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import GaugeMetricFamily
@@ -204,9 +205,8 @@ def view_gauges(registry: Registry, states: Mapping[str, Mapping[str, str]] | No
             freshness.add_metric([view.name], fresh.age_seconds)
         if fresh.last_push_at is not None:
             last_push.add_metric([view.name], fresh.last_push_at.timestamp())
-    validations = results.views("validate")
-    for name in registry.feature_views:
-        count = validation_failures(validations.get(name))
+    for name, view in registry.feature_views.items():  # of this version only: another's is not this one's
+        count = validation_failures(results.current("validate", view))
         if count is not None:
             failures.add_metric([name], count)
 

@@ -6,7 +6,9 @@ old registry keep reading what they understand, and a rollback finds its keys. K
 ttl expire on their own; the others stay until pruned. Prune finds every state hash
 ``fs:<view id>`` whose ``identity`` names this key prefix and whose id no online view of
 the registry has now, and deletes its keys, then the hash (so an interrupted prune can
-be re-run). Ids of other prefixes or projects are never touched.
+be re-run). Ids of other prefixes or projects are never touched, and neither is a key that
+merely starts with an id (``fs:<view id>BACKUP``): an id's data keys are ``fs:<view id>:...``
+and nothing else.
 
 A key of a state hash's shape that is not a hash (something else wrote it: WRONGTYPE) names
 no owner, so prune cannot tell whose it is: it is reported through `unreadable` (the CLI
@@ -22,6 +24,7 @@ from typing import Any
 
 import redis
 
+from featsync.errors import FeatsyncError
 from featsync.online.layout import KEY_PREFIX, VIEW_ID_CHARS
 from featsync.online.state import IDENTITY, LAYOUT, layout_of, wrong_type
 from featsync.registry import Registry
@@ -56,7 +59,20 @@ def prune(
 
     Two SCANs of the keyspace (about a second per million keys each): one finds the state
     hashes, one deletes the orphans' keys as it goes, in batches, so memory stays flat.
+
+    Redis unreachable, refusing the credentials or failing midway is a FeatsyncError (one line,
+    exit code 1, as status and verify report it), never a traceback: the state hashes are
+    deleted last, so a re-run finishes what an interrupted prune began.
     """
+    try:
+        return _prune(registry, client, key_prefix, dry_run, unreadable)
+    except redis.RedisError as exc:
+        raise FeatsyncError(f"cannot prune the online store: Redis failed: {exc}") from exc
+
+
+def _prune(
+    registry: Registry, client: Any, key_prefix: str | None, dry_run: bool, unreadable: Callable[[str], None]
+) -> list[Orphan]:
     prefix = key_prefix or registry.project_name
     current = {layout_of(registry, view, key_prefix).view_id for view in registry.online_views()}
     width = len(KEY_PREFIX) + 1 + VIEW_ID_CHARS  # a state hash: "fs:" + the id
@@ -84,8 +100,10 @@ def prune(
         return []
     batch: list[bytes] = []
     for key in _scan(client):
+        if key[width : width + 1] != b":":  # the state hash itself (deleted last), or not a data key of an id
+            continue
         owner = orphans.get(key[:width])
-        if owner is None or len(key) == width:
+        if owner is None:
             continue
         owner.keys += 1
         if not dry_run:

@@ -46,7 +46,7 @@ from featsync.project import Project
 from featsync.quality.report import jsonable, plain, show
 from featsync.quality.suites import INDEX_META, ROW_COUNT_EXPECTATIONS, Suite, load_suites, suite_file_of
 from featsync.registry import FeatureView
-from featsync.results import save_result
+from featsync.results import about, save_result
 from featsync.times import is_aware, parse_time
 
 DEFAULT_MAX_ROWS = 2_000_000  # Arrow engines: above this many rows, validate the documented sample
@@ -177,7 +177,9 @@ def validate(
 
 def _recorded(project: Project, validations: list[ViewValidation]) -> list[ViewValidation]:
     """Keep each view's result where the UI and /metrics read it (featsync.results)."""
-    save_result(project, "validate", {v.feature_view: v.as_dict() for v in validations})
+    registry = project.registry()
+    abouts = {v.feature_view: about(registry.feature_view(v.feature_view)) for v in validations}
+    save_result(project, "validate", {v.feature_view: v.as_dict() for v in validations}, abouts=abouts)
     return validations
 
 

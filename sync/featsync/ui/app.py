@@ -30,13 +30,13 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from featsync.monitoring import drift as drift_lib
-from featsync.online.auth import COOKIE, authorized, token_matches, unauthorized
+from featsync.online.auth import COOKIE, authorized, cookie_value, token_matches, unauthorized
 from featsync.online.limits import error_body, internal_error
 from featsync.online.state import layout_of, read_states
 from featsync.project import Project
 from featsync.quality.validate import resolve_now
 from featsync.registry import Registry, format_duration
-from featsync.results import ResultCache
+from featsync.results import ResultCache, online_store
 from featsync.ui import pages
 
 PREFIX = "/ui"
@@ -73,7 +73,7 @@ class UI:
         self.key_prefix = key_prefix
         self.token = token
         self.timeout = timeout
-        self.results = ResultCache(project)
+        self.results = ResultCache(project, lambda: online_store(registry, client(), key_prefix))
         self.compiled = pages.CompiledSQL.of(project)
         self.compiled.get({})  # read dbt's manifest now, not on the first page view
         self.rows = pages.catalog_rows(registry)
@@ -141,7 +141,7 @@ class UI:
                 response = RedirectResponse(target, 303)
                 if self.token:
                     secure = request.url.scheme == "https"
-                    response.set_cookie(COOKIE, given, httponly=True, samesite="strict", path=PREFIX, secure=secure)
+                    response.set_cookie(COOKIE, cookie_value(given), httponly=True, samesite="strict", path=PREFIX, secure=secure)
                 return response
             error = "That token is not the server's."
         return self.page("login.html", request, code=401 if error else 200, next=target, error=error, title="Sign in")
@@ -219,8 +219,9 @@ class UI:
     async def drift_report(self, request: Request) -> Response:
         """The last drift report of a view, as the self-contained HTML `featsync drift --html` writes."""
         name = request.path_params["name"]
-        recorded = self.results.of("drift", name)
-        if name not in self.registry.feature_views or recorded is None:
+        view = self.registry.feature_views.get(name)
+        recorded = None if view is None else self.results.current("drift", view)
+        if recorded is None:
             return self.not_found(request, f"no drift report recorded for '{name}'")
         html = drift_lib.html_report(drift_lib.DriftReport.from_dict(recorded))
         response = HTMLResponse(html)

@@ -296,8 +296,8 @@ def feature_view_page(
     node = registry.manifest.get("nodes", {}).get(view.unique_id, {})
     graph = lineage_graph(registry.manifest, view.unique_id, link, {v.unique_id for v in registry.feature_views.values()})
     freshness = online_freshness(view, state, now) if view.online and state is not None else None
-    validation = results.of("validate", view.name)
-    drift = results.of("drift", view.name)
+    validation = results.current("validate", view)
+    drift = results.current("drift", view)
     return {
         "view": view,
         "facts": facts,
@@ -316,8 +316,8 @@ def feature_view_page(
         "validation": validation,
         "validation_summary": validation_summary(validation),
         "drift": drift,
-        "status": results.of("status", view.name),
-        "skew": skew_summary(results.of("verify", view.name)),
+        "status": results.current("status", view),
+        "skew": skew_summary(results.current("verify", view)),
         "snippets": snippets(registry, view, project),
         "services": [registry.services[s] for s in facts["used_by"]["services"]],
     }
@@ -373,6 +373,7 @@ def service_page(registry: Registry, service: FeatureService) -> dict[str, Any]:
             "type": exposure.get("type"),
             "maturity": exposure.get("maturity"),
             "url": exposure.get("url"),
+            "link": exposure.get("url") if web_link(exposure.get("url")) else None,
             "owner_name": owner.get("name"),
             "owner_email": owner.get("email"),
             "description": exposure.get("description"),
@@ -416,7 +417,6 @@ def health_rows(
     registry: Registry, states: Mapping[str, Mapping[str, str]] | None, now: datetime, results: ResultCache
 ) -> list[HealthRow]:
     rows = []
-    validations, skews, statuses = (results.views(kind) for kind in ("validate", "verify", "status"))
     for view in registry.online_views():
         freshness = online_freshness(view, states[view.name], now) if states is not None else None
         rows.append(
@@ -424,9 +424,9 @@ def health_rows(
                 view,
                 freshness,
                 _ages(freshness),
-                validation_summary(validations.get(view.name)),
-                skew_summary(skews.get(view.name)),
-                statuses.get(view.name),
+                validation_summary(results.current("validate", view)),
+                skew_summary(results.current("verify", view)),
+                results.current("status", view),
             )
         )
     return rows
@@ -436,3 +436,11 @@ def when(text: str | datetime | None) -> str:
     """A recorded time (ISO text or datetime) for people: '2024-04-30 12:00Z'."""
     value = text if isinstance(text, datetime) else parse_instant(text)
     return value.strftime("%Y-%m-%d %H:%MZ") if value else "-"
+
+
+def web_link(url: Any) -> bool:
+    """Whether an exposure's `url` may become a link: http(s) only. Any other scheme
+    (`javascript:alert(document.cookie)`, `data:`) would run or load in the UI's origin when
+    clicked, so the page shows it as text. The scheme must start the value: a browser drops
+    leading spaces and control characters, which would hide one."""
+    return isinstance(url, str) and url[:8].lower().startswith(("http://", "https://"))
