@@ -618,11 +618,12 @@ def test_a_nan_statistic_is_a_breach_never_a_pass(project):
 
 
 def test_the_ui_draws_a_drift_report_recorded_with_null_edges(project, redis_url):
-    """Result files written before the fix may hold NaN edges as null: the report renders, no 500."""
+    """A recorded report whose histogram holds null edges (NaN, as files written before
+    non-finite values were left out held them): the report renders, no 500."""
     from starlette.testclient import TestClient
 
     from featsync.online.server import ServeConfig, create_app
-    from featsync.results import save_result
+    from featsync.results import about, save_result
 
     nulls = {"edges": [None] * 11, "reference": [0.1] * 10, "current": [None] * 10}
     feature = drift_lib.FeatureDrift("score", "numeric", 18, 18, 0.0, 0.0, histogram=nulls)
@@ -635,7 +636,8 @@ def test_the_ui_draws_a_drift_report_recorded_with_null_edges(project, redis_url
         project.registry().feature_view("fv_pair").monitoring,
         [feature],
     )
-    save_result(project, "drift", {"fv_pair": report.as_dict(histograms=True)})
+    view = project.registry().feature_view("fv_pair")
+    save_result(project, "drift", {"fv_pair": report.as_dict(histograms=True)}, abouts={"fv_pair": about(view)})
     config = ServeConfig(str(project.project_dir), str(project.profiles_dir), project.target, redis_url, "unused", ui=True)
     with TestClient(create_app(config), base_url="http://127.0.0.1") as http:
         page = http.get("/ui/drift/fv_pair")

@@ -792,7 +792,6 @@ def push(
                     "keys written",
                     "skipped stale",
                     "skipped expired",
-                    "deleted expired",
                     "seconds",
                 ),
                 [
@@ -804,13 +803,13 @@ def push(
                         f"{r.rows_read:,}",
                         f"{r.keys_written:,}",
                         f"{r.skipped_stale:,}",
-                        f"{r.skipped_expired:,}",
-                        f"{r.deleted_expired:,}",
+                        # of which deleted: the stored value they removed (not newer than them)
+                        f"{r.skipped_expired:,}" + (f" ({r.deleted_expired:,} deleted)" if r.deleted_expired else ""),
                         f"{r.seconds:.2f}",
                     )
                     for r in results
                 ]
-                + [(name, "", gate.status_of(name), "NOT PUSHED", "", "", "", "", "", "") for name in gate.blocked],
+                + [(name, "", gate.status_of(name), "NOT PUSHED", "", "", "", "", "") for name in gate.blocked],
             )
         )
         if gate.skip_validation:

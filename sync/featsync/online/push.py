@@ -163,7 +163,7 @@ local written, stale, absent, deleted = 0, 0, 0, 0
 for i, key in ipairs(KEYS) do
   local value = ARGV[2 * i - 1]
   local expire_at = ARGV[2 * i]
-  if not stored[i] then
+  if not stored[i] and expire_at ~= '{EXPIRED}' then  -- (what decides SET NX for the next batch: rows to write)
     absent = absent + 1
   end
   local kept = stored[i] and old_us[i] > event_us(value) and not (after and old_us[i] > after)
