@@ -8,6 +8,7 @@ import random
 import socket
 import struct
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -210,6 +211,22 @@ def test_a_full_refresh_keeps_a_newer_stored_row_not_after_its_clock(pusher):
     (full,) = pusher.push(["fv_profile"], full_refresh=True)
     assert (full.keys_written, full.skipped_stale, full.deleted_expired) == (0, 1, 0)
     assert served_tiers(pusher, "g1", "g2") == ["pushed", "pushed"]
+
+
+def test_a_full_refresh_keeps_rows_pushed_while_it_runs(pusher):
+    """A full refresh runs for seconds to minutes, and a row pushed meanwhile (the push API, a
+    stream) is dated after the refresh began: compared with the push's clock at its start, such
+    rows were replaced by the warehouse's older ones (an attack saw 200 of 200 go back). Only a
+    value dated beyond Redis' own clock + CLOCK_SKEW is a future date a refresh corrects."""
+    from featsync.online.ingest import RowIngest
+
+    load(profile=[("h1", NOW - 2 * H, None, "warehouse")])
+    pusher.now = lambda: time.time() - 120  # the refresh began two minutes ago
+    live = [{"user_id": "h1", "event_timestamp": datetime.now(UTC) - timedelta(seconds=30), "valid_to": None, "tier": "live"}]
+    RowIngest(pusher.project, pusher.client, pusher.key_prefix).push("fv_profile", live)
+    (full,) = pusher.push(["fv_profile"], full_refresh=True)
+    assert (full.keys_written, full.skipped_stale) == (0, 1)
+    assert served_tiers(pusher, "h1") == ["live"]
 
 
 def test_pushing_twice_is_idempotent(pusher):
@@ -512,6 +529,16 @@ def test_expiry_bound_is_the_last_whole_millisecond_of_validity(pusher):
     assert pusher.push(["fv_user"], dry_run=True)[0].skipped_expired == 0
     pusher.now = lambda: (bound - 1) / 1000
     assert pusher.push(["fv_user"], dry_run=True)[0].skipped_expired == 1
+
+
+def test_a_validity_ending_just_after_the_epoch_is_expired_not_forever(pusher):
+    """An SCD2 row valid until 1970-01-01T00:00:00.0015: its last valid millisecond came out as
+    PXAT 0, which means "never expires", and it was served for good while the join gives NULL."""
+    epoch = datetime(1970, 1, 1)
+    load(profile=[("e1", epoch - H, epoch + timedelta(microseconds=1500), "ghost"), ("e2", NOW - H, None, "live")])
+    (stats,) = pusher.push(["fv_profile"])
+    assert (stats.keys_written, stats.skipped_expired) == (1, 1)
+    assert served_tiers(pusher, "e1", "e2") == [None, "live"]
 
 
 def test_dry_run_writes_nothing(pusher):

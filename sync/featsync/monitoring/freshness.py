@@ -18,14 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from featsync.errors import shown
 from featsync.online.state import NEWEST_EVENT
+from featsync.online.validity import CLOCK_SKEW  # a writer's clock this far ahead of the reader's: skew, not a breach
 from featsync.registry import FeatureView, format_duration
-
-CLOCK_SKEW = timedelta(minutes=5)  # a writer's clock this far ahead of the reader's: a negative age, not a breach
 
 
 @dataclass

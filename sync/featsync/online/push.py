@@ -62,7 +62,7 @@ from featsync.online.state import (
     read_state,
     save_state,
 )
-from featsync.online.validity import EXPIRED, epoch_micros, live_rows
+from featsync.online.validity import CLOCK_SKEW, EXPIRED, epoch_micros, live_rows
 from featsync.project import Project
 from featsync.registry import FeatureView
 
@@ -90,10 +90,12 @@ SET_NX_MIN_ABSENT = 0.5
 # EXPIRED (-1) for a latest row no longer valid: nothing is written for it, and the key's
 # stored value is deleted unless its event time is after the row's (never older: a newer
 # value stays); the last ARGV: the view's value shape (Layout.value_shape: its compact length, the
-# full form's fixed part, texts and null bitmap), followed on a --full-refresh by the push's
-# clock in epoch microseconds: a stored value dated after it is then no longer newer (the
-# warehouse's latest row replaced it: a future date corrected), so the row replaces or, expired,
-# deletes it (full_refresh_shape). A value of the compact length starts with
+# full form's fixed part, texts and null bitmap), followed on a --full-refresh by a margin in
+# microseconds (CLOCK_SKEW): a stored value dated after Redis' clock (TIME, at the call) plus
+# that margin is then no longer newer (a future date the warehouse has corrected), so the row
+# replaces or, expired, deletes it (full_refresh_shape). Redis' clock at each call, not the
+# push's at its start: a row pushed meanwhile (the push API, a stream) is dated after the
+# start of a long refresh, and must stay. A value of the compact length starts with
 # its event time in seconds as a big-endian uint32, a full one with microseconds as a
 # big-endian double (featsync.online.layout). Returns {written, stale, absent, deleted}
 # (REPLY_FIELDS). One MGET
@@ -108,16 +110,20 @@ FOREIGN_VALUE = "FEATSYNC_FOREIGN_VALUE"
 REPLY_FIELDS = 4  # WRITE_NEWER's reply: written, stale, absent, deleted
 
 
-def full_refresh_shape(value_shape: str, clock_us: int) -> str:
-    """WRITE_NEWER's last argument on a --full-refresh: the view's value shape and the push's
-    clock, past which a stored event time no longer wins over the warehouse's latest row."""
-    return f"{value_shape} {clock_us}"
+def full_refresh_shape(value_shape: str) -> str:
+    """WRITE_NEWER's last argument on a --full-refresh: the view's value shape and the margin
+    beyond Redis' clock past which a stored event time no longer wins over the warehouse's row."""
+    return f"{value_shape} {CLOCK_SKEW // timedelta(microseconds=1)}"
 
 
 WRITE_NEWER = f"""
 local compact, fixed, texts, bitmap, bound, after = string.match(ARGV[#ARGV], '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) ?(%d*)$')
 compact, fixed, texts, bitmap, bound = tonumber(compact), tonumber(fixed), tonumber(texts), tonumber(bitmap), tonumber(bound)
-after = tonumber(after)  -- nil unless a full refresh's clock follows the shape
+after = tonumber(after)  -- nil unless a full refresh's margin follows the shape
+if after then
+  local now = redis.call('TIME')
+  after = tonumber(now[1]) * 1000000 + tonumber(now[2]) + after
+end
 local function event_us(value)
   if #value == compact then
     return struct.unpack('>I4', value) * 1000000
@@ -313,8 +319,8 @@ class Pusher:
     _script: Any = field(default=None, init=False, repr=False)
     _cluster: Any = field(default=None, init=False, repr=False)  # featsync.online.cluster.ClusterWriter
     _set_nx: bool = field(default=False, init=False, repr=False)  # how the next batch is written
-    # A --full-refresh's clock (epoch us): stored values dated after it are replaced (full_refresh_shape).
-    _replace_after: int | None = field(default=None, init=False, repr=False)
+    # A --full-refresh: stored values dated after Redis' clock + CLOCK_SKEW are replaced (full_refresh_shape).
+    _replace_future: bool = field(default=False, init=False, repr=False)
     # Batches written each way, for tests and curious operators.
     batches: dict[str, int] = field(default_factory=lambda: {"set_nx": 0, "script": 0}, init=False)
     _owned: set[str] = field(default_factory=set, init=False, repr=False)  # view ids whose identity push_rows recorded
@@ -383,7 +389,7 @@ class Pusher:
         # The push's own clock: rows dated after it are written, but the watermark never
         # passes it, so rows that change later are still picked up by the next push.
         clock = datetime.fromtimestamp(self.now(), UTC)
-        self._replace_after = epoch_micros(clock) if full_refresh else None
+        self._replace_future = full_refresh
         run = new_run()
         pushed_before = False
         since = server = newest_event = None
@@ -500,7 +506,7 @@ class Pusher:
 
         def one(number: int) -> tuple[PushStats, Seen]:
             worker = replace(self)  # the same settings, a write state of its own
-            worker._set_nx, worker._replace_after = self._set_nx, self._replace_after
+            worker._set_nx, worker._replace_future = self._set_nx, self._replace_future
             part = PushStats(view.name, view.version, dry_run=dry_run)
             with connect(self.project) as warehouse:
                 params: list[Any] = []
@@ -646,7 +652,7 @@ class Pusher:
         if expired:
             expire_ms = np.where(live, expire_ms, EXPIRED)
         layout = self.layout(view)
-        shape = layout.value_shape if self._replace_after is None else full_refresh_shape(layout.value_shape, self._replace_after)
+        shape = full_refresh_shape(layout.value_shape) if self._replace_future else layout.value_shape
         return Rows(layout.encode_keys(batch), layout.encode_values(batch), expire_ms, shape)
 
     def push_rows(self, view: FeatureView, table: pa.Table, layout: Layout | None = None) -> PushStats:

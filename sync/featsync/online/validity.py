@@ -37,6 +37,10 @@ NO_EXPIRY = 0  # the PXAT that push sends for "no expiry" (WRITE_NEWER and SET N
 # nothing for it and deletes the key's stored value unless that is newer (the join at the
 # clock no longer uses any value of the key, but a newer one, e.g. pushed, stays). Never SET NX.
 EXPIRED = -1
+# A writer's clock this far ahead of a reader's is skew, not a time in the future: the margin
+# by which freshness tolerates a stored time after its clock, and beyond which a full refresh
+# takes a stored event time for a future date to correct (featsync.online.push.WRITE_NEWER).
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 def valid_end_us(view: FeatureView, batch: pa.RecordBatch | pa.Table) -> np.ndarray:
@@ -63,8 +67,11 @@ def valid_end(view: FeatureView, event_us: np.ndarray, valid_to_us: np.ndarray |
 
 
 def expire_at_ms(end_us: np.ndarray) -> np.ndarray:
-    """The PXAT of each row: the last whole millisecond in which it is still valid (0: never)."""
-    return np.where(end_us == NEVER, NO_EXPIRY, np.floor_divide(end_us, 1000) - 1)
+    """The PXAT of each row: the last whole millisecond in which it is still valid (0: never).
+    A validity that ends in the epoch's second millisecond would come out as 0, which reads as
+    "never": it is before every clock, so it is EXPIRED instead (as every end before it is)."""
+    last = np.floor_divide(end_us, 1000) - 1
+    return np.where(end_us == NEVER, NO_EXPIRY, np.where(last == NO_EXPIRY, EXPIRED, last))
 
 
 def live_rows(view: FeatureView, batch: pa.RecordBatch | pa.Table, now_us: int) -> tuple[np.ndarray, np.ndarray]:
