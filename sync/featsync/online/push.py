@@ -72,6 +72,7 @@ CHUNK_ROWS = 1_000
 CLUSTER_BATCH_ROWS = 4 * BATCH_ROWS  # 16 rows per script call and slot rather than 4 (Pusher.batch_rows)
 log = logging.getLogger(__name__)
 CHANGED_AT = "featsync_changed_at"  # the change marker of the latest rows: featsync.latest_rows(changed_at=true)
+NEWER = "featsync_newer"  # Pusher.unchanged: how many latest rows are past the watermark, beside each row at it
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -529,12 +530,18 @@ class Pusher:
 
     def unchanged(self, select: Iterable[str] = ()) -> list[str]:
         """The selected views with nothing new since their last push: no latest row whose change
-        marker is past the watermark, and as many at it as that push counted (one that landed
-        later at the very same instant counts as new). An incremental push of such a view need
-        not read it, and the push gate need not validate it again.
+        marker is past the watermark, and the latest rows at the watermark's very instant are
+        what the online store holds (each live row's key holds that row's value, each expired
+        row's key is absent). An incremental push of such a view need not read it, and the push
+        gate need not validate it again.
 
-        One aggregate query per view over its latest rows (what a push reads anyway); a view
-        never pushed, or whose state does not hold the count, is not unchanged.
+        Counting the rows at the watermark is not enough: a key's latest row replaced by
+        another row with the same change marker (a newer event loaded in the same batch, one
+        created_at per load) keeps every count equal, and its value would never be pushed.
+        So the rows at the watermark (few, usually) are read, encoded as push encodes them,
+        and compared with Redis. One query per view over its latest rows (what a push reads
+        anyway) and one MGET per batch of rows at the watermark; a view never pushed, or
+        whose state does not hold the count, is not unchanged.
         """
         views = self.views(select)
         self.check_reachable()  # an unreachable Redis is said as push says it
@@ -554,16 +561,41 @@ class Pusher:
             for view in candidates:
                 state = states[view.name]
                 params: list[Any] = []
-                marker = CHANGED_AT
-                newer = f"count(case when {marker} > {warehouse.bind(state.watermark, params)} then 1 end) as newer"
-                at = f"count(case when {marker} = {warehouse.bind(state.watermark, params)} then 1 end) as at_watermark"
-                with reading(view):
-                    row = warehouse.fetch_arrow(
-                        f"select {newer}, {at} from ({queries[view.name]}) as featsync_latest", params
-                    ).to_pylist()[0]
-                if row["newer"] == 0 and row["at_watermark"] == state.at_watermark:
-                    out.append(view.name)
+                newer = f"count(case when {CHANGED_AT} > {warehouse.bind(state.watermark, params)} then 1 end) over () as {NEWER}"
+                at = f"{CHANGED_AT} = {warehouse.bind(state.watermark, params)}"
+                sql = (
+                    f"select * from (select featsync_latest.*, {newer} from ({queries[view.name]}) as featsync_latest)"
+                    f" as featsync_counted where {at}"
+                )
+                with reading(view), self._redis_errors(view):
+                    if self._online_holds(view, warehouse.arrow_batches(sql, params, self.batch_rows), state.at_watermark):
+                        out.append(view.name)
         return out
+
+    def _online_holds(self, view: FeatureView, batches: Iterable[pa.RecordBatch], expected: int) -> bool:
+        """Whether these latest rows at the watermark (with the count of rows past it, NEWER)
+        number `expected` and are what Redis holds: the encoded value under each live row's
+        key, nothing under an expired row's key (push deletes it: featsync.online.validity)."""
+        layout = self.layout(view)
+        now_us = epoch_micros(datetime.fromtimestamp(self.now(), UTC))
+        seen = 0
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            if batch.column(NEWER)[0].as_py():
+                return False
+            seen += batch.num_rows
+            if seen > expected:
+                return False
+            _, live = live_rows(view, batch, now_us)
+            keys = layout.encode_keys(batch).to_pylist()
+            values = layout.encode_values(batch).to_pylist()
+            mget = self.client.mget_nonatomic if isinstance(self.client, redis.RedisCluster) else self.client.mget
+            stored = mget(keys)
+            for alive, value, held in zip(live.tolist(), values, stored, strict=True):
+                if held != (value if alive else None):
+                    return False
+        return seen == expected
 
     def state_key(self, view: FeatureView) -> str:
         return self.layout(view).state_key
