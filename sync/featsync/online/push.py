@@ -72,6 +72,9 @@ CHUNK_ROWS = 1_000
 CLUSTER_BATCH_ROWS = 4 * BATCH_ROWS  # 16 rows per script call and slot rather than 4 (Pusher.batch_rows)
 log = logging.getLogger(__name__)
 CHANGED_AT = "featsync_changed_at"  # the change marker of the latest rows: featsync.latest_rows(changed_at=true)
+# SCD2 views: the change marker without valid_to, by which a row is "dated in the future"
+# (a future valid_to is a scheduled end, not bad data); other views: CHANGED_AT itself.
+DATED_AT = "featsync_dated_at"
 NEWER = "featsync_newer"  # Pusher.unchanged: how many latest rows are past the watermark, beside each row at it
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
@@ -654,7 +657,8 @@ class Pusher:
             return None, None
         self.layout(view).check_times(batch)  # instants outside the years 1 to 9999, named with their row
         marker, event = batch.column(CHANGED_AT), batch.column(view.timestamp)
-        late = [pc.greater(c, pa.scalar(naive_utc(clock), c.type)) for c in (marker, event)]
+        dated = batch.column(dated_at(view))
+        late = [pc.greater(c, pa.scalar(naive_utc(clock), c.type)) for c in (dated, event)]
         stats.future_rows += int(pc.sum(pc.fill_null(pc.or_kleene(*late), False)).as_py() or 0)
         # Any precision and zone, as whole microseconds rounded down (featsync.online.layout).
         changed = _newest(marker)
@@ -1159,6 +1163,11 @@ def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:
     _, offsets, data = array.buffers()
     bounds = np.frombuffer(offsets, dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
     return memoryview(data)[bounds[lo] : bounds[hi]]
+
+
+def dated_at(view: FeatureView) -> str:
+    """The latest_rows column by which a row counts as dated in the future (DATED_AT)."""
+    return DATED_AT if view.valid_to else CHANGED_AT
 
 
 def changed_since(view: FeatureView, latest_sql: str, watermark: str | None) -> str:
