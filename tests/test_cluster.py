@@ -179,6 +179,12 @@ def test_push_read_and_incremental_on_a_cluster(project, cluster):  # noqa: F811
     assert not reader._cluster.route.stale and len(set(reader._cluster.route.owners)) == 3
     (incremental,) = pusher.push(["fv_user"])
     assert not incremental.full_refresh and incremental.rows_read == 1
+    # Pusher.unchanged compares the rows at the watermark with the stored values, across slots.
+    assert pusher.unchanged(["fv_user"]) == ["fv_user"]
+    load([*USERS, ("u7", NOW - H / 2, None, 7, "w")], PAIRS, PROFILES)  # a second key at the watermark
+    assert pusher.unchanged(["fv_user"]) == []
+    pusher.push(["fv_user"])
+    assert pusher.unchanged(["fv_user"]) == ["fv_user"]
     # The keys really are spread over the masters.
     per_node = [redis.Redis(port=p).dbsize() for p in cluster.ports]
     assert sum(per_node) >= 7 and sum(1 for n in per_node if n) >= 2
