@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,7 +75,6 @@ CHANGED_AT = "featsync_changed_at"  # the change marker of the latest rows: feat
 # SCD2 views: the change marker without valid_to, by which a row is "dated in the future"
 # (a future valid_to is a scheduled end, not bad data); other views: CHANGED_AT itself.
 DATED_AT = "featsync_dated_at"
-NEWER = "featsync_newer"  # Pusher.unchanged: how many latest rows are past the watermark, beside each row at it
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -564,37 +563,32 @@ class Pusher:
             for view in candidates:
                 state = states[view.name]
                 params: list[Any] = []
-                newer = f"count(case when {CHANGED_AT} > {warehouse.bind(state.watermark, params)} then 1 end) over () as {NEWER}"
-                at = f"{CHANGED_AT} = {warehouse.bind(state.watermark, params)}"
-                sql = (
-                    f"select * from (select featsync_latest.*, {newer} from ({queries[view.name]}) as featsync_latest)"
-                    f" as featsync_counted where {at}"
-                )
+                sql = changed_since(view, queries[view.name], warehouse.bind(state.watermark, params))
                 with reading(view), self._redis_errors(view):
-                    if self._online_holds(view, warehouse.arrow_batches(sql, params, self.batch_rows), state.at_watermark):
-                        out.append(view.name)
+                    with closing(iter(warehouse.arrow_batches(sql, params, self.batch_rows))) as batches:
+                        if self._online_holds(view, batches, state.watermark, state.at_watermark):
+                            out.append(view.name)
         return out
 
-    def _online_holds(self, view: FeatureView, batches: Iterable[pa.RecordBatch], expected: int) -> bool:
-        """Whether these latest rows at the watermark (with the count of rows past it, NEWER)
-        number `expected` and are what Redis holds: the encoded value under each live row's
-        key, nothing under an expired row's key (push deletes it: featsync.online.validity)."""
+    def _online_holds(self, view: FeatureView, batches: Iterable[pa.RecordBatch], watermark: datetime, expected: int) -> bool:
+        """Whether these latest rows changed at or after the watermark are `expected` rows all at
+        the watermark (none past it: stop at the first) and are what Redis holds: the encoded
+        value under each live row's key, nothing under an expired row's key (push deletes it:
+        featsync.online.validity)."""
         layout = self.layout(view)
         now_us = epoch_micros(datetime.fromtimestamp(self.now(), UTC))
+        mget = self.client.mget_nonatomic if isinstance(self.client, redis.RedisCluster) else self.client.mget
         seen = 0
         for batch in batches:
             if not batch.num_rows:
                 continue
-            if batch.column(NEWER)[0].as_py():
-                return False
+            marker = batch.column(CHANGED_AT)
             seen += batch.num_rows
-            if seen > expected:
+            if seen > expected or pc.any(pc.greater(marker, pa.scalar(watermark, marker.type))).as_py():
                 return False
             _, live = live_rows(view, batch, now_us)
-            keys = layout.encode_keys(batch).to_pylist()
             values = layout.encode_values(batch).to_pylist()
-            mget = self.client.mget_nonatomic if isinstance(self.client, redis.RedisCluster) else self.client.mget
-            stored = mget(keys)
+            stored = mget(layout.encode_keys(batch).to_pylist())
             for alive, value, held in zip(live.tolist(), values, stored, strict=True):
                 if held != (value if alive else None):
                     return False
