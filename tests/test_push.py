@@ -619,6 +619,60 @@ def test_incremental_push_sends_only_changed_rows(pusher):
     assert full.full_refresh and full.rows_read == 5
 
 
+@pytest.fixture(params=["duckdb", "postgres"])
+def either(request, redis_url):
+    """(a pusher of the pit project on DuckDB or PostgreSQL, load(user=..., profile=...) for it)."""
+    if request.param == "duckdb":
+        project, fill = request.getfixturevalue("pit_duckdb"), load
+    else:
+        pg = request.getfixturevalue("pit_postgres")
+        project = pg.project
+
+        def fill(user=(), pair=(), profile=()) -> None:
+            for table, rows in (("user_rows", user), ("pair_rows", pair), ("profile_rows", profile)):
+                pg.execute(f"delete from {table}")
+                for row in rows:
+                    pg.execute(f"insert into {table} values ({', '.join(['%s'] * len(row))})", row)
+
+    pusher = Pusher(project, redis.Redis.from_url(redis_url), key_prefix=f"featsync-test-{uuid.uuid4().hex[:8]}")
+    yield pusher, fill
+    delete_keys(pusher)
+
+
+def test_a_latest_row_replaced_at_the_watermark_is_not_unchanged(either):
+    """A key's latest row replaced by a newer event loaded with the same created_timestamp (one
+    per load) keeps every count at the watermark equal: Pusher.unchanged called the view
+    unchanged, so a gated push never sent the new row and the old value stayed online."""
+    pusher, fill = either
+    fill([("u1", NOW - 2 * H, NOW - H, 1, "x"), ("u2", NOW - 1.5 * H, NOW - H, 2, "y")])
+    pusher.push(["fv_user"])
+    assert pusher.unchanged(["fv_user"]) == ["fv_user"]
+    fill([("u1", NOW - 2 * H, NOW - H, 1, "x"), ("u2", NOW - 1.5 * H, NOW - H, 2, "y"), ("u2", NOW - 1.2 * H, NOW - H, 20, "z")])
+    assert pusher.unchanged(["fv_user"]) == []
+    (again,) = pusher.push(["fv_user"], unchanged=pusher.unchanged(["fv_user"]))
+    assert again.rows_read == 2 and stored(pusher, "fv_user", "u2")[1] == {"amount": 20, "label": "z"}
+    assert pusher.unchanged(["fv_user"]) == ["fv_user"]  # online now: unchanged again
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["plain", "gated"])
+def test_closing_a_row_behind_the_watermark_moves_its_marker(either, gated):
+    """A dbt snapshot closing a hard-deleted entity sets only valid_to. The change marker is the
+    later of the event time and valid_to, so an incremental push reads the closed row (behind
+    the watermark by its event time) and deletes its stored value; it used to stay online."""
+    pusher, fill = either
+    later = ("e2", NOW - H, None, "silver")  # the watermark: e1's event time is behind it
+    fill(profile=[OPEN_E1, later])
+    (first,) = pusher.push(["fv_profile"])
+    assert first.keys_written == 2 and served_tiers(pusher, "e1") == ["gold"]
+    fill(profile=[("e1", NOW - 2 * H, NOW - H / 2, "gold"), later])  # closed in place, nothing else changed
+    unchanged = pusher.unchanged(["fv_profile"]) if gated else []
+    assert unchanged == []
+    (closed,) = pusher.push(["fv_profile"], unchanged=unchanged)
+    assert not closed.full_refresh and (closed.rows_read, closed.deleted_expired) == (2, 1)  # e2 at the watermark, e1
+    assert stored(pusher, "fv_profile", "e1") is None and served_tiers(pusher, "e1", "e2") == [None, "silver"]
+    assert pusher.unchanged(["fv_profile"]) == ["fv_profile"]
+
+
 def test_an_interrupted_push_is_not_marked_done(pusher):
     load(USERS, PAIRS, PROFILES)
 

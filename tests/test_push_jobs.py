@@ -46,11 +46,9 @@ def test_jobs_write_what_one_job_writes(project, redis_url):  # noqa: F811
                 stats.keys_written,
                 stats.skipped_expired,
             )
-            assert (other.watermark, other.at_watermark, other.newest_event_time) == (
-                stats.watermark,
-                stats.at_watermark,
-                stats.newest_event_time,
-            )
+            assert (other.future_rows, other.newest_event_time) == (stats.future_rows, stats.newest_event_time)
+            if stats.at_watermark:  # else each watermark is its own push's clock (fv_profile: a valid_to after it)
+                assert (other.watermark, other.at_watermark) == (stats.watermark, stats.at_watermark)
         assert _online(one) == _online(three) and len(_online(one)) == 207
         # An incremental push with jobs reads only the changed rows, and moves the watermark.
         load([*USERS, *many, ("user7", NOW, NOW, 70, "new")], PAIRS, PROFILES)

@@ -8,7 +8,13 @@
 
   changed_at=true adds `featsync_changed_at`, what moves when a row changes (featsync push's
   incremental watermark): the created time where the view declares one (NULL: known at
-  event time), else the event time; always a naive UTC timestamp, whatever the columns' types.
+  event time), else the event time; for SCD2 views (valid_to), the later of that and valid_to,
+  since closing a row (a dbt snapshot's hard delete sets only dbt_valid_to) changes what the
+  join at now returns without moving either time; always a naive UTC timestamp, whatever the
+  columns' types. A valid_to in the future makes the marker future: push re-sends such a row
+  each time (harmless) until then, as its watermark never passes its own clock. SCD2 views
+  also get `featsync_dated_at`, the marker without valid_to: what "dated in the future"
+  (bad data, a breach) is judged by, since a future valid_to is an ordinary scheduled end.
 -#}
 {% macro latest_rows(feature_view, changed_at=false) %}
   {%- if not execute -%}
@@ -18,7 +24,14 @@
   {%- set view = featsync._pit_plan([feature_view ~ ':*'], none, {}, false)[0] -%}
 select {{ view.select_columns | join(', ') }}
 {%- if changed_at %},
-    {% if view.created_timestamp %}{{ featsync._available_at(view, '', true) }}{% else %}{{ featsync.utc(view.timestamp, view.types[view.timestamp]) }}{% endif %} as featsync_changed_at
+  {%- set marker = featsync._available_at(view, '', true) if view.created_timestamp else featsync.utc(view.timestamp, view.types[view.timestamp]) -%}
+  {%- if view.valid_to %}
+    {%- set valid_to = featsync.utc(view.valid_to, (view.get('types') or {}).get(view.valid_to)) %}
+    greatest({{ marker }}, coalesce({{ valid_to }}, {{ marker }})) as featsync_changed_at,
+    {{ marker }} as featsync_dated_at
+  {%- else %}
+    {{ marker }} as featsync_changed_at
+  {%- endif %}
 {%- endif %}
 from (
     select

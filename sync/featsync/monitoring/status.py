@@ -20,7 +20,7 @@ from featsync.monitoring.freshness import OnlineFreshness, format_age, online_fr
 from featsync.offline.sql import identifier
 from featsync.offline.warehouse import Warehouse, connect, reading
 from featsync.online.layout import KEY_PREFIX, Layout, online_values
-from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows
+from featsync.online.push import CHANGED_AT, changed_since, compile_latest_rows, dated_at
 from featsync.online.state import layout_of, read_state_fields
 from featsync.progress import Progress, silent
 from featsync.project import Project
@@ -145,7 +145,7 @@ def status_query(
         "count(*) as entities",
         f"max(case when {compared} <= {now(zoned)} then {ts} end) as newest_event",
         f"max(case when {CHANGED_AT} <= {now()} then {CHANGED_AT} end) as newest_change",
-        f"count(case when {compared} > {now(zoned)} or {CHANGED_AT} > {now()} then 1 end) as future",
+        f"count(case when {compared} > {now(zoned)} or {dated_at(view)} > {now()} then 1 end) as future",
     ]
     if watermark is None:
         columns.append("0 as pending")

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -72,6 +72,9 @@ CHUNK_ROWS = 1_000
 CLUSTER_BATCH_ROWS = 4 * BATCH_ROWS  # 16 rows per script call and slot rather than 4 (Pusher.batch_rows)
 log = logging.getLogger(__name__)
 CHANGED_AT = "featsync_changed_at"  # the change marker of the latest rows: featsync.latest_rows(changed_at=true)
+# SCD2 views: the change marker without valid_to, by which a row is "dated in the future"
+# (a future valid_to is a scheduled end, not bad data); other views: CHANGED_AT itself.
+DATED_AT = "featsync_dated_at"
 # Redis (or part of a cluster) being unreachable, as opposed to refusing a command.
 UNAVAILABLE = (
     redis.ConnectionError,
@@ -535,12 +538,18 @@ class Pusher:
 
     def unchanged(self, select: Iterable[str] = ()) -> list[str]:
         """The selected views with nothing new since their last push: no latest row whose change
-        marker is past the watermark, and as many at it as that push counted (one that landed
-        later at the very same instant counts as new). An incremental push of such a view need
-        not read it, and the push gate need not validate it again.
+        marker is past the watermark, and the latest rows at the watermark's very instant are
+        what the online store holds (each live row's key holds that row's value, each expired
+        row's key is absent). An incremental push of such a view need not read it, and the push
+        gate need not validate it again.
 
-        One aggregate query per view over its latest rows (what a push reads anyway); a view
-        never pushed, or whose state does not hold the count, is not unchanged.
+        Counting the rows at the watermark is not enough: a key's latest row replaced by
+        another row with the same change marker (a newer event loaded in the same batch, one
+        created_at per load) keeps every count equal, and its value would never be pushed.
+        So the rows at the watermark (few, usually) are read, encoded as push encodes them,
+        and compared with Redis. One query per view over its latest rows (what a push reads
+        anyway) and one MGET per batch of rows at the watermark; a view never pushed, or
+        whose state does not hold the count, is not unchanged.
         """
         views = self.views(select)
         self.check_reachable()  # an unreachable Redis is said as push says it
@@ -560,16 +569,36 @@ class Pusher:
             for view in candidates:
                 state = states[view.name]
                 params: list[Any] = []
-                marker = CHANGED_AT
-                newer = f"count(case when {marker} > {warehouse.bind(state.watermark, params)} then 1 end) as newer"
-                at = f"count(case when {marker} = {warehouse.bind(state.watermark, params)} then 1 end) as at_watermark"
-                with reading(view):
-                    row = warehouse.fetch_arrow(
-                        f"select {newer}, {at} from ({queries[view.name]}) as featsync_latest", params
-                    ).to_pylist()[0]
-                if row["newer"] == 0 and row["at_watermark"] == state.at_watermark:
-                    out.append(view.name)
+                sql = changed_since(view, queries[view.name], warehouse.bind(state.watermark, params))
+                with reading(view), self._redis_errors(view):
+                    with closing(iter(warehouse.arrow_batches(sql, params, self.batch_rows))) as batches:
+                        if self._online_holds(view, batches, state.watermark, state.at_watermark):
+                            out.append(view.name)
         return out
+
+    def _online_holds(self, view: FeatureView, batches: Iterable[pa.RecordBatch], watermark: datetime, expected: int) -> bool:
+        """Whether these latest rows changed at or after the watermark are `expected` rows all at
+        the watermark (none past it: stop at the first) and are what Redis holds: the encoded
+        value under each live row's key, nothing under an expired row's key (push deletes it:
+        featsync.online.validity)."""
+        layout = self.layout(view)
+        now_us = epoch_micros(datetime.fromtimestamp(self.now(), UTC))
+        mget = self.client.mget_nonatomic if isinstance(self.client, redis.RedisCluster) else self.client.mget
+        seen = 0
+        for batch in batches:
+            if not batch.num_rows:
+                continue
+            marker = batch.column(CHANGED_AT)
+            seen += batch.num_rows
+            if seen > expected or pc.any(pc.greater(marker, pa.scalar(watermark, marker.type))).as_py():
+                return False
+            _, live = live_rows(view, batch, now_us)
+            values = layout.encode_values(batch).to_pylist()
+            stored = mget(layout.encode_keys(batch).to_pylist())
+            for alive, value, held in zip(live.tolist(), values, stored, strict=True):
+                if held != (value if alive else None):
+                    return False
+        return seen == expected
 
     def state_key(self, view: FeatureView) -> str:
         return self.layout(view).state_key
@@ -628,7 +657,8 @@ class Pusher:
             return None, None
         self.layout(view).check_times(batch)  # instants outside the years 1 to 9999, named with their row
         marker, event = batch.column(CHANGED_AT), batch.column(view.timestamp)
-        late = [pc.greater(c, pa.scalar(naive_utc(clock), c.type)) for c in (marker, event)]
+        dated = batch.column(dated_at(view))
+        late = [pc.greater(c, pa.scalar(naive_utc(clock), c.type)) for c in (dated, event)]
         stats.future_rows += int(pc.sum(pc.fill_null(pc.or_kleene(*late), False)).as_py() or 0)
         # Any precision and zone, as whole microseconds rounded down (featsync.online.layout).
         changed = _newest(marker)
@@ -1133,6 +1163,11 @@ def _slice(array: pa.Array, lo: int, hi: int) -> memoryview:
     _, offsets, data = array.buffers()
     bounds = np.frombuffer(offsets, dtype=np.int32, count=len(array) + 1, offset=array.offset * 4)
     return memoryview(data)[bounds[lo] : bounds[hi]]
+
+
+def dated_at(view: FeatureView) -> str:
+    """The latest_rows column by which a row counts as dated in the future (DATED_AT)."""
+    return DATED_AT if view.valid_to else CHANGED_AT
 
 
 def changed_since(view: FeatureView, latest_sql: str, watermark: str | None) -> str:
