@@ -364,15 +364,17 @@ def test_spine_nanoseconds_are_refused_where_the_engine_keeps_microseconds(reque
 def test_push_refuses_times_outside_years_1_to_9999(types_duckdb, redis_url):
     types_duckdb_execute("delete from rows_us")
     types_duckdb_execute("insert into rows_us values ('far', '10000-01-01 00:00:00', '2024-01-01', 1, 1, true, 'x')")
+    prefix = f"featsync-test-{uuid.uuid4().hex[:8]}"
     try:
         result = cli(types_duckdb, "duckdb", "push", "--select", "fv_us", "--skip-validation", "--redis-url", redis_url,
-                     "--key-prefix", f"featsync-test-{uuid.uuid4().hex[:8]}")  # fmt: skip
+                     "--key-prefix", prefix)  # fmt: skip
         assert result.exit_code == 1, result.output
         assert "feature view 'fv_us': column 'event_timestamp' holds 10000-01-01 00:00:00.000000 in the row " in result.output
         assert "(entity_id='far', event_timestamp=10000-01-01 00:00:00.000000)" in result.output
         assert "the years 1 to 9999 only" in result.output and "Traceback" not in result.output
     finally:
         load(types_duckdb_execute, "duckdb")
+        delete_pushed_keys(types_duckdb, redis.Redis.from_url(redis_url), prefix)  # the state hash the push claimed
 
 
 def test_types_project_uses_featsync_only_as_a_package():
