@@ -26,7 +26,7 @@ select {{ view.select_columns | join(', ') }}
 {%- if changed_at %},
   {%- set marker = featsync._available_at(view, '', true) if view.created_timestamp else featsync.utc(view.timestamp, view.types[view.timestamp]) -%}
   {%- if view.valid_to %}
-    {%- set valid_to = featsync.utc(view.valid_to, (view.get('types') or {}).get(view.valid_to)) %}
+    {%- set valid_to = featsync.utc(view.valid_to, view.types[view.valid_to]) %}
     greatest({{ marker }}, coalesce({{ valid_to }}, {{ marker }})) as featsync_changed_at,
     {{ marker }} as featsync_dated_at
   {%- else %}

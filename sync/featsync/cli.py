@@ -30,7 +30,7 @@ from rich.text import Text
 
 from featsync import logs
 from featsync.errors import BIGINT_MAX, BIGINT_MIN, CHECK_FAILED_EXIT, USAGE_EXIT, DeclarationError, FeatsyncError
-from featsync.floats import json_float
+from featsync.floats import json_float, map_floats
 
 if TYPE_CHECKING:
     from featsync.progress import Progress
@@ -1112,17 +1112,7 @@ def _table(title: str | None, columns: tuple[str, ...], rows: Any, **options: An
 def _print_json(data: Any) -> None:
     """Strict JSON: a NaN or infinite float is written as the string "NaN", "Infinity" or
     "-Infinity" (bare NaN is not JSON, and null would read as a missing value)."""
-    click.echo(json.dumps(_finite(data), indent=2, default=str, allow_nan=False))
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return json_float(value)  # the HTTP server's rule too
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    click.echo(json.dumps(map_floats(data, json_float), indent=2, default=str, allow_nan=False))
 
 
 def _yes(value: bool) -> str:

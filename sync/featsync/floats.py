@@ -10,6 +10,7 @@ says PRESENT, and bare NaN is not JSON. `featsync get --json` and the HTTP serve
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 NAN, INFINITY, MINUS_INFINITY = "NaN", "Infinity", "-Infinity"
@@ -38,3 +39,16 @@ def json_floats(values: list[Any]) -> list[Any]:
     except (OverflowError, TypeError):  # an on-demand feature's huge int, say: the exact pass decides
         pass
     return [json_float(value) if type(value) is float else value for value in values]
+
+
+def map_floats(value: Any, convert: Callable[[float], Any]) -> Any:
+    """`value` (dicts, lists and tuples of JSON-ready values) with every float put through
+    `convert`: json_float for feature values (`featsync ... --json`), null for the statistics of
+    recorded results (featsync.results, whose readers expect numbers or null)."""
+    if isinstance(value, float):
+        return convert(value)
+    if isinstance(value, Mapping):
+        return {k: map_floats(v, convert) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [map_floats(v, convert) for v in value]
+    return value

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featsync.floats import map_floats
 from featsync.project import Project
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def save_result(
                 }
             )
             document = {"kind": kind, "updated_at": stamp, "views": dict(sorted(stored.items()))}
-            text = json.dumps(_finite(document), indent=1, default=str, allow_nan=False)
+            text = json.dumps(map_floats(document, _finite), indent=1, default=str, allow_nan=False)
             fd, tmp = tempfile.mkstemp(prefix=f".{kind}.", suffix=".tmp", dir=path.parent)
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -191,15 +192,9 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _finite(value: Any) -> Any:
+def _finite(value: float) -> float | None:
     """NaN and infinities (a p-value of a constant column, say) as null: JSON has neither."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    return value if math.isfinite(value) else None
 
 
 def _iso(value: datetime) -> str:
